@@ -1,0 +1,11 @@
+//! `flatfhir schema` (placeholder until the flatten engine lands).
+
+use std::process::ExitCode;
+
+/// Arguments of `flatfhir schema`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {}
+
+pub(crate) fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("not implemented yet")
+}

@@ -1,0 +1,51 @@
+//! The `flatfhir` binary: argument parsing, dispatch to one module per subcommand, and
+//! error reporting with exit codes. The work itself lives in the library crates.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Take FHIR data out of Bulk Data servers and make it analysis-ready.
+#[derive(Debug, Parser)]
+#[command(name = "flatfhir", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Flatten FHIR NDJSON files into one Parquet (or Arrow) table per resource type.
+    Convert(cmd::convert::Args),
+    /// Print the union schema per resource type: column, type, non-null count, first seen.
+    Schema(cmd::schema::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Convert(args) => cmd::convert::run(args),
+        Command::Schema(args) => cmd::schema::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A closed stdout (`flatfhir schema ... | head`) is not a failure.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

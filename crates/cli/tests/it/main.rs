@@ -1,0 +1,1 @@
+//! Integration tests of the `flatfhir` binary: one test binary, one module per subcommand.
