@@ -1,0 +1,38 @@
+//! SQL on FHIR ViewDefinitions with FHIRPath evaluated directly on FHIR JSON.
+//!
+//! A [`View`] is compiled once (every FHIRPath parsed into an AST, constants resolved, the
+//! view validated), then run on each resource, which is parsed by the borrowing parser in
+//! [`json`]. No typed FHIR model is involved: choice types are found on the raw JSON
+//! (`value.ofType(Quantity)` reads `valueQuantity`).
+//!
+//! ```
+//! use flatfhir_view::{View, json};
+//!
+//! let view = View::from_json_str(r#"{
+//!     "resource": "Patient",
+//!     "select": [{"column": [
+//!         {"name": "id", "path": "id"},
+//!         {"name": "family", "path": "name.where(use = 'official').family.first()"}
+//!     ]}]
+//! }"#, "patients").unwrap();
+//! let line = r#"{"resourceType":"Patient","id":"p1","name":[{"use":"official","family":"Smith"}]}"#;
+//! let resource = json::parse(line).unwrap();
+//! let mut rows = Vec::new();
+//! view.rows(&resource, &mut rows).unwrap();
+//! assert_eq!(rows.len(), 1);
+//! assert_eq!(rows[0][1].to_json(), serde_json::json!("Smith"));
+//! ```
+
+mod ast;
+mod error;
+mod eval;
+mod functions;
+pub mod json;
+mod lexer;
+mod parser;
+mod rows;
+mod view;
+
+pub use error::{Error, Result, SyntaxError};
+pub use rows::{Cell, Row, Scalar};
+pub use view::{ColumnDef, View};

@@ -1,0 +1,381 @@
+//! FHIRPath parser: tokens to [`Expr`], resolving functions, constants and choice types.
+
+use crate::ast::{BinOp, Expr, Func, Lit};
+use crate::error::SyntaxError;
+use crate::lexer::{Tok, Token, tokenize};
+
+/// Resolves `%name` to a view constant index.
+pub(crate) type ConstResolver<'r> = &'r dyn Fn(&str) -> Option<usize>;
+
+/// Parses and compiles one FHIRPath expression.
+pub(crate) fn parse(src: &str, consts: ConstResolver<'_>) -> Result<Expr, SyntaxError> {
+    let toks = tokenize(src)?;
+    let mut p = Parser { toks, i: 0, consts };
+    let e = p.expr(0)?;
+    if p.peek() != &Tok::Eof {
+        return Err(p.err("unexpected token"));
+    }
+    Ok(e)
+}
+
+struct Parser<'r> {
+    toks: Vec<Token>,
+    i: usize,
+    consts: ConstResolver<'r>,
+}
+
+/// Binding powers (higher binds tighter).
+const BP_UNARY: u8 = 11;
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> &Tok {
+        &self.toks[self.i].tok
+    }
+
+    fn pos(&self) -> usize {
+        self.toks[self.i].pos
+    }
+
+    fn next(&mut self) -> Tok {
+        let t = self.toks[self.i].tok.clone();
+        if self.i + 1 < self.toks.len() {
+            self.i += 1;
+        }
+        t
+    }
+
+    fn err(&self, msg: &str) -> SyntaxError {
+        SyntaxError {
+            pos: self.pos(),
+            message: format!("{msg} ({})", describe(self.peek())),
+        }
+    }
+
+    fn expect(&mut self, t: &Tok, what: &str) -> Result<(), SyntaxError> {
+        if self.peek() == t {
+            self.next();
+            Ok(())
+        } else {
+            Err(self.err(&format!("expected {what}")))
+        }
+    }
+
+    /// The infix operator at the cursor and its binding power.
+    fn infix(&self) -> Option<(BinOpOrType, u8)> {
+        use BinOp::*;
+        let op = match self.peek() {
+            Tok::Op(o) => match *o {
+                "*" => (BinOpOrType::Op(Mul), 10),
+                "/" => (BinOpOrType::Op(Div), 10),
+                "+" => (BinOpOrType::Op(Add), 9),
+                "-" => (BinOpOrType::Op(Sub), 9),
+                "&" => (BinOpOrType::Op(Concat), 9),
+                "|" => (BinOpOrType::Op(Union), 7),
+                "<" => (BinOpOrType::Op(Lt), 6),
+                "<=" => (BinOpOrType::Op(Le), 6),
+                ">" => (BinOpOrType::Op(Gt), 6),
+                ">=" => (BinOpOrType::Op(Ge), 6),
+                "=" => (BinOpOrType::Op(Eq), 5),
+                "!=" => (BinOpOrType::Op(Ne), 5),
+                "~" => (BinOpOrType::Op(Equiv), 5),
+                "!~" => (BinOpOrType::Op(NotEquiv), 5),
+                _ => return None,
+            },
+            Tok::Ident(w) => match w.as_str() {
+                "div" => (BinOpOrType::Op(IntDiv), 10),
+                "mod" => (BinOpOrType::Op(Mod), 10),
+                "is" => (BinOpOrType::Is, 8),
+                "as" => (BinOpOrType::As, 8),
+                "in" => (BinOpOrType::Op(In), 4),
+                "contains" => (BinOpOrType::Op(Contains), 4),
+                "and" => (BinOpOrType::Op(And), 3),
+                "or" => (BinOpOrType::Op(Or), 2),
+                "xor" => (BinOpOrType::Op(Xor), 2),
+                "implies" => (BinOpOrType::Op(Implies), 1),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        Some(op)
+    }
+
+    fn expr(&mut self, min_bp: u8) -> Result<Expr, SyntaxError> {
+        let mut lhs = self.prefix()?;
+        while let Some((op, bp)) = self.infix() {
+            if bp < min_bp {
+                break;
+            }
+            self.next();
+            lhs = match op {
+                BinOpOrType::Op(op) => {
+                    let rhs = self.expr(bp + 1)?;
+                    Expr::Bin(op, Box::new(lhs), Box::new(rhs))
+                }
+                BinOpOrType::Is => {
+                    let t = self.type_spec()?;
+                    Expr::Call(Box::new(lhs), Func::Is(t), vec![])
+                }
+                BinOpOrType::As => {
+                    let t = self.type_spec()?;
+                    of_type(lhs, t, true)
+                }
+            };
+        }
+        Ok(lhs)
+    }
+
+    fn type_spec(&mut self) -> Result<String, SyntaxError> {
+        let mut name = match self.next() {
+            Tok::Ident(n) => n,
+            _ => return Err(self.err("expected a type name")),
+        };
+        if self.peek() == &Tok::Dot && matches!(name.as_str(), "FHIR" | "System") {
+            self.next();
+            name = match self.next() {
+                Tok::Ident(n) => n,
+                _ => return Err(self.err("expected a type name")),
+            };
+        }
+        Ok(name)
+    }
+
+    fn prefix(&mut self) -> Result<Expr, SyntaxError> {
+        match self.peek() {
+            Tok::Op("-") => {
+                self.next();
+                let e = self.expr(BP_UNARY)?;
+                Ok(match e {
+                    Expr::Lit(Lit::Int(i)) => Expr::Lit(Lit::Int(-i)),
+                    Expr::Lit(Lit::Dec(d, s)) => Expr::Lit(Lit::Dec(-d, s)),
+                    e => Expr::Neg(Box::new(e)),
+                })
+            }
+            Tok::Op("+") => {
+                self.next();
+                self.expr(BP_UNARY)
+            }
+            _ => {
+                let t = self.term()?;
+                self.postfix(t)
+            }
+        }
+    }
+
+    fn postfix(&mut self, mut e: Expr) -> Result<Expr, SyntaxError> {
+        loop {
+            match self.peek() {
+                Tok::Dot => {
+                    self.next();
+                    let name = match self.next() {
+                        Tok::Ident(n) => n,
+                        _ => {
+                            self.i -= 1;
+                            return Err(self.err("expected a name after '.'"));
+                        }
+                    };
+                    e = self.member_or_call(e, name)?;
+                }
+                Tok::LBracket => {
+                    self.next();
+                    let idx = self.expr(0)?;
+                    self.expect(&Tok::RBracket, "']'")?;
+                    e = Expr::Indexer(Box::new(e), Box::new(idx));
+                }
+                _ => return Ok(e),
+            }
+        }
+    }
+
+    fn member_or_call(&mut self, base: Expr, name: String) -> Result<Expr, SyntaxError> {
+        if self.peek() == &Tok::LParen {
+            let pos = self.pos();
+            self.next();
+            self.call(base, &name, pos)
+        } else {
+            Ok(Expr::Member(Box::new(base), name))
+        }
+    }
+
+    fn term(&mut self) -> Result<Expr, SyntaxError> {
+        let pos = self.pos();
+        match self.next() {
+            Tok::Ident(n) => match n.as_str() {
+                "true" => Ok(Expr::Lit(Lit::Bool(true))),
+                "false" => Ok(Expr::Lit(Lit::Bool(false))),
+                _ => self.member_or_call(Expr::This, n),
+            },
+            Tok::Str(s) => Ok(Expr::Lit(Lit::Str(s))),
+            Tok::Num(n) => Ok(Expr::Lit(num_lit(&n).ok_or(SyntaxError {
+                pos,
+                message: format!("invalid number '{n}'"),
+            })?)),
+            Tok::Date(d) => Ok(Expr::Lit(Lit::Date(d))),
+            Tok::Var(v) => Ok(match v.as_str() {
+                "this" => Expr::This,
+                "index" => Expr::Index,
+                _ => Expr::Lit(Lit::Int(0)),
+            }),
+            Tok::Ext(name) => match name.as_str() {
+                "rowIndex" => Ok(Expr::RowIndex),
+                "resource" | "rootResource" | "context" => Ok(Expr::Resource),
+                "ucum" => Ok(Expr::Lit(Lit::Str("http://unitsofmeasure.org".into()))),
+                "sct" => Ok(Expr::Lit(Lit::Str("http://snomed.info/sct".into()))),
+                "loinc" => Ok(Expr::Lit(Lit::Str("http://loinc.org".into()))),
+                _ => match (self.consts)(&name) {
+                    Some(i) => Ok(Expr::Const(i)),
+                    None => Err(SyntaxError {
+                        pos,
+                        message: format!("undefined constant '%{name}'"),
+                    }),
+                },
+            },
+            Tok::LParen => {
+                let e = self.expr(0)?;
+                self.expect(&Tok::RParen, "')'")?;
+                Ok(e)
+            }
+            Tok::LBrace => {
+                self.expect(&Tok::RBrace, "'}'")?;
+                Ok(Expr::Empty)
+            }
+            t => {
+                self.i -= 1;
+                Err(SyntaxError {
+                    pos,
+                    message: format!("unexpected {}", describe(&t)),
+                })
+            }
+        }
+    }
+
+    /// Parses the arguments of `name(` and builds the call.
+    fn call(&mut self, base: Expr, name: &str, pos: usize) -> Result<Expr, SyntaxError> {
+        // Functions whose argument is a type specifier.
+        if matches!(name, "ofType" | "is" | "as" | "getReferenceKey") {
+            let t = if self.peek() == &Tok::RParen {
+                None
+            } else {
+                Some(self.type_spec()?)
+            };
+            self.expect(&Tok::RParen, "')'")?;
+            return match (name, t) {
+                ("getReferenceKey", t) => {
+                    Ok(Expr::Call(Box::new(base), Func::GetReferenceKey(t), vec![]))
+                }
+                ("ofType", Some(t)) => Ok(of_type(base, t, false)),
+                ("as", Some(t)) => Ok(of_type(base, t, true)),
+                ("is", Some(t)) => Ok(Expr::Call(Box::new(base), Func::Is(t), vec![])),
+                _ => Err(SyntaxError {
+                    pos,
+                    message: format!("{name}() needs a type argument"),
+                }),
+            };
+        }
+        let mut args = Vec::new();
+        if self.peek() != &Tok::RParen {
+            loop {
+                args.push(self.expr(0)?);
+                if self.peek() == &Tok::Comma {
+                    self.next();
+                } else {
+                    break;
+                }
+            }
+        }
+        self.expect(&Tok::RParen, "')'")?;
+        let (f, min, max) = match name {
+            "where" => (Func::Where, 1, 1),
+            "select" => (Func::Select, 1, 1),
+            "exists" => (Func::Exists, 0, 1),
+            "all" => (Func::All, 1, 1),
+            "empty" => (Func::Empty, 0, 0),
+            "first" => (Func::First, 0, 0),
+            "last" => (Func::Last, 0, 0),
+            "tail" => (Func::Tail, 0, 0),
+            "skip" => (Func::Skip, 1, 1),
+            "take" => (Func::Take, 1, 1),
+            "single" => (Func::Single, 0, 0),
+            "count" => (Func::Count, 0, 0),
+            "distinct" => (Func::Distinct, 0, 0),
+            "not" => (Func::Not, 0, 0),
+            "hasValue" => (Func::HasValue, 0, 0),
+            "extension" => (Func::Extension, 1, 1),
+            "join" => (Func::Join, 0, 1),
+            "getResourceKey" => (Func::GetResourceKey, 0, 0),
+            "lowBoundary" => (Func::LowBoundary, 0, 1),
+            "highBoundary" => (Func::HighBoundary, 0, 1),
+            "iif" => (Func::Iif, 2, 3),
+            "toString" => (Func::ToString, 0, 0),
+            "startsWith" => (Func::StartsWith, 1, 1),
+            "endsWith" => (Func::EndsWith, 1, 1),
+            "contains" => (Func::ContainsStr, 1, 1),
+            "lower" => (Func::Lower, 0, 0),
+            "upper" => (Func::Upper, 0, 0),
+            "length" => (Func::Length, 0, 0),
+            "allTrue" => (Func::AllTrue, 0, 0),
+            "anyTrue" => (Func::AnyTrue, 0, 0),
+            _ => {
+                return Err(SyntaxError {
+                    pos,
+                    message: format!("unsupported function '{name}'"),
+                });
+            }
+        };
+        if args.len() < min || args.len() > max {
+            return Err(SyntaxError {
+                pos,
+                message: format!("{name}() takes {min}..={max} arguments, got {}", args.len()),
+            });
+        }
+        Ok(Expr::Call(Box::new(base), f, args))
+    }
+}
+
+enum BinOpOrType {
+    Op(BinOp),
+    Is,
+    As,
+}
+
+/// `base.ofType(T)`: on a member access this reads the choice key directly
+/// (`value.ofType(Quantity)` reads `valueQuantity`). `as` is treated like `ofType`.
+fn of_type(base: Expr, t: String, _as: bool) -> Expr {
+    match base {
+        Expr::Member(b, name) => {
+            let key = format!("{name}{}", capitalize(&t));
+            Expr::Choice {
+                base: b,
+                name,
+                key,
+                ty: t,
+            }
+        }
+        b => Expr::Call(Box::new(b), Func::OfType(t), vec![]),
+    }
+}
+
+fn num_lit(n: &str) -> Option<Lit> {
+    match n.split_once('.') {
+        None => n.parse().ok().map(Lit::Int),
+        Some((_, frac)) => n.parse().ok().map(|d| Lit::Dec(d, frac.len() as u32)),
+    }
+}
+
+fn describe(t: &Tok) -> String {
+    match t {
+        Tok::Eof => "end of expression".into(),
+        Tok::Ident(n) => format!("identifier '{n}'"),
+        Tok::Str(s) => format!("string '{s}'"),
+        Tok::Num(n) => format!("number {n}"),
+        Tok::Op(o) => format!("'{o}'"),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,276 @@
+//! Row generation: runs a compiled [`View`] on one resource (where, forEach, forEachOrNull,
+//! repeat, unionAll, nested selects and the cartesian product between them).
+
+use crate::error::{Error, Result};
+use crate::eval::{Env, Item, Prim, eval};
+use crate::json::{Json, number_to_serde};
+use crate::view::{Compiled, Iter, Select, View};
+
+/// One output value of a row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell<'a>(pub(crate) CellInner<'a>);
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CellInner<'a> {
+    Null,
+    One(Item<'a>),
+    List(Vec<Item<'a>>),
+}
+
+/// A primitive output value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Scalar<'s> {
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A decimal (its JSON text is kept when it came from the resource).
+    Decimal(f64),
+    /// A string (also dates, codes, ids, …).
+    Str(&'s str),
+    /// A complex value (object), to be written as JSON.
+    Json(&'s Json<'s>),
+}
+
+fn scalar<'s>(it: &'s Item<'_>) -> Option<Scalar<'s>> {
+    Some(match it.prim() {
+        Prim::Bool(b) => Scalar::Bool(b),
+        Prim::Int(i) => Scalar::Int(i),
+        Prim::Dec(d, _) => Scalar::Decimal(d),
+        Prim::Str(s) => Scalar::Str(s),
+        Prim::Obj(j) => Scalar::Json(j),
+        Prim::Null => return None,
+    })
+}
+
+fn item_to_json(it: &Item<'_>) -> serde_json::Value {
+    match it {
+        Item::Node(j, _) => j.to_serde(),
+        Item::Bool(b) => (*b).into(),
+        Item::Int(i) => (*i).into(),
+        Item::Dec(d, s) => number_to_serde(&crate::eval::format_dec(*d, *s)),
+        Item::Str(s, _) => serde_json::Value::String(s.to_string()),
+    }
+}
+
+impl<'a> Cell<'a> {
+    /// Whether the cell is null (no value in a non-collection column).
+    pub fn is_null(&self) -> bool {
+        matches!(self.0, CellInner::Null)
+    }
+
+    /// Whether the cell belongs to a collection column.
+    pub fn is_list(&self) -> bool {
+        matches!(self.0, CellInner::List(_))
+    }
+
+    /// The single value of a non-collection cell.
+    pub fn scalar(&self) -> Option<Scalar<'_>> {
+        match &self.0 {
+            CellInner::One(it) => scalar(it),
+            _ => None,
+        }
+    }
+
+    /// The values of a collection cell (empty for null).
+    pub fn list(&self) -> Vec<Scalar<'_>> {
+        match &self.0 {
+            CellInner::List(items) => items.iter().filter_map(scalar).collect(),
+            CellInner::One(it) => scalar(it).into_iter().collect(),
+            CellInner::Null => Vec::new(),
+        }
+    }
+
+    /// The cell as JSON: `null`, a value, or an array for collection columns.
+    pub fn to_json(&self) -> serde_json::Value {
+        match &self.0 {
+            CellInner::Null => serde_json::Value::Null,
+            CellInner::One(it) => item_to_json(it),
+            CellInner::List(items) => items.iter().map(item_to_json).collect(),
+        }
+    }
+}
+
+/// One output row: a cell per column of [`View::columns`].
+pub type Row<'a> = Vec<Cell<'a>>;
+
+fn resource_label(r: &Json<'_>) -> String {
+    format!(
+        "{}/{}",
+        r.get("resourceType").and_then(Json::as_str).unwrap_or("?"),
+        r.get("id").and_then(Json::as_str).unwrap_or("?")
+    )
+}
+
+impl View {
+    fn eval_err(&self, c: &Compiled, resource: &Json<'_>, message: String) -> Error {
+        Error::Eval {
+            view: self.name.clone(),
+            location: c.location.clone(),
+            expr: c.src.clone(),
+            resource: resource_label(resource),
+            message,
+        }
+    }
+
+    /// Runs the view on one resource, appending its rows to `out`. Resources of another type
+    /// give no rows.
+    pub fn rows<'a>(&'a self, resource: &'a Json<'a>, out: &mut Vec<Row<'a>>) -> Result<()> {
+        if resource.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
+            return Ok(());
+        }
+        let env = Env {
+            resource,
+            consts: &self.consts,
+            row_index: 0,
+            index: 0,
+        };
+        let focus = [Item::Node(resource, None)];
+        for w in &self.wheres {
+            let r = eval(&env, &w.expr, &focus).map_err(|m| self.eval_err(w, resource, m))?;
+            match r.as_slice() {
+                [] => return Ok(()),
+                [x] => match x.prim() {
+                    Prim::Bool(true) => {}
+                    Prim::Bool(false) => return Ok(()),
+                    _ => {
+                        return Err(self.eval_err(
+                            w,
+                            resource,
+                            "a where path must return a boolean".into(),
+                        ));
+                    }
+                },
+                _ => {
+                    return Err(self.eval_err(
+                        w,
+                        resource,
+                        "a where path must return a single boolean".into(),
+                    ));
+                }
+            }
+        }
+        let rows = self.select_rows(&env, &self.root, &focus)?;
+        out.extend(rows);
+        Ok(())
+    }
+
+    fn select_rows<'a>(
+        &'a self,
+        env: &Env<'a>,
+        s: &'a Select,
+        focus: &[Item<'a>],
+    ) -> Result<Vec<Row<'a>>> {
+        let run = |c: &'a Compiled, f: &[Item<'a>]| {
+            eval(env, &c.expr, f).map_err(|m| self.eval_err(c, env.resource, m))
+        };
+        // (focus, row index) pairs.
+        let foci: Vec<(Vec<Item<'a>>, i64)> = match &s.iter {
+            Iter::Once => vec![(focus.to_vec(), env.row_index)],
+            Iter::ForEach(c) => run(c, focus)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| (vec![x], i as i64))
+                .collect(),
+            Iter::ForEachOrNull(c) => {
+                let v = run(c, focus)?;
+                if v.is_empty() {
+                    vec![(Vec::new(), 0)]
+                } else {
+                    v.into_iter()
+                        .enumerate()
+                        .map(|(i, x)| (vec![x], i as i64))
+                        .collect()
+                }
+            }
+            Iter::Repeat(paths) => {
+                let mut acc = Vec::new();
+                for it in focus {
+                    self.repeat(env, paths, it, &mut acc)?;
+                }
+                acc.into_iter()
+                    .enumerate()
+                    .map(|(i, x)| (vec![x], i as i64))
+                    .collect()
+            }
+        };
+        let mut out = Vec::new();
+        for (f, idx) in foci {
+            let env = Env {
+                row_index: idx,
+                ..*env
+            };
+            let mut own: Row<'a> = Vec::with_capacity(s.width);
+            for (c, collection) in &s.columns {
+                let v = eval(&env, &c.expr, &f).map_err(|m| self.eval_err(c, env.resource, m))?;
+                let cell = if *collection {
+                    CellInner::List(v)
+                } else {
+                    match v.len() {
+                        0 => CellInner::Null,
+                        1 => CellInner::One(v.into_iter().next().unwrap_or(Item::Bool(false))),
+                        n => {
+                            return Err(self.eval_err(
+                                c,
+                                env.resource,
+                                format!(
+                                    "{n} values in a column that is not a collection (set \"collection\": true)"
+                                ),
+                            ));
+                        }
+                    }
+                };
+                own.push(Cell(cell));
+            }
+            let mut acc = vec![own];
+            for sub in &s.selects {
+                let rows = self.select_rows(&env, sub, &f)?;
+                acc = product(&acc, &rows);
+                if acc.is_empty() {
+                    break;
+                }
+            }
+            if !s.union.is_empty() && !acc.is_empty() {
+                let mut rows = Vec::new();
+                for u in &s.union {
+                    rows.extend(self.select_rows(&env, u, &f)?);
+                }
+                acc = product(&acc, &rows);
+            }
+            out.extend(acc);
+        }
+        Ok(out)
+    }
+
+    fn repeat<'a>(
+        &'a self,
+        env: &Env<'a>,
+        paths: &'a [Compiled],
+        item: &Item<'a>,
+        acc: &mut Vec<Item<'a>>,
+    ) -> Result<()> {
+        for p in paths {
+            let children = eval(env, &p.expr, std::slice::from_ref(item))
+                .map_err(|m| self.eval_err(p, env.resource, m))?;
+            for ch in children {
+                acc.push(ch.clone());
+                self.repeat(env, paths, &ch, acc)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn product<'a>(left: &[Row<'a>], right: &[Row<'a>]) -> Vec<Row<'a>> {
+    let mut out = Vec::with_capacity(left.len() * right.len());
+    for l in left {
+        for r in right {
+            let mut row = Vec::with_capacity(l.len() + r.len());
+            row.extend(l.iter().cloned());
+            row.extend(r.iter().cloned());
+            out.push(row);
+        }
+    }
+    out
+}

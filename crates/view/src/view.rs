@@ -1,0 +1,359 @@
+//! ViewDefinition: parsing the JSON, validating it and compiling every FHIRPath once.
+
+use serde_json::Value;
+
+use crate::ast::Expr;
+use crate::error::{Error, Result};
+use crate::json::Json;
+use crate::parser;
+
+/// An output column of a view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ColumnDef {
+    /// Column name (unique in the view).
+    pub name: String,
+    /// The FHIRPath that fills it.
+    pub path: String,
+    /// `collection: true`: the column holds a list.
+    pub collection: bool,
+    /// The FHIR type from `type`, if given (e.g. `string`, `integer`, `boolean`).
+    pub fhir_type: Option<String>,
+    /// The ANSI SQL type from the `ansi/type` tag, if given.
+    pub ansi_type: Option<String>,
+}
+
+/// A compiled FHIRPath with its source and where it sits in the view.
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled {
+    pub(crate) expr: Expr,
+    pub(crate) src: String,
+    pub(crate) location: String,
+}
+
+/// How a select iterates its focus.
+#[derive(Debug, Clone)]
+pub(crate) enum Iter {
+    Once,
+    ForEach(Compiled),
+    ForEachOrNull(Compiled),
+    Repeat(Vec<Compiled>),
+}
+
+/// A compiled `select` node.
+#[derive(Debug, Clone)]
+pub(crate) struct Select {
+    pub(crate) iter: Iter,
+    /// Columns and whether each is a collection.
+    pub(crate) columns: Vec<(Compiled, bool)>,
+    pub(crate) selects: Vec<Select>,
+    pub(crate) union: Vec<Select>,
+    /// Number of output columns this node produces (own + nested + union).
+    pub(crate) width: usize,
+}
+
+/// A compiled SQL on FHIR ViewDefinition, ready to be run on resources.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub(crate) name: String,
+    pub(crate) resource: String,
+    pub(crate) consts: Vec<(Json<'static>, String)>,
+    pub(crate) wheres: Vec<Compiled>,
+    pub(crate) root: Select,
+    pub(crate) columns: Vec<ColumnDef>,
+}
+
+impl View {
+    /// Parses and compiles a ViewDefinition from JSON text. `fallback_name` names the view in
+    /// errors and outputs when it has no `name` (e.g. the file stem).
+    pub fn from_json_str(text: &str, fallback_name: &str) -> Result<View> {
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::Invalid {
+            view: fallback_name.to_string(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        View::from_json(&v, fallback_name)
+    }
+
+    /// Compiles a ViewDefinition given as a `serde_json::Value`.
+    pub fn from_json(v: &Value, fallback_name: &str) -> Result<View> {
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or(fallback_name)
+            .to_string();
+        let mut c = Compiler {
+            view: name.clone(),
+            const_names: Vec::new(),
+            columns: Vec::new(),
+        };
+        let obj = v
+            .as_object()
+            .ok_or_else(|| c.invalid("a view must be a JSON object"))?;
+        let resource = obj
+            .get("resource")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| c.invalid("'resource' (a resource type) is required"))?
+            .to_string();
+        let mut consts = Vec::new();
+        if let Some(cs) = obj.get("constant") {
+            let cs = cs
+                .as_array()
+                .ok_or_else(|| c.invalid("'constant' must be an array"))?;
+            for k in cs {
+                let cname = k
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| c.invalid("a constant needs a 'name'"))?;
+                let values: Vec<(&String, &Value)> = k
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(key, _)| key.starts_with("value") && key.len() > 5)
+                    .collect();
+                let [(key, val)] = values.as_slice() else {
+                    return Err(
+                        c.invalid(&format!("constant '{cname}' needs exactly one value[x]"))
+                    );
+                };
+                let mut ty = key["value".len()..].to_string();
+                if let Some(f) = ty.get(0..1) {
+                    let is_primitive = !matches!(
+                        ty.as_str(),
+                        "Quantity" | "Coding" | "CodeableConcept" | "Reference" | "Period"
+                    );
+                    if is_primitive {
+                        ty = f.to_lowercase() + &ty[1..];
+                    }
+                }
+                consts.push((Json::from_serde(val), ty));
+                c.const_names.push(cname.to_string());
+            }
+        }
+        let mut wheres = Vec::new();
+        if let Some(ws) = obj.get("where") {
+            let ws = ws
+                .as_array()
+                .ok_or_else(|| c.invalid("'where' must be an array"))?;
+            for (i, w) in ws.iter().enumerate() {
+                let p = w
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| c.invalid(&format!("where[{i}] needs a string 'path'")))?;
+                wheres.push(c.compile(p, format!("where[{i}]"))?);
+            }
+        }
+        let selects = obj
+            .get("select")
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| c.invalid("'select' must be a non-empty array"))?;
+        let mut root_selects = Vec::new();
+        for (i, s) in selects.iter().enumerate() {
+            root_selects.push(c.select(s, &format!("select[{i}]"))?);
+        }
+        let width = root_selects.iter().map(|s| s.width).sum();
+        let root = Select {
+            iter: Iter::Once,
+            columns: Vec::new(),
+            selects: root_selects,
+            union: Vec::new(),
+            width,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for col in &c.columns {
+            if !seen.insert(col.name.as_str()) {
+                return Err(c.invalid(&format!("duplicate column name '{}'", col.name)));
+            }
+        }
+        Ok(View {
+            name,
+            resource,
+            consts,
+            wheres,
+            root,
+            columns: c.columns,
+        })
+    }
+
+    /// The view's name (its `name`, else the fallback given when compiling).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The resource type the view reads.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The output columns, in output order.
+    pub fn columns(&self) -> &[ColumnDef] {
+        &self.columns
+    }
+}
+
+struct Compiler {
+    view: String,
+    const_names: Vec<String>,
+    /// Output columns collected in output order (union branches contribute once).
+    columns: Vec<ColumnDef>,
+}
+
+impl Compiler {
+    fn invalid(&self, msg: &str) -> Error {
+        Error::Invalid {
+            view: self.view.clone(),
+            message: msg.to_string(),
+        }
+    }
+
+    fn compile(&self, src: &str, location: String) -> Result<Compiled> {
+        let names = &self.const_names;
+        let resolve = |n: &str| names.iter().position(|c| c == n);
+        match parser::parse(src, &resolve) {
+            Ok(expr) => Ok(Compiled {
+                expr,
+                src: src.to_string(),
+                location,
+            }),
+            Err(e) => Err(Error::Syntax {
+                view: self.view.clone(),
+                location,
+                expr: src.to_string(),
+                pos: e.pos,
+                message: e.message,
+            }),
+        }
+    }
+
+    fn path_str<'v>(&self, v: &'v Value, what: &str, loc: &str) -> Result<&'v str> {
+        v.as_str()
+            .ok_or_else(|| self.invalid(&format!("{loc}: '{what}' must be a FHIRPath string")))
+    }
+
+    fn select(&mut self, v: &Value, loc: &str) -> Result<Select> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| self.invalid(&format!("{loc} must be an object")))?;
+        let iters = ["forEach", "forEachOrNull", "repeat"]
+            .iter()
+            .filter(|k| obj.contains_key(**k))
+            .count();
+        if iters > 1 {
+            return Err(self.invalid(&format!(
+                "{loc}: only one of forEach, forEachOrNull and repeat is allowed"
+            )));
+        }
+        let iter = if let Some(p) = obj.get("forEach") {
+            let p = self.path_str(p, "forEach", loc)?;
+            Iter::ForEach(self.compile(p, format!("{loc}.forEach"))?)
+        } else if let Some(p) = obj.get("forEachOrNull") {
+            let p = self.path_str(p, "forEachOrNull", loc)?;
+            Iter::ForEachOrNull(self.compile(p, format!("{loc}.forEachOrNull"))?)
+        } else if let Some(r) = obj.get("repeat") {
+            let r = r.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
+                self.invalid(&format!("{loc}: 'repeat' must be a non-empty array"))
+            })?;
+            let mut paths = Vec::new();
+            for (i, p) in r.iter().enumerate() {
+                let p = self.path_str(p, "repeat", loc)?;
+                paths.push(self.compile(p, format!("{loc}.repeat[{i}]"))?);
+            }
+            Iter::Repeat(paths)
+        } else {
+            Iter::Once
+        };
+        let mut columns = Vec::new();
+        if let Some(cols) = obj.get("column") {
+            let cols = cols
+                .as_array()
+                .ok_or_else(|| self.invalid(&format!("{loc}: 'column' must be an array")))?;
+            for col in cols {
+                let name = col.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    self.invalid(&format!("{loc}: a column needs a string 'name'"))
+                })?;
+                if !name.starts_with(|c: char| c.is_ascii_alphabetic())
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return Err(self.invalid(&format!(
+                        "column name '{name}' must match ^[A-Za-z][A-Za-z0-9_]*$"
+                    )));
+                }
+                let path = col.get("path").and_then(Value::as_str).ok_or_else(|| {
+                    self.invalid(&format!("column '{name}' needs a string 'path'"))
+                })?;
+                let collection = match col.get("collection") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => {
+                        return Err(self
+                            .invalid(&format!("column '{name}': 'collection' must be a boolean")));
+                    }
+                };
+                let fhir_type = col.get("type").and_then(Value::as_str).map(str::to_string);
+                let ansi_type = col
+                    .get("tag")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|t| t.get("name").and_then(Value::as_str) == Some("ansi/type"))
+                    .and_then(|t| t.get("value").and_then(Value::as_str))
+                    .map(str::to_string);
+                let compiled = self.compile(path, format!("column '{name}'"))?;
+                columns.push((compiled, collection));
+                self.columns.push(ColumnDef {
+                    name: name.to_string(),
+                    path: path.to_string(),
+                    collection,
+                    fhir_type,
+                    ansi_type,
+                });
+            }
+        }
+        let mut selects = Vec::new();
+        if let Some(ss) = obj.get("select") {
+            let ss = ss
+                .as_array()
+                .ok_or_else(|| self.invalid(&format!("{loc}: 'select' must be an array")))?;
+            for (i, s) in ss.iter().enumerate() {
+                selects.push(self.select(s, &format!("{loc}.select[{i}]"))?);
+            }
+        }
+        let mut union = Vec::new();
+        if let Some(us) = obj.get("unionAll") {
+            let us = us
+                .as_array()
+                .ok_or_else(|| self.invalid(&format!("{loc}: 'unionAll' must be an array")))?;
+            let mut first: Option<Vec<String>> = None;
+            for (i, u) in us.iter().enumerate() {
+                let before = self.columns.len();
+                union.push(self.select(u, &format!("{loc}.unionAll[{i}]"))?);
+                let names: Vec<String> = self.columns[before..]
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect();
+                match &first {
+                    None => first = Some(names),
+                    Some(f) => {
+                        if *f != names {
+                            return Err(self.invalid(&format!(
+                                "{loc}.unionAll[{i}]: columns {names:?} differ from the first branch's {f:?} (names and order must match)"
+                            )));
+                        }
+                        // Branches after the first share the first branch's output columns.
+                        self.columns.truncate(before);
+                    }
+                }
+            }
+        }
+        let union_width = union.first().map_or(0, |u: &Select| u.width);
+        let width = columns.len() + selects.iter().map(|s| s.width).sum::<usize>() + union_width;
+        Ok(Select {
+            iter,
+            columns,
+            selects,
+            union,
+            width,
+        })
+    }
+}

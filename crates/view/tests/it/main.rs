@@ -1,0 +1,3 @@
+//! Integration tests of flatfhir-view.
+
+mod conformance;
