@@ -598,3 +598,112 @@ pub(crate) fn format_dec(d: f64, scale: u32) -> String {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::parse;
+
+    fn run(expr: &str, resource: &str) -> Result<serde_json::Value, String> {
+        let consts: Vec<(Json<'static>, String)> =
+            vec![(Json::Number("1.5".into()), "decimal".into())];
+        let e = crate::parser::parse(expr, &|n: &str| (n == "c").then_some(0))
+            .map_err(|e| e.to_string())?;
+        let r = parse(resource).unwrap();
+        let env = Env {
+            resource: &r,
+            consts: &consts,
+            row_index: 7,
+            index: 0,
+        };
+        let out = eval(&env, &e, &[Item::Node(&r, None)])?;
+        Ok(out
+            .iter()
+            .map(|i| match i {
+                Item::Node(j, _) => j.to_serde(),
+                Item::Bool(b) => (*b).into(),
+                Item::Int(n) => (*n).into(),
+                Item::Dec(d, s) => crate::json::number_to_serde(&format_dec(*d, *s)),
+                Item::Str(s, _) => s.to_string().into(),
+            })
+            .collect())
+    }
+
+    const PT: &str = r#"{"resourceType":"Patient","id":"p1","active":true,
+        "name":[{"use":"official","family":"Smith","given":["A","B"]},{"family":"Jones"}],
+        "deceasedBoolean":false,"birthDate":"1970-06",
+        "extension":[{"url":"u1","valueCode":"F"}],
+        "managingOrganization":{"reference":"Organization/o1"},
+        "multipleBirthInteger":2}"#;
+
+    #[test]
+    fn paths_functions_and_operators() {
+        let cases: &[(&str, serde_json::Value)] = &[
+            ("name.family", serde_json::json!(["Smith", "Jones"])),
+            ("Patient.name[1].family", serde_json::json!(["Jones"])),
+            (
+                "name.where(use = 'official').given.join(',')",
+                serde_json::json!(["A,B"]),
+            ),
+            ("name.given.count() + 1", serde_json::json!([3])),
+            ("deceased.ofType(boolean)", serde_json::json!([false])),
+            ("deceased", serde_json::json!([false])),
+            ("multipleBirth.ofType(integer) * %c", serde_json::json!([3])),
+            ("7 / 2", serde_json::json!([3.5])),
+            ("7 div 2", serde_json::json!([3])),
+            (
+                "extension('u1').value.ofType(code)",
+                serde_json::json!(["F"]),
+            ),
+            (
+                "managingOrganization.getReferenceKey(Organization)",
+                serde_json::json!(["o1"]),
+            ),
+            (
+                "managingOrganization.getReferenceKey(Patient)",
+                serde_json::json!([]),
+            ),
+            ("getResourceKey()", serde_json::json!(["p1"])),
+            (
+                "birthDate.highBoundary()",
+                serde_json::json!(["1970-06-30"]),
+            ),
+            ("%rowIndex", serde_json::json!([7])),
+            ("{} = 1", serde_json::json!([])),
+            ("{}.exists() or true", serde_json::json!([true])),
+            ("{}.exists() and true", serde_json::json!([false])),
+            ("({} = 1) and true", serde_json::json!([])),
+            ("({} = 1) or true", serde_json::json!([true])),
+            ("active implies false", serde_json::json!([false])),
+            (
+                "name.family.first() & '-' & id",
+                serde_json::json!(["Smith-p1"]),
+            ),
+            ("'a' | 'b' | 'a'", serde_json::json!(["a", "b"])),
+            ("name.exists(family = 'Jones')", serde_json::json!([true])),
+            ("name.select(given).count()", serde_json::json!([2])),
+            ("iif(active, 'y', 'n')", serde_json::json!(["y"])),
+            ("-1.50 + 1", serde_json::json!([-0.5])),
+            ("name.family.startsWith('Sm')", serde_json::Value::Null),
+        ];
+        for (expr, want) in cases {
+            let got = run(expr, PT);
+            if want.is_null() {
+                assert!(got.is_err(), "{expr}: expected an error, got {got:?}");
+            } else {
+                assert_eq!(got.as_ref(), Ok(want), "{expr}");
+            }
+        }
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let err = crate::parser::parse("name.where(use = ", &|_: &str| None).unwrap_err();
+        assert_eq!(err.pos, 17);
+        let err = crate::parser::parse("name.frobnicate()", &|_: &str| None).unwrap_err();
+        assert_eq!(err.pos, 5);
+        assert!(err.message.contains("frobnicate"));
+        assert!(crate::parser::parse("%nope", &|_: &str| None).is_err());
+        assert!(crate::parser::parse("a b", &|_: &str| None).is_err());
+    }
+}

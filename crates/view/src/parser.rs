@@ -174,6 +174,7 @@ impl Parser<'_> {
             match self.peek() {
                 Tok::Dot => {
                     self.next();
+                    let name_pos = self.pos();
                     let name = match self.next() {
                         Tok::Ident(n) => n,
                         _ => {
@@ -181,7 +182,7 @@ impl Parser<'_> {
                             return Err(self.err("expected a name after '.'"));
                         }
                     };
-                    e = self.member_or_call(e, name)?;
+                    e = self.member_or_call(e, name, name_pos)?;
                 }
                 Tok::LBracket => {
                     self.next();
@@ -194,9 +195,13 @@ impl Parser<'_> {
         }
     }
 
-    fn member_or_call(&mut self, base: Expr, name: String) -> Result<Expr, SyntaxError> {
+    fn member_or_call(
+        &mut self,
+        base: Expr,
+        name: String,
+        pos: usize,
+    ) -> Result<Expr, SyntaxError> {
         if self.peek() == &Tok::LParen {
-            let pos = self.pos();
             self.next();
             self.call(base, &name, pos)
         } else {
@@ -210,7 +215,7 @@ impl Parser<'_> {
             Tok::Ident(n) => match n.as_str() {
                 "true" => Ok(Expr::Lit(Lit::Bool(true))),
                 "false" => Ok(Expr::Lit(Lit::Bool(false))),
-                _ => self.member_or_call(Expr::This, n),
+                _ => self.member_or_call(Expr::This, n, pos),
             },
             Tok::Str(s) => Ok(Expr::Lit(Lit::Str(s))),
             Tok::Num(n) => Ok(Expr::Lit(num_lit(&n).ok_or(SyntaxError {
