@@ -31,6 +31,7 @@ pub mod json;
 mod lexer;
 mod parser;
 mod rows;
+pub mod table;
 mod view;
 
 pub use error::{Error, Result, SyntaxError};

@@ -1,0 +1,355 @@
+//! Output tables: column types (declared by `type` / `ansi/type`, else inferred from the
+//! values like the flatten engine does) and Arrow record batches built from view rows.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    ArrayBuilder, BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use crate::error::{Error, Result};
+use crate::rows::{Row, Scalar};
+use crate::view::{ColumnDef, View};
+
+/// The Arrow type of a column's values (list columns hold lists of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ValueType {
+    /// `Boolean`
+    Boolean,
+    /// `Int64`
+    Int64,
+    /// `Float64`
+    Float64,
+    /// `Utf8` (strings, dates, codes; complex values as JSON text)
+    Utf8,
+}
+
+impl ValueType {
+    fn data_type(self) -> DataType {
+        match self {
+            ValueType::Boolean => DataType::Boolean,
+            ValueType::Int64 => DataType::Int64,
+            ValueType::Float64 => DataType::Float64,
+            ValueType::Utf8 => DataType::Utf8,
+        }
+    }
+}
+
+/// The type a column declares: the `ansi/type` tag first, then the FHIR `type`.
+pub fn declared_type(col: &ColumnDef) -> Option<ValueType> {
+    if let Some(a) = &col.ansi_type {
+        let base = a
+            .split(['(', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        return Some(match base.as_str() {
+            "BOOLEAN" | "BOOL" => ValueType::Boolean,
+            "INTEGER" | "INT" | "BIGINT" | "SMALLINT" | "TINYINT" => ValueType::Int64,
+            "DECIMAL" | "NUMERIC" | "DOUBLE" | "REAL" | "FLOAT" => ValueType::Float64,
+            _ => ValueType::Utf8,
+        });
+    }
+    col.fhir_type.as_deref().map(|t| match t {
+        "boolean" => ValueType::Boolean,
+        "integer" | "unsignedInt" | "positiveInt" | "integer64" => ValueType::Int64,
+        "decimal" => ValueType::Float64,
+        _ => ValueType::Utf8,
+    })
+}
+
+/// Kinds of values seen in a column, for type inference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kinds(u8);
+
+const K_INT: u8 = 1;
+const K_FLOAT: u8 = 2;
+const K_BOOL: u8 = 4;
+const K_OTHER: u8 = 8;
+
+impl Kinds {
+    /// Records one value.
+    pub fn observe(&mut self, v: Scalar<'_>) {
+        self.0 |= match v {
+            Scalar::Int(_) => K_INT,
+            Scalar::Decimal(d) if d.fract() == 0.0 && d.abs() < 9.0e15 => K_INT,
+            Scalar::Decimal(_) => K_FLOAT,
+            Scalar::Bool(_) => K_BOOL,
+            _ => K_OTHER,
+        };
+    }
+
+    /// Records every value of a row's cell.
+    pub fn observe_cell(&mut self, cell: &crate::rows::Cell<'_>) {
+        if cell.is_list() {
+            for v in cell.list() {
+                self.observe(v);
+            }
+        } else if let Some(v) = cell.scalar() {
+            self.observe(v);
+        }
+    }
+
+    /// Merges kinds seen elsewhere.
+    pub fn merge(&mut self, other: Kinds) {
+        self.0 |= other.0;
+    }
+
+    /// The inferred type: only integers → Int64; integers and fractions → Float64; only
+    /// booleans → Boolean; anything else (or nothing) → Utf8.
+    pub fn value_type(self) -> ValueType {
+        match self.0 {
+            K_INT => ValueType::Int64,
+            K_FLOAT | 3 => ValueType::Float64,
+            K_BOOL => ValueType::Boolean,
+            _ => ValueType::Utf8,
+        }
+    }
+}
+
+/// The Arrow schema of a view's output given each column's value type; collection columns
+/// become `List<type>`.
+pub fn schema(view: &View, types: &[ValueType]) -> SchemaRef {
+    let fields: Vec<Field> = view
+        .columns()
+        .iter()
+        .zip(types)
+        .map(|(c, t)| {
+            let dt = if c.collection {
+                DataType::List(Arc::new(Field::new("item", t.data_type(), true)))
+            } else {
+                t.data_type()
+            };
+            Field::new(&c.name, dt, true)
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+enum Col {
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Str(StringBuilder),
+    List(ListBuilder<Box<dyn ArrayBuilder>>, ValueType),
+}
+
+impl std::fmt::Debug for Col {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Col")
+    }
+}
+
+fn as_bool(v: Scalar<'_>) -> Option<bool> {
+    match v {
+        Scalar::Bool(b) => Some(b),
+        Scalar::Str("true") => Some(true),
+        Scalar::Str("false") => Some(false),
+        _ => None,
+    }
+}
+
+fn as_int(v: Scalar<'_>) -> Option<i64> {
+    match v {
+        Scalar::Int(i) => Some(i),
+        Scalar::Decimal(d) if d.fract() == 0.0 && d.abs() < 9.0e15 => Some(d as i64),
+        Scalar::Str(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_float(v: Scalar<'_>) -> Option<f64> {
+    match v {
+        Scalar::Int(i) => Some(i as f64),
+        Scalar::Decimal(d) => Some(d),
+        Scalar::Str(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_string(v: Scalar<'_>, buf: &mut String) -> bool {
+    use std::fmt::Write;
+    buf.clear();
+    match v {
+        Scalar::Str(s) => buf.push_str(s),
+        Scalar::Bool(b) => {
+            let _ = write!(buf, "{b}");
+        }
+        Scalar::Int(i) => {
+            let _ = write!(buf, "{i}");
+        }
+        Scalar::Decimal(d) => {
+            let _ = write!(buf, "{d}");
+        }
+        Scalar::Json(j) => buf.push_str(&j.to_serde().to_string()),
+    }
+    true
+}
+
+fn scalar_builder(t: ValueType) -> Box<dyn ArrayBuilder> {
+    match t {
+        ValueType::Boolean => Box::new(BooleanBuilder::new()),
+        ValueType::Int64 => Box::new(Int64Builder::new()),
+        ValueType::Float64 => Box::new(Float64Builder::new()),
+        ValueType::Utf8 => Box::new(StringBuilder::new()),
+    }
+}
+
+/// Builds Arrow record batches from view rows, converting values to the column types.
+/// Values that do not fit a declared type (e.g. `"abc"` in an integer column) become null and
+/// are counted in [`BatchBuilder::mismatches`].
+#[derive(Debug)]
+pub struct BatchBuilder {
+    schema: SchemaRef,
+    cols: Vec<Col>,
+    rows: usize,
+    mismatches: u64,
+    buf: String,
+}
+
+impl BatchBuilder {
+    /// A builder for `schema` (from [`schema`]) with the given value types.
+    pub fn new(schema: SchemaRef, types: &[ValueType], collection: &[bool]) -> Self {
+        let cols = types
+            .iter()
+            .zip(collection)
+            .map(|(t, c)| {
+                if *c {
+                    let field = Arc::new(Field::new("item", t.data_type(), true));
+                    Col::List(ListBuilder::new(scalar_builder(*t)).with_field(field), *t)
+                } else {
+                    match t {
+                        ValueType::Boolean => Col::Bool(BooleanBuilder::new()),
+                        ValueType::Int64 => Col::Int(Int64Builder::new()),
+                        ValueType::Float64 => Col::Float(Float64Builder::new()),
+                        ValueType::Utf8 => Col::Str(StringBuilder::new()),
+                    }
+                }
+            })
+            .collect();
+        Self {
+            schema,
+            cols,
+            rows: 0,
+            mismatches: 0,
+            buf: String::new(),
+        }
+    }
+
+    /// Rows appended since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether no rows are pending.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Values that did not fit their column's type and were written as null.
+    pub fn mismatches(&self) -> u64 {
+        self.mismatches
+    }
+
+    /// Appends one row (a cell per column, in column order).
+    pub fn append(&mut self, row: &Row<'_>) {
+        self.rows += 1;
+        for (col, cell) in self.cols.iter_mut().zip(row) {
+            match col {
+                Col::List(lb, t) => {
+                    let values = cell.list();
+                    let inner = lb.values();
+                    for v in values {
+                        if !push_any(inner.as_any_mut(), *t, v, &mut self.buf) {
+                            self.mismatches += 1;
+                        }
+                    }
+                    lb.append(!cell.is_null());
+                }
+                Col::Bool(b) => {
+                    let v = cell.scalar();
+                    let x = v.and_then(as_bool);
+                    if v.is_some() && x.is_none() {
+                        self.mismatches += 1;
+                    }
+                    b.append_option(x);
+                }
+                Col::Int(b) => {
+                    let v = cell.scalar();
+                    let x = v.and_then(as_int);
+                    if v.is_some() && x.is_none() {
+                        self.mismatches += 1;
+                    }
+                    b.append_option(x);
+                }
+                Col::Float(b) => {
+                    let v = cell.scalar();
+                    let x = v.and_then(as_float);
+                    if v.is_some() && x.is_none() {
+                        self.mismatches += 1;
+                    }
+                    b.append_option(x);
+                }
+                Col::Str(b) => match cell.scalar() {
+                    Some(v) if as_string(v, &mut self.buf) => b.append_value(&self.buf),
+                    _ => b.append_null(),
+                },
+            }
+        }
+    }
+
+    /// Takes the pending rows as a record batch.
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        let arrays: Vec<ArrayRef> = self
+            .cols
+            .iter_mut()
+            .map(|c| match c {
+                Col::Bool(b) => Arc::new(b.finish()) as ArrayRef,
+                Col::Int(b) => Arc::new(b.finish()) as ArrayRef,
+                Col::Float(b) => Arc::new(b.finish()) as ArrayRef,
+                Col::Str(b) => Arc::new(b.finish()) as ArrayRef,
+                Col::List(b, _) => Arc::new(b.finish()) as ArrayRef,
+            })
+            .collect();
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| Error::Output(format!("building a record batch: {e}")))
+    }
+}
+
+/// Appends `v` to a type-erased scalar builder; `false` when it did not fit (null appended).
+fn push_any(b: &mut dyn std::any::Any, t: ValueType, v: Scalar<'_>, buf: &mut String) -> bool {
+    match t {
+        ValueType::Boolean => {
+            let x = as_bool(v);
+            if let Some(b) = b.downcast_mut::<BooleanBuilder>() {
+                b.append_option(x);
+            }
+            x.is_some()
+        }
+        ValueType::Int64 => {
+            let x = as_int(v);
+            if let Some(b) = b.downcast_mut::<Int64Builder>() {
+                b.append_option(x);
+            }
+            x.is_some()
+        }
+        ValueType::Float64 => {
+            let x = as_float(v);
+            if let Some(b) = b.downcast_mut::<Float64Builder>() {
+                b.append_option(x);
+            }
+            x.is_some()
+        }
+        ValueType::Utf8 => {
+            as_string(v, buf);
+            if let Some(b) = b.downcast_mut::<StringBuilder>() {
+                b.append_value(buf.as_str());
+            }
+            true
+        }
+    }
+}
