@@ -1,4 +1,5 @@
 //! One module per subcommand; each exposes `Args` (clap) and `run`.
 
+pub(crate) mod common;
 pub(crate) mod convert;
 pub(crate) mod schema;
