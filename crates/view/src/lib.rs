@@ -31,9 +31,11 @@ pub mod json;
 mod lexer;
 mod parser;
 mod rows;
+mod run;
 pub mod table;
 mod view;
 
 pub use error::{Error, Result, SyntaxError};
 pub use rows::{Cell, Row, Scalar};
+pub use run::{Format, Report, ViewReport, run_views};
 pub use view::{ColumnDef, View};

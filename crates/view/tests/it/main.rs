@@ -1,3 +1,4 @@
 //! Integration tests of flatfhir-view.
 
 mod conformance;
+mod run;

@@ -1,0 +1,380 @@
+//! Running views over NDJSON inputs and writing one table per view: the entry point the CLI
+//! calls. Reading (plain/gzip NDJSON, file:line numbers) and the atomic Parquet/Arrow writer
+//! come from `flatfhir-core`; NDJSON and CSV outputs are written here.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flatfhir_core::{LineReader, OutputFormat, ReadOptions, TableWriter, WriteOptions};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::json;
+use crate::rows::{Cell, Row, Scalar};
+use crate::table::{BatchBuilder, Kinds, ValueType, declared_type, schema};
+use crate::view::View;
+
+/// Output format of [`run_views`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Format {
+    /// Apache Parquet (default).
+    #[default]
+    Parquet,
+    /// Arrow IPC file.
+    Arrow,
+    /// One JSON object per row; collection columns as arrays.
+    Ndjson,
+    /// Comma-separated values with a header; collections as JSON array text.
+    Csv,
+}
+
+impl Format {
+    /// The file extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Arrow => "arrow",
+            Format::Ndjson => "ndjson",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+/// What one view produced.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ViewReport {
+    /// The view's name.
+    pub view: String,
+    /// The file written.
+    pub path: PathBuf,
+    /// Resources of the view's type read.
+    pub resources: u64,
+    /// Rows written.
+    pub rows: u64,
+    /// Values written as null because they did not fit the column's declared type.
+    pub mismatches: u64,
+}
+
+/// What [`run_views`] did, one entry per view.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Report {
+    /// Per view, in the order given.
+    pub views: Vec<ViewReport>,
+}
+
+/// Runs each view over the inputs (files or directories of NDJSON, plain or gzip) and writes
+/// `<out_dir>/<view name>.<ext>` atomically. Input lines are processed in parallel chunks.
+pub fn run_views(
+    inputs: &[PathBuf],
+    views: &[View],
+    out_dir: &Path,
+    format: Format,
+) -> Result<Report> {
+    let read = ReadOptions::default();
+    let plan = flatfhir_core::plan(inputs, &read).map_err(|e| Error::Output(e.to_string()))?;
+    std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
+        context: out_dir.display().to_string(),
+        source,
+    })?;
+    let mut report = Report::default();
+    for view in views {
+        let files: Vec<PathBuf> = plan
+            .groups
+            .iter()
+            .filter(|g| g.resource_type == view.resource())
+            .flat_map(|g| g.files.iter().map(|f| f.path.clone()))
+            .collect();
+        let path = out_dir.join(format!("{}.{}", file_name(view.name()), format.extension()));
+        let r = match format {
+            Format::Parquet | Format::Arrow => run_table(view, &files, &path, format, &read)?,
+            Format::Ndjson | Format::Csv => run_text(view, &files, &path, format, &read)?,
+        };
+        report.views.push(r);
+    }
+    Ok(report)
+}
+
+/// A view name made safe as a file name.
+fn file_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("view{s}")
+    } else {
+        s
+    }
+}
+
+fn core_err(e: flatfhir_core::Error) -> Error {
+    Error::Output(e.to_string())
+}
+
+/// Reads every file in parallel batches of chunks, calling `f` on each chunk (in parallel)
+/// and `sink` on the results in input order.
+fn for_each_chunk<T: Send>(
+    files: &[PathBuf],
+    read: &ReadOptions,
+    f: impl Fn(&Path, &flatfhir_core::Chunk) -> Result<T> + Sync,
+    mut sink: impl FnMut(T, u64) -> Result<()>,
+) -> Result<()> {
+    let width = rayon::current_num_threads().max(1) * 2;
+    for path in files {
+        let mut reader = LineReader::open(path, read).map_err(core_err)?;
+        loop {
+            let mut chunks = Vec::with_capacity(width);
+            while chunks.len() < width {
+                match reader.next_chunk().map_err(core_err)? {
+                    Some(c) => chunks.push(c),
+                    None => break,
+                }
+            }
+            if chunks.is_empty() {
+                break;
+            }
+            let results: Vec<(Result<T>, u64)> = chunks
+                .par_iter()
+                .map(|c| (f(path, c), c.data.len() as u64))
+                .collect();
+            for (r, bytes) in results {
+                sink(r?, bytes)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses each line of a chunk and runs the view on it.
+fn chunk_rows(
+    view: &View,
+    path: &Path,
+    chunk: &flatfhir_core::Chunk,
+    mut each: impl FnMut(&[Row<'_>]),
+) -> Result<u64> {
+    let mut resources = 0;
+    for line in chunk.lines() {
+        let ctx = || format!("{}:{}", path.display(), line.number);
+        let text = std::str::from_utf8(line.bytes)
+            .map_err(|_| Error::Output(format!("{}: not UTF-8", ctx())))?;
+        let resource = json::parse(text).map_err(|source| Error::Json {
+            context: ctx(),
+            source,
+        })?;
+        if resource.get("resourceType").and_then(json::Json::as_str) != Some(view.resource()) {
+            continue;
+        }
+        resources += 1;
+        let mut rows = Vec::new();
+        view.rows(&resource, &mut rows)?;
+        each(&rows);
+    }
+    Ok(resources)
+}
+
+fn run_table(
+    view: &View,
+    files: &[PathBuf],
+    path: &Path,
+    format: Format,
+    read: &ReadOptions,
+) -> Result<ViewReport> {
+    let declared: Vec<Option<ValueType>> = view.columns().iter().map(declared_type).collect();
+    let mut types: Vec<ValueType> = declared
+        .iter()
+        .map(|t| t.unwrap_or(ValueType::Utf8))
+        .collect();
+    if declared.iter().any(Option::is_none) {
+        // Schema pass: infer the undeclared columns' types from their values.
+        let mut kinds = vec![Kinds::default(); types.len()];
+        for_each_chunk(
+            files,
+            read,
+            |p, c| {
+                let mut k = vec![Kinds::default(); declared.len()];
+                chunk_rows(view, p, c, |rows| {
+                    for row in rows {
+                        for (k, cell) in k.iter_mut().zip(row) {
+                            k.observe_cell(cell);
+                        }
+                    }
+                })?;
+                Ok(k)
+            },
+            |k, _| {
+                for (a, b) in kinds.iter_mut().zip(k) {
+                    a.merge(b);
+                }
+                Ok(())
+            },
+        )?;
+        for ((t, d), k) in types.iter_mut().zip(&declared).zip(&kinds) {
+            if d.is_none() {
+                *t = k.value_type();
+            }
+        }
+    }
+    let schema = schema(view, &types);
+    let collection: Vec<bool> = view.columns().iter().map(|c| c.collection).collect();
+    let opts = WriteOptions {
+        format: if format == Format::Arrow {
+            OutputFormat::Arrow
+        } else {
+            OutputFormat::Parquet
+        },
+        ..WriteOptions::default()
+    };
+    let meta = vec![
+        ("flatfhir.view".to_string(), view.name().to_string()),
+        ("flatfhir.resource".to_string(), view.resource().to_string()),
+    ];
+    let mut writer = TableWriter::create(path, schema.clone(), &opts, &meta).map_err(core_err)?;
+    let (mut resources, mut mismatches) = (0, 0);
+    for_each_chunk(
+        files,
+        read,
+        |p, c| {
+            let mut b = BatchBuilder::new(schema.clone(), &types, &collection);
+            let n = chunk_rows(view, p, c, |rows| {
+                for row in rows {
+                    b.append(row);
+                }
+            })?;
+            let m = b.mismatches();
+            Ok((b.finish()?, n, m))
+        },
+        |(batch, n, m), bytes| {
+            resources += n;
+            mismatches += m;
+            writer.write(&batch, bytes).map_err(core_err)
+        },
+    )?;
+    let rows = writer.rows();
+    let (path, _) = writer.finish().map_err(core_err)?;
+    Ok(ViewReport {
+        view: view.name().to_string(),
+        path,
+        resources,
+        rows,
+        mismatches,
+    })
+}
+
+fn csv_field(out: &mut Vec<u8>, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        out.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn write_text_row(out: &mut Vec<u8>, names: &[String], row: &Row<'_>, format: Format) {
+    if format == Format::Ndjson {
+        out.push(b'{');
+        for (i, (name, cell)) in names.iter().zip(row).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *out, name);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut *out, &cell.to_json());
+        }
+        out.extend_from_slice(b"}\n");
+    } else {
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            csv_cell(out, cell);
+        }
+        out.push(b'\n');
+    }
+}
+
+fn csv_cell(out: &mut Vec<u8>, cell: &Cell<'_>) {
+    match cell.scalar() {
+        _ if cell.is_list() => csv_field(out, &cell.to_json().to_string()),
+        None => {}
+        Some(Scalar::Str(s)) => csv_field(out, s),
+        Some(Scalar::Json(_)) => csv_field(out, &cell.to_json().to_string()),
+        Some(_) => csv_field(out, &cell.to_json().to_string()),
+    }
+}
+
+fn run_text(
+    view: &View,
+    files: &[PathBuf],
+    path: &Path,
+    format: Format,
+    read: &ReadOptions,
+) -> Result<ViewReport> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let io = |source| Error::Io {
+        context: path.display().to_string(),
+        source,
+    };
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{base}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    let names: Vec<String> = view.columns().iter().map(|c| c.name.clone()).collect();
+    if format == Format::Csv {
+        let mut header = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            if i > 0 {
+                header.push(b',');
+            }
+            csv_field(&mut header, n);
+        }
+        header.push(b'\n');
+        w.write_all(&header).map_err(io)?;
+    }
+    let (mut resources, mut rows) = (0, 0);
+    for_each_chunk(
+        files,
+        read,
+        |p, c| {
+            let mut buf = Vec::new();
+            let mut count = 0u64;
+            let n = chunk_rows(view, p, c, |rs| {
+                for row in rs {
+                    write_text_row(&mut buf, &names, row, format);
+                    count += 1;
+                }
+            })?;
+            Ok((buf, n, count))
+        },
+        |(buf, n, count), _| {
+            resources += n;
+            rows += count;
+            w.write_all(&buf).map_err(io)
+        },
+    )?;
+    let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(ViewReport {
+        view: view.name().to_string(),
+        path: path.to_path_buf(),
+        resources,
+        rows,
+        mismatches: 0,
+    })
+}

@@ -1,0 +1,110 @@
+//! `run_views` end to end: NDJSON in, Parquet / NDJSON / CSV out.
+
+use std::fs::File;
+
+use arrow_array::{Array, BooleanArray, Float64Array, Int64Array, ListArray, StringArray};
+use flatfhir_view::{Format, View, run_views};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+const PATIENTS: &str = r#"{"resourceType":"Patient","id":"p1","gender":"female","birthDate":"1970-01-02","active":true,"identifier":[{"value":"MRN1"}],"name":[{"given":["Ann","B"]}],"multipleBirthInteger":2}
+{"resourceType":"Patient","id":"p2","gender":"male","active":false,"name":[{"given":["Carl"]}],"multipleBirthInteger":1}
+"#;
+
+fn view() -> View {
+    View::from_json_str(
+        r#"{"name": "pt", "resource": "Patient", "select": [{"column": [
+            {"name": "id", "path": "getResourceKey()"},
+            {"name": "mrn", "path": "identifier[0].value", "type": "string"},
+            {"name": "active", "path": "active"},
+            {"name": "births", "path": "multipleBirth.ofType(integer)"},
+            {"name": "ratio", "path": "multipleBirth.ofType(integer) / 2"},
+            {"name": "given", "path": "name.given", "collection": true}
+        ]}]}"#,
+        "fallback",
+    )
+    .unwrap()
+}
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("Patient.ndjson");
+    std::fs::write(&input, PATIENTS).unwrap();
+    (dir, input)
+}
+
+#[test]
+fn parquet_output_has_inferred_types_and_lists() {
+    let (dir, input) = setup();
+    let out = dir.path().join("out");
+    let report = run_views(&[input], &[view()], &out, Format::Parquet).unwrap();
+    assert_eq!(report.views[0].rows, 2);
+    assert_eq!(report.views[0].resources, 2);
+    let path = out.join("pt.parquet");
+    assert_eq!(report.views[0].path, path);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    let b = &batches[0];
+    let names: Vec<String> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "mrn", "active", "births", "ratio", "given"]);
+    let id = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(id.value(1), "p2");
+    let mrn = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+    assert!(mrn.is_null(1));
+    let active = b.column(2).as_any().downcast_ref::<BooleanArray>().unwrap();
+    assert!(active.value(0) && !active.value(1));
+    let births = b.column(3).as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(births.value(0), 2);
+    let ratio = b.column(4).as_any().downcast_ref::<Float64Array>().unwrap();
+    assert_eq!(ratio.value(1), 0.5);
+    let given = b.column(5).as_any().downcast_ref::<ListArray>().unwrap();
+    let first = given.value(0);
+    let first = first.as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!((first.value(0), first.value(1)), ("Ann", "B"));
+}
+
+#[test]
+fn ndjson_and_csv_outputs() {
+    let (dir, input) = setup();
+    let out = dir.path().join("out");
+    run_views(
+        std::slice::from_ref(&input),
+        &[view()],
+        &out,
+        Format::Ndjson,
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(out.join("pt.ndjson")).unwrap();
+    let first = text.lines().next().unwrap();
+    assert_eq!(
+        first,
+        r#"{"id":"p1","mrn":"MRN1","active":true,"births":2,"ratio":1,"given":["Ann","B"]}"#
+    );
+    run_views(&[input], &[view()], &out, Format::Csv).unwrap();
+    let text = std::fs::read_to_string(out.join("pt.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "id,mrn,active,births,ratio,given");
+    assert_eq!(lines[2], r#"p2,,false,1,0.5,"[""Carl""]""#);
+}
+
+#[test]
+fn bad_json_line_is_reported_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("Patient.ndjson");
+    std::fs::write(
+        &input,
+        "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n{\"resourceType\":\"Patient\",\n",
+    )
+    .unwrap();
+    let err = run_views(&[input], &[view()], &dir.path().join("o"), Format::Ndjson).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("Patient.ndjson:2"), "{msg}");
+    assert!(!dir.path().join("o/pt.ndjson").exists());
+}
