@@ -55,6 +55,8 @@ pub struct ViewReport {
     pub rows: u64,
     /// Values written as null because they did not fit the column's declared type.
     pub mismatches: u64,
+    /// Bytes of input read for the view (uncompressed, one pass).
+    pub input_bytes: u64,
 }
 
 /// What [`run_views`] did, one entry per view.
@@ -238,7 +240,7 @@ fn run_table(
         ("flatfhir.resource".to_string(), view.resource().to_string()),
     ];
     let mut writer = TableWriter::create(path, schema.clone(), &opts, &meta).map_err(core_err)?;
-    let (mut resources, mut mismatches) = (0, 0);
+    let (mut resources, mut mismatches, mut input_bytes) = (0, 0, 0);
     for_each_chunk(
         files,
         read,
@@ -254,6 +256,7 @@ fn run_table(
         },
         |(batch, n, m), bytes| {
             resources += n;
+            input_bytes += bytes;
             mismatches += m;
             writer.write(&batch, bytes).map_err(core_err)
         },
@@ -266,6 +269,7 @@ fn run_table(
         resources,
         rows,
         mismatches,
+        input_bytes,
     })
 }
 
@@ -346,7 +350,7 @@ fn run_text(
         header.push(b'\n');
         w.write_all(&header).map_err(io)?;
     }
-    let (mut resources, mut rows) = (0, 0);
+    let (mut resources, mut rows, mut input_bytes) = (0, 0, 0);
     for_each_chunk(
         files,
         read,
@@ -361,14 +365,23 @@ fn run_text(
             })?;
             Ok((buf, n, count))
         },
-        |(buf, n, count), _| {
+        |(buf, n, count), bytes| {
             resources += n;
+            input_bytes += bytes;
             rows += count;
             w.write_all(&buf).map_err(io)
         },
     )?;
     let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
     tmp.as_file().sync_all().map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // tempfile creates 0600; an output table is an ordinary file.
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(ViewReport {
         view: view.name().to_string(),
@@ -376,5 +389,6 @@ fn run_text(
         resources,
         rows,
         mismatches: 0,
+        input_bytes,
     })
 }

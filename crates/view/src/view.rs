@@ -176,6 +176,22 @@ impl View {
         })
     }
 
+    /// A view of `resource` with one column per `(name, FHIRPath)` pair, the short form of
+    /// the workshop's column lists (`[("gender", "gender"), ("id", "identifier[0].value")]`).
+    pub fn from_columns(name: &str, resource: &str, columns: &[(String, String)]) -> Result<View> {
+        let cols: Vec<Value> = columns
+            .iter()
+            .map(|(n, p)| serde_json::json!({"name": n, "path": p}))
+            .collect();
+        let v = serde_json::json!({
+            "resourceType": "ViewDefinition",
+            "name": name,
+            "resource": resource,
+            "select": [{"column": cols}],
+        });
+        View::from_json(&v, name)
+    }
+
     /// The view's name (its `name`, else the fallback given when compiling).
     pub fn name(&self) -> &str {
         &self.name

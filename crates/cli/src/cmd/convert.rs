@@ -15,6 +15,10 @@ pub(crate) enum FormatArg {
     Parquet,
     /// Arrow IPC file: DIR/<Type>.arrow (opens in pyarrow and polars without conversion).
     Arrow,
+    /// One JSON object per row (views only: --view/--column).
+    Ndjson,
+    /// Comma-separated values with a header (views only: --view/--column).
+    Csv,
 }
 
 /// `--compression`.
@@ -53,6 +57,9 @@ pub(crate) struct Args {
     /// Rows per Parquet row group (a row group is also closed after 128 MiB of input).
     #[arg(long, default_value_t = 128 * 1024, value_name = "N")]
     pub(crate) row_group_rows: usize,
+
+    #[command(flatten)]
+    pub(crate) views: super::views::ViewArgs,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -74,6 +81,9 @@ struct Summary {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.views.any() {
+        return super::views::run(&args);
+    }
     let start = std::time::Instant::now();
     let plan = args.flatten.plan()?;
     let mut opts = args.flatten.convert_options();
@@ -85,6 +95,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         format: match args.format {
             FormatArg::Parquet => OutputFormat::Parquet,
             FormatArg::Arrow => OutputFormat::Arrow,
+            FormatArg::Ndjson | FormatArg::Csv => {
+                anyhow::bail!("--format ndjson and csv need --view, --column or --columns")
+            }
         },
         compression: match args.compression {
             CompressionArg::Zstd => Compression::Zstd,

@@ -3,3 +3,4 @@
 pub(crate) mod common;
 pub(crate) mod convert;
 pub(crate) mod schema;
+pub(crate) mod views;

@@ -1,0 +1,180 @@
+//! `flatfhir convert --view/--column/--columns`: SQL on FHIR views instead of flattening.
+//! Builds the views and hands them to `flatfhir_view::run_views`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use flatfhir_view::{Format, View, run_views};
+
+use super::common::mb;
+use super::convert::{Args, FormatArg};
+
+/// View flags of `flatfhir convert`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ViewArgs {
+    /// SQL on FHIR ViewDefinition (JSON): write one table per view, named after the view's
+    /// `name` (else the file's stem), instead of flattening. Repeatable.
+    #[arg(long = "view", value_name = "VIEW.json")]
+    pub(crate) views: Vec<PathBuf>,
+
+    /// A view column in short form, TYPE:NAME=FHIRPATH, e.g. `Patient:gender=gender`.
+    /// Repeatable; the columns of one type make one view named after the type.
+    #[arg(long = "column", value_name = "TYPE:NAME=PATH")]
+    pub(crate) columns: Vec<String>,
+
+    /// A JSON file of short-form columns: {"Patient": [["id", "identifier[0].value"], ...]}.
+    #[arg(long = "columns", value_name = "FILE")]
+    pub(crate) columns_file: Option<PathBuf>,
+}
+
+impl ViewArgs {
+    /// Whether any view flag was given.
+    pub(crate) fn any(&self) -> bool {
+        !self.views.is_empty() || !self.columns.is_empty() || self.columns_file.is_some()
+    }
+
+    /// Compiles every view the flags describe.
+    pub(crate) fn build(&self) -> anyhow::Result<Vec<View>> {
+        let mut views = Vec::new();
+        for path in &self.views {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read view {}", path.display()))?;
+            let stem = path
+                .file_stem()
+                .map_or_else(|| "view".to_string(), |s| s.to_string_lossy().into_owned());
+            let stem = stem.strip_suffix(".view").unwrap_or(&stem).to_string();
+            views.push(
+                View::from_json_str(&text, &stem)
+                    .with_context(|| format!("in {}", path.display()))?,
+            );
+        }
+        // Short forms: (type, name, path) in the order given.
+        let mut pairs: Vec<(String, String, String)> = Vec::new();
+        if let Some(file) = &self.columns_file {
+            pairs.extend(columns_file(file)?);
+        }
+        for c in &self.columns {
+            let (ty, rest) = c
+                .split_once(':')
+                .with_context(|| format!("--column {c}: expected TYPE:NAME=PATH"))?;
+            let (name, path) = rest
+                .split_once('=')
+                .with_context(|| format!("--column {c}: expected TYPE:NAME=PATH"))?;
+            pairs.push((ty.trim().into(), name.trim().into(), path.trim().into()));
+        }
+        let mut types: Vec<&str> = Vec::new();
+        for (t, _, _) in &pairs {
+            if !types.contains(&t.as_str()) {
+                types.push(t);
+            }
+        }
+        for t in types {
+            let cols: Vec<(String, String)> = pairs
+                .iter()
+                .filter(|(ty, _, _)| ty == t)
+                .map(|(_, n, p)| (n.clone(), p.clone()))
+                .collect();
+            views.push(View::from_columns(t, t, &cols)?);
+        }
+        let mut names: Vec<&str> = views.iter().map(View::name).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            anyhow::bail!(
+                "two views are named '{}': their outputs would collide",
+                w[0]
+            );
+        }
+        Ok(views)
+    }
+}
+
+/// Reads `{"Type": [["name", "path"], ...], ...}`.
+fn columns_file(path: &Path) -> anyhow::Result<Vec<(String, String, String)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let bad = || {
+        anyhow::anyhow!(
+            "{}: expected {{\"Type\": [[\"name\", \"path\"], ...]}}",
+            path.display()
+        )
+    };
+    let mut out = Vec::new();
+    for (ty, cols) in v.as_object().ok_or_else(bad)? {
+        for pair in cols.as_array().ok_or_else(bad)? {
+            match pair.as_array().map(Vec::as_slice) {
+                Some([serde_json::Value::String(n), serde_json::Value::String(p)]) => {
+                    out.push((ty.clone(), n.clone(), p.clone()));
+                }
+                _ => return Err(bad()),
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let start = std::time::Instant::now();
+    let views = args.views.build()?;
+    let format = match args.format {
+        FormatArg::Parquet => Format::Parquet,
+        FormatArg::Arrow => Format::Arrow,
+        FormatArg::Ndjson => Format::Ndjson,
+        FormatArg::Csv => Format::Csv,
+    };
+    let inputs = &args.flatten.inputs;
+    let report = match args.flatten.threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build()?
+            .install(|| run_views(inputs, &views, &args.out, format))?,
+        None => run_views(inputs, &views, &args.out, format)?,
+    };
+    let quiet = args.flatten.quiet;
+    if !quiet {
+        for v in &report.views {
+            let mismatches = if v.mismatches > 0 {
+                format!(
+                    ", {} values did not fit their column type (written as null)",
+                    v.mismatches
+                )
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "{}: {} resources, {} rows{mismatches} -> {}",
+                v.view,
+                v.resources,
+                v.rows,
+                v.path.display()
+            );
+        }
+        let bytes: u64 = report.views.iter().map(|v| v.input_bytes).sum();
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "{} views, {:.1} MB read in {secs:.2} s ({:.1} MB/s)",
+            report.views.len(),
+            mb(bytes),
+            mb(bytes) / secs.max(1e-9)
+        );
+    }
+    if args.flatten.json {
+        let views: Vec<serde_json::Value> = report
+            .views
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "view": v.view, "path": v.path, "resources": v.resources,
+                    "rows": v.rows, "mismatches": v.mismatches, "input_bytes": v.input_bytes,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "views": views }))?
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

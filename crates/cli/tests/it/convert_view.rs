@@ -1,0 +1,116 @@
+//! `flatfhir convert --view/--column/--columns`: SQL on FHIR views from the command line.
+
+use assert_cmd::Command;
+use predicates::str::contains;
+
+const PATIENTS: &str = r#"{"resourceType":"Patient","id":"p1","gender":"female","birthDate":"1970-01-02","identifier":[{"value":"MRN1"}],"maritalStatus":{"coding":[{"code":"M"}]}}
+{"resourceType":"Patient","id":"p2","gender":"male","birthDate":"1980-05-06"}
+"#;
+
+fn input() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Patient.ndjson"), PATIENTS).unwrap();
+    dir
+}
+
+fn flatfhir() -> Command {
+    Command::cargo_bin("flatfhir").unwrap()
+}
+
+#[test]
+fn view_file_writes_one_table_named_after_the_view() {
+    let dir = input();
+    let view = dir.path().join("people.json");
+    std::fs::write(
+        &view,
+        r#"{"resource": "Patient", "select": [{"column": [
+            {"name": "id", "path": "identifier[0].value"},
+            {"name": "gender", "path": "gender"},
+            {"name": "date_of_birth", "path": "birthDate"},
+            {"name": "marital_status", "path": "maritalStatus.coding[0].code"}]}]}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    flatfhir()
+        .arg("convert")
+        .arg(dir.path().join("Patient.ndjson"))
+        .arg("--view")
+        .arg(&view)
+        .arg("--out")
+        .arg(&out)
+        .args(["--format", "ndjson"])
+        .assert()
+        .success()
+        .stderr(contains("people: 2 resources, 2 rows"));
+    let text = std::fs::read_to_string(out.join("people.ndjson")).unwrap();
+    assert_eq!(
+        text,
+        "{\"id\":\"MRN1\",\"gender\":\"female\",\"date_of_birth\":\"1970-01-02\",\"marital_status\":\"M\"}\n\
+         {\"id\":null,\"gender\":\"male\",\"date_of_birth\":\"1980-05-06\",\"marital_status\":null}\n"
+    );
+}
+
+#[test]
+fn column_flags_and_columns_file() {
+    let dir = input();
+    let out = dir.path().join("out");
+    flatfhir()
+        .arg("convert")
+        .arg(dir.path())
+        .args(["--column", "Patient:id=getResourceKey()"])
+        .args(["--column", "Patient:gender=gender"])
+        .arg("--out")
+        .arg(&out)
+        .args(["--format", "csv", "--quiet"])
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(out.join("Patient.csv")).unwrap();
+    assert_eq!(text, "id,gender\np1,female\np2,male\n");
+
+    let cols = dir.path().join("cols.json");
+    std::fs::write(
+        &cols,
+        r#"{"Patient": [["born", "birthDate"], ["id", "id"]]}"#,
+    )
+    .unwrap();
+    flatfhir()
+        .arg("convert")
+        .arg(dir.path().join("Patient.ndjson"))
+        .arg("--columns")
+        .arg(&cols)
+        .arg("--out")
+        .arg(&out)
+        .args(["--format", "parquet", "--quiet"])
+        .assert()
+        .success();
+    assert!(out.join("Patient.parquet").exists());
+}
+
+#[test]
+fn invalid_view_names_view_column_and_position() {
+    let dir = input();
+    flatfhir()
+        .arg("convert")
+        .arg(dir.path())
+        .args(["--column", "Patient:bad=name.where(use = )"])
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .assert()
+        .code(1)
+        .stderr(contains("view 'Patient', column 'bad'"))
+        .stderr(contains("at position 17"));
+}
+
+#[test]
+fn ndjson_format_without_views_is_refused() {
+    let dir = input();
+    flatfhir()
+        .arg("convert")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .args(["--format", "ndjson"])
+        .assert()
+        .code(1)
+        .stderr(contains("need --view"));
+}
