@@ -110,3 +110,52 @@ pub(crate) enum Expr {
     Neg(Box<Expr>),
     Bin(BinOp, Box<Expr>, Box<Expr>),
 }
+
+impl Expr {
+    /// Calls `f` on this node and every node below it.
+    pub(crate) fn walk(&self, f: &mut impl FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Member(b, _) | Expr::Choice { base: b, .. } | Expr::Neg(b) => b.walk(f),
+            Expr::Indexer(b, i) => {
+                b.walk(f);
+                i.walk(f);
+            }
+            Expr::Call(b, _, args) => {
+                b.walk(f);
+                for a in args {
+                    a.walk(f);
+                }
+            }
+            Expr::Bin(_, l, r) => {
+                l.walk(f);
+                r.walk(f);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the expression may return its focus itself (so the whole resource when run on
+    /// it): `$this`, or a filter such as `where(...)` or `first()` applied to it.
+    pub(crate) fn may_return_focus(&self) -> bool {
+        match self {
+            Expr::This => true,
+            Expr::Call(b, f, _) => match f {
+                Func::Iif | Func::Select => true,
+                Func::Where
+                | Func::First
+                | Func::Last
+                | Func::Tail
+                | Func::Skip
+                | Func::Take
+                | Func::Single
+                | Func::Distinct
+                | Func::OfType(_) => b.may_return_focus(),
+                _ => false,
+            },
+            Expr::Indexer(b, _) => b.may_return_focus(),
+            Expr::Bin(BinOp::Union, l, r) => l.may_return_focus() || r.may_return_focus(),
+            _ => false,
+        }
+    }
+}

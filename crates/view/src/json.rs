@@ -100,14 +100,36 @@ pub struct JsonError {
 
 /// Parses one JSON document (surrounding whitespace allowed).
 pub fn parse(src: &str) -> Result<Json<'_>, JsonError> {
+    parse_with(src, None)
+}
+
+/// Parses one JSON document, keeping only the members of the root object for which `keep`
+/// returns true; the others are skipped (checked for syntax, never built). A view uses this
+/// to parse only what its paths can reach.
+pub fn parse_filtered<'a>(
+    src: &'a str,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Json<'a>, JsonError> {
+    parse_with(src, Some(keep))
+}
+
+fn parse_with<'a>(
+    src: &'a str,
+    keep: Option<&dyn Fn(&str) -> bool>,
+) -> Result<Json<'a>, JsonError> {
     let mut p = Parser {
         s: src,
         b: src.as_bytes(),
         i: 0,
         depth: 0,
+        members: Vec::new(),
+        items: Vec::new(),
     };
     p.ws();
-    let v = p.value()?;
+    let v = match keep {
+        Some(keep) if p.b.get(p.i) == Some(&b'{') => p.object(Some(keep))?,
+        _ => p.value()?,
+    };
     p.ws();
     if p.i != p.b.len() {
         return Err(p.err("trailing characters"));
@@ -120,6 +142,10 @@ struct Parser<'a> {
     b: &'a [u8],
     i: usize,
     depth: u32,
+    /// Scratch stacks: members/items of the open objects/arrays, moved into exactly-sized
+    /// vectors when each closes (one allocation per object or array).
+    members: Vec<(Cow<'a, str>, Json<'a>)>,
+    items: Vec<Json<'a>>,
 }
 
 const MAX_DEPTH: u32 = 512;
@@ -146,7 +172,7 @@ impl<'a> Parser<'a> {
     fn value(&mut self) -> Result<Json<'a>, JsonError> {
         match self.b.get(self.i) {
             None => Err(self.err("unexpected end of input")),
-            Some(b'{') => self.object(),
+            Some(b'{') => self.object(None),
             Some(b'[') => self.array(),
             Some(b'"') => Ok(Json::String(self.string()?)),
             Some(b't') => self.lit(b"true", Json::Bool(true)),
@@ -202,18 +228,19 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
         self.i += 1; // opening quote
         let start = self.i;
-        // Fast path: no escapes.
-        loop {
-            match self.b.get(self.i) {
-                None => return Err(self.err("unterminated string")),
-                Some(b'"') => {
+        // Fast path: no escapes. (Raw control characters are accepted.)
+        match memchr::memchr2(b'"', b'\\', &self.b[self.i..]) {
+            None => {
+                self.i = self.b.len();
+                return Err(self.err("unterminated string"));
+            }
+            Some(n) => {
+                self.i += n;
+                if self.b[self.i] == b'"' {
                     let s = &self.s[start..self.i];
                     self.i += 1;
                     return Ok(Cow::Borrowed(s));
                 }
-                Some(b'\\') => break,
-                Some(&c) if c < 0x20 => return Err(self.err("control character in string")),
-                Some(_) => self.i += 1,
             }
         }
         let mut out = String::from(&self.s[start..self.i]);
@@ -299,14 +326,15 @@ impl<'a> Parser<'a> {
 
     fn array(&mut self) -> Result<Json<'a>, JsonError> {
         self.enter()?;
-        let mut items = Vec::new();
         if self.b.get(self.i) == Some(&b']') {
             self.i += 1;
             self.depth -= 1;
-            return Ok(Json::Array(items));
+            return Ok(Json::Array(Vec::new()));
         }
+        let base = self.items.len();
         loop {
-            items.push(self.value()?);
+            let v = self.value()?;
+            self.items.push(v);
             self.ws();
             match self.b.get(self.i) {
                 Some(b',') => {
@@ -316,21 +344,22 @@ impl<'a> Parser<'a> {
                 Some(b']') => {
                     self.i += 1;
                     self.depth -= 1;
-                    return Ok(Json::Array(items));
+                    let v: Vec<Json<'a>> = self.items.drain(base..).collect();
+                    return Ok(Json::Array(v));
                 }
                 _ => return Err(self.err("expected ',' or ']'")),
             }
         }
     }
 
-    fn object(&mut self) -> Result<Json<'a>, JsonError> {
+    fn object(&mut self, keep: Option<&dyn Fn(&str) -> bool>) -> Result<Json<'a>, JsonError> {
         self.enter()?;
-        let mut members = Vec::new();
         if self.b.get(self.i) == Some(&b'}') {
             self.i += 1;
             self.depth -= 1;
-            return Ok(Json::Object(members));
+            return Ok(Json::Object(Vec::new()));
         }
+        let base = self.members.len();
         loop {
             if self.b.get(self.i) != Some(&b'"') {
                 return Err(self.err("expected a member name"));
@@ -342,8 +371,12 @@ impl<'a> Parser<'a> {
             }
             self.i += 1;
             self.ws();
-            let v = self.value()?;
-            members.push((k, v));
+            if keep.is_none_or(|f| f(&k)) {
+                let v = self.value()?;
+                self.members.push((k, v));
+            } else {
+                self.skip_value()?;
+            }
             self.ws();
             match self.b.get(self.i) {
                 Some(b',') => {
@@ -353,9 +386,64 @@ impl<'a> Parser<'a> {
                 Some(b'}') => {
                     self.i += 1;
                     self.depth -= 1;
-                    return Ok(Json::Object(members));
+                    let m: Vec<(Cow<'a, str>, Json<'a>)> = self.members.drain(base..).collect();
+                    return Ok(Json::Object(m));
                 }
                 _ => return Err(self.err("expected ',' or '}'")),
+            }
+        }
+    }
+
+    /// Skips one value without building it: strings are scanned with memchr, containers by
+    /// bracket depth (their inner syntax is checked only loosely).
+    fn skip_value(&mut self) -> Result<(), JsonError> {
+        match self.b.get(self.i) {
+            Some(b'"') => self.skip_string(),
+            Some(b'{' | b'[') => {
+                let mut depth = 0usize;
+                while let Some(&c) = self.b.get(self.i) {
+                    match c {
+                        b'"' => {
+                            self.skip_string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                return Ok(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+                Err(self.err("unterminated container"))
+            }
+            _ => self.value().map(|_| ()),
+        }
+    }
+
+    fn skip_string(&mut self) -> Result<(), JsonError> {
+        self.i += 1;
+        loop {
+            match memchr::memchr2(b'"', b'\\', &self.b[self.i..]) {
+                None => {
+                    self.i = self.b.len();
+                    return Err(self.err("unterminated string"));
+                }
+                Some(n) => {
+                    self.i += n;
+                    if self.b[self.i] == b'"' {
+                        self.i += 1;
+                        return Ok(());
+                    }
+                    self.i += 2;
+                    if self.i > self.b.len() {
+                        return Err(self.err("unterminated string"));
+                    }
+                }
             }
         }
     }
@@ -386,5 +474,23 @@ mod tests {
         for bad in ["", "{", "[1,]", "{\"a\" 1}", "tru", "1 2", "\"abc", "01x"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn filtered_parse_skips_members() {
+        let src = r#"{"a": {"x": [1, "}]\\\"", {"y": null}]}, "b": "q\"}", "c": [1, 2], "d": 1}"#;
+        let v = parse_filtered(src, &|k| k == "c" || k == "d").unwrap();
+        assert_eq!(
+            v,
+            Json::Object(vec![
+                (
+                    "c".into(),
+                    Json::Array(vec![Json::Number("1".into()), Json::Number("2".into())])
+                ),
+                ("d".into(), Json::Number("1".into())),
+            ])
+        );
+        assert!(parse_filtered(r#"{"a": [1, 2"#, &|_| false).is_err());
+        assert!(parse_filtered(r#"{"a": "x"#, &|_| false).is_err());
     }
 }

@@ -168,7 +168,7 @@ fn chunk_rows(
         let ctx = || format!("{}:{}", path.display(), line.number);
         let text = std::str::from_utf8(line.bytes)
             .map_err(|_| Error::Output(format!("{}: not UTF-8", ctx())))?;
-        let resource = json::parse(text).map_err(|source| Error::Json {
+        let resource = view.parse(text).map_err(|source| Error::Json {
             context: ctx(),
             source,
         })?;

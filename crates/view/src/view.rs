@@ -61,6 +61,8 @@ pub struct View {
     pub(crate) wheres: Vec<Compiled>,
     pub(crate) root: Select,
     pub(crate) columns: Vec<ColumnDef>,
+    /// Root members any path can reach; `None` when the whole resource may be needed.
+    pub(crate) root_keys: Option<std::collections::HashSet<String>>,
 }
 
 impl View {
@@ -166,6 +168,7 @@ impl View {
                 return Err(c.invalid(&format!("duplicate column name '{}'", col.name)));
             }
         }
+        let root_keys = root_keys(&wheres, &root);
         Ok(View {
             name,
             resource,
@@ -173,7 +176,36 @@ impl View {
             wheres,
             root,
             columns: c.columns,
+            root_keys,
         })
+    }
+
+    /// Whether a member of the resource's root object can matter to this view; members that
+    /// cannot are skipped when parsing (see [`View::parse`]).
+    pub fn needs_root_key(&self, key: &str) -> bool {
+        let Some(keys) = &self.root_keys else {
+            return true;
+        };
+        if keys.contains(key) {
+            return true;
+        }
+        // A choice element: `valueQuantity` is needed when `value` is.
+        key.char_indices()
+            .skip(1)
+            .find(|(_, c)| c.is_ascii_uppercase())
+            .is_some_and(|(i, _)| keys.contains(&key[..i]))
+    }
+
+    /// Parses one resource for this view, skipping root members no path can reach.
+    pub fn parse<'a>(
+        &self,
+        line: &'a str,
+    ) -> std::result::Result<Json<'a>, crate::json::JsonError> {
+        if self.root_keys.is_some() {
+            crate::json::parse_filtered(line, &|k| self.needs_root_key(k))
+        } else {
+            crate::json::parse(line)
+        }
     }
 
     /// A view of `resource` with one column per `(name, FHIRPath)` pair, the short form of
@@ -206,6 +238,55 @@ impl View {
     pub fn columns(&self) -> &[ColumnDef] {
         &self.columns
     }
+}
+
+/// The member names the view's paths use, or `None` when an expression may need the whole
+/// resource (`%resource`, or a column that can return the resource itself).
+fn root_keys(wheres: &[Compiled], root: &Select) -> Option<std::collections::HashSet<String>> {
+    use crate::ast::Func;
+    let mut keys: std::collections::HashSet<String> = ["resourceType", "id"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut whole = false;
+    let mut visit = |c: &Compiled, keys: &mut std::collections::HashSet<String>| {
+        c.expr.walk(&mut |e| match e {
+            Expr::Member(_, n) => {
+                keys.insert(n.clone());
+            }
+            Expr::Choice { name, key, .. } => {
+                keys.insert(name.clone());
+                keys.insert(key.clone());
+            }
+            Expr::Call(_, Func::Extension, _) => {
+                keys.insert("extension".into());
+            }
+            Expr::Resource => whole = true,
+            _ => {}
+        });
+    };
+    fn all<'s>(s: &'s Select, root_level: bool, out: &mut Vec<(&'s Compiled, bool)>) {
+        let inner_root = root_level && matches!(s.iter, Iter::Once);
+        match &s.iter {
+            Iter::ForEach(c) | Iter::ForEachOrNull(c) => out.push((c, root_level)),
+            Iter::Repeat(ps) => out.extend(ps.iter().map(|c| (c, root_level))),
+            Iter::Once => {}
+        }
+        out.extend(s.columns.iter().map(|(c, _)| (c, inner_root)));
+        for sub in s.selects.iter().chain(&s.union) {
+            all(sub, inner_root, out);
+        }
+    }
+    let mut exprs: Vec<(&Compiled, bool)> = wheres.iter().map(|w| (w, false)).collect();
+    all(root, true, &mut exprs);
+    let mut returns_root = false;
+    for (c, at_root) in exprs {
+        visit(c, &mut keys);
+        if at_root && c.expr.may_return_focus() {
+            returns_root = true;
+        }
+    }
+    (!whole && !returns_root).then_some(keys)
 }
 
 struct Compiler {
