@@ -165,12 +165,24 @@ pub(crate) fn call<'a>(
             .iter()
             .filter_map(|it| {
                 let Item::Node(n, _) = it else { return None };
-                let r = n.get("reference")?.as_str()?;
+                let Some(Json::String(r)) = n.get("reference") else {
+                    return None;
+                };
                 let (rtype, id) = reference_parts(r)?;
                 if ty.as_deref().is_some_and(|t| t != rtype) {
                     return None;
                 }
-                Some(Item::Str(Cow::Owned(id.to_string()), None))
+                // Borrow the id from the resource when the reference text is borrowed.
+                Some(Item::Str(
+                    match r {
+                        Cow::Borrowed(b) => {
+                            let off = id.as_ptr() as usize - r.as_ptr() as usize;
+                            Cow::Borrowed(&b[off..off + id.len()])
+                        }
+                        Cow::Owned(_) => Cow::Owned(id.to_string()),
+                    },
+                    None,
+                ))
             })
             .collect(),
         Func::LowBoundary | Func::HighBoundary => {
@@ -236,7 +248,11 @@ pub(crate) fn call<'a>(
 
 /// `Type/id` from a reference (absolute URLs and `_history` suffixes allowed).
 fn reference_parts(r: &str) -> Option<(&str, &str)> {
-    let r = r.split("/_history/").next()?;
+    let r = if r.contains('_') {
+        r.split("/_history/").next()?
+    } else {
+        r
+    };
     let mut it = r.rsplit('/');
     let id = it.next()?;
     let ty = it.next()?;

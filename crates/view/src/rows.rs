@@ -165,6 +165,10 @@ impl View {
         let run = |c: &'a Compiled, f: &[Item<'a>]| {
             eval(env, &c.expr, f).map_err(|m| self.eval_err(c, env.resource, m))
         };
+        // A select without iteration and only columns (the common case): one row.
+        if matches!(s.iter, Iter::Once) && s.selects.is_empty() && s.union.is_empty() {
+            return Ok(vec![self.column_cells(env, s, focus)?]);
+        }
         // (focus, row index) pairs.
         let foci: Vec<(Vec<Item<'a>>, i64)> = match &s.iter {
             Iter::Once => vec![(focus.to_vec(), env.row_index)],
@@ -201,32 +205,11 @@ impl View {
                 row_index: idx,
                 ..*env
             };
-            let mut own: Row<'a> = Vec::with_capacity(s.width);
-            for (c, collection) in &s.columns {
-                let v = eval(&env, &c.expr, &f).map_err(|m| self.eval_err(c, env.resource, m))?;
-                let cell = if *collection {
-                    CellInner::List(v)
-                } else {
-                    match v.len() {
-                        0 => CellInner::Null,
-                        1 => CellInner::One(v.into_iter().next().unwrap_or(Item::Bool(false))),
-                        n => {
-                            return Err(self.eval_err(
-                                c,
-                                env.resource,
-                                format!(
-                                    "{n} values in a column that is not a collection (set \"collection\": true)"
-                                ),
-                            ));
-                        }
-                    }
-                };
-                own.push(Cell(cell));
-            }
+            let own = self.column_cells(&env, s, &f)?;
             let mut acc = vec![own];
             for sub in &s.selects {
                 let rows = self.select_rows(&env, sub, &f)?;
-                acc = product(&acc, &rows);
+                acc = product(acc, rows);
                 if acc.is_empty() {
                     break;
                 }
@@ -236,11 +219,43 @@ impl View {
                 for u in &s.union {
                     rows.extend(self.select_rows(&env, u, &f)?);
                 }
-                acc = product(&acc, &rows);
+                acc = product(acc, rows);
             }
             out.extend(acc);
         }
         Ok(out)
+    }
+
+    /// The cells of a select's own columns, evaluated on `focus`.
+    fn column_cells<'a>(
+        &'a self,
+        env: &Env<'a>,
+        s: &'a Select,
+        focus: &[Item<'a>],
+    ) -> Result<Row<'a>> {
+        let mut own: Row<'a> = Vec::with_capacity(s.width);
+        for (c, collection) in &s.columns {
+            let v = eval(env, &c.expr, focus).map_err(|m| self.eval_err(c, env.resource, m))?;
+            let cell = if *collection {
+                CellInner::List(v)
+            } else {
+                match v.len() {
+                    0 => CellInner::Null,
+                    1 => CellInner::One(v.into_iter().next().unwrap_or(Item::Bool(false))),
+                    n => {
+                        return Err(self.eval_err(
+                            c,
+                            env.resource,
+                            format!(
+                                "{n} values in a column that is not a collection (set \"collection\": true)"
+                            ),
+                        ));
+                    }
+                }
+            };
+            own.push(Cell(cell));
+        }
+        Ok(own)
     }
 
     fn repeat<'a>(
@@ -262,10 +277,24 @@ impl View {
     }
 }
 
-fn product<'a>(left: &[Row<'a>], right: &[Row<'a>]) -> Vec<Row<'a>> {
+/// Cartesian product of row sets, concatenating cells (left's first).
+fn product<'a>(mut left: Vec<Row<'a>>, mut right: Vec<Row<'a>>) -> Vec<Row<'a>> {
+    if left.len() == 1 {
+        let l = left.pop().unwrap_or_default();
+        if l.is_empty() {
+            return right;
+        }
+        for r in &mut right {
+            let mut row = Vec::with_capacity(l.len() + r.len());
+            row.extend(l.iter().cloned());
+            row.append(r);
+            *r = row;
+        }
+        return right;
+    }
     let mut out = Vec::with_capacity(left.len() * right.len());
-    for l in left {
-        for r in right {
+    for l in &left {
+        for r in &right {
             let mut row = Vec::with_capacity(l.len() + r.len());
             row.extend(l.iter().cloned());
             row.extend(r.iter().cloned());

@@ -62,7 +62,7 @@ pub struct View {
     pub(crate) root: Select,
     pub(crate) columns: Vec<ColumnDef>,
     /// Root members any path can reach; `None` when the whole resource may be needed.
-    pub(crate) root_keys: Option<std::collections::HashSet<String>>,
+    pub(crate) root_keys: Option<rustc_hash::FxHashSet<String>>,
 }
 
 impl View {
@@ -242,14 +242,14 @@ impl View {
 
 /// The member names the view's paths use, or `None` when an expression may need the whole
 /// resource (`%resource`, or a column that can return the resource itself).
-fn root_keys(wheres: &[Compiled], root: &Select) -> Option<std::collections::HashSet<String>> {
+fn root_keys(wheres: &[Compiled], root: &Select) -> Option<rustc_hash::FxHashSet<String>> {
     use crate::ast::Func;
-    let mut keys: std::collections::HashSet<String> = ["resourceType", "id"]
+    let mut keys: rustc_hash::FxHashSet<String> = ["resourceType", "id"]
         .iter()
         .map(|s| s.to_string())
         .collect();
     let mut whole = false;
-    let mut visit = |c: &Compiled, keys: &mut std::collections::HashSet<String>| {
+    let mut visit = |c: &Compiled, keys: &mut rustc_hash::FxHashSet<String>| {
         c.expr.walk(&mut |e| match e {
             Expr::Member(_, n) => {
                 keys.insert(n.clone());
