@@ -100,7 +100,7 @@ pub struct JsonError {
 
 /// Parses one JSON document (surrounding whitespace allowed).
 pub fn parse(src: &str) -> Result<Json<'_>, JsonError> {
-    parse_with(src, None)
+    parse_with(src, None, false)
 }
 
 /// Parses one JSON document, keeping only the members of the root object for which `keep`
@@ -110,12 +110,21 @@ pub fn parse_filtered<'a>(
     src: &'a str,
     keep: &dyn Fn(&str) -> bool,
 ) -> Result<Json<'a>, JsonError> {
-    parse_with(src, Some(keep))
+    parse_with(src, Some(keep), false)
+}
+
+/// Like [`parse_filtered`], but `keep` applies to the members of every object, at any depth.
+pub fn parse_filtered_deep<'a>(
+    src: &'a str,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Json<'a>, JsonError> {
+    parse_with(src, Some(keep), true)
 }
 
 fn parse_with<'a>(
     src: &'a str,
     keep: Option<&dyn Fn(&str) -> bool>,
+    deep: bool,
 ) -> Result<Json<'a>, JsonError> {
     let mut p = Parser {
         s: src,
@@ -124,12 +133,11 @@ fn parse_with<'a>(
         depth: 0,
         members: Vec::new(),
         items: Vec::new(),
+        keep,
+        deep,
     };
     p.ws();
-    let v = match keep {
-        Some(keep) if p.b.get(p.i) == Some(&b'{') => p.object(Some(keep))?,
-        _ => p.value()?,
-    };
+    let v = p.value()?;
     p.ws();
     if p.i != p.b.len() {
         return Err(p.err("trailing characters"));
@@ -137,7 +145,7 @@ fn parse_with<'a>(
     Ok(v)
 }
 
-struct Parser<'a> {
+struct Parser<'a, 'k> {
     s: &'a str,
     b: &'a [u8],
     i: usize,
@@ -146,11 +154,15 @@ struct Parser<'a> {
     /// vectors when each closes (one allocation per object or array).
     members: Vec<(Cow<'a, str>, Json<'a>)>,
     items: Vec<Json<'a>>,
+    /// Which object members to build (others are skipped): at the root only, or everywhere
+    /// when `deep`.
+    keep: Option<&'k dyn Fn(&str) -> bool>,
+    deep: bool,
 }
 
 const MAX_DEPTH: u32 = 512;
 
-impl<'a> Parser<'a> {
+impl<'a> Parser<'a, '_> {
     fn err(&self, message: &'static str) -> JsonError {
         JsonError {
             offset: self.i,
@@ -172,7 +184,7 @@ impl<'a> Parser<'a> {
     fn value(&mut self) -> Result<Json<'a>, JsonError> {
         match self.b.get(self.i) {
             None => Err(self.err("unexpected end of input")),
-            Some(b'{') => self.object(None),
+            Some(b'{') => self.object(),
             Some(b'[') => self.array(),
             Some(b'"') => Ok(Json::String(self.string()?)),
             Some(b't') => self.lit(b"true", Json::Bool(true)),
@@ -352,8 +364,9 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self, keep: Option<&dyn Fn(&str) -> bool>) -> Result<Json<'a>, JsonError> {
+    fn object(&mut self) -> Result<Json<'a>, JsonError> {
         self.enter()?;
+        let keep = self.keep.filter(|_| self.deep || self.depth == 1);
         if self.b.get(self.i) == Some(&b'}') {
             self.i += 1;
             self.depth -= 1;

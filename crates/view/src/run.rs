@@ -9,7 +9,6 @@ use flatfhir_core::{LineReader, OutputFormat, ReadOptions, TableWriter, WriteOpt
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::json;
 use crate::rows::{Cell, Row, Scalar};
 use crate::table::{BatchBuilder, Kinds, ValueType, declared_type, schema};
 use crate::view::View;
@@ -168,17 +167,9 @@ fn chunk_rows(
         let ctx = || format!("{}:{}", path.display(), line.number);
         let text = std::str::from_utf8(line.bytes)
             .map_err(|_| Error::Output(format!("{}: not UTF-8", ctx())))?;
-        let resource = view.parse(text).map_err(|source| Error::Json {
-            context: ctx(),
-            source,
-        })?;
-        if resource.get("resourceType").and_then(json::Json::as_str) != Some(view.resource()) {
-            continue;
+        if view.rows_for_line(text, &ctx, &mut each)? {
+            resources += 1;
         }
-        resources += 1;
-        let mut rows = Vec::new();
-        view.rows(&resource, &mut rows)?;
-        each(&rows);
     }
     Ok(resources)
 }

@@ -61,8 +61,14 @@ pub struct View {
     pub(crate) wheres: Vec<Compiled>,
     pub(crate) root: Select,
     pub(crate) columns: Vec<ColumnDef>,
-    /// Root members any path can reach; `None` when the whole resource may be needed.
-    pub(crate) root_keys: Option<rustc_hash::FxHashSet<String>>,
+    /// Member names any path can reach.
+    pub(crate) keys: rustc_hash::FxHashSet<String>,
+    /// Root members outside `keys` can be skipped when parsing (no path needs the whole
+    /// resource).
+    pub(crate) root_filter: bool,
+    /// Members outside `keys` can be skipped at every depth, as long as no complex value
+    /// reaches the output or a comparison (checked per resource, see [`View::rows_for_line`]).
+    pub(crate) deep_filter: bool,
 }
 
 impl View {
@@ -168,7 +174,7 @@ impl View {
                 return Err(c.invalid(&format!("duplicate column name '{}'", col.name)));
             }
         }
-        let root_keys = root_keys(&wheres, &root);
+        let (keys, root_filter, deep_filter) = reachable_keys(&wheres, &root);
         Ok(View {
             name,
             resource,
@@ -176,36 +182,77 @@ impl View {
             wheres,
             root,
             columns: c.columns,
-            root_keys,
+            keys,
+            root_filter,
+            deep_filter,
         })
     }
 
-    /// Whether a member of the resource's root object can matter to this view; members that
-    /// cannot are skipped when parsing (see [`View::parse`]).
-    pub fn needs_root_key(&self, key: &str) -> bool {
-        let Some(keys) = &self.root_keys else {
-            return true;
-        };
-        if keys.contains(key) {
+    /// Whether an object member named `key` can matter to this view (a name some path uses,
+    /// or a choice element of one: `valueQuantity` when `value` is used).
+    fn needs_key(&self, key: &str) -> bool {
+        if self.keys.contains(key) {
             return true;
         }
-        // A choice element: `valueQuantity` is needed when `value` is.
         key.char_indices()
             .skip(1)
             .find(|(_, c)| c.is_ascii_uppercase())
-            .is_some_and(|(i, _)| keys.contains(&key[..i]))
+            .is_some_and(|(i, _)| self.keys.contains(&key[..i]))
     }
 
-    /// Parses one resource for this view, skipping root members no path can reach.
+    /// Parses one resource for this view, skipping root members no path can reach (unless a
+    /// path may need the whole resource).
     pub fn parse<'a>(
         &self,
         line: &'a str,
     ) -> std::result::Result<Json<'a>, crate::json::JsonError> {
-        if self.root_keys.is_some() {
-            crate::json::parse_filtered(line, &|k| self.needs_root_key(k))
+        if self.root_filter {
+            crate::json::parse_filtered(line, &|k| self.needs_key(k))
         } else {
             crate::json::parse(line)
         }
+    }
+
+    /// Parses one NDJSON line and runs the view on it, calling `each` with its rows (not
+    /// called for resources of another type). Returns whether the resource was of the view's
+    /// type. Members no path can reach are skipped at every depth; if a complex value then
+    /// reaches a column or a comparison, the line is parsed again in full and evaluated
+    /// again, so the result never depends on the skipping. `context` labels JSON errors
+    /// (e.g. `file:line`).
+    pub fn rows_for_line(
+        &self,
+        line: &str,
+        context: &dyn Fn() -> String,
+        each: &mut dyn FnMut(&[crate::rows::Row<'_>]),
+    ) -> Result<bool> {
+        let json_err = |source| Error::Json {
+            context: context(),
+            source,
+        };
+        if self.deep_filter {
+            let r =
+                crate::json::parse_filtered_deep(line, &|k| self.needs_key(k)).map_err(json_err)?;
+            if r.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
+                return Ok(false);
+            }
+            crate::eval::take_objects_compared();
+            let mut rows = Vec::new();
+            self.rows(&r, &mut rows)?;
+            let complex = crate::eval::take_objects_compared()
+                || rows.iter().flatten().any(crate::rows::Cell::has_object);
+            if !complex {
+                each(&rows);
+                return Ok(true);
+            }
+        }
+        let r = self.parse(line).map_err(json_err)?;
+        if r.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
+            return Ok(false);
+        }
+        let mut rows = Vec::new();
+        self.rows(&r, &mut rows)?;
+        each(&rows);
+        Ok(true)
     }
 
     /// A view of `resource` with one column per `(name, FHIRPath)` pair, the short form of
@@ -240,9 +287,13 @@ impl View {
     }
 }
 
-/// The member names the view's paths use, or `None` when an expression may need the whole
-/// resource (`%resource`, or a column that can return the resource itself).
-fn root_keys(wheres: &[Compiled], root: &Select) -> Option<rustc_hash::FxHashSet<String>> {
+/// The member names the view's paths use, whether root members outside them can be skipped
+/// (no `%resource`, no column that can return the resource itself), and whether members
+/// outside them can be skipped at every depth (no `%resource`).
+fn reachable_keys(
+    wheres: &[Compiled],
+    root: &Select,
+) -> (rustc_hash::FxHashSet<String>, bool, bool) {
     use crate::ast::Func;
     let mut keys: rustc_hash::FxHashSet<String> = ["resourceType", "id"]
         .iter()
@@ -260,6 +311,10 @@ fn root_keys(wheres: &[Compiled], root: &Select) -> Option<rustc_hash::FxHashSet
             }
             Expr::Call(_, Func::Extension, _) => {
                 keys.insert("extension".into());
+                keys.insert("url".into());
+            }
+            Expr::Call(_, Func::GetReferenceKey(_), _) => {
+                keys.insert("reference".into());
             }
             Expr::Resource => whole = true,
             _ => {}
@@ -286,7 +341,7 @@ fn root_keys(wheres: &[Compiled], root: &Select) -> Option<rustc_hash::FxHashSet
             returns_root = true;
         }
     }
-    (!whole && !returns_root).then_some(keys)
+    (keys, !whole && !returns_root, !whole)
 }
 
 struct Compiler {

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flatfhir_view::{View, json::Json};
+use flatfhir_view::{View, json};
 use serde_json::{Map, Value, json};
 
 /// `(file, test title)` of cases known to fail. Empty: all cases pass.
@@ -49,17 +49,42 @@ fn run(
     let names: Vec<String> = view.columns().iter().map(|c| c.name.clone()).collect();
     let mut out = Vec::new();
     for text in resources {
-        // Parsed the way the CLI does: members no path can reach are skipped.
-        let r: Json<'_> = view.parse(text).map_err(|e| e.to_string())?;
+        // Parsed and run the way the CLI does: members no path can reach are skipped.
+        let mut err = None;
+        let before = out.len();
+        view.rows_for_line(text, &|| "resource".into(), &mut |rows| {
+            for row in rows {
+                let obj: Map<String, Value> = names
+                    .iter()
+                    .cloned()
+                    .zip(row.iter().map(|c| c.to_json()))
+                    .collect();
+                out.push(Value::Object(obj));
+            }
+        })
+        .unwrap_or_else(|e| {
+            err = Some(e.to_string());
+            false
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        // The same resource parsed in full must give the same rows.
+        let full = json::parse(text).map_err(|e| e.to_string())?;
         let mut rows = Vec::new();
-        view.rows(&r, &mut rows).map_err(|e| e.to_string())?;
-        for row in rows {
-            let obj: Map<String, Value> = names
-                .iter()
-                .cloned()
-                .zip(row.iter().map(|c| c.to_json()))
-                .collect();
-            out.push(Value::Object(obj));
+        view.rows(&full, &mut rows).map_err(|e| e.to_string())?;
+        let full_rows: Vec<Value> = rows
+            .iter()
+            .map(|row| Value::Array(row.iter().map(|c| c.to_json()).collect()))
+            .collect();
+        let filtered: Vec<Value> = out[before..]
+            .iter()
+            .map(|o| Value::Array(names.iter().map(|n| o[n].clone()).collect()))
+            .collect();
+        if filtered != full_rows {
+            return Err(format!(
+                "skipping unreachable members changed the rows: {filtered:?} vs {full_rows:?}"
+            ));
         }
     }
     Ok((names, out))

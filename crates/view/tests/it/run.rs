@@ -108,3 +108,42 @@ fn bad_json_line_is_reported_with_file_and_line() {
     assert!(msg.contains("Patient.ndjson:2"), "{msg}");
     assert!(!dir.path().join("o/pt.ndjson").exists());
 }
+
+#[test]
+fn complex_values_survive_member_skipping() {
+    // `code` is output whole, `display` is named by no path: the object must still be complete,
+    // and comparing objects must see whole objects.
+    let view = View::from_json_str(
+        r#"{"resource": "Observation", "select": [{"column": [
+            {"name": "code", "path": "code"},
+            {"name": "same", "path": "code = code"},
+            {"name": "n", "path": "code.coding.count()"}]}]}"#,
+        "v",
+    )
+    .unwrap();
+    let line = r#"{"resourceType":"Observation","id":"o","status":"final","code":{"coding":[{"system":"s","code":"c","display":"D"}],"text":"T"}}"#;
+    let mut got = Vec::new();
+    let matched = view
+        .rows_for_line(line, &|| "line 1".into(), &mut |rows| {
+            got.extend(
+                rows.iter()
+                    .map(|r| r.iter().map(|c| c.to_json()).collect::<Vec<_>>()),
+            );
+        })
+        .unwrap();
+    assert!(matched);
+    assert_eq!(
+        got,
+        vec![vec![
+            serde_json::json!({"coding":[{"system":"s","code":"c","display":"D"}],"text":"T"}),
+            serde_json::json!(true),
+            serde_json::json!(1)
+        ]]
+    );
+    let other = r#"{"resourceType":"Patient","id":"p"}"#;
+    assert!(
+        !view
+            .rows_for_line(other, &|| "line 2".into(), &mut |_| {})
+            .unwrap()
+    );
+}
