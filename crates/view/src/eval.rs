@@ -535,23 +535,9 @@ pub(crate) fn coll_eq(a: &[Item<'_>], b: &[Item<'_>]) -> Option<bool> {
     Some(a.len() == b.len() && a.iter().zip(b).all(|(x, y)| item_eq(x, y)))
 }
 
-thread_local! {
-    /// Set when two complex values were compared: the comparison needs whole objects, so a
-    /// resource parsed with members skipped must be evaluated again on a full parse.
-    static OBJECTS_COMPARED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Returns and clears the objects-compared flag of this thread.
-pub(crate) fn take_objects_compared() -> bool {
-    OBJECTS_COMPARED.with(|f| f.replace(false))
-}
-
 pub(crate) fn item_eq(x: &Item<'_>, y: &Item<'_>) -> bool {
     match (x.prim(), y.prim()) {
-        (Prim::Obj(a), Prim::Obj(b)) => {
-            OBJECTS_COMPARED.with(|f| f.set(true));
-            a == b
-        }
+        (Prim::Obj(a), Prim::Obj(b)) => a == b,
         (Prim::Int(a), Prim::Int(b)) => a == b,
         (Prim::Bool(a), Prim::Bool(b)) => a == b,
         (Prim::Str(a), Prim::Str(b)) => a == b,

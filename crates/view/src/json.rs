@@ -114,6 +114,7 @@ pub fn parse_filtered<'a>(
 }
 
 /// Like [`parse_filtered`], but `keep` applies to the members of every object, at any depth.
+/// Only safe when no complex value is used whole (output or compared).
 pub fn parse_filtered_deep<'a>(
     src: &'a str,
     keep: &dyn Fn(&str) -> bool,

@@ -60,16 +60,6 @@ impl<'a> Cell<'a> {
         matches!(self.0, CellInner::Null)
     }
 
-    /// Whether the cell holds a complex value (an object).
-    pub(crate) fn has_object(&self) -> bool {
-        let obj = |i: &Item<'_>| matches!(i.prim(), Prim::Obj(_));
-        match &self.0 {
-            CellInner::Null => false,
-            CellInner::One(i) => obj(i),
-            CellInner::List(items) => items.iter().any(obj),
-        }
-    }
-
     /// Whether the cell belongs to a collection column.
     pub fn is_list(&self) -> bool {
         matches!(self.0, CellInner::List(_))

@@ -66,9 +66,6 @@ pub struct View {
     /// Root members outside `keys` can be skipped when parsing (no path needs the whole
     /// resource).
     pub(crate) root_filter: bool,
-    /// Members outside `keys` can be skipped at every depth, as long as no complex value
-    /// reaches the output or a comparison (checked per resource, see [`View::rows_for_line`]).
-    pub(crate) deep_filter: bool,
 }
 
 impl View {
@@ -174,7 +171,7 @@ impl View {
                 return Err(c.invalid(&format!("duplicate column name '{}'", col.name)));
             }
         }
-        let (keys, root_filter, deep_filter) = reachable_keys(&wheres, &root);
+        let (keys, root_filter) = reachable_keys(&wheres, &root);
         Ok(View {
             name,
             resource,
@@ -184,7 +181,6 @@ impl View {
             columns: c.columns,
             keys,
             root_filter,
-            deep_filter,
         })
     }
 
@@ -215,37 +211,22 @@ impl View {
 
     /// Parses one NDJSON line and runs the view on it, calling `each` with its rows (not
     /// called for resources of another type). Returns whether the resource was of the view's
-    /// type. Members no path can reach are skipped at every depth; if a complex value then
-    /// reaches a column or a comparison, the line is parsed again in full and evaluated
-    /// again, so the result never depends on the skipping. `context` labels JSON errors
-    /// (e.g. `file:line`).
+    /// type. Root members no path can reach are skipped while parsing (see [`View::parse`]).
+    /// `context` labels JSON errors (e.g. `file:line`).
+    ///
+    /// (Skipping unreachable members at every depth was measured too: on compact resources
+    /// such as Synthea Observations the per-member check costs more than it saves, and the
+    /// bulky parts, like the narrative `text`, sit at the root.)
     pub fn rows_for_line(
         &self,
         line: &str,
         context: &dyn Fn() -> String,
         each: &mut dyn FnMut(&[crate::rows::Row<'_>]),
     ) -> Result<bool> {
-        let json_err = |source| Error::Json {
+        let r = self.parse(line).map_err(|source| Error::Json {
             context: context(),
             source,
-        };
-        if self.deep_filter {
-            let r =
-                crate::json::parse_filtered_deep(line, &|k| self.needs_key(k)).map_err(json_err)?;
-            if r.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
-                return Ok(false);
-            }
-            crate::eval::take_objects_compared();
-            let mut rows = Vec::new();
-            self.rows(&r, &mut rows)?;
-            let complex = crate::eval::take_objects_compared()
-                || rows.iter().flatten().any(crate::rows::Cell::has_object);
-            if !complex {
-                each(&rows);
-                return Ok(true);
-            }
-        }
-        let r = self.parse(line).map_err(json_err)?;
+        })?;
         if r.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
             return Ok(false);
         }
@@ -287,13 +268,9 @@ impl View {
     }
 }
 
-/// The member names the view's paths use, whether root members outside them can be skipped
-/// (no `%resource`, no column that can return the resource itself), and whether members
-/// outside them can be skipped at every depth (no `%resource`).
-fn reachable_keys(
-    wheres: &[Compiled],
-    root: &Select,
-) -> (rustc_hash::FxHashSet<String>, bool, bool) {
+/// The member names the view's paths use, and whether root members outside them can be
+/// skipped (no `%resource`, no column that can return the resource itself).
+fn reachable_keys(wheres: &[Compiled], root: &Select) -> (rustc_hash::FxHashSet<String>, bool) {
     use crate::ast::Func;
     let mut keys: rustc_hash::FxHashSet<String> = ["resourceType", "id"]
         .iter()
@@ -341,7 +318,7 @@ fn reachable_keys(
             returns_root = true;
         }
     }
-    (keys, !whole && !returns_root, !whole)
+    (keys, !whole && !returns_root)
 }
 
 struct Compiler {
