@@ -166,7 +166,7 @@ pub(crate) fn member<'a>(out: &mut Coll<'a>, item: &Item<'a>, name: &str) {
     let Item::Node(Json::Object(m), _) = item else {
         return;
     };
-    if let Some((_, v)) = m.iter().find(|(k, _)| k == name) {
+    if let Some((_, v)) = m.iter().find(|(k, _)| crate::json::key_eq(k, name)) {
         push_json(out, v, None);
         return;
     }

@@ -29,7 +29,7 @@ impl<'a> Json<'a> {
     #[inline]
     pub fn get(&self, key: &str) -> Option<&Json<'a>> {
         match self {
-            Json::Object(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            Json::Object(m) => m.iter().find(|(k, _)| key_eq(k, key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -75,6 +75,13 @@ impl<'a> Json<'a> {
             ),
         }
     }
+}
+
+/// Member-name equality, checking length and first byte before calling `memcmp` (most
+/// member names differ in one of them).
+#[inline]
+pub(crate) fn key_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 /// A JSON number's text as a `serde_json::Value` number.
