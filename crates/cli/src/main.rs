@@ -3,6 +3,12 @@
 
 mod cmd;
 
+// Many small allocations on several threads (JSON trees, FHIRPath collections): mimalloc
+// keeps threads from contending on the allocator (views over Observation: ~1.2 s -> ~0.6 s
+// wall on 2 cores for 96 MB, same CPU time).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
