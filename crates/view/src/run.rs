@@ -74,7 +74,12 @@ pub fn run_views(
     out_dir: &Path,
     format: Format,
 ) -> Result<Report> {
-    let read = ReadOptions::default();
+    // Smaller chunks than the flatten engine's: a view does less work per byte, and more
+    // chunks keep both cores busy on small inputs.
+    let read = ReadOptions {
+        chunk_bytes: 1 << 20,
+        ..ReadOptions::default()
+    };
     let plan = flatfhir_core::plan(inputs, &read).map_err(|e| Error::Output(e.to_string()))?;
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         context: out_dir.display().to_string(),
@@ -121,38 +126,74 @@ fn core_err(e: flatfhir_core::Error) -> Error {
     Error::Output(e.to_string())
 }
 
-/// Reads every file in parallel batches of chunks, calling `f` on each chunk (in parallel)
-/// and `sink` on the results in input order.
+/// Reads every file as chunks of lines and runs `f` on the chunks in parallel, handing the
+/// results to `sink` in input order. Three stages overlap: a reader thread reads ahead, the
+/// rayon pool processes a batch of chunks, and `sink` consumes the previous batch meanwhile.
 fn for_each_chunk<T: Send>(
     files: &[PathBuf],
     read: &ReadOptions,
     f: impl Fn(&Path, &flatfhir_core::Chunk) -> Result<T> + Sync,
-    mut sink: impl FnMut(T, u64) -> Result<()>,
+    mut sink: impl FnMut(T, u64) -> Result<()> + Send,
 ) -> Result<()> {
     let width = rayon::current_num_threads().max(1) * 2;
-    for path in files {
-        let mut reader = LineReader::open(path, read).map_err(core_err)?;
-        loop {
-            let mut chunks = Vec::with_capacity(width);
-            while chunks.len() < width {
-                match reader.next_chunk().map_err(core_err)? {
-                    Some(c) => chunks.push(c),
-                    None => break,
+    std::thread::scope(|scope| {
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<Result<(usize, flatfhir_core::Chunk)>>(width * 2);
+        scope.spawn(move || {
+            for (i, path) in files.iter().enumerate() {
+                let mut reader = match LineReader::open(path, read) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(core_err(e)));
+                        return;
+                    }
+                };
+                loop {
+                    let msg = match reader.next_chunk() {
+                        Ok(Some(c)) => Ok((i, c)),
+                        Ok(None) => break,
+                        Err(e) => Err(core_err(e)),
+                    };
+                    let stop = msg.is_err();
+                    // A closed channel means the consumer stopped on an error.
+                    if tx.send(msg).is_err() || stop {
+                        return;
+                    }
                 }
             }
-            if chunks.is_empty() {
-                break;
+        });
+        let mut pending: Option<Vec<(Result<T>, u64)>> = None;
+        loop {
+            let mut batch = Vec::with_capacity(width);
+            while batch.len() < width {
+                match rx.recv() {
+                    Ok(msg) => batch.push(msg?),
+                    Err(_) => break, // reader finished
+                }
             }
-            let results: Vec<(Result<T>, u64)> = chunks
-                .par_iter()
-                .map(|c| (f(path, c), c.data.len() as u64))
-                .collect();
-            for (r, bytes) in results {
-                sink(r?, bytes)?;
+            let prev = pending.take();
+            let sink = &mut sink;
+            let (results, written) = rayon::join(
+                || {
+                    batch
+                        .par_iter()
+                        .map(|(i, c)| (f(&files[*i], c), c.data.len() as u64))
+                        .collect::<Vec<_>>()
+                },
+                move || -> Result<()> {
+                    for (r, bytes) in prev.into_iter().flatten() {
+                        sink(r?, bytes)?;
+                    }
+                    Ok(())
+                },
+            );
+            written?;
+            if batch.is_empty() {
+                return Ok(());
             }
+            pending = Some(results);
         }
-    }
-    Ok(())
+    })
 }
 
 /// Parses each line of a chunk and runs the view on it.
