@@ -74,6 +74,9 @@ impl Kinds {
     /// Records one value.
     pub fn observe(&mut self, v: Scalar<'_>) {
         self.0 |= match v {
+            // `{}` and `[]` carry no value, as in the flatten engine.
+            Scalar::Json(crate::json::Json::Object(m)) if m.is_empty() => 0,
+            Scalar::Json(crate::json::Json::Array(a)) if a.is_empty() => 0,
             Scalar::Int(_) => K_INT,
             Scalar::Decimal(d) if d.fract() == 0.0 && d.abs() < 9.0e15 => K_INT,
             Scalar::Decimal(_) => K_FLOAT,
