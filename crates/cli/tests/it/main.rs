@@ -1,1 +1,6 @@
 //! Integration tests of the `flatfhir` binary: one test binary, one module per subcommand.
+
+mod support;
+
+mod convert;
+mod schema;
