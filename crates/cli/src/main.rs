@@ -38,6 +38,8 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Print the union schema per resource type: column, type, non-null count, first seen.
     Schema(cmd::schema::Args),
+    /// Measure the convert pipeline on your data: MB/s, rows/s, peak memory, time per stage.
+    Bench(cmd::bench::Args),
 }
 
 /// Exit status for command-line usage errors (sysexits' EX_USAGE); 2 means "lines rejected".
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Schema(args) => cmd::schema::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,

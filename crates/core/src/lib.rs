@@ -38,8 +38,8 @@ mod schema;
 mod writer;
 
 pub use convert::{
-    ConvertOptions, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, SchemaReport, TypeReport,
-    convert_group, infer_schema,
+    ConvertOptions, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, SchemaReport, StageTimes,
+    TypeReport, convert_group, infer_schema,
 };
 pub use error::{Error, Result};
 pub use input::{
@@ -51,4 +51,4 @@ pub use reader::{
     ReadOptions,
 };
 pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};
-pub use writer::{Compression, OutputFormat, TableWriter, WriteOptions};
+pub use writer::{Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};
