@@ -74,6 +74,18 @@ pub fn run_views(
     out_dir: &Path,
     format: Format,
 ) -> Result<Report> {
+    run_views_with(inputs, views, out_dir, format, &WriteOptions::default())
+}
+
+/// [`run_views`] with Parquet/Arrow writer settings (compression, row-group size); their
+/// `format` is taken from `format`.
+pub fn run_views_with(
+    inputs: &[PathBuf],
+    views: &[View],
+    out_dir: &Path,
+    format: Format,
+    write: &WriteOptions,
+) -> Result<Report> {
     // Smaller chunks than the flatten engine's: a view does less work per byte, and more
     // chunks keep both cores busy on small inputs.
     let read = ReadOptions {
@@ -95,7 +107,9 @@ pub fn run_views(
             .collect();
         let path = out_dir.join(format!("{}.{}", file_name(view.name()), format.extension()));
         let r = match format {
-            Format::Parquet | Format::Arrow => run_table(view, &files, &path, format, &read)?,
+            Format::Parquet | Format::Arrow => {
+                run_table(view, &files, &path, format, &read, write)?
+            }
             Format::Ndjson | Format::Csv => run_text(view, &files, &path, format, &read)?,
         };
         report.views.push(r);
@@ -221,6 +235,7 @@ fn run_table(
     path: &Path,
     format: Format,
     read: &ReadOptions,
+    write: &WriteOptions,
 ) -> Result<ViewReport> {
     let declared: Vec<Option<ValueType>> = view.columns().iter().map(declared_type).collect();
     let mut types: Vec<ValueType> = declared
@@ -265,7 +280,7 @@ fn run_table(
         } else {
             OutputFormat::Parquet
         },
-        ..WriteOptions::default()
+        ..write.clone()
     };
     let meta = vec![
         ("flatfhir.view".to_string(), view.name().to_string()),
@@ -294,7 +309,7 @@ fn run_table(
         },
     )?;
     let rows = writer.rows();
-    let (path, _) = writer.finish().map_err(core_err)?;
+    let path = writer.finish().map_err(core_err)?.path;
     Ok(ViewReport {
         view: view.name().to_string(),
         path,

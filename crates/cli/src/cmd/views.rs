@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use flatfhir_view::{Format, View, run_views};
+use flatfhir_view::{Format, View, run_views_with};
 
-use super::common::mb;
-use super::convert::{Args, FormatArg};
+use super::common::{FormatArg, mb};
+use super::convert::Args;
 
 /// View flags of `flatfhir convert`.
 #[derive(Debug, clap::Args)]
@@ -23,7 +23,7 @@ pub(crate) struct ViewArgs {
     #[arg(long = "column", value_name = "TYPE:NAME=PATH")]
     pub(crate) columns: Vec<String>,
 
-    /// A JSON file of short-form columns: {"Patient": [["id", "identifier[0].value"], ...]}.
+    /// A JSON file of short-form columns: `{"Patient": [["id", "identifier[0].value"], ...]}`.
     #[arg(long = "columns", value_name = "FILE")]
     pub(crate) columns_file: Option<PathBuf>,
 }
@@ -118,19 +118,21 @@ fn columns_file(path: &Path) -> anyhow::Result<Vec<(String, String, String)>> {
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let start = std::time::Instant::now();
     let views = args.views.build()?;
-    let format = match args.format {
-        FormatArg::Parquet => Format::Parquet,
-        FormatArg::Arrow => Format::Arrow,
-        FormatArg::Ndjson => Format::Ndjson,
-        FormatArg::Csv => Format::Csv,
+    let (format, write) = match args.output.format {
+        FormatArg::Parquet => (Format::Parquet, Some(args.output.write_options()?)),
+        FormatArg::Arrow => (Format::Arrow, Some(args.output.write_options()?)),
+        FormatArg::Ndjson => (Format::Ndjson, None),
+        FormatArg::Csv => (Format::Csv, None),
     };
+    let write = write.unwrap_or_default();
     let inputs = &args.flatten.inputs;
+    let run = || run_views_with(inputs, &views, &args.out, format, &write);
     let report = match args.flatten.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
             .build()?
-            .install(|| run_views(inputs, &views, &args.out, format))?,
-        None => run_views(inputs, &views, &args.out, format)?,
+            .install(run)?,
+        None => run()?,
     };
     let quiet = args.flatten.quiet;
     if !quiet {

@@ -1,3 +1,8 @@
 //! Integration tests of the `flatfhir` binary: one test binary, one module per subcommand.
 
+mod support;
+
+mod bench;
+mod convert;
 mod convert_view;
+mod schema;
