@@ -23,7 +23,8 @@ pub(crate) struct ViewArgs {
     #[arg(long = "column", value_name = "TYPE:NAME=PATH")]
     pub(crate) columns: Vec<String>,
 
-    /// A JSON file of short-form columns: `{"Patient": [["id", "identifier[0].value"], ...]}`.
+    /// A file of short-form columns. JSON: `{"Patient": [["id", "identifier[0].value"], ...]}`;
+    /// or, named `*.toml`, `[Patient]` sections of `id = "identifier[0].value"` lines.
     #[arg(long = "columns", value_name = "FILE")]
     pub(crate) columns_file: Option<PathBuf>,
 }
@@ -89,10 +90,14 @@ impl ViewArgs {
     }
 }
 
-/// Reads `{"Type": [["name", "path"], ...], ...}`.
+/// Reads `{"Type": [["name", "path"], ...], ...}`, or the TOML form when the file is named
+/// `*.toml`.
 fn columns_file(path: &Path) -> anyhow::Result<Vec<(String, String, String)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "toml") {
+        return columns_toml(&text).with_context(|| format!("in {}", path.display()));
+    }
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     let bad = || {
@@ -113,6 +118,65 @@ fn columns_file(path: &Path) -> anyhow::Result<Vec<(String, String, String)>> {
         }
     }
     Ok(out)
+}
+
+/// The TOML subset of a columns file: `[Type]` section headers and `name = "path"` lines
+/// (basic or literal strings, `#` comments). Anything else is an error naming the line.
+fn columns_toml(text: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+    let mut out = Vec::new();
+    let mut ty: Option<String> = None;
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        let bad = || anyhow::anyhow!("line {}: expected [Type] or name = \"path\": {raw}", n + 1);
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            let (name, after) = rest.split_once(']').ok_or_else(bad)?;
+            let after = after.trim();
+            if !(after.is_empty() || after.starts_with('#')) {
+                return Err(bad());
+            }
+            ty = Some(name.trim().trim_matches('"').to_string());
+            continue;
+        }
+        let (key, value) = line.split_once('=').ok_or_else(bad)?;
+        let key = key.trim().trim_matches('"').to_string();
+        let (path, rest) = toml_string(value.trim()).ok_or_else(bad)?;
+        let rest = rest.trim();
+        if key.is_empty() || !(rest.is_empty() || rest.starts_with('#')) {
+            return Err(bad());
+        }
+        let ty = ty
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("line {}: a column before any [Type] section", n + 1))?;
+        out.push((ty, key, path));
+    }
+    Ok(out)
+}
+
+/// A TOML basic (`"..."`, with escapes) or literal (`'...'`) string at the start of `s`, and
+/// what follows it.
+fn toml_string(s: &str) -> Option<(String, &str)> {
+    if let Some(rest) = s.strip_prefix('\'') {
+        let end = rest.find('\'')?;
+        return Some((rest[..end].to_string(), &rest[end + 1..]));
+    }
+    let rest = s.strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = rest.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((out, &rest[i + 1..])),
+            '\\' => match chars.next()?.1 {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {

@@ -84,6 +84,42 @@ fn column_flags_and_columns_file() {
         .assert()
         .success();
     assert!(out.join("Patient.parquet").exists());
+
+    let toml = dir.path().join("cols.toml");
+    std::fs::write(
+        &toml,
+        "# workshop columns\n[Patient]\nid = \"identifier[0].value\"\n\
+         official = \"name.where(use = 'official').exists()\" # a comment\n\
+         given = 'name.given.first()'\ngender = \"gender\"\n",
+    )
+    .unwrap();
+    flatfhir()
+        .arg("convert")
+        .arg(dir.path().join("Patient.ndjson"))
+        .arg("--columns")
+        .arg(&toml)
+        .arg("--out")
+        .arg(&out)
+        .args(["--format", "csv", "--quiet"])
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(out.join("Patient.csv")).unwrap();
+    assert_eq!(
+        text,
+        "id,official,given,gender\nMRN1,false,,female\n,false,,male\n"
+    );
+
+    std::fs::write(&toml, "id = \"id\"\n").unwrap();
+    flatfhir()
+        .arg("convert")
+        .arg(dir.path())
+        .arg("--columns")
+        .arg(&toml)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(contains("line 1: a column before any [Type] section"));
 }
 
 #[test]
