@@ -78,7 +78,7 @@ impl Kinds {
             Scalar::Json(crate::json::Json::Object(m)) if m.is_empty() => 0,
             Scalar::Json(crate::json::Json::Array(a)) if a.is_empty() => 0,
             Scalar::Int(_) => K_INT,
-            Scalar::Decimal(d) if d.fract() == 0.0 && d.abs() < 9.0e15 => K_INT,
+            // A decimal stays one even when whole (`1.0`), as in the flatten engine.
             Scalar::Decimal(_) => K_FLOAT,
             Scalar::Bool(_) => K_BOOL,
             _ => K_OTHER,
@@ -354,5 +354,33 @@ fn push_any(b: &mut dyn std::any::Any, t: ValueType, v: Scalar<'_>, buf: &mut St
             }
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inference_follows_the_flatten_engine() {
+        let infer = |vals: &[Scalar<'_>]| {
+            let mut k = Kinds::default();
+            for v in vals {
+                k.observe(*v);
+            }
+            k.value_type()
+        };
+        assert_eq!(infer(&[Scalar::Int(1), Scalar::Int(2)]), ValueType::Int64);
+        assert_eq!(
+            infer(&[Scalar::Int(1), Scalar::Decimal(1.0)]),
+            ValueType::Float64
+        );
+        assert_eq!(infer(&[Scalar::Bool(true)]), ValueType::Boolean);
+        assert_eq!(
+            infer(&[Scalar::Bool(true), Scalar::Int(1)]),
+            ValueType::Utf8
+        );
+        assert_eq!(infer(&[Scalar::Str("x"), Scalar::Int(1)]), ValueType::Utf8);
+        assert_eq!(infer(&[]), ValueType::Utf8);
     }
 }
