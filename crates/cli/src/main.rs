@@ -21,6 +21,12 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Print the union schema per resource type: column, type, non-null count, first seen.
     Schema(cmd::schema::Args),
+    /// Run a FHIR Bulk Data export into a directory (SMART Backend Services auth, resumable).
+    Fetch(Box<cmd::fetch::Args>),
+    /// Show the export job recorded in a directory.
+    Status(Box<cmd::status::Args>),
+    /// Delete the export recorded in a directory on the server.
+    Cancel(Box<cmd::cancel::Args>),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +34,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Schema(args) => cmd::schema::run(args),
+        Command::Fetch(args) => cmd::fetch::run(*args),
+        Command::Status(args) => cmd::status::run(*args),
+        Command::Cancel(args) => cmd::cancel::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -1,1 +1,3 @@
 //! Integration tests of the `flatfhir` binary: one test binary, one module per subcommand.
+
+mod fetch;
