@@ -29,8 +29,18 @@ enum Command {
     Cancel(Box<cmd::cancel::Args>),
 }
 
+/// Exit status for command-line usage errors (sysexits' EX_USAGE); 2 means "lines rejected".
+const EXIT_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Schema(args) => cmd::schema::run(args),

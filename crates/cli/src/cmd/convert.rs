@@ -1,11 +1,205 @@
-//! `flatfhir convert` (placeholder until the flatten engine lands).
+//! `flatfhir convert`: NDJSON files → one Parquet or Arrow file per resource type, with a
+//! per-type report on stderr and an optional JSON summary on stdout.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use flatfhir_core::{Compression, OutputFormat, TypeReport, WriteOptions, convert_group};
+
+use super::common::{Bar, FlattenArgs, mb};
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum FormatArg {
+    /// Apache Parquet: DIR/<Type>.parquet.
+    Parquet,
+    /// Arrow IPC file: DIR/<Type>.arrow (opens in pyarrow and polars without conversion).
+    Arrow,
+}
+
+/// `--compression`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum CompressionArg {
+    /// Zstandard.
+    Zstd,
+    /// Snappy (Parquet only).
+    Snappy,
+    /// None.
+    None,
+}
 
 /// Arguments of `flatfhir convert`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+#[command(
+    after_help = "Exit status: 0 all converted; 1 an error (nothing is written for a type that failed); \
+2 converted, but bad lines were set aside under DIR/_rejected/ (--on-error skip)."
+)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) flatten: FlattenArgs,
 
-pub(crate) fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+    /// Output directory (created if missing).
+    #[arg(long, short, value_name = "DIR")]
+    pub(crate) out: PathBuf,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "parquet")]
+    pub(crate) format: FormatArg,
+
+    /// Compression codec.
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub(crate) compression: CompressionArg,
+
+    /// Rows per Parquet row group (a row group is also closed after 128 MiB of input).
+    #[arg(long, default_value_t = 128 * 1024, value_name = "N")]
+    pub(crate) row_group_rows: usize,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Failure {
+    resource_type: String,
+    error: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Summary {
+    types: Vec<TypeReport>,
+    failed: Vec<Failure>,
+    skipped_files: Vec<PathBuf>,
+    rows: u64,
+    input_bytes: u64,
+    output_bytes: u64,
+    rejected: u64,
+    seconds: f64,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let start = std::time::Instant::now();
+    let plan = args.flatten.plan()?;
+    let mut opts = args.flatten.convert_options();
+    opts.out_dir = args.out.clone();
+    if args.row_group_rows == 0 {
+        anyhow::bail!("--row-group-rows must be at least 1");
+    }
+    opts.write = WriteOptions {
+        format: match args.format {
+            FormatArg::Parquet => OutputFormat::Parquet,
+            FormatArg::Arrow => OutputFormat::Arrow,
+        },
+        compression: match args.compression {
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::None => Compression::None,
+        },
+        row_group_rows: args.row_group_rows,
+        ..WriteOptions::default()
+    };
+    if matches!(
+        (args.format, args.compression),
+        (FormatArg::Arrow, CompressionArg::Snappy)
+    ) {
+        anyhow::bail!("--format arrow supports --compression zstd or none, not snappy");
+    }
+    std::fs::create_dir_all(&args.out).map_err(|e| {
+        anyhow::anyhow!("cannot create output directory {}: {e}", args.out.display())
+    })?;
+
+    let total: u64 = plan
+        .groups
+        .iter()
+        .flat_map(|g| &g.files)
+        .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
+        .sum();
+    let quiet = args.flatten.quiet;
+    // Each file is read twice: the schema pass, then the writing pass.
+    let bar = Bar::new(total * 2, quiet);
+    let mut summary = Summary {
+        types: Vec::new(),
+        failed: Vec::new(),
+        skipped_files: plan.skipped.clone(),
+        rows: 0,
+        input_bytes: 0,
+        output_bytes: 0,
+        rejected: 0,
+        seconds: 0.0,
+    };
+    for group in &plan.groups {
+        bar.message(group.resource_type.clone());
+        match convert_group(group, &opts, &bar) {
+            Ok(r) => {
+                if !quiet {
+                    bar.println(&describe(&r));
+                }
+                summary.rows += r.rows;
+                summary.input_bytes += r.input_bytes;
+                summary.output_bytes += r.output_bytes;
+                summary.rejected += r.rejected;
+                summary.types.push(r);
+            }
+            Err(e) => {
+                bar.println(&format!("error: {}: {e}", group.resource_type));
+                summary.failed.push(Failure {
+                    resource_type: group.resource_type.clone(),
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    bar.finish();
+    summary.seconds = start.elapsed().as_secs_f64();
+    if !quiet {
+        eprintln!(
+            "{} types, {} rows, {:.1} MB in {:.2} s ({:.1} MB/s){}{}",
+            summary.types.len(),
+            summary.rows,
+            mb(summary.input_bytes),
+            summary.seconds,
+            mb(summary.input_bytes) / summary.seconds.max(1e-9),
+            if summary.rejected > 0 {
+                format!(
+                    ", {} lines rejected (see {})",
+                    summary.rejected,
+                    args.out.join("_rejected").display()
+                )
+            } else {
+                String::new()
+            },
+            if summary.failed.is_empty() {
+                String::new()
+            } else {
+                format!(", {} types FAILED", summary.failed.len())
+            },
+        );
+    }
+    if args.flatten.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(if !summary.failed.is_empty() {
+        ExitCode::from(1)
+    } else if summary.rejected > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn describe(r: &TypeReport) -> String {
+    let out = r.output.as_ref().map_or_else(
+        || "no rows, nothing written".to_string(),
+        |p| p.display().to_string(),
+    );
+    let rejected = if r.rejected > 0 {
+        format!(", {} lines rejected", r.rejected)
+    } else {
+        String::new()
+    };
+    format!(
+        "{}: {} rows, {} columns, {:.1} MB in {:.2} s ({:.1} MB/s){rejected} -> {out}",
+        r.resource_type,
+        r.rows,
+        r.columns,
+        mb(r.input_bytes),
+        r.seconds,
+        mb(r.input_bytes) / r.seconds.max(1e-9),
+    )
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes `Args` (clap) and `run`.
 
 pub(crate) mod cancel;
+pub(crate) mod common;
 pub(crate) mod convert;
 pub(crate) mod fetch;
 pub(crate) mod schema;

@@ -1,0 +1,669 @@
+//! Converting one resource type: the schema pass and the writing pass over the group's files,
+//! chunk-parallel with rayon and merged in input order, plus the handling of rejected lines.
+//! File discovery lives in `input`, JSON walking in `flatten`, encoding in `writer`.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::error::{Error, Result};
+use crate::flatten::{CHANGED, RowPass, SchemaPass, line_text};
+use crate::input::{InputFile, TypeGroup, resource_type_of};
+use crate::reader::{Chunk, LineReader, ReadOptions};
+use crate::schema::{Column, Decimals, FirstSeen, UnionSchema};
+use crate::writer::{TableWriter, WriteOptions};
+
+/// What to do with a bad input line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop converting the type; write no output for it.
+    #[default]
+    Fail,
+    /// Set the line aside under `_rejected/` and go on.
+    Skip,
+}
+
+/// Everything that shapes a conversion.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// Column-name separator (flatten_json's `separator`), `_` by default.
+    pub sep: String,
+    /// Root keys to leave out (flatten_json's `root_keys_to_ignore`), e.g. `text`.
+    pub exclude: Vec<String>,
+    /// How numbers with fractions are stored.
+    pub decimals: Decimals,
+    /// What to do with bad lines.
+    pub on_error: OnError,
+    /// Worker threads; 0 means one per core.
+    pub threads: usize,
+    /// Refuse schemas wider than this.
+    pub max_columns: usize,
+    /// How to read the input.
+    pub read: ReadOptions,
+    /// How to write the output.
+    pub write: WriteOptions,
+}
+
+/// Default for [`ConvertOptions::max_columns`]: well above real ExplanationOfBenefit and
+/// Provenance exports (1,000–1,400 columns), low enough to stop a runaway array.
+pub const DEFAULT_MAX_COLUMNS: usize = 20_000;
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        Self {
+            out_dir: PathBuf::from("."),
+            sep: "_".into(),
+            exclude: Vec::new(),
+            decimals: Decimals::Float,
+            on_error: OnError::Fail,
+            threads: 0,
+            max_columns: DEFAULT_MAX_COLUMNS,
+            read: ReadOptions::default(),
+            write: WriteOptions::default(),
+        }
+    }
+}
+
+/// Receives progress while a group is read (twice: once per pass).
+pub trait Progress: Sync {
+    /// `bytes` more of the input (as stored, i.e. compressed for gzip) have been read.
+    fn advance(&self, bytes: u64);
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn advance(&self, _: u64) {}
+}
+
+/// The union schema of one type, from the schema pass.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SchemaReport {
+    /// The resource type.
+    pub resource_type: String,
+    /// Files read, in order.
+    pub files: Vec<PathBuf>,
+    /// Rows (accepted lines).
+    pub rows: u64,
+    /// Lines rejected (only with [`OnError::Skip`]).
+    pub rejected: u64,
+    /// Columns in output order.
+    pub columns: Vec<Column>,
+}
+
+/// What converting one type did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TypeReport {
+    /// The resource type.
+    pub resource_type: String,
+    /// Files read, in order.
+    pub files: Vec<PathBuf>,
+    /// Rows written.
+    pub rows: u64,
+    /// Columns written.
+    pub columns: usize,
+    /// Input bytes (as stored).
+    pub input_bytes: u64,
+    /// The output file; `None` when there were no rows to write.
+    pub output: Option<PathBuf>,
+    /// Output size in bytes.
+    pub output_bytes: u64,
+    /// Wall-clock seconds for both passes.
+    pub seconds: f64,
+    /// Lines set aside under `_rejected/`.
+    pub rejected: u64,
+    /// The rejected-lines file, when there is one.
+    pub rejected_file: Option<PathBuf>,
+}
+
+/// Reads the group once and returns its union schema.
+pub fn infer_schema(
+    group: &TypeGroup,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+) -> Result<SchemaReport> {
+    let pool = pool(opts.threads)?;
+    pool.install(|| {
+        let s = schema_pass(group, opts, progress, None)?;
+        Ok(SchemaReport {
+            resource_type: group.resource_type.clone(),
+            files: group.files.iter().map(|f| f.path.clone()).collect(),
+            rows: s.rows,
+            rejected: s.rejected.len() as u64,
+            columns: s.union.columns(opts.decimals),
+        })
+    })
+}
+
+/// Converts one resource type to `<out_dir>/<Type>.<ext>`: a schema pass, then a writing pass.
+/// The output appears only when complete; on error nothing is left behind for the type.
+pub fn convert_group(
+    group: &TypeGroup,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+) -> Result<TypeReport> {
+    if opts.sep.is_empty() {
+        return Err(Error::Options("the separator must not be empty".into()));
+    }
+    let start = Instant::now();
+    let pool = pool(opts.threads)?;
+    pool.install(|| {
+        let rt = &group.resource_type;
+        let rejects = match opts.on_error {
+            OnError::Skip => Some(RejectSink::create(&opts.out_dir.join("_rejected"), rt)?),
+            OnError::Fail => None,
+        };
+        let pass1 = schema_pass(group, opts, progress, rejects.as_ref())?;
+        let rejected_file = match rejects {
+            Some(r) => r.finish()?,
+            None => None,
+        };
+        let input_bytes = group
+            .files
+            .iter()
+            .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
+            .sum();
+        let mut report = TypeReport {
+            resource_type: rt.clone(),
+            files: group.files.iter().map(|f| f.path.clone()).collect(),
+            rows: pass1.rows,
+            columns: pass1.union.columns.len(),
+            input_bytes,
+            output: None,
+            output_bytes: 0,
+            seconds: 0.0,
+            rejected: pass1.rejected.len() as u64,
+            rejected_file,
+        };
+        if pass1.rows > 0 {
+            let (path, size) = write_pass(group, opts, progress, &pass1)?;
+            report.output = Some(path);
+            report.output_bytes = size;
+        }
+        report.seconds = start.elapsed().as_secs_f64();
+        Ok(report)
+    })
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("flatfhir-{i}"))
+        .build()
+        .map_err(|e| Error::Options(format!("cannot start {threads} threads: {e}")))
+}
+
+/// The outcome of the schema pass.
+struct Pass1 {
+    union: UnionSchema,
+    rows: u64,
+    /// Rejected lines as (file index, line number), sorted.
+    rejected: Vec<(u32, u64)>,
+}
+
+/// A line the schema pass refused.
+struct BadLine {
+    file: u32,
+    line: u64,
+    reason: String,
+    /// The line itself, kept for `_rejected/` (overlong lines were spilled by the reader).
+    bytes: Option<Vec<u8>>,
+}
+
+struct Pass1Chunk {
+    schema: crate::schema::ChunkSchema,
+    rows: u64,
+    bad: Vec<BadLine>,
+}
+
+/// Does this line belong to the group? Files typed by name hold only the group's type (a line
+/// of another type is an error); sniffed files hold several, and the group takes its own.
+fn belongs(file: &InputFile, text: Option<&str>, rt: &str, scratch: &mut String) -> bool {
+    if file.typed_by_name {
+        return true;
+    }
+    match text.and_then(|t| resource_type_of(t, scratch)) {
+        Some(t) => t == rt,
+        // Unreadable or untyped: reported by exactly one group.
+        None => file.reports_untyped,
+    }
+}
+
+fn schema_pass(
+    group: &TypeGroup,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+    rejects: Option<&RejectSink>,
+) -> Result<Pass1> {
+    let rt = group.resource_type.as_str();
+    let keep = rejects.is_some();
+    let mut union = UnionSchema::new(rt, &opts.sep);
+    let mut rows = 0u64;
+    let mut rejected = Vec::new();
+    let process = |file_idx: usize, chunk: &Chunk| -> Pass1Chunk {
+        let file = &group.files[file_idx];
+        let mut pass = SchemaPass::new(&opts.exclude);
+        let mut bad = Vec::new();
+        let mut rows = 0;
+        let mut scratch = String::new();
+        for o in &chunk.overlong {
+            if file.typed_by_name || file.reports_untyped {
+                bad.push(BadLine {
+                    file: file_idx as u32,
+                    line: o.number,
+                    reason: format!(
+                        "line is {} bytes, longer than the limit of {} (--max-line-bytes)",
+                        o.len, opts.read.max_line_bytes
+                    ),
+                    bytes: None,
+                });
+            }
+        }
+        for line in chunk.lines() {
+            let text = line_text(line.bytes, opts.read.max_line_bytes);
+            if !belongs(file, text.as_ref().ok().copied(), rt, &mut scratch) {
+                continue;
+            }
+            let at = FirstSeen {
+                file: file_idx as u32,
+                line: line.number,
+            };
+            match text.and_then(|t| pass.line(t, at, rt)) {
+                Ok(()) => rows += 1,
+                Err(reason) => bad.push(BadLine {
+                    file: file_idx as u32,
+                    line: line.number,
+                    reason,
+                    bytes: keep.then(|| line.bytes.to_vec()),
+                }),
+            }
+        }
+        Pass1Chunk {
+            schema: pass.finish(),
+            rows,
+            bad,
+        }
+    };
+    let consume = |_: &Chunk, c: Pass1Chunk| -> Result<()> {
+        union.merge(&c.schema)?;
+        rows += c.rows;
+        for b in c.bad {
+            let path = &group.files[b.file as usize].path;
+            match rejects {
+                None => {
+                    return Err(Error::BadLine {
+                        file: path.clone(),
+                        line: b.line,
+                        reason: b.reason,
+                    });
+                }
+                Some(sink) => {
+                    sink.add(path, b.file, b.line, &b.reason, b.bytes.as_deref())?;
+                    rejected.push((b.file, b.line));
+                }
+            }
+        }
+        if union.columns.len() > opts.max_columns {
+            return Err(Error::TooManyColumns {
+                resource_type: rt.to_string(),
+                columns: union.columns.len(),
+                limit: opts.max_columns,
+                widest: union.widest_paths(5),
+            });
+        }
+        Ok(())
+    };
+    run_chunks(
+        &group.files,
+        &opts.read,
+        progress,
+        rejects,
+        process,
+        consume,
+    )?;
+    rejected.sort_unstable();
+    Ok(Pass1 {
+        union,
+        rows,
+        rejected,
+    })
+}
+
+fn write_pass(
+    group: &TypeGroup,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+    pass1: &Pass1,
+) -> Result<(PathBuf, u64)> {
+    let rt = group.resource_type.as_str();
+    let arrow = pass1.union.arrow_schema(opts.decimals);
+    let path = opts
+        .out_dir
+        .join(format!("{rt}.{}", opts.write.format.extension()));
+    let mut meta = vec![
+        (
+            "flatfhir.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        ("flatfhir.resource_type".to_string(), rt.to_string()),
+        ("flatfhir.separator".to_string(), opts.sep.clone()),
+        (
+            "flatfhir.decimals".to_string(),
+            match opts.decimals {
+                Decimals::Float => "float".into(),
+                Decimals::Exact => "exact".into(),
+            },
+        ),
+        (
+            "flatfhir.rejected_lines".to_string(),
+            pass1.rejected.len().to_string(),
+        ),
+    ];
+    let files: Vec<String> = group
+        .files
+        .iter()
+        .map(|f| f.path.display().to_string())
+        .collect();
+    meta.push((
+        "flatfhir.source_files".to_string(),
+        serde_json::to_string(&files).unwrap_or_default(),
+    ));
+    let mut writer = TableWriter::create(&path, Arc::clone(&arrow), &opts.write, &meta)?;
+    let rejected: FxHashSet<(u32, u64)> = pass1.rejected.iter().copied().collect();
+    let process = |file_idx: usize,
+                   chunk: &Chunk|
+     -> std::result::Result<arrow_array::RecordBatch, (u64, String)> {
+        let file = &group.files[file_idx];
+        let mut pass = RowPass::new(&pass1.union, &arrow, &opts.exclude);
+        let mut scratch = String::new();
+        for line in chunk.lines() {
+            if rejected.contains(&(file_idx as u32, line.number)) {
+                continue;
+            }
+            let text = line_text(line.bytes, opts.read.max_line_bytes).ok();
+            if !belongs(file, text, rt, &mut scratch) {
+                continue;
+            }
+            let text = text.ok_or_else(|| (line.number, CHANGED.to_string()))?;
+            pass.line(text).map_err(|r| (line.number, r))?;
+        }
+        let _ = pass.rows();
+        pass.finish().map_err(|e| (chunk.first_line, e.to_string()))
+    };
+    let mut rows = 0u64;
+    let consume = |chunk: &Chunk,
+                   r: std::result::Result<arrow_array::RecordBatch, (u64, String)>|
+     -> Result<()> {
+        let batch = r.map_err(|(line, reason)| Error::Changed {
+            path: PathBuf::from(format!("{}:{line}", chunk_path(group, chunk))),
+            reason,
+        })?;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch, chunk.data.len() as u64)
+    };
+    run_chunks(&group.files, &opts.read, progress, None, process, consume)?;
+    if rows != pass1.rows {
+        return Err(Error::Changed {
+            path: group.files[0].path.clone(),
+            reason: format!(
+                "{rows} rows on the second read, {} on the first",
+                pass1.rows
+            ),
+        });
+    }
+    writer.finish()
+}
+
+fn chunk_path(group: &TypeGroup, chunk: &Chunk) -> String {
+    group
+        .files
+        .get(chunk.file)
+        .map(|f| f.path.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Reads the files on a reader thread and processes chunks in parallel batches, handing the
+/// results to `consume` strictly in input order. Memory holds at most two batches of chunks.
+fn run_chunks<T, P, C>(
+    files: &[InputFile],
+    read: &ReadOptions,
+    progress: &dyn Progress,
+    rejects: Option<&RejectSink>,
+    process: P,
+    mut consume: C,
+) -> Result<()>
+where
+    T: Send,
+    P: Fn(usize, &Chunk) -> T + Sync,
+    C: FnMut(&Chunk, T) -> Result<()>,
+{
+    let batch_len = rayon::current_num_threads().max(1) * 2;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(batch_len);
+        let spill = rejects.map(|r| Arc::clone(&r.spill));
+        scope.spawn(move || {
+            for (i, f) in files.iter().enumerate() {
+                let mut reader = match LineReader::open(&f.path, read) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                if let Some(spill) = &spill {
+                    let spill = Arc::clone(spill);
+                    let file_idx = i as u32;
+                    reader.set_overlong_sink(Box::new(move |line, piece, _end| {
+                        spill
+                            .lock()
+                            .map_err(|_| std::io::Error::other("poisoned"))?
+                            .append(file_idx, line, piece)
+                    }));
+                }
+                let counter = reader.bytes_read();
+                let mut reported = 0;
+                loop {
+                    let next = reader.next_chunk();
+                    let now = counter.load(Ordering::Relaxed);
+                    progress.advance(now - reported);
+                    reported = now;
+                    match next {
+                        Ok(Some(mut c)) => {
+                            c.file = i;
+                            if tx.send(Ok(c)).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let mut batch: Vec<Chunk> = Vec::with_capacity(batch_len);
+        let mut done = false;
+        while !done {
+            batch.clear();
+            while batch.len() < batch_len {
+                match rx.recv() {
+                    Ok(c) => batch.push(c?),
+                    Err(_) => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            let results: Vec<T> = batch.par_iter().map(|c| process(c.file, c)).collect();
+            for (c, r) in batch.iter().zip(results) {
+                consume(c, r)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Overlong lines' bytes, spilled by the reader thread so they can be copied to `_rejected/`
+/// in input order without holding them in memory.
+#[derive(Debug)]
+struct Spill {
+    file: File,
+    /// (file index, line) → (offset, length) in the spill file.
+    index: FxHashMap<(u32, u64), (u64, u64)>,
+    end: u64,
+}
+
+impl Spill {
+    fn append(&mut self, file: u32, line: u64, piece: &[u8]) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(self.end))?;
+        self.file.write_all(piece)?;
+        let e = self.index.entry((file, line)).or_insert((self.end, 0));
+        e.1 += piece.len() as u64;
+        self.end += piece.len() as u64;
+        Ok(())
+    }
+}
+
+/// Writes rejected lines verbatim to `_rejected/<Type>.ndjson` and one JSON record per line
+/// (file, line, reason, bytes) to `_rejected/<Type>.errors.ndjson`, in the same order.
+struct RejectSink {
+    dir: PathBuf,
+    resource_type: String,
+    inner: Mutex<Option<RejectFiles>>,
+    spill: Arc<Mutex<Spill>>,
+}
+
+struct RejectFiles {
+    lines: BufWriter<File>,
+    reasons: BufWriter<File>,
+    lines_tmp: tempfile::TempPath,
+    reasons_tmp: tempfile::TempPath,
+    count: u64,
+}
+
+impl RejectSink {
+    fn create(dir: &Path, resource_type: &str) -> Result<Self> {
+        let spill = tempfile::tempfile().map_err(|source| Error::Write {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            resource_type: resource_type.to_string(),
+            inner: Mutex::new(None),
+            spill: Arc::new(Mutex::new(Spill {
+                file: spill,
+                index: FxHashMap::default(),
+                end: 0,
+            })),
+        })
+    }
+
+    fn werr(&self, source: std::io::Error) -> Error {
+        Error::Write {
+            path: self.dir.clone(),
+            source,
+        }
+    }
+
+    fn add(
+        &self,
+        path: &Path,
+        file: u32,
+        line: u64,
+        reason: &str,
+        bytes: Option<&[u8]>,
+    ) -> Result<()> {
+        let mut guard = self
+            .inner
+            .lock()
+            .map_err(|_| self.werr(std::io::Error::other("poisoned")))?;
+        if guard.is_none() {
+            std::fs::create_dir_all(&self.dir).map_err(|e| self.werr(e))?;
+            let mk = |suffix: &str| {
+                tempfile::Builder::new()
+                    .prefix(&format!(".{}.{suffix}.", self.resource_type))
+                    .suffix(".tmp")
+                    .tempfile_in(&self.dir)
+                    .map(tempfile::NamedTempFile::into_parts)
+            };
+            let (lf, lp) = mk("ndjson").map_err(|e| self.werr(e))?;
+            let (rf, rp) = mk("errors").map_err(|e| self.werr(e))?;
+            *guard = Some(RejectFiles {
+                lines: BufWriter::new(lf),
+                reasons: BufWriter::new(rf),
+                lines_tmp: lp,
+                reasons_tmp: rp,
+                count: 0,
+            });
+        }
+        let files = guard.as_mut().expect("created above");
+        let len = match bytes {
+            Some(b) => {
+                files.lines.write_all(b).map_err(|e| self.werr(e))?;
+                b.len() as u64
+            }
+            None => {
+                let mut spill = self
+                    .spill
+                    .lock()
+                    .map_err(|_| self.werr(std::io::Error::other("poisoned")))?;
+                let (off, len) = spill.index.get(&(file, line)).copied().unwrap_or((0, 0));
+                spill
+                    .file
+                    .seek(SeekFrom::Start(off))
+                    .map_err(|e| self.werr(e))?;
+                let mut take = (&mut spill.file).take(len);
+                std::io::copy(&mut take, &mut files.lines).map_err(|e| self.werr(e))?;
+                len
+            }
+        };
+        files.lines.write_all(b"\n").map_err(|e| self.werr(e))?;
+        let rec = serde_json::json!({
+            "file": path.display().to_string(),
+            "line": line,
+            "reason": reason,
+            "bytes": len,
+        });
+        writeln!(files.reasons, "{rec}").map_err(|e| self.werr(e))?;
+        files.count += 1;
+        Ok(())
+    }
+
+    /// Renames the files into place; returns the rejected-lines path if any line was rejected.
+    fn finish(self) -> Result<Option<PathBuf>> {
+        let Some(files) = self.inner.into_inner().ok().flatten() else {
+            return Ok(None);
+        };
+        let lines_path = self.dir.join(format!("{}.ndjson", self.resource_type));
+        let reasons_path = self
+            .dir
+            .join(format!("{}.errors.ndjson", self.resource_type));
+        let werr = |path: &Path, source| Error::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        for (w, tmp, path) in [
+            (files.lines, files.lines_tmp, &lines_path),
+            (files.reasons, files.reasons_tmp, &reasons_path),
+        ] {
+            let f = w.into_inner().map_err(|e| werr(path, e.into_error()))?;
+            f.sync_all().map_err(|e| werr(path, e))?;
+            tmp.persist(path).map_err(|e| werr(path, e.error))?;
+        }
+        let _ = files.count;
+        Ok(Some(lines_path))
+    }
+}

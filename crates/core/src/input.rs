@@ -1,0 +1,478 @@
+//! Finding input files and grouping them by resource type: directory expansion, file-name
+//! patterns of real Bulk Data exports, natural ordering. It does not read file contents
+//! except to sniff the types of files whose names do not say.
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::reader::{LineReader, ReadOptions};
+use crate::scan::{self, Scalar, Visitor};
+
+/// One input file and which of its lines belong to the group it is listed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// Path to the file.
+    pub path: PathBuf,
+    /// `true` when the resource type comes from the file name: every line must be of that type.
+    /// `false` when the type was sniffed from content: the file may hold several types and this
+    /// group takes only its own lines.
+    pub typed_by_name: bool,
+    /// For a sniffed file, whether this group reports the file's lines that have no readable
+    /// type (bad JSON, missing `resourceType`). Exactly one group per sniffed file does, so
+    /// such lines are reported once.
+    pub reports_untyped: bool,
+}
+
+/// All files of one resource type, in reading order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeGroup {
+    /// The FHIR resource type, e.g. `Observation`.
+    pub resource_type: String,
+    /// Files in natural order of their names.
+    pub files: Vec<InputFile>,
+}
+
+/// The result of expanding and grouping the inputs.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// One group per resource type, sorted by type name.
+    pub groups: Vec<TypeGroup>,
+    /// Files in the given directories that were not considered input (e.g. `manifest.json`).
+    pub skipped: Vec<PathBuf>,
+    /// Sniffed files that held no resource at all.
+    pub empty: Vec<PathBuf>,
+}
+
+/// Is this file name an NDJSON input (`.ndjson`, `.ndjson.gz`, `.jsonl`, `.jsonl.gz`)?
+pub fn is_ndjson_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let base = lower.strip_suffix(".gz").unwrap_or(&lower);
+    base.ends_with(".ndjson") || base.ends_with(".jsonl")
+}
+
+/// The resource type a file name names, if any: `Patient.ndjson`, `1.Observation.ndjson`,
+/// `Observation.000.ndjson`, `Observation-1-2.ndjson`, `export_Condition.ndjson.gz`.
+pub fn type_from_file_name(name: &str) -> Option<&'static str> {
+    name.split(['.', '_', '-', ' ']).find_map(|token| {
+        RESOURCE_TYPES
+            .binary_search(&token)
+            .ok()
+            .map(|i| RESOURCE_TYPES[i])
+    })
+}
+
+/// Compares names so that embedded numbers order by value: `2.x` < `10.x`, `a.000` < `a.001`.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let nx = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let ny = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (dx, dy) = (&x[..nx], &y[..ny]);
+                let tx = trim_zeros(dx);
+                let ty = trim_zeros(dy);
+                let ord = tx.len().cmp(&ty.len()).then_with(|| tx.cmp(ty));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                x = &x[nx..];
+                y = &y[ny..];
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let n = d.iter().take_while(|&&c| c == b'0').count();
+    &d[n.min(d.len().saturating_sub(1))..]
+}
+
+/// Expands files and directories into type groups.
+///
+/// Directories contribute their `*.ndjson`, `*.ndjson.gz`, `*.jsonl` files (recursively, but
+/// not into `error/` or `deleted/`, which hold OperationOutcomes and deletion Bundles in the
+/// Bulk Data layout, nor `_rejected/`); files named explicitly are always read. Files whose name
+/// names no resource type are sniffed: each resource type found in them gets the file.
+pub fn plan(inputs: &[PathBuf], read: &ReadOptions) -> Result<Plan> {
+    let mut files = Vec::new();
+    let mut plan = Plan::default();
+    for input in inputs {
+        let meta = std::fs::metadata(input).map_err(|e| Error::Input {
+            path: input.clone(),
+            reason: format!("cannot open: {e}"),
+        })?;
+        if meta.is_dir() {
+            walk_dir(input, &mut files, &mut plan.skipped)?;
+        } else {
+            files.push(input.clone());
+        }
+    }
+    files.sort_by(|a, b| natural_cmp(&file_name(a), &file_name(b)).then_with(|| a.cmp(b)));
+    files.dedup();
+
+    let mut groups: std::collections::BTreeMap<String, Vec<InputFile>> = Default::default();
+    for path in files {
+        let name = file_name(&path);
+        if let Some(t) = type_from_file_name(&name) {
+            groups.entry(t.to_string()).or_default().push(InputFile {
+                path,
+                typed_by_name: true,
+                reports_untyped: false,
+            });
+            continue;
+        }
+        let types = sniff_types(&path, read)?;
+        if types.is_empty() {
+            plan.empty.push(path);
+            continue;
+        }
+        for (i, t) in types.into_iter().enumerate() {
+            groups.entry(t).or_default().push(InputFile {
+                path: path.clone(),
+                typed_by_name: false,
+                reports_untyped: i == 0,
+            });
+        }
+    }
+    plan.groups = groups
+        .into_iter()
+        .map(|(resource_type, files)| TypeGroup {
+            resource_type,
+            files,
+        })
+        .collect();
+    Ok(plan)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Input {
+        path: dir.to_path_buf(),
+        reason: format!("cannot list directory: {e}"),
+    })?;
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::Input {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        paths.push(entry.path());
+    }
+    paths.sort();
+    for path in paths {
+        let name = file_name(&path);
+        if path.is_dir() {
+            if !matches!(name.as_str(), "error" | "deleted" | "_rejected") && !name.starts_with('.')
+            {
+                walk_dir(&path, files, skipped)?;
+            }
+        } else if is_ndjson_name(&name) {
+            files.push(path);
+        } else {
+            skipped.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Finds the distinct resource types in a file (in order of first appearance, then sorted
+/// for a stable plan). Lines that cannot be read are left for the conversion to report.
+fn sniff_types(path: &Path, read: &ReadOptions) -> Result<Vec<String>> {
+    let mut reader = LineReader::open(path, read)?;
+    let mut types: Vec<String> = Vec::new();
+    let mut scratch = String::new();
+    while let Some(chunk) = reader.next_chunk()? {
+        for line in chunk.lines() {
+            let Ok(text) = std::str::from_utf8(line.bytes) else {
+                continue;
+            };
+            if let Some(t) = resource_type_of(text, &mut scratch)
+                && !types.contains(&t)
+            {
+                types.push(t);
+            }
+        }
+    }
+    types.sort();
+    Ok(types)
+}
+
+/// The root `resourceType` of a line, when the line is a valid JSON object that has one.
+pub(crate) fn resource_type_of(line: &str, scratch: &mut String) -> Option<String> {
+    struct Find(Option<String>, bool);
+    impl Visitor for Find {
+        fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, String> {
+            self.1 = depth == 1 && key == "resourceType";
+            Ok(self.1)
+        }
+        fn enter_index(&mut self, _: usize) -> Result<(), String> {
+            Ok(())
+        }
+        fn leave(&mut self) {}
+        fn scalar(&mut self, value: Scalar<'_>) -> Result<(), String> {
+            if let (true, Scalar::Str(s)) = (self.1, value) {
+                self.0 = Some(s.to_string());
+            }
+            Ok(())
+        }
+    }
+    let mut f = Find(None, false);
+    scan::walk(line, &mut f, scratch).ok()?;
+    f.0
+}
+
+/// FHIR R4 and R5 resource type names, sorted (for binary search).
+pub static RESOURCE_TYPES: &[&str] = &[
+    "Account",
+    "ActivityDefinition",
+    "ActorDefinition",
+    "AdministrableProductDefinition",
+    "AdverseEvent",
+    "AllergyIntolerance",
+    "Appointment",
+    "AppointmentResponse",
+    "ArtifactAssessment",
+    "AuditEvent",
+    "Basic",
+    "Binary",
+    "BiologicallyDerivedProduct",
+    "BiologicallyDerivedProductDispense",
+    "BodyStructure",
+    "Bundle",
+    "CapabilityStatement",
+    "CarePlan",
+    "CareTeam",
+    "CatalogEntry",
+    "ChargeItem",
+    "ChargeItemDefinition",
+    "Citation",
+    "Claim",
+    "ClaimResponse",
+    "ClinicalImpression",
+    "ClinicalUseDefinition",
+    "CodeSystem",
+    "Communication",
+    "CommunicationRequest",
+    "CompartmentDefinition",
+    "Composition",
+    "ConceptMap",
+    "Condition",
+    "ConditionDefinition",
+    "Consent",
+    "Contract",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DetectedIssue",
+    "Device",
+    "DeviceAssociation",
+    "DeviceDefinition",
+    "DeviceDispense",
+    "DeviceMetric",
+    "DeviceRequest",
+    "DeviceUsage",
+    "DeviceUseStatement",
+    "DiagnosticReport",
+    "DocumentManifest",
+    "DocumentReference",
+    "EffectEvidenceSynthesis",
+    "Encounter",
+    "EncounterHistory",
+    "Endpoint",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "EpisodeOfCare",
+    "EventDefinition",
+    "Evidence",
+    "EvidenceReport",
+    "EvidenceVariable",
+    "ExampleScenario",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "FormularyItem",
+    "GenomicStudy",
+    "Goal",
+    "GraphDefinition",
+    "Group",
+    "GuidanceResponse",
+    "HealthcareService",
+    "ImagingSelection",
+    "ImagingStudy",
+    "Immunization",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "ImplementationGuide",
+    "Ingredient",
+    "InsurancePlan",
+    "InventoryItem",
+    "InventoryReport",
+    "Invoice",
+    "Library",
+    "Linkage",
+    "List",
+    "Location",
+    "ManufacturedItemDefinition",
+    "Measure",
+    "MeasureReport",
+    "Media",
+    "Medication",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationKnowledge",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicinalProduct",
+    "MedicinalProductAuthorization",
+    "MedicinalProductContraindication",
+    "MedicinalProductDefinition",
+    "MedicinalProductIndication",
+    "MedicinalProductIngredient",
+    "MedicinalProductInteraction",
+    "MedicinalProductManufactured",
+    "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect",
+    "MessageDefinition",
+    "MessageHeader",
+    "MolecularSequence",
+    "NamingSystem",
+    "NutritionIntake",
+    "NutritionOrder",
+    "NutritionProduct",
+    "Observation",
+    "ObservationDefinition",
+    "OperationDefinition",
+    "OperationOutcome",
+    "Organization",
+    "OrganizationAffiliation",
+    "PackagedProductDefinition",
+    "Parameters",
+    "Patient",
+    "PaymentNotice",
+    "PaymentReconciliation",
+    "Permission",
+    "Person",
+    "PlanDefinition",
+    "Practitioner",
+    "PractitionerRole",
+    "Procedure",
+    "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "RegulatedAuthorization",
+    "RelatedPerson",
+    "RequestGroup",
+    "RequestOrchestration",
+    "Requirements",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "ResearchStudy",
+    "ResearchSubject",
+    "RiskAssessment",
+    "RiskEvidenceSynthesis",
+    "Schedule",
+    "SearchParameter",
+    "ServiceRequest",
+    "Slot",
+    "Specimen",
+    "SpecimenDefinition",
+    "StructureDefinition",
+    "StructureMap",
+    "Subscription",
+    "SubscriptionStatus",
+    "SubscriptionTopic",
+    "Substance",
+    "SubstanceDefinition",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
+    "SubstanceSpecification",
+    "SupplyDelivery",
+    "SupplyRequest",
+    "Task",
+    "TerminologyCapabilities",
+    "TestPlan",
+    "TestReport",
+    "TestScript",
+    "Transport",
+    "ValueSet",
+    "VerificationResult",
+    "VisionPrescription",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_types_are_sorted_for_binary_search() {
+        assert!(RESOURCE_TYPES.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn file_names_name_types() {
+        for (name, t) in [
+            ("Patient.ndjson", Some("Patient")),
+            ("1.Observation.ndjson", Some("Observation")),
+            ("Observation.000.ndjson.gz", Some("Observation")),
+            ("Observation-1-2.ndjson", Some("Observation")),
+            ("abc123_Condition.ndjson", Some("Condition")),
+            ("data.ndjson", None),
+            ("patients.ndjson", None),
+        ] {
+            assert_eq!(type_from_file_name(name), t, "{name}");
+        }
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec![
+            "10.Observation.ndjson",
+            "2.Observation.ndjson",
+            "1.Observation.ndjson",
+            "Observation.001.ndjson",
+            "Observation.000.ndjson",
+        ];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            [
+                "1.Observation.ndjson",
+                "2.Observation.ndjson",
+                "10.Observation.ndjson",
+                "Observation.000.ndjson",
+                "Observation.001.ndjson"
+            ]
+        );
+    }
+
+    #[test]
+    fn ndjson_names() {
+        assert!(
+            is_ndjson_name("a.ndjson")
+                && is_ndjson_name("a.NDJSON.gz")
+                && is_ndjson_name("a.jsonl")
+        );
+        assert!(!is_ndjson_name("manifest.json") && !is_ndjson_name("README.md"));
+    }
+}

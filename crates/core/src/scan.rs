@@ -1,0 +1,628 @@
+//! A validating JSON walker for one NDJSON line. It reports object keys, array indexes and
+//! scalar leaves (numbers with their source text) to a [`Visitor`] without building a tree;
+//! it owns JSON syntax only, not what the values mean.
+//!
+//! Why not a crate: the flattener needs a number's exact source text (`1.50` must stay `1.50`
+//! under `--decimals exact`, and `1.0` must count as a fraction) and byte positions for error
+//! messages, while walking without allocation. `serde_json::Value` builds a tree (the measured
+//! bottleneck) and simd-json's tape drops the number text. The walker is checked against
+//! serde_json by property tests.
+
+/// A leaf value, borrowed from the line (or from the walker's unescape buffer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Scalar<'a> {
+    /// A string, unescaped.
+    Str(&'a str),
+    /// A number: its source text and whether it is an integer (no fraction, no exponent).
+    Num { raw: &'a str, int: bool },
+    /// `true` or `false`.
+    Bool(bool),
+    /// `null`.
+    Null,
+    /// `[]`.
+    EmptyArray,
+    /// `{}`.
+    EmptyObject,
+}
+
+/// Receives the structure of a line as the walker reads it.
+pub(crate) trait Visitor {
+    /// Entering the value of object member `key` at `depth` (1 for the root object's members).
+    /// Returns `false` to skip the value (it is still validated).
+    fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, String>;
+    /// Entering element `index` of an array.
+    fn enter_index(&mut self, index: usize) -> Result<(), String>;
+    /// Leaving the member or element entered last.
+    fn leave(&mut self);
+    /// A leaf at the current position.
+    fn scalar(&mut self, value: Scalar<'_>) -> Result<(), String>;
+}
+
+/// Deepest nesting accepted; FHIR resources stay far below it, and the bound keeps the
+/// recursive walk off the end of the stack on hostile input.
+const MAX_DEPTH: usize = 256;
+
+/// Walks one line (already known to be UTF-8) and reports it to `visitor`.
+///
+/// The line must hold exactly one JSON object (surrounding whitespace allowed). The error is a
+/// human-readable reason with the byte offset where it applies.
+pub(crate) fn walk<V: Visitor>(
+    line: &str,
+    visitor: &mut V,
+    scratch: &mut String,
+) -> Result<(), String> {
+    let mut w = Walker {
+        s: line,
+        b: line.as_bytes(),
+        pos: 0,
+        scratch,
+    };
+    w.skip_ws();
+    match w.peek() {
+        Some(b'{') => {}
+        None => return Err("empty line".into()),
+        Some(c) => {
+            let what = match c {
+                b'[' => "an array",
+                b'"' => "a string",
+                b't' | b'f' => "a boolean",
+                b'n' => "null",
+                b'-' | b'0'..=b'9' => "a number",
+                _ => "",
+            };
+            if what.is_empty() {
+                return Err(format!(
+                    "not valid JSON: unexpected {} at byte {}",
+                    w.describe(),
+                    w.pos
+                ));
+            }
+            // Validate so the message says "not an object" only for valid JSON.
+            w.skip_value(0)?;
+            w.skip_ws();
+            w.end()?;
+            return Err(format!("not a JSON object (the line holds {what})"));
+        }
+    }
+    w.object(visitor, 0)?;
+    w.skip_ws();
+    w.end()
+}
+
+/// Class of each byte inside a string: 0 plain, 1 quote, 2 backslash, 3 control character.
+static STR_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = 3;
+        i += 1;
+    }
+    t[b'"' as usize] = 1;
+    t[b'\\' as usize] = 2;
+    t
+};
+
+/// Where a string's text lives after parsing it.
+enum StrAt {
+    /// `s[start..end]`, no escapes.
+    Line(usize, usize),
+    /// In the scratch buffer.
+    Scratch,
+}
+
+struct Walker<'a, 's> {
+    s: &'a str,
+    b: &'a [u8],
+    pos: usize,
+    scratch: &'s mut String,
+}
+
+impl Walker<'_, '_> {
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.s[self.pos..].chars().next() {
+            None => "end of line".into(),
+            Some(c) => format!("{c:?}"),
+        }
+    }
+
+    fn unexpected(&self, expected: &str) -> String {
+        if self.pos >= self.b.len() {
+            format!(
+                "not valid JSON: the line ends before the JSON does (truncated?); expected {expected}"
+            )
+        } else {
+            format!(
+                "not valid JSON: expected {expected}, found {} at byte {}",
+                self.describe(),
+                self.pos
+            )
+        }
+    }
+
+    fn end(&self) -> Result<(), String> {
+        if self.pos == self.b.len() {
+            Ok(())
+        } else {
+            Err(format!(
+                "not valid JSON: unexpected {} at byte {} after the end of the object",
+                self.describe(),
+                self.pos
+            ))
+        }
+    }
+
+    #[inline]
+    fn expect(&mut self, c: u8, what: &str) -> Result<(), String> {
+        self.skip_ws();
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.unexpected(what))
+        }
+    }
+
+    fn object<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), String> {
+        if depth >= MAX_DEPTH {
+            return Err(format!(
+                "nested deeper than {MAX_DEPTH} levels at byte {}",
+                self.pos
+            ));
+        }
+        self.pos += 1; // '{'
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return v.scalar(Scalar::EmptyObject);
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.unexpected("a member name in double quotes"));
+            }
+            let key = self.string()?;
+            // The key must be resolved before the scratch buffer is reused for the value.
+            let enter = match key {
+                StrAt::Line(a, e) => v.enter_key(depth + 1, &self.s[a..e])?,
+                StrAt::Scratch => v.enter_key(depth + 1, self.scratch)?,
+            };
+            self.expect(b':', "':'")?;
+            if enter {
+                self.value(v, depth + 1)?;
+                v.leave();
+            } else {
+                self.skip_ws();
+                self.skip_value(depth + 1)?;
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.unexpected("',' or '}'")),
+            }
+        }
+    }
+
+    fn array<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), String> {
+        if depth >= MAX_DEPTH {
+            return Err(format!(
+                "nested deeper than {MAX_DEPTH} levels at byte {}",
+                self.pos
+            ));
+        }
+        self.pos += 1; // '['
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return v.scalar(Scalar::EmptyArray);
+        }
+        let mut index = 0;
+        loop {
+            v.enter_index(index)?;
+            self.value(v, depth + 1)?;
+            v.leave();
+            index += 1;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.unexpected("',' or ']'")),
+            }
+        }
+    }
+
+    fn value<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), String> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b'{') => self.object(v, depth),
+            Some(b'[') => self.array(v, depth),
+            Some(b'"') => match self.string()? {
+                StrAt::Line(a, e) => v.scalar(Scalar::Str(&self.s[a..e])),
+                StrAt::Scratch => v.scalar(Scalar::Str(self.scratch)),
+            },
+            Some(b't') => {
+                self.literal("true")?;
+                v.scalar(Scalar::Bool(true))
+            }
+            Some(b'f') => {
+                self.literal("false")?;
+                v.scalar(Scalar::Bool(false))
+            }
+            Some(b'n') => {
+                self.literal("null")?;
+                v.scalar(Scalar::Null)
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let (a, e, int) = self.number()?;
+                v.scalar(Scalar::Num {
+                    raw: &self.s[a..e],
+                    int,
+                })
+            }
+            _ => Err(self.unexpected("a value")),
+        }
+    }
+
+    /// Validates and skips one value without reporting it.
+    fn skip_value(&mut self, depth: usize) -> Result<(), String> {
+        let mut sink = Skip;
+        self.value(&mut sink, depth)
+    }
+
+    fn literal(&mut self, word: &str) -> Result<(), String> {
+        if self.b[self.pos..].starts_with(word.as_bytes()) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.unexpected(
+                "a value (true, false, null, a number, a string, an array or an object)",
+            ))
+        }
+    }
+
+    /// Parses a number per RFC 8259 and returns its span and whether it is an integer.
+    fn number(&mut self) -> Result<(usize, usize, bool), String> {
+        let start = self.pos;
+        let b = self.b;
+        let mut p = self.pos;
+        if b.get(p) == Some(&b'-') {
+            p += 1;
+        }
+        match b.get(p) {
+            Some(b'0') => p += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(b'0'..=b'9') = b.get(p) {
+                    p += 1;
+                }
+            }
+            _ => {
+                self.pos = p;
+                return Err(self.unexpected("a digit"));
+            }
+        }
+        let mut int = true;
+        if b.get(p) == Some(&b'.') {
+            p += 1;
+            int = false;
+            if !matches!(b.get(p), Some(b'0'..=b'9')) {
+                self.pos = p;
+                return Err(self.unexpected("a digit after the decimal point"));
+            }
+            while let Some(b'0'..=b'9') = b.get(p) {
+                p += 1;
+            }
+        }
+        if let Some(b'e' | b'E') = b.get(p) {
+            p += 1;
+            int = false;
+            if let Some(b'+' | b'-') = b.get(p) {
+                p += 1;
+            }
+            if !matches!(b.get(p), Some(b'0'..=b'9')) {
+                self.pos = p;
+                return Err(self.unexpected("a digit in the exponent"));
+            }
+            while let Some(b'0'..=b'9') = b.get(p) {
+                p += 1;
+            }
+        }
+        self.pos = p;
+        Ok((start, p, int))
+    }
+
+    /// Parses a string starting at the opening quote. Text without escapes stays in the line;
+    /// escaped text is decoded into the scratch buffer.
+    fn string(&mut self) -> Result<StrAt, String> {
+        self.pos += 1; // opening quote
+        let start = self.pos;
+        let b = self.b;
+        let mut p = self.pos;
+        loop {
+            // Fast scan to the next special byte.
+            while p < b.len() && STR_CLASS[b[p] as usize] == 0 {
+                p += 1;
+            }
+            match b.get(p) {
+                None => {
+                    self.pos = p;
+                    return Err(
+                        "not valid JSON: the line ends inside a string (truncated?)".to_string()
+                    );
+                }
+                Some(b'"') => {
+                    self.pos = p + 1;
+                    return Ok(StrAt::Line(start, p));
+                }
+                Some(b'\\') => {
+                    self.scratch.clear();
+                    self.scratch.push_str(&self.s[start..p]);
+                    self.pos = p;
+                    self.escaped()?;
+                    return Ok(StrAt::Scratch);
+                }
+                Some(_) => {
+                    self.pos = p;
+                    return Err(format!(
+                        "not valid JSON: unescaped control character {:?} in a string at byte {p}",
+                        b[p] as char
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Continues a string that has escapes, decoding into the scratch buffer.
+    fn escaped(&mut self) -> Result<(), String> {
+        let b = self.b;
+        loop {
+            let run = self.pos;
+            while self.pos < b.len() && STR_CLASS[b[self.pos] as usize] == 0 {
+                self.pos += 1;
+            }
+            self.scratch.push_str(&self.s[run..self.pos]);
+            match b.get(self.pos) {
+                None => {
+                    return Err(
+                        "not valid JSON: the line ends inside a string (truncated?)".to_string()
+                    );
+                }
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    let at = self.pos;
+                    let c = b.get(at + 1).copied();
+                    self.pos += 2;
+                    let ch = match c {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => self.unicode_escape(at)?,
+                        _ => {
+                            return Err(format!(
+                                "not valid JSON: invalid escape in a string at byte {at}"
+                            ));
+                        }
+                    };
+                    self.scratch.push(ch);
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "not valid JSON: unescaped control character {:?} in a string at byte {}",
+                        b[self.pos] as char, self.pos
+                    ));
+                }
+            }
+        }
+    }
+
+    fn hex4(&mut self, at: usize) -> Result<u32, String> {
+        let digits = self
+            .b
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| format!("not valid JSON: truncated \\u escape at byte {at}"))?;
+        let mut n = 0u32;
+        for &d in digits {
+            let v = match d {
+                b'0'..=b'9' => d - b'0',
+                b'a'..=b'f' => d - b'a' + 10,
+                b'A'..=b'F' => d - b'A' + 10,
+                _ => return Err(format!("not valid JSON: invalid \\u escape at byte {at}")),
+            };
+            n = n * 16 + u32::from(v);
+        }
+        self.pos += 4;
+        Ok(n)
+    }
+
+    fn unicode_escape(&mut self, at: usize) -> Result<char, String> {
+        let hi = self.hex4(at)?;
+        let code = if (0xD800..0xDC00).contains(&hi) {
+            if self.b.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                return Err(format!(
+                    "unpaired UTF-16 surrogate \\u{hi:04X} at byte {at}"
+                ));
+            }
+            self.pos += 2;
+            let lo = self.hex4(at)?;
+            if !(0xDC00..0xE000).contains(&lo) {
+                return Err(format!(
+                    "unpaired UTF-16 surrogate \\u{hi:04X} at byte {at}"
+                ));
+            }
+            0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+        } else if (0xDC00..0xE000).contains(&hi) {
+            return Err(format!(
+                "unpaired UTF-16 surrogate \\u{hi:04X} at byte {at}"
+            ));
+        } else {
+            hi
+        };
+        char::from_u32(code).ok_or_else(|| format!("invalid \\u escape at byte {at}"))
+    }
+}
+
+/// A visitor that ignores everything (used to validate skipped values).
+struct Skip;
+
+impl Visitor for Skip {
+    fn enter_key(&mut self, _: usize, _: &str) -> Result<bool, String> {
+        Ok(false)
+    }
+    fn enter_index(&mut self, _: usize) -> Result<(), String> {
+        Ok(())
+    }
+    fn leave(&mut self) {}
+    fn scalar(&mut self, _: Scalar<'_>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records events as strings, for comparisons.
+    #[derive(Default)]
+    struct Rec(Vec<String>);
+
+    impl Visitor for Rec {
+        fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, String> {
+            self.0.push(format!("k{depth}:{key}"));
+            Ok(true)
+        }
+        fn enter_index(&mut self, index: usize) -> Result<(), String> {
+            self.0.push(format!("i:{index}"));
+            Ok(())
+        }
+        fn leave(&mut self) {
+            self.0.push("<".into());
+        }
+        fn scalar(&mut self, value: Scalar<'_>) -> Result<(), String> {
+            self.0.push(format!("{value:?}"));
+            Ok(())
+        }
+    }
+
+    fn events(s: &str) -> Result<Vec<String>, String> {
+        let mut r = Rec::default();
+        walk(s, &mut r, &mut String::new())?;
+        Ok(r.0)
+    }
+
+    #[test]
+    fn walks_nested_values() {
+        let ev =
+            events(r#" {"a": [1, 2.50, {"b": "x\"y"}], "c": {}, "d": [], "e": null, "f": true} "#)
+                .unwrap();
+        assert_eq!(
+            ev,
+            [
+                "k1:a",
+                "i:0",
+                "Num { raw: \"1\", int: true }",
+                "<",
+                "i:1",
+                "Num { raw: \"2.50\", int: false }",
+                "<",
+                "i:2",
+                "k3:b",
+                "Str(\"x\\\"y\")",
+                "<",
+                "<",
+                "<",
+                "k1:c",
+                "EmptyObject",
+                "<",
+                "k1:d",
+                "EmptyArray",
+                "<",
+                "k1:e",
+                "Null",
+                "<",
+                "k1:f",
+                "Bool(true)",
+                "<"
+            ]
+        );
+    }
+
+    #[test]
+    fn numbers_keep_source_text() {
+        for (text, int) in [
+            ("0", true),
+            ("-12", true),
+            ("1.0", false),
+            ("1e3", false),
+            ("-0.5E-2", false),
+        ] {
+            let ev = events(&format!(r#"{{"n":{text}}}"#)).unwrap();
+            assert_eq!(ev[1], format!("Num {{ raw: {text:?}, int: {int} }}"));
+        }
+    }
+
+    #[test]
+    fn decodes_escapes_and_surrogate_pairs() {
+        let ev = events(r#"{"k\u0041":"\ud83d\ude00 \u00e9\n\/"}"#).unwrap();
+        assert_eq!(ev[0], "k1:kA");
+        assert_eq!(ev[1], format!("Str({:?})", "😀 é\n/"));
+    }
+
+    #[test]
+    fn rejects_invalid_json_with_reasons() {
+        let cases = [
+            (r#"{"a":1"#, "truncated"),
+            (r#"{"a":"abc"#, "truncated"),
+            (r#"{"a":1,}"#, "member name"),
+            (r#"{"a":01}"#, "expected ',' or '}'"),
+            (r#"{"a":1.}"#, "digit after the decimal point"),
+            (r#"{"a":NaN}"#, "expected a value"),
+            (r#"{"a":tru}"#, "expected a value"),
+            (r#"{"a":"\x"}"#, "invalid escape"),
+            (r#"{"a":"\ud800"}"#, "unpaired UTF-16 surrogate"),
+            ("{\"a\":\"\t\"}", "control character"),
+            (r#"{"a":1} x"#, "after the end of the object"),
+            (r#"[1,2]"#, "not a JSON object (the line holds an array)"),
+            (r#""s""#, "not a JSON object"),
+            (r#"[1,2"#, "truncated"),
+            ("", "empty line"),
+        ];
+        for (line, want) in cases {
+            let err = events(line).unwrap_err();
+            assert!(
+                err.contains(want),
+                "{line:?}: {err:?} should mention {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_excessive_nesting() {
+        let line = format!("{{\"a\":{}1{}}}", "[".repeat(300), "]".repeat(300));
+        assert!(events(&line).unwrap_err().contains("nested deeper"));
+    }
+}

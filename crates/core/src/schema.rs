@@ -1,0 +1,418 @@
+//! The union schema of one resource type: the trie of JSON paths, flattened column names
+//! (flatten_json's rules), first-appearance column order, per-column value kinds and the type
+//! policy, and name-collision detection. It does not read input.
+
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema};
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, Result};
+
+/// Node id of the trie root (the resource object itself).
+pub(crate) const ROOT: u32 = 0;
+/// Marks a trie node that is not (yet) a column.
+pub(crate) const NO_COLUMN: u32 = u32::MAX;
+
+/// A kind of JSON value seen in a column, as bit flags.
+pub(crate) mod kind {
+    /// An integer that fits in i64.
+    pub(crate) const INT: u8 = 1;
+    /// A number written with a fraction or exponent.
+    pub(crate) const FRAC: u8 = 2;
+    /// `true` / `false`.
+    pub(crate) const BOOL: u8 = 4;
+    /// A string.
+    pub(crate) const STR: u8 = 8;
+    /// An integer outside the i64 range (kept as text).
+    pub(crate) const BIGINT: u8 = 16;
+}
+
+/// How numbers with fractions are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decimals {
+    /// As `Float64` (the reference workflow's behaviour): `1.50` reads back as `1.5`.
+    #[default]
+    Float,
+    /// As their exact source text (`Utf8`), as FHIR requires for decimals: `1.50` stays `1.50`.
+    Exact,
+}
+
+/// The Arrow type a column gets from the kinds of value seen in it.
+///
+/// Only integers → `Int64`; integers and fractions → `Float64` (`Utf8` source text under
+/// [`Decimals::Exact`]); only booleans → `Boolean`; anything else, including no value at all →
+/// `Utf8`.
+pub fn column_type(kinds: u8, decimals: Decimals) -> DataType {
+    use kind::*;
+    match kinds {
+        INT => DataType::Int64,
+        k if k & !(INT | FRAC) == 0 && k & FRAC != 0 => match decimals {
+            Decimals::Float => DataType::Float64,
+            Decimals::Exact => DataType::Utf8,
+        },
+        BOOL => DataType::Boolean,
+        _ => DataType::Utf8,
+    }
+}
+
+/// One step of a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Seg {
+    /// An object member.
+    Key(Box<str>),
+    /// An array element.
+    Index(u32),
+}
+
+/// Interns JSON paths as a trie: (parent node, segment) → node. Lookups hash a short key built
+/// in a caller-provided buffer, so a frozen trie can be shared by threads.
+#[derive(Debug, Clone)]
+pub(crate) struct PathTrie {
+    map: FxHashMap<Box<[u8]>, u32>,
+    nodes: Vec<(u32, Seg)>,
+}
+
+#[inline]
+fn key_bytes<'b>(buf: &'b mut Vec<u8>, parent: u32, key: Option<&str>, index: u32) -> &'b [u8] {
+    buf.clear();
+    buf.extend_from_slice(&parent.to_le_bytes());
+    match key {
+        Some(k) => {
+            buf.push(0);
+            buf.extend_from_slice(k.as_bytes());
+        }
+        None => {
+            buf.push(1);
+            buf.extend_from_slice(&index.to_le_bytes());
+        }
+    }
+    buf
+}
+
+impl PathTrie {
+    pub(crate) fn new() -> Self {
+        Self {
+            map: FxHashMap::default(),
+            nodes: vec![(ROOT, Seg::Index(0))],
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub(crate) fn node(&self, id: u32) -> &(u32, Seg) {
+        &self.nodes[id as usize]
+    }
+
+    #[inline]
+    pub(crate) fn get_key(&self, buf: &mut Vec<u8>, parent: u32, key: &str) -> Option<u32> {
+        self.map.get(key_bytes(buf, parent, Some(key), 0)).copied()
+    }
+
+    #[inline]
+    pub(crate) fn get_index(&self, buf: &mut Vec<u8>, parent: u32, index: u32) -> Option<u32> {
+        self.map.get(key_bytes(buf, parent, None, index)).copied()
+    }
+
+    #[inline]
+    pub(crate) fn key(&mut self, buf: &mut Vec<u8>, parent: u32, key: &str) -> u32 {
+        if let Some(id) = self.get_key(buf, parent, key) {
+            return id;
+        }
+        self.insert(buf, parent, Seg::Key(key.into()))
+    }
+
+    #[inline]
+    pub(crate) fn index(&mut self, buf: &mut Vec<u8>, parent: u32, index: u32) -> u32 {
+        if let Some(id) = self.get_index(buf, parent, index) {
+            return id;
+        }
+        self.insert(buf, parent, Seg::Index(index))
+    }
+
+    /// Finds or adds `seg` under `parent`.
+    pub(crate) fn seg(&mut self, buf: &mut Vec<u8>, parent: u32, seg: &Seg) -> u32 {
+        match seg {
+            Seg::Key(k) => self.key(buf, parent, k),
+            Seg::Index(i) => self.index(buf, parent, *i),
+        }
+    }
+
+    fn insert(&mut self, buf: &mut Vec<u8>, parent: u32, seg: Seg) -> u32 {
+        let id = self.nodes.len() as u32;
+        let k = match &seg {
+            Seg::Key(k) => key_bytes(buf, parent, Some(k), 0),
+            Seg::Index(i) => key_bytes(buf, parent, None, *i),
+        };
+        self.map.insert(k.into(), id);
+        self.nodes.push((parent, seg));
+        id
+    }
+
+    /// The path of a node for messages, e.g. `contained[0].code.coding`.
+    pub(crate) fn display_path(&self, mut id: u32) -> String {
+        let mut segs = Vec::new();
+        while id != ROOT {
+            let (parent, seg) = &self.nodes[id as usize];
+            segs.push(seg.clone());
+            id = *parent;
+        }
+        let mut out = String::new();
+        for seg in segs.iter().rev() {
+            match seg {
+                Seg::Key(k) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    if k.is_empty() || k.contains(['.', '[', ']', ' ']) {
+                        out.push_str(&format!("{k:?}"));
+                    } else {
+                        out.push_str(k);
+                    }
+                }
+                Seg::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+}
+
+/// Where a column was first seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct FirstSeen {
+    /// Index of the file in the group's file list.
+    pub file: u32,
+    /// 1-based line number.
+    pub line: u64,
+}
+
+/// Statistics of one column, in a chunk or over the whole input.
+#[derive(Debug, Clone)]
+pub(crate) struct ColumnStats {
+    pub(crate) node: u32,
+    pub(crate) kinds: u8,
+    pub(crate) non_null: u64,
+    pub(crate) first_seen: FirstSeen,
+}
+
+/// What one worker learned from one chunk: its local trie and columns in first-appearance
+/// order.
+#[derive(Debug)]
+pub(crate) struct ChunkSchema {
+    pub(crate) trie: PathTrie,
+    pub(crate) columns: Vec<ColumnStats>,
+}
+
+/// A column of the union schema.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Column {
+    /// The flattened name, e.g. `code_coding_0_code`.
+    pub name: String,
+    /// The Arrow type from the type policy.
+    #[serde(serialize_with = "ser_type")]
+    pub data_type: DataType,
+    /// How many rows hold a value (not null, `[]` or `{}`).
+    pub non_null: u64,
+    /// Where the column first appeared.
+    pub first_seen: FirstSeen,
+}
+
+fn ser_type<S: serde::Serializer>(t: &DataType, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&type_name(t))
+}
+
+/// The short type names used in reports: `int64`, `double`, `bool`, `string`.
+pub fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Int64 => "int64".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Boolean => "bool".into(),
+        DataType::Utf8 => "string".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The union schema of one resource type, built by merging chunk schemas in input order.
+#[derive(Debug)]
+pub(crate) struct UnionSchema {
+    pub(crate) trie: PathTrie,
+    /// Node → column index, or [`NO_COLUMN`].
+    pub(crate) node_col: Vec<u32>,
+    /// Flattened name of every node (a node's name is its would-be column name).
+    names: Vec<String>,
+    pub(crate) columns: Vec<ColumnStats>,
+    by_name: FxHashMap<String, u32>,
+    sep: String,
+    resource_type: String,
+    buf: Vec<u8>,
+}
+
+impl UnionSchema {
+    pub(crate) fn new(resource_type: &str, sep: &str) -> Self {
+        Self {
+            trie: PathTrie::new(),
+            node_col: vec![NO_COLUMN],
+            names: vec![String::new()],
+            columns: Vec::new(),
+            by_name: FxHashMap::default(),
+            sep: sep.to_string(),
+            resource_type: resource_type.to_string(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Adds a chunk's columns. Chunks must be merged in input order: the union's column order
+    /// is then the first-appearance order of a sequential read, whatever the chunking.
+    pub(crate) fn merge(&mut self, chunk: &ChunkSchema) -> Result<()> {
+        // Local node → global node; parents always precede children in the local trie.
+        let mut map = vec![ROOT; chunk.trie.len()];
+        for local in 1..chunk.trie.len() {
+            let (parent, seg) = chunk.trie.node(local as u32);
+            let gparent = map[*parent as usize];
+            let before = self.trie.len();
+            let g = self.trie.seg(&mut self.buf, gparent, seg);
+            if g as usize == before {
+                let pname = &self.names[gparent as usize];
+                let segtext = match seg {
+                    Seg::Key(k) => k.to_string(),
+                    Seg::Index(i) => i.to_string(),
+                };
+                // flatten_json's _construct_key: no separator after an empty prefix.
+                let name = if pname.is_empty() {
+                    segtext
+                } else {
+                    format!("{pname}{}{segtext}", self.sep)
+                };
+                self.names.push(name);
+                self.node_col.push(NO_COLUMN);
+            }
+            map[local] = g;
+        }
+        for c in &chunk.columns {
+            let g = map[c.node as usize];
+            let col = self.node_col[g as usize];
+            if col == NO_COLUMN {
+                let name = &self.names[g as usize];
+                if let Some(&other) = self.by_name.get(name) {
+                    let other_node = self.columns[other as usize].node;
+                    return Err(Error::ColumnCollision {
+                        resource_type: self.resource_type.clone(),
+                        name: name.clone(),
+                        first: self.trie.display_path(other_node),
+                        second: self.trie.display_path(g),
+                    });
+                }
+                let idx = self.columns.len() as u32;
+                self.by_name.insert(name.clone(), idx);
+                self.node_col[g as usize] = idx;
+                self.columns.push(ColumnStats {
+                    node: g,
+                    ..c.clone()
+                });
+            } else {
+                let s = &mut self.columns[col as usize];
+                s.kinds |= c.kinds;
+                s.non_null += c.non_null;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn name(&self, col: usize) -> &str {
+        &self.names[self.columns[col].node as usize]
+    }
+
+    /// The finished columns with their types.
+    pub(crate) fn columns(&self, decimals: Decimals) -> Vec<Column> {
+        (0..self.columns.len())
+            .map(|i| {
+                let s = &self.columns[i];
+                Column {
+                    name: self.name(i).to_string(),
+                    data_type: column_type(s.kinds, decimals),
+                    non_null: s.non_null,
+                    first_seen: s.first_seen,
+                }
+            })
+            .collect()
+    }
+
+    /// The Arrow schema (all fields nullable).
+    pub(crate) fn arrow_schema(&self, decimals: Decimals) -> Arc<Schema> {
+        let fields: Vec<Field> = self
+            .columns(decimals)
+            .into_iter()
+            .map(|c| Field::new(c.name, c.data_type, true))
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The path patterns (indexes replaced by `*`) contributing most columns, for the
+    /// `--max-columns` error.
+    pub(crate) fn widest_paths(&self, top: usize) -> String {
+        let mut counts: FxHashMap<String, usize> = FxHashMap::default();
+        for c in &self.columns {
+            // Pattern: the path up to and including its first array, indexes as `*`.
+            let path = self.trie.display_path(c.node);
+            let cut = path.find('[').map_or(path.len(), |i| {
+                path[i..].find(']').map_or(path.len(), |j| i + j + 1)
+            });
+            let mut pattern = String::with_capacity(cut);
+            let mut in_index = false;
+            for ch in path[..cut].chars() {
+                match ch {
+                    '[' => {
+                        in_index = true;
+                        pattern.push_str("[*]");
+                    }
+                    ']' => in_index = false,
+                    _ if in_index => {}
+                    _ => pattern.push(ch),
+                }
+            }
+            *counts.entry(pattern).or_default() += 1;
+        }
+        let mut v: Vec<_> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.iter()
+            .take(top)
+            .map(|(p, n)| format!("{p} ({n} columns)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kind::*;
+
+    #[test]
+    fn type_policy() {
+        let f = Decimals::Float;
+        assert_eq!(column_type(INT, f), DataType::Int64);
+        assert_eq!(column_type(INT | FRAC, f), DataType::Float64);
+        assert_eq!(column_type(FRAC, f), DataType::Float64);
+        assert_eq!(column_type(FRAC, Decimals::Exact), DataType::Utf8);
+        assert_eq!(column_type(INT, Decimals::Exact), DataType::Int64);
+        assert_eq!(column_type(BOOL, f), DataType::Boolean);
+        assert_eq!(column_type(BOOL | INT, f), DataType::Utf8);
+        assert_eq!(column_type(STR | INT, f), DataType::Utf8);
+        assert_eq!(column_type(BIGINT, f), DataType::Utf8);
+        assert_eq!(column_type(BIGINT | INT, f), DataType::Utf8);
+        assert_eq!(column_type(0, f), DataType::Utf8);
+    }
+
+    #[test]
+    fn display_paths() {
+        let mut t = PathTrie::new();
+        let mut b = Vec::new();
+        let a = t.key(&mut b, ROOT, "contained");
+        let i = t.index(&mut b, a, 3);
+        let c = t.key(&mut b, i, "a.b");
+        assert_eq!(t.display_path(c), "contained[3].\"a.b\"");
+        assert_eq!(t.key(&mut b, ROOT, "contained"), a);
+    }
+}

@@ -1,0 +1,321 @@
+//! Writing a table atomically: Parquet with row groups encoded column-parallel (rayon over
+//! parquet's `ArrowColumnWriter`s), or an Arrow IPC file. Output goes to a hidden temporary
+//! file in the output directory and is renamed into place only by [`TableWriter::finish`].
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_ipc::writer::{FileWriter as IpcWriter, IpcWriteOptions};
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
+use rayon::prelude::*;
+use tempfile::TempPath;
+
+use crate::error::{Error, Result};
+
+/// Output file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// Apache Parquet (`<Type>.parquet`).
+    #[default]
+    Parquet,
+    /// Arrow IPC file format (`<Type>.arrow`), readable by pyarrow and polars without conversion.
+    Arrow,
+}
+
+impl OutputFormat {
+    /// The file extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Parquet => "parquet",
+            Self::Arrow => "arrow",
+        }
+    }
+}
+
+/// Compression codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Zstandard (default).
+    #[default]
+    Zstd,
+    /// Snappy (Parquet only).
+    Snappy,
+    /// No compression.
+    None,
+}
+
+/// How to write a table.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// File format.
+    pub format: OutputFormat,
+    /// Compression codec.
+    pub compression: Compression,
+    /// A row group is flushed when it holds this many rows…
+    pub row_group_rows: usize,
+    /// …or when the input behind it reaches this many bytes (bounds memory for wide tables).
+    pub row_group_input_bytes: u64,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            format: OutputFormat::Parquet,
+            compression: Compression::Zstd,
+            row_group_rows: 128 * 1024,
+            row_group_input_bytes: 128 << 20,
+        }
+    }
+}
+
+enum Sink {
+    Parquet {
+        file: SerializedFileWriter<BufWriter<File>>,
+        factory: ArrowRowGroupWriterFactory,
+        row_groups: usize,
+    },
+    Arrow(IpcWriter<BufWriter<File>>),
+}
+
+/// Writes record batches of one schema to `<dir>/<name>.<ext>`, atomically.
+pub struct TableWriter {
+    sink: Sink,
+    schema: SchemaRef,
+    temp: TempPath,
+    path: PathBuf,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    pending_bytes: u64,
+    rows: u64,
+    opts: WriteOptions,
+}
+
+impl std::fmt::Debug for TableWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableWriter")
+            .field("path", &self.path)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableWriter {
+    /// Starts `path` (written under a temporary name in the same directory until
+    /// [`finish`](Self::finish)). `metadata` goes into the file's key-value metadata.
+    pub fn create(
+        path: &Path,
+        schema: SchemaRef,
+        opts: &WriteOptions,
+        metadata: &[(String, String)],
+    ) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let werr = |source| Error::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(werr)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(werr)?;
+        let (file, temp) = temp.into_parts();
+        let out = BufWriter::with_capacity(1 << 20, file);
+        let sink = match opts.format {
+            OutputFormat::Parquet => {
+                let codec = match opts.compression {
+                    Compression::Zstd => PqCompression::ZSTD(ZstdLevel::default()),
+                    Compression::Snappy => PqCompression::SNAPPY,
+                    Compression::None => PqCompression::UNCOMPRESSED,
+                };
+                let kv = metadata
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                    .collect();
+                let props = WriterProperties::builder()
+                    .set_compression(codec)
+                    .set_statistics_enabled(EnabledStatistics::Page)
+                    .set_created_by(format!("flatfhir version {}", env!("CARGO_PKG_VERSION")))
+                    .set_key_value_metadata(Some(kv))
+                    .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
+                    .build();
+                let pq = |source| Error::Parquet {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                let writer =
+                    ArrowWriter::try_new(out, Arc::clone(&schema), Some(props)).map_err(pq)?;
+                let (file, factory) = writer.into_serialized_writer().map_err(pq)?;
+                Sink::Parquet {
+                    file,
+                    factory,
+                    row_groups: 0,
+                }
+            }
+            OutputFormat::Arrow => {
+                let ipc_opts = match opts.compression {
+                    Compression::Zstd => IpcWriteOptions::default()
+                        .try_with_compression(Some(arrow_ipc::CompressionType::ZSTD))
+                        .map_err(|source| Error::Arrow {
+                            path: path.to_path_buf(),
+                            source,
+                        })?,
+                    Compression::None => IpcWriteOptions::default(),
+                    Compression::Snappy => {
+                        return Err(Error::Options(
+                            "Arrow IPC files support --compression zstd or none, not snappy".into(),
+                        ));
+                    }
+                };
+                let with_meta = schema.as_ref().clone().with_metadata(
+                    metadata
+                        .iter()
+                        .cloned()
+                        .collect::<std::collections::HashMap<_, _>>(),
+                );
+                let w = IpcWriter::try_new_with_options(out, &with_meta, ipc_opts).map_err(
+                    |source| Error::Arrow {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                )?;
+                Sink::Arrow(w)
+            }
+        };
+        Ok(Self {
+            sink,
+            schema,
+            temp,
+            path: path.to_path_buf(),
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            rows: 0,
+            opts: opts.clone(),
+        })
+    }
+
+    /// Queues a batch; `input_bytes` is the size of the input it came from, for the row-group
+    /// memory bound. Full row groups are encoded and written.
+    pub fn write(&mut self, batch: &RecordBatch, input_bytes: u64) -> Result<()> {
+        let limit = self.opts.row_group_rows.max(1);
+        let total = batch.num_rows();
+        let mut offset = 0;
+        while offset < total {
+            let take = (limit - self.pending_rows).min(total - offset);
+            let share = input_bytes * take as u64 / total.max(1) as u64;
+            self.pending.push(batch.slice(offset, take));
+            self.pending_rows += take;
+            self.pending_bytes += share;
+            offset += take;
+            if self.pending_rows >= limit || self.pending_bytes >= self.opts.row_group_input_bytes {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes and writes the queued rows as one row group.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending_rows == 0 {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.rows += self.pending_rows as u64;
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        let pq = |source| Error::Parquet {
+            path: self.path.clone(),
+            source,
+        };
+        match &mut self.sink {
+            Sink::Parquet {
+                file,
+                factory,
+                row_groups,
+            } => {
+                let writers = factory.create_column_writers(*row_groups).map_err(pq)?;
+                let fields = self.schema.fields();
+                // Columns are independent: encode and compress them in parallel.
+                let chunks: Vec<ArrowColumnChunk> = writers
+                    .into_par_iter()
+                    .enumerate()
+                    .map(|(i, mut w)| {
+                        for batch in &pending {
+                            for leaf in compute_leaves(&fields[i], batch.column(i))? {
+                                w.write(&leaf)?;
+                            }
+                        }
+                        w.close()
+                    })
+                    .collect::<parquet::errors::Result<_>>()
+                    .map_err(pq)?;
+                let mut rg = file.next_row_group().map_err(pq)?;
+                for chunk in chunks {
+                    chunk.append_to_row_group(&mut rg).map_err(pq)?;
+                }
+                rg.close().map_err(pq)?;
+                *row_groups += 1;
+            }
+            Sink::Arrow(w) => {
+                for batch in &pending {
+                    w.write(batch).map_err(|source| Error::Arrow {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows written (or queued) so far.
+    pub fn rows(&self) -> u64 {
+        self.rows + self.pending_rows as u64
+    }
+
+    /// Flushes, closes and renames the file into place; returns its final path and size.
+    pub fn finish(mut self) -> Result<(PathBuf, u64)> {
+        self.flush()?;
+        let path = self.path.clone();
+        let werr = |source| Error::Write {
+            path: path.clone(),
+            source,
+        };
+        let file = match self.sink {
+            Sink::Parquet { file, .. } => file.into_inner().map_err(|source| Error::Parquet {
+                path: path.clone(),
+                source,
+            })?,
+            Sink::Arrow(mut w) => {
+                w.finish().map_err(|source| Error::Arrow {
+                    path: path.clone(),
+                    source,
+                })?;
+                w.into_inner().map_err(|source| Error::Arrow {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+        };
+        let file = file.into_inner().map_err(|e| werr(e.into_error()))?;
+        file.sync_all().map_err(werr)?;
+        let size = file.metadata().map_err(werr)?.len();
+        drop(file);
+        self.temp.persist(&path).map_err(|e| werr(e.error))?;
+        Ok((path, size))
+    }
+}
