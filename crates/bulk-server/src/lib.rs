@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 mod auth;
+pub mod demo;
 mod export;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

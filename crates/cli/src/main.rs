@@ -27,6 +27,9 @@ enum Command {
     Status(Box<cmd::status::Args>),
     /// Delete the export recorded in a directory on the server.
     Cancel(Box<cmd::cancel::Args>),
+    /// Fetch and convert in one run, flattening each type as soon as it is downloaded
+    /// (`--demo` runs against a built-in server over generated sample data).
+    Export(Box<cmd::export::Args>),
 }
 
 /// Exit status for command-line usage errors (sysexits' EX_USAGE); 2 means "lines rejected".
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => cmd::fetch::run(*args),
         Command::Status(args) => cmd::status::run(*args),
         Command::Cancel(args) => cmd::cancel::run(*args),
+        Command::Export(args) => cmd::export::run(*args),
     };
     match result {
         Ok(code) => code,

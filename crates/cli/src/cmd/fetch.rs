@@ -250,7 +250,7 @@ pub(crate) struct ExportArgs {
     max_wait: Option<Duration>,
     /// Continue the export recorded in DIR: keep polling, skip complete files, resume partial ones
     #[arg(long)]
-    resume: bool,
+    pub(crate) resume: bool,
     /// DELETE the export on the server once every file is downloaded
     #[arg(long)]
     delete_on_success: bool,

@@ -3,6 +3,7 @@
 pub(crate) mod cancel;
 pub(crate) mod common;
 pub(crate) mod convert;
+pub(crate) mod export;
 pub(crate) mod fetch;
 pub(crate) mod schema;
 pub(crate) mod status;
