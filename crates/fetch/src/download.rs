@@ -145,6 +145,9 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
                         outcome_text(&text)
                     )));
                 }
+                if s == StatusCode::TOO_MANY_REQUESTS {
+                    ctx.throttle();
+                }
                 let retryable = s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error();
                 if retryable && failures < ctx.opts.timing.retries {
                     // Retry-After on 429/503 is honoured (clamped to the configured range).

@@ -176,6 +176,11 @@ pub enum Event {
         /// Files affected.
         files: usize,
     },
+    /// The server rate-limited a download (429): one fewer download runs at a time from now on.
+    Throttled {
+        /// Downloads allowed at a time now (at least 1).
+        parallel: usize,
+    },
     /// A download started.
     FileStarted {
         /// Path relative to DIR.
@@ -289,6 +294,9 @@ pub(crate) struct Ctx {
     pub(crate) log: log::EventLog,
     pub(crate) dir: PathBuf,
     observer: Arc<dyn Observer>,
+    /// Download slots; shrinks by one per 429 (Oracle Health rate-limits parallel downloads).
+    slots: Arc<tokio::sync::Semaphore>,
+    parallel: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -304,12 +312,34 @@ impl Ctx {
         self.observer.on_event(&e);
     }
 
+    /// After a 429 on a download: permanently give up one download slot, keeping at least one.
+    pub(crate) fn throttle(&self) {
+        let now = self
+            .parallel
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| {
+                (p > 1).then(|| p - 1)
+            });
+        if let Ok(before) = now {
+            let slots = Arc::clone(&self.slots);
+            // The slot may be busy now: take it when it frees up, and never give it back.
+            tokio::spawn(async move {
+                if let Ok(p) = slots.acquire_owned().await {
+                    p.forget();
+                }
+            });
+            self.observe(Event::Throttled {
+                parallel: before - 1,
+            });
+        }
+    }
+
     fn new(
         conn: Connection,
         dir: &Path,
         kickoff: KickoffParams,
         max_line_bytes: usize,
         observer: Arc<dyn Observer>,
+        parallel: usize,
     ) -> Result<Self> {
         let http = http::Http::new(conn.ca_cert.as_deref(), &conn.headers)?;
         let auth = auth::Authenticator::new(
@@ -331,6 +361,8 @@ impl Ctx {
             log: log::EventLog::open(dir)?,
             dir: dir.to_owned(),
             observer,
+            slots: Arc::new(tokio::sync::Semaphore::new(parallel.max(1))),
+            parallel: std::sync::atomic::AtomicUsize::new(parallel.max(1)),
         })
     }
 }
@@ -371,7 +403,6 @@ struct Run {
     job: Mutex<JobState>,
     manifests_final: AtomicBool,
     types_announced: Mutex<HashSet<String>>,
-    sem: tokio::sync::Semaphore,
 }
 
 impl Run {
@@ -463,7 +494,8 @@ impl Run {
 /// Download file `i`; `Some(i)` when its link looked expired and a re-poll may help.
 async fn run_one(run: Arc<Run>, i: usize, expired_is_final: bool) -> Result<Option<usize>> {
     let _permit = run
-        .sem
+        .ctx
+        .slots
         .acquire()
         .await
         .map_err(|_| Error::Job("semaphore closed".into()))?;
@@ -563,7 +595,14 @@ pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary
         },
     };
     let fhir_url = opts.conn.fhir_url.clone();
-    let ctx = Ctx::new(opts.conn, &dir, opts.kickoff, opts.max_line_bytes, observer)?;
+    let ctx = Ctx::new(
+        opts.conn,
+        &dir,
+        opts.kickoff,
+        opts.max_line_bytes,
+        observer,
+        opts.parallel,
+    )?;
 
     let status_url = if let Some(s) = &job.status_url {
         let u = Url::parse(s).map_err(|e| Error::Job(format!("job state: bad status URL: {e}")))?;
@@ -589,7 +628,6 @@ pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary
         job: Mutex::new(job),
         manifests_final: AtomicBool::new(!polling),
         types_announced: Mutex::new(HashSet::new()),
-        sem: tokio::sync::Semaphore::new(opts.parallel.max(1)),
     });
     let mut tasks = tokio::task::JoinSet::new();
     if polling {
@@ -819,6 +857,7 @@ fn job_and_ctx(dir: &Path, conn: Connection) -> Result<(JobState, Url, Ctx)> {
         KickoffParams::default(),
         DEFAULT_MAX_LINE_BYTES,
         Arc::new(|_: &Event| {}),
+        1,
     )?;
     ctx.log
         .set_export_id(RedactedUrl::new(status.clone()).redacted());

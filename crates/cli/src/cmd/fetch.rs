@@ -479,6 +479,11 @@ impl flatfhir_fetch::Observer for Display {
             Event::Repolling { files } => self.println(&format!(
                 "{files} link(s) failed; asking the server for fresh ones"
             )),
+            Event::Throttled { parallel } => {
+                self.println(&format!(
+                    "rate-limited: now {parallel} download(s) at a time"
+                ));
+            }
             Event::FileStarted { .. } => {}
             Event::Bytes(n) => {
                 if let Some(b) = &self.bar {

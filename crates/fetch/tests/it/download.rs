@@ -240,3 +240,29 @@ async fn wrong_resource_type_is_caught() {
         s.failed
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_downloads_lower_the_parallelism() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.rate_limit_downloads = Some(flatfhir_bulk_server::RetryAfter::Seconds(0));
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(&server, out.path());
+    o.parallel = 4;
+    let events = Events::default();
+    let s = flatfhir_fetch::fetch(o, events.observer()).await.unwrap();
+    assert_eq!(s.resources, 15);
+    let levels: Vec<usize> = events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            flatfhir_fetch::Event::Throttled { parallel } => Some(*parallel),
+            _ => None,
+        })
+        .collect();
+    // Six 429s (one per file) take 4 slots down to the floor of 1, never below.
+    assert_eq!(levels, [3, 2, 1]);
+}
