@@ -105,6 +105,33 @@ pub struct Faults {
     pub signed_urls: bool,
 }
 
+/// A certificate chain and key (PEM) to serve the FHIR listener over HTTPS.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Tls {
+    /// Leaf certificate first, then intermediates.
+    pub cert_chain_pem: String,
+    /// PKCS#8 private key.
+    pub key_pem: String,
+}
+
+impl Tls {
+    /// A chain and key.
+    #[must_use]
+    pub fn new(cert_chain_pem: String, key_pem: String) -> Self {
+        Self {
+            cert_chain_pem,
+            key_pem,
+        }
+    }
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls { .. }")
+    }
+}
+
 /// Server configuration.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -129,6 +156,8 @@ pub struct Config {
     pub gzip: Gzip,
     /// Fault switches.
     pub faults: Faults,
+    /// Serve the FHIR listener over HTTPS (the other host stays plain HTTP).
+    pub tls: Option<Tls>,
 }
 
 impl Config {
@@ -145,6 +174,7 @@ impl Config {
             page_size: None,
             gzip: Gzip::Off,
             faults: Faults::default(),
+            tls: None,
         }
     }
 }
@@ -214,6 +244,9 @@ pub enum Error {
     /// Binding a listener failed.
     #[error("binding 127.0.0.1: {0}")]
     Bind(#[source] std::io::Error),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS setup: {0}")]
+    Tls(String),
 }
 
 impl TestServer {
@@ -230,9 +263,11 @@ impl TestServer {
             .map_err(Error::Bind)?;
         let main_port = main.local_addr().map_err(Error::Bind)?.port();
         let other_port = other.local_addr().map_err(Error::Bind)?.port();
+        let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared {
             config,
-            origin: format!("http://127.0.0.1:{main_port}"),
+            origin: format!("{scheme}://127.0.0.1:{main_port}"),
             other_origin: format!("http://localhost:{other_port}"),
             state: Mutex::new(State::default()),
         });
@@ -240,7 +275,12 @@ impl TestServer {
         let r2 = router.clone();
         let tasks = vec![
             tokio::spawn(async move {
-                let _ = axum::serve(main, router).await;
+                match acceptor {
+                    Some(acceptor) => serve_tls(main, router, acceptor).await,
+                    None => {
+                        let _ = axum::serve(main, router).await;
+                    }
+                }
             }),
             tokio::spawn(async move {
                 let _ = axum::serve(other, r2).await;
@@ -294,6 +334,46 @@ impl TestServer {
             .values()
             .filter(|j| !j.deleted)
             .count()
+    }
+}
+
+fn tls_acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, Error> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(tls.cert_chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Tls(format!("certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes())
+        .map_err(|e| Error::Tls(format!("key: {e}")))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            // A failed handshake (e.g. a client that does not trust the CA) just drops the connection.
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+        });
     }
 }
 

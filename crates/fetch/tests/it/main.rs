@@ -6,3 +6,4 @@ mod kickoff;
 mod poll;
 mod resume;
 mod support;
+mod tls;
