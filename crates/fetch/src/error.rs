@@ -54,12 +54,13 @@ pub enum Error {
         message: String,
     },
     /// A request could not be sent or its response not read.
-    #[error("request to {url} failed: {source}")]
+    #[error("request to {url} failed: {cause}")]
     Http {
         /// Request URL.
         url: RedactedUrl,
-        /// Cause (without the URL, which may be signed).
-        source: reqwest::Error,
+        /// The whole cause chain as text (reqwest hides the useful part, e.g. "invalid peer
+        /// certificate", in its sources), without the URL, which may be signed.
+        cause: String,
     },
     /// The kick-off request was refused.
     #[error("export kick-off at {url} failed: HTTP {status}: {message}")]
@@ -142,7 +143,7 @@ impl Error {
         // reqwest puts the URL (query included) in its Display; ours is redacted instead.
         Error::Http {
             url: RedactedUrl::new(url.clone()),
-            source: e.without_url(),
+            cause: cause_chain(&e.without_url()),
         }
     }
 
@@ -152,4 +153,20 @@ impl Error {
             source,
         }
     }
+}
+
+/// `e` and its sources joined by ": ", skipping a part its predecessor already ends with
+/// (hyper and reqwest repeat themselves).
+fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !out.ends_with(&part) {
+            out.push_str(": ");
+            out.push_str(&part);
+        }
+        source = s.source();
+    }
+    out
 }
