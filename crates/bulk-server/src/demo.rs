@@ -1,5 +1,5 @@
 //! The demo: a seeded generator of realistic synthetic FHIR R4 resources (Patient, Encounter,
-//! Observation with value[x] variety, Condition, ExplanationOfBenefit with nested arrays,
+//! Observation with `value[x]` variety, Condition, ExplanationOfBenefit with nested arrays,
 //! extensions and primitive extensions), and a throw-away ES384 key pair for the demo client.
 //! All names, codes and values are made up here; nothing is copied from any real dataset.
 
