@@ -119,3 +119,38 @@ async fn delete_on_success_and_type_completion_events() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_giving_up_keeps_polling_the_same_export() {
+    let data = data_dir();
+    let server = TestServer::start(config(data.path())).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // Give up at once: kicked off, never polled (as if killed right after the kick-off).
+    let mut o = options(&server, out.path());
+    o.conn.timing.give_up_after = Some(std::time::Duration::ZERO);
+    assert!(matches!(
+        run(o).await,
+        Err(flatfhir_fetch::Error::Timeout(_))
+    ));
+    assert_eq!(
+        JobState::load(out.path()).unwrap().unwrap().phase,
+        Phase::Polling
+    );
+    let mut o = options(&server, out.path());
+    o.resume = true;
+    let s = run(o).await.unwrap();
+    assert_eq!(s.resources, 15);
+    assert_standard_output(out.path());
+    assert_eq!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("$export"))
+            .count(),
+        1
+    );
+    assert_eq!(
+        JobState::load(out.path()).unwrap().unwrap().phase,
+        Phase::Complete
+    );
+}
