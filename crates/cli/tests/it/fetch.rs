@@ -222,3 +222,84 @@ fn help_names_the_secret_environment_variables() {
                 .and(predicate::str::contains("Exit codes")),
         );
 }
+
+#[test]
+fn ctrl_c_leaves_a_resumable_directory() {
+    let env = start(|c| {
+        c.lines_per_file = 1;
+        c.faults.slow_chunks = Some(std::time::Duration::from_millis(300));
+    });
+    let out = tempfile::tempdir().unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("flatfhir");
+    let mut child = std::process::Command::new(&bin)
+        .args([
+            "fetch",
+            "--min-wait",
+            "5ms",
+            "--max-poll-wait",
+            "50ms",
+            "--parallel",
+            "1",
+            "-q",
+        ])
+        .args([
+            "--fhir-url",
+            &env.server().base_url(),
+            "--client-id",
+            "cli-client",
+            "--kid",
+            "test-ec",
+        ])
+        .arg("--private-key")
+        .arg(keys().join("ec.pkcs8.pem"))
+        .arg("--out")
+        .arg(out.path())
+        .env_remove("FLATFHIR_PRIVATE_KEY")
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until downloads have started, then interrupt.
+    let started = std::time::Instant::now();
+    while !env
+        .server()
+        .requests()
+        .iter()
+        .any(|r| r.path.starts_with("/files/"))
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "downloads never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(130));
+    let finished = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".ndjson") && n != "log.ndjson"
+        })
+        .count();
+    assert!(finished < 7, "the interrupt came too late to test anything");
+
+    env.fetch(out.path()).arg("--resume").assert().success();
+    for n in 1..=4 {
+        assert!(out.path().join(format!("{n}.Patient.ndjson")).exists());
+    }
+    for n in 1..=3 {
+        assert!(out.path().join(format!("{n}.Observation.ndjson")).exists());
+    }
+    let kickoffs = env
+        .server()
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("$export"))
+        .count();
+    assert_eq!(kickoffs, 1);
+}
