@@ -450,6 +450,8 @@ where
     let batch_len = rayon::current_num_threads().max(1) * 2;
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(batch_len);
+        // Spent chunk buffers go back to the reader for reuse.
+        let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
         let spill = rejects.map(|r| Arc::clone(&r.spill));
         scope.spawn(move || {
             for (i, f) in files.iter().enumerate() {
@@ -473,6 +475,9 @@ where
                 let counter = reader.bytes_read();
                 let mut reported = 0;
                 loop {
+                    while let Ok(buf) = returned.try_recv() {
+                        reader.recycle(buf);
+                    }
                     let next = reader.next_chunk();
                     let now = counter.load(Ordering::Relaxed);
                     progress.advance(now - reported);
@@ -509,6 +514,9 @@ where
             let results: Vec<T> = batch.par_iter().map(|c| process(c.file, c)).collect();
             for (c, r) in batch.iter().zip(results) {
                 consume(c, r)?;
+            }
+            for c in batch.drain(..) {
+                let _ = give_back.send(c.data);
             }
         }
         Ok(())
@@ -662,6 +670,7 @@ impl RejectSink {
             let f = w.into_inner().map_err(|e| werr(path, e.into_error()))?;
             f.sync_all().map_err(|e| werr(path, e))?;
             tmp.persist(path).map_err(|e| werr(path, e.error))?;
+            crate::writer::publish_permissions(path).map_err(|e| werr(path, e))?;
         }
         let _ = files.count;
         Ok(Some(lines_path))

@@ -84,6 +84,8 @@ pub(crate) struct SchemaPass {
     node_col: Vec<u32>,
     /// Last line sequence number that entered each node, to catch duplicate keys.
     node_seen: Vec<u64>,
+    /// Per node: position of the key child expected next (see `PathTrie::get_key`).
+    hints: Vec<u32>,
     columns: Vec<ColumnStats>,
     stack: Vec<u32>,
     buf: Vec<u8>,
@@ -102,6 +104,7 @@ impl SchemaPass {
             trie: PathTrie::new(),
             node_col: vec![NO_COLUMN],
             node_seen: vec![0],
+            hints: vec![0],
             columns: Vec::new(),
             stack: vec![ROOT],
             buf: Vec::new(),
@@ -125,6 +128,7 @@ impl SchemaPass {
         self.at = at;
         self.updates.clear();
         self.stack.truncate(1);
+        self.hints[ROOT as usize] = 0;
         let cols_before = self.columns.len();
         let mut scratch = std::mem::take(&mut self.scratch);
         let walked = scan::walk(text, self, &mut scratch);
@@ -158,7 +162,9 @@ impl SchemaPass {
         if n >= self.node_col.len() {
             self.node_col.push(NO_COLUMN);
             self.node_seen.push(0);
+            self.hints.push(0);
         }
+        self.hints[n] = 0;
         if self.node_seen[n] == self.seq {
             return Err(format!(
                 "duplicate key {} in one object (JSON readers keep only the last value; fix the source)",
@@ -179,7 +185,9 @@ impl Visitor for SchemaPass {
         }
         self.types.enter(depth, key);
         let parent = *self.stack.last().unwrap_or(&ROOT);
-        let node = self.trie.key(&mut self.buf, parent, key);
+        let node = self
+            .trie
+            .key(&mut self.buf, parent, key, &mut self.hints[parent as usize]);
         self.enter(node)?;
         Ok(true)
     }
@@ -187,7 +195,7 @@ impl Visitor for SchemaPass {
     #[inline]
     fn enter_index(&mut self, index: usize) -> Result<(), String> {
         let parent = *self.stack.last().unwrap_or(&ROOT);
-        let node = self.trie.index(&mut self.buf, parent, index as u32);
+        let node = self.trie.index(parent, index as u32);
         self.enter(node)
     }
 
@@ -304,6 +312,7 @@ pub(crate) struct RowPass<'s> {
     columns: Vec<Option<ColumnBuffer>>,
     stack: Vec<u32>,
     buf: Vec<u8>,
+    hints: Vec<u32>,
     row: usize,
     exclude: &'s [String],
     scratch: String,
@@ -321,6 +330,7 @@ impl<'s> RowPass<'s> {
             columns: (0..arrow.fields().len()).map(|_| None).collect(),
             stack: vec![ROOT],
             buf: Vec::new(),
+            hints: vec![0; schema.trie.len()],
             row: 0,
             exclude,
             scratch: String::new(),
@@ -330,6 +340,7 @@ impl<'s> RowPass<'s> {
     /// Appends one line (already accepted by the schema pass) as a row.
     pub(crate) fn line(&mut self, text: &str) -> Result<(), String> {
         self.stack.truncate(1);
+        self.hints[ROOT as usize] = 0;
         let mut scratch = std::mem::take(&mut self.scratch);
         let r = scan::walk(text, self, &mut scratch);
         self.scratch = scratch;
@@ -367,11 +378,13 @@ impl Visitor for RowPass<'_> {
             return Ok(false);
         }
         let parent = *self.stack.last().unwrap_or(&ROOT);
+        let hint = &mut self.hints[parent as usize];
         let node = self
             .schema
             .trie
-            .get_key(&mut self.buf, parent, key)
+            .get_key(&mut self.buf, parent, key, hint)
             .ok_or_else(changed)?;
+        self.hints[node as usize] = 0;
         self.stack.push(node);
         Ok(true)
     }
@@ -382,8 +395,9 @@ impl Visitor for RowPass<'_> {
         let node = self
             .schema
             .trie
-            .get_index(&mut self.buf, parent, index as u32)
+            .get_index(parent, index as u32)
             .ok_or_else(changed)?;
+        self.hints[node as usize] = 0;
         self.stack.push(node);
         Ok(())
     }

@@ -111,6 +111,7 @@ pub struct LineReader {
     eof: bool,
     overlong_sink: Option<OverlongSink>,
     read_bytes: Arc<AtomicU64>,
+    spare: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for LineReader {
@@ -177,6 +178,7 @@ impl LineReader {
             eof: false,
             overlong_sink: None,
             read_bytes,
+            spare: Vec::new(),
         })
     }
 
@@ -205,20 +207,14 @@ impl LineReader {
     /// Reads into `buf` until it holds at least `want` bytes or the input ends.
     fn fill(&mut self, buf: &mut Vec<u8>, want: usize) -> Result<()> {
         while !self.eof && buf.len() < want {
-            let old = buf.len();
-            buf.resize(want, 0);
-            let n = loop {
-                match self.src.read(&mut buf[old..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        buf.truncate(old);
-                        return Err(self.err(e));
-                    }
-                }
-            };
-            buf.truncate(old + n);
-            if n == 0 {
+            let need = want - buf.len();
+            buf.reserve(need);
+            // `read_to_end` on a `take` fills spare capacity without zeroing it first.
+            let n = Read::by_ref(&mut self.src)
+                .take(need as u64)
+                .read_to_end(buf)
+                .map_err(|e| self.err(e))?;
+            if n < need {
                 self.eof = true;
             }
         }
@@ -231,17 +227,25 @@ impl LineReader {
         Ok(())
     }
 
+    /// Gives back a chunk's buffer for reuse, so steady-state reading allocates nothing.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < 4 {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
     /// The next chunk of whole lines, or `None` at the end of the file.
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
         let mut overlong = Vec::new();
-        let mut buf = std::mem::take(&mut self.carry);
+        let mut buf = self.take_buffer();
         let mut want = self.opts.chunk_bytes.max(buf.len() + 1);
         loop {
             self.fill(&mut buf, want)?;
             if let Some(last_nl) = memchr::memrchr(b'\n', &buf) {
-                let carry = buf[last_nl + 1..].to_vec();
+                self.carry.clear();
+                self.carry.extend_from_slice(&buf[last_nl + 1..]);
                 buf.truncate(last_nl + 1);
-                self.carry = carry;
                 return Ok(Some(self.make_chunk(buf, overlong)));
             }
             if self.eof {
@@ -256,7 +260,7 @@ impl LineReader {
                 let len = self.skip_overlong(buf)?;
                 overlong.push(Overlong { number, len });
                 self.next_line += 1;
-                buf = std::mem::take(&mut self.carry);
+                buf = self.take_buffer();
                 want = self.opts.chunk_bytes.max(buf.len() + 1);
                 if self.eof && buf.is_empty() {
                     return Ok(Some(self.make_chunk(Vec::new(), overlong)));
@@ -268,6 +272,15 @@ impl LineReader {
                     .max(buf.len() + 1);
             }
         }
+    }
+
+    /// A buffer for the next chunk, starting with the carried-over partial line.
+    fn take_buffer(&mut self) -> Vec<u8> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(&self.carry);
+        self.carry.clear();
+        buf
     }
 
     fn make_chunk(&mut self, data: Vec<u8>, overlong: Vec<Overlong>) -> Chunk {
@@ -310,7 +323,8 @@ impl LineReader {
                 if let Some(sink) = self.overlong_sink.as_mut() {
                     sink(number, piece, true).map_err(sink_err)?;
                 }
-                self.carry = buf[nl + 1..].to_vec();
+                self.carry.clear();
+                self.carry.extend_from_slice(&buf[nl + 1..]);
                 return Ok(len);
             }
             len += buf.len() as u64;

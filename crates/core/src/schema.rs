@@ -65,36 +65,46 @@ pub(crate) enum Seg {
     Index(u32),
 }
 
-/// Interns JSON paths as a trie: (parent node, segment) → node. Lookups hash a short key built
-/// in a caller-provided buffer, so a frozen trie can be shared by threads.
+/// Marks an absent child in [`PathTrie`]'s index lists.
+const NONE: u32 = u32::MAX;
+
+/// Interns JSON paths as a trie: (parent node, segment) → node.
+///
+/// Lookups are cheap on FHIR data because resources of a type repeat their key order: each
+/// node keeps its key children in insertion order, and the caller's per-node `hint` points at
+/// the child expected next, so most lookups are one string comparison. Misses fall back to a
+/// short linear scan or a hash map. Array elements are a direct index. A frozen trie is read
+/// by many threads, each with its own hints.
 #[derive(Debug, Clone)]
 pub(crate) struct PathTrie {
     map: FxHashMap<Box<[u8]>, u32>,
     nodes: Vec<(u32, Seg)>,
+    /// Per node: key children in insertion order.
+    keys: Vec<Vec<(Box<str>, u32)>>,
+    /// Per node: position in its parent's `keys`.
+    pos: Vec<u32>,
+    /// Per node: index children (`NONE` where absent).
+    idx: Vec<Vec<u32>>,
 }
 
-#[inline]
-fn key_bytes<'b>(buf: &'b mut Vec<u8>, parent: u32, key: Option<&str>, index: u32) -> &'b [u8] {
+fn map_key<'b>(buf: &'b mut Vec<u8>, parent: u32, key: &str) -> &'b [u8] {
     buf.clear();
     buf.extend_from_slice(&parent.to_le_bytes());
-    match key {
-        Some(k) => {
-            buf.push(0);
-            buf.extend_from_slice(k.as_bytes());
-        }
-        None => {
-            buf.push(1);
-            buf.extend_from_slice(&index.to_le_bytes());
-        }
-    }
+    buf.extend_from_slice(key.as_bytes());
     buf
 }
+
+/// Below this many key children a miss scans linearly instead of hashing.
+const LINEAR_MAX: usize = 12;
 
 impl PathTrie {
     pub(crate) fn new() -> Self {
         Self {
             map: FxHashMap::default(),
             nodes: vec![(ROOT, Seg::Index(0))],
+            keys: vec![Vec::new()],
+            pos: vec![0],
+            idx: vec![Vec::new()],
         }
     }
 
@@ -106,48 +116,87 @@ impl PathTrie {
         &self.nodes[id as usize]
     }
 
+    /// Finds key child `key` of `parent`; `hint` is the caller's guess of its position and is
+    /// moved past the match.
     #[inline]
-    pub(crate) fn get_key(&self, buf: &mut Vec<u8>, parent: u32, key: &str) -> Option<u32> {
-        self.map.get(key_bytes(buf, parent, Some(key), 0)).copied()
+    pub(crate) fn get_key(
+        &self,
+        buf: &mut Vec<u8>,
+        parent: u32,
+        key: &str,
+        hint: &mut u32,
+    ) -> Option<u32> {
+        let kids = &self.keys[parent as usize];
+        let h = *hint as usize;
+        if let Some((k, id)) = kids.get(h)
+            && **k == *key
+        {
+            *hint = h as u32 + 1;
+            return Some(*id);
+        }
+        let found = if kids.len() <= LINEAR_MAX {
+            kids.iter().position(|(k, _)| **k == *key)
+        } else {
+            self.map
+                .get(map_key(buf, parent, key))
+                .map(|&id| self.pos[id as usize] as usize)
+        };
+        found.map(|p| {
+            *hint = p as u32 + 1;
+            kids[p].1
+        })
     }
 
     #[inline]
-    pub(crate) fn get_index(&self, buf: &mut Vec<u8>, parent: u32, index: u32) -> Option<u32> {
-        self.map.get(key_bytes(buf, parent, None, index)).copied()
+    pub(crate) fn get_index(&self, parent: u32, index: u32) -> Option<u32> {
+        self.idx[parent as usize]
+            .get(index as usize)
+            .copied()
+            .filter(|&id| id != NONE)
     }
 
     #[inline]
-    pub(crate) fn key(&mut self, buf: &mut Vec<u8>, parent: u32, key: &str) -> u32 {
-        if let Some(id) = self.get_key(buf, parent, key) {
+    pub(crate) fn key(&mut self, buf: &mut Vec<u8>, parent: u32, key: &str, hint: &mut u32) -> u32 {
+        if let Some(id) = self.get_key(buf, parent, key, hint) {
             return id;
         }
-        self.insert(buf, parent, Seg::Key(key.into()))
+        let id = self.push(parent, Seg::Key(key.into()));
+        let kids = &mut self.keys[parent as usize];
+        self.pos[id as usize] = kids.len() as u32;
+        kids.push((key.into(), id));
+        *hint = kids.len() as u32;
+        self.map.insert(map_key(buf, parent, key).into(), id);
+        id
     }
 
     #[inline]
-    pub(crate) fn index(&mut self, buf: &mut Vec<u8>, parent: u32, index: u32) -> u32 {
-        if let Some(id) = self.get_index(buf, parent, index) {
+    pub(crate) fn index(&mut self, parent: u32, index: u32) -> u32 {
+        if let Some(id) = self.get_index(parent, index) {
             return id;
         }
-        self.insert(buf, parent, Seg::Index(index))
+        let id = self.push(parent, Seg::Index(index));
+        let list = &mut self.idx[parent as usize];
+        if list.len() <= index as usize {
+            list.resize(index as usize + 1, NONE);
+        }
+        list[index as usize] = id;
+        id
     }
 
     /// Finds or adds `seg` under `parent`.
     pub(crate) fn seg(&mut self, buf: &mut Vec<u8>, parent: u32, seg: &Seg) -> u32 {
         match seg {
-            Seg::Key(k) => self.key(buf, parent, k),
-            Seg::Index(i) => self.index(buf, parent, *i),
+            Seg::Key(k) => self.key(buf, parent, k, &mut 0),
+            Seg::Index(i) => self.index(parent, *i),
         }
     }
 
-    fn insert(&mut self, buf: &mut Vec<u8>, parent: u32, seg: Seg) -> u32 {
+    fn push(&mut self, parent: u32, seg: Seg) -> u32 {
         let id = self.nodes.len() as u32;
-        let k = match &seg {
-            Seg::Key(k) => key_bytes(buf, parent, Some(k), 0),
-            Seg::Index(i) => key_bytes(buf, parent, None, *i),
-        };
-        self.map.insert(k.into(), id);
         self.nodes.push((parent, seg));
+        self.keys.push(Vec::new());
+        self.pos.push(0);
+        self.idx.push(Vec::new());
         id
     }
 
@@ -406,13 +455,37 @@ mod tests {
     }
 
     #[test]
+    fn lookups_with_and_without_hints() {
+        let mut t = PathTrie::new();
+        let mut b = Vec::new();
+        let names: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        let ids: Vec<u32> = names
+            .iter()
+            .map(|n| t.key(&mut b, ROOT, n, &mut 0))
+            .collect();
+        for hint_start in [0, 7, 39, 1000] {
+            for (n, id) in names.iter().zip(&ids).rev() {
+                let mut h = hint_start;
+                assert_eq!(t.get_key(&mut b, ROOT, n, &mut h), Some(*id));
+            }
+        }
+        let mut h = 0;
+        for (n, id) in names.iter().zip(&ids) {
+            assert_eq!(t.get_key(&mut b, ROOT, n, &mut h), Some(*id));
+        }
+        assert_eq!(t.get_key(&mut b, ROOT, "nope", &mut 0), None);
+        assert_eq!(t.get_key(&mut b, ids[0], "k1", &mut 0), None);
+    }
+
+    #[test]
     fn display_paths() {
         let mut t = PathTrie::new();
         let mut b = Vec::new();
-        let a = t.key(&mut b, ROOT, "contained");
-        let i = t.index(&mut b, a, 3);
-        let c = t.key(&mut b, i, "a.b");
+        let a = t.key(&mut b, ROOT, "contained", &mut 0);
+        let i = t.index(a, 3);
+        let c = t.key(&mut b, i, "a.b", &mut 0);
         assert_eq!(t.display_path(c), "contained[3].\"a.b\"");
-        assert_eq!(t.key(&mut b, ROOT, "contained"), a);
+        assert_eq!(t.key(&mut b, ROOT, "contained", &mut 5), a);
+        assert_eq!(t.get_index(a, 2), None);
     }
 }

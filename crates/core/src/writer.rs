@@ -316,6 +316,20 @@ impl TableWriter {
         let size = file.metadata().map_err(werr)?.len();
         drop(file);
         self.temp.persist(&path).map_err(|e| werr(e.error))?;
+        publish_permissions(&path).map_err(werr)?;
         Ok((path, size))
     }
+}
+
+/// Temporary files are created private (0600); a finished output is an ordinary file that the
+/// rest of the team's tools can read.
+pub(crate) fn publish_permissions(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }

@@ -1,4 +1,8 @@
 //! Integration tests of the `flatfhir` binary: one test binary, one module per subcommand.
 
+mod support;
+
+mod convert;
 mod export;
 mod fetch;
+mod schema;

@@ -1,0 +1,76 @@
+//! `flatfhir schema`: union schema per type, as a table and as JSON.
+
+use serde_json::Value;
+
+use crate::support::{fixture, flatfhir};
+
+#[test]
+fn schema_json_lists_columns_types_counts_and_first_seen() {
+    let assert = flatfhir()
+        .args(["schema", "-q", "--json"])
+        .arg(fixture("basic"))
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    let obs = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["resource_type"] == "Observation")
+        .unwrap();
+    assert_eq!(obs["rows"], 4);
+    let col = |name: &str| {
+        obs["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let value = col("valueQuantity_value");
+    assert_eq!(value["type"], "double");
+    assert_eq!(value["non_null"], 3);
+    assert!(
+        value["first_seen"]
+            .as_str()
+            .unwrap()
+            .ends_with("Observation.ndjson:1")
+    );
+    let flag = col("valueBoolean");
+    assert_eq!(flag["type"], "bool");
+    assert!(
+        flag["first_seen"]
+            .as_str()
+            .unwrap()
+            .ends_with("Observation.ndjson:4")
+    );
+}
+
+#[test]
+fn schema_table_output() {
+    let assert = flatfhir()
+        .args(["schema", "-q"])
+        .arg(fixture("decimals"))
+        .assert()
+        .success();
+    let out = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(out.starts_with("Observation (3 rows, 3 columns)"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..3]
+                == ["valueQuantity_value", "double", "3"]),
+        "{out}"
+    );
+}
+
+#[test]
+fn schema_reports_bad_lines() {
+    let assert = flatfhir()
+        .args(["schema", "-q"])
+        .arg(fixture("bad/truncated.Patient.ndjson"))
+        .assert()
+        .code(1);
+    let err = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(err.contains("truncated.Patient.ndjson:2:"), "{err}");
+}

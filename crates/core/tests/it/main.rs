@@ -1,0 +1,3 @@
+//! Integration tests of the flatten engine as a library.
+
+mod property;
