@@ -26,7 +26,7 @@ pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 /// How to reach and authenticate with the server.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConnArgs {
-    /// FHIR base URL, e.g. https://bulk-data.smarthealthit.org/eyJ.../fhir [env: FLATFHIR_FHIR_URL]
+    /// FHIR base URL (the server's base, where `metadata` lives) [env: FLATFHIR_FHIR_URL]
     #[arg(long, env = "FLATFHIR_FHIR_URL", hide_env = true, value_name = "URL")]
     fhir_url: Option<url::Url>,
     /// Client id registered with the server [env: FLATFHIR_CLIENT_ID]
