@@ -629,7 +629,7 @@ pub(crate) fn join(base: &Url, path: &str) -> Url {
     u
 }
 
-async fn get_json(http: &Http, url: &Url) -> Result<Value, String> {
+pub(crate) async fn get_json(http: &Http, url: &Url) -> Result<Value, String> {
     let (_, resp) = http
         .send(Method::GET, url, None, |r| {
             r.header("accept", "application/json, application/fhir+json")

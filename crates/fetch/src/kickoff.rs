@@ -191,6 +191,11 @@ pub(crate) async fn kickoff(ctx: &Ctx, base: &Url) -> Result<Url> {
     } else {
         "respond-async"
     };
+    // The kickoff log event describes the server's software (as the reference client logs it),
+    // from its CapabilityStatement; best effort, a server without one still exports.
+    let cap = crate::auth::get_json(&ctx.http, &crate::auth::join(base, "metadata"))
+        .await
+        .unwrap_or(Value::Null);
     let mut reauthed = false;
     let mut attempt = 0;
     loop {
@@ -238,10 +243,10 @@ pub(crate) async fn kickoff(ctx: &Ctx, base: &Url) -> Result<Url> {
         let detail = |code: Option<u16>, body: Value| {
             json!({
                 "exportUrl": RedactedUrl::new(url.clone()).redacted(),
-                "softwareName": "flatfhir",
-                "softwareVersion": env!("CARGO_PKG_VERSION"),
-                "softwareReleaseDate": Value::Null,
-                "fhirVersion": Value::Null,
+                "softwareName": cap["software"]["name"],
+                "softwareVersion": cap["software"]["version"],
+                "softwareReleaseDate": cap["software"]["releaseDate"],
+                "fhirVersion": cap["fhirVersion"],
                 "requestParameters": request_parameters(p),
                 "errorCode": code,
                 "errorBody": body,

@@ -135,7 +135,13 @@ async fn discovery_falls_back_to_capability_statement() {
         reqs.iter()
             .any(|r| r.path.ends_with("/.well-known/smart-configuration") && r.status == 404)
     );
-    assert!(reqs.iter().any(|r| r.path.ends_with("/fhir/metadata")));
+    // Once for the kickoff log event, once more for the token endpoint.
+    assert_eq!(
+        reqs.iter()
+            .filter(|r| r.path.ends_with("/fhir/metadata"))
+            .count(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

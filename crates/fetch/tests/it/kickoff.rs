@@ -41,6 +41,15 @@ async fn full_export_layout_and_log() {
         serde_json::from_str(read(out.path(), "log.ndjson").lines().next().unwrap()).unwrap();
     assert!(first["exportId"].as_str().unwrap().contains("/jobs/"));
     assert!(first["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(first["eventId"], "kickoff");
+    assert_eq!(first["eventDetail"]["softwareName"], "flatfhir-bulk-server");
+    assert_eq!(first["eventDetail"]["fhirVersion"], "4.0.1");
+    assert!(
+        first["eventDetail"]["exportUrl"]
+            .as_str()
+            .unwrap()
+            .contains("/fhir/Patient/$export")
+    );
     let job: flatfhir_fetch::JobState =
         serde_json::from_str(&read(out.path(), flatfhir_fetch::JOB_FILE)).unwrap();
     assert_eq!(job.phase, flatfhir_fetch::Phase::Complete);
