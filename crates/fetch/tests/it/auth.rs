@@ -185,10 +185,11 @@ async fn token_expiring_mid_export_is_renewed_on_401() {
 async fn token_is_refreshed_before_expiry() {
     let data = data_dir();
     let mut cfg = config(data.path());
-    // 1-second tokens are refreshed at 80% of their life; the export takes longer than that.
-    cfg.token_lifetime = std::time::Duration::from_secs(1);
+    // 2-second tokens are refreshed at 80% of their life (1.6 s); five 600 ms downloads one
+    // after another outlast that, leaving 0.4 s of margin before a stale token would be sent.
+    cfg.token_lifetime = std::time::Duration::from_secs(2);
     cfg.polls_before_ready = 3;
-    cfg.faults.slow_chunks = Some(std::time::Duration::from_millis(400));
+    cfg.faults.slow_chunks = Some(std::time::Duration::from_millis(600));
     cfg.lines_per_file = 1;
     let server = TestServer::start(cfg).await.unwrap();
     let out = tempfile::tempdir().unwrap();
