@@ -47,6 +47,8 @@ enum Command {
     /// Fetch and convert in one run, flattening each type as soon as it is downloaded
     /// (`--demo` runs against a built-in server over generated sample data).
     Export(Box<cmd::export::Args>),
+    /// Measure the convert pipeline on your data: MB/s, rows/s, peak memory, time per stage.
+    Bench(cmd::bench::Args),
 }
 
 /// Exit status for command-line usage errors (sysexits' EX_USAGE); 2 means "lines rejected".
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cmd::status::run(*args),
         Command::Cancel(args) => cmd::cancel::run(*args),
         Command::Export(args) => cmd::export::run(*args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -124,6 +124,35 @@ pub struct TypeReport {
     pub rejected: u64,
     /// The rejected-lines file, when there is one.
     pub rejected_file: Option<PathBuf>,
+    /// Where the time went.
+    pub stages: StageTimes,
+}
+
+/// Seconds per stage of a conversion. Stages that run on several threads report CPU seconds
+/// summed over the threads, so they can add up to more than the wall-clock time.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StageTimes {
+    /// Reading and decompressing input (both passes, reader thread).
+    pub read: f64,
+    /// The schema pass: parsing every line and collecting column statistics.
+    pub schema: f64,
+    /// The writing pass: parsing again and filling column builders.
+    pub flatten: f64,
+    /// Encoding and compressing columns.
+    pub encode: f64,
+    /// Writing encoded data to the output file.
+    pub write: f64,
+}
+
+/// Nanosecond counters behind [`StageTimes`].
+#[derive(Debug, Default)]
+struct Timers {
+    read: AtomicU64,
+    process: AtomicU64,
+}
+
+fn secs(n: &AtomicU64) -> f64 {
+    n.load(Ordering::Relaxed) as f64 / 1e9
 }
 
 /// Reads the group once and returns its union schema.
@@ -134,7 +163,7 @@ pub fn infer_schema(
 ) -> Result<SchemaReport> {
     let pool = pool(opts.threads)?;
     pool.install(|| {
-        let s = schema_pass(group, opts, progress, None)?;
+        let s = schema_pass(group, opts, progress, None, &Timers::default())?;
         Ok(SchemaReport {
             resource_type: group.resource_type.clone(),
             files: group.files.iter().map(|f| f.path.clone()).collect(),
@@ -163,7 +192,8 @@ pub fn convert_group(
             OnError::Skip => Some(RejectSink::create(&opts.out_dir.join("_rejected"), rt)?),
             OnError::Fail => None,
         };
-        let pass1 = schema_pass(group, opts, progress, rejects.as_ref())?;
+        let t1 = Timers::default();
+        let pass1 = schema_pass(group, opts, progress, rejects.as_ref(), &t1)?;
         let rejected_file = match rejects {
             Some(r) => r.finish()?,
             None => None,
@@ -184,11 +214,21 @@ pub fn convert_group(
             seconds: 0.0,
             rejected: pass1.rejected.len() as u64,
             rejected_file,
+            stages: StageTimes {
+                read: secs(&t1.read),
+                schema: secs(&t1.process),
+                ..StageTimes::default()
+            },
         };
         if pass1.rows > 0 {
-            let (path, size) = write_pass(group, opts, progress, &pass1)?;
-            report.output = Some(path);
-            report.output_bytes = size;
+            let t2 = Timers::default();
+            let written = write_pass(group, opts, progress, &pass1, &t2)?;
+            report.output = Some(written.path);
+            report.output_bytes = written.bytes;
+            report.stages.read += secs(&t2.read);
+            report.stages.flatten = secs(&t2.process);
+            report.stages.encode = written.encode_seconds;
+            report.stages.write = written.write_seconds;
         }
         report.seconds = start.elapsed().as_secs_f64();
         Ok(report)
@@ -244,6 +284,7 @@ fn schema_pass(
     opts: &ConvertOptions,
     progress: &dyn Progress,
     rejects: Option<&RejectSink>,
+    timers: &Timers,
 ) -> Result<Pass1> {
     let rt = group.resource_type.as_str();
     let keep = rejects.is_some();
@@ -328,6 +369,7 @@ fn schema_pass(
         &opts.read,
         progress,
         rejects,
+        timers,
         process,
         consume,
     )?;
@@ -344,7 +386,8 @@ fn write_pass(
     opts: &ConvertOptions,
     progress: &dyn Progress,
     pass1: &Pass1,
-) -> Result<(PathBuf, u64)> {
+    timers: &Timers,
+) -> Result<crate::writer::WrittenFile> {
     let rt = group.resource_type.as_str();
     let arrow = pass1.union.arrow_schema(opts.decimals);
     let path = opts
@@ -411,7 +454,15 @@ fn write_pass(
         rows += batch.num_rows() as u64;
         writer.write(&batch, chunk.data.len() as u64)
     };
-    run_chunks(&group.files, &opts.read, progress, None, process, consume)?;
+    run_chunks(
+        &group.files,
+        &opts.read,
+        progress,
+        None,
+        timers,
+        process,
+        consume,
+    )?;
     if rows != pass1.rows {
         return Err(Error::Changed {
             path: group.files[0].path.clone(),
@@ -439,6 +490,7 @@ fn run_chunks<T, P, C>(
     read: &ReadOptions,
     progress: &dyn Progress,
     rejects: Option<&RejectSink>,
+    timers: &Timers,
     process: P,
     mut consume: C,
 ) -> Result<()>
@@ -478,7 +530,11 @@ where
                     while let Ok(buf) = returned.try_recv() {
                         reader.recycle(buf);
                     }
+                    let start = Instant::now();
                     let next = reader.next_chunk();
+                    timers
+                        .read
+                        .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     let now = counter.load(Ordering::Relaxed);
                     progress.advance(now - reported);
                     reported = now;
@@ -511,7 +567,17 @@ where
                     }
                 }
             }
-            let results: Vec<T> = batch.par_iter().map(|c| process(c.file, c)).collect();
+            let results: Vec<T> = batch
+                .par_iter()
+                .map(|c| {
+                    let start = Instant::now();
+                    let r = process(c.file, c);
+                    timers
+                        .process
+                        .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    r
+                })
+                .collect();
             for (c, r) in batch.iter().zip(results) {
                 consume(c, r)?;
             }

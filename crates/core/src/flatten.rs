@@ -409,7 +409,7 @@ impl Visitor for RowPass<'_> {
 
     #[inline]
     fn scalar(&mut self, v: Scalar<'_>) -> Result<(), String> {
-        if kind_of(&v) == 0 {
+        if matches!(v, Scalar::Null | Scalar::EmptyArray | Scalar::EmptyObject) {
             return Ok(());
         }
         let node = *self.stack.last().unwrap_or(&ROOT);

@@ -38,8 +38,8 @@ mod schema;
 mod writer;
 
 pub use convert::{
-    ConvertOptions, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, SchemaReport, TypeReport,
-    convert_group, infer_schema,
+    ConvertOptions, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, SchemaReport, StageTimes,
+    TypeReport, convert_group, infer_schema,
 };
 pub use error::{Error, Result};
 pub use input::{
@@ -51,4 +51,77 @@ pub use reader::{
     ReadOptions,
 };
 pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};
-pub use writer::{Compression, OutputFormat, TableWriter, WriteOptions};
+pub use writer::{Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};
+
+/// Entry points to the hot paths for the criterion benchmarks in `benches/`. Not a stable API.
+#[doc(hidden)]
+pub mod hot {
+    use std::sync::Arc;
+
+    use arrow_array::RecordBatch;
+    use arrow_schema::Schema;
+
+    use crate::flatten::{RowPass, SchemaPass};
+    use crate::scan;
+    use crate::schema::{Decimals, FirstSeen, UnionSchema};
+
+    /// Walks every line without keeping anything (JSON validation and tokenising only).
+    pub fn parse(lines: &[&str]) -> usize {
+        struct Count(usize);
+        impl scan::Visitor for Count {
+            fn enter_key(&mut self, _: usize, _: &str) -> Result<bool, String> {
+                Ok(true)
+            }
+            fn enter_index(&mut self, _: usize) -> Result<(), String> {
+                Ok(())
+            }
+            fn leave(&mut self) {}
+            fn scalar(&mut self, _: scan::Scalar<'_>) -> Result<(), String> {
+                self.0 += 1;
+                Ok(())
+            }
+        }
+        let mut c = Count(0);
+        let mut scratch = String::new();
+        for l in lines {
+            scan::walk(l, &mut c, &mut scratch).expect("valid line");
+        }
+        c.0
+    }
+
+    /// The schema pass over lines of one resource type.
+    #[derive(Debug)]
+    pub struct Prepared {
+        union: UnionSchema,
+        arrow: Arc<Schema>,
+    }
+
+    /// Runs the schema pass (one chunk) and freezes the result.
+    pub fn schema(lines: &[&str], resource_type: &str) -> Prepared {
+        let mut pass = SchemaPass::new(&[]);
+        for (i, l) in lines.iter().enumerate() {
+            pass.line(
+                l,
+                FirstSeen {
+                    file: 0,
+                    line: i as u64 + 1,
+                },
+                resource_type,
+            )
+            .expect("valid line");
+        }
+        let mut union = UnionSchema::new(resource_type, "_");
+        union.merge(&pass.finish()).expect("no collision");
+        let arrow = union.arrow_schema(Decimals::Float);
+        Prepared { union, arrow }
+    }
+
+    /// The writing pass: lines into one record batch.
+    pub fn flatten(p: &Prepared, lines: &[&str]) -> RecordBatch {
+        let mut pass = RowPass::new(&p.union, &p.arrow, &[]);
+        for l in lines {
+            pass.line(l).expect("line seen by the schema pass");
+        }
+        pass.finish().expect("valid batch")
+    }
+}

@@ -94,6 +94,14 @@ fn map_key<'b>(buf: &'b mut Vec<u8>, parent: u32, key: &str) -> &'b [u8] {
     buf
 }
 
+/// String equality for short keys: a plain loop beats a call to `memcmp` for the 2–20 byte
+/// keys of FHIR (the call was 7% of a conversion's profile).
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// Below this many key children a miss scans linearly instead of hashing.
 const LINEAR_MAX: usize = 12;
 
@@ -129,13 +137,13 @@ impl PathTrie {
         let kids = &self.keys[parent as usize];
         let h = *hint as usize;
         if let Some((k, id)) = kids.get(h)
-            && **k == *key
+            && same(k, key)
         {
             *hint = h as u32 + 1;
             return Some(*id);
         }
         let found = if kids.len() <= LINEAR_MAX {
-            kids.iter().position(|(k, _)| **k == *key)
+            kids.iter().position(|(k, _)| same(k, key))
         } else {
             self.map
                 .get(map_key(buf, parent, key))

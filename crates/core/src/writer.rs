@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use arrow_ipc::writer::{FileWriter as IpcWriter, IpcWriteOptions};
@@ -77,6 +79,19 @@ impl Default for WriteOptions {
     }
 }
 
+/// A finished output file.
+#[derive(Debug, Clone)]
+pub struct WrittenFile {
+    /// Its final path.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// CPU seconds spent encoding and compressing, summed over threads.
+    pub encode_seconds: f64,
+    /// Seconds spent writing to the file.
+    pub write_seconds: f64,
+}
+
 enum Sink {
     Parquet {
         file: SerializedFileWriter<BufWriter<File>>,
@@ -97,6 +112,10 @@ pub struct TableWriter {
     pending_bytes: u64,
     rows: u64,
     opts: WriteOptions,
+    /// CPU time spent encoding and compressing columns, summed over threads.
+    encode_nanos: std::sync::atomic::AtomicU64,
+    /// Time spent writing encoded data to the file.
+    write_nanos: u64,
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -205,6 +224,8 @@ impl TableWriter {
             pending_bytes: 0,
             rows: 0,
             opts: opts.clone(),
+            encode_nanos: std::sync::atomic::AtomicU64::new(0),
+            write_nanos: 0,
         })
     }
 
@@ -237,10 +258,12 @@ impl TableWriter {
         self.rows += self.pending_rows as u64;
         self.pending_rows = 0;
         self.pending_bytes = 0;
+        let path = &self.path;
         let pq = |source| Error::Parquet {
-            path: self.path.clone(),
+            path: path.clone(),
             source,
         };
+        let encode_nanos = &self.encode_nanos;
         match &mut self.sink {
             Sink::Parquet {
                 file,
@@ -254,29 +277,38 @@ impl TableWriter {
                     .into_par_iter()
                     .enumerate()
                     .map(|(i, mut w)| {
+                        let start = Instant::now();
                         for batch in &pending {
                             for leaf in compute_leaves(&fields[i], batch.column(i))? {
                                 w.write(&leaf)?;
                             }
                         }
-                        w.close()
+                        let chunk = w.close();
+                        let took = start.elapsed().as_nanos() as u64;
+                        encode_nanos.fetch_add(took, Ordering::Relaxed);
+                        chunk
                     })
                     .collect::<parquet::errors::Result<_>>()
                     .map_err(pq)?;
+                let start = Instant::now();
                 let mut rg = file.next_row_group().map_err(pq)?;
                 for chunk in chunks {
                     chunk.append_to_row_group(&mut rg).map_err(pq)?;
                 }
                 rg.close().map_err(pq)?;
                 *row_groups += 1;
+                self.write_nanos += start.elapsed().as_nanos() as u64;
             }
             Sink::Arrow(w) => {
+                let start = Instant::now();
                 for batch in &pending {
                     w.write(batch).map_err(|source| Error::Arrow {
-                        path: self.path.clone(),
+                        path: path.clone(),
                         source,
                     })?;
                 }
+                let took = start.elapsed().as_nanos() as u64;
+                encode_nanos.fetch_add(took, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -287,9 +319,18 @@ impl TableWriter {
         self.rows + self.pending_rows as u64
     }
 
-    /// Flushes, closes and renames the file into place; returns its final path and size.
-    pub fn finish(mut self) -> Result<(PathBuf, u64)> {
+    /// Seconds spent so far encoding (CPU, summed over threads) and writing.
+    pub fn timings(&self) -> (f64, f64) {
+        (
+            self.encode_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            self.write_nanos as f64 / 1e9,
+        )
+    }
+
+    /// Flushes, closes and renames the file into place.
+    pub fn finish(mut self) -> Result<WrittenFile> {
         self.flush()?;
+        let start = Instant::now();
         let path = self.path.clone();
         let werr = |source| Error::Write {
             path: path.clone(),
@@ -317,7 +358,14 @@ impl TableWriter {
         drop(file);
         self.temp.persist(&path).map_err(|e| werr(e.error))?;
         publish_permissions(&path).map_err(werr)?;
-        Ok((path, size))
+        let encode_seconds = self.encode_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let write_seconds = (self.write_nanos + start.elapsed().as_nanos() as u64) as f64 / 1e9;
+        Ok(WrittenFile {
+            path,
+            bytes: size,
+            encode_seconds,
+            write_seconds,
+        })
     }
 }
 

@@ -5,7 +5,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use flatfhir_core::{ConvertOptions, Decimals, OnError, Plan, ReadOptions};
+use flatfhir_core::{
+    Compression, ConvertOptions, Decimals, OnError, OutputFormat, Plan, ReadOptions, WriteOptions,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// `--decimals`.
@@ -188,4 +190,76 @@ impl flatfhir_core::Progress for Bar {
 
 pub(crate) fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum FormatArg {
+    /// Apache Parquet: DIR/<Type>.parquet.
+    Parquet,
+    /// Arrow IPC file: DIR/<Type>.arrow (opens in pyarrow and polars without conversion).
+    Arrow,
+}
+
+/// `--compression`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum CompressionArg {
+    /// Zstandard.
+    Zstd,
+    /// Snappy (Parquet only).
+    Snappy,
+    /// None.
+    None,
+}
+
+/// Flags that decide how tables are written.
+#[derive(Debug, clap::Args)]
+pub(crate) struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "parquet")]
+    pub(crate) format: FormatArg,
+
+    /// Compression codec.
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub(crate) compression: CompressionArg,
+
+    /// Rows per Parquet row group (a row group is also closed after 128 MiB of input).
+    #[arg(long, default_value_t = 128 * 1024, value_name = "N")]
+    pub(crate) row_group_rows: usize,
+}
+
+impl OutputArgs {
+    pub(crate) fn write_options(&self) -> anyhow::Result<WriteOptions> {
+        if self.row_group_rows == 0 {
+            anyhow::bail!("--row-group-rows must be at least 1");
+        }
+        if matches!(
+            (self.format, self.compression),
+            (FormatArg::Arrow, CompressionArg::Snappy)
+        ) {
+            anyhow::bail!("--format arrow supports --compression zstd or none, not snappy");
+        }
+        Ok(WriteOptions {
+            format: match self.format {
+                FormatArg::Parquet => OutputFormat::Parquet,
+                FormatArg::Arrow => OutputFormat::Arrow,
+            },
+            compression: match self.compression {
+                CompressionArg::Zstd => Compression::Zstd,
+                CompressionArg::Snappy => Compression::Snappy,
+                CompressionArg::None => Compression::None,
+            },
+            row_group_rows: self.row_group_rows,
+            ..WriteOptions::default()
+        })
+    }
+}
+
+/// Total size of the planned input files.
+pub(crate) fn input_bytes(plan: &Plan) -> u64 {
+    plan.groups
+        .iter()
+        .flat_map(|g| &g.files)
+        .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
+        .sum()
 }

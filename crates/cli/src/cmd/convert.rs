@@ -4,29 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use flatfhir_core::{Compression, OutputFormat, TypeReport, WriteOptions, convert_group};
+use flatfhir_core::{TypeReport, convert_group};
 
-use super::common::{Bar, FlattenArgs, mb};
-
-/// `--format`.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub(crate) enum FormatArg {
-    /// Apache Parquet: DIR/<Type>.parquet.
-    Parquet,
-    /// Arrow IPC file: DIR/<Type>.arrow (opens in pyarrow and polars without conversion).
-    Arrow,
-}
-
-/// `--compression`.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub(crate) enum CompressionArg {
-    /// Zstandard.
-    Zstd,
-    /// Snappy (Parquet only).
-    Snappy,
-    /// None.
-    None,
-}
+use super::common::{Bar, FlattenArgs, OutputArgs, input_bytes, mb};
 
 /// Arguments of `flatfhir convert`.
 #[derive(Debug, clap::Args)]
@@ -42,17 +22,8 @@ pub(crate) struct Args {
     #[arg(long, short, value_name = "DIR")]
     pub(crate) out: PathBuf,
 
-    /// Output format.
-    #[arg(long, value_enum, default_value = "parquet")]
-    pub(crate) format: FormatArg,
-
-    /// Compression codec.
-    #[arg(long, value_enum, default_value = "zstd")]
-    pub(crate) compression: CompressionArg,
-
-    /// Rows per Parquet row group (a row group is also closed after 128 MiB of input).
-    #[arg(long, default_value_t = 128 * 1024, value_name = "N")]
-    pub(crate) row_group_rows: usize,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -78,38 +49,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.flatten.plan()?;
     let mut opts = args.flatten.convert_options();
     opts.out_dir = args.out.clone();
-    if args.row_group_rows == 0 {
-        anyhow::bail!("--row-group-rows must be at least 1");
-    }
-    opts.write = WriteOptions {
-        format: match args.format {
-            FormatArg::Parquet => OutputFormat::Parquet,
-            FormatArg::Arrow => OutputFormat::Arrow,
-        },
-        compression: match args.compression {
-            CompressionArg::Zstd => Compression::Zstd,
-            CompressionArg::Snappy => Compression::Snappy,
-            CompressionArg::None => Compression::None,
-        },
-        row_group_rows: args.row_group_rows,
-        ..WriteOptions::default()
-    };
-    if matches!(
-        (args.format, args.compression),
-        (FormatArg::Arrow, CompressionArg::Snappy)
-    ) {
-        anyhow::bail!("--format arrow supports --compression zstd or none, not snappy");
-    }
+    opts.write = args.output.write_options()?;
     std::fs::create_dir_all(&args.out).map_err(|e| {
         anyhow::anyhow!("cannot create output directory {}: {e}", args.out.display())
     })?;
 
-    let total: u64 = plan
-        .groups
-        .iter()
-        .flat_map(|g| &g.files)
-        .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
-        .sum();
+    let total = input_bytes(&plan);
     let quiet = args.flatten.quiet;
     // Each file is read twice: the schema pass, then the writing pass.
     let bar = Bar::new(total * 2, quiet);

@@ -11,13 +11,11 @@ use anyhow::Context as _;
 use flatfhir_bulk_server::demo::{self, DemoKey};
 use flatfhir_bulk_server::{Config, RegisteredClient, TestServer};
 use flatfhir_core::{
-    ConvertOptions, Decimals, InputFile, NoProgress, TypeGroup, TypeReport, WriteOptions,
-    convert_group,
+    ConvertOptions, Decimals, InputFile, NoProgress, TypeGroup, TypeReport, convert_group,
 };
 use flatfhir_fetch::{Connection, Credentials, Event, SigningKey};
 
-use super::common::DecimalsArg;
-use super::convert::{CompressionArg, FormatArg};
+use super::common::{DecimalsArg, OutputArgs};
 use super::fetch::{ConnArgs, Display, ExportArgs, report};
 
 /// Arguments of `flatfhir export`.
@@ -35,12 +33,8 @@ pub(crate) struct Args {
     /// Where the tables go (default: DIR/tables)
     #[arg(long, value_name = "DIR")]
     tables: Option<PathBuf>,
-    /// Table format
-    #[arg(long, value_enum, default_value = "parquet")]
-    format: FormatArg,
-    /// Compression codec
-    #[arg(long, value_enum, default_value = "zstd")]
-    compression: CompressionArg,
+    #[command(flatten)]
+    output: OutputArgs,
     /// Separator between path parts in column names
     #[arg(long, default_value = "_", value_name = "SEP")]
     sep: String,
@@ -159,12 +153,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let tables = args.tables.clone().unwrap_or_else(|| out.join("tables"));
     std::fs::create_dir_all(&tables).with_context(|| format!("creating {}", tables.display()))?;
-    if matches!(
-        (args.format, args.compression),
-        (FormatArg::Arrow, CompressionArg::Snappy)
-    ) {
-        anyhow::bail!("--format arrow supports --compression zstd or none, not snappy");
-    }
     let convert_opts = ConvertOptions {
         out_dir: tables,
         sep: args.sep.clone(),
@@ -174,18 +162,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             DecimalsArg::Exact => Decimals::Exact,
         },
         threads: args.threads.unwrap_or(0),
-        write: WriteOptions {
-            format: match args.format {
-                FormatArg::Parquet => flatfhir_core::OutputFormat::Parquet,
-                FormatArg::Arrow => flatfhir_core::OutputFormat::Arrow,
-            },
-            compression: match args.compression {
-                CompressionArg::Zstd => flatfhir_core::Compression::Zstd,
-                CompressionArg::Snappy => flatfhir_core::Compression::Snappy,
-                CompressionArg::None => flatfhir_core::Compression::None,
-            },
-            ..WriteOptions::default()
-        },
+        write: args.output.write_options()?,
         ..ConvertOptions::default()
     };
 

@@ -1,5 +1,6 @@
 //! One module per subcommand; each exposes `Args` (clap) and `run`.
 
+pub(crate) mod bench;
 pub(crate) mod cancel;
 pub(crate) mod common;
 pub(crate) mod convert;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use flatfhir_core::{SchemaReport, infer_schema, type_name};
 
-use super::common::{Bar, FlattenArgs};
+use super::common::{Bar, FlattenArgs, input_bytes};
 
 /// Arguments of `flatfhir schema`.
 #[derive(Debug, clap::Args)]
@@ -36,12 +36,7 @@ struct JsonType<'a> {
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.flatten.plan()?;
     let opts = args.flatten.convert_options();
-    let total: u64 = plan
-        .groups
-        .iter()
-        .flat_map(|g| &g.files)
-        .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
-        .sum();
+    let total = input_bytes(&plan);
     let bar = Bar::new(total, args.flatten.quiet);
     let mut reports = Vec::new();
     let mut failed = 0;

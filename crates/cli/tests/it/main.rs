@@ -2,6 +2,7 @@
 
 mod support;
 
+mod bench;
 mod convert;
 mod export;
 mod fetch;

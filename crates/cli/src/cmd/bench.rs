@@ -1,0 +1,157 @@
+//! `flatfhir bench`: runs the real convert pipeline on the given input several times and
+//! reports throughput (MB/s, rows/s), peak memory and the time per stage. Outputs go to a
+//! temporary directory and are deleted after each run.
+
+use std::process::ExitCode;
+
+use flatfhir_core::{StageTimes, convert_group};
+
+use super::common::{FlattenArgs, OutputArgs, input_bytes, mb};
+
+/// Arguments of `flatfhir bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) flatten: FlattenArgs,
+
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+
+    /// How many times to run the conversion.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub(crate) repeat: usize,
+
+    /// Where to write the temporary outputs (default: the system temp directory). Use a
+    /// directory on the disk you care about: writing is part of what is measured.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) scratch: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+struct Run {
+    seconds: f64,
+    mb_per_s: f64,
+    rows_per_s: f64,
+    rows: u64,
+    output_bytes: u64,
+    stages: StageTimes,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    input_bytes: u64,
+    types: Vec<String>,
+    threads: usize,
+    runs: Vec<Run>,
+    median_seconds: f64,
+    median_mb_per_s: f64,
+    median_rows_per_s: f64,
+    peak_rss_bytes: Option<u64>,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.repeat == 0 {
+        anyhow::bail!("--repeat must be at least 1");
+    }
+    let plan = args.flatten.plan()?;
+    let bytes = input_bytes(&plan);
+    let mut opts = args.flatten.convert_options();
+    opts.write = args.output.write_options()?;
+    let threads = if opts.threads == 0 {
+        rayon::current_num_threads()
+    } else {
+        opts.threads
+    };
+    let quiet = args.flatten.quiet;
+    if !quiet {
+        eprintln!(
+            "bench: {} types, {:.1} MB, {threads} threads, {} runs",
+            plan.groups.len(),
+            mb(bytes),
+            args.repeat
+        );
+    }
+    let mut runs = Vec::new();
+    for i in 0..args.repeat {
+        let dir = match &args.scratch {
+            Some(d) => tempfile::tempdir_in(d)?,
+            None => tempfile::tempdir()?,
+        };
+        opts.out_dir = dir.path().to_path_buf();
+        let start = std::time::Instant::now();
+        let mut run = Run::default();
+        for group in &plan.groups {
+            let r = convert_group(group, &opts, &flatfhir_core::NoProgress)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", group.resource_type))?;
+            run.rows += r.rows;
+            run.output_bytes += r.output_bytes;
+            let s = &mut run.stages;
+            s.read += r.stages.read;
+            s.schema += r.stages.schema;
+            s.flatten += r.stages.flatten;
+            s.encode += r.stages.encode;
+            s.write += r.stages.write;
+        }
+        run.seconds = start.elapsed().as_secs_f64();
+        run.mb_per_s = mb(bytes) / run.seconds;
+        run.rows_per_s = run.rows as f64 / run.seconds;
+        if !quiet {
+            let s = &run.stages;
+            eprintln!(
+                "run {}: {:.3} s, {:.1} MB/s, {:.0} rows/s | stages (CPU s): read {:.3}, schema {:.3}, flatten {:.3}, encode {:.3}, write {:.3}",
+                i + 1,
+                run.seconds,
+                run.mb_per_s,
+                run.rows_per_s,
+                s.read,
+                s.schema,
+                s.flatten,
+                s.encode,
+                s.write
+            );
+        }
+        runs.push(run);
+    }
+    let median = |f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let report = Report {
+        input_bytes: bytes,
+        types: plan
+            .groups
+            .iter()
+            .map(|g| g.resource_type.clone())
+            .collect(),
+        threads,
+        median_seconds: median(|r| r.seconds),
+        median_mb_per_s: median(|r| r.mb_per_s),
+        median_rows_per_s: median(|r| r.rows_per_s),
+        peak_rss_bytes: peak_rss(),
+        runs,
+    };
+    if args.flatten.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "median of {}: {:.3} s, {:.1} MB/s, {:.0} rows/s, peak RSS {}",
+            report.runs.len(),
+            report.median_seconds,
+            report.median_mb_per_s,
+            report.median_rows_per_s,
+            report
+                .peak_rss_bytes
+                .map_or_else(|| "unknown".into(), |b| format!("{:.0} MB", mb(b)))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Peak resident set size of this process (Linux: `VmHWM` in /proc/self/status).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
