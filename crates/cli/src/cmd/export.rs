@@ -103,6 +103,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut demo_server = None;
     let demo_data = tempfile::tempdir().context("creating a temporary directory")?;
     let conn = if args.demo {
+        clear_previous_demo(&out, args.tables.as_deref())?;
         let n = demo::generate(demo_data.path(), args.demo_patients, 42)
             .context("generating sample data")?;
         let key = DemoKey::generate();
@@ -248,4 +249,48 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(code)
+}
+
+/// Running the demo twice into the same directory should just work: a finished earlier demo
+/// run (recognisable by its loopback server URL) is removed first. Anything else in DIR is an
+/// error from `fetch` as usual, so no real export is ever deleted.
+fn clear_previous_demo(
+    out: &std::path::Path,
+    tables: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let Some(job) = flatfhir_fetch::JobState::load(out)? else {
+        return Ok(());
+    };
+    let finished = matches!(
+        job.phase,
+        flatfhir_fetch::Phase::Complete | flatfhir_fetch::Phase::Cancelled
+    );
+    if !finished || !job.fhir_url.starts_with("http://127.0.0.1:") {
+        return Ok(());
+    }
+    let rm = |p: std::path::PathBuf| match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(anyhow::anyhow!(
+            "removing the earlier demo's {}: {e}",
+            p.display()
+        )),
+        _ => Ok(()),
+    };
+    for f in &job.files {
+        rm(out.join(&f.path))?;
+    }
+    for f in ["manifest.json", "log.ndjson", flatfhir_fetch::JOB_FILE] {
+        rm(out.join(f))?;
+    }
+    let tables = tables.map_or_else(|| out.join("tables"), std::path::Path::to_path_buf);
+    if let Ok(entries) = std::fs::read_dir(&tables) {
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            if p.extension()
+                .is_some_and(|x| x == "parquet" || x == "arrow")
+            {
+                rm(p)?;
+            }
+        }
+    }
+    Ok(())
 }

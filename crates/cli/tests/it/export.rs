@@ -57,6 +57,15 @@ fn demo_exports_and_converts_every_type() {
         manifest.contains("\"requiresAccessToken\": true"),
         "{manifest}"
     );
+    // The README's first command, run twice into the same directory, just works.
+    Command::cargo_bin("flatfhir")
+        .unwrap()
+        .args(["export", "--demo", "--patients", "5", "--quiet", "--out"])
+        .arg(out.path())
+        .assert()
+        .success();
+    let patients = std::fs::read_to_string(out.path().join("1.Patient.ndjson")).unwrap();
+    assert_eq!(patients.lines().count(), 5);
 }
 
 #[test]
