@@ -110,6 +110,11 @@ async fn record(State(shared): S, req: Request, next: Next) -> Response {
             prefer: h("prefer"),
             accept: h("accept"),
             status: 0,
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect(),
         }
     };
     let resp = next.run(req).await;

@@ -199,6 +199,8 @@ pub struct SeenRequest {
     pub accept: Option<String>,
     /// The response status code.
     pub status: u16,
+    /// Every request header (name lowercased), in order.
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default)]

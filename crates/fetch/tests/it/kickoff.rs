@@ -193,3 +193,31 @@ async fn relative_content_location_is_resolved() {
             .any(|r| r.path.starts_with("/jobs/") && r.status == 200)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_headers_go_with_every_request() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.redirect_to_other_host = true;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(&server, out.path());
+    o.conn.headers = vec![("Epic-Client-ID".into(), "vendor-123".into())];
+    run(o).await.unwrap();
+    let reqs = server.requests();
+    assert!(reqs.len() > 10);
+    for r in &reqs {
+        assert!(
+            r.headers
+                .contains(&("epic-client-id".into(), "vendor-123".into())),
+            "{} {} lacks the vendor header",
+            r.method,
+            r.path
+        );
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k == "user-agent" && v.starts_with("flatfhir/"))
+        );
+    }
+}
