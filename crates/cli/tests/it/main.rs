@@ -4,4 +4,6 @@ mod support;
 
 mod bench;
 mod convert;
+mod export;
+mod fetch;
 mod schema;
