@@ -38,6 +38,15 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Print the union schema per resource type: column, type, non-null count, first seen.
     Schema(cmd::schema::Args),
+    /// Run a FHIR Bulk Data export into a directory (SMART Backend Services auth, resumable).
+    Fetch(Box<cmd::fetch::Args>),
+    /// Show the export job recorded in a directory.
+    Status(Box<cmd::status::Args>),
+    /// Delete the export recorded in a directory on the server.
+    Cancel(Box<cmd::cancel::Args>),
+    /// Fetch and convert in one run, flattening each type as soon as it is downloaded
+    /// (`--demo` runs against a built-in server over generated sample data).
+    Export(Box<cmd::export::Args>),
     /// Measure the convert pipeline on your data: MB/s, rows/s, peak memory, time per stage.
     Bench(cmd::bench::Args),
 }
@@ -58,6 +67,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Schema(args) => cmd::schema::run(args),
+        Command::Fetch(args) => cmd::fetch::run(*args),
+        Command::Status(args) => cmd::status::run(*args),
+        Command::Cancel(args) => cmd::cancel::run(*args),
+        Command::Export(args) => cmd::export::run(*args),
         Command::Bench(args) => cmd::bench::run(args),
     };
     match result {

@@ -195,9 +195,9 @@ pub(crate) fn mb(bytes: u64) -> f64 {
 /// `--format`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub(crate) enum FormatArg {
-    /// Apache Parquet: `DIR/<Type>.parquet`.
+    /// Apache Parquet: DIR/TYPE.parquet.
     Parquet,
-    /// Arrow IPC file: `DIR/<Type>.arrow` (opens in pyarrow and polars without conversion).
+    /// Arrow IPC file: DIR/TYPE.arrow (opens in pyarrow and polars without conversion).
     Arrow,
     /// One JSON object per row (views only: --view/--column/--columns).
     Ndjson,

@@ -1,7 +1,11 @@
 //! One module per subcommand; each exposes `Args` (clap) and `run`.
 
 pub(crate) mod bench;
+pub(crate) mod cancel;
 pub(crate) mod common;
 pub(crate) mod convert;
+pub(crate) mod export;
+pub(crate) mod fetch;
 pub(crate) mod schema;
+pub(crate) mod status;
 pub(crate) mod views;

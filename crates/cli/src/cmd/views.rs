@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use flatfhir_view::{Format, View, run_views_with};
 
-use super::common::{FormatArg, mb};
+use flatfhir_core::WriteOptions;
+
+use super::common::{FormatArg, OutputArgs, mb};
 use super::convert::Args;
 
 /// View flags of `flatfhir convert`.
@@ -179,16 +181,20 @@ fn toml_string(s: &str) -> Option<(String, &str)> {
     None
 }
 
+/// The view output format and Parquet/Arrow writer settings from `--format` and friends.
+pub(crate) fn output_format(output: &OutputArgs) -> anyhow::Result<(Format, WriteOptions)> {
+    Ok(match output.format {
+        FormatArg::Parquet => (Format::Parquet, output.write_options()?),
+        FormatArg::Arrow => (Format::Arrow, output.write_options()?),
+        FormatArg::Ndjson => (Format::Ndjson, WriteOptions::default()),
+        FormatArg::Csv => (Format::Csv, WriteOptions::default()),
+    })
+}
+
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let start = std::time::Instant::now();
     let views = args.views.build()?;
-    let (format, write) = match args.output.format {
-        FormatArg::Parquet => (Format::Parquet, Some(args.output.write_options()?)),
-        FormatArg::Arrow => (Format::Arrow, Some(args.output.write_options()?)),
-        FormatArg::Ndjson => (Format::Ndjson, None),
-        FormatArg::Csv => (Format::Csv, None),
-    };
-    let write = write.unwrap_or_default();
+    let (format, write) = output_format(&args.output)?;
     let inputs = &args.flatten.inputs;
     let run = || run_views_with(inputs, &views, &args.out, format, &write);
     let report = match args.flatten.threads {

@@ -150,3 +150,21 @@ fn ndjson_format_without_views_is_refused() {
         .code(1)
         .stderr(contains("need --view"));
 }
+
+#[test]
+fn export_with_views_writes_view_tables_only() {
+    let out = tempfile::tempdir().unwrap();
+    flatfhir()
+        .args(["export", "--demo", "--patients", "5", "--quiet", "--out"])
+        .arg(out.path())
+        .args(["--column", "Patient:id=getResourceKey()"])
+        .args(["--column", "Patient:gender=gender"])
+        .args(["--format", "ndjson"])
+        .assert()
+        .success();
+    let tables = out.path().join("tables");
+    let text = std::fs::read_to_string(tables.join("Patient.ndjson")).unwrap();
+    assert_eq!(text.lines().count(), 5);
+    assert!(text.lines().all(|l| l.starts_with("{\"id\":")), "{text}");
+    assert!(!tables.join("Observation.parquet").exists());
+}

@@ -5,4 +5,6 @@ mod support;
 mod bench;
 mod convert;
 mod convert_view;
+mod export;
+mod fetch;
 mod schema;

@@ -1,0 +1,106 @@
+//! `flatfhir-bulk-server`: generate sample data, or serve a directory of NDJSON files as a
+//! Bulk Data server for manual testing and benchmarks.
+//!
+//! ```text
+//! flatfhir-bulk-server generate --patients N [--seed S] --out DIR
+//! flatfhir-bulk-server serve --data DIR [--open] [--lines-per-file N] [--gzip]
+//! ```
+//! `serve` prints the FHIR base URL and, unless `--open`, writes a throw-away client key to
+//! `DIR/demo-client.pem` (client id `flatfhir-demo`, kid `flatfhir-demo-es384`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use flatfhir_bulk_server::demo::{self, DemoKey};
+use flatfhir_bulk_server::{Config, Gzip, RegisteredClient, TestServer};
+
+fn value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: flatfhir-bulk-server generate --patients N [--seed S] --out DIR\n       \
+                 flatfhir-bulk-server serve --data DIR [--open] [--lines-per-file N] [--gzip]";
+    match args.first().map(String::as_str) {
+        Some("generate") => {
+            let (Some(n), Some(out)) = (value(&args, "--patients"), value(&args, "--out")) else {
+                eprintln!("{usage}");
+                return ExitCode::from(2);
+            };
+            let seed = value(&args, "--seed")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(42);
+            let Ok(n) = n.parse::<usize>() else {
+                eprintln!("--patients: not a number");
+                return ExitCode::from(2);
+            };
+            match demo::generate(&PathBuf::from(&out), n, seed) {
+                Ok(count) => {
+                    eprintln!("{count} resources for {n} patients in {out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {out}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some("serve") => {
+            let Some(data) = value(&args, "--data") else {
+                eprintln!("{usage}");
+                return ExitCode::from(2);
+            };
+            let mut cfg = Config::new(&data);
+            if let Some(n) = value(&args, "--lines-per-file").and_then(|s| s.parse().ok()) {
+                cfg.lines_per_file = n;
+            }
+            if args.iter().any(|a| a == "--gzip") {
+                cfg.gzip = Gzip::WithHeader;
+            }
+            if !args.iter().any(|a| a == "--open") {
+                let key = DemoKey::generate();
+                let pem = PathBuf::from(&data).join("demo-client.pem");
+                if let Err(e) = std::fs::write(&pem, &key.private_pem) {
+                    eprintln!("error: {}: {e}", pem.display());
+                    return ExitCode::from(1);
+                }
+                eprintln!(
+                    "client id {}, kid {}, private key {}",
+                    DemoKey::CLIENT_ID,
+                    DemoKey::KID,
+                    pem.display()
+                );
+                cfg.clients = vec![RegisteredClient::with_jwks(DemoKey::CLIENT_ID, key.jwks)];
+            }
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(async {
+                match TestServer::start(cfg).await {
+                    Ok(server) => {
+                        println!("{}", server.base_url());
+                        let _ = tokio::signal::ctrl_c().await;
+                        drop(server);
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+        _ => {
+            eprintln!("{usage}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! `flatfhir export`: `fetch` and `convert` in one run. Each resource type is converted as
+//! soon as all its files are downloaded (the manifest being final), on a separate thread, so
+//! downloading and flattening overlap. `--demo` runs the whole pipeline against the built-in
+//! test server over generated sample data, with real SMART Backend Services auth.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, mpsc};
+
+use anyhow::Context as _;
+use flatfhir_bulk_server::demo::{self, DemoKey};
+use flatfhir_bulk_server::{Config, RegisteredClient, TestServer};
+use flatfhir_core::{
+    ConvertOptions, Decimals, InputFile, NoProgress, TypeGroup, TypeReport, convert_group,
+};
+use flatfhir_fetch::{Connection, Credentials, Event, SigningKey};
+
+use super::common::{DecimalsArg, OutputArgs};
+use super::fetch::{ConnArgs, Display, ExportArgs, report};
+
+/// Arguments of `flatfhir export`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Try it without a server: flatfhir export --demo --out demo-out\n\
+Secrets can come from the environment: FLATFHIR_PRIVATE_KEY, FLATFHIR_CLIENT_SECRET, FLATFHIR_BEARER_TOKEN.\n\
+Exit codes: 0 success; 1 failure (a download or a conversion); 3 converted, but the server reported error/fatal issues; 130 interrupted."
+)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(flatten)]
+    export: ExportArgs,
+    /// Where the tables go (default: DIR/tables)
+    #[arg(long, value_name = "DIR")]
+    tables: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Separator between path parts in column names
+    #[arg(long, default_value = "_", value_name = "SEP")]
+    sep: String,
+    /// Root keys to leave out, e.g. `text`
+    #[arg(long, value_delimiter = ',', value_name = "KEY,...")]
+    exclude: Vec<String>,
+    /// How to store numbers that have a fraction
+    #[arg(long, value_enum, default_value = "float")]
+    decimals: DecimalsArg,
+    /// Worker threads for flattening (default: one per core)
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Run against a built-in test server over generated sample data (no outside server needed)
+    #[arg(long)]
+    demo: bool,
+    /// Views instead of flattening: each downloaded type is run through the views of that
+    /// resource type (types without a view are not converted).
+    #[command(flatten)]
+    views: super::views::ViewArgs,
+    /// Patients in the generated sample data (with --demo)
+    #[arg(
+        long = "patients",
+        id = "demo_patients",
+        default_value_t = 50,
+        value_name = "N",
+        requires = "demo"
+    )]
+    demo_patients: usize,
+}
+
+/// A resource type whose files are all downloaded, and those files.
+type Ready = (String, Vec<PathBuf>);
+
+/// Sends each completed type to the converter thread, and shows progress.
+struct Pipeline {
+    display: Arc<Display>,
+    tx: Mutex<Option<mpsc::Sender<Ready>>>,
+}
+
+impl flatfhir_fetch::Observer for Pipeline {
+    fn on_event(&self, e: &Event) {
+        if let Event::TypeComplete {
+            resource_type,
+            files,
+        } = e
+            && let Some(tx) = self
+                .tx
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+        {
+            let _ = tx.send((resource_type.clone(), files.clone()));
+        }
+        flatfhir_fetch::Observer::on_event(self.display.as_ref(), e);
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ExportSummary {
+    fetch: flatfhir_fetch::Summary,
+    tables: Vec<TypeReport>,
+    failed_conversions: Vec<(String, String)>,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let out = args.export.out.clone();
+    let quiet = args.export.quiet;
+    // The demo server lives as long as this function; its data in a temporary directory.
+    let mut demo_server = None;
+    let demo_data = tempfile::tempdir().context("creating a temporary directory")?;
+    let conn = if args.demo {
+        clear_previous_demo(&out, args.tables.as_deref())?;
+        let n = demo::generate(demo_data.path(), args.demo_patients, 42)
+            .context("generating sample data")?;
+        let key = DemoKey::generate();
+        let mut cfg = Config::new(demo_data.path());
+        cfg.clients = vec![RegisteredClient::with_jwks(
+            DemoKey::CLIENT_ID,
+            key.jwks.clone(),
+        )];
+        cfg.lines_per_file = 100;
+        cfg.polls_before_ready = 2;
+        cfg.retry_after_secs = 1;
+        let server = rt
+            .block_on(TestServer::start(cfg))
+            .context("starting the demo server")?;
+        if !quiet {
+            eprintln!(
+                "demo: {n} synthetic resources for {} patients, served at {} (SMART Backend Services, ES384)",
+                args.demo_patients,
+                server.base_url()
+            );
+        }
+        let signing = SigningKey::from_text(
+            &key.private_pem,
+            std::path::Path::new("demo key"),
+            Some(DemoKey::KID),
+            None,
+        )?;
+        let mut conn = Connection::new(
+            server.base_url().parse()?,
+            Credentials::PrivateKey {
+                client_id: DemoKey::CLIENT_ID.into(),
+                key: signing,
+            },
+        );
+        conn.timing.min_wait = std::time::Duration::from_millis(200);
+        conn.timing.max_poll_wait = std::time::Duration::from_secs(2);
+        demo_server = Some(server);
+        conn
+    } else {
+        let job = if args.export.resume {
+            flatfhir_fetch::JobState::load(&out)?
+        } else {
+            None
+        };
+        args.conn.connection(job.as_ref())?
+    };
+    let opts = args.export.options(conn)?;
+
+    let views = args.views.build()?;
+    let (view_format, view_write) = super::views::output_format(&args.output)?;
+    let tables = args.tables.clone().unwrap_or_else(|| out.join("tables"));
+    std::fs::create_dir_all(&tables).with_context(|| format!("creating {}", tables.display()))?;
+    let convert_opts = ConvertOptions {
+        out_dir: tables,
+        sep: args.sep.clone(),
+        exclude: args.exclude.clone(),
+        decimals: match args.decimals {
+            DecimalsArg::Float => Decimals::Float,
+            DecimalsArg::Exact => Decimals::Exact,
+        },
+        threads: args.threads.unwrap_or(0),
+        write: if views.is_empty() {
+            args.output.write_options()?
+        } else {
+            view_write.clone()
+        },
+        ..ConvertOptions::default()
+    };
+
+    let (tx, rx) = mpsc::channel::<Ready>();
+    let display = Display::new(quiet);
+    let converter_display = Arc::clone(&display);
+    let converter = std::thread::spawn(move || {
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for (resource_type, files) in rx {
+            if !views.is_empty() {
+                let selected: Vec<flatfhir_view::View> = views
+                    .iter()
+                    .filter(|v| v.resource() == resource_type)
+                    .cloned()
+                    .collect();
+                if selected.is_empty() {
+                    continue;
+                }
+                match flatfhir_view::run_views_with(
+                    &files,
+                    &selected,
+                    &convert_opts.out_dir,
+                    view_format,
+                    &view_write,
+                ) {
+                    Ok(r) => {
+                        for v in r.views {
+                            converter_display.println(&format!(
+                                "view {}: {} rows -> {}",
+                                v.view,
+                                v.rows,
+                                v.path.display()
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        converter_display
+                            .println(&format!("error in views of {resource_type}: {e}"));
+                        failed.push((resource_type, e.to_string()));
+                    }
+                }
+                continue;
+            }
+            let group = TypeGroup {
+                resource_type: resource_type.clone(),
+                files: files
+                    .into_iter()
+                    .map(|path| InputFile {
+                        path,
+                        typed_by_name: true,
+                        reports_untyped: false,
+                    })
+                    .collect(),
+            };
+            match convert_group(&group, &convert_opts, &NoProgress) {
+                Ok(r) => {
+                    converter_display.println(&format!(
+                        "converted {}: {} rows, {} columns -> {}",
+                        r.resource_type,
+                        r.rows,
+                        r.columns,
+                        r.output
+                            .as_ref()
+                            .map_or_else(|| "(no rows)".into(), |p| p.display().to_string())
+                    ));
+                    done.push(r);
+                }
+                Err(e) => {
+                    converter_display.println(&format!("error converting {resource_type}: {e}"));
+                    failed.push((resource_type, e.to_string()));
+                }
+            }
+        }
+        (done, failed)
+    });
+    let pipeline = Arc::new(Pipeline {
+        display: Arc::clone(&display),
+        tx: Mutex::new(Some(tx)),
+    });
+    let observer: Arc<dyn flatfhir_fetch::Observer> = pipeline.clone();
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = flatfhir_fetch::fetch(opts, observer) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    // Close the channel so the converter finishes the types already handed to it.
+    pipeline
+        .tx
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let (tables_done, failed_conversions) = converter
+        .join()
+        .map_err(|_| anyhow::anyhow!("the converter thread panicked"))?;
+    display.finish();
+    drop(demo_server);
+    let Some(result) = result else {
+        eprintln!(
+            "interrupted; {} is resumable: run the same command with --resume",
+            out.display()
+        );
+        return Ok(ExitCode::from(super::fetch::EXIT_INTERRUPTED));
+    };
+    let fetch_summary = result?;
+    let code = report(&fetch_summary, quiet, false);
+    let summary = ExportSummary {
+        fetch: fetch_summary,
+        tables: tables_done,
+        failed_conversions,
+    };
+    if args.export.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    if !summary.failed_conversions.is_empty() {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(code)
+}
+
+/// Running the demo twice into the same directory should just work: a finished earlier demo
+/// run (recognisable by its loopback server URL) is removed first. Anything else in DIR is an
+/// error from `fetch` as usual, so no real export is ever deleted.
+fn clear_previous_demo(
+    out: &std::path::Path,
+    tables: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let Some(job) = flatfhir_fetch::JobState::load(out)? else {
+        return Ok(());
+    };
+    let finished = matches!(
+        job.phase,
+        flatfhir_fetch::Phase::Complete | flatfhir_fetch::Phase::Cancelled
+    );
+    if !finished || !job.fhir_url.starts_with("http://127.0.0.1:") {
+        return Ok(());
+    }
+    let rm = |p: std::path::PathBuf| match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(anyhow::anyhow!(
+            "removing the earlier demo's {}: {e}",
+            p.display()
+        )),
+        _ => Ok(()),
+    };
+    for f in &job.files {
+        rm(out.join(&f.path))?;
+    }
+    for f in ["manifest.json", "log.ndjson", flatfhir_fetch::JOB_FILE] {
+        rm(out.join(f))?;
+    }
+    let tables = tables.map_or_else(|| out.join("tables"), std::path::Path::to_path_buf);
+    if let Ok(entries) = std::fs::read_dir(&tables) {
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            if p.extension()
+                .is_some_and(|x| x == "parquet" || x == "arrow")
+            {
+                rm(p)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! `flatfhir fetch`, `status` and `cancel` against the in-process test server.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use flatfhir_bulk_server::{Config, RegisteredClient, TestServer};
+use predicates::prelude::*;
+
+fn keys() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fetch/tests/it/keys")
+}
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    _data: tempfile::TempDir,
+    server: Option<TestServer>,
+}
+
+fn start(tweak: impl FnOnce(&mut Config)) -> Env {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let pats: String = (0..4)
+        .map(|i| format!("{{\"resourceType\":\"Patient\",\"id\":\"p{i}\"}}\n"))
+        .collect();
+    let obs: String = (0..3)
+        .map(|i| format!("{{\"resourceType\":\"Observation\",\"id\":\"o{i}\"}}\n"))
+        .collect();
+    std::fs::write(data.path().join("Patient.ndjson"), pats).unwrap();
+    std::fs::write(data.path().join("Observation.ndjson"), obs).unwrap();
+    let jwks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(keys().join("jwks.json")).unwrap()).unwrap();
+    let mut cfg = Config::new(data.path());
+    cfg.clients = vec![RegisteredClient::with_jwks("cli-client", jwks)];
+    cfg.polls_before_ready = 2;
+    tweak(&mut cfg);
+    let server = rt.block_on(TestServer::start(cfg)).unwrap();
+    Env {
+        rt,
+        _data: data,
+        server: Some(server),
+    }
+}
+
+impl Env {
+    fn server(&self) -> &TestServer {
+        self.server.as_ref().unwrap()
+    }
+
+    fn cmd(&self, sub: &str, out: &Path) -> Command {
+        let mut c = Command::cargo_bin("flatfhir").unwrap();
+        c.arg(sub)
+            .arg("--out")
+            .arg(out)
+            .args(["--min-wait", "5ms", "--max-poll-wait", "50ms"])
+            .env_remove("FLATFHIR_PRIVATE_KEY")
+            .env_remove("FLATFHIR_BEARER_TOKEN")
+            .env_remove("FLATFHIR_CLIENT_SECRET");
+        c
+    }
+
+    fn fetch(&self, out: &Path) -> Command {
+        let mut c = self.cmd("fetch", out);
+        c.args([
+            "--fhir-url",
+            &self.server().base_url(),
+            "--client-id",
+            "cli-client",
+            "--kid",
+            "test-ec",
+        ])
+        .arg("--private-key")
+        .arg(keys().join("ec.pkcs8.pem"));
+        c
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _guard = self.rt.enter();
+        self.server.take();
+    }
+}
+
+#[test]
+fn fetch_writes_the_layout_and_a_json_summary() {
+    let env = start(|_| {});
+    let out = tempfile::tempdir().unwrap();
+    let assert = env
+        .fetch(out.path())
+        .args(["--json", "--parallel", "2"])
+        .assert()
+        .success();
+    let summary: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(summary["resources"], 7);
+    assert_eq!(summary["types"]["Patient"], 4);
+    for f in [
+        "1.Patient.ndjson",
+        "1.Observation.ndjson",
+        "manifest.json",
+        "log.ndjson",
+    ] {
+        assert!(out.path().join(f).exists(), "{f}");
+    }
+    // Not a TTY: plain progress lines.
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr);
+    assert!(
+        stderr.contains("export in progress: 33% complete"),
+        "{stderr}"
+    );
+
+    env.cmd("status", out.path())
+        .arg("--offline")
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("phase: complete")
+                .and(predicate::str::contains("2 done, 0 failed")),
+        );
+}
+
+#[test]
+fn private_key_from_environment() {
+    let env = start(|_| {});
+    let out = tempfile::tempdir().unwrap();
+    let pem = std::fs::read_to_string(keys().join("rsa.pkcs8.pem")).unwrap();
+    env.cmd("fetch", out.path())
+        .args([
+            "--fhir-url",
+            &env.server().base_url(),
+            "--client-id",
+            "cli-client",
+            "--kid",
+            "test-rsa",
+            "-q",
+        ])
+        .env("FLATFHIR_PRIVATE_KEY", pem)
+        .assert()
+        .success()
+        .stderr(predicate::str::is_empty());
+    assert!(out.path().join("1.Patient.ndjson").exists());
+}
+
+#[test]
+fn manifest_errors_exit_3_after_downloading_everything() {
+    let env = start(|c| c.faults.failing_types = vec!["Observation".into()]);
+    let out = tempfile::tempdir().unwrap();
+    env.fetch(out.path())
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("Failed to generate Observation"));
+    assert!(out.path().join("1.Patient.ndjson").exists());
+    assert!(out.path().join("error/1.OperationOutcome.ndjson").exists());
+}
+
+#[test]
+fn kickoff_failure_exits_1_with_the_servers_text() {
+    let env = start(|c| c.faults.kickoff_failure = true);
+    let out = tempfile::tempdir().unwrap();
+    env.fetch(out.path())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("simulated kick-off failure"));
+}
+
+#[test]
+fn sec1_key_error_tells_how_to_convert() {
+    let env = start(|_| {});
+    let out = tempfile::tempdir().unwrap();
+    env.cmd("fetch", out.path())
+        .args([
+            "--fhir-url",
+            &env.server().base_url(),
+            "--client-id",
+            "cli-client",
+            "--kid",
+            "test-ec",
+        ])
+        .arg("--private-key")
+        .arg(keys().join("ec.sec1.pem"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("openssl pkcs8 -topk8 -nocrypt"));
+}
+
+#[test]
+fn status_and_cancel_use_the_recorded_job() {
+    let env = start(|c| c.polls_before_ready = 100_000);
+    let out = tempfile::tempdir().unwrap();
+    env.fetch(out.path())
+        .args(["--max-wait", "150ms"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--max-wait"));
+    // No auth flags: status and cancel reuse the client id, key path and kid saved in DIR.
+    env.cmd("status", out.path()).assert().success().stdout(
+        predicate::str::contains("phase: polling")
+            .and(predicate::str::contains("server: HTTP 202")),
+    );
+    env.cmd("cancel", out.path()).assert().success();
+    assert_eq!(env.server().live_jobs(), 0);
+    env.cmd("status", out.path())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("phase: cancelled"));
+}
+
+#[test]
+fn help_names_the_secret_environment_variables() {
+    Command::cargo_bin("flatfhir")
+        .unwrap()
+        .args(["fetch", "--help"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("FLATFHIR_PRIVATE_KEY")
+                .and(predicate::str::contains("FLATFHIR_CLIENT_SECRET"))
+                .and(predicate::str::contains("FLATFHIR_BEARER_TOKEN"))
+                .and(predicate::str::contains("Exit codes")),
+        );
+}
+
+#[test]
+fn ctrl_c_leaves_a_resumable_directory() {
+    let env = start(|c| {
+        c.lines_per_file = 1;
+        c.faults.slow_chunks = Some(std::time::Duration::from_millis(300));
+    });
+    let out = tempfile::tempdir().unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("flatfhir");
+    let mut child = std::process::Command::new(&bin)
+        .args([
+            "fetch",
+            "--min-wait",
+            "5ms",
+            "--max-poll-wait",
+            "50ms",
+            "--parallel",
+            "1",
+            "-q",
+        ])
+        .args([
+            "--fhir-url",
+            &env.server().base_url(),
+            "--client-id",
+            "cli-client",
+            "--kid",
+            "test-ec",
+        ])
+        .arg("--private-key")
+        .arg(keys().join("ec.pkcs8.pem"))
+        .arg("--out")
+        .arg(out.path())
+        .env_remove("FLATFHIR_PRIVATE_KEY")
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until downloads have started, then interrupt.
+    let started = std::time::Instant::now();
+    while !env
+        .server()
+        .requests()
+        .iter()
+        .any(|r| r.path.starts_with("/files/"))
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "downloads never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(130));
+    let finished = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".ndjson") && n != "log.ndjson"
+        })
+        .count();
+    assert!(finished < 7, "the interrupt came too late to test anything");
+
+    env.fetch(out.path()).arg("--resume").assert().success();
+    for n in 1..=4 {
+        assert!(out.path().join(format!("{n}.Patient.ndjson")).exists());
+    }
+    for n in 1..=3 {
+        assert!(out.path().join(format!("{n}.Observation.ndjson")).exists());
+    }
+    let kickoffs = env
+        .server()
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("$export"))
+        .count();
+    assert_eq!(kickoffs, 1);
+}

@@ -1,0 +1,159 @@
+//! The HTTP client: TLS (always verified; extra CA from `--ca-cert`), vendor headers, and
+//! redirect following that drops `Authorization` when the origin changes. No retries here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, LOCATION};
+use reqwest::{Method, Response};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::redact::Secret;
+
+/// Redirects followed per request before giving up.
+const MAX_REDIRECTS: usize = 10;
+
+/// A configured HTTP client.
+#[derive(Debug, Clone)]
+pub(crate) struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    pub(crate) fn new(ca_cert: Option<&Path>, headers: &[(String, String)]) -> Result<Self> {
+        let mut default_headers = HeaderMap::new();
+        for (k, v) in headers {
+            let name = HeaderName::from_bytes(k.trim().as_bytes())
+                .map_err(|e| Error::Usage(format!("--header {k}: {e}")))?;
+            let value = HeaderValue::from_str(v.trim())
+                .map_err(|e| Error::Usage(format!("--header {k}: {e}")))?;
+            default_headers.insert(name, value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("flatfhir/", env!("CARGO_PKG_VERSION")))
+            .default_headers(default_headers)
+            // Redirects are followed by hand so the token is dropped on a host change.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(300));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Usage(format!("--ca-cert {}: {}", path.display(), e.without_url()))
+            })?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Error::Usage(format!("building the HTTP client: {}", e.without_url())))?;
+        Ok(Self { client })
+    }
+
+    /// Send a request, following redirects by hand. `Authorization: Bearer` goes only to the
+    /// origin of `url`; after a redirect to another origin it is dropped (a pre-signed
+    /// cloud-storage URL must not receive the FHIR server's token).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        token: Option<&Secret>,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<(Url, Response)> {
+        let origin = url.origin();
+        let mut current = url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = build(self.client.request(method.clone(), current.clone()));
+            if let Some(t) = token
+                && current.origin() == origin
+            {
+                let mut v =
+                    HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
+                        Error::Usage("the access token is not a valid header value".into())
+                    })?;
+                v.set_sensitive(true);
+                req = req.header(AUTHORIZATION, v);
+            }
+            let resp = req.send().await.map_err(|e| Error::http(&current, e))?;
+            if resp.status().is_redirection()
+                && let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok())
+            {
+                current = current.join(loc).map_err(|e| Error::Download {
+                    url: current.clone().into(),
+                    reason: format!("bad redirect Location: {e}"),
+                })?;
+                continue;
+            }
+            return Ok((current, resp));
+        }
+        Err(Error::Download {
+            url: url.clone().into(),
+            reason: "too many redirects".into(),
+        })
+    }
+}
+
+/// Response headers as a JSON object, for `log.ndjson`. Credentials never appear in response
+/// headers we log except `Set-Cookie`, which is dropped.
+pub(crate) fn headers_json(h: &HeaderMap) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in h {
+        if k == reqwest::header::SET_COOKIE {
+            continue;
+        }
+        if let Ok(s) = v.to_str() {
+            m.insert(
+                k.as_str().to_owned(),
+                serde_json::Value::String(s.to_owned()),
+            );
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// The human text of an OperationOutcome body (diagnostics or details.text of each issue), or
+/// the start of the body when it is not one.
+pub(crate) fn outcome_text(body: &str) -> String {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(body)
+        && v["resourceType"] == "OperationOutcome"
+    {
+        let parts: Vec<String> = v["issue"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                let text = i["diagnostics"]
+                    .as_str()
+                    .or_else(|| i["details"]["text"].as_str())
+                    .unwrap_or("(no text)");
+                format!(
+                    "{} {}: {}",
+                    i["severity"].as_str().unwrap_or("?"),
+                    i["code"].as_str().unwrap_or("?"),
+                    text
+                )
+            })
+            .collect();
+        if !parts.is_empty() {
+            return parts.join("; ");
+        }
+    }
+    let t = body.trim();
+    if t.is_empty() {
+        "(empty body)".into()
+    } else {
+        t.chars().take(500).collect()
+    }
+}
+
+/// True when every issue of an OperationOutcome body has code `transient` (try again later).
+pub(crate) fn is_transient(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| {
+        v["resourceType"] == "OperationOutcome"
+            && v["issue"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty() && a.iter().all(|i| i["code"] == "transient"))
+    })
+}

@@ -1,0 +1,938 @@
+//! A FHIR Bulk Data client: SMART Backend Services auth, `$export` kick-off, status polling,
+//! and resumable, parallel, verified downloads into the layout the SMART reference client and
+//! the Cumulus tools share.
+//!
+//! [`fetch`] runs a whole export into a directory described by [`Options`]; [`status`] and
+//! [`cancel`] act on the job recorded there. Progress arrives through an [`Observer`] as
+//! [`Event`]s. Credentials are [`Credentials`] (a [`SigningKey`] for `private_key_jwt`, a client
+//! secret, a fixed bearer token, or none); secrets are [`Secret`]s and URLs in messages are
+//! [`RedactedUrl`]s, so neither tokens nor signed query strings reach a log.
+//!
+//! Output layout in DIR: `{n}.{Type}.ndjson`, `error/{n}.OperationOutcome.ndjson`,
+//! `deleted/{n}.Bundle.ndjson`, `manifest.json` (the server's manifest as received),
+//! `log.ndjson` (Bulk Data Export Log Items) and the job state `.flatfhir-job.json`.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), flatfhir_fetch::Error> {
+//! use std::sync::Arc;
+//! use flatfhir_fetch::{Connection, Credentials, Options};
+//! let conn = Connection::new("https://bulk.example/fhir".parse().unwrap(), Credentials::None);
+//! let summary = flatfhir_fetch::fetch(Options::new(conn, "out"), Arc::new(|_: &flatfhir_fetch::Event| {})).await?;
+//! println!("{} resources", summary.resources);
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+mod auth;
+mod download;
+mod error;
+mod http;
+mod job;
+mod kickoff;
+mod log;
+mod manifest;
+mod poll;
+mod redact;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use url::Url;
+
+pub use auth::{Credentials, SigningKey, parse_alg};
+pub use error::{Error, Result};
+pub use job::{FileState, FileStatus, JOB_FILE, JobState, Phase};
+pub use kickoff::{KickoffParams, Level, ParamStyle};
+pub use manifest::ItemType;
+pub use poll::{Timing, parse_percent, parse_retry_after};
+pub use redact::{RedactedUrl, Secret};
+
+use download::Failure;
+use manifest::Manifest;
+
+/// Default line cap: 64 MiB (a Bundle or a resource with inline attachments can be large).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How to reach and authenticate with the server.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Connection {
+    /// FHIR base URL.
+    pub fhir_url: Url,
+    /// Credentials.
+    pub credentials: Credentials,
+    /// OAuth scope (default `system/*.read`).
+    pub scope: String,
+    /// Token endpoint; discovered when `None`.
+    pub token_url: Option<Url>,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_cert: Option<PathBuf>,
+    /// Extra request headers (e.g. `Epic-Client-ID`).
+    pub headers: Vec<(String, String)>,
+    /// Waits and retries.
+    pub timing: Timing,
+    /// Private key path, recorded (as a path) in the job state for `status`/`cancel`.
+    pub private_key_path: Option<PathBuf>,
+}
+
+impl Connection {
+    /// A connection with default scope, discovery and timing.
+    #[must_use]
+    pub fn new(fhir_url: Url, credentials: Credentials) -> Self {
+        Self {
+            fhir_url,
+            credentials,
+            scope: "system/*.read".into(),
+            token_url: None,
+            ca_cert: None,
+            headers: Vec::new(),
+            timing: Timing::default(),
+            private_key_path: None,
+        }
+    }
+}
+
+/// Everything [`fetch`] needs.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// Server and credentials.
+    pub conn: Connection,
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// Kick-off parameters.
+    pub kickoff: KickoffParams,
+    /// Concurrent downloads.
+    pub parallel: usize,
+    /// Continue the job recorded in `out_dir`.
+    pub resume: bool,
+    /// DELETE the export on the server once every file is downloaded.
+    pub delete_on_success: bool,
+    /// Longest accepted NDJSON line.
+    pub max_line_bytes: usize,
+}
+
+impl Options {
+    /// Defaults: Patient-level export, 4 parallel downloads.
+    #[must_use]
+    pub fn new(conn: Connection, out_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            conn,
+            out_dir: out_dir.into(),
+            kickoff: KickoffParams::default(),
+            parallel: 4,
+            resume: false,
+            delete_on_success: false,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+}
+
+/// Something that happened, for progress displays.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The server accepted the kick-off.
+    KickedOff {
+        /// Status URL (redacted).
+        status_url: String,
+    },
+    /// Continuing a recorded job.
+    Resumed {
+        /// Status URL (redacted).
+        status_url: String,
+    },
+    /// The export is still running.
+    Progress {
+        /// `X-Progress` as sent.
+        x_progress: Option<String>,
+        /// A percentage parsed from it.
+        percent: Option<f64>,
+        /// Wait before the next poll.
+        wait: Duration,
+    },
+    /// A request is retried after a wait.
+    Retrying {
+        /// What and why.
+        what: String,
+        /// The wait.
+        wait: Duration,
+    },
+    /// A manifest page arrived.
+    Manifest {
+        /// Page number (0-based).
+        page: usize,
+        /// Files in the whole job so far.
+        files: usize,
+    },
+    /// Some links failed (403/404/410); re-polling for fresh ones.
+    Repolling {
+        /// Files affected.
+        files: usize,
+    },
+    /// The server rate-limited a download (429): one fewer download runs at a time from now on.
+    Throttled {
+        /// Downloads allowed at a time now (at least 1).
+        parallel: usize,
+    },
+    /// A download started.
+    FileStarted {
+        /// Path relative to DIR.
+        path: String,
+        /// Resource type.
+        resource_type: String,
+    },
+    /// Bytes arrived.
+    Bytes(u64),
+    /// A file is complete under its final name.
+    FileDone {
+        /// Path relative to DIR.
+        path: String,
+        /// Resource type.
+        resource_type: String,
+        /// Resources in it.
+        resources: u64,
+        /// Bytes downloaded.
+        bytes: u64,
+    },
+    /// A file failed for good.
+    FileFailed {
+        /// Path relative to DIR.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Every output file of a resource type is complete (the manifest is final).
+    TypeComplete {
+        /// Resource type.
+        resource_type: String,
+        /// Its files, absolute paths.
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Receives [`Event`]s; closures `Fn(&Event)` qualify.
+pub trait Observer: Send + Sync {
+    /// Called for each event, from any task.
+    fn on_event(&self, event: &Event);
+}
+
+impl<F: Fn(&Event) + Send + Sync> Observer for F {
+    fn on_event(&self, event: &Event) {
+        self(event);
+    }
+}
+
+/// One issue from the manifest's error files.
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct Issue {
+    /// `fatal`, `error`, `warning` or `information`.
+    pub severity: String,
+    /// Issue code.
+    pub code: String,
+    /// `diagnostics` or `details.text`.
+    pub text: String,
+    /// The error file it came from (relative to DIR).
+    pub file: String,
+}
+
+/// What an export produced.
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Status URL (redacted).
+    pub status_url: String,
+    /// `transactionTime`: use it as `--since` for the next incremental export.
+    pub transaction_time: Option<String>,
+    /// Files complete.
+    pub files: usize,
+    /// Resources in output files.
+    pub resources: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Output resources per type.
+    pub types: BTreeMap<String, u64>,
+    /// Files that failed, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// Issues reported in the manifest's error files.
+    pub issues: Vec<Issue>,
+    /// Seconds the run took.
+    pub seconds: f64,
+    /// Whether the export was deleted on the server afterwards.
+    pub deleted_on_server: bool,
+}
+
+impl Summary {
+    /// Whether the server reported any `error` or `fatal` issue.
+    #[must_use]
+    pub fn has_error_issues(&self) -> bool {
+        self.issues
+            .iter()
+            .any(|i| i.severity == "error" || i.severity == "fatal")
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) timing: Timing,
+    pub(crate) kickoff: KickoffParams,
+    pub(crate) max_line_bytes: usize,
+}
+
+/// Shared by every task of a run.
+pub(crate) struct Ctx {
+    pub(crate) opts: Settings,
+    pub(crate) http: http::Http,
+    pub(crate) auth: auth::Authenticator,
+    pub(crate) log: log::EventLog,
+    pub(crate) dir: PathBuf,
+    observer: Arc<dyn Observer>,
+    /// Download slots; shrinks by one per 429 (Oracle Health rate-limits parallel downloads).
+    slots: Arc<tokio::sync::Semaphore>,
+    parallel: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ctx {
+    pub(crate) fn observe(&self, e: Event) {
+        self.observer.on_event(&e);
+    }
+
+    /// After a 429 on a download: permanently give up one download slot, keeping at least one.
+    pub(crate) fn throttle(&self) {
+        let now = self
+            .parallel
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| {
+                (p > 1).then(|| p - 1)
+            });
+        if let Ok(before) = now {
+            let slots = Arc::clone(&self.slots);
+            // The slot may be busy now: take it when it frees up, and never give it back.
+            tokio::spawn(async move {
+                if let Ok(p) = slots.acquire_owned().await {
+                    p.forget();
+                }
+            });
+            self.observe(Event::Throttled {
+                parallel: before - 1,
+            });
+        }
+    }
+
+    fn new(
+        conn: Connection,
+        dir: &Path,
+        kickoff: KickoffParams,
+        max_line_bytes: usize,
+        observer: Arc<dyn Observer>,
+        parallel: usize,
+    ) -> Result<Self> {
+        let http = http::Http::new(conn.ca_cert.as_deref(), &conn.headers)?;
+        let auth = auth::Authenticator::new(
+            http.clone(),
+            conn.credentials,
+            conn.scope,
+            conn.fhir_url,
+            conn.token_url,
+            conn.timing.clone(),
+        );
+        Ok(Self {
+            opts: Settings {
+                timing: conn.timing,
+                kickoff,
+                max_line_bytes,
+            },
+            http,
+            auth,
+            log: log::EventLog::open(dir)?,
+            dir: dir.to_owned(),
+            observer,
+            slots: Arc::new(tokio::sync::Semaphore::new(parallel.max(1))),
+            parallel: std::sync::atomic::AtomicUsize::new(parallel.max(1)),
+        })
+    }
+}
+
+/// Now as a FHIR instant with milliseconds (UTC), for `log.ndjson`.
+pub(crate) fn now_instant_ms() -> String {
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil_from_days((secs / 86_400).cast_signed());
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+struct Run {
+    ctx: Ctx,
+    job: Mutex<JobState>,
+    manifests_final: AtomicBool,
+    types_announced: Mutex<HashSet<String>>,
+}
+
+impl Run {
+    fn lock(&self) -> std::sync::MutexGuard<'_, JobState> {
+        self.job
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Save under the lock: concurrent tasks must not interleave temp-file renames.
+    fn save(&self) -> Result<()> {
+        self.lock().save(&self.ctx.dir)
+    }
+
+    /// Record a manifest page: new files get their `{n}` names, known ones a fresh URL.
+    fn record_page(&self, page: usize, raw: &serde_json::Value, m: &Manifest) -> Vec<usize> {
+        let mut job = self.lock();
+        if page < job.manifests.len() {
+            job.manifests[page] = raw.clone();
+        } else {
+            job.manifests.push(raw.clone());
+        }
+        if job.transaction_time.is_none() {
+            job.transaction_time.clone_from(&m.transaction_time);
+        }
+        let mut touched = Vec::new();
+        for e in &m.entries {
+            let rt = match e.item {
+                ItemType::Output => e.resource_type.clone().unwrap_or_else(|| "Unknown".into()),
+                ItemType::Error => "OperationOutcome".into(),
+                ItemType::Deleted => "Bundle".into(),
+            };
+            if let Some(i) = job
+                .files
+                .iter()
+                .position(|f| f.page == page && f.item == e.item && f.index == e.index)
+            {
+                job.files[i].url = e.url.to_string();
+                job.files[i].requires_token = m.requires_access_token;
+                touched.push(i);
+                continue;
+            }
+            let n = job.next_n(e.item, &rt);
+            job.files.push(FileState {
+                item: e.item,
+                page,
+                index: e.index,
+                path: job::file_path(e.item, n, &rt),
+                resource_type: rt,
+                url: e.url.to_string(),
+                count: e.count,
+                requires_token: m.requires_access_token,
+                status: FileStatus::Pending,
+            });
+            touched.push(job.files.len() - 1);
+        }
+        touched
+    }
+
+    /// Announce resource types whose files are all complete, once the manifest is final.
+    fn announce_complete_types(&self) {
+        if !self.manifests_final.load(Ordering::SeqCst) {
+            return;
+        }
+        let job = self.lock();
+        let mut by_type: BTreeMap<&str, (bool, Vec<PathBuf>)> = BTreeMap::new();
+        for f in job.files.iter().filter(|f| f.item == ItemType::Output) {
+            let entry = by_type
+                .entry(&f.resource_type)
+                .or_insert((true, Vec::new()));
+            entry.0 &= matches!(f.status, FileStatus::Done { .. });
+            entry.1.push(self.ctx.dir.join(&f.path));
+        }
+        let mut announced = self
+            .types_announced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (t, (done, files)) in by_type {
+            if done && announced.insert(t.to_owned()) {
+                self.ctx.observe(Event::TypeComplete {
+                    resource_type: t.to_owned(),
+                    files,
+                });
+            }
+        }
+    }
+}
+
+/// Download file `i`; `Some(i)` when its link looked expired and a re-poll may help.
+async fn run_one(run: Arc<Run>, i: usize, expired_is_final: bool) -> Result<Option<usize>> {
+    let _permit = run
+        .ctx
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| Error::Job("semaphore closed".into()))?;
+    let file = run.lock().files[i].clone();
+    if matches!(file.status, FileStatus::Done { .. }) {
+        return Ok(None);
+    }
+    let result = download::download(&run.ctx, &file).await;
+    let status = match result {
+        Ok(d) => {
+            run.ctx.observe(Event::FileDone {
+                path: file.path.clone(),
+                resource_type: file.resource_type.clone(),
+                resources: d.resources,
+                bytes: d.bytes,
+            });
+            FileStatus::Done {
+                resources: d.resources,
+                bytes: d.bytes,
+            }
+        }
+        Err(Failure::Expired(_)) if !expired_is_final => return Ok(Some(i)),
+        Err(Failure::Expired(reason)) => FileStatus::Failed {
+            reason: format!("link still failing after a re-poll: {reason}"),
+        },
+        Err(Failure::Failed(e)) => FileStatus::Failed {
+            reason: e.to_string(),
+        },
+    };
+    if let FileStatus::Failed { reason } = &status {
+        run.ctx.observe(Event::FileFailed {
+            path: file.path.clone(),
+            reason: reason.clone(),
+        });
+    }
+    run.lock().files[i].status = status;
+    run.save()?;
+    run.announce_complete_types();
+    Ok(None)
+}
+
+/// Run (or with `resume`, continue) an export into `opts.out_dir`.
+///
+/// Returns a [`Summary`] once every file has been tried; files that failed are listed in it
+/// (and in the job state, so `--resume` retries them).
+///
+/// # Errors
+/// Kick-off refusal, a failed export, auth failures, `--max-wait` exceeded, local I/O.
+pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary> {
+    let started = Instant::now();
+    let dir = opts.out_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let existing = JobState::load(&dir)?;
+    let mut job = match (existing, opts.resume) {
+        (Some(mut j), true) => {
+            // Failed files get another chance on resume.
+            for f in &mut j.files {
+                if matches!(f.status, FileStatus::Failed { .. }) {
+                    f.status = FileStatus::Pending;
+                }
+            }
+            j
+        }
+        (None, true) => {
+            return Err(Error::Job(format!(
+                "--resume: {} holds no job state ({JOB_FILE}); start a new export without --resume",
+                dir.display()
+            )));
+        }
+        (Some(j), false) => {
+            return Err(Error::Job(format!(
+                "{} already holds an export ({:?}); continue it with --resume, or choose another --out",
+                dir.display(),
+                j.phase
+            )));
+        }
+        (None, false) => JobState {
+            version: 1,
+            fhir_url: opts.conn.fhir_url.to_string(),
+            kickoff_url: kickoff::kickoff_url(&opts.conn.fhir_url, &opts.kickoff).to_string(),
+            status_url: None,
+            phase: Phase::Starting,
+            transaction_time: None,
+            manifests: Vec::new(),
+            files: Vec::new(),
+            client_id: match &opts.conn.credentials {
+                Credentials::PrivateKey { client_id, .. }
+                | Credentials::ClientSecret { client_id, .. } => Some(client_id.clone()),
+                _ => None,
+            },
+            private_key_path: opts.conn.private_key_path.clone(),
+            kid: match &opts.conn.credentials {
+                Credentials::PrivateKey { key, .. } => Some(key.kid().to_owned()),
+                _ => None,
+            },
+            token_url: opts.conn.token_url.as_ref().map(ToString::to_string),
+        },
+    };
+    let fhir_url = opts.conn.fhir_url.clone();
+    let ctx = Ctx::new(
+        opts.conn,
+        &dir,
+        opts.kickoff,
+        opts.max_line_bytes,
+        observer,
+        opts.parallel,
+    )?;
+
+    let status_url = if let Some(s) = &job.status_url {
+        let u = Url::parse(s).map_err(|e| Error::Job(format!("job state: bad status URL: {e}")))?;
+        ctx.log
+            .set_export_id(RedactedUrl::new(u.clone()).redacted());
+        ctx.observe(Event::Resumed {
+            status_url: RedactedUrl::new(u.clone()).redacted(),
+        });
+        u
+    } else {
+        let u = kickoff::kickoff(&ctx, &fhir_url).await?;
+        job.status_url = Some(u.to_string());
+        job.phase = Phase::Polling;
+        job.save(&dir)?;
+        ctx.observe(Event::KickedOff {
+            status_url: RedactedUrl::new(u.clone()).redacted(),
+        });
+        u
+    };
+    let polling = job.phase == Phase::Polling;
+    let run = Arc::new(Run {
+        ctx,
+        job: Mutex::new(job),
+        manifests_final: AtomicBool::new(!polling),
+        types_announced: Mutex::new(HashSet::new()),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    if polling {
+        let pages = follow_manifests(&run, &status_url, started, &mut tasks, false).await?;
+        let mut job = run.lock();
+        job.phase = Phase::Downloading;
+        let (o, d, e) = counts(&job);
+        drop(job);
+        run.save()?;
+        run.ctx.log.emit(
+            "manifest_complete",
+            json!({"transactionTime": run.lock().transaction_time, "totalOutputFileCount": o,
+                   "totalDeletedFileCount": d, "totalErrorFileCount": e, "totalManifests": pages}),
+        );
+        run.manifests_final.store(true, Ordering::SeqCst);
+        run.announce_complete_types();
+    } else {
+        let n = run.lock().files.len();
+        for i in 0..n {
+            tasks.spawn(run_one(Arc::clone(&run), i, false));
+        }
+    }
+    let mut expired = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Some(i) = r.map_err(|e| Error::Job(format!("download task: {e}")))?? {
+            expired.push(i);
+        }
+    }
+    if !expired.is_empty() {
+        // File links expire (HAPI: ~2 h); the status URL hands out fresh ones.
+        run.ctx.observe(Event::Repolling {
+            files: expired.len(),
+        });
+        let _ = follow_manifests(&run, &status_url, started, &mut tasks, true).await?;
+        for i in expired {
+            tasks.spawn(run_one(Arc::clone(&run), i, true));
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.map_err(|e| Error::Job(format!("download task: {e}")))??;
+        }
+    }
+    finish(&run, &status_url, opts.delete_on_success, started).await
+}
+
+fn counts(job: &JobState) -> (usize, usize, usize) {
+    let c = |k| job.files.iter().filter(|f| f.item == k).count();
+    (
+        c(ItemType::Output),
+        c(ItemType::Deleted),
+        c(ItemType::Error),
+    )
+}
+
+/// Poll the status URL to a manifest and follow `next` pages, starting downloads for each page
+/// as it arrives (unless `links_only`, when only URLs are refreshed). Returns the page count.
+async fn follow_manifests(
+    run: &Arc<Run>,
+    status_url: &Url,
+    started: Instant,
+    tasks: &mut tokio::task::JoinSet<Result<Option<usize>>>,
+    links_only: bool,
+) -> Result<usize> {
+    let mut page_url = status_url.clone();
+    let mut page = 0;
+    loop {
+        let raw = poll::until_manifest(&run.ctx, &page_url, started).await?;
+        let m = Manifest::parse(&raw, &page_url).map_err(|reason| Error::Manifest {
+            url: page_url.clone().into(),
+            reason,
+        })?;
+        if page == 0 && !links_only {
+            let path = run.ctx.dir.join("manifest.json");
+            let text = serde_json::to_vec_pretty(&raw).map_err(|e| Error::Job(e.to_string()))?;
+            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+            let c = |k| m.entries.iter().filter(|e| e.item == k).count();
+            run.ctx.log.emit(
+                "status_complete",
+                json!({"transactionTime": m.transaction_time, "outputFileCount": c(ItemType::Output),
+                       "deletedFileCount": c(ItemType::Deleted), "errorFileCount": c(ItemType::Error)}),
+            );
+        }
+        let touched = run.record_page(page, &raw, &m);
+        run.save()?;
+        let total = run.lock().files.len();
+        run.ctx.observe(Event::Manifest { page, files: total });
+        if !links_only {
+            for i in touched {
+                tasks.spawn(run_one(Arc::clone(run), i, false));
+            }
+        }
+        page += 1;
+        match m.next {
+            Some(next) => page_url = next,
+            None => return Ok(page),
+        }
+    }
+}
+
+async fn finish(
+    run: &Arc<Run>,
+    status_url: &Url,
+    delete: bool,
+    started: Instant,
+) -> Result<Summary> {
+    let mut summary = Summary {
+        status_url: RedactedUrl::new(status_url.clone()).redacted(),
+        transaction_time: run.lock().transaction_time.clone(),
+        files: 0,
+        resources: 0,
+        bytes: 0,
+        types: BTreeMap::new(),
+        failed: Vec::new(),
+        issues: Vec::new(),
+        seconds: 0.0,
+        deleted_on_server: false,
+    };
+    let files = run.lock().files.clone();
+    for f in &files {
+        match &f.status {
+            FileStatus::Done { resources, bytes } => {
+                summary.files += 1;
+                summary.bytes += bytes;
+                if f.item == ItemType::Output {
+                    summary.resources += resources;
+                    *summary.types.entry(f.resource_type.clone()).or_default() += resources;
+                }
+                if f.item == ItemType::Error {
+                    summary.issues.extend(read_issues(&run.ctx.dir, &f.path));
+                }
+            }
+            FileStatus::Failed { reason } => summary.failed.push((f.path.clone(), reason.clone())),
+            FileStatus::Pending => summary
+                .failed
+                .push((f.path.clone(), "not downloaded".into())),
+        }
+    }
+    if delete && summary.failed.is_empty() {
+        summary.deleted_on_server = delete_export(&run.ctx, status_url).await?;
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    {
+        let mut job = run.lock();
+        job.phase = if summary.deleted_on_server {
+            Phase::Cancelled
+        } else {
+            Phase::Complete
+        };
+    }
+    run.save()?;
+    run.ctx.log.emit(
+        "export_complete",
+        json!({"files": summary.files, "resources": summary.resources, "bytes": summary.bytes,
+               "attachments": 0, "duration": (summary.seconds * 1000.0) as u64}),
+    );
+    Ok(summary)
+}
+
+fn read_issues(dir: &Path, rel: &str) -> Vec<Issue> {
+    let Ok(text) = std::fs::read_to_string(dir.join(rel)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for i in v["issue"].as_array().into_iter().flatten() {
+            out.push(Issue {
+                severity: i["severity"].as_str().unwrap_or("error").to_owned(),
+                code: i["code"].as_str().unwrap_or("").to_owned(),
+                text: i["diagnostics"]
+                    .as_str()
+                    .or_else(|| i["details"]["text"].as_str())
+                    .unwrap_or("")
+                    .to_owned(),
+                file: rel.to_owned(),
+            });
+        }
+    }
+    out
+}
+
+/// DELETE the status URL. A 404 counts as success (HAPI answers it for finished jobs).
+async fn delete_export(ctx: &Ctx, status_url: &Url) -> Result<bool> {
+    let mut reauthed = false;
+    loop {
+        let token = ctx.auth.token().await?;
+        let (_, resp) = ctx
+            .http
+            .send(Method::DELETE, status_url, token.as_ref(), |r| {
+                r.header("accept", "application/fhir+json")
+            })
+            .await?;
+        let s = resp.status();
+        if s == StatusCode::UNAUTHORIZED && !reauthed && ctx.auth.can_refresh() {
+            reauthed = true;
+            ctx.auth.invalidate().await;
+            continue;
+        }
+        if s.is_success() || s == StatusCode::NOT_FOUND {
+            return Ok(true);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        return Err(Error::Status {
+            url: RedactedUrl::new(status_url.clone()),
+            status: s.as_u16(),
+            message: format!("DELETE refused: {}", http::outcome_text(&text)),
+        });
+    }
+}
+
+fn job_and_ctx(dir: &Path, conn: Connection) -> Result<(JobState, Url, Ctx)> {
+    let job = JobState::load(dir)?.ok_or_else(|| {
+        Error::Job(format!(
+            "{} holds no export job ({JOB_FILE} is missing)",
+            dir.display()
+        ))
+    })?;
+    let status = job.status_url.as_deref().ok_or_else(|| {
+        Error::Job("the export was never accepted by the server (no status URL)".into())
+    })?;
+    let status =
+        Url::parse(status).map_err(|e| Error::Job(format!("job state: bad status URL: {e}")))?;
+    let ctx = Ctx::new(
+        conn,
+        dir,
+        KickoffParams::default(),
+        DEFAULT_MAX_LINE_BYTES,
+        Arc::new(|_: &Event| {}),
+        1,
+    )?;
+    ctx.log
+        .set_export_id(RedactedUrl::new(status.clone()).redacted());
+    Ok((job, status, ctx))
+}
+
+/// DELETE the export whose job state is in `dir` and mark it cancelled.
+///
+/// # Errors
+/// No job in `dir`, auth failures, or the server refusing the DELETE.
+pub async fn cancel(dir: &Path, conn: Connection) -> Result<()> {
+    let (mut job, status, ctx) = job_and_ctx(dir, conn)?;
+    delete_export(&ctx, &status).await?;
+    job.phase = Phase::Cancelled;
+    job.save(dir)
+}
+
+/// The server's answer to one status poll.
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct ServerStatus {
+    /// HTTP status.
+    pub code: u16,
+    /// `X-Progress`.
+    pub x_progress: Option<String>,
+    /// OperationOutcome text on errors.
+    pub message: Option<String>,
+}
+
+/// The job state in `dir`, plus (when `conn` is given and the job is still polling) one poll
+/// of the server.
+///
+/// # Errors
+/// No job in `dir`, or the poll could not be sent.
+pub async fn status(
+    dir: &Path,
+    conn: Option<Connection>,
+) -> Result<(JobState, Option<ServerStatus>)> {
+    let Some(conn) = conn else {
+        let job = JobState::load(dir)?.ok_or_else(|| {
+            Error::Job(format!(
+                "{} holds no export job ({JOB_FILE} is missing)",
+                dir.display()
+            ))
+        })?;
+        return Ok((job, None));
+    };
+    let (job, status_url, ctx) = job_and_ctx(dir, conn)?;
+    if job.phase != Phase::Polling {
+        return Ok((job, None));
+    }
+    let token = ctx.auth.token().await?;
+    let (_, resp) = ctx
+        .http
+        .send(Method::GET, &status_url, token.as_ref(), |r| {
+            r.header("accept", "application/fhir+json")
+        })
+        .await?;
+    let code = resp.status();
+    let x_progress = resp
+        .headers()
+        .get("x-progress")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let message = if code.is_success() {
+        None
+    } else {
+        Some(http::outcome_text(&resp.text().await.unwrap_or_default()))
+    };
+    Ok((
+        job,
+        Some(ServerStatus {
+            code: code.as_u16(),
+            x_progress,
+            message,
+        }),
+    ))
+}

@@ -1,0 +1,62 @@
+//! `DIR/log.ndjson`: the "Bulk Data Export Log Items" events that the SMART reference client
+//! and the Cumulus tools write, one JSON object per line. URLs in it are redacted by callers.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+
+/// Appends events to `log.ndjson`.
+#[derive(Debug)]
+pub(crate) struct EventLog {
+    file: Mutex<std::fs::File>,
+    export_id: Mutex<String>,
+}
+
+impl EventLog {
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("log.ndjson");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(Self {
+            file: Mutex::new(file),
+            export_id: Mutex::new(String::new()),
+        })
+    }
+
+    /// Set the `exportId` (the redacted status URL) for the following events.
+    pub(crate) fn set_export_id(&self, id: String) {
+        *self
+            .export_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = id;
+    }
+
+    /// Write one event. Logging failures are not fatal to the export; they are reported once.
+    pub(crate) fn emit(&self, event_id: &str, detail: Value) {
+        let export_id = self
+            .export_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let line = json!({
+            "exportId": export_id,
+            "timestamp": crate::now_instant_ms(),
+            "eventId": event_id,
+            "eventDetail": detail,
+        });
+        let mut f = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = writeln!(f, "{line}") {
+            tracing::warn!("writing log.ndjson: {e}");
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Downloads: gzip, redirects, expired links, dropped connections, content checks, errors.
+
+use flatfhir_bulk_server::{Gzip, TestServer};
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_with_and_without_content_encoding() {
+    let data = data_dir();
+    for gz in [Gzip::WithHeader, Gzip::Silent] {
+        let mut cfg = config(data.path());
+        cfg.gzip = gz;
+        let server = TestServer::start(cfg).await.unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let s = run(options(&server, out.path()))
+            .await
+            .unwrap_or_else(|e| panic!("{gz:?}: {e}"));
+        assert_eq!(s.resources, 15, "{gz:?}");
+        assert_standard_output(out.path());
+        assert!(read(out.path(), "1.Patient.ndjson").starts_with("{\"resourceType\":\"Patient\""));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_to_another_host_drops_the_token() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.redirect_to_other_host = true;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert_eq!(s.resources, 15);
+    assert_standard_output(out.path());
+    let reqs = server.requests();
+    let other_host = server
+        .other_origin()
+        .trim_start_matches("http://")
+        .to_owned();
+    let on_other: Vec<_> = reqs.iter().filter(|r| r.host == other_host).collect();
+    let redirects: Vec<_> = reqs.iter().filter(|r| r.status == 307).collect();
+    assert_eq!(on_other.len(), 6, "downloads did not reach the other host");
+    assert_eq!(redirects.len(), 6);
+    assert!(
+        redirects.iter().all(|r| r.authorization.is_some()),
+        "token not sent to the FHIR server"
+    );
+    assert!(
+        on_other.iter().all(|r| r.authorization.is_none()),
+        "token leaked to another host"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_only_when_required() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.requires_access_token = false;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    run(options(&server, out.path())).await.unwrap();
+    let files: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/files/"))
+        .collect();
+    assert_eq!(files.len(), 6);
+    assert!(files.iter().all(|r| r.authorization.is_none()));
+
+    // Missing requiresAccessToken means true (and STU4 `outcome` is read as `error`).
+    let mut cfg = config(data.path());
+    cfg.faults.omit_requires_access_token = true;
+    cfg.faults.stu4_outcome = true;
+    cfg.faults.failing_types = vec!["Condition".into()];
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    let files: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/files/"))
+        .collect();
+    assert!(files.iter().all(|r| r.authorization.is_some()));
+    assert_eq!(lines(out.path(), "error/1.OperationOutcome.ndjson"), 1);
+    assert!(s.has_error_issues());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_in_manifest_are_downloaded_and_reported() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.failing_types = vec!["Observation".into(), "Condition".into()];
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert_eq!(s.resources, 5, "Patient still downloaded");
+    assert_eq!(lines(out.path(), "error/1.OperationOutcome.ndjson"), 2);
+    assert_eq!(s.issues.len(), 2);
+    assert!(s.has_error_issues());
+    assert!(
+        s.issues[0].text.contains("Failed to generate Condition"),
+        "{:?}",
+        s.issues
+    );
+    assert!(!out.path().join("1.Observation.ndjson").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_links_are_refreshed_by_repolling() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.expire_links_once = true;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert_eq!(s.resources, 15);
+    assert_standard_output(out.path());
+    let reqs = server.requests();
+    assert_eq!(reqs.iter().filter(|r| r.status == 410).count(), 6);
+    assert_eq!(
+        reqs.iter()
+            .filter(|r| r.path.contains("g=1") && r.status == 200)
+            .count(),
+        6
+    );
+    assert_eq!(
+        log_events(out.path())
+            .iter()
+            .filter(|e| *e == "download_error")
+            .count(),
+        6
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connection_resumes_with_range() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.drop_mid_file = true;
+    cfg.lines_per_file = 100;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert_eq!(s.resources, 15);
+    assert_eq!(lines(out.path(), "1.Observation.ndjson"), 7);
+    let ranged: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.range.is_some())
+        .collect();
+    assert_eq!(ranged.len(), 3, "one Range request per file");
+    assert!(
+        ranged
+            .iter()
+            .all(|r| r.status == 206 && r.range.as_deref() != Some("bytes=0-"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_files_download_in_parallel() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.lines_per_file = 1;
+    cfg.faults.slow_chunks = Some(std::time::Duration::from_millis(150));
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(&server, out.path());
+    o.parallel = 8;
+    let t = std::time::Instant::now();
+    let s = run(o).await.unwrap();
+    assert_eq!(s.files, 15);
+    // 15 files × 150 ms one at a time would be 2.25 s.
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(2000),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_checks_count_and_messy_lines() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.messy_ndjson = true;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    assert_standard_output(out.path());
+    assert!(!read(out.path(), "1.Patient.ndjson").contains('\r'));
+
+    let mut cfg = config(data.path());
+    cfg.faults.wrong_count = true;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert_eq!(s.failed.len(), 1);
+    assert!(
+        s.failed[0]
+            .1
+            .contains("manifest count is 4 but the file has 3"),
+        "{:?}",
+        s.failed
+    );
+    assert!(
+        !out.path().join(&s.failed[0].0).exists(),
+        "an unverified file got its final name"
+    );
+
+    // A line cap smaller than a resource.
+    let server = TestServer::start(config(data.path())).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(&server, out.path());
+    o.max_line_bytes = 30;
+    let s = run(o).await.unwrap();
+    assert_eq!(s.failed.len(), 6);
+    assert!(
+        s.failed[0].1.contains("line longer than 30 bytes"),
+        "{:?}",
+        s.failed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_resource_type_is_caught() {
+    let data = data_dir();
+    std::fs::write(
+        data.path().join("Encounter.ndjson"),
+        "{\"resourceType\":\"Patient\",\"id\":\"x\"}\n",
+    )
+    .unwrap();
+    let server = TestServer::start(config(data.path())).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert_eq!(s.failed.len(), 1);
+    assert!(
+        s.failed[0]
+            .1
+            .contains("resourceType \"Patient\" where the manifest says Encounter"),
+        "{:?}",
+        s.failed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_downloads_lower_the_parallelism() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.rate_limit_downloads = Some(flatfhir_bulk_server::RetryAfter::Seconds(0));
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(&server, out.path());
+    o.parallel = 4;
+    let events = Events::default();
+    let s = flatfhir_fetch::fetch(o, events.observer()).await.unwrap();
+    assert_eq!(s.resources, 15);
+    let levels: Vec<usize> = events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            flatfhir_fetch::Event::Throttled { parallel } => Some(*parallel),
+            _ => None,
+        })
+        .collect();
+    // Six 429s (one per file) take 4 slots down to the floor of 1, never below.
+    assert_eq!(levels, [3, 2, 1]);
+}

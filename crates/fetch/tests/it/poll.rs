@@ -1,0 +1,146 @@
+//! Polling: progress, transient errors, failures, odd Retry-After values, paged manifests.
+
+use std::time::{Duration, Instant};
+
+use flatfhir_bulk_server::{RetryAfter, TestServer};
+use flatfhir_fetch::Error;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_reported() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.polls_before_ready = 3;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let events = Events::default();
+    flatfhir_fetch::fetch(options(&server, out.path()), events.observer())
+        .await
+        .unwrap();
+    let percents: Vec<f64> = events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            flatfhir_fetch::Event::Progress { percent, .. } => *percent,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(percents, [25.0, 50.0, 75.0]);
+    let log = read(out.path(), "log.ndjson");
+    assert!(log.contains("\"xProgress\":\"50% complete\""), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_status_errors_keep_polling() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.transient_status_errors = 3;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert_eq!(s.resources, 15);
+    assert_eq!(
+        server.requests().iter().filter(|r| r.status == 500).count(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_status_error_fails_with_its_text() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.fatal_status_error = true;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let err = run(options(&server, out.path())).await.unwrap_err();
+    assert!(matches!(err, Error::Status { status: 500, .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("export job failed: simulated failure"),
+        "{err}"
+    );
+    assert!(log_events(out.path()).contains(&"status_error".to_owned()));
+    // Only one poll: a non-transient failure is not retried.
+    assert_eq!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/jobs/"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_retry_after_values_neither_stall_nor_storm() {
+    let data = data_dir();
+    for ra in [
+        RetryAfter::Seconds(7200),
+        RetryAfter::EpochSeconds(3600),
+        RetryAfter::HttpDateIn(7200),
+    ] {
+        let mut cfg = config(data.path());
+        cfg.faults.rate_limit_polls = Some((3, ra.clone()));
+        cfg.faults.rate_limit_downloads = Some(ra.clone());
+        let server = TestServer::start(cfg).await.unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let s = run(options(&server, out.path()))
+            .await
+            .unwrap_or_else(|e| panic!("{ra:?}: {e}"));
+        let took = t.elapsed();
+        assert_eq!(s.resources, 15, "{ra:?}");
+        // Clamped to max_poll_wait (50 ms): hours would stall; no wait at all would storm.
+        assert!(took < Duration::from_secs(10), "{ra:?} took {took:?}");
+        assert!(
+            took >= Duration::from_millis(100),
+            "{ra:?} did not wait: {took:?}"
+        );
+        assert_eq!(
+            server.requests().iter().filter(|r| r.status == 429).count(),
+            3 + 6,
+            "{ra:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_wait_gives_up() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.polls_before_ready = 1000;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(&server, out.path());
+    o.conn.timing.give_up_after = Some(Duration::from_millis(200));
+    let err = run(o).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paged_manifests_are_followed() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.page_size = Some(2);
+    cfg.faults.deleted = true;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(&server, out.path());
+    o.kickoff.allow_partial_manifests = true;
+    let s = run(o).await.unwrap();
+    assert_eq!(s.resources, 15);
+    assert_standard_output(out.path());
+    assert_eq!(lines(out.path(), "deleted/1.Bundle.ndjson"), 1);
+    let pages = server
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("?page="))
+        .count();
+    assert_eq!(pages, 3, "7 files at 2 per page: 3 next links");
+    let log = read(out.path(), "log.ndjson");
+    assert!(log.contains("\"totalManifests\":4"), "{log}");
+    assert!(server.kickoff_params()[0].contains(&("allowPartialManifests".into(), "true".into())));
+}
