@@ -112,11 +112,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         runs.push(run);
     }
-    let median = |f: fn(&Run) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    // The median run by wall time; its throughput figures go with it.
+    let mut by_time: Vec<&Run> = runs.iter().collect();
+    by_time.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let mid = by_time[by_time.len() / 2].clone();
     let report = Report {
         input_bytes: bytes,
         types: plan
@@ -125,9 +124,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|g| g.resource_type.clone())
             .collect(),
         threads,
-        median_seconds: median(|r| r.seconds),
-        median_mb_per_s: median(|r| r.mb_per_s),
-        median_rows_per_s: median(|r| r.rows_per_s),
+        median_seconds: mid.seconds,
+        median_mb_per_s: mid.mb_per_s,
+        median_rows_per_s: mid.rows_per_s,
         peak_rss_bytes: peak_rss(),
         runs,
     };
