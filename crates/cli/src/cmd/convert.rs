@@ -100,8 +100,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     summary.seconds = start.elapsed().as_secs_f64();
     if !quiet {
         eprintln!(
-            "{} types, {} rows, {:.1} MB in {:.2} s ({:.1} MB/s){}{}",
+            "{} of {} types converted, {} rows, {:.1} MB in {:.2} s ({:.1} MB/s){}{}",
             summary.types.len(),
+            plan.groups.len(),
             summary.rows,
             mb(summary.input_bytes),
             summary.seconds,
@@ -118,7 +119,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             if summary.failed.is_empty() {
                 String::new()
             } else {
-                format!(", {} types FAILED", summary.failed.len())
+                format!(
+                    "; FAILED: {}",
+                    summary
+                        .failed
+                        .iter()
+                        .map(|f| f.resource_type.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             },
         );
     }
