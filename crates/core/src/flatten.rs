@@ -166,10 +166,7 @@ impl SchemaPass {
         }
         self.hints[n] = 0;
         if self.node_seen[n] == self.seq {
-            return Err(format!(
-                "duplicate key {} in one object (JSON readers keep only the last value; fix the source)",
-                self.trie.display_path(node)
-            ));
+            return Err(duplicate_key(&self.trie, node));
         }
         self.node_seen[n] = self.seq;
         self.stack.push(node);
@@ -225,6 +222,15 @@ impl Visitor for SchemaPass {
         self.updates.push((col, kind_of(&v)));
         Ok(())
     }
+}
+
+#[cold]
+#[inline(never)]
+fn duplicate_key(trie: &PathTrie, node: u32) -> String {
+    format!(
+        "duplicate key {} in one object (JSON readers keep only the last value; fix the source)",
+        trie.display_path(node)
+    )
 }
 
 /// A column being filled for one chunk.

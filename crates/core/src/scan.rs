@@ -163,6 +163,8 @@ impl Walker<'_, '_> {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn unexpected(&self, expected: &str) -> String {
         if self.pos >= self.b.len() {
             format!(
@@ -202,10 +204,7 @@ impl Walker<'_, '_> {
 
     fn object<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), String> {
         if depth >= MAX_DEPTH {
-            return Err(format!(
-                "nested deeper than {MAX_DEPTH} levels at byte {}",
-                self.pos
-            ));
+            return Err(too_deep(self.pos));
         }
         self.pos += 1; // '{'
         self.skip_ws();
@@ -246,10 +245,7 @@ impl Walker<'_, '_> {
 
     fn array<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), String> {
         if depth >= MAX_DEPTH {
-            return Err(format!(
-                "nested deeper than {MAX_DEPTH} levels at byte {}",
-                self.pos
-            ));
+            return Err(too_deep(self.pos));
         }
         self.pos += 1; // '['
         self.skip_ws();
@@ -376,6 +372,7 @@ impl Walker<'_, '_> {
 
     /// Parses a string starting at the opening quote. Text without escapes stays in the line;
     /// escaped text is decoded into the scratch buffer.
+    #[inline]
     fn string(&mut self) -> Result<StrAt, String> {
         self.pos += 1; // opening quote
         let start = self.pos;
@@ -407,7 +404,10 @@ impl Walker<'_, '_> {
         }
     }
 
-    /// Continues a string that has escapes, decoding into the scratch buffer.
+    /// Continues a string that has escapes, decoding into the scratch buffer. Kept out of
+    /// line: escapes are rare in FHIR, and inlining this gave every string a large stack frame.
+    #[cold]
+    #[inline(never)]
     fn escaped(&mut self) -> Result<(), String> {
         let b = self.b;
         loop {
@@ -500,6 +500,12 @@ impl Walker<'_, '_> {
         };
         char::from_u32(code).ok_or_else(|| format!("invalid \\u escape at byte {at}"))
     }
+}
+
+#[cold]
+#[inline(never)]
+fn too_deep(pos: usize) -> String {
+    format!("nested deeper than {MAX_DEPTH} levels at byte {pos}")
 }
 
 /// A visitor that ignores everything (used to validate skipped values).
