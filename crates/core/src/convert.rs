@@ -440,7 +440,6 @@ fn write_pass(
             let text = text.ok_or_else(|| (line.number, CHANGED.to_string()))?;
             pass.line(text).map_err(|r| (line.number, r))?;
         }
-        let _ = pass.rows();
         pass.finish().map_err(|e| (chunk.first_line, e.to_string()))
     };
     let mut rows = 0u64;
@@ -624,7 +623,6 @@ struct RejectFiles {
     reasons: BufWriter<File>,
     lines_tmp: tempfile::TempPath,
     reasons_tmp: tempfile::TempPath,
-    count: u64,
 }
 
 impl RejectSink {
@@ -680,7 +678,6 @@ impl RejectSink {
                 reasons: BufWriter::new(rf),
                 lines_tmp: lp,
                 reasons_tmp: rp,
-                count: 0,
             });
         }
         let files = guard.as_mut().expect("created above");
@@ -712,7 +709,6 @@ impl RejectSink {
             "bytes": len,
         });
         writeln!(files.reasons, "{rec}").map_err(|e| self.werr(e))?;
-        files.count += 1;
         Ok(())
     }
 
@@ -738,7 +734,6 @@ impl RejectSink {
             tmp.persist(path).map_err(|e| werr(path, e.error))?;
             crate::writer::publish_permissions(path).map_err(|e| werr(path, e))?;
         }
-        let _ = files.count;
         Ok(Some(lines_path))
     }
 }

@@ -355,11 +355,6 @@ impl<'s> RowPass<'s> {
         Ok(())
     }
 
-    /// Rows appended so far.
-    pub(crate) fn rows(&self) -> usize {
-        self.row
-    }
-
     /// The chunk as a record batch of the full schema.
     pub(crate) fn finish(self) -> Result<RecordBatch, arrow_schema::ArrowError> {
         let rows = self.row;
