@@ -1,6 +1,7 @@
-//! Converting one resource type: the schema pass and the writing pass over the group's files,
-//! chunk-parallel with rayon and merged in input order, plus the handling of rejected lines.
-//! File discovery lives in `input`, JSON walking in `flatten`, encoding in `writer`.
+//! Converting one resource type: one chunk-parallel pass over the group's files (parsing and
+//! flattening each line once, merged in input order into the union schema), then writing the
+//! held chunks against that schema; plus the handling of rejected lines. File discovery lives
+//! in `input`, JSON walking in `flatten`, holding chunks in `stash`, encoding in `writer`.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -9,14 +10,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use arrow_array::RecordBatch;
 use rayon::prelude::*;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::flatten::{CHANGED, RowPass, SchemaPass, line_text};
+use crate::flatten::{ChunkPass, line_text};
 use crate::input::{InputFile, TypeGroup, resource_type_of};
 use crate::reader::{Chunk, LineReader, ReadOptions};
 use crate::schema::{Column, Decimals, FirstSeen, UnionSchema};
+use crate::stash::{ChunkTable, Held, Parked, Stash};
 use crate::writer::{TableWriter, WriteOptions};
 
 /// What to do with a bad input line.
@@ -50,6 +53,13 @@ pub struct ConvertOptions {
     pub read: ReadOptions,
     /// How to write the output.
     pub write: WriteOptions,
+    /// Flattened data held in memory until the output can be written (it needs the union
+    /// schema, known only after the whole input is read); beyond this many bytes, chunks go
+    /// to a temporary file.
+    pub memory_budget: usize,
+    /// Where that temporary file goes (`None`: the output directory). It is unlinked at
+    /// once, so nothing is left behind even after a crash.
+    pub spill_dir: Option<PathBuf>,
 }
 
 /// Default for [`ConvertOptions::max_columns`]: well above real ExplanationOfBenefit and
@@ -68,11 +78,14 @@ impl Default for ConvertOptions {
             max_columns: DEFAULT_MAX_COLUMNS,
             read: ReadOptions::default(),
             write: WriteOptions::default(),
+            memory_budget: crate::stash::DEFAULT_MEMORY_BUDGET,
+            spill_dir: None,
         }
     }
 }
 
-/// Receives progress while a group is read (twice: once per pass).
+/// Receives progress: input bytes as they are read, then again as their rows are written
+/// (so a group counts twice its input size).
 pub trait Progress: Sync {
     /// `bytes` more of the input (as stored, i.e. compressed for gzip) have been read.
     fn advance(&self, bytes: u64);
@@ -118,12 +131,15 @@ pub struct TypeReport {
     pub output: Option<PathBuf>,
     /// Output size in bytes.
     pub output_bytes: u64,
-    /// Wall-clock seconds for both passes.
+    /// Wall-clock seconds.
     pub seconds: f64,
     /// Lines set aside under `_rejected/`.
     pub rejected: u64,
     /// The rejected-lines file, when there is one.
     pub rejected_file: Option<PathBuf>,
+    /// Bytes of flattened data that went to the temporary spill file (beyond
+    /// [`ConvertOptions::memory_budget`]).
+    pub spilled_bytes: u64,
     /// Where the time went.
     pub stages: StageTimes,
 }
@@ -132,12 +148,13 @@ pub struct TypeReport {
 /// summed over the threads, so they can add up to more than the wall-clock time.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StageTimes {
-    /// Reading and decompressing input (both passes, reader thread).
+    /// Reading and decompressing input (reader thread).
     pub read: f64,
-    /// The schema pass: parsing every line and collecting column statistics.
-    pub schema: f64,
-    /// The writing pass: parsing again and filling column builders.
+    /// Parsing every line once, collecting the schema and each column's values (and spilling
+    /// chunks beyond the memory budget).
     pub flatten: f64,
+    /// Loading held chunks and widening them to the union schema as Arrow columns.
+    pub widen: f64,
     /// Encoding and compressing columns.
     pub encode: f64,
     /// Writing encoded data to the output file.
@@ -163,19 +180,21 @@ pub fn infer_schema(
 ) -> Result<SchemaReport> {
     let pool = pool(opts.threads)?;
     pool.install(|| {
-        let s = schema_pass(group, opts, progress, None, &Timers::default())?;
+        let s = flatten_pass(group, opts, progress, None, None, &Timers::default())?;
         Ok(SchemaReport {
             resource_type: group.resource_type.clone(),
             files: group.files.iter().map(|f| f.path.clone()).collect(),
             rows: s.rows,
-            rejected: s.rejected.len() as u64,
+            rejected: s.rejected,
             columns: s.union.columns(opts.decimals),
         })
     })
 }
 
-/// Converts one resource type to `<out_dir>/<Type>.<ext>`: a schema pass, then a writing pass.
-/// The output appears only when complete; on error nothing is left behind for the type.
+/// Converts one resource type to `<out_dir>/<Type>.<ext>`: one pass that parses and flattens
+/// every line (holding the flattened chunks, spilling beyond the memory budget), then the
+/// output is written against the union schema. The output appears only when complete; on
+/// error nothing is left behind for the type.
 pub fn convert_group(
     group: &TypeGroup,
     opts: &ConvertOptions,
@@ -192,8 +211,10 @@ pub fn convert_group(
             OnError::Skip => Some(RejectSink::create(&opts.out_dir.join("_rejected"), rt)?),
             OnError::Fail => None,
         };
+        let spill_dir = opts.spill_dir.as_ref().unwrap_or(&opts.out_dir);
+        let stash = Stash::new(spill_dir, opts.memory_budget);
         let t1 = Timers::default();
-        let pass1 = schema_pass(group, opts, progress, rejects.as_ref(), &t1)?;
+        let pass = flatten_pass(group, opts, progress, rejects.as_ref(), Some(&stash), &t1)?;
         let rejected_file = match rejects {
             Some(r) => r.finish()?,
             None => None,
@@ -206,27 +227,27 @@ pub fn convert_group(
         let mut report = TypeReport {
             resource_type: rt.clone(),
             files: group.files.iter().map(|f| f.path.clone()).collect(),
-            rows: pass1.rows,
-            columns: pass1.union.columns.len(),
+            rows: pass.rows,
+            columns: pass.union.columns.len(),
             input_bytes,
             output: None,
             output_bytes: 0,
             seconds: 0.0,
-            rejected: pass1.rejected.len() as u64,
+            rejected: pass.rejected,
             rejected_file,
+            spilled_bytes: stash.spilled_bytes(),
             stages: StageTimes {
                 read: secs(&t1.read),
-                schema: secs(&t1.process),
+                flatten: secs(&t1.process),
                 ..StageTimes::default()
             },
         };
-        if pass1.rows > 0 {
+        if pass.rows > 0 {
             let t2 = Timers::default();
-            let written = write_pass(group, opts, progress, &pass1, &t2)?;
+            let written = write_table(group, opts, progress, &pass, stash, &t2)?;
             report.output = Some(written.path);
             report.output_bytes = written.bytes;
-            report.stages.read += secs(&t2.read);
-            report.stages.flatten = secs(&t2.process);
+            report.stages.widen = secs(&t2.process);
             report.stages.encode = written.encode_seconds;
             report.stages.write = written.write_seconds;
         }
@@ -243,15 +264,14 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool> {
         .map_err(|e| Error::Options(format!("cannot start {threads} threads: {e}")))
 }
 
-/// The outcome of the schema pass.
-struct Pass1 {
+/// The outcome of the pass over the input.
+struct PassOutcome {
     union: UnionSchema,
     rows: u64,
-    /// Rejected lines as (file index, line number), sorted.
-    rejected: Vec<(u32, u64)>,
+    rejected: u64,
 }
 
-/// A line the schema pass refused.
+/// A line the pass refused.
 struct BadLine {
     file: u32,
     line: u64,
@@ -260,8 +280,10 @@ struct BadLine {
     bytes: Option<Vec<u8>>,
 }
 
-struct Pass1Chunk {
+struct ChunkOutcome {
     schema: crate::schema::ChunkSchema,
+    /// The flattened rows, when converting.
+    table: Option<Result<Parked>>,
     rows: u64,
     bad: Vec<BadLine>,
 }
@@ -279,21 +301,26 @@ fn belongs(file: &InputFile, text: Option<&str>, rt: &str, scratch: &mut String)
     }
 }
 
-fn schema_pass(
+/// The one pass over the input: every line is checked and parsed once, chunk-parallel; the
+/// chunks' schemas are merged in input order into the union schema. With a stash, each
+/// chunk's flattened values are held there for [`write_table`]; without one (`schema`), only
+/// statistics are kept.
+fn flatten_pass(
     group: &TypeGroup,
     opts: &ConvertOptions,
     progress: &dyn Progress,
     rejects: Option<&RejectSink>,
+    stash: Option<&Stash>,
     timers: &Timers,
-) -> Result<Pass1> {
+) -> Result<PassOutcome> {
     let rt = group.resource_type.as_str();
     let keep = rejects.is_some();
     let mut union = UnionSchema::new(rt, &opts.sep);
     let mut rows = 0u64;
-    let mut rejected = Vec::new();
-    let process = |file_idx: usize, chunk: &Chunk| -> Pass1Chunk {
+    let mut rejected = 0u64;
+    let process = |file_idx: usize, chunk: &Chunk| -> ChunkOutcome {
         let file = &group.files[file_idx];
-        let mut pass = SchemaPass::new(&opts.exclude);
+        let mut pass = ChunkPass::new(&opts.exclude, stash.is_some());
         let mut bad = Vec::new();
         let mut rows = 0;
         let mut scratch = String::new();
@@ -329,14 +356,23 @@ fn schema_pass(
                 }),
             }
         }
-        Pass1Chunk {
-            schema: pass.finish(),
+        let (schema, values) = pass.finish();
+        let table = stash.map(|s| {
+            s.park(ChunkTable {
+                rows: rows as u32,
+                input_bytes: chunk.data.len() as u64,
+                columns: values,
+            })
+        });
+        ChunkOutcome {
+            schema,
+            table,
             rows,
             bad,
         }
     };
-    let consume = |_: &Chunk, c: Pass1Chunk| -> Result<()> {
-        union.merge(&c.schema)?;
+    let consume = |chunk: &Chunk, c: ChunkOutcome| -> Result<()> {
+        let to_union = union.merge(&c.schema)?;
         rows += c.rows;
         for b in c.bad {
             let path = &group.files[b.file as usize].path;
@@ -350,7 +386,7 @@ fn schema_pass(
                 }
                 Some(sink) => {
                     sink.add(path, b.file, b.line, &b.reason, b.bytes.as_deref())?;
-                    rejected.push((b.file, b.line));
+                    rejected += 1;
                 }
             }
         }
@@ -361,6 +397,9 @@ fn schema_pass(
                 limit: opts.max_columns,
                 widest: union.widest_paths(5),
             });
+        }
+        if let (Some(stash), Some(table)) = (stash, c.table) {
+            stash.push(table?, to_union, chunk.file)?;
         }
         Ok(())
     };
@@ -373,23 +412,24 @@ fn schema_pass(
         process,
         consume,
     )?;
-    rejected.sort_unstable();
-    Ok(Pass1 {
+    Ok(PassOutcome {
         union,
         rows,
         rejected,
     })
 }
 
-fn write_pass(
+/// Writes the held chunks, widened to the union schema, in input order.
+fn write_table(
     group: &TypeGroup,
     opts: &ConvertOptions,
     progress: &dyn Progress,
-    pass1: &Pass1,
+    pass: &PassOutcome,
+    stash: Stash,
     timers: &Timers,
 ) -> Result<crate::writer::WrittenFile> {
     let rt = group.resource_type.as_str();
-    let arrow = pass1.union.arrow_schema(opts.decimals);
+    let arrow = pass.union.arrow_schema(opts.decimals);
     let path = opts
         .out_dir
         .join(format!("{rt}.{}", opts.write.format.extension()));
@@ -409,7 +449,7 @@ fn write_pass(
         ),
         (
             "flatfhir.rejected_lines".to_string(),
-            pass1.rejected.len().to_string(),
+            pass.rejected.to_string(),
         ),
     ];
     let files: Vec<String> = group
@@ -422,64 +462,52 @@ fn write_pass(
         serde_json::to_string(&files).unwrap_or_default(),
     ));
     let mut writer = TableWriter::create(&path, Arc::clone(&arrow), &opts.write, &meta)?;
-    let rejected: FxHashSet<(u32, u64)> = pass1.rejected.iter().copied().collect();
-    let process = |file_idx: usize,
-                   chunk: &Chunk|
-     -> std::result::Result<arrow_array::RecordBatch, (u64, String)> {
-        let file = &group.files[file_idx];
-        let mut pass = RowPass::new(&pass1.union, &arrow, &opts.exclude);
-        let mut scratch = String::new();
-        for line in chunk.lines() {
-            if rejected.contains(&(file_idx as u32, line.number)) {
-                continue;
-            }
-            let text = line_text(line.bytes, opts.read.max_line_bytes).ok();
-            if !belongs(file, text, rt, &mut scratch) {
-                continue;
-            }
-            let text = text.ok_or_else(|| (line.number, CHANGED.to_string()))?;
-            pass.line(text).map_err(|r| (line.number, r))?;
-        }
-        pass.finish().map_err(|e| (chunk.first_line, e.to_string()))
-    };
+    let (mut held, loader) = stash.into_parts()?;
+    let batch_len = rayon::current_num_threads().max(1) * 2;
     let mut rows = 0u64;
-    let consume = |chunk: &Chunk,
-                   r: std::result::Result<arrow_array::RecordBatch, (u64, String)>|
-     -> Result<()> {
-        let batch = r.map_err(|(line, reason)| Error::Changed {
-            path: PathBuf::from(format!("{}:{line}", chunk_path(group, chunk))),
-            reason,
-        })?;
-        rows += batch.num_rows() as u64;
-        writer.write(&batch, chunk.data.len() as u64)
-    };
-    run_chunks(
-        &group.files,
-        &opts.read,
-        progress,
-        None,
-        timers,
-        process,
-        consume,
-    )?;
-    if rows != pass1.rows {
-        return Err(Error::Changed {
+    while !held.is_empty() {
+        let take = batch_len.min(held.len());
+        let batch: Vec<Held> = held.drain(..take).collect();
+        let batches: Vec<Result<(RecordBatch, u64)>> = batch
+            .into_par_iter()
+            .map(|h| {
+                let start = Instant::now();
+                let input_bytes = h.chunk.input_bytes();
+                let file = h.file;
+                let table = loader.load(h.chunk)?;
+                let batch =
+                    table
+                        .into_batch(&h.to_union, &arrow)
+                        .map_err(|reason| Error::Internal {
+                            resource_type: rt.to_string(),
+                            path: group
+                                .files
+                                .get(file)
+                                .map(|f| f.path.clone())
+                                .unwrap_or_default(),
+                            reason,
+                        });
+                timers
+                    .process
+                    .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                Ok((batch?, input_bytes))
+            })
+            .collect();
+        for b in batches {
+            let (batch, input_bytes) = b?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch, input_bytes)?;
+            progress.advance(input_bytes);
+        }
+    }
+    if rows != pass.rows {
+        return Err(Error::Internal {
+            resource_type: rt.to_string(),
             path: group.files[0].path.clone(),
-            reason: format!(
-                "{rows} rows on the second read, {} on the first",
-                pass1.rows
-            ),
+            reason: format!("{rows} rows written, {} read", pass.rows),
         });
     }
     writer.finish()
-}
-
-fn chunk_path(group: &TypeGroup, chunk: &Chunk) -> String {
-    group
-        .files
-        .get(chunk.file)
-        .map(|f| f.path.display().to_string())
-        .unwrap_or_default()
 }
 
 /// Reads the files on a reader thread and processes chunks in parallel batches, handing the

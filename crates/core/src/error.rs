@@ -87,12 +87,22 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// An input file changed between the schema pass and the writing pass.
-    #[error("{}: the file changed while it was being converted ({reason}); convert it again", path.display())]
-    Changed {
-        /// The input file.
+    /// The temporary file that holds flattened chunks beyond the memory budget failed.
+    #[error("temporary spill file in {}: {source} (choose another place with --spill-dir)", path.display())]
+    Spill {
+        /// The directory the spill file is in.
         path: PathBuf,
-        /// What differed.
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A flattened chunk did not fit the union schema: a bug in flatfhir.
+    #[error("{resource_type}: internal error while writing {}: {reason} (please report this)", path.display())]
+    Internal {
+        /// The resource type being converted.
+        resource_type: String,
+        /// The input file the chunk came from.
+        path: PathBuf,
+        /// What went wrong.
         reason: String,
     },
     /// Invalid options.

@@ -1,15 +1,9 @@
-//! Flattening one line: the two visitors that walk a resource with [`crate::scan`] — one
-//! collects column statistics (schema pass), the other appends values to column builders
-//! (writing pass) — and the per-line checks (length, UTF-8, object, resourceType).
-
-use std::sync::Arc;
-
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
-use arrow_array::{ArrayRef, RecordBatch, new_null_array};
-use arrow_schema::{DataType, Schema};
+//! Flattening one line: the visitor that walks a resource with [`crate::scan`], collecting
+//! column statistics for the chunk's schema and (when converting) each value's text per
+//! column, and the per-line checks (length, UTF-8, object, resourceType).
 
 use crate::scan::{self, Scalar, Visitor};
-use crate::schema::{ColumnStats, FirstSeen, NO_COLUMN, PathTrie, ROOT, UnionSchema, kind};
+use crate::schema::{ColumnStats, FirstSeen, NO_COLUMN, PathTrie, ROOT, kind};
 
 /// Checks length and UTF-8; the JSON itself is checked while walking.
 pub(crate) fn line_text(bytes: &[u8], max_line_bytes: usize) -> Result<&str, String> {
@@ -77,9 +71,47 @@ impl TypeCheck {
     }
 }
 
-/// Schema pass over a chunk: a local trie and column statistics in first-appearance order.
+/// One column's values in one chunk, sparse: the row of each value and its text (a string's
+/// decoded text, a number's source text, `true`/`false`). Rows only grow, so the texts lie in
+/// row order and become an Arrow string buffer as they are.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ColumnValues {
+    /// The chunk-local row of each value.
+    pub(crate) rows: Vec<u32>,
+    /// The end of each value's text in `data`.
+    pub(crate) ends: Vec<u32>,
+    /// The texts, back to back.
+    pub(crate) data: Vec<u8>,
+}
+
+impl ColumnValues {
+    #[inline]
+    fn push(&mut self, row: u32, text: &str) {
+        self.data.extend_from_slice(text.as_bytes());
+        self.rows.push(row);
+        self.ends.push(self.data.len() as u32);
+    }
+
+    /// Removes the value of `row`, if it is the last one (undoing a rejected line).
+    fn pop_row(&mut self, row: u32) {
+        if self.rows.last() == Some(&row) {
+            self.rows.pop();
+            self.ends.pop();
+            self.data
+                .truncate(self.ends.last().map_or(0, |&e| e as usize));
+        }
+    }
+
+    /// Bytes held on the heap.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.rows.capacity() * 4 + self.ends.capacity() * 4 + self.data.capacity()
+    }
+}
+
+/// The pass over a chunk: a local trie and column statistics in first-appearance order, and,
+/// when converting, every accepted line's values.
 #[derive(Debug)]
-pub(crate) struct SchemaPass {
+pub(crate) struct ChunkPass {
     trie: PathTrie,
     node_col: Vec<u32>,
     /// Last line sequence number that entered each node, to catch duplicate keys.
@@ -96,10 +128,16 @@ pub(crate) struct SchemaPass {
     types: TypeCheck,
     exclude: Vec<String>,
     scratch: String,
+    /// Column values (only when `collect`), parallel to `columns`.
+    values: Vec<ColumnValues>,
+    collect: bool,
+    /// Lines accepted so far: the chunk-local row of the current line.
+    rows: u32,
 }
 
-impl SchemaPass {
-    pub(crate) fn new(exclude: &[String]) -> Self {
+impl ChunkPass {
+    /// A pass that collects statistics only (`flatfhir schema`), or values too (`collect`).
+    pub(crate) fn new(exclude: &[String], collect: bool) -> Self {
         Self {
             trie: PathTrie::new(),
             node_col: vec![NO_COLUMN],
@@ -114,6 +152,9 @@ impl SchemaPass {
             types: TypeCheck::default(),
             exclude: exclude.to_vec(),
             scratch: String::new(),
+            values: Vec::new(),
+            collect,
+            rows: 0,
         }
     }
 
@@ -138,6 +179,14 @@ impl SchemaPass {
             for c in self.columns.drain(cols_before..) {
                 self.node_col[c.node as usize] = NO_COLUMN;
             }
+            if self.collect {
+                self.values.truncate(cols_before);
+                for &(col, k) in &self.updates {
+                    if k != 0 && (col as usize) < cols_before {
+                        self.values[col as usize].pop_row(self.rows);
+                    }
+                }
+            }
             self.types = TypeCheck::default();
             return result;
         }
@@ -146,14 +195,17 @@ impl SchemaPass {
             c.kinds |= k;
             c.non_null += u64::from(k != 0);
         }
+        self.rows += 1;
         Ok(())
     }
 
-    pub(crate) fn finish(self) -> crate::schema::ChunkSchema {
-        crate::schema::ChunkSchema {
+    /// The chunk's schema and, when collecting, its values (parallel to the columns).
+    pub(crate) fn finish(self) -> (crate::schema::ChunkSchema, Vec<ColumnValues>) {
+        let schema = crate::schema::ChunkSchema {
             trie: self.trie,
             columns: self.columns,
-        }
+        };
+        (schema, self.values)
     }
 
     #[inline]
@@ -174,7 +226,7 @@ impl SchemaPass {
     }
 }
 
-impl Visitor for SchemaPass {
+impl Visitor for ChunkPass {
     #[inline]
     fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, String> {
         if depth == 1 && self.exclude.iter().any(|e| e == key) {
@@ -218,8 +270,22 @@ impl Visitor for SchemaPass {
                 non_null: 0,
                 first_seen: self.at,
             });
+            if self.collect {
+                self.values.push(ColumnValues::default());
+            }
         }
-        self.updates.push((col, kind_of(&v)));
+        let k = kind_of(&v);
+        self.updates.push((col, k));
+        if self.collect && k != 0 {
+            let text = match v {
+                Scalar::Str(s) => s,
+                Scalar::Num { raw, .. } => raw,
+                Scalar::Bool(true) => "true",
+                Scalar::Bool(false) => "false",
+                Scalar::Null | Scalar::EmptyArray | Scalar::EmptyObject => "",
+            };
+            self.values[col as usize].push(self.rows, text);
+        }
         Ok(())
     }
 }
@@ -231,200 +297,4 @@ fn duplicate_key(trie: &PathTrie, node: u32) -> String {
         "duplicate key {} in one object (JSON readers keep only the last value; fix the source)",
         trie.display_path(node)
     )
-}
-
-/// A column being filled for one chunk.
-#[derive(Debug)]
-enum Builder {
-    Int(Int64Builder),
-    Float(Float64Builder),
-    Bool(BooleanBuilder),
-    Str(StringBuilder),
-}
-
-#[derive(Debug)]
-struct ColumnBuffer {
-    rows: usize,
-    b: Builder,
-}
-
-impl ColumnBuffer {
-    fn new(t: &DataType) -> Self {
-        let b = match t {
-            DataType::Int64 => Builder::Int(Int64Builder::new()),
-            DataType::Float64 => Builder::Float(Float64Builder::new()),
-            DataType::Boolean => Builder::Bool(BooleanBuilder::new()),
-            _ => Builder::Str(StringBuilder::new()),
-        };
-        Self { rows: 0, b }
-    }
-
-    fn pad(&mut self, rows: usize) {
-        let n = rows - self.rows;
-        if n > 0 {
-            match &mut self.b {
-                Builder::Int(b) => b.append_nulls(n),
-                Builder::Float(b) => b.append_nulls(n),
-                Builder::Bool(b) => b.append_nulls(n),
-                Builder::Str(b) => b.append_nulls(n),
-            }
-            self.rows = rows;
-        }
-    }
-
-    #[inline]
-    fn append(&mut self, row: usize, v: &Scalar<'_>) -> Result<(), String> {
-        self.pad(row);
-        match (&mut self.b, v) {
-            (Builder::Str(b), Scalar::Str(s)) => b.append_value(s),
-            (Builder::Str(b), Scalar::Num { raw, .. }) => b.append_value(raw),
-            (Builder::Str(b), Scalar::Bool(x)) => b.append_value(if *x { "true" } else { "false" }),
-            (Builder::Int(b), Scalar::Num { raw, int: true }) => {
-                b.append_value(raw.parse::<i64>().map_err(|_| changed())?);
-            }
-            (Builder::Float(b), Scalar::Num { raw, .. }) => {
-                b.append_value(raw.parse::<f64>().map_err(|_| changed())?);
-            }
-            (Builder::Bool(b), Scalar::Bool(x)) => b.append_value(*x),
-            _ => return Err(changed()),
-        }
-        self.rows = row + 1;
-        Ok(())
-    }
-
-    fn finish(mut self, rows: usize) -> ArrayRef {
-        self.pad(rows);
-        match self.b {
-            Builder::Int(mut b) => Arc::new(b.finish()),
-            Builder::Float(mut b) => Arc::new(b.finish()),
-            Builder::Bool(mut b) => Arc::new(b.finish()),
-            Builder::Str(mut b) => Arc::new(b.finish()),
-        }
-    }
-}
-
-/// The marker reason for a line that differs from what the schema pass saw.
-pub(crate) const CHANGED: &str = "the line differs from the schema pass";
-
-fn changed() -> String {
-    CHANGED.to_string()
-}
-
-/// Writing pass over a chunk: appends each line's values to the columns of the frozen schema.
-#[derive(Debug)]
-pub(crate) struct RowPass<'s> {
-    schema: &'s UnionSchema,
-    arrow: &'s Arc<Schema>,
-    columns: Vec<Option<ColumnBuffer>>,
-    stack: Vec<u32>,
-    buf: Vec<u8>,
-    hints: Vec<u32>,
-    row: usize,
-    exclude: &'s [String],
-    scratch: String,
-}
-
-impl<'s> RowPass<'s> {
-    pub(crate) fn new(
-        schema: &'s UnionSchema,
-        arrow: &'s Arc<Schema>,
-        exclude: &'s [String],
-    ) -> Self {
-        Self {
-            schema,
-            arrow,
-            columns: (0..arrow.fields().len()).map(|_| None).collect(),
-            stack: vec![ROOT],
-            buf: Vec::new(),
-            hints: vec![0; schema.trie.len()],
-            row: 0,
-            exclude,
-            scratch: String::new(),
-        }
-    }
-
-    /// Appends one line (already accepted by the schema pass) as a row.
-    pub(crate) fn line(&mut self, text: &str) -> Result<(), String> {
-        self.stack.truncate(1);
-        self.hints[ROOT as usize] = 0;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let r = scan::walk(text, self, &mut scratch);
-        self.scratch = scratch;
-        r?;
-        self.row += 1;
-        Ok(())
-    }
-
-    /// The chunk as a record batch of the full schema.
-    pub(crate) fn finish(self) -> Result<RecordBatch, arrow_schema::ArrowError> {
-        let rows = self.row;
-        let arrays: Vec<ArrayRef> = self
-            .columns
-            .into_iter()
-            .zip(self.arrow.fields())
-            .map(|(c, f)| match c {
-                Some(c) => c.finish(rows),
-                None => new_null_array(f.data_type(), rows),
-            })
-            .collect();
-        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
-        RecordBatch::try_new_with_options(Arc::clone(self.arrow), arrays, &opts)
-    }
-}
-
-impl Visitor for RowPass<'_> {
-    #[inline]
-    fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, String> {
-        if depth == 1 && self.exclude.iter().any(|e| e == key) {
-            return Ok(false);
-        }
-        let parent = *self.stack.last().unwrap_or(&ROOT);
-        let hint = &mut self.hints[parent as usize];
-        let node = self
-            .schema
-            .trie
-            .get_key(&mut self.buf, parent, key, hint)
-            .ok_or_else(changed)?;
-        self.hints[node as usize] = 0;
-        self.stack.push(node);
-        Ok(true)
-    }
-
-    #[inline]
-    fn enter_index(&mut self, index: usize) -> Result<(), String> {
-        let parent = *self.stack.last().unwrap_or(&ROOT);
-        let node = self
-            .schema
-            .trie
-            .get_index(parent, index as u32)
-            .ok_or_else(changed)?;
-        self.hints[node as usize] = 0;
-        self.stack.push(node);
-        Ok(())
-    }
-
-    #[inline]
-    fn leave(&mut self) {
-        self.stack.pop();
-    }
-
-    #[inline]
-    fn scalar(&mut self, v: Scalar<'_>) -> Result<(), String> {
-        if matches!(v, Scalar::Null | Scalar::EmptyArray | Scalar::EmptyObject) {
-            return Ok(());
-        }
-        let node = *self.stack.last().unwrap_or(&ROOT);
-        let col = *self
-            .schema
-            .node_col
-            .get(node as usize)
-            .ok_or_else(changed)?;
-        if col == NO_COLUMN {
-            return Err(changed());
-        }
-        let slot = &mut self.columns[col as usize];
-        let buf = slot
-            .get_or_insert_with(|| ColumnBuffer::new(self.arrow.field(col as usize).data_type()));
-        buf.append(self.row, &v)
-    }
 }

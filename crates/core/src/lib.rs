@@ -7,9 +7,10 @@
 //! writes them as Parquet or Arrow IPC.
 //!
 //! The main types: [`plan`] groups input files by resource type into [`TypeGroup`]s;
-//! [`convert_group`] converts one group (a schema pass, then a writing pass, both chunk-parallel
-//! with bounded memory) and returns a [`TypeReport`]; [`infer_schema`] runs the schema pass
-//! alone. [`ConvertOptions`] holds every setting.
+//! [`convert_group`] converts one group (one chunk-parallel pass that parses and flattens every
+//! line once, holding the flattened chunks within a memory budget and spilling the rest, then
+//! the output written against the union schema) and returns a [`TypeReport`];
+//! [`infer_schema`] collects the union schema alone. [`ConvertOptions`] holds every setting.
 //!
 //! ```no_run
 //! use flatfhir_core::{convert_group, plan, ConvertOptions, NoProgress, ReadOptions};
@@ -35,6 +36,7 @@ mod input;
 mod reader;
 mod scan;
 mod schema;
+mod stash;
 mod writer;
 
 pub use convert::{
@@ -51,6 +53,7 @@ pub use reader::{
     ReadOptions,
 };
 pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};
+pub use stash::DEFAULT_MEMORY_BUDGET;
 pub use writer::{Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};
 
 /// Entry points to the hot paths for the criterion benchmarks in `benches/`. Not a stable API.
@@ -61,9 +64,10 @@ pub mod hot {
     use arrow_array::RecordBatch;
     use arrow_schema::Schema;
 
-    use crate::flatten::{RowPass, SchemaPass};
+    use crate::flatten::ChunkPass;
     use crate::scan;
     use crate::schema::{Decimals, FirstSeen, UnionSchema};
+    use crate::stash::ChunkTable;
 
     /// Walks every line without keeping anything (JSON validation and tokenising only).
     pub fn parse(lines: &[&str]) -> usize {
@@ -94,11 +98,12 @@ pub mod hot {
     pub struct Prepared {
         union: UnionSchema,
         arrow: Arc<Schema>,
+        resource_type: String,
     }
 
     /// Runs the schema pass (one chunk) and freezes the result.
     pub fn schema(lines: &[&str], resource_type: &str) -> Prepared {
-        let mut pass = SchemaPass::new(&[]);
+        let mut pass = ChunkPass::new(&[], false);
         for (i, l) in lines.iter().enumerate() {
             pass.line(
                 l,
@@ -111,17 +116,33 @@ pub mod hot {
             .expect("valid line");
         }
         let mut union = UnionSchema::new(resource_type, "_");
-        union.merge(&pass.finish()).expect("no collision");
+        union.merge(&pass.finish().0).expect("no collision");
         let arrow = union.arrow_schema(Decimals::Float);
-        Prepared { union, arrow }
+        Prepared {
+            union,
+            arrow,
+            resource_type: resource_type.to_string(),
+        }
     }
 
-    /// The writing pass: lines into one record batch.
+    /// The flattening: lines of one chunk into a record batch of the union schema (the pass
+    /// that collects values, then widening).
     pub fn flatten(p: &Prepared, lines: &[&str]) -> RecordBatch {
-        let mut pass = RowPass::new(&p.union, &p.arrow, &[]);
-        for l in lines {
-            pass.line(l).expect("line seen by the schema pass");
+        let mut pass = ChunkPass::new(&[], true);
+        for (i, l) in lines.iter().enumerate() {
+            let at = FirstSeen {
+                file: 0,
+                line: i as u64 + 1,
+            };
+            pass.line(l, at, &p.resource_type).expect("valid line");
         }
-        pass.finish().expect("valid batch")
+        let (schema, columns) = pass.finish();
+        let to_union = p.union.clone().merge(&schema).expect("no collision");
+        let table = ChunkTable {
+            rows: lines.len() as u32,
+            input_bytes: 0,
+            columns,
+        };
+        table.into_batch(&to_union, &p.arrow).expect("valid batch")
     }
 }

@@ -292,7 +292,7 @@ pub fn type_name(t: &DataType) -> String {
 }
 
 /// The union schema of one resource type, built by merging chunk schemas in input order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct UnionSchema {
     pub(crate) trie: PathTrie,
     /// Node → column index, or [`NO_COLUMN`].
@@ -322,7 +322,8 @@ impl UnionSchema {
 
     /// Adds a chunk's columns. Chunks must be merged in input order: the union's column order
     /// is then the first-appearance order of a sequential read, whatever the chunking.
-    pub(crate) fn merge(&mut self, chunk: &ChunkSchema) -> Result<()> {
+    /// Returns the union column of each of the chunk's columns.
+    pub(crate) fn merge(&mut self, chunk: &ChunkSchema) -> Result<Vec<u32>> {
         // Local node → global node; parents always precede children in the local trie.
         let mut map = vec![ROOT; chunk.trie.len()];
         for local in 1..chunk.trie.len() {
@@ -347,6 +348,7 @@ impl UnionSchema {
             }
             map[local] = g;
         }
+        let mut cols = Vec::with_capacity(chunk.columns.len());
         for c in &chunk.columns {
             let g = map[c.node as usize];
             let col = self.node_col[g as usize];
@@ -368,13 +370,15 @@ impl UnionSchema {
                     node: g,
                     ..c.clone()
                 });
+                cols.push(idx);
             } else {
                 let s = &mut self.columns[col as usize];
                 s.kinds |= c.kinds;
                 s.non_null += c.non_null;
+                cols.push(col);
             }
         }
-        Ok(())
+        Ok(cols)
     }
 
     pub(crate) fn name(&self, col: usize) -> &str {

@@ -57,6 +57,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bytes = input_bytes(&plan);
     let mut opts = args.flatten.convert_options();
     opts.write = args.output.write_options()?;
+    args.output.apply_spill(&mut opts);
     let threads = if opts.threads == 0 {
         rayon::current_num_threads()
     } else {
@@ -87,8 +88,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             run.output_bytes += r.output_bytes;
             let s = &mut run.stages;
             s.read += r.stages.read;
-            s.schema += r.stages.schema;
             s.flatten += r.stages.flatten;
+            s.widen += r.stages.widen;
             s.encode += r.stages.encode;
             s.write += r.stages.write;
         }
@@ -98,14 +99,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         if !quiet {
             let s = &run.stages;
             eprintln!(
-                "run {}: {:.3} s, {:.1} MB/s, {:.0} rows/s | stages (CPU s): read {:.3}, schema {:.3}, flatten {:.3}, encode {:.3}, write {:.3}",
+                "run {}: {:.3} s, {:.1} MB/s, {:.0} rows/s | stages (CPU s): read {:.3}, flatten {:.3}, widen {:.3}, encode {:.3}, write {:.3}",
                 i + 1,
                 run.seconds,
                 run.mb_per_s,
                 run.rows_per_s,
                 s.read,
-                s.schema,
                 s.flatten,
+                s.widen,
                 s.encode,
                 s.write
             );

@@ -230,9 +230,25 @@ pub(crate) struct OutputArgs {
     /// Rows per Parquet row group (a row group is also closed after 128 MiB of input).
     #[arg(long, default_value_t = 128 * 1024, value_name = "N")]
     pub(crate) row_group_rows: usize,
+
+    /// Flattened rows held in memory, in MiB, until the union schema is known (after the
+    /// whole input is read); beyond it they spill to a temporary file.
+    #[arg(long, default_value_t = flatfhir_core::DEFAULT_MEMORY_BUDGET >> 20, value_name = "MIB")]
+    pub(crate) memory_budget: usize,
+
+    /// Where that temporary file goes (default: the output directory). It is unlinked as soon
+    /// as it is created, so nothing is left behind.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) spill_dir: Option<PathBuf>,
 }
 
 impl OutputArgs {
+    /// Applies `--memory-budget` and `--spill-dir`.
+    pub(crate) fn apply_spill(&self, opts: &mut ConvertOptions) {
+        opts.memory_budget = self.memory_budget.saturating_mul(1 << 20);
+        opts.spill_dir.clone_from(&self.spill_dir);
+    }
+
     pub(crate) fn write_options(&self) -> anyhow::Result<WriteOptions> {
         if self.row_group_rows == 0 {
             anyhow::bail!("--row-group-rows must be at least 1");

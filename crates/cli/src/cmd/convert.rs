@@ -56,13 +56,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut opts = args.flatten.convert_options();
     opts.out_dir = args.out.clone();
     opts.write = args.output.write_options()?;
+    args.output.apply_spill(&mut opts);
     std::fs::create_dir_all(&args.out).map_err(|e| {
         anyhow::anyhow!("cannot create output directory {}: {e}", args.out.display())
     })?;
 
     let total = input_bytes(&plan);
     let quiet = args.flatten.quiet;
-    // Each file is read twice: the schema pass, then the writing pass.
+    // Each input byte counts twice: once read and flattened, once written.
     let bar = Bar::new(total * 2, quiet);
     let mut summary = Summary {
         types: Vec::new(),

@@ -160,7 +160,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (view_format, view_write) = super::views::output_format(&args.output)?;
     let tables = args.tables.clone().unwrap_or_else(|| out.join("tables"));
     std::fs::create_dir_all(&tables).with_context(|| format!("creating {}", tables.display()))?;
-    let convert_opts = ConvertOptions {
+    let mut convert_opts = ConvertOptions {
         out_dir: tables,
         sep: args.sep.clone(),
         exclude: args.exclude.clone(),
@@ -176,6 +176,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         ..ConvertOptions::default()
     };
+    args.output.apply_spill(&mut convert_opts);
 
     let (tx, rx) = mpsc::channel::<Ready>();
     let display = Display::new(quiet);

@@ -548,6 +548,55 @@ fn output_does_not_depend_on_thread_count() {
 }
 
 #[test]
+fn spilling_to_disk_changes_nothing_and_leaves_nothing() {
+    let out = out_dir();
+    let run = |name: &str, extra: &[&str]| {
+        let dir = out.path().join(name);
+        let assert = flatfhir()
+            .args(["convert", "-q", "--json"])
+            .args(extra)
+            .arg(fixture("basic"))
+            .arg(fixture("multi"))
+            .arg("--out")
+            .arg(&dir)
+            .assert()
+            .success();
+        let summary: serde_json::Value =
+            serde_json::from_slice(&assert.get_output().stdout).unwrap();
+        (
+            std::fs::read(dir.join("Observation.parquet")).unwrap(),
+            summary,
+        )
+    };
+    let (held, summary) = run("memory", &[]);
+    assert_eq!(summary["types"][0]["spilled_bytes"], 0, "{summary}");
+    let spill = out.path().join("spill");
+    std::fs::create_dir_all(&spill).unwrap();
+    let spill_arg = spill.to_str().unwrap();
+    let (spilled, summary) = run(
+        "disk",
+        &[
+            "--memory-budget",
+            "0",
+            "--threads",
+            "2",
+            "--spill-dir",
+            spill_arg,
+        ],
+    );
+    assert!(
+        summary["types"][0]["spilled_bytes"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(held == spilled, "output differs when spilled");
+    assert_eq!(
+        std::fs::read_dir(&spill).unwrap().count(),
+        0,
+        "spill file left behind"
+    );
+}
+
+#[test]
 fn json_summary_on_stdout() {
     let out = out_dir();
     let assert = flatfhir()

@@ -138,8 +138,8 @@ fn cell_matches(a: &dyn Array, i: usize, want: &Option<Value>) -> bool {
     }
 }
 
-fn convert(dir: &Path, threads: usize, chunk_bytes: usize) -> std::path::PathBuf {
-    let out = dir.join(format!("out-{threads}-{chunk_bytes}"));
+fn convert(dir: &Path, threads: usize, chunk_bytes: usize, budget: usize) -> std::path::PathBuf {
+    let out = dir.join(format!("out-{threads}-{chunk_bytes}-{budget}"));
     let read = ReadOptions {
         chunk_bytes,
         ..ReadOptions::default()
@@ -150,9 +150,16 @@ fn convert(dir: &Path, threads: usize, chunk_bytes: usize) -> std::path::PathBuf
         out_dir: out.clone(),
         threads,
         read,
+        memory_budget: budget,
         ..ConvertOptions::default()
     };
     let report = convert_group(group, &opts, &NoProgress).unwrap();
+    // The spill file is unlinked: the output directory holds the output and nothing else.
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("Basic.parquet")]);
     report.output.unwrap()
 }
 
@@ -162,7 +169,7 @@ fn check(resources: &[Value]) -> Result<(), TestCaseError> {
     std::fs::write(dir.path().join("Basic.ndjson"), &text).unwrap();
     let want = expected(resources);
 
-    let reference = convert(dir.path(), 1, 1 << 20);
+    let reference = convert(dir.path(), 1, 1 << 20, 64 << 20);
     let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&reference).unwrap()).unwrap();
     let schema = reader.schema().clone();
     let got_cols: Vec<(String, DataType)> = schema
@@ -189,11 +196,24 @@ fn check(resources: &[Value]) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(row, resources.len());
 
-    // Same bytes with more threads and with tiny chunks (many chunk merges).
+    // Same bytes with more threads, with tiny chunks (many chunk merges), and with every
+    // chunk (budget 0) or some chunks (budget 300 bytes) spilled to disk.
     let bytes = std::fs::read(&reference).unwrap();
-    for (threads, chunk) in [(2, 1 << 20), (3, 64), (1, 200)] {
-        let other = std::fs::read(convert(dir.path(), threads, chunk)).unwrap();
-        prop_assert!(bytes == other, "threads {} chunk {} differ", threads, chunk);
+    for (threads, chunk, budget) in [
+        (2, 1 << 20, 64 << 20),
+        (3, 64, 64 << 20),
+        (1, 200, 64 << 20),
+        (2, 64, 0),
+        (2, 200, 300),
+    ] {
+        let other = std::fs::read(convert(dir.path(), threads, chunk, budget)).unwrap();
+        prop_assert!(
+            bytes == other,
+            "threads {} chunk {} budget {} differ",
+            threads,
+            chunk,
+            budget
+        );
     }
     Ok(())
 }

@@ -1,0 +1,731 @@
+//! Flattened chunks waiting for the union schema. The pass over the input flattens each chunk
+//! once, against the chunk's own columns; the union schema (column order and types) is known
+//! only when the whole input has been read. Until then the chunks are held here: in memory up
+//! to a budget, then in an unlinked temporary file (the spill), so memory stays bounded
+//! whatever the input size. At write time each chunk is loaded and widened to the union
+//! schema: columns reordered, absent ones null, texts turned into the column's type.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
+    new_null_array,
+};
+use arrow_buffer::{BooleanBufferBuilder, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, SchemaRef};
+
+use crate::error::{Error, Result};
+use crate::flatten::ColumnValues;
+
+/// Default [`crate::ConvertOptions::memory_budget`]: flattened data held in memory before the
+/// rest goes to the spill file (64 MiB).
+pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
+
+/// One chunk's rows: its columns' values in the chunk's own column order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ChunkTable {
+    /// Rows (accepted lines) in the chunk.
+    pub(crate) rows: u32,
+    /// Input bytes behind the chunk, for the writer's row-group bound.
+    pub(crate) input_bytes: u64,
+    /// Values per chunk column.
+    pub(crate) columns: Vec<ColumnValues>,
+}
+
+impl ChunkTable {
+    /// Bytes held on the heap.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.columns
+            .iter()
+            .map(ColumnValues::heap_bytes)
+            .sum::<usize>()
+            + self.columns.capacity() * std::mem::size_of::<ColumnValues>()
+    }
+
+    /// Serialises the table compactly for the spill (flattened FHIR repeats itself: the same
+    /// system URL, status or encounter in row after row). Header: rows (u32), input bytes
+    /// (u64), column count (u32), all little-endian. Per column: the value count and the
+    /// stored text length (varints); a flag byte (1: the column has a value in every row, so
+    /// the rows are not stored); unless flagged, each value's row as a varint gap from the
+    /// previous row; per value a varint `len << 1 | repeat`, where `repeat` means "the same text
+    /// as the value before" and stores no text; then the texts of the non-repeated values.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.rows.to_le_bytes());
+        out.extend_from_slice(&self.input_bytes.to_le_bytes());
+        out.extend_from_slice(&(self.columns.len() as u32).to_le_bytes());
+        let mut lens = Vec::new();
+        let mut texts = Vec::new();
+        for c in &self.columns {
+            lens.clear();
+            texts.clear();
+            let mut start = 0usize;
+            let mut prev: Option<&[u8]> = None;
+            for &end in &c.ends {
+                let text = &c.data[start..end as usize];
+                start = end as usize;
+                if prev == Some(text) {
+                    put_varint(&mut lens, 1);
+                } else {
+                    put_varint(&mut lens, (text.len() as u64) << 1);
+                    texts.extend_from_slice(text);
+                }
+                prev = Some(text);
+            }
+            put_varint(out, c.rows.len() as u64);
+            put_varint(out, texts.len() as u64);
+            let dense = c.rows.len() == self.rows as usize;
+            out.push(u8::from(dense));
+            if !dense {
+                let mut next = 0u32;
+                for &r in &c.rows {
+                    put_varint(out, u64::from(r.wrapping_sub(next)));
+                    next = r.wrapping_add(1);
+                }
+            }
+            out.extend_from_slice(&lens);
+            out.extend_from_slice(&texts);
+        }
+    }
+
+    /// Reads back what [`encode`](Self::encode) wrote.
+    pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let mut r = Cursor { bytes, at: 0 };
+        let rows = r.u32()?;
+        let input_bytes = r.u64()?;
+        let n = r.u32()? as usize;
+        let mut columns = Vec::with_capacity(n.min(1 << 20));
+        let mut lens = Vec::new();
+        for _ in 0..n {
+            let values = usize::try_from(r.varint()?).map_err(|e| e.to_string())?;
+            if values > rows as usize {
+                return Err(format!("{values} values in a chunk of {rows} rows"));
+            }
+            let stored = usize::try_from(r.varint()?).map_err(|e| e.to_string())?;
+            let row_list = if r.take(1)?[0] == 1 {
+                (0..values as u32).collect()
+            } else {
+                let mut list = Vec::with_capacity(values);
+                let mut next = 0u32;
+                for _ in 0..values {
+                    let gap = u32::try_from(r.varint()?).map_err(|e| e.to_string())?;
+                    let row = next.checked_add(gap).ok_or("row overflow")?;
+                    list.push(row);
+                    next = row.wrapping_add(1);
+                }
+                list
+            };
+            lens.clear();
+            for _ in 0..values {
+                lens.push(r.varint()?);
+            }
+            let mut texts = r.take(stored)?;
+            let mut data: Vec<u8> = Vec::with_capacity(stored);
+            let mut ends = Vec::with_capacity(values);
+            let mut prev = 0..0;
+            for &l in &lens {
+                if l & 1 == 1 {
+                    data.extend_from_within(prev.clone());
+                } else {
+                    let len = usize::try_from(l >> 1).map_err(|e| e.to_string())?;
+                    if len > texts.len() {
+                        return Err("value text beyond the stored texts".into());
+                    }
+                    let (text, rest) = texts.split_at(len);
+                    let at = data.len();
+                    data.extend_from_slice(text);
+                    prev = at..data.len();
+                    texts = rest;
+                }
+                let end = u32::try_from(data.len()).map_err(|_| "value texts over 4 GiB")?;
+                ends.push(end);
+            }
+            if !texts.is_empty() {
+                return Err(format!("{} bytes of text left over", texts.len()));
+            }
+            columns.push(ColumnValues {
+                rows: row_list,
+                ends,
+                data,
+            });
+        }
+        if r.at != bytes.len() {
+            return Err(format!("{} bytes left over", bytes.len() - r.at));
+        }
+        Ok(Self {
+            rows,
+            input_bytes,
+            columns,
+        })
+    }
+
+    /// Widens the chunk to the union schema: `to_union[i]` is the union column of the chunk's
+    /// column `i`, `schema` the union's Arrow schema.
+    pub(crate) fn into_batch(
+        self,
+        to_union: &[u32],
+        schema: &SchemaRef,
+    ) -> std::result::Result<RecordBatch, String> {
+        let n = self.rows as usize;
+        let fields = schema.fields();
+        let mut by_union: Vec<Option<ColumnValues>> = (0..fields.len()).map(|_| None).collect();
+        if to_union.len() != self.columns.len() {
+            return Err(format!(
+                "{} columns in the chunk, {} mapped",
+                self.columns.len(),
+                to_union.len()
+            ));
+        }
+        for (&u, values) in to_union.iter().zip(self.columns) {
+            let slot = by_union
+                .get_mut(u as usize)
+                .ok_or_else(|| format!("column {u} is not in the union schema"))?;
+            *slot = Some(values);
+        }
+        let arrays = fields
+            .iter()
+            .zip(by_union)
+            .map(|(f, values)| match values {
+                Some(v) if !v.rows.is_empty() => column_array(f.data_type(), v, n)
+                    .map_err(|e| format!("column {}: {e}", f.name())),
+                _ => Ok(new_null_array(f.data_type(), n)),
+            })
+            .collect::<std::result::Result<Vec<ArrayRef>, String>>()?;
+        let opts = RecordBatchOptions::new().with_row_count(Some(n));
+        RecordBatch::try_new_with_options(Arc::clone(schema), arrays, &opts)
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| format!("truncated at byte {}", self.at))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn varint(&mut self) -> std::result::Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(format!("varint too long at byte {}", self.at))
+    }
+}
+
+/// Appends `v` as a LEB128 varint.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Which rows have a value; `None` when every row has one.
+fn validity(rows: &[u32], n: usize) -> Option<NullBuffer> {
+    if rows.len() == n {
+        return None;
+    }
+    let mut b = BooleanBufferBuilder::new(n);
+    b.append_n(n, false);
+    for &r in rows {
+        b.set_bit(r as usize, true);
+    }
+    Some(NullBuffer::new(b.finish()))
+}
+
+/// One column of `n` rows from its sparse values. The union type covers every value's kind
+/// (the schema saw them all), so a value that does not fit is a bug, reported as an error.
+fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<ArrayRef, String> {
+    if v.ends.last().map(|&e| e as usize) != Some(v.data.len()) || v.rows.len() != v.ends.len() {
+        return Err("value texts over 4 GiB in one chunk".into());
+    }
+    if v.rows.last().is_some_and(|&r| r as usize >= n) {
+        return Err("a value beyond the chunk's rows".into());
+    }
+    let nulls = validity(&v.rows, n);
+    let text = std::str::from_utf8(&v.data).map_err(|e| e.to_string())?;
+    let texts = || {
+        v.ends.iter().scan(0usize, move |start, &end| {
+            let s = &text[*start..end as usize];
+            *start = end as usize;
+            Some(s)
+        })
+    };
+    let array: ArrayRef = match t {
+        DataType::Int64 => {
+            let mut vals = vec![0i64; n];
+            for (&r, s) in v.rows.iter().zip(texts()) {
+                vals[r as usize] = s.parse().map_err(|_| format!("{s:?} is not an Int64"))?;
+            }
+            Arc::new(Int64Array::new(ScalarBuffer::from(vals), nulls))
+        }
+        DataType::Float64 => {
+            let mut vals = vec![0f64; n];
+            for (&r, s) in v.rows.iter().zip(texts()) {
+                vals[r as usize] = s.parse().map_err(|_| format!("{s:?} is not a Float64"))?;
+            }
+            Arc::new(Float64Array::new(ScalarBuffer::from(vals), nulls))
+        }
+        DataType::Boolean => {
+            let mut bits = BooleanBufferBuilder::new(n);
+            bits.append_n(n, false);
+            for (&r, s) in v.rows.iter().zip(texts()) {
+                match s {
+                    "true" => bits.set_bit(r as usize, true),
+                    "false" => {}
+                    _ => return Err(format!("{s:?} is not a Boolean")),
+                }
+            }
+            Arc::new(BooleanArray::new(bits.finish(), nulls))
+        }
+        DataType::Utf8 => {
+            if v.data.len() > i32::MAX as usize {
+                return Err("value texts over 2 GiB in one chunk".into());
+            }
+            let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
+            offsets.push(0);
+            let mut end = 0i32;
+            for (&r, &e) in v.rows.iter().zip(&v.ends) {
+                offsets.resize(r as usize + 1, end);
+                end = e as i32;
+                offsets.push(end);
+            }
+            offsets.resize(n + 1, end);
+            let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+            Arc::new(
+                StringArray::try_new(offsets, Buffer::from_vec(v.data), nulls)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        other => return Err(format!("unexpected column type {other}")),
+    };
+    Ok(array)
+}
+
+/// A chunk handed from the pass to the stash: as it is, or already written to the spill.
+#[derive(Debug)]
+pub(crate) enum Parked {
+    /// In memory.
+    Memory(ChunkTable),
+    /// In the spill file at `offset`, `len` bytes.
+    Spilled {
+        /// Where it starts.
+        offset: u64,
+        /// Its encoded length.
+        len: u64,
+        /// Input bytes behind it.
+        input_bytes: u64,
+    },
+}
+
+impl Parked {
+    /// Input bytes behind the chunk.
+    pub(crate) fn input_bytes(&self) -> u64 {
+        match self {
+            Self::Memory(t) => t.input_bytes,
+            Self::Spilled { input_bytes, .. } => *input_bytes,
+        }
+    }
+}
+
+/// A held chunk: where it is and how its columns map to the union schema.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub(crate) chunk: Parked,
+    pub(crate) to_union: Vec<u32>,
+    /// Index of the input file the chunk came from.
+    pub(crate) file: usize,
+}
+
+/// The chunks of one conversion, in input order.
+#[derive(Debug)]
+pub(crate) struct Stash {
+    dir: PathBuf,
+    budget: usize,
+    in_memory: AtomicUsize,
+    /// Set once the budget is reached: workers then spill their chunks themselves.
+    spilling: AtomicBool,
+    file: Mutex<Option<Arc<File>>>,
+    end: AtomicU64,
+    held: Mutex<Vec<Held>>,
+}
+
+impl Stash {
+    /// A stash that keeps up to `budget` bytes in memory and spills the rest to an unlinked
+    /// temporary file in `dir` (created when first needed).
+    pub(crate) fn new(dir: &Path, budget: usize) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            budget,
+            in_memory: AtomicUsize::new(0),
+            spilling: AtomicBool::new(false),
+            file: Mutex::new(None),
+            end: AtomicU64::new(0),
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn err(&self, source: std::io::Error) -> Error {
+        Error::Spill {
+            path: self.dir.clone(),
+            source,
+        }
+    }
+
+    fn spill_file(&self) -> Result<Arc<File>> {
+        let mut guard = self
+            .file
+            .lock()
+            .map_err(|_| self.err(std::io::Error::other("poisoned lock")))?;
+        if let Some(f) = &*guard {
+            return Ok(Arc::clone(f));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| self.err(e))?;
+        let f = Arc::new(tempfile::tempfile_in(&self.dir).map_err(|e| self.err(e))?);
+        *guard = Some(Arc::clone(&f));
+        Ok(f)
+    }
+
+    /// Writes a table to the spill file (safe to call from several threads at once).
+    fn spill(&self, table: &ChunkTable) -> Result<Parked> {
+        let mut buf = Vec::with_capacity(table.heap_bytes() / 2 + 64);
+        table.encode(&mut buf);
+        let len = buf.len() as u64;
+        let offset = self.end.fetch_add(len, Ordering::Relaxed);
+        let file = self.spill_file()?;
+        write_at(&file, &buf, offset).map_err(|e| self.err(e))?;
+        Ok(Parked::Spilled {
+            offset,
+            len,
+            input_bytes: table.input_bytes,
+        })
+    }
+
+    /// Called by a worker with its finished chunk: spills it at once when the budget is
+    /// already used up, so encoding and writing run in parallel.
+    pub(crate) fn park(&self, table: ChunkTable) -> Result<Parked> {
+        if self.spilling.load(Ordering::Relaxed) {
+            self.spill(&table)
+        } else {
+            Ok(Parked::Memory(table))
+        }
+    }
+
+    /// Appends the next chunk in input order (called by one thread, in order).
+    pub(crate) fn push(&self, chunk: Parked, to_union: Vec<u32>, file: usize) -> Result<()> {
+        let chunk = match chunk {
+            Parked::Memory(t) => {
+                let size = t.heap_bytes();
+                let held = self.in_memory.load(Ordering::Relaxed);
+                if held + size > self.budget {
+                    self.spilling.store(true, Ordering::Relaxed);
+                    self.spill(&t)?
+                } else {
+                    self.in_memory.store(held + size, Ordering::Relaxed);
+                    Parked::Memory(t)
+                }
+            }
+            spilled => spilled,
+        };
+        self.held
+            .lock()
+            .map_err(|_| self.err(std::io::Error::other("poisoned lock")))?
+            .push(Held {
+                chunk,
+                to_union,
+                file,
+            });
+        Ok(())
+    }
+
+    /// Bytes written to the spill file.
+    pub(crate) fn spilled_bytes(&self) -> u64 {
+        self.end.load(Ordering::Relaxed)
+    }
+
+    /// Hands out the held chunks in input order, and a loader for spilled ones.
+    pub(crate) fn into_parts(self) -> Result<(Vec<Held>, Loader)> {
+        let poisoned = || Error::Spill {
+            path: self.dir.clone(),
+            source: std::io::Error::other("poisoned lock"),
+        };
+        let file = self.file.into_inner().map_err(|_| poisoned())?;
+        let held = self.held.into_inner().map_err(|_| poisoned())?;
+        Ok((
+            held,
+            Loader {
+                dir: self.dir,
+                file,
+            },
+        ))
+    }
+}
+
+/// Loads held chunks back (from several threads at once).
+#[derive(Debug)]
+pub(crate) struct Loader {
+    dir: PathBuf,
+    file: Option<Arc<File>>,
+}
+
+impl Loader {
+    /// The chunk's table, from memory or the spill file.
+    pub(crate) fn load(&self, chunk: Parked) -> Result<ChunkTable> {
+        match chunk {
+            Parked::Memory(t) => Ok(t),
+            Parked::Spilled { offset, len, .. } => {
+                let err = |source| Error::Spill {
+                    path: self.dir.clone(),
+                    source,
+                };
+                let file = self
+                    .file
+                    .as_ref()
+                    .ok_or_else(|| err(std::io::Error::other("no spill file")))?;
+                let len = usize::try_from(len).map_err(|e| err(std::io::Error::other(e)))?;
+                let mut buf = vec![0u8; len];
+                read_at(file, &mut buf, offset).map_err(err)?;
+                ChunkTable::decode(&buf).map_err(|reason| {
+                    err(std::io::Error::new(std::io::ErrorKind::InvalidData, reason))
+                })
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn write_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn write_at(file: &File, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, buf, offset)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_read(file, buf, offset)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf = &mut buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array;
+    use arrow_schema::{Field, Schema};
+
+    fn values(v: &[(u32, &str)]) -> ColumnValues {
+        let mut c = ColumnValues::default();
+        for &(r, t) in v {
+            c.data.extend_from_slice(t.as_bytes());
+            c.rows.push(r);
+            c.ends.push(c.data.len() as u32);
+        }
+        c
+    }
+
+    fn table() -> ChunkTable {
+        ChunkTable {
+            rows: 4,
+            input_bytes: 99,
+            columns: vec![
+                values(&[(0, "a"), (2, ""), (3, "ü\"x")]),
+                values(&[(1, "-7"), (3, "12")]),
+                values(&[(0, "1.5"), (1, "2"), (2, "1e3"), (3, "-0.25")]),
+                values(&[(2, "true"), (3, "false")]),
+                values(&[]),
+            ],
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let t = table();
+        let mut buf = Vec::new();
+        t.encode(&mut buf);
+        assert_eq!(ChunkTable::decode(&buf).unwrap(), t);
+        assert!(ChunkTable::decode(&buf[..buf.len() - 1]).is_err());
+        buf.push(0);
+        assert!(ChunkTable::decode(&buf).is_err());
+    }
+
+    #[test]
+    fn repeated_texts_are_stored_once() {
+        let url = "http://terminology.hl7.org/CodeSystem/observation-category";
+        let rows: Vec<(u32, &str)> = (0..1000).map(|r| (r, url)).collect();
+        let t = ChunkTable {
+            rows: 1000,
+            input_bytes: 1,
+            columns: vec![values(&rows)],
+        };
+        let mut buf = Vec::new();
+        t.encode(&mut buf);
+        // Header, then per value one length byte; the text itself once.
+        assert!(buf.len() < 1000 + 2 * url.len() + 32, "{} bytes", buf.len());
+        assert_eq!(ChunkTable::decode(&buf).unwrap(), t);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_table_round_trips(
+            n in 1u32..40,
+            cols in proptest::collection::vec(
+                proptest::collection::vec((proptest::bool::ANY, "(|a|bb|ü\\\"x|[0-9]{1,200})"), 0..40),
+                0..6,
+            ),
+        ) {
+            let columns = cols
+                .iter()
+                .map(|c| {
+                    let v: Vec<(u32, &str)> = c
+                        .iter()
+                        .enumerate()
+                        .filter(|(r, (keep, _))| *keep && (*r as u32) < n)
+                        .map(|(r, (_, t))| (r as u32, t.as_str()))
+                        .collect();
+                    values(&v)
+                })
+                .collect();
+            let t = ChunkTable { rows: n, input_bytes: 7, columns };
+            let mut buf = Vec::new();
+            t.encode(&mut buf);
+            proptest::prop_assert_eq!(ChunkTable::decode(&buf).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn widens_to_union_order_types_and_nulls() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("absent", DataType::Utf8, true),
+            Field::new("num", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("i", DataType::Int64, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new("empty", DataType::Int64, true),
+        ]));
+        let batch = table().into_batch(&[2, 3, 1, 4, 5], &schema).unwrap();
+        assert_eq!(batch.num_rows(), 4);
+        assert_eq!(batch.column(0).null_count(), 4);
+        let num = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        assert_eq!(num.values().to_vec(), vec![1.5, 2.0, 1000.0, -0.25]);
+        assert_eq!(num.null_count(), 0);
+        let s = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let got: Vec<Option<&str>> = s.iter().collect();
+        assert_eq!(got, vec![Some("a"), None, Some(""), Some("ü\"x")]);
+        let i = batch
+            .column(3)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let got: Vec<Option<i64>> = i.iter().collect();
+        assert_eq!(got, vec![None, Some(-7), None, Some(12)]);
+        let b = batch
+            .column(4)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .unwrap();
+        let got: Vec<Option<bool>> = b.iter().collect();
+        assert_eq!(got, vec![None, None, Some(true), Some(false)]);
+        assert_eq!(batch.column(5).null_count(), 4);
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_its_type_is_an_error() {
+        let schema = Arc::new(Schema::new(vec![Field::new("i", DataType::Int64, true)]));
+        let t = ChunkTable {
+            rows: 1,
+            input_bytes: 1,
+            columns: vec![values(&[(0, "x")])],
+        };
+        let e = t.into_batch(&[0], &schema).unwrap_err();
+        assert!(e.contains("is not an Int64"), "{e}");
+    }
+
+    #[test]
+    fn spills_past_the_budget_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let stash = Stash::new(dir.path(), table().heap_bytes());
+        // Until the budget is reached, workers park their chunks in memory.
+        for _ in 0..2 {
+            let parked = stash.park(table()).unwrap();
+            assert!(matches!(parked, Parked::Memory(_)));
+            stash.push(parked, vec![0, 1, 2, 3, 4], 0).unwrap();
+        }
+        // The budget holds one table: the second push spilled, and from then on the
+        // workers spill their chunks themselves.
+        let parked = stash.park(table()).unwrap();
+        assert!(matches!(parked, Parked::Spilled { .. }));
+        stash.push(parked, vec![0, 1, 2, 3, 4], 0).unwrap();
+        assert!(stash.spilled_bytes() > 0);
+        let (held, loader) = stash.into_parts().unwrap();
+        assert_eq!(held.len(), 3);
+        assert!(matches!(held[0].chunk, Parked::Memory(_)));
+        assert!(
+            held[1..]
+                .iter()
+                .all(|h| matches!(h.chunk, Parked::Spilled { .. }))
+        );
+        // No file is left in the directory: the spill is unlinked.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        for h in held {
+            assert_eq!(h.chunk.input_bytes(), 99);
+            assert_eq!(loader.load(h.chunk).unwrap(), table());
+        }
+    }
+}
