@@ -609,7 +609,9 @@ where
                 consume(c, r)?;
             }
             for c in batch.drain(..) {
-                let _ = give_back.send(c.data);
+                if let Some(buf) = c.data.into_vec() {
+                    let _ = give_back.send(buf);
+                }
             }
         }
         Ok(())

@@ -1,8 +1,11 @@
 //! Reading NDJSON files (plain or gzip, sniffed by magic bytes) as chunks of whole lines, with
-//! line numbers, a UTF-8 BOM dropped, and a cap on line length. It knows nothing of JSON.
+//! line numbers, a UTF-8 BOM dropped, and a cap on line length. Plain files are memory-mapped
+//! a chunk at a time (no copy out of the page cache); gzip, pipes and `mmap: false` are read
+//! with `read`. It knows nothing of JSON.
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +27,10 @@ pub struct ReadOptions {
     /// Target size of a chunk of lines (a chunk holds whole lines; a longer line makes a larger
     /// chunk, up to `max_line_bytes`).
     pub chunk_bytes: usize,
+    /// Memory-map plain files instead of copying them out of the page cache with `read`
+    /// (faster; turn it off for files that may shrink while they are read, where a mapping
+    /// would crash the process, or on file systems that map poorly).
+    pub mmap: bool,
 }
 
 impl Default for ReadOptions {
@@ -31,7 +38,63 @@ impl Default for ReadOptions {
         Self {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            mmap: true,
         }
+    }
+}
+
+/// The bytes of a [`Chunk`]: a buffer of its own, or a window of a memory-mapped file
+/// (unmapped when the chunk is dropped, so mapped input never piles up in memory).
+#[derive(Default)]
+pub struct ChunkData(Repr);
+
+#[derive(Default)]
+enum Repr {
+    #[default]
+    Empty,
+    Owned(Vec<u8>),
+    Mapped {
+        map: memmap2::Mmap,
+        len: usize,
+    },
+}
+
+impl ChunkData {
+    /// The buffer, for reuse, when the chunk owns one.
+    pub fn into_vec(self) -> Option<Vec<u8>> {
+        match self.0 {
+            Repr::Owned(v) => Some(v),
+            Repr::Empty | Repr::Mapped { .. } => None,
+        }
+    }
+}
+
+impl From<Vec<u8>> for ChunkData {
+    fn from(v: Vec<u8>) -> Self {
+        Self(Repr::Owned(v))
+    }
+}
+
+impl Deref for ChunkData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Empty => &[],
+            Repr::Owned(v) => v,
+            Repr::Mapped { map, len } => &map[..*len],
+        }
+    }
+}
+
+impl std::fmt::Debug for ChunkData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.0 {
+            Repr::Empty => "empty",
+            Repr::Owned(_) => "owned",
+            Repr::Mapped { .. } => "mapped",
+        };
+        write!(f, "ChunkData({kind}, {} bytes)", self.len())
     }
 }
 
@@ -48,7 +111,7 @@ pub struct Overlong {
 #[derive(Debug, Default)]
 pub struct Chunk {
     /// The bytes of the lines, newline-separated (the last may lack its newline).
-    pub data: Vec<u8>,
+    pub data: ChunkData,
     /// Line number of the first line in `data`.
     pub first_line: u64,
     /// Overlong lines that came just before `data`, skipped by the reader.
@@ -100,10 +163,20 @@ impl Chunk {
 /// caller can keep it verbatim without the reader holding it in memory.
 pub type OverlongSink = Box<dyn FnMut(u64, &[u8], bool) -> io::Result<()> + Send>;
 
+/// A plain file read through windows of a memory map.
+struct Mapped {
+    file: File,
+    /// File size when opened; the file is read up to here.
+    len: u64,
+    /// Next byte to read.
+    pos: u64,
+}
+
 /// Reads a file as a sequence of [`Chunk`]s.
 pub struct LineReader {
     path: PathBuf,
     src: Box<dyn Read + Send>,
+    mapped: Option<Mapped>,
     opts: ReadOptions,
     carry: Vec<u8>,
     next_line: u64,
@@ -155,12 +228,35 @@ impl LineReader {
             got += n;
         }
         let read_bytes = Arc::new(AtomicU64::new(0));
+        let gzip = got == 2 && magic == [0x1f, 0x8b];
+        if opts.mmap && !gzip {
+            let meta = file.metadata().map_err(read_err)?;
+            if meta.is_file() && meta.len() > 0 {
+                return Ok(Self {
+                    path: path.to_path_buf(),
+                    src: Box::new(io::empty()),
+                    mapped: Some(Mapped {
+                        file,
+                        len: meta.len(),
+                        pos: 0,
+                    }),
+                    opts: opts.clone(),
+                    carry: Vec::new(),
+                    next_line: 1,
+                    at_start: true,
+                    eof: false,
+                    overlong_sink: None,
+                    read_bytes,
+                    spare: Vec::new(),
+                });
+            }
+        }
         let head = io::Cursor::new(magic[..got].to_vec());
         let counted = Counting {
             inner: head.chain(file),
             count: Arc::clone(&read_bytes),
         };
-        let src: Box<dyn Read + Send> = if got == 2 && magic == [0x1f, 0x8b] {
+        let src: Box<dyn Read + Send> = if gzip {
             Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
                 1 << 16,
                 counted,
@@ -171,6 +267,7 @@ impl LineReader {
         Ok(Self {
             path: path.to_path_buf(),
             src,
+            mapped: None,
             opts: opts.clone(),
             carry: Vec::new(),
             next_line: 1,
@@ -237,6 +334,9 @@ impl LineReader {
 
     /// The next chunk of whole lines, or `None` at the end of the file.
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        if self.mapped.is_some() {
+            return self.next_mapped_chunk();
+        }
         let mut overlong = Vec::new();
         let mut buf = self.take_buffer();
         let mut want = self.opts.chunk_bytes.max(buf.len() + 1);
@@ -283,7 +383,136 @@ impl LineReader {
         buf
     }
 
-    fn make_chunk(&mut self, data: Vec<u8>, overlong: Vec<Overlong>) -> Chunk {
+    /// Maps `len` bytes of the file from `offset`.
+    #[allow(unsafe_code)]
+    fn map(&self, offset: u64, len: usize) -> Result<memmap2::Mmap> {
+        let m = self.mapped.as_ref().expect("a mapped reader");
+        // SAFETY: the mapping is read-only and private to this reader. It is undefined
+        // behaviour only if the file shrinks while mapped (the process gets SIGBUS); that
+        // is the documented trade of `ReadOptions::mmap`, off with `--no-mmap`.
+        unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len)
+                .populate()
+                .map(&m.file)
+        }
+        .map_err(|e| self.err(e))
+    }
+
+    /// [`next_chunk`](Self::next_chunk) for a mapped file: each chunk is its own window of
+    /// the file, ending after the last newline within `chunk_bytes` (or, for a longer line,
+    /// after that line, up to the line cap).
+    fn next_mapped_chunk(&mut self) -> Result<Option<Chunk>> {
+        let mut overlong = Vec::new();
+        loop {
+            let (len, pos) = {
+                let m = self.mapped.as_ref().expect("a mapped reader");
+                (m.len, m.pos)
+            };
+            if pos >= len {
+                if overlong.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(self.make_chunk(ChunkData::default(), overlong)));
+            }
+            if self.at_start {
+                self.at_start = false;
+                let head = self.map(0, len.min(3) as usize)?;
+                if head.starts_with(b"\xEF\xBB\xBF") {
+                    self.advance(3);
+                    continue;
+                }
+            }
+            let rest = usize::try_from(len - pos).unwrap_or(usize::MAX);
+            let mut want = self.opts.chunk_bytes.max(1);
+            loop {
+                let take = want.min(rest);
+                let map = self.map(pos, take)?;
+                let end = if take == rest {
+                    // To the end of the file: the last line may lack its newline.
+                    Some(take)
+                } else {
+                    memchr::memrchr(b'\n', &map).map(|nl| nl + 1)
+                };
+                if let Some(end) = end {
+                    self.advance(end as u64);
+                    let data = ChunkData(Repr::Mapped { map, len: end });
+                    return Ok(Some(self.make_chunk(data, overlong)));
+                }
+                if take > self.opts.max_line_bytes {
+                    drop(map);
+                    let number = self.next_line;
+                    let len = self.skip_mapped_overlong(number)?;
+                    overlong.push(Overlong { number, len });
+                    self.next_line += 1;
+                    break;
+                }
+                // One line longer than a chunk: widen the window, up to the cap.
+                want = (want * 2).min(self.opts.max_line_bytes + 1);
+            }
+        }
+    }
+
+    /// Moves a mapped reader on by `n` bytes and counts them for progress.
+    fn advance(&mut self, n: u64) {
+        if let Some(m) = self.mapped.as_mut() {
+            m.pos += n;
+        }
+        self.read_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Hands an overlong line of a mapped file to the sink in pieces and moves past its
+    /// newline. Returns the line's length (without `\r\n`).
+    fn skip_mapped_overlong(&mut self, number: u64) -> Result<u64> {
+        let path = self.path.clone();
+        let sink_err = |e: io::Error| Error::Write {
+            path: path.clone(),
+            source: e,
+        };
+        let mut len = 0u64;
+        loop {
+            let (flen, pos) = {
+                let m = self.mapped.as_ref().expect("a mapped reader");
+                (m.len, m.pos)
+            };
+            let take = usize::try_from(flen - pos)
+                .unwrap_or(usize::MAX)
+                .min(1 << 20);
+            if take == 0 {
+                return Ok(len);
+            }
+            let map = self.map(pos, take)?;
+            match memchr::memchr(b'\n', &map) {
+                Some(nl) => {
+                    let mut piece = &map[..nl];
+                    if let [rest @ .., b'\r'] = piece {
+                        piece = rest;
+                    }
+                    len += piece.len() as u64;
+                    if let Some(sink) = self.overlong_sink.as_mut() {
+                        sink(number, piece, true).map_err(sink_err)?;
+                    }
+                    self.advance(nl as u64 + 1);
+                    return Ok(len);
+                }
+                None => {
+                    let last = pos + take as u64 == flen;
+                    len += take as u64;
+                    if let Some(sink) = self.overlong_sink.as_mut() {
+                        sink(number, &map, last).map_err(sink_err)?;
+                    }
+                    self.advance(take as u64);
+                    if last {
+                        return Ok(len);
+                    }
+                }
+            }
+        }
+    }
+
+    fn make_chunk(&mut self, data: impl Into<ChunkData>, overlong: Vec<Overlong>) -> Chunk {
+        let data = data.into();
         let first_line = self.next_line;
         let newlines = memchr::memchr_iter(b'\n', &data).count() as u64;
         let unterminated = u64::from(data.last().is_some_and(|&b| b != b'\n'));
@@ -358,18 +587,37 @@ mod tests {
         (lines, over)
     }
 
-    fn small(chunk: usize, max: usize) -> ReadOptions {
+    /// What a caller ends up with: the lines it accepts (at most `max` bytes), and the numbers
+    /// of the lines rejected as too long, by the reader or by the caller's own check.
+    #[allow(clippy::type_complexity)]
+    fn normalise(
+        lines: &[(u64, String)],
+        over: &[Overlong],
+        max: usize,
+    ) -> (Vec<(u64, String)>, Vec<u64>) {
+        let kept = lines.iter().filter(|l| l.1.len() <= max).cloned().collect();
+        let mut rejected: Vec<u64> = over.iter().map(|o| o.number).collect();
+        rejected.extend(lines.iter().filter(|l| l.1.len() > max).map(|l| l.0));
+        rejected.sort_unstable();
+        (kept, rejected)
+    }
+
+    fn small(chunk: usize, max: usize, mmap: bool) -> ReadOptions {
         ReadOptions {
             max_line_bytes: max,
             chunk_bytes: chunk,
+            mmap,
         }
     }
 
     #[test]
     fn numbers_lines_and_skips_blanks_crlf_bom() {
         let input = b"\xEF\xBB\xBF{\"a\":1}\r\n\r\n  \n{\"b\":2}\n{\"c\":3}";
-        for chunk in [1, 3, 7, 1024] {
-            let (lines, over) = read_all(input, &small(chunk, 1 << 20));
+        for (chunk, mmap) in [1, 3, 7, 1024]
+            .into_iter()
+            .flat_map(|c| [(c, false), (c, true)])
+        {
+            let (lines, over) = read_all(input, &small(chunk, 1 << 20, mmap));
             assert_eq!(
                 lines,
                 [
@@ -377,10 +625,47 @@ mod tests {
                     (4, "{\"b\":2}".into()),
                     (5, "{\"c\":3}".into())
                 ],
-                "chunk {chunk}"
+                "chunk {chunk} mmap {mmap}"
             );
             assert!(over.is_empty());
         }
+    }
+
+    #[test]
+    fn mapped_and_streamed_reads_agree() {
+        let mut input = String::new();
+        for i in 0..300 {
+            let pad = "z".repeat((i * 37) % 90);
+            input.push_str(&format!("{{\"n\":{i},\"p\":\"{pad}\"}}"));
+            input.push_str(if i % 7 == 0 { "\r\n" } else { "\n" });
+            if i % 11 == 0 {
+                input.push('\n');
+            }
+        }
+        input.push_str(&"w".repeat(120));
+        let reference = read_all(input.as_bytes(), &small(1 << 20, 80, false));
+        let want = normalise(&reference.0, &reference.1, 80);
+        assert_eq!(want.0.len() + want.1.len(), 300 + 1);
+        for chunk in [1, 16, 100, 4096] {
+            for mmap in [false, true] {
+                let (lines, over) = read_all(input.as_bytes(), &small(chunk, 80, mmap));
+                assert_eq!(
+                    normalise(&lines, &over, 80),
+                    want,
+                    "chunk {chunk} mmap {mmap}"
+                );
+            }
+        }
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(input.as_bytes()).unwrap();
+        let mut r = LineReader::open(f.path(), &small(64, 1000, true)).unwrap();
+        let counter = r.bytes_read();
+        let mut total = 0;
+        while let Some(c) = r.next_chunk().unwrap() {
+            total += c.data.len();
+        }
+        assert_eq!(total, input.len());
+        assert_eq!(counter.load(Ordering::Relaxed), input.len() as u64);
     }
 
     #[test]
@@ -397,22 +682,28 @@ mod tests {
     fn skips_overlong_lines_and_reports_them() {
         let long = "x".repeat(100);
         let input = format!("{{\"a\":1}}\n{long}\n{{\"b\":2}}\n{long}");
-        let (lines, over) = read_all(input.as_bytes(), &small(8, 50));
-        // Line 2 is skipped by the reader; the unterminated last line is small enough to be
-        // handed over whole at end of file, and the caller's length check rejects it.
-        assert_eq!(
-            lines[..2],
-            [(1, "{\"a\":1}".into()), (3, "{\"b\":2}".into())]
-        );
-        assert_eq!(lines[2].0, 4);
-        assert_eq!(lines[2].1.len(), 100);
-        assert_eq!(
-            over,
-            [Overlong {
-                number: 2,
-                len: 100
-            }]
-        );
+        for mmap in [false, true] {
+            let (lines, over) = read_all(input.as_bytes(), &small(8, 50, mmap));
+            // Line 2 is skipped by the reader; the last line is either skipped too or handed
+            // over whole (then the caller's length check rejects it): either way it is
+            // rejected, with its number.
+            assert_eq!(
+                normalise(&lines, &over, 50),
+                (
+                    vec![(1, "{\"a\":1}".into()), (3, "{\"b\":2}".into())],
+                    vec![2, 4]
+                ),
+                "mmap {mmap}"
+            );
+            assert_eq!(
+                over[0],
+                Overlong {
+                    number: 2,
+                    len: 100
+                },
+                "mmap {mmap}"
+            );
+        }
     }
 
     #[test]
@@ -421,14 +712,23 @@ mod tests {
         let input = format!("{long}\r\n{{\"b\":2}}\n");
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(input.as_bytes()).unwrap();
-        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let got2 = Arc::clone(&got);
-        let mut r = LineReader::open(f.path(), &small(8, 50)).unwrap();
-        r.set_overlong_sink(Box::new(move |_, piece, _| {
-            got2.lock().unwrap().extend_from_slice(piece);
-            Ok(())
-        }));
-        while r.next_chunk().unwrap().is_some() {}
-        assert_eq!(&*got.lock().unwrap(), long.as_bytes());
+        for mmap in [false, true] {
+            let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let got2 = Arc::clone(&got);
+            let mut r = LineReader::open(f.path(), &small(8, 50, mmap)).unwrap();
+            r.set_overlong_sink(Box::new(move |_, piece, _| {
+                got2.lock().unwrap().extend_from_slice(piece);
+                Ok(())
+            }));
+            let mut lines = Vec::new();
+            let mut over = Vec::new();
+            while let Some(c) = r.next_chunk().unwrap() {
+                over.extend(c.overlong.iter().copied());
+                lines.extend(c.lines().map(|l| (l.number, l.bytes.to_vec())));
+            }
+            assert_eq!(&*got.lock().unwrap(), long.as_bytes(), "mmap {mmap}");
+            assert_eq!(over, [Overlong { number: 1, len: 70 }], "mmap {mmap}");
+            assert_eq!(lines, [(2, b"{\"b\":2}".to_vec())], "mmap {mmap}");
+        }
     }
 }
