@@ -1,5 +1,6 @@
-//! Writing a table atomically: Parquet with row groups encoded column-parallel (rayon over
-//! parquet's `ArrowColumnWriter`s), or an Arrow IPC file. Output goes to a hidden temporary
+//! Writing a table atomically: Parquet with each batch encoded column-parallel as it arrives
+//! (rayon over parquet's `ArrowColumnWriter`s, which hold a row group's encoded pages until it
+//! is full), or an Arrow IPC file. Output goes to a hidden temporary
 //! file in the output directory and is renamed into place only by [`TableWriter::finish`].
 
 use std::fs::File;
@@ -13,7 +14,9 @@ use arrow_array::RecordBatch;
 use arrow_ipc::writer::{FileWriter as IpcWriter, IpcWriteOptions};
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -97,6 +100,8 @@ enum Sink {
         file: SerializedFileWriter<BufWriter<File>>,
         factory: ArrowRowGroupWriterFactory,
         row_groups: usize,
+        /// The column writers of the row group being filled (encoded pages, not Arrow data).
+        open: Option<Vec<ArrowColumnWriter>>,
     },
     Arrow(IpcWriter<BufWriter<File>>),
 }
@@ -107,7 +112,6 @@ pub struct TableWriter {
     schema: SchemaRef,
     temp: TempPath,
     path: PathBuf,
-    pending: Vec<RecordBatch>,
     pending_rows: usize,
     pending_bytes: u64,
     rows: u64,
@@ -182,6 +186,7 @@ impl TableWriter {
                     file,
                     factory,
                     row_groups: 0,
+                    open: None,
                 }
             }
             OutputFormat::Arrow => {
@@ -219,7 +224,6 @@ impl TableWriter {
             schema,
             temp,
             path: path.to_path_buf(),
-            pending: Vec::new(),
             pending_rows: 0,
             pending_bytes: 0,
             rows: 0,
@@ -229,8 +233,8 @@ impl TableWriter {
         })
     }
 
-    /// Queues a batch; `input_bytes` is the size of the input it came from, for the row-group
-    /// memory bound. Full row groups are encoded and written.
+    /// Encodes a batch into the current row group; `input_bytes` is the size of the input it
+    /// came from, for the row-group bound. Full row groups are written.
     pub fn write(&mut self, batch: &RecordBatch, input_bytes: u64) -> Result<()> {
         let limit = self.opts.row_group_rows.max(1);
         let total = batch.num_rows();
@@ -238,7 +242,11 @@ impl TableWriter {
         while offset < total {
             let take = (limit - self.pending_rows).min(total - offset);
             let share = input_bytes * take as u64 / total.max(1) as u64;
-            self.pending.push(batch.slice(offset, take));
+            if take == total {
+                self.encode(batch)?;
+            } else {
+                self.encode(&batch.slice(offset, take))?;
+            }
             self.pending_rows += take;
             self.pending_bytes += share;
             offset += take;
@@ -249,12 +257,59 @@ impl TableWriter {
         Ok(())
     }
 
-    /// Encodes and writes the queued rows as one row group.
+    /// Encodes one batch: for Parquet, every column into its writer, in parallel.
+    fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
+        let path = &self.path;
+        let encode_nanos = &self.encode_nanos;
+        match &mut self.sink {
+            Sink::Parquet {
+                factory,
+                row_groups,
+                open,
+                ..
+            } => {
+                let pq = |source| Error::Parquet {
+                    path: path.clone(),
+                    source,
+                };
+                if open.is_none() {
+                    *open = Some(factory.create_column_writers(*row_groups).map_err(pq)?);
+                }
+                let writers = open.as_mut().expect("column writers were just created");
+                let fields = self.schema.fields();
+                // Columns are independent: encode and compress them in parallel.
+                writers
+                    .par_iter_mut()
+                    .enumerate()
+                    .try_for_each(|(i, w)| {
+                        let start = Instant::now();
+                        for leaf in compute_leaves(&fields[i], batch.column(i))? {
+                            w.write(&leaf)?;
+                        }
+                        let took = start.elapsed().as_nanos() as u64;
+                        encode_nanos.fetch_add(took, Ordering::Relaxed);
+                        Ok(())
+                    })
+                    .map_err(pq)
+            }
+            Sink::Arrow(w) => {
+                let start = Instant::now();
+                w.write(batch).map_err(|source| Error::Arrow {
+                    path: path.clone(),
+                    source,
+                })?;
+                let took = start.elapsed().as_nanos() as u64;
+                encode_nanos.fetch_add(took, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes the current row group: finishes its columns (in parallel) and writes them.
     fn flush(&mut self) -> Result<()> {
         if self.pending_rows == 0 {
             return Ok(());
         }
-        let pending = std::mem::take(&mut self.pending);
         self.rows += self.pending_rows as u64;
         self.pending_rows = 0;
         self.pending_bytes = 0;
@@ -264,52 +319,35 @@ impl TableWriter {
             source,
         };
         let encode_nanos = &self.encode_nanos;
-        match &mut self.sink {
-            Sink::Parquet {
-                file,
-                factory,
-                row_groups,
-            } => {
-                let writers = factory.create_column_writers(*row_groups).map_err(pq)?;
-                let fields = self.schema.fields();
-                // Columns are independent: encode and compress them in parallel.
-                let chunks: Vec<ArrowColumnChunk> = writers
-                    .into_par_iter()
-                    .enumerate()
-                    .map(|(i, mut w)| {
-                        let start = Instant::now();
-                        for batch in &pending {
-                            for leaf in compute_leaves(&fields[i], batch.column(i))? {
-                                w.write(&leaf)?;
-                            }
-                        }
-                        let chunk = w.close();
-                        let took = start.elapsed().as_nanos() as u64;
-                        encode_nanos.fetch_add(took, Ordering::Relaxed);
-                        chunk
-                    })
-                    .collect::<parquet::errors::Result<_>>()
-                    .map_err(pq)?;
-                let start = Instant::now();
-                let mut rg = file.next_row_group().map_err(pq)?;
-                for chunk in chunks {
-                    chunk.append_to_row_group(&mut rg).map_err(pq)?;
-                }
-                rg.close().map_err(pq)?;
-                *row_groups += 1;
-                self.write_nanos += start.elapsed().as_nanos() as u64;
+        if let Sink::Parquet {
+            file,
+            row_groups,
+            open,
+            ..
+        } = &mut self.sink
+        {
+            let Some(writers) = open.take() else {
+                return Ok(());
+            };
+            let chunks: Vec<ArrowColumnChunk> = writers
+                .into_par_iter()
+                .map(|w| {
+                    let start = Instant::now();
+                    let chunk = w.close();
+                    let took = start.elapsed().as_nanos() as u64;
+                    encode_nanos.fetch_add(took, Ordering::Relaxed);
+                    chunk
+                })
+                .collect::<parquet::errors::Result<_>>()
+                .map_err(pq)?;
+            let start = Instant::now();
+            let mut rg = file.next_row_group().map_err(pq)?;
+            for chunk in chunks {
+                chunk.append_to_row_group(&mut rg).map_err(pq)?;
             }
-            Sink::Arrow(w) => {
-                let start = Instant::now();
-                for batch in &pending {
-                    w.write(batch).map_err(|source| Error::Arrow {
-                        path: path.clone(),
-                        source,
-                    })?;
-                }
-                let took = start.elapsed().as_nanos() as u64;
-                encode_nanos.fetch_add(took, Ordering::Relaxed);
-            }
+            rg.close().map_err(pq)?;
+            *row_groups += 1;
+            self.write_nanos += start.elapsed().as_nanos() as u64;
         }
         Ok(())
     }
