@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 
 /// Default cap on one line's length (64 MiB).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 << 20;
-/// Default size of a chunk of lines handed to one worker (8 MiB).
-pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
+/// Default size of a chunk of lines handed to one worker (4 MiB).
+pub const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
 
 /// How to read input files.
 #[derive(Debug, Clone)]
