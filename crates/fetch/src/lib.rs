@@ -9,8 +9,9 @@
 //! [`RedactedUrl`]s, so neither tokens nor signed query strings reach a log.
 //!
 //! Output layout in DIR: `{n}.{Type}.ndjson`, `error/{n}.OperationOutcome.ndjson`,
-//! `deleted/{n}.Bundle.ndjson`, `manifest.json` (the server's manifest as received),
-//! `log.ndjson` (Bulk Data Export Log Items) and the job state `.flatfhir-job.json`.
+//! `deleted/{n}.Bundle.ndjson`, `manifest.json` (the server's manifest as received; for a
+//! paged manifest, every page's entries merged into one), `log.ndjson` (Bulk Data Export Log
+//! Items) and the job state `.flatfhir-job.json`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), flatfhir_fetch::Error> {
@@ -692,16 +693,20 @@ async fn follow_manifests(
 ) -> Result<usize> {
     let mut page_url = status_url.clone();
     let mut page = 0;
+    let mut merged: Option<serde_json::Value> = None;
     loop {
         let raw = poll::until_manifest(&run.ctx, &page_url, started).await?;
         let m = Manifest::parse(&raw, &page_url).map_err(|reason| Error::Manifest {
             url: page_url.clone().into(),
             reason,
         })?;
+        if !links_only {
+            merge_manifest_page(&mut merged, &raw);
+            if let Some(all) = &merged {
+                write_manifest(&run.ctx.dir, all)?;
+            }
+        }
         if page == 0 && !links_only {
-            let path = run.ctx.dir.join("manifest.json");
-            let text = serde_json::to_vec_pretty(&raw).map_err(|e| Error::Job(e.to_string()))?;
-            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
             let c = |k| m.entries.iter().filter(|e| e.item == k).count();
             run.ctx.log.emit(
                 "status_complete",
@@ -724,6 +729,46 @@ async fn follow_manifests(
             None => return Ok(page),
         }
     }
+}
+
+/// Adds a manifest page to the merged manifest: the first page as received (without its
+/// `link`), then each later page's `output`, `deleted` and `error` entries appended, so
+/// `manifest.json` lists every file of a paged export.
+fn merge_manifest_page(merged: &mut Option<serde_json::Value>, page: &serde_json::Value) {
+    match merged {
+        None => {
+            let mut first = page.clone();
+            if let Some(o) = first.as_object_mut() {
+                o.remove("link");
+            }
+            *merged = Some(first);
+        }
+        Some(all) => {
+            let Some(all) = all.as_object_mut() else {
+                return;
+            };
+            for key in ["output", "deleted", "error"] {
+                let Some(more) = page.get(key).and_then(|v| v.as_array()) else {
+                    continue;
+                };
+                let list = all
+                    .entry(key)
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let Some(list) = list.as_array_mut() {
+                    list.extend(more.iter().cloned());
+                }
+            }
+        }
+    }
+}
+
+/// Writes `DIR/manifest.json` atomically.
+fn write_manifest(dir: &std::path::Path, manifest: &serde_json::Value) -> Result<()> {
+    let path = dir.join("manifest.json");
+    let tmp = dir.join("manifest.json.tmp");
+    let text = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Job(e.to_string()))?;
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
 
 async fn finish(

@@ -140,6 +140,16 @@ async fn paged_manifests_are_followed() {
         .filter(|r| r.path.contains("?page="))
         .count();
     assert_eq!(pages, 3, "7 files at 2 per page: 3 next links");
+    // manifest.json lists the files of every page, without the paging link.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(out.path(), "manifest.json")).unwrap();
+    let entries: usize = ["output", "deleted", "error"]
+        .iter()
+        .filter_map(|k| manifest[*k].as_array())
+        .map(Vec::len)
+        .sum();
+    assert_eq!(entries, 7, "{manifest}");
+    assert!(manifest.get("link").is_none(), "{manifest}");
     let log = read(out.path(), "log.ndjson");
     assert!(log.contains("\"totalManifests\":4"), "{log}");
     assert!(server.kickoff_params()[0].contains(&("allowPartialManifests".into(), "true".into())));
