@@ -74,23 +74,32 @@ pub fn run_views(
     out_dir: &Path,
     format: Format,
 ) -> Result<Report> {
-    run_views_with(inputs, views, out_dir, format, &WriteOptions::default())
+    run_views_with(
+        inputs,
+        views,
+        out_dir,
+        format,
+        &WriteOptions::default(),
+        &ReadOptions::default(),
+    )
 }
 
-/// [`run_views`] with Parquet/Arrow writer settings (compression, row-group size); their
-/// `format` is taken from `format`.
+/// [`run_views`] with Parquet/Arrow writer settings (compression, row-group size; their
+/// `format` is taken from `format`) and reader settings (line cap, memory mapping; the chunk
+/// size is the view runner's own).
 pub fn run_views_with(
     inputs: &[PathBuf],
     views: &[View],
     out_dir: &Path,
     format: Format,
     write: &WriteOptions,
+    read: &ReadOptions,
 ) -> Result<Report> {
     // Smaller chunks than the flatten engine's: a view does less work per byte, and more
     // chunks keep both cores busy on small inputs.
     let read = ReadOptions {
         chunk_bytes: 1 << 20,
-        ..ReadOptions::default()
+        ..read.clone()
     };
     let plan = flatfhir_core::plan(inputs, &read).map_err(|e| Error::Output(e.to_string()))?;
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
@@ -215,11 +224,29 @@ fn chunk_rows(
     view: &View,
     path: &Path,
     chunk: &flatfhir_core::Chunk,
+    max_line_bytes: usize,
     mut each: impl FnMut(&[Row<'_>]),
 ) -> Result<u64> {
+    if let Some(o) = chunk.overlong.first() {
+        return Err(Error::Output(format!(
+            "{}:{}: line is {} bytes, longer than the limit of {} (--max-line-bytes)",
+            path.display(),
+            o.number,
+            o.len,
+            max_line_bytes
+        )));
+    }
     let mut resources = 0;
     for line in chunk.lines() {
         let ctx = || format!("{}:{}", path.display(), line.number);
+        if line.bytes.len() > max_line_bytes {
+            return Err(Error::Output(format!(
+                "{}: line is {} bytes, longer than the limit of {} (--max-line-bytes)",
+                ctx(),
+                line.bytes.len(),
+                max_line_bytes
+            )));
+        }
         let text = std::str::from_utf8(line.bytes)
             .map_err(|_| Error::Output(format!("{}: not UTF-8", ctx())))?;
         if view.rows_for_line(text, &ctx, &mut each)? {
@@ -250,7 +277,7 @@ fn run_table(
             read,
             |p, c| {
                 let mut k = vec![Kinds::default(); declared.len()];
-                chunk_rows(view, p, c, |rows| {
+                chunk_rows(view, p, c, read.max_line_bytes, |rows| {
                     for row in rows {
                         for (k, cell) in k.iter_mut().zip(row) {
                             k.observe_cell(cell);
@@ -293,7 +320,7 @@ fn run_table(
         read,
         |p, c| {
             let mut b = BatchBuilder::new(schema.clone(), &types, &collection);
-            let n = chunk_rows(view, p, c, |rows| {
+            let n = chunk_rows(view, p, c, read.max_line_bytes, |rows| {
                 for row in rows {
                     b.append(row);
                 }
@@ -404,7 +431,7 @@ fn run_text(
         |p, c| {
             let mut buf = Vec::new();
             let mut count = 0u64;
-            let n = chunk_rows(view, p, c, |rs| {
+            let n = chunk_rows(view, p, c, read.max_line_bytes, |rs| {
                 for row in rs {
                     write_text_row(&mut buf, &names, row, format);
                     count += 1;

@@ -200,6 +200,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     &convert_opts.out_dir,
                     view_format,
                     &view_write,
+                    &convert_opts.read,
                 ) {
                     Ok(r) => {
                         for v in r.views {

@@ -196,7 +196,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let views = args.views.build()?;
     let (format, write) = output_format(&args.output)?;
     let inputs = &args.flatten.inputs;
-    let run = || run_views_with(inputs, &views, &args.out, format, &write);
+    let read = args.flatten.read_options();
+    let run = || run_views_with(inputs, &views, &args.out, format, &write, &read);
     let report = match args.flatten.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))

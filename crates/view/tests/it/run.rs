@@ -110,6 +110,49 @@ fn bad_json_line_is_reported_with_file_and_line() {
 }
 
 #[test]
+fn lines_over_the_cap_are_errors_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("Patient.ndjson");
+    let long = format!(
+        "{{\"resourceType\":\"Patient\",\"id\":\"{}\"}}",
+        "x".repeat(3 << 20)
+    );
+    // One line over the cap inside a chunk, one longer than any chunk (skipped by the reader).
+    for (line, text) in [
+        (
+            2,
+            format!(
+                "{{\"resourceType\":\"Patient\",\"id\":\"a\"}}\n{}\n",
+                "y".repeat(80)
+            ),
+        ),
+        (
+            2,
+            format!("{{\"resourceType\":\"Patient\",\"id\":\"a\"}}\n{long}\n"),
+        ),
+    ] {
+        std::fs::write(&input, text).unwrap();
+        let read = flatfhir_core::ReadOptions {
+            max_line_bytes: 64,
+            ..flatfhir_core::ReadOptions::default()
+        };
+        let err = flatfhir_view::run_views_with(
+            std::slice::from_ref(&input),
+            &[view()],
+            &dir.path().join("o"),
+            Format::Ndjson,
+            &flatfhir_core::WriteOptions::default(),
+            &read,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("Patient.ndjson:{line}")), "{msg}");
+        assert!(msg.contains("--max-line-bytes"), "{msg}");
+        assert!(!dir.path().join("o/pt.ndjson").exists());
+    }
+}
+
+#[test]
 fn complex_values_survive_member_skipping() {
     // `code` is output whole, `display` is named by no path: the object must still be complete,
     // and comparing objects must see whole objects.
