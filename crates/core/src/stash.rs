@@ -270,7 +270,12 @@ fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<
         return Err("a value beyond the chunk's rows".into());
     }
     let nulls = validity(&v.rows, n);
-    let text = std::str::from_utf8(&v.data).map_err(|e| e.to_string())?;
+    // Strings are checked once, by `StringArray::try_new`; only the other types read the
+    // texts here.
+    let text = match t {
+        DataType::Utf8 => "",
+        _ => std::str::from_utf8(&v.data).map_err(|e| e.to_string())?,
+    };
     let texts = || {
         v.ends.iter().scan(0usize, move |start, &end| {
             let s = &text[*start..end as usize];
@@ -695,6 +700,21 @@ mod tests {
         };
         let e = t.into_batch(&[0], &schema).unwrap_err();
         assert!(e.contains("is not an Int64"), "{e}");
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_string_column_is_an_error() {
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
+        let t = ChunkTable {
+            rows: 1,
+            input_bytes: 1,
+            columns: vec![ColumnValues {
+                rows: vec![0],
+                ends: vec![2],
+                data: vec![0xC3, 0x28],
+            }],
+        };
+        assert!(t.into_batch(&[0], &schema).is_err());
     }
 
     #[test]
