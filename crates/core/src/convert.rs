@@ -322,7 +322,6 @@ fn flatten_pass(
         let file = &group.files[file_idx];
         let mut pass = ChunkPass::new(&opts.exclude, stash.is_some());
         let mut bad = Vec::new();
-        let mut rows = 0;
         let mut scratch = String::new();
         for o in &chunk.overlong {
             if file.typed_by_name || file.reports_untyped {
@@ -346,20 +345,20 @@ fn flatten_pass(
                 file: file_idx as u32,
                 line: line.number,
             };
-            match text.and_then(|t| pass.line(t, at, rt)) {
-                Ok(()) => rows += 1,
-                Err(reason) => bad.push(BadLine {
+            if let Err(reason) = text.and_then(|t| pass.line(t, at, rt)) {
+                bad.push(BadLine {
                     file: file_idx as u32,
                     line: line.number,
                     reason,
                     bytes: keep.then(|| line.bytes.to_vec()),
-                }),
+                });
             }
         }
+        let rows = pass.rows();
         let (schema, values) = pass.finish();
         let table = stash.map(|s| {
             s.park(ChunkTable {
-                rows: rows as u32,
+                rows,
                 input_bytes: chunk.data.len() as u64,
                 columns: values,
             })
@@ -367,7 +366,7 @@ fn flatten_pass(
         ChunkOutcome {
             schema,
             table,
-            rows,
+            rows: u64::from(rows),
             bad,
         }
     };

@@ -199,6 +199,11 @@ impl ChunkPass {
         Ok(())
     }
 
+    /// Lines accepted so far.
+    pub(crate) fn rows(&self) -> u32 {
+        self.rows
+    }
+
     /// The chunk's schema and, when collecting, its values (parallel to the columns).
     pub(crate) fn finish(self) -> (crate::schema::ChunkSchema, Vec<ColumnValues>) {
         let schema = crate::schema::ChunkSchema {

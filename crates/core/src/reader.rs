@@ -229,45 +229,34 @@ impl LineReader {
         }
         let read_bytes = Arc::new(AtomicU64::new(0));
         let gzip = got == 2 && magic == [0x1f, 0x8b];
-        if opts.mmap && !gzip {
+        // Plain regular files with content are mapped; gzip, pipes and empty files streamed.
+        let map_len = if opts.mmap && !gzip {
             let meta = file.metadata().map_err(read_err)?;
-            if meta.is_file() && meta.len() > 0 {
-                return Ok(Self {
-                    path: path.to_path_buf(),
-                    src: Box::new(io::empty()),
-                    mapped: Some(Mapped {
-                        file,
-                        len: meta.len(),
-                        pos: 0,
-                    }),
-                    opts: opts.clone(),
-                    carry: Vec::new(),
-                    next_line: 1,
-                    at_start: true,
-                    eof: false,
-                    overlong_sink: None,
-                    read_bytes,
-                    spare: Vec::new(),
-                });
-            }
-        }
-        let head = io::Cursor::new(magic[..got].to_vec());
-        let counted = Counting {
-            inner: head.chain(file),
-            count: Arc::clone(&read_bytes),
-        };
-        let src: Box<dyn Read + Send> = if gzip {
-            Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
-                1 << 16,
-                counted,
-            )))
+            Some(meta.len()).filter(|&n| meta.is_file() && n > 0)
         } else {
-            Box::new(counted)
+            None
+        };
+        let (src, mapped): (Box<dyn Read + Send>, _) = if let Some(len) = map_len {
+            (Box::new(io::empty()), Some(Mapped { file, len, pos: 0 }))
+        } else {
+            let counted = Counting {
+                inner: io::Cursor::new(magic[..got].to_vec()).chain(file),
+                count: Arc::clone(&read_bytes),
+            };
+            let src: Box<dyn Read + Send> = if gzip {
+                Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
+                    1 << 16,
+                    counted,
+                )))
+            } else {
+                Box::new(counted)
+            };
+            (src, None)
         };
         Ok(Self {
             path: path.to_path_buf(),
             src,
-            mapped: None,
+            mapped,
             opts: opts.clone(),
             carry: Vec::new(),
             next_line: 1,

@@ -527,6 +527,25 @@ fn max_columns_guard_names_the_widest_paths() {
     );
 }
 
+/// Converts the `basic` and `multi` fixtures into `dir` with extra flags: the Observation
+/// output's bytes and the JSON summary.
+fn convert_observations(dir: &std::path::Path, extra: &[&str]) -> (Vec<u8>, serde_json::Value) {
+    let assert = flatfhir()
+        .args(["convert", "-q", "--json"])
+        .args(extra)
+        .arg(fixture("basic"))
+        .arg(fixture("multi"))
+        .arg("--out")
+        .arg(dir)
+        .assert()
+        .success();
+    let summary = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    (
+        std::fs::read(dir.join("Observation.parquet")).unwrap(),
+        summary,
+    )
+}
+
 #[test]
 fn output_does_not_depend_on_thread_count_or_read_mode() {
     let out = out_dir();
@@ -537,17 +556,7 @@ fn output_does_not_depend_on_thread_count_or_read_mode() {
         ("3", &["--threads", "3"]),
         ("read", &["--threads", "2", "--no-mmap"]),
     ] {
-        let dir = out.path().join(name);
-        flatfhir()
-            .args(["convert", "-q"])
-            .args(args)
-            .arg(fixture("basic"))
-            .arg(fixture("multi"))
-            .arg("--out")
-            .arg(&dir)
-            .assert()
-            .success();
-        files.push(std::fs::read(dir.join("Observation.parquet")).unwrap());
+        files.push(convert_observations(&out.path().join(name), args).0);
     }
     for (i, f) in files.iter().enumerate().skip(1) {
         assert!(files[0] == *f, "run {i} differs");
@@ -557,24 +566,7 @@ fn output_does_not_depend_on_thread_count_or_read_mode() {
 #[test]
 fn spilling_to_disk_changes_nothing_and_leaves_nothing() {
     let out = out_dir();
-    let run = |name: &str, extra: &[&str]| {
-        let dir = out.path().join(name);
-        let assert = flatfhir()
-            .args(["convert", "-q", "--json"])
-            .args(extra)
-            .arg(fixture("basic"))
-            .arg(fixture("multi"))
-            .arg("--out")
-            .arg(&dir)
-            .assert()
-            .success();
-        let summary: serde_json::Value =
-            serde_json::from_slice(&assert.get_output().stdout).unwrap();
-        (
-            std::fs::read(dir.join("Observation.parquet")).unwrap(),
-            summary,
-        )
-    };
+    let run = |name: &str, extra: &[&str]| convert_observations(&out.path().join(name), extra);
     let (held, summary) = run("memory", &[]);
     assert_eq!(summary["types"][0]["spilled_bytes"], 0, "{summary}");
     let spill = out.path().join("spill");
