@@ -10,17 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arrow_array::RecordBatch;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
+use crate::flatten::ColumnValues;
 use crate::flatten::{ChunkPass, line_text};
 use crate::input::{InputFile, TypeGroup, resource_type_of};
 use crate::reader::{Chunk, LineReader, ReadOptions};
 use crate::schema::{Column, Decimals, FirstSeen, UnionSchema};
-use crate::stash::{ChunkTable, Held, Parked, Stash};
-use crate::writer::{TableWriter, WriteOptions};
+use crate::stash::{ChunkTable, Held, Parked, Stash, union_array};
+use crate::writer::{Part, TableWriter, WriteOptions};
 
 /// What to do with a bad input line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -179,15 +179,13 @@ pub fn infer_schema(
     progress: &dyn Progress,
 ) -> Result<SchemaReport> {
     let pool = pool(opts.threads)?;
-    pool.install(|| {
-        let s = flatten_pass(group, opts, progress, None, None, &Timers::default())?;
-        Ok(SchemaReport {
-            resource_type: group.resource_type.clone(),
-            files: group.files.iter().map(|f| f.path.clone()).collect(),
-            rows: s.rows,
-            rejected: s.rejected,
-            columns: s.union.columns(opts.decimals),
-        })
+    let s = flatten_pass(&pool, group, opts, progress, None, None, &Timers::default())?;
+    Ok(SchemaReport {
+        resource_type: group.resource_type.clone(),
+        files: group.files.iter().map(|f| f.path.clone()).collect(),
+        rows: s.rows,
+        rejected: s.rejected,
+        columns: s.union.columns(opts.decimals),
     })
 }
 
@@ -205,7 +203,7 @@ pub fn convert_group(
     }
     let start = Instant::now();
     let pool = pool(opts.threads)?;
-    pool.install(|| {
+    {
         let rt = &group.resource_type;
         let rejects = match opts.on_error {
             OnError::Skip => Some(RejectSink::create(&opts.out_dir.join("_rejected"), rt)?),
@@ -214,7 +212,15 @@ pub fn convert_group(
         let spill_dir = opts.spill_dir.as_ref().unwrap_or(&opts.out_dir);
         let stash = Stash::new(spill_dir, opts.memory_budget);
         let t1 = Timers::default();
-        let pass = flatten_pass(group, opts, progress, rejects.as_ref(), Some(&stash), &t1)?;
+        let pass = flatten_pass(
+            &pool,
+            group,
+            opts,
+            progress,
+            rejects.as_ref(),
+            Some(&stash),
+            &t1,
+        )?;
         let rejected_file = match rejects {
             Some(r) => r.finish()?,
             None => None,
@@ -244,7 +250,7 @@ pub fn convert_group(
         };
         if pass.rows > 0 {
             let t2 = Timers::default();
-            let written = write_table(group, opts, progress, &pass, stash, &t2)?;
+            let written = pool.install(|| write_table(group, opts, progress, &pass, stash, &t2))?;
             report.output = Some(written.path);
             report.output_bytes = written.bytes;
             report.stages.widen = secs(&t2.process);
@@ -253,7 +259,7 @@ pub fn convert_group(
         }
         report.seconds = start.elapsed().as_secs_f64();
         Ok(report)
-    })
+    }
 }
 
 fn pool(threads: usize) -> Result<rayon::ThreadPool> {
@@ -274,10 +280,21 @@ struct PassOutcome {
 /// A line the pass refused.
 struct BadLine {
     file: u32,
+    /// Line number within the chunk (the pass adds the lines of the chunks before).
     line: u64,
     reason: String,
-    /// The line itself, kept for `_rejected/` (overlong lines were spilled by the reader).
-    bytes: Option<Vec<u8>>,
+    /// The line itself, kept for `_rejected/`.
+    bytes: LineBytes,
+}
+
+/// Where a refused line's bytes are, for `_rejected/`.
+enum LineBytes {
+    /// Not kept (the conversion stops at the first bad line).
+    None,
+    /// Kept by the worker.
+    Kept(Vec<u8>),
+    /// Spilled by the reader: the chunk's `n`th overlong line.
+    Overlong(u64),
 }
 
 struct ChunkOutcome {
@@ -285,6 +302,9 @@ struct ChunkOutcome {
     /// The flattened rows, when converting.
     table: Option<Result<Parked>>,
     rows: u64,
+    /// Lines in the chunk, blank and overlong ones included (numbers are chunk-relative
+    /// until the chunk is consumed in order).
+    lines: u64,
     bad: Vec<BadLine>,
 }
 
@@ -306,6 +326,7 @@ fn belongs(file: &InputFile, text: Option<&str>, rt: &str, scratch: &mut String)
 /// chunk's flattened values are held there for [`write_table`]; without one (`schema`), only
 /// statistics are kept.
 fn flatten_pass(
+    pool: &rayon::ThreadPool,
     group: &TypeGroup,
     opts: &ConvertOptions,
     progress: &dyn Progress,
@@ -323,7 +344,7 @@ fn flatten_pass(
         let mut pass = ChunkPass::new(&opts.exclude, stash.is_some());
         let mut bad = Vec::new();
         let mut scratch = String::new();
-        for o in &chunk.overlong {
+        for (k, o) in chunk.overlong.iter().enumerate() {
             if file.typed_by_name || file.reports_untyped {
                 bad.push(BadLine {
                     file: file_idx as u32,
@@ -332,11 +353,12 @@ fn flatten_pass(
                         "line is {} bytes, longer than the limit of {} (--max-line-bytes)",
                         o.len, opts.read.max_line_bytes
                     ),
-                    bytes: None,
+                    bytes: LineBytes::Overlong(k as u64),
                 });
             }
         }
-        for line in chunk.lines() {
+        let mut lines = chunk.lines();
+        for line in lines.by_ref() {
             let text = line_text(line.bytes, opts.read.max_line_bytes);
             if !belongs(file, text.as_ref().ok().copied(), rt, &mut scratch) {
                 continue;
@@ -350,10 +372,15 @@ fn flatten_pass(
                     file: file_idx as u32,
                     line: line.number,
                     reason,
-                    bytes: keep.then(|| line.bytes.to_vec()),
+                    bytes: if keep {
+                        LineBytes::Kept(line.bytes.to_vec())
+                    } else {
+                        LineBytes::None
+                    },
                 });
             }
         }
+        let line_count = lines.next_number() - 1;
         let rows = pass.rows();
         let (schema, values) = pass.finish();
         let table = stash.map(|s| {
@@ -367,24 +394,44 @@ fn flatten_pass(
             schema,
             table,
             rows: u64::from(rows),
+            lines: line_count,
             bad,
         }
     };
-    let consume = |chunk: &Chunk, c: ChunkOutcome| -> Result<()> {
+    // Chunks arrive numbered from their own start; in order, each file's lines so far (and
+    // its overlong lines so far, the keys of the reader's spill) turn them into file lines.
+    let mut lines_before = vec![0u64; group.files.len()];
+    let mut overlong_before = vec![0u64; group.files.len()];
+    let consume = |chunk: &Chunk, mut c: ChunkOutcome| -> Result<()> {
+        let base = lines_before[chunk.file];
+        lines_before[chunk.file] += c.lines;
+        let overlong_base = overlong_before[chunk.file];
+        overlong_before[chunk.file] += chunk.overlong.len() as u64;
+        for col in &mut c.schema.columns {
+            col.first_seen.line += base;
+        }
         let to_union = union.merge(&c.schema)?;
         rows += c.rows;
         for b in c.bad {
             let path = &group.files[b.file as usize].path;
-            match rejects {
-                None => {
+            let line = base + b.line;
+            match (opts.on_error, rejects) {
+                (OnError::Fail, _) => {
                     return Err(Error::BadLine {
                         file: path.clone(),
-                        line: b.line,
+                        line,
                         reason: b.reason,
                     });
                 }
-                Some(sink) => {
-                    sink.add(path, b.file, b.line, &b.reason, b.bytes.as_deref())?;
+                // The schema pass only counts the lines it skips.
+                (OnError::Skip, None) => rejected += 1,
+                (OnError::Skip, Some(sink)) => {
+                    let bytes = match b.bytes {
+                        LineBytes::Kept(v) => Kept::Bytes(v),
+                        LineBytes::Overlong(k) => Kept::Spilled(overlong_base + k),
+                        LineBytes::None => Kept::Bytes(Vec::new()),
+                    };
+                    sink.add(path, b.file, line, &b.reason, bytes)?;
                     rejected += 1;
                 }
             }
@@ -403,6 +450,7 @@ fn flatten_pass(
         Ok(())
     };
     run_chunks(
+        pool,
         &group.files,
         &opts.read,
         progress,
@@ -417,6 +465,10 @@ fn flatten_pass(
         rejected,
     })
 }
+
+/// A held chunk loaded for writing: its values per union column (`None`: the chunk has no
+/// such column), its rows and input size, and its file.
+type Loaded = (Vec<Option<ColumnValues>>, Part, usize);
 
 /// Writes the held chunks, widened to the union schema, in input order.
 fn write_table(
@@ -461,42 +513,72 @@ fn write_table(
         serde_json::to_string(&files).unwrap_or_default(),
     ));
     let mut writer = TableWriter::create(&path, Arc::clone(&arrow), &opts.write, &meta)?;
-    let (mut held, loader) = stash.into_parts()?;
-    let batch_len = rayon::current_num_threads().max(1) * 2;
+    let (held, loader) = stash.into_parts()?;
+    let fields = arrow.fields();
+    let width = fields.len();
+    // Chunks loaded at a time: enough that each column's share of a window is worth a task.
+    let window = rayon::current_num_threads().max(1) * 4;
+    let mut held = held.into_iter();
     let mut rows = 0u64;
-    while !held.is_empty() {
-        let take = batch_len.min(held.len());
-        let batch: Vec<Held> = held.drain(..take).collect();
-        let batches: Vec<Result<(RecordBatch, u64)>> = batch
+    let internal = |file: usize, reason: String| Error::Internal {
+        resource_type: rt.to_string(),
+        path: group
+            .files
+            .get(file)
+            .map(|f| f.path.clone())
+            .unwrap_or_default(),
+        reason,
+    };
+    loop {
+        let batch: Vec<Held> = held.by_ref().take(window).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let loaded: Vec<Result<Loaded>> = batch
             .into_par_iter()
             .map(|h| {
                 let start = Instant::now();
                 let input_bytes = h.chunk.input_bytes();
-                let file = h.file;
                 let table = loader.load(h.chunk)?;
-                let batch =
-                    table
-                        .into_batch(&h.to_union, &arrow)
-                        .map_err(|reason| Error::Internal {
-                            resource_type: rt.to_string(),
-                            path: group
-                                .files
-                                .get(file)
-                                .map(|f| f.path.clone())
-                                .unwrap_or_default(),
-                            reason,
-                        });
+                let part = Part {
+                    rows: table.rows as usize,
+                    input_bytes,
+                };
+                let columns = table
+                    .into_union_columns(&h.to_union, width)
+                    .map_err(|reason| internal(h.file, reason))?;
                 timers
                     .process
                     .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                Ok((batch?, input_bytes))
+                Ok((columns, part, h.file))
             })
             .collect();
-        for b in batches {
-            let (batch, input_bytes) = b?;
-            rows += batch.num_rows() as u64;
-            writer.write(&batch, input_bytes)?;
-            progress.advance(input_bytes);
+        // Transposed to [column][chunk], so each column's values go to one encoding task.
+        let mut columns: Vec<Vec<Option<ColumnValues>>> = (0..width)
+            .map(|_| Vec::with_capacity(loaded.len()))
+            .collect();
+        let mut parts = Vec::with_capacity(loaded.len());
+        let mut files = Vec::with_capacity(loaded.len());
+        for l in loaded {
+            let (chunk_columns, part, file) = l?;
+            for (c, v) in chunk_columns.into_iter().enumerate() {
+                columns[c].push(v);
+            }
+            parts.push(part);
+            files.push(file);
+        }
+        writer.write_columns(&parts, columns, |c, values, p| {
+            let start = Instant::now();
+            let array = union_array(fields[c].data_type(), values[p].take(), parts[p].rows)
+                .map_err(|e| internal(files[p], format!("column {}: {e}", fields[c].name())));
+            timers
+                .process
+                .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            array
+        })?;
+        for part in &parts {
+            rows += part.rows as u64;
+            progress.advance(part.input_bytes);
         }
     }
     if rows != pass.rows {
@@ -509,9 +591,14 @@ fn write_table(
     writer.finish()
 }
 
-/// Reads the files on a reader thread and processes chunks in parallel batches, handing the
-/// results to `consume` strictly in input order. Memory holds at most two batches of chunks.
+/// Reads the files on a reader thread, processes chunks on the pool as they arrive, and hands
+/// the results to `consume` strictly in input order, on the calling thread, while the pool
+/// goes on with later chunks (no batch waits for its slowest chunk). At most two chunks per
+/// thread are in flight. Chunks are numbered from their own start (the reader does not count
+/// lines): `consume` adds the lines of the chunks before.
+#[allow(clippy::too_many_arguments)]
 fn run_chunks<T, P, C>(
+    pool: &rayon::ThreadPool,
     files: &[InputFile],
     read: &ReadOptions,
     progress: &dyn Progress,
@@ -525,9 +612,9 @@ where
     P: Fn(usize, &Chunk) -> T + Sync,
     C: FnMut(&Chunk, T) -> Result<()>,
 {
-    let batch_len = rayon::current_num_threads().max(1) * 2;
+    let in_flight = pool.current_num_threads().max(1) * 2;
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(batch_len);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(in_flight);
         // Spent chunk buffers go back to the reader for reuse.
         let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
         let spill = rejects.map(|r| Arc::clone(&r.spill));
@@ -540,14 +627,15 @@ where
                         return;
                     }
                 };
+                reader.leave_numbering_to_caller();
                 if let Some(spill) = &spill {
                     let spill = Arc::clone(spill);
                     let file_idx = i as u32;
-                    reader.set_overlong_sink(Box::new(move |line, piece, _end| {
+                    reader.set_overlong_sink(Box::new(move |ordinal, piece, _end| {
                         spill
                             .lock()
                             .map_err(|_| std::io::Error::other("poisoned"))?
-                            .append(file_idx, line, piece)
+                            .append(file_idx, ordinal, piece)
                     }));
                 }
                 let counter = reader.bytes_read();
@@ -580,41 +668,83 @@ where
                 }
             }
         });
-        let mut batch: Vec<Chunk> = Vec::with_capacity(batch_len);
-        let mut done = false;
-        while !done {
-            batch.clear();
-            while batch.len() < batch_len {
-                match rx.recv() {
-                    Ok(c) => batch.push(c?),
-                    Err(_) => {
-                        done = true;
-                        break;
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, Option<(Chunk, T)>)>();
+        let process = &process;
+        // The calling thread only hands out chunks and consumes results; the pool's
+        // threads do the work.
+        pool.in_place_scope(|jobs| -> Result<()> {
+            let mut next_seq = 0u64;
+            let mut next_consume = 0u64;
+            let mut waiting: std::collections::BTreeMap<u64, (Chunk, T)> = Default::default();
+            let mut read_all = false;
+            loop {
+                while !read_all && next_seq - next_consume < in_flight as u64 {
+                    match rx.recv() {
+                        Ok(chunk) => {
+                            let chunk = chunk?;
+                            let done = Done {
+                                tx: done_tx.clone(),
+                                seq: next_seq,
+                                result: None,
+                            };
+                            jobs.spawn(move |_| {
+                                let start = Instant::now();
+                                let r = process(chunk.file, &chunk);
+                                timers.process.fetch_add(
+                                    start.elapsed().as_nanos() as u64,
+                                    Ordering::Relaxed,
+                                );
+                                done.send(chunk, r);
+                            });
+                            next_seq += 1;
+                        }
+                        Err(_) => read_all = true,
                     }
                 }
-            }
-            let results: Vec<T> = batch
-                .par_iter()
-                .map(|c| {
-                    let start = Instant::now();
-                    let r = process(c.file, c);
-                    timers
-                        .process
-                        .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    r
-                })
-                .collect();
-            for (c, r) in batch.iter().zip(results) {
-                consume(c, r)?;
-            }
-            for c in batch.drain(..) {
-                if let Some(buf) = c.data.into_vec() {
+                if next_consume == next_seq {
+                    return Ok(());
+                }
+                while !waiting.contains_key(&next_consume) {
+                    let (seq, result) = done_rx
+                        .recv()
+                        .expect("the calling thread keeps a sender open");
+                    match result {
+                        Some(r) => {
+                            waiting.insert(seq, r);
+                        }
+                        // A job panicked; the scope passes the panic on when it ends.
+                        None => return Ok(()),
+                    }
+                }
+                let (chunk, r) = waiting.remove(&next_consume).expect("just checked");
+                next_consume += 1;
+                consume(&chunk, r)?;
+                if let Some(buf) = chunk.data.into_vec() {
                     let _ = give_back.send(buf);
                 }
             }
-        }
-        Ok(())
+        })
     })
+}
+
+/// A chunk's result on its way back to the thread that consumes results in order. Sent when
+/// dropped, so a job that panics still reports (with no result) and nobody waits forever.
+struct Done<T> {
+    tx: std::sync::mpsc::Sender<(u64, Option<(Chunk, T)>)>,
+    seq: u64,
+    result: Option<(Chunk, T)>,
+}
+
+impl<T> Done<T> {
+    fn send(mut self, chunk: Chunk, result: T) {
+        self.result = Some((chunk, result));
+    }
+}
+
+impl<T> Drop for Done<T> {
+    fn drop(&mut self) {
+        let _ = self.tx.send((self.seq, self.result.take()));
+    }
 }
 
 /// Overlong lines' bytes, spilled by the reader thread so they can be copied to `_rejected/`
@@ -622,20 +752,28 @@ where
 #[derive(Debug)]
 struct Spill {
     file: File,
-    /// (file index, line) → (offset, length) in the spill file.
+    /// (file index, ordinal among the file's overlong lines) → (offset, length) in the spill
+    /// file.
     index: FxHashMap<(u32, u64), (u64, u64)>,
     end: u64,
 }
 
 impl Spill {
-    fn append(&mut self, file: u32, line: u64, piece: &[u8]) -> std::io::Result<()> {
+    fn append(&mut self, file: u32, ordinal: u64, piece: &[u8]) -> std::io::Result<()> {
         self.file.seek(SeekFrom::Start(self.end))?;
         self.file.write_all(piece)?;
-        let e = self.index.entry((file, line)).or_insert((self.end, 0));
+        let e = self.index.entry((file, ordinal)).or_insert((self.end, 0));
         e.1 += piece.len() as u64;
         self.end += piece.len() as u64;
         Ok(())
     }
+}
+
+/// A rejected line's bytes as handed to [`RejectSink::add`].
+enum Kept {
+    Bytes(Vec<u8>),
+    /// In the reader's spill: the file's `n`th overlong line.
+    Spilled(u64),
 }
 
 /// Writes rejected lines verbatim to `_rejected/<Type>.ndjson` and one JSON record per line
@@ -679,14 +817,7 @@ impl RejectSink {
         }
     }
 
-    fn add(
-        &self,
-        path: &Path,
-        file: u32,
-        line: u64,
-        reason: &str,
-        bytes: Option<&[u8]>,
-    ) -> Result<()> {
+    fn add(&self, path: &Path, file: u32, line: u64, reason: &str, bytes: Kept) -> Result<()> {
         let mut guard = self
             .inner
             .lock()
@@ -711,16 +842,16 @@ impl RejectSink {
         }
         let files = guard.as_mut().expect("created above");
         let len = match bytes {
-            Some(b) => {
-                files.lines.write_all(b).map_err(|e| self.werr(e))?;
+            Kept::Bytes(b) => {
+                files.lines.write_all(&b).map_err(|e| self.werr(e))?;
                 b.len() as u64
             }
-            None => {
+            Kept::Spilled(ordinal) => {
                 let mut spill = self
                     .spill
                     .lock()
                     .map_err(|_| self.werr(std::io::Error::other("poisoned")))?;
-                let (off, len) = spill.index.get(&(file, line)).copied().unwrap_or((0, 0));
+                let (off, len) = spill.index.get(&(file, ordinal)).copied().unwrap_or((0, 0));
                 spill
                     .file
                     .seek(SeekFrom::Start(off))

@@ -49,8 +49,8 @@ pub use input::{
     type_from_file_name,
 };
 pub use reader::{
-    Chunk, ChunkData, DEFAULT_CHUNK_BYTES, DEFAULT_MAX_LINE_BYTES, Line, LineReader, Overlong,
-    OverlongSink, ReadOptions,
+    Chunk, ChunkData, DEFAULT_CHUNK_BYTES, DEFAULT_MAX_LINE_BYTES, Line, LineReader, Lines,
+    Overlong, OverlongSink, ReadOptions,
 };
 pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};
 pub use stash::DEFAULT_MEMORY_BUDGET;

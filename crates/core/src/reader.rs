@@ -112,9 +112,13 @@ pub struct Overlong {
 pub struct Chunk {
     /// The bytes of the lines, newline-separated (the last may lack its newline).
     pub data: ChunkData,
-    /// Line number of the first line in `data`.
+    /// Line number of the first line in `data`. From a reader that leaves numbering to its
+    /// caller ([`LineReader::leave_numbering_to_caller`]) it counts from the start of the
+    /// chunk instead: the overlong lines are lines 1 to `overlong.len()`, so this is
+    /// `overlong.len() + 1`.
     pub first_line: u64,
-    /// Overlong lines that came just before `data`, skipped by the reader.
+    /// Overlong lines that came just before `data`, skipped by the reader (numbered like
+    /// `first_line`).
     pub overlong: Vec<Overlong>,
     /// Index of the file in the list being read (set by the caller that reads several files).
     pub file: usize,
@@ -132,35 +136,63 @@ pub struct Line<'a> {
 impl Chunk {
     /// The non-blank lines, in order. Lines holding only whitespace are skipped, as the
     /// reference workflow does (`if not line.strip()`).
-    pub fn lines(&self) -> impl Iterator<Item = Line<'_>> {
-        let data = &self.data[..];
-        let mut start = 0;
-        let mut number = self.first_line;
-        std::iter::from_fn(move || {
-            while start < data.len() {
-                let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
-                let mut line = &data[start..end];
-                let n = number;
-                start = end + 1;
-                number += 1;
-                if let [rest @ .., b'\r'] = line {
-                    line = rest;
-                }
-                if line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
-                    continue;
-                }
-                return Some(Line {
-                    number: n,
-                    bytes: line,
-                });
+    pub fn lines(&self) -> Lines<'_> {
+        Lines {
+            data: &self.data,
+            start: 0,
+            number: self.first_line,
+        }
+    }
+}
+
+/// The non-blank lines of a [`Chunk`], from [`Chunk::lines`].
+#[derive(Debug, Clone)]
+pub struct Lines<'a> {
+    data: &'a [u8],
+    start: usize,
+    number: u64,
+}
+
+impl Lines<'_> {
+    /// The number the next line would have; once the iterator is done, one past the chunk's
+    /// last line (blank lines count), so a worker learns how many lines its chunk held
+    /// without a second scan.
+    pub fn next_number(&self) -> u64 {
+        self.number
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        let data = self.data;
+        while self.start < data.len() {
+            let start = self.start;
+            let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+            let mut line = &data[start..end];
+            let n = self.number;
+            self.start = end + 1;
+            self.number += 1;
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
             }
-            None
-        })
+            if line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
+                continue;
+            }
+            return Some(Line {
+                number: n,
+                bytes: line,
+            });
+        }
+        None
     }
 }
 
 /// Called with the bytes of an overlong line, piece by piece (`end` on the last piece), so the
-/// caller can keep it verbatim without the reader holding it in memory.
+/// caller can keep it verbatim without the reader holding it in memory. The first argument
+/// is the line's number, or, when the reader leaves numbering to its caller, its ordinal
+/// among the file's overlong lines (0, 1, …).
 pub type OverlongSink = Box<dyn FnMut(u64, &[u8], bool) -> io::Result<()> + Send>;
 
 /// A plain file read through windows of a memory map.
@@ -185,6 +217,10 @@ pub struct LineReader {
     overlong_sink: Option<OverlongSink>,
     read_bytes: Arc<AtomicU64>,
     spare: Vec<Vec<u8>>,
+    /// Count lines (false: chunks are numbered from their own start).
+    numbering: bool,
+    /// Overlong lines skipped so far.
+    overlong_seen: u64,
 }
 
 impl std::fmt::Debug for LineReader {
@@ -265,7 +301,36 @@ impl LineReader {
             overlong_sink: None,
             read_bytes,
             spare: Vec::new(),
+            numbering: true,
+            overlong_seen: 0,
         })
+    }
+
+    /// Stops counting lines: each chunk's lines are numbered from the chunk's own start (see
+    /// [`Chunk::first_line`]) and the caller, which sees the chunks in order, adds the lines
+    /// of the chunks before. Counting is then done by the workers that walk the lines anyway,
+    /// instead of by a separate scan of every byte on the reading thread.
+    pub fn leave_numbering_to_caller(&mut self) {
+        self.numbering = false;
+    }
+
+    /// The number of the next overlong line, `skipped` being the overlong lines already in
+    /// the chunk being built.
+    fn overlong_number(&self, skipped: usize) -> u64 {
+        if self.numbering {
+            self.next_line
+        } else {
+            skipped as u64 + 1
+        }
+    }
+
+    /// What the overlong sink is told about the next overlong line (see [`OverlongSink`]).
+    fn sink_key(&self) -> u64 {
+        if self.numbering {
+            self.next_line
+        } else {
+            self.overlong_seen
+        }
     }
 
     /// Sends overlong lines' bytes to `sink` as they are skipped.
@@ -345,10 +410,11 @@ impl LineReader {
             }
             // No newline yet: one line longer than a chunk. Keep growing up to the cap.
             if buf.len() > self.opts.max_line_bytes {
-                let number = self.next_line;
+                let number = self.overlong_number(overlong.len());
                 let len = self.skip_overlong(buf)?;
                 overlong.push(Overlong { number, len });
                 self.next_line += 1;
+                self.overlong_seen += 1;
                 buf = self.take_buffer();
                 want = self.opts.chunk_bytes.max(buf.len() + 1);
                 if self.eof && buf.is_empty() {
@@ -431,10 +497,11 @@ impl LineReader {
                 }
                 if take > self.opts.max_line_bytes {
                     drop(map);
-                    let number = self.next_line;
-                    let len = self.skip_mapped_overlong(number)?;
+                    let number = self.overlong_number(overlong.len());
+                    let len = self.skip_mapped_overlong(self.sink_key())?;
                     overlong.push(Overlong { number, len });
                     self.next_line += 1;
+                    self.overlong_seen += 1;
                     break;
                 }
                 // One line longer than a chunk: widen the window, up to the cap.
@@ -451,9 +518,10 @@ impl LineReader {
         self.read_bytes.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Hands an overlong line of a mapped file to the sink in pieces and moves past its
-    /// newline. Returns the line's length (without `\r\n`).
-    fn skip_mapped_overlong(&mut self, number: u64) -> Result<u64> {
+    /// Hands an overlong line of a mapped file to the sink in pieces (as `key`, see
+    /// [`OverlongSink`]) and moves past its newline. Returns the line's length (without
+    /// `\r\n`).
+    fn skip_mapped_overlong(&mut self, key: u64) -> Result<u64> {
         let path = self.path.clone();
         let sink_err = |e: io::Error| Error::Write {
             path: path.clone(),
@@ -480,7 +548,7 @@ impl LineReader {
                     }
                     len += piece.len() as u64;
                     if let Some(sink) = self.overlong_sink.as_mut() {
-                        sink(number, piece, true).map_err(sink_err)?;
+                        sink(key, piece, true).map_err(sink_err)?;
                     }
                     self.advance(nl as u64 + 1);
                     return Ok(len);
@@ -489,7 +557,7 @@ impl LineReader {
                     let last = pos + take as u64 == flen;
                     len += take as u64;
                     if let Some(sink) = self.overlong_sink.as_mut() {
-                        sink(number, &map, last).map_err(sink_err)?;
+                        sink(key, &map, last).map_err(sink_err)?;
                     }
                     self.advance(take as u64);
                     if last {
@@ -502,10 +570,15 @@ impl LineReader {
 
     fn make_chunk(&mut self, data: impl Into<ChunkData>, overlong: Vec<Overlong>) -> Chunk {
         let data = data.into();
-        let first_line = self.next_line;
-        let newlines = memchr::memchr_iter(b'\n', &data).count() as u64;
-        let unterminated = u64::from(data.last().is_some_and(|&b| b != b'\n'));
-        self.next_line += newlines + unterminated;
+        let first_line = if self.numbering {
+            let first = self.next_line;
+            let newlines = memchr::memchr_iter(b'\n', &data).count() as u64;
+            let unterminated = u64::from(data.last().is_some_and(|&b| b != b'\n'));
+            self.next_line += newlines + unterminated;
+            first
+        } else {
+            overlong.len() as u64 + 1
+        };
         Chunk {
             data,
             first_line,
@@ -517,7 +590,7 @@ impl LineReader {
     /// Streams the rest of an overlong line (whose first bytes are in `head`) to the sink, and
     /// leaves whatever follows its newline in `self.carry`. Returns the line's length.
     fn skip_overlong(&mut self, head: Vec<u8>) -> Result<u64> {
-        let number = self.next_line;
+        let number = self.sink_key();
         let mut len = head.len() as u64;
         let path = self.path.clone();
         let sink_err = |e: io::Error| Error::Write {

@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
-    new_null_array,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, new_null_array,
 };
 use arrow_buffer::{BooleanBufferBuilder, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, SchemaRef};
@@ -161,16 +160,13 @@ impl ChunkTable {
         })
     }
 
-    /// Widens the chunk to the union schema: `to_union[i]` is the union column of the chunk's
-    /// column `i`, `schema` the union's Arrow schema.
-    pub(crate) fn into_batch(
+    /// Places the chunk's columns at their union positions: `to_union[i]` is the union
+    /// column of the chunk's column `i`; union columns the chunk lacks are `None`.
+    pub(crate) fn into_union_columns(
         self,
         to_union: &[u32],
-        schema: &SchemaRef,
-    ) -> std::result::Result<RecordBatch, String> {
-        let n = self.rows as usize;
-        let fields = schema.fields();
-        let mut by_union: Vec<Option<ColumnValues>> = (0..fields.len()).map(|_| None).collect();
+        width: usize,
+    ) -> std::result::Result<Vec<Option<ColumnValues>>, String> {
         if to_union.len() != self.columns.len() {
             return Err(format!(
                 "{} columns in the chunk, {} mapped",
@@ -178,27 +174,52 @@ impl ChunkTable {
                 to_union.len()
             ));
         }
+        let mut by_union: Vec<Option<ColumnValues>> = (0..width).map(|_| None).collect();
         for (&u, values) in to_union.iter().zip(self.columns) {
             let slot = by_union
                 .get_mut(u as usize)
                 .ok_or_else(|| format!("column {u} is not in the union schema"))?;
             *slot = Some(values);
         }
-        let arrays = fields
-            .iter()
-            .zip(by_union)
-            .map(|(f, values)| match values {
-                Some(v) if !v.rows.is_empty() => column_array(f.data_type(), v, n)
-                    .map_err(|e| format!("column {}: {e}", f.name())),
-                _ => Ok(new_null_array(f.data_type(), n)),
+        Ok(by_union)
+    }
+
+    /// Widens the chunk to the union schema as one batch (`schema`: the union's Arrow
+    /// schema). The writer builds the same arrays column by column with [`union_array`].
+    pub(crate) fn into_batch(
+        self,
+        to_union: &[u32],
+        schema: &SchemaRef,
+    ) -> std::result::Result<RecordBatch, String> {
+        let n = self.rows as usize;
+        let fields = schema.fields();
+        let arrays = self
+            .into_union_columns(to_union, fields.len())?
+            .into_iter()
+            .zip(fields)
+            .map(|(values, f)| {
+                union_array(f.data_type(), values, n)
+                    .map_err(|e| format!("column {}: {e}", f.name()))
             })
             .collect::<std::result::Result<Vec<ArrayRef>, String>>()?;
-        let opts = RecordBatchOptions::new().with_row_count(Some(n));
-        RecordBatch::try_new_with_options(Arc::clone(schema), arrays, &opts)
+        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(n));
+        RecordBatch::try_new_with_options(std::sync::Arc::clone(schema), arrays, &opts)
             .map_err(|e| e.to_string())
     }
 }
 
+/// One union column of a chunk of `n` rows, of type `t`: the chunk's values, or all nulls
+/// when the chunk has none.
+pub(crate) fn union_array(
+    t: &DataType,
+    values: Option<ColumnValues>,
+    n: usize,
+) -> std::result::Result<ArrayRef, String> {
+    match values {
+        Some(v) if !v.rows.is_empty() => column_array(t, v, n),
+        _ => Ok(new_null_array(t, n)),
+    }
+}
 struct Cursor<'a> {
     bytes: &'a [u8],
     at: usize,

@@ -1,3 +1,4 @@
 //! Integration tests of the flatten engine as a library.
 
+mod numbering;
 mod property;
