@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::flatten::ColumnValues;
-use crate::flatten::{ChunkPass, line_text};
+use crate::flatten::{ChunkPass, Room, line_text};
 use crate::input::{InputFile, TypeGroup, resource_type_of};
 use crate::reader::{Chunk, LineReader, ReadOptions};
 use crate::schema::{Column, Decimals, FirstSeen, UnionSchema};
@@ -321,6 +321,11 @@ fn belongs(file: &InputFile, text: Option<&str>, rt: &str, scratch: &mut String)
     }
 }
 
+thread_local! {
+    /// The room the columns of this thread's last chunk took, to size the next one's.
+    static ROOM: std::cell::RefCell<Room> = std::cell::RefCell::default();
+}
+
 /// The one pass over the input: every line is checked and parsed once, chunk-parallel; the
 /// chunks' schemas are merged in input order into the union schema. With a stash, each
 /// chunk's flattened values are held there for [`write_table`]; without one (`schema`), only
@@ -341,7 +346,8 @@ fn flatten_pass(
     let mut rejected = 0u64;
     let process = |file_idx: usize, chunk: &Chunk| -> ChunkOutcome {
         let file = &group.files[file_idx];
-        let mut pass = ChunkPass::new(&opts.exclude, stash.is_some());
+        let room = ROOM.with(|r| r.take());
+        let mut pass = ChunkPass::new(&opts.exclude, stash.is_some(), room);
         let mut bad = Vec::new();
         let mut scratch = String::new();
         for (k, o) in chunk.overlong.iter().enumerate() {
@@ -383,6 +389,9 @@ fn flatten_pass(
         let line_count = lines.next_number() - 1;
         let rows = pass.rows();
         let (schema, values) = pass.finish();
+        if stash.is_some() {
+            ROOM.with(|r| r.replace(Room::of(&values)));
+        }
         let table = stash.map(|s| {
             s.park(ChunkTable {
                 rows,

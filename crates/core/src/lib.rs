@@ -64,7 +64,7 @@ pub mod hot {
     use arrow_array::RecordBatch;
     use arrow_schema::Schema;
 
-    use crate::flatten::ChunkPass;
+    use crate::flatten::{ChunkPass, Room};
     use crate::scan;
     use crate::schema::{Decimals, FirstSeen, UnionSchema};
     use crate::stash::ChunkTable;
@@ -103,7 +103,7 @@ pub mod hot {
 
     /// Runs the schema pass (one chunk) and freezes the result.
     pub fn schema(lines: &[&str], resource_type: &str) -> Prepared {
-        let mut pass = ChunkPass::new(&[], false);
+        let mut pass = ChunkPass::new(&[], false, Room::default());
         for (i, l) in lines.iter().enumerate() {
             pass.line(
                 l,
@@ -128,7 +128,7 @@ pub mod hot {
     /// The flattening: lines of one chunk into a record batch of the union schema (the pass
     /// that collects values, then widening).
     pub fn flatten(p: &Prepared, lines: &[&str]) -> RecordBatch {
-        let mut pass = ChunkPass::new(&[], true);
+        let mut pass = ChunkPass::new(&[], true, Room::default());
         for (i, l) in lines.iter().enumerate() {
             let at = FirstSeen {
                 file: 0,
