@@ -388,10 +388,10 @@ fn flatten_pass(
         }
         let line_count = lines.next_number() - 1;
         let rows = pass.rows();
-        let (schema, values) = pass.finish();
         if stash.is_some() {
-            ROOM.with(|r| r.replace(Room::of(&values)));
+            ROOM.with(|r| r.replace(pass.room()));
         }
+        let (schema, values) = pass.finish();
         let table = stash.map(|s| {
             s.park(ChunkTable {
                 rows,

@@ -2,6 +2,8 @@
 //! column statistics for the chunk's schema and (when converting) each value's text per
 //! column, and the per-line checks (length, UTF-8, object, resourceType).
 
+use rustc_hash::FxHashMap;
+
 use crate::scan::{self, Scalar, Visitor};
 use crate::schema::{ColumnStats, FirstSeen, NO_COLUMN, PathTrie, ROOT, kind};
 
@@ -108,29 +110,19 @@ impl ColumnValues {
     }
 }
 
-/// How much room each column took in an earlier chunk, by the column's position in the
-/// chunk: the next chunk's columns are sized from it up front. Resources of one type meet
-/// their keys in much the same order, so the n-th column of one chunk is usually the n-th of
-/// the next; without the hint every column's vectors grow by doubling, copying their values
+/// How much room each column (by path) took in an earlier chunk: the next chunk's columns
+/// are sized from it up front. Chunks of one type hold much the same columns in much the same
+/// amounts; without the hint every column's vectors grow by doubling, copying their values
 /// again and again and asking the system for fresh (zeroed) pages each time. A wrong hint
 /// costs only memory or a regrowth, never a value.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Room(Vec<(u32, u32)>);
+pub(crate) struct Room(FxHashMap<u64, (u32, u32)>);
 
 impl Room {
-    /// The room the columns of a finished chunk took (values, text bytes).
-    pub(crate) fn of(values: &[ColumnValues]) -> Self {
-        Self(
-            values
-                .iter()
-                .map(|v| (v.rows.len() as u32, v.data.len() as u32))
-                .collect(),
-        )
-    }
-
-    /// Empty vectors for column `col`, sized from the hint plus an eighth.
-    fn column(&self, col: usize) -> ColumnValues {
-        let Some(&(n, bytes)) = self.0.get(col) else {
+    /// Empty vectors for the column with path hash `path`, sized from the hint plus an
+    /// eighth.
+    fn column(&self, path: u64) -> ColumnValues {
+        let Some(&(n, bytes)) = self.0.get(&path) else {
             return ColumnValues::default();
         };
         let (n, bytes) = (n as usize, bytes as usize);
@@ -167,6 +159,8 @@ pub(crate) struct ChunkPass {
     collect: bool,
     /// Sizes for new columns' vectors.
     room: Room,
+    /// Path hash of each column (when collecting), parallel to `values`.
+    paths: Vec<u64>,
     /// Lines accepted so far: the chunk-local row of the current line.
     rows: u32,
 }
@@ -192,6 +186,7 @@ impl ChunkPass {
             values: Vec::new(),
             collect,
             room,
+            paths: Vec::new(),
             rows: 0,
         }
     }
@@ -219,6 +214,7 @@ impl ChunkPass {
             }
             if self.collect {
                 self.values.truncate(cols_before);
+                self.paths.truncate(cols_before);
                 for &(col, k) in &self.updates {
                     if k != 0 && (col as usize) < cols_before {
                         self.values[col as usize].pop_row(self.rows);
@@ -235,6 +231,17 @@ impl ChunkPass {
         }
         self.rows += 1;
         Ok(())
+    }
+
+    /// The room the chunk's columns took, to size the next chunk's (see [`Room`]).
+    pub(crate) fn room(&self) -> Room {
+        Room(
+            self.paths
+                .iter()
+                .zip(&self.values)
+                .map(|(&p, v)| (p, (v.rows.len() as u32, v.data.len() as u32)))
+                .collect(),
+        )
     }
 
     /// Lines accepted so far.
@@ -314,7 +321,9 @@ impl Visitor for ChunkPass {
                 first_seen: self.at,
             });
             if self.collect {
-                self.values.push(self.room.column(col as usize));
+                let path = self.trie.path_hash(node);
+                self.values.push(self.room.column(path));
+                self.paths.push(path);
             }
         }
         let k = kind_of(&v);
@@ -346,7 +355,7 @@ fn duplicate_key(trie: &PathTrie, node: u32) -> String {
 mod tests {
     use super::*;
 
-    fn run(lines: &[&str], room: Room) -> Vec<ColumnValues> {
+    fn run(lines: &[&str], room: Room) -> (Vec<ColumnValues>, Room) {
         let mut pass = ChunkPass::new(&[], true, room);
         for (i, l) in lines.iter().enumerate() {
             let at = FirstSeen {
@@ -356,7 +365,8 @@ mod tests {
             // The third line is rejected: its values must go, whatever the sizing.
             let _ = pass.line(l, at, "Patient");
         }
-        pass.finish().1
+        let room = pass.room();
+        (pass.finish().1, room)
     }
 
     /// Sizing columns from another chunk's room (right, too small, too large, or for other
@@ -369,18 +379,16 @@ mod tests {
             r#"{"resourceType":"Patient","id":"c","active":false,"active":true}"#,
             r#"{"resourceType":"Patient","id":"d","name":[{"given":["z"]}],"n":1.5}"#,
         ];
-        let plain = run(&lines, Room::default());
+        let (plain, exact) = run(&lines, Room::default());
         // The duplicate key rejected line 3, and its `id` went with it.
         assert_eq!(plain[1].data, b"abbd");
-        let exact = Room::of(&plain);
         assert_eq!(exact.0.len(), plain.len());
-        for room in [
-            exact,
-            Room(vec![(1, 1); 2]),
-            Room(vec![(1000, 100_000); 9]),
-            Room(vec![(0, 0)]),
-        ] {
-            let got = run(&lines, room);
+        let all = |n, bytes| Room(exact.0.keys().map(|&k| (k, (n, bytes))).collect());
+        let (_, again) = run(&lines, exact.clone());
+        assert_eq!(again.0, exact.0);
+        let rooms = [all(1, 1), all(1000, 100_000), all(0, 0), exact];
+        for room in rooms {
+            let (got, _) = run(&lines, room);
             assert_eq!(got.len(), plain.len());
             for (g, p) in got.iter().zip(&plain) {
                 assert_eq!((&g.rows, &g.ends, &g.data), (&p.rows, &p.ends, &p.data));

@@ -208,6 +208,22 @@ impl PathTrie {
         id
     }
 
+    /// A 64-bit hash of a node's path, the same in every chunk's trie (for sizing hints; a
+    /// collision costs nothing but a poor hint).
+    pub(crate) fn path_hash(&self, mut id: u32) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        while id != ROOT {
+            let (parent, seg) = &self.nodes[id as usize];
+            match seg {
+                Seg::Key(k) => k.hash(&mut h),
+                Seg::Index(i) => (u64::from(*i) | 1 << 63).hash(&mut h),
+            }
+            id = *parent;
+        }
+        h.finish()
+    }
+
     /// The path of a node for messages, e.g. `contained[0].code.coding`.
     pub(crate) fn display_path(&self, mut id: u32) -> String {
         let mut segs = Vec::new();
