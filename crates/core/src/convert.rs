@@ -293,7 +293,8 @@ enum LineBytes {
     None,
     /// Kept by the worker.
     Kept(Vec<u8>),
-    /// Spilled by the reader: the chunk's `n`th overlong line.
+    /// Spilled by the reader: the `n`th overlong line of the chunk (as the worker reports
+    /// it) or of the file (once the pass has consumed the chunks before).
     Overlong(u64),
 }
 
@@ -436,9 +437,8 @@ fn flatten_pass(
                 (OnError::Skip, None) => rejected += 1,
                 (OnError::Skip, Some(sink)) => {
                     let bytes = match b.bytes {
-                        LineBytes::Kept(v) => Kept::Bytes(v),
-                        LineBytes::Overlong(k) => Kept::Spilled(overlong_base + k),
-                        LineBytes::None => Kept::Bytes(Vec::new()),
+                        LineBytes::Overlong(k) => LineBytes::Overlong(overlong_base + k),
+                        other => other,
                     };
                     sink.add(path, b.file, line, &b.reason, bytes)?;
                     rejected += 1;
@@ -778,13 +778,6 @@ impl Spill {
     }
 }
 
-/// A rejected line's bytes as handed to [`RejectSink::add`].
-enum Kept {
-    Bytes(Vec<u8>),
-    /// In the reader's spill: the file's `n`th overlong line.
-    Spilled(u64),
-}
-
 /// Writes rejected lines verbatim to `_rejected/<Type>.ndjson` and one JSON record per line
 /// (file, line, reason, bytes) to `_rejected/<Type>.errors.ndjson`, in the same order.
 struct RejectSink {
@@ -826,7 +819,9 @@ impl RejectSink {
         }
     }
 
-    fn add(&self, path: &Path, file: u32, line: u64, reason: &str, bytes: Kept) -> Result<()> {
+    /// Appends a rejected line (`bytes`: kept, or the file's `n`th overlong line in the
+    /// reader's spill) and its record.
+    fn add(&self, path: &Path, file: u32, line: u64, reason: &str, bytes: LineBytes) -> Result<()> {
         let mut guard = self
             .inner
             .lock()
@@ -851,11 +846,12 @@ impl RejectSink {
         }
         let files = guard.as_mut().expect("created above");
         let len = match bytes {
-            Kept::Bytes(b) => {
+            LineBytes::None => 0,
+            LineBytes::Kept(b) => {
                 files.lines.write_all(&b).map_err(|e| self.werr(e))?;
                 b.len() as u64
             }
-            Kept::Spilled(ordinal) => {
+            LineBytes::Overlong(ordinal) => {
                 let mut spill = self
                     .spill
                     .lock()
