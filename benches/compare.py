@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -97,14 +98,17 @@ def make_input(spec: str, data_dir: Path, fixtures: Path, log=print) -> Path:
     """Build DATA_DIR/<spec>/<Type>.ndjson: the fixture repeated until `size` bytes, cut at a
     line end. Copy 1 is verbatim; in copy K (K >= 2) every top-level "id":"X" becomes
     "id":"X-cK", so all resources stay distinct. Deterministic; rebuilt only when the
-    source or the recipe changed. Returns the directory."""
+    source's content or the recipe changed (not its mtime: a fixture that is touched or
+    restored would otherwise rebuild gigabytes, and the writeback of the new files slows
+    the first timed runs). Returns the directory."""
     rtype, target = parse_spec(spec)
     src = fixtures / f"{rtype}.ndjson"
     out_dir = data_dir / spec
     out = out_dir / f"{rtype}.ndjson"
     meta_path = data_dir / f"{spec}.meta.json"
     st = src.stat()
-    recipe = {"source": str(src), "source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns,
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    recipe = {"source": str(src), "source_bytes": st.st_size, "source_sha256": digest,
               "target_bytes": target, "recipe": 2}
     if out.exists() and meta_path.exists():
         try:
@@ -139,6 +143,8 @@ def make_input(spec: str, data_dir: Path, fixtures: Path, log=print) -> Path:
             written += len(chunk)
     os.replace(tmp, out)
     meta_path.write_text(json.dumps({"recipe_key": recipe, "bytes": written, "copies": copy}, indent=1))
+    # Write the new file out now, so its writeback does not compete with the timed runs.
+    os.sync()
     return out_dir
 
 
