@@ -277,7 +277,7 @@ impl TableWriter {
         Ok(())
     }
 
-    /// Writes consecutive parts (chunks of rows) column by column, for wide tables: column
+    /// Writes consecutive parts (chunks of rows) column by column: column
     /// `c`'s array for part `p` comes from `array(c, &mut columns[c], p)`, called once per
     /// part that has rows, on the thread that encodes column `c`. Each column goes through all
     /// the parts on one thread while other threads take other columns, so building the arrays
