@@ -586,6 +586,8 @@ fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<
 mod tests {
     use super::*;
     use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type};
     use arrow_schema::{Field, Schema};
 
     fn values(v: &[(u32, &str)]) -> ColumnValues {
@@ -680,33 +682,14 @@ mod tests {
         let batch = table().into_batch(&[2, 3, 1, 4, 5], &schema).unwrap();
         assert_eq!(batch.num_rows(), 4);
         assert_eq!(batch.column(0).null_count(), 4);
-        let num = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
+        let num = batch.column(1).as_primitive::<Float64Type>();
         assert_eq!(num.values().to_vec(), vec![1.5, 2.0, 1000.0, -0.25]);
         assert_eq!(num.null_count(), 0);
-        let s = batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap();
-        let got: Vec<Option<&str>> = s.iter().collect();
+        let got: Vec<Option<&str>> = batch.column(2).as_string::<i32>().iter().collect();
         assert_eq!(got, vec![Some("a"), None, Some(""), Some("ü\"x")]);
-        let i = batch
-            .column(3)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
-        let got: Vec<Option<i64>> = i.iter().collect();
+        let got: Vec<Option<i64>> = batch.column(3).as_primitive::<Int64Type>().iter().collect();
         assert_eq!(got, vec![None, Some(-7), None, Some(12)]);
-        let b = batch
-            .column(4)
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .unwrap();
-        let got: Vec<Option<bool>> = b.iter().collect();
+        let got: Vec<Option<bool>> = batch.column(4).as_boolean().iter().collect();
         assert_eq!(got, vec![None, None, Some(true), Some(false)]);
         assert_eq!(batch.column(5).null_count(), 4);
     }

@@ -256,25 +256,68 @@ impl TableWriter {
     /// Encodes a batch into the current row group; `input_bytes` is the size of the input it
     /// came from, for the row-group bound. Full row groups are written.
     pub fn write(&mut self, batch: &RecordBatch, input_bytes: u64) -> Result<()> {
-        let limit = self.opts.row_group_rows.max(1);
-        let total = batch.num_rows();
-        let mut offset = 0;
-        while offset < total {
-            let take = (limit - self.pending_rows).min(total - offset);
-            let share = input_bytes * take as u64 / total.max(1) as u64;
-            if take == total {
-                self.encode(batch)?;
-            } else {
-                self.encode(&batch.slice(offset, take))?;
-            }
-            self.pending_rows += take;
-            self.pending_bytes += share;
-            offset += take;
-            if self.pending_rows >= limit || self.pending_bytes >= self.opts.row_group_input_bytes {
-                self.flush()?;
+        let part = Part {
+            rows: batch.num_rows(),
+            input_bytes,
+        };
+        if matches!(self.sink, Sink::Parquet { .. }) {
+            let columns = batch.columns().to_vec();
+            return self.write_columns(&[part], columns, |_, array, _| Ok(Arc::clone(array)));
+        }
+        // Arrow IPC: one record batch per piece, cut where a Parquet row group would be.
+        let (pieces, _) = self.plan(&[part]);
+        let start = Instant::now();
+        if let Sink::Arrow(w) = &mut self.sink {
+            for piece in pieces {
+                let result = if piece.len == part.rows {
+                    w.write(batch)
+                } else {
+                    w.write(&batch.slice(piece.offset, piece.len))
+                };
+                result.map_err(|source| Error::Arrow {
+                    path: self.path.clone(),
+                    source,
+                })?;
             }
         }
+        let took = start.elapsed().as_nanos() as u64;
+        self.encode_nanos.fetch_add(took, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Cuts consecutive parts into row groups: a row group ends at `row_group_rows` rows or
+    /// `row_group_input_bytes` of input. Returns the pieces (runs of a part's rows in one row
+    /// group, counted from the one being filled) and how many row groups they complete, and
+    /// moves the row counts on accordingly.
+    fn plan(&mut self, parts: &[Part]) -> (Vec<Piece>, usize) {
+        let limit = self.opts.row_group_rows.max(1);
+        let mut pieces = Vec::with_capacity(parts.len() + 1);
+        let mut full = 0;
+        for (p, part) in parts.iter().enumerate() {
+            let total = part.rows;
+            let mut offset = 0;
+            while offset < total {
+                let take = (limit - self.pending_rows).min(total - offset);
+                pieces.push(Piece {
+                    part: p,
+                    offset,
+                    len: take,
+                    row_group: full,
+                });
+                self.pending_rows += take;
+                self.pending_bytes += part.input_bytes * take as u64 / total as u64;
+                offset += take;
+                if self.pending_rows >= limit
+                    || self.pending_bytes >= self.opts.row_group_input_bytes
+                {
+                    self.rows += self.pending_rows as u64;
+                    self.pending_rows = 0;
+                    self.pending_bytes = 0;
+                    full += 1;
+                }
+            }
+        }
+        (pieces, full)
     }
 
     /// Writes consecutive parts (chunks of rows) column by column: column
@@ -282,9 +325,8 @@ impl TableWriter {
     /// part that has rows, on the thread that encodes column `c`. Each column goes through all
     /// the parts on one thread while other threads take other columns, so building the arrays
     /// and encoding them share one parallel stage and a whole batch is never assembled.
-    /// Row groups are cut exactly as [`write`](Self::write) with one batch per part would cut
-    /// them, and every column writer sees the same arrays, so the file is the same byte for
-    /// byte.
+    /// Row groups are cut as [`write`](Self::write) with one batch per part would cut them,
+    /// and every column writer sees the same arrays, so the file is the same byte for byte.
     pub fn write_columns<T, F>(
         &mut self,
         parts: &[Part],
@@ -324,34 +366,7 @@ impl TableWriter {
             }
             return Ok(());
         }
-        // Plan the row groups as `write` would, part by part.
-        let limit = self.opts.row_group_rows.max(1);
-        let mut pieces = Vec::with_capacity(parts.len() + 1);
-        let mut full = 0;
-        for (p, part) in parts.iter().enumerate() {
-            let total = part.rows;
-            let mut offset = 0;
-            while offset < total {
-                let take = (limit - self.pending_rows).min(total - offset);
-                pieces.push(Piece {
-                    part: p,
-                    offset,
-                    len: take,
-                    row_group: full,
-                });
-                self.pending_rows += take;
-                self.pending_bytes += part.input_bytes * take as u64 / total as u64;
-                offset += take;
-                if self.pending_rows >= limit
-                    || self.pending_bytes >= self.opts.row_group_input_bytes
-                {
-                    self.rows += self.pending_rows as u64;
-                    self.pending_rows = 0;
-                    self.pending_bytes = 0;
-                    full += 1;
-                }
-            }
-        }
+        let (pieces, full) = self.plan(parts);
         let Some(last) = pieces.last() else {
             return Ok(());
         };
@@ -435,54 +450,6 @@ impl TableWriter {
             *open = rest;
         }
         Ok(())
-    }
-
-    /// Encodes one batch: for Parquet, every column into its writer, in parallel.
-    fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
-        let path = &self.path;
-        let encode_nanos = &self.encode_nanos;
-        match &mut self.sink {
-            Sink::Parquet {
-                factory,
-                row_groups,
-                open,
-                ..
-            } => {
-                let pq = |source| Error::Parquet {
-                    path: path.clone(),
-                    source,
-                };
-                if open.is_none() {
-                    *open = Some(factory.create_column_writers(*row_groups).map_err(pq)?);
-                }
-                let writers = open.as_mut().expect("column writers were just created");
-                let fields = self.schema.fields();
-                // Columns are independent: encode and compress them in parallel.
-                writers
-                    .par_iter_mut()
-                    .enumerate()
-                    .try_for_each(|(i, w)| {
-                        let start = Instant::now();
-                        for leaf in compute_leaves(&fields[i], batch.column(i))? {
-                            w.write(&leaf)?;
-                        }
-                        let took = start.elapsed().as_nanos() as u64;
-                        encode_nanos.fetch_add(took, Ordering::Relaxed);
-                        Ok(())
-                    })
-                    .map_err(pq)
-            }
-            Sink::Arrow(w) => {
-                let start = Instant::now();
-                w.write(batch).map_err(|source| Error::Arrow {
-                    path: path.clone(),
-                    source,
-                })?;
-                let took = start.elapsed().as_nanos() as u64;
-                encode_nanos.fetch_add(took, Ordering::Relaxed);
-                Ok(())
-            }
-        }
     }
 
     /// Closes the current row group: finishes its columns (in parallel) and writes them.
