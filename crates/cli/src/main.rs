@@ -3,21 +3,37 @@
 
 mod cmd;
 
-/// mimalloc, told to keep freed pages (see [`keep_freed_memory`]): with the system allocator,
-/// or mimalloc's default 10 ms purge, a third of a conversion's time went to the kernel zeroing
-/// fresh pages for each batch's short-lived column buffers.
+/// mimalloc, told to keep freed pages and to use 4 KiB pages (see [`tune_memory`]): with the
+/// system allocator, or mimalloc's default 10 ms purge, a third of a conversion's time went to
+/// the kernel zeroing fresh pages for each batch's short-lived column buffers.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Turns off mimalloc's purging of freed memory. The working set is bounded by design (see
-/// docs/architecture.md), so keeping it costs nothing and saves re-faulting it every batch.
+/// Sets how the process takes memory from the kernel; called first thing in `main`.
+///
+/// - mimalloc never purges freed memory. The working set is bounded by design (see
+///   docs/architecture.md), so keeping it costs nothing and saves re-faulting it every batch.
+/// - Transparent huge pages are off for the process (Linux), unless `MIMALLOC_ALLOW_THP` is
+///   set. mimalloc asks for huge pages on all its memory, so every first touch made the
+///   kernel clear 2 MiB: peak RSS doubled (74 MB input: 150 MB → 88 MB without), and on a VM
+///   whose host reclaims free memory (virtio-balloon page reporting) each huge fault also
+///   waits for the host, which made short conversions up to 2× slower
+///   (docs/performance.md, "Memory pages").
 #[allow(unsafe_code)]
-fn keep_freed_memory() {
+fn tune_memory() {
     /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3): -1 means never purge.
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: mi_option_set stores an integer in mimalloc's option table; it has no
     // preconditions and every value is valid for this option.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag on this
+        // process's memory map; it cannot fail in a way that matters (huge pages stay on).
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
+    }
 }
 
 use std::process::ExitCode;
@@ -55,7 +71,7 @@ enum Command {
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    tune_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
