@@ -16,7 +16,9 @@ pub(crate) fn line_text(bytes: &[u8], max_line_bytes: usize) -> Result<&str, Str
             max_line_bytes
         ));
     }
-    std::str::from_utf8(bytes).map_err(|e| format!("not valid UTF-8 at byte {}", e.valid_up_to()))
+    // SIMD validation: std's check was 4-5 % of a conversion's cycles on Observations.
+    simdutf8::compat::from_utf8(bytes)
+        .map_err(|e| format!("not valid UTF-8 at byte {}", e.valid_up_to()))
 }
 
 /// The kind flag of a scalar, or 0 for no value (null, `[]`, `{}`).
@@ -354,6 +356,29 @@ fn duplicate_key(trie: &PathTrie, node: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The SIMD UTF-8 check accepts exactly what std accepts and reports the same first
+        /// bad byte, on mostly-ASCII lines of any length (the SIMD paths work in 64-byte
+        /// blocks) with stray multi-byte and invalid bytes.
+        #[test]
+        fn utf8_check_agrees_with_std(
+            parts in prop::collection::vec(
+                prop_oneof![
+                    4 => "[ -~]{0,80}".prop_map(String::into_bytes),
+                    1 => "\\PC{1,3}".prop_map(String::into_bytes),
+                    1 => prop::collection::vec(any::<u8>(), 1..4),
+                ],
+                0..12,
+            )
+        ) {
+            let bytes = parts.concat();
+            let want = std::str::from_utf8(&bytes)
+                .map_err(|e| format!("not valid UTF-8 at byte {}", e.valid_up_to()));
+            prop_assert_eq!(line_text(&bytes, usize::MAX), want);
+        }
+    }
 
     fn run(lines: &[&str], room: Room) -> (Vec<ColumnValues>, Room) {
         let mut pass = ChunkPass::new(&[], true, room);
