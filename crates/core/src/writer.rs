@@ -576,11 +576,18 @@ impl TableWriter {
 /// One [`ArrowRowGroupWriterFactory`] per column of `schema`, each over a one-column file, so
 /// that columns' writers can be created on the threads that use them. A flat column's
 /// descriptor (name, type, levels) is the same in a one-column schema as in the whole one, so
-/// its chunks append to the real file's row groups as they are.
+/// its chunks append to the real file's row groups as they are. The file's key-value
+/// metadata (which lists the source files) is left out of the factories' copies of `props`:
+/// it is written once, by the real file, and column writers do not read it.
 fn column_factories(
     schema: &Schema,
     props: &WriterProperties,
 ) -> parquet::errors::Result<Vec<ArrowRowGroupWriterFactory>> {
+    let props = props
+        .clone()
+        .into_builder()
+        .set_key_value_metadata(None)
+        .build();
     schema
         .fields()
         .iter()
