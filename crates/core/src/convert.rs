@@ -14,8 +14,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::flatten::ColumnValues;
-use crate::flatten::{ChunkPass, Room, line_text};
+use crate::flatten::{ChunkPass, ColumnValues, Room, line_text};
 use crate::input::{InputFile, TypeGroup, resource_type_of};
 use crate::reader::{Chunk, LineReader, ReadOptions};
 use crate::schema::{Column, Decimals, FirstSeen, UnionSchema};
@@ -203,63 +202,61 @@ pub fn convert_group(
     }
     let start = Instant::now();
     let pool = pool(opts.threads)?;
-    {
-        let rt = &group.resource_type;
-        let rejects = match opts.on_error {
-            OnError::Skip => Some(RejectSink::create(&opts.out_dir.join("_rejected"), rt)?),
-            OnError::Fail => None,
-        };
-        let spill_dir = opts.spill_dir.as_ref().unwrap_or(&opts.out_dir);
-        let stash = Stash::new(spill_dir, opts.memory_budget);
-        let t1 = Timers::default();
-        let pass = flatten_pass(
-            &pool,
-            group,
-            opts,
-            progress,
-            rejects.as_ref(),
-            Some(&stash),
-            &t1,
-        )?;
-        let rejected_file = match rejects {
-            Some(r) => r.finish()?,
-            None => None,
-        };
-        let input_bytes = group
-            .files
-            .iter()
-            .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
-            .sum();
-        let mut report = TypeReport {
-            resource_type: rt.clone(),
-            files: group.files.iter().map(|f| f.path.clone()).collect(),
-            rows: pass.rows,
-            columns: pass.union.columns.len(),
-            input_bytes,
-            output: None,
-            output_bytes: 0,
-            seconds: 0.0,
-            rejected: pass.rejected,
-            rejected_file,
-            spilled_bytes: stash.spilled_bytes(),
-            stages: StageTimes {
-                read: secs(&t1.read),
-                flatten: secs(&t1.process),
-                ..StageTimes::default()
-            },
-        };
-        if pass.rows > 0 {
-            let t2 = Timers::default();
-            let written = pool.install(|| write_table(group, opts, progress, &pass, stash, &t2))?;
-            report.output = Some(written.path);
-            report.output_bytes = written.bytes;
-            report.stages.widen = secs(&t2.process);
-            report.stages.encode = written.encode_seconds;
-            report.stages.write = written.write_seconds;
-        }
-        report.seconds = start.elapsed().as_secs_f64();
-        Ok(report)
+    let rt = &group.resource_type;
+    let rejects = match opts.on_error {
+        OnError::Skip => Some(RejectSink::create(&opts.out_dir.join("_rejected"), rt)?),
+        OnError::Fail => None,
+    };
+    let spill_dir = opts.spill_dir.as_ref().unwrap_or(&opts.out_dir);
+    let stash = Stash::new(spill_dir, opts.memory_budget);
+    let t1 = Timers::default();
+    let pass = flatten_pass(
+        &pool,
+        group,
+        opts,
+        progress,
+        rejects.as_ref(),
+        Some(&stash),
+        &t1,
+    )?;
+    let rejected_file = match rejects {
+        Some(r) => r.finish()?,
+        None => None,
+    };
+    let input_bytes = group
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
+        .sum();
+    let mut report = TypeReport {
+        resource_type: rt.clone(),
+        files: group.files.iter().map(|f| f.path.clone()).collect(),
+        rows: pass.rows,
+        columns: pass.union.columns.len(),
+        input_bytes,
+        output: None,
+        output_bytes: 0,
+        seconds: 0.0,
+        rejected: pass.rejected,
+        rejected_file,
+        spilled_bytes: stash.spilled_bytes(),
+        stages: StageTimes {
+            read: secs(&t1.read),
+            flatten: secs(&t1.process),
+            ..StageTimes::default()
+        },
+    };
+    if pass.rows > 0 {
+        let t2 = Timers::default();
+        let written = pool.install(|| write_table(group, opts, progress, &pass, stash, &t2))?;
+        report.output = Some(written.path);
+        report.output_bytes = written.bytes;
+        report.stages.widen = secs(&t2.process);
+        report.stages.encode = written.encode_seconds;
+        report.stages.write = written.write_seconds;
     }
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 fn pool(threads: usize) -> Result<rayon::ThreadPool> {
