@@ -527,7 +527,7 @@ impl LineReader {
             path: path.clone(),
             source: e,
         };
-        let mut len = 0u64;
+        let mut out = OverlongStream::new(key);
         loop {
             let (flen, pos) = {
                 let m = self.mapped.as_ref().expect("a mapped reader");
@@ -537,31 +537,25 @@ impl LineReader {
                 .unwrap_or(usize::MAX)
                 .min(1 << 20);
             if take == 0 {
-                return Ok(len);
+                out.piece(&mut self.overlong_sink, &[], true)
+                    .map_err(sink_err)?;
+                return Ok(out.len);
             }
             let map = self.map(pos, take)?;
             match memchr::memchr(b'\n', &map) {
                 Some(nl) => {
-                    let mut piece = &map[..nl];
-                    if let [rest @ .., b'\r'] = piece {
-                        piece = rest;
-                    }
-                    len += piece.len() as u64;
-                    if let Some(sink) = self.overlong_sink.as_mut() {
-                        sink(key, piece, true).map_err(sink_err)?;
-                    }
+                    out.piece(&mut self.overlong_sink, &map[..nl], true)
+                        .map_err(sink_err)?;
                     self.advance(nl as u64 + 1);
-                    return Ok(len);
+                    return Ok(out.len);
                 }
                 None => {
                     let last = pos + take as u64 == flen;
-                    len += take as u64;
-                    if let Some(sink) = self.overlong_sink.as_mut() {
-                        sink(key, &map, last).map_err(sink_err)?;
-                    }
+                    out.piece(&mut self.overlong_sink, &map, last)
+                        .map_err(sink_err)?;
                     self.advance(take as u64);
                     if last {
-                        return Ok(len);
+                        return Ok(out.len);
                     }
                 }
             }
@@ -590,41 +584,79 @@ impl LineReader {
     /// Streams the rest of an overlong line (whose first bytes are in `head`) to the sink, and
     /// leaves whatever follows its newline in `self.carry`. Returns the line's length.
     fn skip_overlong(&mut self, head: Vec<u8>) -> Result<u64> {
-        let number = self.sink_key();
-        let mut len = head.len() as u64;
+        let mut out = OverlongStream::new(self.sink_key());
         let path = self.path.clone();
         let sink_err = |e: io::Error| Error::Write {
             path: path.clone(),
             source: e,
         };
-        if let Some(sink) = self.overlong_sink.as_mut() {
-            sink(number, &head, false).map_err(sink_err)?;
-        }
+        out.piece(&mut self.overlong_sink, &head, false)
+            .map_err(sink_err)?;
         let mut buf = head;
         loop {
             buf.clear();
             self.fill(&mut buf, 1 << 20)?;
             if let Some(nl) = memchr::memchr(b'\n', &buf) {
-                let mut piece = &buf[..nl];
-                len += nl as u64;
-                if let [rest @ .., b'\r'] = piece {
-                    piece = rest;
-                    len -= 1;
-                }
-                if let Some(sink) = self.overlong_sink.as_mut() {
-                    sink(number, piece, true).map_err(sink_err)?;
-                }
+                out.piece(&mut self.overlong_sink, &buf[..nl], true)
+                    .map_err(sink_err)?;
                 self.carry.clear();
                 self.carry.extend_from_slice(&buf[nl + 1..]);
-                return Ok(len);
+                return Ok(out.len);
             }
-            len += buf.len() as u64;
-            if let Some(sink) = self.overlong_sink.as_mut() {
-                sink(number, &buf, self.eof).map_err(sink_err)?;
-            }
+            out.piece(&mut self.overlong_sink, &buf, self.eof)
+                .map_err(sink_err)?;
             if self.eof {
-                return Ok(len);
+                return Ok(out.len);
             }
+        }
+    }
+}
+
+/// An overlong line on its way to the [`OverlongSink`], piece by piece. The line's ending
+/// `\r` (of `\r\n`, or before the end of the file) is left out, as [`Lines`] leaves it out,
+/// even when it is the last byte of one piece and the newline the first of the next: a
+/// piece's trailing `\r` is held back until the next piece shows whether the line goes on.
+struct OverlongStream {
+    key: u64,
+    held_cr: bool,
+    /// Bytes passed on so far: the line's length once the last piece is in.
+    len: u64,
+}
+
+impl OverlongStream {
+    fn new(key: u64) -> Self {
+        Self {
+            key,
+            held_cr: false,
+            len: 0,
+        }
+    }
+
+    /// Passes on the next piece; `last` when the line ends after it.
+    fn piece(
+        &mut self,
+        sink: &mut Option<OverlongSink>,
+        piece: &[u8],
+        last: bool,
+    ) -> io::Result<()> {
+        if piece.is_empty() && !last {
+            return Ok(());
+        }
+        let (body, ends_cr) = match piece {
+            [body @ .., b'\r'] => (body, true),
+            _ => (piece, false),
+        };
+        let held = std::mem::replace(&mut self.held_cr, ends_cr && !last);
+        if held && !piece.is_empty() {
+            self.len += 1;
+            if let Some(sink) = sink.as_mut() {
+                sink(self.key, b"\r", false)?;
+            }
+        }
+        self.len += body.len() as u64;
+        match sink.as_mut() {
+            Some(sink) => sink(self.key, body, last),
+            None => Ok(()),
         }
     }
 }
@@ -765,6 +797,43 @@ mod tests {
                 },
                 "mmap {mmap}"
             );
+        }
+    }
+
+    /// The `\r` of an overlong line's `\r\n` is left out wherever the reader's pieces cut
+    /// the line: between `\r` and `\n` included (at the end of the first window when
+    /// reading, or of a 1 MiB piece either way). A `\r` inside the line stays.
+    #[test]
+    fn overlong_crlf_split_across_pieces_is_dropped() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        for long in [(1 << 20) - 2, (1 << 20) - 1, 1 << 20, 287, 288] {
+            for inner_cr in [false, true] {
+                let mut line = "y".repeat(long);
+                if inner_cr {
+                    line.replace_range(long / 2..long / 2 + 1, "\r");
+                }
+                let input = format!("{line}\r\n{{\"b\":2}}\n");
+                std::fs::write(f.path(), &input).unwrap();
+                for (mmap, chunk) in [(false, 288), (false, 64), (true, 64)] {
+                    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+                    let got2 = Arc::clone(&got);
+                    let mut r = LineReader::open(f.path(), &small(chunk, 200, mmap)).unwrap();
+                    r.set_overlong_sink(Box::new(move |_, piece, _| {
+                        got2.lock().unwrap().extend_from_slice(piece);
+                        Ok(())
+                    }));
+                    let mut over = Vec::new();
+                    let mut lines = Vec::new();
+                    while let Some(c) = r.next_chunk().unwrap() {
+                        over.extend(c.overlong.iter().map(|o| o.len));
+                        lines.extend(c.lines().map(|l| l.bytes.to_vec()));
+                    }
+                    let at = format!("line of {long}, mmap {mmap}, chunk {chunk}");
+                    assert!(*got.lock().unwrap() == line.as_bytes(), "{at}");
+                    assert_eq!(over, [long as u64], "{at}");
+                    assert_eq!(lines, [b"{\"b\":2}".to_vec()], "{at}");
+                }
+            }
         }
     }
 
