@@ -35,6 +35,7 @@ mod flatten;
 mod input;
 mod reader;
 mod scan;
+mod schedule;
 mod schema;
 mod stash;
 mod writer;
@@ -52,6 +53,7 @@ pub use reader::{
     Chunk, ChunkData, DEFAULT_CHUNK_BYTES, DEFAULT_MAX_LINE_BYTES, Line, LineReader, Lines,
     Overlong, OverlongSink, ReadOptions,
 };
+pub use schedule::convert_groups;
 pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};
 pub use stash::DEFAULT_MEMORY_BUDGET;
 pub use writer::{Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};

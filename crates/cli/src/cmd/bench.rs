@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use flatfhir_core::{StageTimes, convert_group};
+use flatfhir_core::{StageTimes, convert_groups};
 
 use super::common::{FlattenArgs, OutputArgs, input_bytes, mb};
 
@@ -81,17 +81,29 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         opts.out_dir = dir.path().to_path_buf();
         let start = std::time::Instant::now();
         let mut run = Run::default();
-        for group in &plan.groups {
-            let r = convert_group(group, &opts, &flatfhir_core::NoProgress)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", group.resource_type))?;
-            run.rows += r.rows;
-            run.output_bytes += r.output_bytes;
-            let s = &mut run.stages;
-            s.read += r.stages.read;
-            s.flatten += r.stages.flatten;
-            s.widen += r.stages.widen;
-            s.encode += r.stages.encode;
-            s.write += r.stages.write;
+        let mut failed = None;
+        convert_groups(
+            &plan.groups,
+            &opts,
+            &flatfhir_core::NoProgress,
+            |k, r| match r {
+                Ok(r) => {
+                    run.rows += r.rows;
+                    run.output_bytes += r.output_bytes;
+                    let s = &mut run.stages;
+                    s.read += r.stages.read;
+                    s.flatten += r.stages.flatten;
+                    s.widen += r.stages.widen;
+                    s.encode += r.stages.encode;
+                    s.write += r.stages.write;
+                }
+                Err(e) => {
+                    failed.get_or_insert_with(|| format!("{}: {e}", plan.groups[k].resource_type));
+                }
+            },
+        );
+        if let Some(e) = failed {
+            anyhow::bail!(e);
         }
         run.seconds = start.elapsed().as_secs_f64();
         run.mb_per_s = mb(bytes) / run.seconds;

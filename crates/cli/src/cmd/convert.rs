@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use flatfhir_core::{TypeReport, convert_group};
+use flatfhir_core::{TypeReport, convert_groups};
 
 use super::common::{Bar, FlattenArgs, OutputArgs, input_bytes, mb};
 
@@ -75,9 +75,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         rejected: 0,
         seconds: 0.0,
     };
-    for group in &plan.groups {
-        bar.message(group.resource_type.clone());
-        match convert_group(group, &opts, &bar) {
+    // Small types run side by side (see `convert_groups`); the bar names the first type not
+    // yet done.
+    if let Some(first) = plan.groups.first() {
+        bar.message(first.resource_type.clone());
+    }
+    convert_groups(&plan.groups, &opts, &bar, |k, result| {
+        let group = &plan.groups[k];
+        if let Some(next) = plan.groups.get(k + 1) {
+            bar.message(next.resource_type.clone());
+        }
+        match result {
             Ok(r) => {
                 if !quiet {
                     bar.println(&describe(&r));
@@ -96,7 +104,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 });
             }
         }
-    }
+    });
     bar.finish();
     summary.seconds = start.elapsed().as_secs_f64();
     if !quiet {
