@@ -151,8 +151,9 @@ pub(crate) struct ChunkPass {
     buf: Vec<u8>,
     seq: u64,
     at: FirstSeen,
-    /// Value kinds seen on the current line, applied when the line is accepted.
-    updates: Vec<(u32, u8)>,
+    /// Value kinds (and text lengths) seen on the current line, applied when the line is
+    /// accepted.
+    updates: Vec<(u32, u8, u32)>,
     types: TypeCheck,
     exclude: Vec<String>,
     scratch: String,
@@ -217,7 +218,7 @@ impl ChunkPass {
             if self.collect {
                 self.values.truncate(cols_before);
                 self.paths.truncate(cols_before);
-                for &(col, k) in &self.updates {
+                for &(col, k, _) in &self.updates {
                     if k != 0 && (col as usize) < cols_before {
                         self.values[col as usize].pop_row(self.rows);
                     }
@@ -226,10 +227,11 @@ impl ChunkPass {
             self.types = TypeCheck::default();
             return result;
         }
-        for &(col, k) in &self.updates {
+        for &(col, k, len) in &self.updates {
             let c = &mut self.columns[col as usize];
             c.kinds |= k;
             c.non_null += u64::from(k != 0);
+            c.text_bytes += u64::from(len);
         }
         self.rows += 1;
         Ok(())
@@ -320,6 +322,7 @@ impl Visitor for ChunkPass {
                 node,
                 kinds: 0,
                 non_null: 0,
+                text_bytes: 0,
                 first_seen: self.at,
             });
             if self.collect {
@@ -329,15 +332,16 @@ impl Visitor for ChunkPass {
             }
         }
         let k = kind_of(&v);
-        self.updates.push((col, k));
+        let text = match v {
+            Scalar::Str(s) => s,
+            Scalar::Num { raw, .. } => raw,
+            Scalar::Bool(true) => "true",
+            Scalar::Bool(false) => "false",
+            Scalar::Null | Scalar::EmptyArray | Scalar::EmptyObject => "",
+        };
+        self.updates
+            .push((col, k, text.len().min(u32::MAX as usize) as u32));
         if self.collect && k != 0 {
-            let text = match v {
-                Scalar::Str(s) => s,
-                Scalar::Num { raw, .. } => raw,
-                Scalar::Bool(true) => "true",
-                Scalar::Bool(false) => "false",
-                Scalar::Null | Scalar::EmptyArray | Scalar::EmptyObject => "",
-            };
             self.values[col as usize].push(self.rows, text);
         }
         Ok(())
@@ -417,6 +421,48 @@ mod tests {
             assert_eq!(got.len(), plain.len());
             for (g, p) in got.iter().zip(&plain) {
                 assert_eq!((&g.rows, &g.ends, &g.data), (&p.rows, &p.ends, &p.data));
+            }
+        }
+    }
+
+    /// Each column's statistics count the texts of accepted lines only, in both modes; with
+    /// values kept, they equal the bytes kept.
+    #[test]
+    fn text_bytes_count_accepted_values() {
+        let lines = [
+            r#"{"resourceType":"Patient","id":"a","name":[{"given":["x","y"]}]}"#,
+            r#"{"resourceType":"Patient","id":"bb","active":true,"n":-1.50}"#,
+            r#"{"resourceType":"Patient","id":"c","active":false,"active":true}"#,
+            r#"{"resourceType":"Patient","id":"d\u00e9","active":false,"name":[]}"#,
+        ];
+        for collect in [false, true] {
+            let mut pass = ChunkPass::new(&[], collect, Room::default());
+            for (i, l) in lines.iter().enumerate() {
+                let at = FirstSeen {
+                    file: 0,
+                    line: i as u64 + 1,
+                };
+                let _ = pass.line(l, at, "Patient");
+            }
+            let (schema, values) = pass.finish();
+            let bytes: Vec<(String, u64)> = schema
+                .columns
+                .iter()
+                .map(|c| (schema.trie.display_path(c.node), c.text_bytes))
+                .collect();
+            // resourceType: 3 × "Patient"; id: "a", "bb", "dé" (3 bytes); active: "true",
+            // "false"; n: "-1.50"; name[0].given: "x" and "y"; `name: []` is a column that
+            // holds no value.
+            let want = [7 * 3, 1 + 2 + 3, 1, 1, 4 + 5, 5, 0];
+            assert_eq!(
+                bytes.iter().map(|(_, b)| *b).collect::<Vec<_>>(),
+                want,
+                "{bytes:?}"
+            );
+            if collect {
+                for (c, v) in schema.columns.iter().zip(&values) {
+                    assert_eq!(c.text_bytes, v.data.len() as u64);
+                }
             }
         }
     }

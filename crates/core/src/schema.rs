@@ -267,6 +267,9 @@ pub(crate) struct ColumnStats {
     pub(crate) node: u32,
     pub(crate) kinds: u8,
     pub(crate) non_null: u64,
+    /// Bytes of the values' texts (a string's decoded text, a number's source text,
+    /// `true`/`false`): what the column holds before encoding.
+    pub(crate) text_bytes: u64,
     pub(crate) first_seen: FirstSeen,
 }
 
@@ -391,10 +394,19 @@ impl UnionSchema {
                 let s = &mut self.columns[col as usize];
                 s.kinds |= c.kinds;
                 s.non_null += c.non_null;
+                s.text_bytes += c.text_bytes;
                 cols.push(col);
             }
         }
         Ok(cols)
+    }
+
+    /// Roughly what the column's values take plain-encoded over the whole input: their texts
+    /// plus seven bytes each (a Parquet string's four-byte length prefix, and about three for
+    /// the run of definition levels a value of a sparse column starts).
+    pub(crate) fn plain_bytes(&self, col: usize) -> u64 {
+        let s = &self.columns[col];
+        s.text_bytes + 7 * s.non_null
     }
 
     pub(crate) fn name(&self, col: usize) -> &str {

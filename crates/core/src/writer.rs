@@ -163,6 +163,21 @@ impl TableWriter {
         opts: &WriteOptions,
         metadata: &[(String, String)],
     ) -> Result<Self> {
+        Self::create_with_uncompressed(path, schema, opts, metadata, &[])
+    }
+
+    /// Like [`create`](Self::create), with the Parquet columns `i` where `uncompressed[i]`
+    /// is true written without compression (missing entries: compressed as `opts` says).
+    /// Meant for columns so small that a codec only adds its frame (zstd makes column chunks
+    /// under ~500 bytes larger, not smaller) and, for zstd, the cost of setting up its
+    /// contexts for every column of every row group. Arrow IPC output ignores it.
+    pub fn create_with_uncompressed(
+        path: &Path,
+        schema: SchemaRef,
+        opts: &WriteOptions,
+        metadata: &[(String, String)],
+        uncompressed: &[bool],
+    ) -> Result<Self> {
         let dir = path.parent().unwrap_or(Path::new("."));
         let werr = |source| Error::Write {
             path: path.to_path_buf(),
@@ -205,7 +220,7 @@ impl TableWriter {
                 let writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(props.clone()))
                     .map_err(pq)?;
                 let (file, _) = writer.into_serialized_writer().map_err(pq)?;
-                let factories = column_factories(&schema, &props).map_err(pq)?;
+                let factories = column_factories(&schema, &props, uncompressed).map_err(pq)?;
                 Sink::Parquet {
                     file,
                     factories,
@@ -578,21 +593,30 @@ impl TableWriter {
 /// descriptor (name, type, levels) is the same in a one-column schema as in the whole one, so
 /// its chunks append to the real file's row groups as they are. The file's key-value
 /// metadata (which lists the source files) is left out of the factories' copies of `props`:
-/// it is written once, by the real file, and column writers do not read it.
+/// it is written once, by the real file, and column writers do not read it. Columns marked in
+/// `uncompressed` get props without compression (a column chunk records its own codec).
 fn column_factories(
     schema: &Schema,
     props: &WriterProperties,
+    uncompressed: &[bool],
 ) -> parquet::errors::Result<Vec<ArrowRowGroupWriterFactory>> {
-    let props = props
+    let builder = props.clone().into_builder().set_key_value_metadata(None);
+    let plain = builder
         .clone()
-        .into_builder()
-        .set_key_value_metadata(None)
+        .set_compression(PqCompression::UNCOMPRESSED)
         .build();
+    let props = builder.build();
     schema
         .fields()
         .iter()
-        .map(|field| {
+        .enumerate()
+        .map(|(i, field)| {
             let one = Arc::new(Schema::new(vec![Arc::clone(field)]));
+            let props = if uncompressed.get(i) == Some(&true) {
+                &plain
+            } else {
+                &props
+            };
             let writer = ArrowWriter::try_new(std::io::sink(), one, Some(props.clone()))?;
             let (_, factory) = writer.into_serialized_writer()?;
             Ok(factory)
@@ -670,6 +694,49 @@ mod tests {
         w.finish().unwrap();
         let theirs = theirs.into_inner().unwrap();
         assert_eq!(std::fs::read(&ours).unwrap(), theirs);
+    }
+
+    /// Columns marked uncompressed are stored without a codec, the others with the file's:
+    /// the file is what `ArrowWriter` writes with the same per-column compression.
+    #[test]
+    fn uncompressed_columns_are_what_arrow_writer_writes_with_them_uncompressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WriteOptions {
+            row_group_rows: 4,
+            row_group_input_bytes: u64::MAX,
+            ..WriteOptions::default()
+        };
+        let ours = dir.path().join("ours.parquet");
+        let first = schema().field(0).name().clone();
+        let mut w =
+            TableWriter::create_with_uncompressed(&ours, schema(), &opts, &[], &[true]).unwrap();
+        let props = match &w.sink {
+            Sink::Parquet { file, .. } => file.properties().as_ref().clone(),
+            Sink::Arrow(_) => unreachable!("Parquet asked for"),
+        };
+        let props = props
+            .into_builder()
+            .set_column_compression(
+                parquet::schema::types::ColumnPath::from(first.as_str()),
+                PqCompression::UNCOMPRESSED,
+            )
+            .build();
+        let mut theirs = ArrowWriter::try_new(Vec::new(), schema(), Some(props)).unwrap();
+        for (i, b) in parts().iter().enumerate() {
+            w.write(b, i as u64).unwrap();
+            theirs.write(b).unwrap();
+        }
+        w.finish().unwrap();
+        let theirs = theirs.into_inner().unwrap();
+        assert_eq!(std::fs::read(&ours).unwrap(), theirs);
+        let meta =
+            parquet::file::reader::SerializedFileReader::new(File::open(&ours).unwrap()).unwrap();
+        let meta = parquet::file::reader::FileReader::metadata(&meta);
+        assert!(meta.num_row_groups() > 1);
+        for rg in meta.row_groups() {
+            assert_eq!(rg.column(0).compression(), PqCompression::UNCOMPRESSED);
+            assert!(matches!(rg.column(1).compression(), PqCompression::ZSTD(_)));
+        }
     }
 
     /// The same parts, written batch by batch and column by column in windows of 5, with row
