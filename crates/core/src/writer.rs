@@ -670,10 +670,10 @@ mod tests {
         ]))
     }
 
-    /// Each column's writers come from a one-column factory: the file is still the one
-    /// parquet's own `ArrowWriter` writes from the same batches and properties.
-    #[test]
-    fn per_column_writers_write_what_arrow_writer_writes() {
+    /// Writes `parts()` with a `TableWriter` (columns marked in `uncompressed` without a
+    /// codec) and with parquet's own `ArrowWriter` given the same properties and per-column
+    /// compression; asserts the files are the same bytes and returns them.
+    fn same_file_as_arrow_writer(uncompressed: &[bool]) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let opts = WriteOptions {
             row_group_rows: 4,
@@ -681,57 +681,51 @@ mod tests {
             ..WriteOptions::default()
         };
         let ours = dir.path().join("ours.parquet");
-        let mut w = TableWriter::create(&ours, schema(), &opts, &[]).unwrap();
-        let props = match &w.sink {
+        let mut w =
+            TableWriter::create_with_uncompressed(&ours, schema(), &opts, &[], uncompressed)
+                .unwrap();
+        let mut props = match &w.sink {
             Sink::Parquet { file, .. } => file.properties().as_ref().clone(),
             Sink::Arrow(_) => unreachable!("Parquet asked for"),
-        };
-        let mut theirs = ArrowWriter::try_new(Vec::new(), schema(), Some(props)).unwrap();
+        }
+        .into_builder();
+        for (field, _) in schema()
+            .fields()
+            .iter()
+            .zip(uncompressed)
+            .filter(|(_, u)| **u)
+        {
+            props = props.set_column_compression(
+                parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                PqCompression::UNCOMPRESSED,
+            );
+        }
+        let mut theirs = ArrowWriter::try_new(Vec::new(), schema(), Some(props.build())).unwrap();
         for (i, b) in parts().iter().enumerate() {
             w.write(b, i as u64).unwrap();
             theirs.write(b).unwrap();
         }
         w.finish().unwrap();
-        let theirs = theirs.into_inner().unwrap();
-        assert_eq!(std::fs::read(&ours).unwrap(), theirs);
+        let ours = std::fs::read(&ours).unwrap();
+        assert_eq!(ours, theirs.into_inner().unwrap());
+        ours
+    }
+
+    /// Each column's writers come from a one-column factory: the file is still the one
+    /// parquet's own `ArrowWriter` writes from the same batches and properties.
+    #[test]
+    fn per_column_writers_write_what_arrow_writer_writes() {
+        same_file_as_arrow_writer(&[]);
     }
 
     /// Columns marked uncompressed are stored without a codec, the others with the file's:
     /// the file is what `ArrowWriter` writes with the same per-column compression.
     #[test]
     fn uncompressed_columns_are_what_arrow_writer_writes_with_them_uncompressed() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = WriteOptions {
-            row_group_rows: 4,
-            row_group_input_bytes: u64::MAX,
-            ..WriteOptions::default()
-        };
-        let ours = dir.path().join("ours.parquet");
-        let first = schema().field(0).name().clone();
-        let mut w =
-            TableWriter::create_with_uncompressed(&ours, schema(), &opts, &[], &[true]).unwrap();
-        let props = match &w.sink {
-            Sink::Parquet { file, .. } => file.properties().as_ref().clone(),
-            Sink::Arrow(_) => unreachable!("Parquet asked for"),
-        };
-        let props = props
-            .into_builder()
-            .set_column_compression(
-                parquet::schema::types::ColumnPath::from(first.as_str()),
-                PqCompression::UNCOMPRESSED,
-            )
-            .build();
-        let mut theirs = ArrowWriter::try_new(Vec::new(), schema(), Some(props)).unwrap();
-        for (i, b) in parts().iter().enumerate() {
-            w.write(b, i as u64).unwrap();
-            theirs.write(b).unwrap();
-        }
-        w.finish().unwrap();
-        let theirs = theirs.into_inner().unwrap();
-        assert_eq!(std::fs::read(&ours).unwrap(), theirs);
-        let meta =
-            parquet::file::reader::SerializedFileReader::new(File::open(&ours).unwrap()).unwrap();
-        let meta = parquet::file::reader::FileReader::metadata(&meta);
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &same_file_as_arrow_writer(&[true])).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        let meta = parquet::file::reader::FileReader::metadata(&reader);
         assert!(meta.num_row_groups() > 1);
         for rg in meta.row_groups() {
             assert_eq!(rg.column(0).compression(), PqCompression::UNCOMPRESSED);
