@@ -230,7 +230,8 @@ pub(crate) struct OutputArgs {
     #[arg(long, value_enum, default_value = "parquet")]
     pub(crate) format: FormatArg,
 
-    /// Compression codec.
+    /// Compression codec. Parquet columns whose values take at most 1 KiB in all are stored
+    /// uncompressed: a codec would make them larger.
     #[arg(long, value_enum, default_value = "zstd")]
     pub(crate) compression: CompressionArg,
 
