@@ -527,8 +527,7 @@ fn write_table(
         "flatfhir.source_files".to_string(),
         serde_json::to_string(&files).unwrap_or_default(),
     ));
-    // Columns whose values take a few hundred bytes over the whole input are written
-    // uncompressed: smaller than zstd's frames, and no codec to set up per row group.
+    // Tiny columns are written uncompressed (see `SMALL_COLUMN_BYTES`).
     let uncompressed: Vec<bool> = (0..pass.union.columns.len())
         .map(|c| pass.union.plain_bytes(c) <= SMALL_COLUMN_BYTES)
         .collect();

@@ -815,13 +815,7 @@ mod tests {
                 let input = format!("{line}\r\n{{\"b\":2}}\n");
                 std::fs::write(f.path(), &input).unwrap();
                 for (mmap, chunk) in [(false, 288), (false, 64), (true, 64)] {
-                    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
-                    let got2 = Arc::clone(&got);
-                    let mut r = LineReader::open(f.path(), &small(chunk, 200, mmap)).unwrap();
-                    r.set_overlong_sink(Box::new(move |_, piece, _| {
-                        got2.lock().unwrap().extend_from_slice(piece);
-                        Ok(())
-                    }));
+                    let (mut r, got) = with_sink(f.path(), &small(chunk, 200, mmap));
                     let mut over = Vec::new();
                     let mut lines = Vec::new();
                     while let Some(c) = r.next_chunk().unwrap() {
@@ -837,6 +831,18 @@ mod tests {
         }
     }
 
+    /// A reader of `path` whose overlong lines' bytes collect in the returned buffer.
+    fn with_sink(path: &Path, opts: &ReadOptions) -> (LineReader, Arc<std::sync::Mutex<Vec<u8>>>) {
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&got);
+        let mut r = LineReader::open(path, opts).unwrap();
+        r.set_overlong_sink(Box::new(move |_, piece, _| {
+            sink.lock().unwrap().extend_from_slice(piece);
+            Ok(())
+        }));
+        (r, got)
+    }
+
     #[test]
     fn overlong_sink_receives_the_line_verbatim() {
         let long = "y".repeat(70);
@@ -844,13 +850,7 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(input.as_bytes()).unwrap();
         for mmap in [false, true] {
-            let got = Arc::new(std::sync::Mutex::new(Vec::new()));
-            let got2 = Arc::clone(&got);
-            let mut r = LineReader::open(f.path(), &small(8, 50, mmap)).unwrap();
-            r.set_overlong_sink(Box::new(move |_, piece, _| {
-                got2.lock().unwrap().extend_from_slice(piece);
-                Ok(())
-            }));
+            let (mut r, got) = with_sink(f.path(), &small(8, 50, mmap));
             let mut lines = Vec::new();
             let mut over = Vec::new();
             while let Some(c) = r.next_chunk().unwrap() {
