@@ -371,6 +371,10 @@ struct Cached {
     refresh_at: Instant,
 }
 
+/// Times one request may get a new token after a 401 (see
+/// [`Authenticator::renew_after_401`]).
+const RENEWALS_PER_REQUEST: u32 = 3;
+
 /// Gets, caches and refreshes access tokens.
 #[derive(Debug)]
 pub(crate) struct Authenticator {
@@ -403,17 +407,27 @@ impl Authenticator {
         }
     }
 
-    /// Whether a 401 can be fixed by getting a new token.
-    pub(crate) fn can_refresh(&self) -> bool {
-        matches!(
+    /// After a 401 for a request sent with `used`: forgets that token, unless another
+    /// request has already replaced it, so that the next [`token`](Self::token) is a new one.
+    /// Returns whether to send the request again: the credentials can get tokens, and the
+    /// request (whose renewals `renewals` counts) has renewed fewer than
+    /// [`RENEWALS_PER_REQUEST`] times. A request may meet more than one expiry (a long
+    /// download resumed with Range, or a new token used up by parallel downloads), so one
+    /// renewal is not enough; a server that refuses every new token still ends in an error.
+    pub(crate) async fn renew_after_401(&self, used: Option<&Secret>, renewals: &mut u32) -> bool {
+        let refreshable = matches!(
             self.creds,
             Credentials::ClientSecret { .. } | Credentials::PrivateKey { .. }
-        )
-    }
-
-    /// Forget the cached token (after a 401).
-    pub(crate) async fn invalidate(&self) {
-        *self.cache.lock().await = None;
+        );
+        if !refreshable || *renewals >= RENEWALS_PER_REQUEST {
+            return false;
+        }
+        *renewals += 1;
+        let mut cache = self.cache.lock().await;
+        if cache.as_ref().is_some_and(|c| Some(&c.token) == used) {
+            *cache = None;
+        }
+        true
     }
 
     /// The current access token, fetching or refreshing it when needed; `None` for open servers.
@@ -642,4 +656,62 @@ pub(crate) async fn get_json(http: &Http, url: &Url) -> Result<Value, String> {
     }
     let text = resp.text().await.map_err(|e| e.without_url().to_string())?;
     serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator(creds: Credentials) -> Authenticator {
+        let base = Url::parse("https://fhir.example/fhir/").unwrap();
+        let http = Http::new(None, &[]).unwrap();
+        Authenticator::new(
+            http,
+            creds,
+            "system/*.read".into(),
+            base,
+            None,
+            Timing::default(),
+        )
+    }
+
+    async fn cache_with(auth: &Authenticator, token: &str) {
+        *auth.cache.lock().await = Some(Cached {
+            token: Secret::new(token),
+            refresh_at: Instant::now() + Duration::from_secs(300),
+        });
+    }
+
+    async fn cached(auth: &Authenticator) -> Option<Secret> {
+        auth.cache.lock().await.as_ref().map(|c| c.token.clone())
+    }
+
+    /// A 401 drops the token it was sent with, but not a newer one another request already
+    /// got; a request renews at most `RENEWALS_PER_REQUEST` times; a fixed bearer token is
+    /// never renewed.
+    #[tokio::test]
+    async fn renewal_after_401() {
+        let auth = authenticator(Credentials::ClientSecret {
+            client_id: "c".into(),
+            secret: Secret::new("s"),
+            form_post: false,
+        });
+        let (old, new) = (Secret::new("old"), Secret::new("new"));
+        cache_with(&auth, "new").await;
+        let mut renewals = 0;
+        assert!(auth.renew_after_401(Some(&old), &mut renewals).await);
+        assert_eq!(cached(&auth).await, Some(new.clone()));
+        assert!(auth.renew_after_401(Some(&new), &mut renewals).await);
+        assert_eq!(cached(&auth).await, None);
+        assert!(auth.renew_after_401(Some(&new), &mut renewals).await);
+        assert_eq!(renewals, RENEWALS_PER_REQUEST);
+        assert!(!auth.renew_after_401(Some(&new), &mut renewals).await);
+
+        let bearer = authenticator(Credentials::Bearer(Secret::new("t")));
+        assert!(
+            !bearer
+                .renew_after_401(Some(&Secret::new("t")), &mut 0)
+                .await
+        );
+    }
 }

@@ -63,7 +63,7 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
         resource_type: file.resource_type.clone(),
     });
     let mut failures = 0u32;
-    let mut reauthed = false;
+    let mut renewals = 0u32;
     loop {
         let have = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
         let token = if file.requires_token {
@@ -100,6 +100,16 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
             }
         };
         let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED
+            && file.requires_token
+            && ctx
+                .auth
+                .renew_after_401(token.as_ref(), &mut renewals)
+                .await
+        {
+            // The token expired mid-export: retry with a new one.
+            continue;
+        }
         let headers = resp.headers().clone();
         let append = match status {
             StatusCode::OK => false,
@@ -120,14 +130,6 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
             StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => {
                 // The part file already holds the whole file.
                 break;
-            }
-            StatusCode::UNAUTHORIZED
-                if file.requires_token && !reauthed && ctx.auth.can_refresh() =>
-            {
-                // The token expired mid-export: re-authenticate once and retry.
-                reauthed = true;
-                ctx.auth.invalidate().await;
-                continue;
             }
             s => {
                 let text = resp.text().await.unwrap_or_default();

@@ -196,7 +196,7 @@ pub(crate) async fn kickoff(ctx: &Ctx, base: &Url) -> Result<Url> {
     let cap = crate::auth::get_json(&ctx.http, &crate::auth::join(base, "metadata"))
         .await
         .unwrap_or(Value::Null);
-    let mut reauthed = false;
+    let mut renewals = 0u32;
     let mut attempt = 0;
     loop {
         let token = ctx.auth.token().await?;
@@ -217,9 +217,12 @@ pub(crate) async fn kickoff(ctx: &Ctx, base: &Url) -> Result<Url> {
             .await?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        if status == StatusCode::UNAUTHORIZED && !reauthed && ctx.auth.can_refresh() {
-            reauthed = true;
-            ctx.auth.invalidate().await;
+        if status == StatusCode::UNAUTHORIZED
+            && ctx
+                .auth
+                .renew_after_401(token.as_ref(), &mut renewals)
+                .await
+        {
             continue;
         }
         if (status == StatusCode::SERVICE_UNAVAILABLE

@@ -857,7 +857,7 @@ fn read_issues(dir: &Path, rel: &str) -> Vec<Issue> {
 
 /// DELETE the status URL. A 404 counts as success (HAPI answers it for finished jobs).
 async fn delete_export(ctx: &Ctx, status_url: &Url) -> Result<bool> {
-    let mut reauthed = false;
+    let mut renewals = 0u32;
     loop {
         let token = ctx.auth.token().await?;
         let (_, resp) = ctx
@@ -867,9 +867,12 @@ async fn delete_export(ctx: &Ctx, status_url: &Url) -> Result<bool> {
             })
             .await?;
         let s = resp.status();
-        if s == StatusCode::UNAUTHORIZED && !reauthed && ctx.auth.can_refresh() {
-            reauthed = true;
-            ctx.auth.invalidate().await;
+        if s == StatusCode::UNAUTHORIZED
+            && ctx
+                .auth
+                .renew_after_401(token.as_ref(), &mut renewals)
+                .await
+        {
             continue;
         }
         if s.is_success() || s == StatusCode::NOT_FOUND {

@@ -107,7 +107,7 @@ fn jitter(d: Duration) -> Duration {
 pub(crate) async fn until_manifest(ctx: &Ctx, url: &Url, started: Instant) -> Result<Value> {
     let mut attempt = 0u32;
     let mut failures = 0u32;
-    let mut reauthed = false;
+    let mut renewals = 0u32;
     loop {
         if let Some(limit) = ctx.opts.timing.give_up_after
             && started.elapsed() > limit
@@ -136,6 +136,14 @@ pub(crate) async fn until_manifest(ctx: &Ctx, url: &Url, started: Instant) -> Re
             Err(e) => return Err(e),
         };
         let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED
+            && ctx
+                .auth
+                .renew_after_401(token.as_ref(), &mut renewals)
+                .await
+        {
+            continue;
+        }
         let headers = resp.headers().clone();
         let body = resp.text().await.map_err(|e| Error::http(url, e))?;
         match status {
@@ -168,10 +176,6 @@ pub(crate) async fn until_manifest(ctx: &Ctx, url: &Url, started: Instant) -> Re
                     wait,
                 });
                 tokio::time::sleep(wait).await;
-            }
-            StatusCode::UNAUTHORIZED if !reauthed && ctx.auth.can_refresh() => {
-                reauthed = true;
-                ctx.auth.invalidate().await;
             }
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
                 if failures < ctx.opts.timing.retries =>
