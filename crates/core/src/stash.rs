@@ -60,11 +60,8 @@ impl ChunkTable {
         for c in &self.columns {
             lens.clear();
             texts.clear();
-            let mut start = 0usize;
             let mut prev: Option<&[u8]> = None;
-            for &end in &c.ends {
-                let text = &c.data[start..end as usize];
-                start = end as usize;
+            for text in c.texts() {
                 if prev == Some(text) {
                     put_varint(&mut lens, 1);
                 } else {
@@ -121,34 +118,30 @@ impl ChunkTable {
                 lens.push(r.varint()?);
             }
             let mut texts = r.take(stored)?;
-            let mut data: Vec<u8> = Vec::with_capacity(stored);
-            let mut ends = Vec::with_capacity(values);
-            let mut prev = 0..0;
-            for &l in &lens {
-                if l & 1 == 1 {
-                    data.extend_from_within(prev.clone());
-                } else {
+            let mut column = ColumnValues {
+                data: Vec::with_capacity(stored),
+                ends: Vec::with_capacity(values),
+                rows: Vec::with_capacity(values),
+                ..ColumnValues::default()
+            };
+            let mut prev: &[u8] = &[];
+            for (&l, row) in lens.iter().zip(row_list) {
+                if l & 1 == 0 {
                     let len = usize::try_from(l >> 1).map_err(|e| e.to_string())?;
                     if len > texts.len() {
                         return Err("value text beyond the stored texts".into());
                     }
-                    let (text, rest) = texts.split_at(len);
-                    let at = data.len();
-                    data.extend_from_slice(text);
-                    prev = at..data.len();
-                    texts = rest;
+                    (prev, texts) = texts.split_at(len);
                 }
-                let end = u32::try_from(data.len()).map_err(|_| "value texts over 4 GiB")?;
-                ends.push(end);
+                column.push(row, prev);
+                if u32::try_from(column.data.len()).is_err() {
+                    return Err("value texts over 4 GiB".into());
+                }
             }
             if !texts.is_empty() {
                 return Err(format!("{} bytes of text left over", texts.len()));
             }
-            columns.push(ColumnValues {
-                rows: row_list,
-                ends,
-                data,
-            });
+            columns.push(column);
         }
         if r.at != bytes.len() {
             return Err(format!("{} bytes left over", bytes.len() - r.at));
@@ -284,24 +277,19 @@ fn validity(rows: &[u32], n: usize) -> Option<NullBuffer> {
 /// One column of `n` rows from its sparse values. The union type covers every value's kind
 /// (the schema saw them all), so a value that does not fit is a bug, reported as an error.
 fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<ArrayRef, String> {
-    if v.ends.last().map(|&e| e as usize) != Some(v.data.len()) || v.rows.len() != v.ends.len() {
-        return Err("value texts over 4 GiB in one chunk".into());
-    }
+    v.check()?;
     if v.rows.last().is_some_and(|&r| r as usize >= n) {
         return Err("a value beyond the chunk's rows".into());
     }
     let nulls = validity(&v.rows, n);
     // Strings are checked in `string_array`; only the other types read the texts here.
-    let text = match t {
-        DataType::Utf8 => "",
-        _ => std::str::from_utf8(&v.data).map_err(|e| e.to_string())?,
-    };
+    if !matches!(t, DataType::Utf8) {
+        std::str::from_utf8(&v.data).map_err(|e| e.to_string())?;
+    }
+    // Checked above: the texts are UTF-8 (a value cut inside a character fails to parse).
     let texts = || {
-        v.ends.iter().scan(0usize, move |start, &end| {
-            let s = &text[*start..end as usize];
-            *start = end as usize;
-            Some(s)
-        })
+        v.texts()
+            .map(|b| std::str::from_utf8(b).unwrap_or("\u{fffd}"))
     };
     let array: ArrayRef = match t {
         DataType::Int64 => {
@@ -330,23 +318,20 @@ fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<
             }
             Arc::new(BooleanArray::new(bits.finish(), nulls))
         }
-        DataType::Utf8 => {
-            if v.data.len() > i32::MAX as usize {
-                return Err("value texts over 2 GiB in one chunk".into());
-            }
-            string_array(v, n, nulls)?
-        }
+        DataType::Utf8 => string_array(v, n, nulls)?,
         other => return Err(format!("unexpected column type {other}")),
     };
     Ok(array)
 }
 
-/// A string column of `n` rows from its sparse values (texts under 2 GiB).
+/// A string column of `n` rows from its sparse values (texts under 2 GiB in all). When no
+/// value repeats a stored text, the stored texts become the array's buffer as they are;
+/// otherwise the texts are gathered into a new buffer.
 ///
 /// Arrow's own check (`StringArray::try_new`) validates the buffer with std's UTF-8 check,
 /// which took 2-3 % of a conversion's cycles. The same properties are checked here, with
-/// SIMD UTF-8 validation: the texts are UTF-8, each value ends on a character boundary,
-/// the ends never go back and the last one is the buffer's length.
+/// SIMD UTF-8 validation: the stored texts are UTF-8, each value ends on a character
+/// boundary, the ends never go back and the last one is the stored texts' length.
 #[allow(unsafe_code)]
 fn string_array(
     v: ColumnValues,
@@ -361,24 +346,53 @@ fn string_array(
     })?;
     let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
     offsets.push(0);
-    let mut end = 0i32;
-    for (&r, &e) in v.rows.iter().zip(&v.ends) {
-        if (e as i32) < end || !text.is_char_boundary(e as usize) {
+    // `end`: where the value before ends in the array; `stored`: in `v.data`. The caller
+    // checked the layout (`ColumnValues::check`): ends never go back, empties store nothing.
+    let (mut end, mut stored, mut last_len) = (0i64, 0u32, 0i64);
+    let mut empties = v.empties.iter().peekable();
+    let mut gather = false;
+    for (i, (&r, &e)) in v.rows.iter().zip(&v.ends).enumerate() {
+        if !text.is_char_boundary(e as usize) {
             return Err(format!(
-                "value end {e} is not a character boundary after {end}"
+                "value end {e} is not a character boundary after {stored}"
             ));
         }
-        offsets.resize(r as usize + 1, end);
-        end = e as i32;
-        offsets.push(end);
+        let len = if empties.next_if_eq(&&(i as u32)).is_some() {
+            0
+        } else if e == stored {
+            gather = true; // repeats the last stored text
+            last_len
+        } else {
+            last_len = i64::from(e - stored);
+            last_len
+        };
+        stored = e;
+        offsets.resize(r as usize + 1, end as i32);
+        end += len;
+        if end > i64::from(i32::MAX) {
+            return Err("value texts over 2 GiB in one chunk".into());
+        }
+        offsets.push(end as i32);
     }
-    offsets.resize(n + 1, end);
+    offsets.resize(n + 1, end as i32);
+    let data = if gather {
+        let mut data = Vec::with_capacity(end as usize);
+        for t in v.texts() {
+            data.extend_from_slice(t);
+        }
+        data
+    } else {
+        v.data
+    };
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-    // SAFETY: `offsets` starts at 0, never decreases (checked above, and `OffsetBuffer::new`
-    // asserts it) and ends at `v.data.len()` (checked by the caller); `v.data` is UTF-8 and
-    // every offset is a character boundary (checked above); `nulls`, when present, has `n`
-    // bits, one per row (`validity`).
-    let array = unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(v.data), nulls) };
+    // SAFETY: `offsets` starts at 0, never decreases (lengths are not negative, and
+    // `OffsetBuffer::new` asserts it) and ends at `data.len()`: without gathering, `end`
+    // equals the last stored end (each value's length is its stored text's), which the
+    // caller checked is `v.data.len()`; gathered, `data` holds exactly the texts counted.
+    // Each text is a run of `v.data` between character boundaries (checked above) of UTF-8
+    // (checked above), so `data` is UTF-8 and every offset a boundary. `nulls`, when
+    // present, has `n` bits, one per row (`validity`).
+    let array = unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(data), nulls) };
     Ok(Arc::new(array))
 }
 
@@ -620,9 +634,7 @@ mod tests {
     fn values(v: &[(u32, &str)]) -> ColumnValues {
         let mut c = ColumnValues::default();
         for &(r, t) in v {
-            c.data.extend_from_slice(t.as_bytes());
-            c.rows.push(r);
-            c.ends.push(c.data.len() as u32);
+            c.push(r, t.as_bytes());
         }
         c
     }
@@ -743,6 +755,7 @@ mod tests {
                 rows: vec![0],
                 ends: vec![2],
                 data: vec![0xC3, 0x28],
+                ..ColumnValues::default()
             }],
         };
         assert!(t.into_batch(&[0], &schema).is_err());
@@ -758,6 +771,7 @@ mod tests {
                 rows: (0..ends.len() as u32).collect(),
                 ends,
                 data: data.as_bytes().to_vec(),
+                ..ColumnValues::default()
             }],
         };
         // "é" is two bytes: a value may not end between them.
@@ -768,7 +782,7 @@ mod tests {
         // Past the texts, or going back.
         for (ends, data) in [(vec![3, 2], "ab"), (vec![2, 1, 3], "abc")] {
             let e = table(ends, data).into_batch(&[0], &schema).unwrap_err();
-            assert!(e.contains("not a character boundary"), "{e}");
+            assert!(e.contains("value ends out of order"), "{e}");
         }
         // The same shape with valid ends is accepted, values intact.
         let batch = table(vec![2, 3], "éa").into_batch(&[0], &schema).unwrap();
