@@ -80,11 +80,15 @@ impl TypeCheck {
 /// row order. A value equal to the last text stored is not stored again: flattened FHIR repeats
 /// itself row after row (the same system URL, status or unit), and two thirds of an
 /// Observation's values are such repeats. Holding them once keeps the memory held until the
-/// schema is known, and the fresh pages it costs, at about half.
+/// schema is known, and the fresh pages it costs, at about half. Most columns have a value
+/// in every row: their rows are not stored until a row goes without.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ColumnValues {
-    /// The chunk-local row of each value.
+    /// The chunk-local row of each value, once `sparse`; empty before (value `i` is in row
+    /// `i`).
     pub(crate) rows: Vec<u32>,
+    /// Whether `rows` lists the rows: set when a row goes without a value.
+    pub(crate) sparse: bool,
     /// The end of each value's text in `data`. A value whose end equals the one before it
     /// (or 0, for the first) stored no text: it is the empty string if its index is in
     /// `empties`, otherwise it repeats the last text stored before it.
@@ -101,7 +105,11 @@ impl ColumnValues {
     /// Adds the value of `row` (rows must grow).
     #[inline]
     pub(crate) fn push(&mut self, row: u32, text: &[u8]) {
-        self.rows.push(row);
+        if self.sparse {
+            self.rows.push(row);
+        } else if row as usize != self.ends.len() {
+            self.spread(row);
+        }
         if text.is_empty() {
             self.empties.push(self.ends.len() as u32);
         } else if self.last.is_none_or(|s| !same_text(&self.data[s..], text)) {
@@ -113,7 +121,7 @@ impl ColumnValues {
 
     /// Removes the value of `row`, if it is the last one (undoing a rejected line).
     fn pop_row(&mut self, row: u32) {
-        if self.rows.last() != Some(&row) {
+        if self.last_row() != Some(row) {
             return;
         }
         self.rows.pop();
@@ -126,6 +134,37 @@ impl ColumnValues {
             // The value had stored its text: it goes, and with it what the next may repeat.
             self.data.truncate(before as usize);
             self.last = None;
+        }
+    }
+
+    /// The first value not in the row of its index: from now on rows are listed.
+    #[cold]
+    #[inline(never)]
+    fn spread(&mut self, row: u32) {
+        self.rows
+            .reserve(self.ends.capacity().max(self.ends.len() + 1));
+        self.rows.extend(0..self.ends.len() as u32);
+        self.rows.push(row);
+        self.sparse = true;
+    }
+
+    /// How many values the column holds.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The row of each value, in order.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = u32> + '_ {
+        let listed = self.sparse.then_some(&self.rows[..]);
+        (0..self.ends.len()).map(move |i| listed.map_or(i as u32, |r| r[i]))
+    }
+
+    /// The row of the last value.
+    pub(crate) fn last_row(&self) -> Option<u32> {
+        if self.sparse {
+            self.rows.last().copied()
+        } else {
+            self.ends.len().checked_sub(1).map(|i| i as u32)
         }
     }
 
@@ -151,9 +190,11 @@ impl ColumnValues {
     /// that never go back and finish at the stored texts' length, and empty values that
     /// store nothing, listed once each in order.
     pub(crate) fn check(&self) -> Result<(), String> {
-        if self.rows.len() != self.ends.len()
-            || self.ends.last().map_or(0, |&e| e as usize) != self.data.len()
-        {
+        let listed = if self.sparse { self.ends.len() } else { 0 };
+        if self.rows.len() != listed || !self.rows.is_sorted_by(|a, b| a < b) {
+            return Err("value rows out of order".into());
+        }
+        if self.ends.last().map_or(0, |&e| e as usize) != self.data.len() {
             return Err("value texts over 4 GiB in one chunk".into());
         }
         if self.ends.is_sorted() && self.empties.is_sorted_by(|a, b| a < b) {
@@ -212,7 +253,7 @@ fn same_text(a: &[u8], b: &[u8]) -> bool {
 /// Two columns are equal when they hold the same texts in the same rows, however stored.
 impl PartialEq for ColumnValues {
     fn eq(&self, other: &Self) -> bool {
-        self.rows == other.rows && self.texts().eq(other.texts())
+        self.rows().eq(other.rows()) && self.texts().eq(other.texts())
     }
 }
 
@@ -235,7 +276,6 @@ impl Room {
         };
         let (n, bytes) = (n as usize, bytes as usize);
         ColumnValues {
-            rows: Vec::with_capacity(n + n / 8),
             ends: Vec::with_capacity(n + n / 8),
             data: Vec::with_capacity(bytes + bytes / 8),
             ..ColumnValues::default()
@@ -350,7 +390,7 @@ impl ChunkPass {
             self.paths
                 .iter()
                 .zip(&self.values)
-                .map(|(&p, v)| (p, (v.rows.len() as u32, v.data.len() as u32)))
+                .map(|(&p, v)| (p, (v.len() as u32, v.data.len() as u32)))
                 .collect(),
         )
     }
@@ -507,7 +547,7 @@ mod tests {
                 row += 1;
             }
             prop_assert!(got.check().is_ok());
-            let texts: Vec<(u32, &[u8])> = got.rows.iter().copied().zip(got.texts()).collect();
+            let texts: Vec<(u32, &[u8])> = got.rows().zip(got.texts()).collect();
             let expect: Vec<(u32, &[u8])> = want.iter().map(|&(r, t)| (r, t.as_bytes())).collect();
             prop_assert_eq!(texts, expect);
             let array = crate::stash::union_array(&arrow_schema::DataType::Utf8, Some(got), row as usize)
@@ -578,7 +618,10 @@ mod tests {
             let (got, _) = run(&lines, room);
             assert_eq!(got.len(), plain.len());
             for (g, p) in got.iter().zip(&plain) {
-                assert_eq!((&g.rows, &g.ends, &g.data), (&p.rows, &p.ends, &p.data));
+                assert_eq!(
+                    (&g.rows, g.sparse, &g.ends, &g.data),
+                    (&p.rows, p.sparse, &p.ends, &p.data)
+                );
             }
         }
     }

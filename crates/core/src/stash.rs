@@ -70,13 +70,13 @@ impl ChunkTable {
                 }
                 prev = Some(text);
             }
-            put_varint(out, c.rows.len() as u64);
+            put_varint(out, c.len() as u64);
             put_varint(out, texts.len() as u64);
-            let dense = c.rows.len() == self.rows as usize;
+            let dense = c.len() == self.rows as usize;
             out.push(u8::from(dense));
             if !dense {
                 let mut next = 0u32;
-                for &r in &c.rows {
+                for r in c.rows() {
                     put_varint(out, u64::from(r.wrapping_sub(next)));
                     next = r.wrapping_add(1);
                 }
@@ -100,8 +100,9 @@ impl ChunkTable {
                 return Err(format!("{values} values in a chunk of {rows} rows"));
             }
             let stored = usize::try_from(r.varint()?).map_err(|e| e.to_string())?;
-            let row_list = if r.take(1)?[0] == 1 {
-                (0..values as u32).collect()
+            // `None`: a value in every row.
+            let listed = if r.take(1)?[0] == 1 {
+                None
             } else {
                 let mut list = Vec::with_capacity(values);
                 let mut next = 0u32;
@@ -111,7 +112,7 @@ impl ChunkTable {
                     list.push(row);
                     next = row.wrapping_add(1);
                 }
-                list
+                Some(list)
             };
             lens.clear();
             for _ in 0..values {
@@ -121,11 +122,11 @@ impl ChunkTable {
             let mut column = ColumnValues {
                 data: Vec::with_capacity(stored),
                 ends: Vec::with_capacity(values),
-                rows: Vec::with_capacity(values),
                 ..ColumnValues::default()
             };
             let mut prev: &[u8] = &[];
-            for (&l, row) in lens.iter().zip(row_list) {
+            for (i, &l) in lens.iter().enumerate() {
+                let row = listed.as_ref().map_or(i as u32, |rows| rows[i]);
                 if l & 1 == 0 {
                     let len = usize::try_from(l >> 1).map_err(|e| e.to_string())?;
                     if len > texts.len() {
@@ -209,7 +210,7 @@ pub(crate) fn union_array(
     n: usize,
 ) -> std::result::Result<ArrayRef, String> {
     match values {
-        Some(v) if !v.rows.is_empty() => column_array(t, v, n),
+        Some(v) if v.len() > 0 => column_array(t, v, n),
         _ => Ok(new_null_array(t, n)),
     }
 }
@@ -261,15 +262,20 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Which rows have a value; `None` when every row has one.
-fn validity(rows: &[u32], n: usize) -> Option<NullBuffer> {
-    if rows.len() == n {
+/// Which of `n` rows have a value; `None` when every row has one.
+fn validity(v: &ColumnValues, n: usize) -> Option<NullBuffer> {
+    if v.len() == n {
         return None;
     }
     let mut b = BooleanBufferBuilder::new(n);
-    b.append_n(n, false);
-    for &r in rows {
-        b.set_bit(r as usize, true);
+    if v.sparse {
+        b.append_n(n, false);
+        for &r in &v.rows {
+            b.set_bit(r as usize, true);
+        }
+    } else {
+        b.append_n(v.len(), true);
+        b.append_n(n - v.len(), false);
     }
     Some(NullBuffer::new(b.finish()))
 }
@@ -278,10 +284,10 @@ fn validity(rows: &[u32], n: usize) -> Option<NullBuffer> {
 /// (the schema saw them all), so a value that does not fit is a bug, reported as an error.
 fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<ArrayRef, String> {
     v.check()?;
-    if v.rows.last().is_some_and(|&r| r as usize >= n) {
+    if v.last_row().is_some_and(|r| r as usize >= n) {
         return Err("a value beyond the chunk's rows".into());
     }
-    let nulls = validity(&v.rows, n);
+    let nulls = validity(&v, n);
     // Strings are checked in `string_array`; only the other types read the texts here.
     if !matches!(t, DataType::Utf8) {
         std::str::from_utf8(&v.data).map_err(|e| e.to_string())?;
@@ -294,14 +300,14 @@ fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<
     let array: ArrayRef = match t {
         DataType::Int64 => {
             let mut vals = vec![0i64; n];
-            for (&r, s) in v.rows.iter().zip(texts()) {
+            for (r, s) in v.rows().zip(texts()) {
                 vals[r as usize] = s.parse().map_err(|_| format!("{s:?} is not an Int64"))?;
             }
             Arc::new(Int64Array::new(ScalarBuffer::from(vals), nulls))
         }
         DataType::Float64 => {
             let mut vals = vec![0f64; n];
-            for (&r, s) in v.rows.iter().zip(texts()) {
+            for (r, s) in v.rows().zip(texts()) {
                 vals[r as usize] = s.parse().map_err(|_| format!("{s:?} is not a Float64"))?;
             }
             Arc::new(Float64Array::new(ScalarBuffer::from(vals), nulls))
@@ -309,7 +315,7 @@ fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<
         DataType::Boolean => {
             let mut bits = BooleanBufferBuilder::new(n);
             bits.append_n(n, false);
-            for (&r, s) in v.rows.iter().zip(texts()) {
+            for (r, s) in v.rows().zip(texts()) {
                 match s {
                     "true" => bits.set_bit(r as usize, true),
                     "false" => {}
@@ -351,7 +357,7 @@ fn string_array(
     let (mut end, mut stored, mut last_len) = (0i64, 0u32, 0i64);
     let mut empties = v.empties.iter().peekable();
     let mut gather = false;
-    for (i, (&r, &e)) in v.rows.iter().zip(&v.ends).enumerate() {
+    for (i, (r, &e)) in v.rows().zip(&v.ends).enumerate() {
         if !text.is_char_boundary(e as usize) {
             return Err(format!(
                 "value end {e} is not a character boundary after {stored}"
@@ -753,6 +759,7 @@ mod tests {
             input_bytes: 1,
             columns: vec![ColumnValues {
                 rows: vec![0],
+                sparse: true,
                 ends: vec![2],
                 data: vec![0xC3, 0x28],
                 ..ColumnValues::default()
@@ -769,6 +776,7 @@ mod tests {
             input_bytes: 1,
             columns: vec![ColumnValues {
                 rows: (0..ends.len() as u32).collect(),
+                sparse: true,
                 ends,
                 data: data.as_bytes().to_vec(),
                 ..ColumnValues::default()
