@@ -350,54 +350,71 @@ fn string_array(
             e.valid_up_to()
         )
     })?;
+    let data = &v.data;
     let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
     offsets.push(0);
-    // `end`: where the value before ends in the array; `stored`: in `v.data`. The caller
-    // checked the layout (`ColumnValues::check`): ends never go back, empties store nothing.
-    let (mut end, mut stored, mut last_len) = (0i64, 0u32, 0i64);
-    let mut empties = v.empties.iter().peekable();
-    let mut gather = false;
-    for (i, (r, &e)) in v.rows().zip(&v.ends).enumerate() {
-        if !text.is_char_boundary(e as usize) {
-            return Err(format!(
-                "value end {e} is not a character boundary after {stored}"
-            ));
-        }
-        let len = if empties.next_if_eq(&&(i as u32)).is_some() {
-            0
+    // The caller checked the layout (`ColumnValues::check`): ends never go back, empties
+    // store nothing. `stored`: the end of the stored texts so far; `last`: the last stored
+    // text. Until a value repeats one, the array's buffer is `data` itself and a value ends
+    // where its stored text does; from the first repeat on, texts are gathered into
+    // `gathered`, starting with the stored texts before it (which are exactly those values').
+    let (mut stored, mut last) = (0usize, 0..0);
+    let mut gathered: Option<Vec<u8>> = None;
+    let mut empties = v.empties.iter().map(|&i| i as usize);
+    let mut next_empty = empties.next().unwrap_or(usize::MAX);
+    for (i, &e) in v.ends.iter().enumerate() {
+        let e = e as usize;
+        if i == next_empty {
+            next_empty = empties.next().unwrap_or(usize::MAX);
         } else if e == stored {
-            gather = true; // repeats the last stored text
-            last_len
+            // A repeat of the last stored text.
+            let out = gathered.get_or_insert_with(|| {
+                // Sized for every value as long as the texts so far (a guess: a short one
+                // costs regrowing, a long one only untouched memory).
+                let mut out = Vec::with_capacity(last.len().max(stored / i.max(1)) * v.len());
+                out.extend_from_slice(&data[..stored]);
+                out
+            });
+            out.extend_from_slice(&data[last.clone()]);
         } else {
-            last_len = i64::from(e - stored);
-            last_len
-        };
-        stored = e;
-        offsets.resize(r as usize + 1, end as i32);
-        end += len;
-        if end > i64::from(i32::MAX) {
-            return Err("value texts over 2 GiB in one chunk".into());
+            if !text.is_char_boundary(e) {
+                return Err(format!(
+                    "value end {e} is not a character boundary after {stored}"
+                ));
+            }
+            last = stored..e;
+            stored = e;
+            if let Some(out) = &mut gathered {
+                out.extend_from_slice(&data[last.clone()]);
+            }
         }
-        offsets.push(end as i32);
+        let end = gathered.as_ref().map_or(stored, Vec::len) as i32;
+        if v.sparse {
+            // Rows without a value before this one: empty, null.
+            let before = *offsets.last().unwrap_or(&0);
+            while offsets.len() <= v.rows[i] as usize {
+                offsets.push(before);
+            }
+        }
+        offsets.push(end);
     }
-    offsets.resize(n + 1, end as i32);
-    let data = if gather {
-        let mut data = Vec::with_capacity(end as usize);
-        for t in v.texts() {
-            data.extend_from_slice(t);
-        }
-        data
-    } else {
-        v.data
-    };
-    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-    // SAFETY: `offsets` starts at 0, never decreases (lengths are not negative, and
-    // `OffsetBuffer::new` asserts it) and ends at `data.len()`: without gathering, `end`
-    // equals the last stored end (each value's length is its stored text's), which the
-    // caller checked is `v.data.len()`; gathered, `data` holds exactly the texts counted.
-    // Each text is a run of `v.data` between character boundaries (checked above) of UTF-8
-    // (checked above), so `data` is UTF-8 and every offset a boundary. `nulls`, when
-    // present, has `n` bits, one per row (`validity`).
+    let data = gathered.unwrap_or(v.data);
+    if data.len() > i32::MAX as usize {
+        return Err("value texts over 2 GiB in one chunk".into());
+    }
+    offsets.resize(n + 1, data.len() as i32);
+    // SAFETY: `offsets` starts at 0 and never decreases: each value adds its text's length
+    // (a stored text runs forward, `e > stored`; a repeat or an empty value adds its own
+    // bytes or none), and null rows repeat the offset before them. It ends at `data.len()`,
+    // which fits in an i32 (checked above, so no offset wrapped): ungathered, the last
+    // value ends at the last stored end, `v.data.len()` (`check`); gathered, `data` is
+    // what was gathered.
+    let offsets = unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)) };
+    // SAFETY: `offsets` is valid for `data` (above). Each text is a run of `v.data` between
+    // character boundaries (checked above, with 0 and the ends before it) of UTF-8 (checked
+    // above), so `data` is UTF-8 and every offset a character boundary. `nulls`, when
+    // present, has `n` bits, one per row (`validity`), and the rows' offsets are `n + 1`:
+    // the caller checked that every row is below `n`.
     let array = unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(data), nulls) };
     Ok(Arc::new(array))
 }
