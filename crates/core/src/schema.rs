@@ -85,6 +85,9 @@ pub(crate) struct PathTrie {
     pos: Vec<u32>,
     /// Per node: index children (`NONE` where absent).
     idx: Vec<Vec<u32>>,
+    /// Per node: a key whose JSON form is its text between quotes (no quote, backslash or
+    /// control character), so the line can be compared with it as it is.
+    plain: Vec<bool>,
 }
 
 fn map_key<'b>(buf: &'b mut Vec<u8>, parent: u32, key: &str) -> &'b [u8] {
@@ -113,6 +116,7 @@ impl PathTrie {
             keys: vec![Vec::new()],
             pos: vec![0],
             idx: vec![Vec::new()],
+            plain: vec![false],
         }
     }
 
@@ -153,6 +157,22 @@ impl PathTrie {
             *hint = p as u32 + 1;
             kids[p].1
         })
+    }
+
+    /// The key child of `parent` at position `hint` (the one expected next), when its JSON
+    /// form is its text in quotes: a line that has those bytes there names that child.
+    #[inline]
+    pub(crate) fn expected_key(&self, parent: u32, hint: u32) -> Option<&str> {
+        let (k, id) = self.keys[parent as usize].get(hint as usize)?;
+        self.plain[*id as usize].then_some(&**k)
+    }
+
+    /// The child [`expected_key`](Self::expected_key) named, with `hint` moved past it.
+    #[inline]
+    pub(crate) fn take_expected(&self, parent: u32, hint: &mut u32) -> u32 {
+        let id = self.keys[parent as usize][*hint as usize].1;
+        *hint += 1;
+        id
     }
 
     #[inline]
@@ -205,6 +225,10 @@ impl PathTrie {
         self.keys.push(Vec::new());
         self.pos.push(0);
         self.idx.push(Vec::new());
+        self.plain.push(match &self.nodes[id as usize].1 {
+            Seg::Key(k) => k.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'),
+            Seg::Index(_) => false,
+        });
         id
     }
 
