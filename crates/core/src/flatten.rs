@@ -406,21 +406,31 @@ impl ChunkPass {
         self.stack.push(node);
         Ok(())
     }
-}
 
-impl Visitor for ChunkPass {
+    /// Enters member `key` at `depth`: the child the trie expected next when `expected`
+    /// (the walker matched its name), otherwise the child looked up by name.
     #[inline]
-    fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, String> {
+    fn enter_member(&mut self, depth: usize, key: &str, expected: bool) -> Result<bool, String> {
         if depth == 1 && self.exclude.iter().any(|e| e == key) {
             return Ok(false);
         }
         self.types.enter(depth, key);
         let parent = *self.stack.last().unwrap_or(&ROOT);
-        let node = self
-            .trie
-            .key(&mut self.buf, parent, key, &mut self.hints[parent as usize]);
+        let hint = &mut self.hints[parent as usize];
+        let node = if expected {
+            self.trie.take_expected(parent, hint)
+        } else {
+            self.trie.key(&mut self.buf, parent, key, hint)
+        };
         self.enter(node)?;
         Ok(true)
+    }
+}
+
+impl Visitor for ChunkPass {
+    #[inline]
+    fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, String> {
+        self.enter_member(depth, key, false)
     }
 
     #[inline]
@@ -435,16 +445,7 @@ impl Visitor for ChunkPass {
 
     #[inline]
     fn enter_expected(&mut self, depth: usize, key: &str) -> Result<bool, String> {
-        if depth == 1 && self.exclude.iter().any(|e| e == key) {
-            return Ok(false);
-        }
-        self.types.enter(depth, key);
-        let parent = *self.stack.last().unwrap_or(&ROOT);
-        let node = self
-            .trie
-            .take_expected(parent, &mut self.hints[parent as usize]);
-        self.enter(node)?;
-        Ok(true)
+        self.enter_member(depth, key, true)
     }
 
     #[inline]
