@@ -589,7 +589,11 @@ mod tests {
         #[test]
         fn column_values_keep_every_text(
             ops in prop::collection::vec(
-                (any::<bool>(), any::<bool>(), prop::sample::select(vec!["", "a", "a", "bb", "é", "a"])),
+                (
+                    any::<bool>(),
+                    any::<bool>(),
+                    prop::sample::select(vec!["", "a", "a", "bb", "é", "a"]),
+                ),
                 0..60,
             ),
         ) {
@@ -610,8 +614,8 @@ mod tests {
             let texts: Vec<(u32, &[u8])> = got.rows().zip(got.texts()).collect();
             let expect: Vec<(u32, &[u8])> = want.iter().map(|&(r, t)| (r, t.as_bytes())).collect();
             prop_assert_eq!(texts, expect);
-            let array = crate::stash::union_array(&arrow_schema::DataType::Utf8, Some(got), row as usize)
-                .unwrap();
+            let utf8 = arrow_schema::DataType::Utf8;
+            let array = crate::stash::union_array(&utf8, Some(got), row as usize).unwrap();
             let array = array.as_string::<i32>();
             let mut model = vec![None; row as usize];
             for &(r, t) in &want {

@@ -141,8 +141,9 @@ fn find_special(b: &[u8], mut p: usize) -> usize {
     p
 }
 
-/// Byte equality without a call to `memcmp`: the texts compared (values, member names) are mostly a few bytes
-/// long, and the call cost more than the comparison (2.7 % of a conversion's cycles).
+/// Byte equality without a call to `memcmp`: the texts compared (values, member names) are
+/// mostly a few bytes long, and the call cost more than the comparison (2.7 % of a
+/// conversion's cycles).
 #[inline]
 pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
