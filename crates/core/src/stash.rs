@@ -370,8 +370,10 @@ fn string_array(
             // A repeat of the last stored text.
             let out = gathered.get_or_insert_with(|| {
                 // Sized for every value as long as the texts so far (a guess: a short one
-                // costs regrowing, a long one only untouched memory).
-                let mut out = Vec::with_capacity(last.len().max(stored / i.max(1)) * v.len());
+                // costs regrowing, a long one only untouched memory), at most 64 MiB: one
+                // long text repeated must not ask for its length times the column's values.
+                let guess = last.len().max(stored / i.max(1)).saturating_mul(v.len());
+                let mut out = Vec::with_capacity(guess.min(64 << 20).max(stored));
                 out.extend_from_slice(&data[..stored]);
                 out
             });
@@ -754,6 +756,26 @@ mod tests {
         let got: Vec<Option<bool>> = batch.column(4).as_boolean().iter().collect();
         assert_eq!(got, vec![None, None, Some(true), Some(false)]);
         assert_eq!(batch.column(5).null_count(), 4);
+    }
+
+    /// A long text repeated once in a column of many values: gathering asks for what the
+    /// texts need, not the long text's length times the values (which would be 100 GB here
+    /// and abort the process).
+    #[test]
+    fn a_long_repeated_text_is_gathered_without_a_huge_guess() {
+        let long = "x".repeat(1 << 20);
+        let n = 100_000u32;
+        let mut c = ColumnValues::default();
+        c.push(0, long.as_bytes());
+        c.push(1, long.as_bytes());
+        for r in 2..n {
+            c.push(r, if r % 2 == 0 { b"0" } else { b"1" });
+        }
+        let array = union_array(&DataType::Utf8, Some(c), n as usize).unwrap();
+        let array = array.as_string::<i32>();
+        assert_eq!((array.value(0), array.value(1)), (long.as_str(), long.as_str()));
+        assert_eq!((array.value(2), array.value(3)), ("0", "1"));
+        assert_eq!(array.value_data().len(), 2 * long.len() + (n as usize - 2));
     }
 
     #[test]
