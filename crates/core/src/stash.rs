@@ -51,7 +51,12 @@ impl ChunkTable {
     /// the rows are not stored); unless flagged, each value's row as a varint gap from the
     /// previous row; per value a varint `len << 1 | repeat`, where `repeat` means "the same text
     /// as the value before" and stores no text; then the texts of the non-repeated values.
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+    /// A column whose layout is broken (texts over 4 GiB in one chunk) is an error, not a
+    /// wrong text.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        for c in &self.columns {
+            c.check()?;
+        }
         out.extend_from_slice(&self.rows.to_le_bytes());
         out.extend_from_slice(&self.input_bytes.to_le_bytes());
         out.extend_from_slice(&(self.columns.len() as u32).to_le_bytes());
@@ -84,6 +89,7 @@ impl ChunkTable {
             out.extend_from_slice(&lens);
             out.extend_from_slice(&texts);
         }
+        Ok(())
     }
 
     /// Reads back what [`encode`](Self::encode) wrote.
@@ -508,7 +514,9 @@ impl Stash {
     /// Writes a table to the spill file (safe to call from several threads at once).
     fn spill(&self, table: &ChunkTable) -> Result<Parked> {
         let mut buf = Vec::with_capacity(table.heap_bytes() / 2 + 64);
-        table.encode(&mut buf);
+        table
+            .encode(&mut buf)
+            .map_err(|reason| self.err(std::io::Error::other(reason)))?;
         let len = buf.len() as u64;
         let offset = self.end.fetch_add(len, Ordering::Relaxed);
         let file = self.spill_file()?;
@@ -682,11 +690,28 @@ mod tests {
     fn encode_decode_round_trip() {
         let t = table();
         let mut buf = Vec::new();
-        t.encode(&mut buf);
+        t.encode(&mut buf).unwrap();
         assert_eq!(ChunkTable::decode(&buf).unwrap(), t);
         assert!(ChunkTable::decode(&buf[..buf.len() - 1]).is_err());
         buf.push(0);
         assert!(ChunkTable::decode(&buf).is_err());
+    }
+
+    /// A column whose ends do not fit its texts (what texts over 4 GiB in one chunk would
+    /// leave: the u32 ends wrap) is refused by the spill encoding, not stored wrong.
+    #[test]
+    fn a_broken_column_is_not_spilled() {
+        let t = ChunkTable {
+            rows: 1,
+            input_bytes: 1,
+            columns: vec![ColumnValues {
+                ends: vec![5],
+                data: b"abc".to_vec(),
+                ..ColumnValues::default()
+            }],
+        };
+        let e = t.encode(&mut Vec::new()).unwrap_err();
+        assert!(e.contains("over 4 GiB"), "{e}");
     }
 
     #[test]
@@ -699,7 +724,7 @@ mod tests {
             columns: vec![values(&rows)],
         };
         let mut buf = Vec::new();
-        t.encode(&mut buf);
+        t.encode(&mut buf).unwrap();
         // Header, then per value one length byte; the text itself once.
         assert!(buf.len() < 1000 + 2 * url.len() + 32, "{} bytes", buf.len());
         assert_eq!(ChunkTable::decode(&buf).unwrap(), t);
@@ -728,7 +753,7 @@ mod tests {
                 .collect();
             let t = ChunkTable { rows: n, input_bytes: 7, columns };
             let mut buf = Vec::new();
-            t.encode(&mut buf);
+            t.encode(&mut buf).unwrap();
             proptest::prop_assert_eq!(ChunkTable::decode(&buf).unwrap(), t);
         }
     }
@@ -773,7 +798,10 @@ mod tests {
         }
         let array = union_array(&DataType::Utf8, Some(c), n as usize).unwrap();
         let array = array.as_string::<i32>();
-        assert_eq!((array.value(0), array.value(1)), (long.as_str(), long.as_str()));
+        assert_eq!(
+            (array.value(0), array.value(1)),
+            (long.as_str(), long.as_str())
+        );
         assert_eq!((array.value(2), array.value(3)), ("0", "1"));
         assert_eq!(array.value_data().len(), 2 * long.len() + (n as usize - 2));
     }
