@@ -119,7 +119,7 @@ static STR_CLASS: [u8; 256] = {
 /// Eight bytes at a time: the lowest flagged byte of each SWAR test is exact (false positives
 /// only occur above a true one), so the lowest flag overall is the first special byte.
 #[inline]
-fn find_special(b: &[u8], mut p: usize) -> usize {
+pub(crate) fn find_special(b: &[u8], mut p: usize) -> usize {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     while let Some(word) = b.get(p..p + 8) {

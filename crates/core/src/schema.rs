@@ -226,7 +226,7 @@ impl PathTrie {
         self.pos.push(0);
         self.idx.push(Vec::new());
         self.plain.push(match &self.nodes[id as usize].1 {
-            Seg::Key(k) => k.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'),
+            Seg::Key(k) => crate::scan::find_special(k.as_bytes(), 0) == k.len(),
             Seg::Index(_) => false,
         });
         id

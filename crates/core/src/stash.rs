@@ -294,19 +294,17 @@ fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<
         return Err("a value beyond the chunk's rows".into());
     }
     let nulls = validity(&v, n);
-    // Strings are checked in `string_array`; only the other types read the texts here.
-    if !matches!(t, DataType::Utf8) {
-        std::str::from_utf8(&v.data).map_err(|e| e.to_string())?;
-    }
-    // Checked above: the texts are UTF-8 (a value cut inside a character fails to parse).
+    // Numbers and booleans are parsed from each value's text, checked as UTF-8 on the way
+    // (strings are checked in `string_array`).
     let texts = || {
         v.texts()
-            .map(|b| std::str::from_utf8(b).unwrap_or("\u{fffd}"))
+            .map(|b| std::str::from_utf8(b).map_err(|e| format!("a value is not UTF-8: {e}")))
     };
     let array: ArrayRef = match t {
         DataType::Int64 => {
             let mut vals = vec![0i64; n];
             for (r, s) in v.rows().zip(texts()) {
+                let s = s?;
                 vals[r as usize] = s.parse().map_err(|_| format!("{s:?} is not an Int64"))?;
             }
             Arc::new(Int64Array::new(ScalarBuffer::from(vals), nulls))
@@ -314,6 +312,7 @@ fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<
         DataType::Float64 => {
             let mut vals = vec![0f64; n];
             for (r, s) in v.rows().zip(texts()) {
+                let s = s?;
                 vals[r as usize] = s.parse().map_err(|_| format!("{s:?} is not a Float64"))?;
             }
             Arc::new(Float64Array::new(ScalarBuffer::from(vals), nulls))
@@ -322,6 +321,7 @@ fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<
             let mut bits = BooleanBufferBuilder::new(n);
             bits.append_n(n, false);
             for (r, s) in v.rows().zip(texts()) {
+                let s = s?;
                 match s {
                     "true" => bits.set_bit(r as usize, true),
                     "false" => {}
