@@ -50,8 +50,8 @@ pub use input::{
     type_from_file_name,
 };
 pub use reader::{
-    Chunk, ChunkData, DEFAULT_CHUNK_BYTES, DEFAULT_MAX_LINE_BYTES, Line, LineReader, Lines,
-    Overlong, OverlongSink, ReadOptions,
+    Chunk, ChunkData, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_LINE_BYTES, Line,
+    LineReader, Lines, MAX_CHUNK_GROWTH, Overlong, OverlongSink, ReadOptions,
 };
 pub use schedule::convert_groups;
 pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};

@@ -18,6 +18,10 @@ use crate::error::{Error, Result};
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 << 20;
 /// Default size of a chunk of lines handed to one worker (4 MiB).
 pub const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
+/// Default [`ReadOptions::chunk_rows`]: lines a chunk should hold at least.
+pub const DEFAULT_CHUNK_ROWS: usize = 4096;
+/// A file's chunks grow to at most this many times [`ReadOptions::chunk_bytes`].
+pub const MAX_CHUNK_GROWTH: usize = 4;
 
 /// How to read input files.
 #[derive(Debug, Clone)]
@@ -27,6 +31,16 @@ pub struct ReadOptions {
     /// Target size of a chunk of lines (a chunk holds whole lines; a longer line makes a larger
     /// chunk, up to `max_line_bytes`).
     pub chunk_bytes: usize,
+    /// Lines a chunk should hold at least (0: chunks stay at `chunk_bytes`). Each file's
+    /// first chunk measures its average line length; where `chunk_rows` such lines take more
+    /// than `chunk_bytes`, the file's later chunks grow to hold them, up to
+    /// [`MAX_CHUNK_GROWTH`] × `chunk_bytes` and to an eighth of the file's size on disk (so
+    /// a file still spreads over several workers). Work fixed per chunk and column (each
+    /// chunk keeps its own columns, and each is written as its own piece) then covers more
+    /// rows, which matters for wide types with long lines such as ExplanationOfBenefit
+    /// (~5 KB a line, 1,000+ columns). Chunk bounds depend only on the file and these
+    /// options, never on threads or timing, so output stays the same for any thread count.
+    pub chunk_rows: usize,
     /// Memory-map plain files instead of copying them out of the page cache with `read`
     /// (faster; turn it off for files that may shrink while they are read, where a mapping
     /// would crash the process, or on file systems that map poorly).
@@ -38,6 +52,7 @@ impl Default for ReadOptions {
         Self {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            chunk_rows: DEFAULT_CHUNK_ROWS,
             mmap: true,
         }
     }
@@ -221,6 +236,35 @@ pub struct LineReader {
     numbering: bool,
     /// Overlong lines skipped so far.
     overlong_seen: u64,
+    /// Target size of the next chunk: `opts.chunk_bytes`, or larger once the first chunk
+    /// has shown long lines (see [`ReadOptions::chunk_rows`]).
+    chunk_bytes: usize,
+    /// The file's size on disk (compressed size for gzip); `None` for a pipe or other
+    /// stream, whose chunks then stay at `opts.chunk_bytes`.
+    file_len: Option<u64>,
+    /// Whether the chunk size has been chosen from a first chunk with lines.
+    sized: bool,
+}
+
+/// The chunk size for the rest of a file whose first chunk held `lines` lines in `bytes`
+/// bytes (see [`ReadOptions::chunk_rows`]).
+fn grown_chunk_bytes(
+    opts: &ReadOptions,
+    bytes: usize,
+    lines: usize,
+    file_len: Option<u64>,
+) -> usize {
+    let base = opts.chunk_bytes;
+    let Some(file_len) = file_len else {
+        return base;
+    };
+    if opts.chunk_rows == 0 || lines == 0 {
+        return base;
+    }
+    let wanted = (bytes / lines).saturating_mul(opts.chunk_rows);
+    let eighth = usize::try_from(file_len / 8).unwrap_or(usize::MAX);
+    let cap = base.saturating_mul(MAX_CHUNK_GROWTH).min(eighth).max(base);
+    wanted.clamp(base, cap)
 }
 
 impl std::fmt::Debug for LineReader {
@@ -265,10 +309,11 @@ impl LineReader {
         }
         let read_bytes = Arc::new(AtomicU64::new(0));
         let gzip = got == 2 && magic == [0x1f, 0x8b];
+        let meta = file.metadata().map_err(read_err)?;
+        let file_len = meta.is_file().then_some(meta.len());
         // Plain regular files with content are mapped; gzip, pipes and empty files streamed.
         let map_len = if opts.mmap && !gzip {
-            let meta = file.metadata().map_err(read_err)?;
-            Some(meta.len()).filter(|&n| meta.is_file() && n > 0)
+            file_len.filter(|&n| n > 0)
         } else {
             None
         };
@@ -303,6 +348,9 @@ impl LineReader {
             spare: Vec::new(),
             numbering: true,
             overlong_seen: 0,
+            chunk_bytes: opts.chunk_bytes,
+            file_len,
+            sized: false,
         })
     }
 
@@ -393,7 +441,7 @@ impl LineReader {
         }
         let mut overlong = Vec::new();
         let mut buf = self.take_buffer();
-        let mut want = self.opts.chunk_bytes.max(buf.len() + 1);
+        let mut want = self.chunk_bytes.max(buf.len() + 1);
         loop {
             self.fill(&mut buf, want)?;
             if let Some(last_nl) = memchr::memrchr(b'\n', &buf) {
@@ -416,7 +464,7 @@ impl LineReader {
                 self.next_line += 1;
                 self.overlong_seen += 1;
                 buf = self.take_buffer();
-                want = self.opts.chunk_bytes.max(buf.len() + 1);
+                want = self.chunk_bytes.max(buf.len() + 1);
                 if self.eof && buf.is_empty() {
                     return Ok(Some(self.make_chunk(Vec::new(), overlong)));
                 }
@@ -480,7 +528,7 @@ impl LineReader {
                 }
             }
             let rest = usize::try_from(len - pos).unwrap_or(usize::MAX);
-            let mut want = self.opts.chunk_bytes.max(1);
+            let mut want = self.chunk_bytes.max(1);
             loop {
                 let take = want.min(rest);
                 let map = self.map(pos, take)?;
@@ -564,11 +612,20 @@ impl LineReader {
 
     fn make_chunk(&mut self, data: impl Into<ChunkData>, overlong: Vec<Overlong>) -> Chunk {
         let data = data.into();
+        let needs_count = self.numbering || (!self.sized && !data.is_empty());
+        let lines = if needs_count {
+            let newlines = memchr::memchr_iter(b'\n', &data).count();
+            newlines + usize::from(data.last().is_some_and(|&b| b != b'\n'))
+        } else {
+            0
+        };
+        if !self.sized && lines > 0 {
+            self.sized = true;
+            self.chunk_bytes = grown_chunk_bytes(&self.opts, data.len(), lines, self.file_len);
+        }
         let first_line = if self.numbering {
             let first = self.next_line;
-            let newlines = memchr::memchr_iter(b'\n', &data).count() as u64;
-            let unterminated = u64::from(data.last().is_some_and(|&b| b != b'\n'));
-            self.next_line += newlines + unterminated;
+            self.next_line += lines as u64;
             first
         } else {
             overlong.len() as u64 + 1
@@ -696,10 +753,118 @@ mod tests {
         (kept, rejected)
     }
 
+    /// Each chunk's byte length and the numbers of its lines, read with `opts`.
+    fn chunk_layout(path: &Path, opts: &ReadOptions) -> (Vec<usize>, Vec<u64>) {
+        let mut r = LineReader::open(path, opts).unwrap();
+        let (mut sizes, mut numbers) = (Vec::new(), Vec::new());
+        while let Some(c) = r.next_chunk().unwrap() {
+            sizes.push(c.data.len());
+            numbers.extend(c.lines().map(|l| l.number));
+        }
+        (sizes, numbers)
+    }
+
+    /// A file of `n` lines of `len` bytes each (newline included), numbered in their text.
+    fn uniform_lines(n: usize, len: usize) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        for i in 0..n {
+            let head = format!("{i:08}");
+            writeln!(f, "{head}{}", "x".repeat(len - head.len() - 1)).unwrap();
+        }
+        f.flush().unwrap();
+        f
+    }
+
+    /// Long lines make later chunks grow to `chunk_rows` lines, within 4 × `chunk_bytes` and
+    /// an eighth of the file; mapped and read() give the same chunks; numbering is unbroken.
+    #[test]
+    fn chunks_of_long_lines_grow_to_hold_chunk_rows_lines() {
+        // 2,000 lines of 100 bytes: 200,000 bytes, an eighth is 25,000.
+        let f = uniform_lines(2000, 100);
+        let opts = |rows: usize, chunk: usize, mmap: bool| ReadOptions {
+            chunk_bytes: chunk,
+            chunk_rows: rows,
+            mmap,
+            ..ReadOptions::default()
+        };
+        let all: Vec<u64> = (1..=2000).collect();
+        for mmap in [true, false] {
+            // 30 lines wanted: 3,000 bytes, within both caps.
+            let (sizes, numbers) = chunk_layout(f.path(), &opts(30, 1000, mmap));
+            assert_eq!(sizes[0], 1000, "first chunk at chunk_bytes");
+            assert!(
+                sizes[1..sizes.len() - 1].iter().all(|&s| s == 3000),
+                "{sizes:?}"
+            );
+            assert_eq!(numbers, all);
+            // 1,000 lines wanted: capped at 4 × chunk_bytes.
+            let (sizes, numbers) = chunk_layout(f.path(), &opts(1000, 1000, mmap));
+            assert!(
+                sizes[1..sizes.len() - 1].iter().all(|&s| s == 4000),
+                "{sizes:?}"
+            );
+            assert_eq!(numbers, all);
+            // With 10,000-byte chunks the eighth of the file (25,000) is the cap.
+            let (sizes, _) = chunk_layout(f.path(), &opts(1000, 10_000, mmap));
+            assert_eq!(
+                sizes,
+                [
+                    10_000, 25_000, 25_000, 25_000, 25_000, 25_000, 25_000, 25_000, 15_000
+                ]
+            );
+            // chunk_rows 0, or lines short enough: chunks stay at chunk_bytes.
+            for (rows, chunk) in [(0, 1000), (5, 1000)] {
+                let (sizes, _) = chunk_layout(f.path(), &opts(rows, chunk, mmap));
+                assert!(
+                    sizes[..sizes.len() - 1].iter().all(|&s| s == 1000),
+                    "{sizes:?}"
+                );
+            }
+        }
+        // A file under eight chunks never grows them.
+        let f = uniform_lines(70, 100);
+        let (sizes, _) = chunk_layout(f.path(), &opts(1000, 1000, true));
+        assert!(
+            sizes[..sizes.len() - 1].iter().all(|&s| s == 1000),
+            "{sizes:?}"
+        );
+    }
+
+    /// The line length is measured on the lines the first chunk holds: an overlong line
+    /// skipped on the way does not count (it would make the chunks larger). Mapped reads
+    /// only: after an overlong line, read() takes the rest of its 1 MiB read-ahead as one
+    /// chunk, whatever the chunk size.
+    #[test]
+    fn an_overlong_line_is_not_measured() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&[b'y'; 300]).unwrap();
+        f.write_all(b"\n").unwrap();
+        for i in 0..400 {
+            writeln!(f, "{i:08}{}", "x".repeat(91)).unwrap();
+        }
+        f.flush().unwrap();
+        let opts = ReadOptions {
+            chunk_bytes: 200,
+            chunk_rows: 6,
+            max_line_bytes: 250,
+            mmap: true,
+        };
+        let (sizes, numbers) = chunk_layout(f.path(), &opts);
+        assert_eq!(numbers, (2..=401).collect::<Vec<_>>());
+        // The first chunk holds two 100-byte lines after the skipped one: 6 lines are 600
+        // bytes (with the skipped line measured, 1,000, capped at 800).
+        assert_eq!(sizes[0], 200);
+        assert!(
+            sizes[1..sizes.len() - 1].iter().all(|&s| s == 600),
+            "{sizes:?}"
+        );
+    }
+
     fn small(chunk: usize, max: usize, mmap: bool) -> ReadOptions {
         ReadOptions {
             max_line_bytes: max,
             chunk_bytes: chunk,
+            chunk_rows: 0,
             mmap,
         }
     }

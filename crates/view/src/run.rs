@@ -96,9 +96,11 @@ pub fn run_views_with(
     read: &ReadOptions,
 ) -> Result<Report> {
     // Smaller chunks than the flatten engine's: a view does less work per byte, and more
-    // chunks keep both cores busy on small inputs.
+    // chunks keep both cores busy on small inputs. A view keeps no per-column state per
+    // chunk, so long lines are no reason to grow them.
     let read = ReadOptions {
         chunk_bytes: 1 << 20,
+        chunk_rows: 0,
         ..read.clone()
     };
     let plan = flatfhir_core::plan(inputs, &read).map_err(|e| Error::Output(e.to_string()))?;

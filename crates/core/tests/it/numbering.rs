@@ -73,6 +73,8 @@ fn options(out: &Path, threads: usize, chunk_bytes: usize, mmap: bool) -> Conver
         on_error: OnError::Skip,
         read: ReadOptions {
             chunk_bytes,
+            // Files over eight chunks of long lines grow their later chunks.
+            chunk_rows: flatfhir_core::DEFAULT_CHUNK_ROWS,
             max_line_bytes: MAX_LINE,
             mmap,
         },
