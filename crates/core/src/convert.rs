@@ -559,8 +559,10 @@ fn write_table(
         if batch.is_empty() {
             break;
         }
+        // One chunk per task (see `TableWriter::write_columns`).
         let loaded: Vec<Result<Loaded>> = batch
             .into_par_iter()
+            .with_max_len(1)
             .map(|h| {
                 let start = Instant::now();
                 let input_bytes = h.chunk.input_bytes();
