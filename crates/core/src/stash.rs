@@ -398,10 +398,12 @@ fn string_array(
         }
         let end = gathered.as_ref().map_or(stored, Vec::len) as i32;
         if v.sparse {
-            // Rows without a value before this one: empty, null.
-            let before = *offsets.last().unwrap_or(&0);
-            while offsets.len() <= v.rows[i] as usize {
-                offsets.push(before);
+            // Rows without a value before this one: empty, null (filled in one go: most
+            // of a wide table's cells are such rows).
+            let want = v.rows[i] as usize + 1;
+            if offsets.len() < want {
+                let before = *offsets.last().unwrap_or(&0);
+                offsets.resize(want, before);
             }
         }
         offsets.push(end);
