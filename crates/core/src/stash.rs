@@ -785,6 +785,22 @@ mod tests {
         assert_eq!(batch.column(5).null_count(), 4);
     }
 
+    /// A sparse string column: runs of rows without a value before the first value,
+    /// between values (a repeat after a gap too) and after the last are all null.
+    #[test]
+    fn sparse_strings_leave_every_gap_null() {
+        let v = values(&[(3, "x"), (4, "yy"), (9, "yy"), (10, "z")]);
+        assert!(v.sparse);
+        let array = union_array(&DataType::Utf8, Some(v), 14).unwrap();
+        let got: Vec<Option<&str>> = array.as_string::<i32>().iter().collect();
+        let mut want = vec![None; 14];
+        want[3] = Some("x");
+        want[4] = Some("yy");
+        want[9] = Some("yy");
+        want[10] = Some("z");
+        assert_eq!(got, want);
+    }
+
     /// A long text repeated once in a column of many values: gathering asks for what the
     /// texts need, not the long text's length times the values (which would be 100 GB here
     /// and abort the process).
