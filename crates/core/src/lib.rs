@@ -56,7 +56,7 @@ pub use reader::{
 pub use schedule::convert_groups;
 pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};
 pub use stash::DEFAULT_MEMORY_BUDGET;
-pub use writer::{Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};
+pub use writer::{ColumnCodec, Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};
 
 /// Entry points to the hot paths for the criterion benchmarks in `benches/`. Not a stable API.
 #[doc(hidden)]

@@ -58,6 +58,18 @@ pub enum Compression {
     None,
 }
 
+/// How one Parquet column is compressed (see [`TableWriter::create_with_codecs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColumnCodec {
+    /// The file's codec ([`WriteOptions::compression`]).
+    #[default]
+    File,
+    /// No compression.
+    Uncompressed,
+    /// Snappy.
+    Snappy,
+}
+
 /// How to write a table.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
@@ -163,20 +175,22 @@ impl TableWriter {
         opts: &WriteOptions,
         metadata: &[(String, String)],
     ) -> Result<Self> {
-        Self::create_with_uncompressed(path, schema, opts, metadata, &[])
+        Self::create_with_codecs(path, schema, opts, metadata, &[])
     }
 
-    /// Like [`create`](Self::create), with the Parquet columns `i` where `uncompressed[i]`
-    /// is true written without compression (missing entries: compressed as `opts` says).
-    /// Meant for columns so small that a codec only adds its frame (zstd makes column chunks
-    /// under ~500 bytes larger, not smaller) and, for zstd, the cost of setting up its
-    /// contexts for every column of every row group. Arrow IPC output ignores it.
-    pub fn create_with_uncompressed(
+    /// Like [`create`](Self::create), with Parquet column `i` compressed as `codecs[i]` says
+    /// (missing entries: as `opts` says). Meant for columns so small that the file's codec
+    /// does them no good: zstd makes column chunks under ~500 bytes larger, not smaller, and
+    /// sets up a compression and a decompression context for every column of every row
+    /// group (~20 µs each on a VM, where the `cpuid` in each traps), while Snappy needs no
+    /// set-up and compresses a few KiB as well as zstd does. Each Parquet column chunk
+    /// records its own codec, so readers need nothing special. Arrow IPC output ignores it.
+    pub fn create_with_codecs(
         path: &Path,
         schema: SchemaRef,
         opts: &WriteOptions,
         metadata: &[(String, String)],
-        uncompressed: &[bool],
+        codecs: &[ColumnCodec],
     ) -> Result<Self> {
         let dir = path.parent().unwrap_or(Path::new("."));
         let werr = |source| Error::Write {
@@ -220,7 +234,7 @@ impl TableWriter {
                 let writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(props.clone()))
                     .map_err(pq)?;
                 let (file, _) = writer.into_serialized_writer().map_err(pq)?;
-                let factories = column_factories(&schema, &props, uncompressed).map_err(pq)?;
+                let factories = column_factories(&schema, &props, codecs).map_err(pq)?;
                 Sink::Parquet {
                     file,
                     factories,
@@ -600,18 +614,17 @@ impl TableWriter {
 /// descriptor (name, type, levels) is the same in a one-column schema as in the whole one, so
 /// its chunks append to the real file's row groups as they are. The file's key-value
 /// metadata (which lists the source files) is left out of the factories' copies of `props`:
-/// it is written once, by the real file, and column writers do not read it. Columns marked in
-/// `uncompressed` get props without compression (a column chunk records its own codec).
+/// it is written once, by the real file, and column writers do not read it. A column gets
+/// props with the codec `codecs` gives it (a column chunk records its own codec).
 fn column_factories(
     schema: &Schema,
     props: &WriterProperties,
-    uncompressed: &[bool],
+    codecs: &[ColumnCodec],
 ) -> parquet::errors::Result<Vec<ArrowRowGroupWriterFactory>> {
     let builder = props.clone().into_builder().set_key_value_metadata(None);
-    let plain = builder
-        .clone()
-        .set_compression(PqCompression::UNCOMPRESSED)
-        .build();
+    let with = |codec| builder.clone().set_compression(codec).build();
+    let plain = with(PqCompression::UNCOMPRESSED);
+    let snappy = with(PqCompression::SNAPPY);
     let props = builder.build();
     schema
         .fields()
@@ -619,10 +632,10 @@ fn column_factories(
         .enumerate()
         .map(|(i, field)| {
             let one = Arc::new(Schema::new(vec![Arc::clone(field)]));
-            let props = if uncompressed.get(i) == Some(&true) {
-                &plain
-            } else {
-                &props
+            let props = match codecs.get(i).copied().unwrap_or_default() {
+                ColumnCodec::File => &props,
+                ColumnCodec::Uncompressed => &plain,
+                ColumnCodec::Snappy => &snappy,
             };
             let writer = ArrowWriter::try_new(std::io::sink(), one, Some(props.clone()))?;
             let (_, factory) = writer.into_serialized_writer()?;
@@ -677,10 +690,10 @@ mod tests {
         ]))
     }
 
-    /// Writes `parts()` with a `TableWriter` (columns marked in `uncompressed` without a
-    /// codec) and with parquet's own `ArrowWriter` given the same properties and per-column
-    /// compression; asserts the files are the same bytes and returns them.
-    fn same_file_as_arrow_writer(uncompressed: &[bool]) -> Vec<u8> {
+    /// Writes `parts()` with a `TableWriter` (column `i` compressed as `codecs[i]` says) and
+    /// with parquet's own `ArrowWriter` given the same properties and per-column compression;
+    /// asserts the files are the same bytes and returns them.
+    fn same_file_as_arrow_writer(codecs: &[ColumnCodec]) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let opts = WriteOptions {
             row_group_rows: 4,
@@ -688,23 +701,21 @@ mod tests {
             ..WriteOptions::default()
         };
         let ours = dir.path().join("ours.parquet");
-        let mut w =
-            TableWriter::create_with_uncompressed(&ours, schema(), &opts, &[], uncompressed)
-                .unwrap();
+        let mut w = TableWriter::create_with_codecs(&ours, schema(), &opts, &[], codecs).unwrap();
         let mut props = match &w.sink {
             Sink::Parquet { file, .. } => file.properties().as_ref().clone(),
             Sink::Arrow(_) => unreachable!("Parquet asked for"),
         }
         .into_builder();
-        for (field, _) in schema()
-            .fields()
-            .iter()
-            .zip(uncompressed)
-            .filter(|(_, u)| **u)
-        {
+        for (field, codec) in schema().fields().iter().zip(codecs) {
+            let codec = match codec {
+                ColumnCodec::File => continue,
+                ColumnCodec::Uncompressed => PqCompression::UNCOMPRESSED,
+                ColumnCodec::Snappy => PqCompression::SNAPPY,
+            };
             props = props.set_column_compression(
                 parquet::schema::types::ColumnPath::from(field.name().as_str()),
-                PqCompression::UNCOMPRESSED,
+                codec,
             );
         }
         let mut theirs = ArrowWriter::try_new(Vec::new(), schema(), Some(props.build())).unwrap();
@@ -725,18 +736,40 @@ mod tests {
         same_file_as_arrow_writer(&[]);
     }
 
-    /// Columns marked uncompressed are stored without a codec, the others with the file's:
-    /// the file is what `ArrowWriter` writes with the same per-column compression.
+    /// Columns given their own codec are stored with it, the others with the file's: the
+    /// file is what `ArrowWriter` writes with the same per-column compression.
     #[test]
-    fn uncompressed_columns_are_what_arrow_writer_writes_with_them_uncompressed() {
-        let mut file = tempfile::tempfile().unwrap();
-        std::io::Write::write_all(&mut file, &same_file_as_arrow_writer(&[true])).unwrap();
-        let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
-        let meta = parquet::file::reader::FileReader::metadata(&reader);
-        assert!(meta.num_row_groups() > 1);
-        for rg in meta.row_groups() {
-            assert_eq!(rg.column(0).compression(), PqCompression::UNCOMPRESSED);
-            assert!(matches!(rg.column(1).compression(), PqCompression::ZSTD(_)));
+    fn column_codecs_are_what_arrow_writer_writes_with_them() {
+        use ColumnCodec::{File, Snappy, Uncompressed};
+        for (codecs, want) in [
+            (
+                [Uncompressed, File],
+                [
+                    PqCompression::UNCOMPRESSED,
+                    PqCompression::ZSTD(ZstdLevel::default()),
+                ],
+            ),
+            (
+                [File, Snappy],
+                [
+                    PqCompression::ZSTD(ZstdLevel::default()),
+                    PqCompression::SNAPPY,
+                ],
+            ),
+            (
+                [Snappy, Uncompressed],
+                [PqCompression::SNAPPY, PqCompression::UNCOMPRESSED],
+            ),
+        ] {
+            let mut file = tempfile::tempfile().unwrap();
+            std::io::Write::write_all(&mut file, &same_file_as_arrow_writer(&codecs)).unwrap();
+            let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+            let meta = parquet::file::reader::FileReader::metadata(&reader);
+            assert!(meta.num_row_groups() > 1);
+            for rg in meta.row_groups() {
+                let got: Vec<_> = rg.columns().iter().map(|c| c.compression()).collect();
+                assert_eq!(got, want, "{codecs:?}");
+            }
         }
     }
 
