@@ -15,7 +15,8 @@ use arrow_ipc::writer::{FileWriter as IpcWriter, IpcWriteOptions};
 use arrow_schema::{Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{
-    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, ArrowWriterOptions,
+    compute_leaves,
 };
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -614,8 +615,12 @@ impl TableWriter {
 /// descriptor (name, type, levels) is the same in a one-column schema as in the whole one, so
 /// its chunks append to the real file's row groups as they are. The file's key-value
 /// metadata (which lists the source files) is left out of the factories' copies of `props`:
-/// it is written once, by the real file, and column writers do not read it. A column gets
-/// props with the codec `codecs` gives it (a column chunk records its own codec).
+/// it is written once, by the real file, and column writers do not read it; nor do they read
+/// the Arrow schema parquet would encode into each factory's file. A column gets props with
+/// the codec `codecs` gives it (a column chunk records its own codec). They are built in
+/// parallel, between the last chunk of the pass and the first column's encoding, where the
+/// other core would wait: for 1,031 columns 4.5 ms one by one with the schema encoded,
+/// 1.6 ms now (first build in a process; 1.5-2.0 → 0.6-1.0 ms when repeated).
 fn column_factories(
     schema: &Schema,
     props: &WriterProperties,
@@ -628,7 +633,7 @@ fn column_factories(
     let props = builder.build();
     schema
         .fields()
-        .iter()
+        .par_iter()
         .enumerate()
         .map(|(i, field)| {
             let one = Arc::new(Schema::new(vec![Arc::clone(field)]));
@@ -637,7 +642,10 @@ fn column_factories(
                 ColumnCodec::Uncompressed => &plain,
                 ColumnCodec::Snappy => &snappy,
             };
-            let writer = ArrowWriter::try_new(std::io::sink(), one, Some(props.clone()))?;
+            let options = ArrowWriterOptions::new()
+                .with_properties(props.clone())
+                .with_skip_arrow_metadata(true);
+            let writer = ArrowWriter::try_new_with_options(std::io::sink(), one, options)?;
             let (_, factory) = writer.into_serialized_writer()?;
             Ok(factory)
         })
