@@ -382,7 +382,10 @@ impl ChunkPass {
     }
 
     /// The chunk's schema and, when collecting, its values (parallel to the columns).
-    pub(crate) fn finish(self) -> (crate::schema::ChunkSchema, Vec<ColumnValues>) {
+    pub(crate) fn finish(mut self) -> (crate::schema::ChunkSchema, Vec<ColumnValues>) {
+        for (c, v) in self.columns.iter_mut().zip(&self.values) {
+            c.stored_bytes = v.data.len() as u64;
+        }
         let schema = crate::schema::ChunkSchema {
             trie: self.trie,
             columns: self.columns,
@@ -476,6 +479,7 @@ impl Visitor for ChunkPass {
                 kinds: 0,
                 non_null: 0,
                 text_bytes: 0,
+                stored_bytes: 0,
                 first_seen: self.at,
             });
             if self.collect {
@@ -730,6 +734,16 @@ mod tests {
                     assert_eq!(c.text_bytes, kept as u64);
                 }
             }
+            // Stored bytes count a run of one value once, and only when values are kept:
+            // resourceType "Patient" once; active "true", "false" (the rejected line's
+            // "true" is undone).
+            let stored: Vec<u64> = schema.columns.iter().map(|c| c.stored_bytes).collect();
+            let want: [u64; 7] = if collect {
+                [7, 1 + 2 + 3, 1, 1, 4 + 5, 5, 0]
+            } else {
+                [0; 7]
+            };
+            assert_eq!(stored, want, "collect {collect}");
         }
     }
 }

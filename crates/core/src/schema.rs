@@ -294,6 +294,11 @@ pub(crate) struct ColumnStats {
     /// Bytes of the values' texts (a string's decoded text, a number's source text,
     /// `true`/`false`): what the column holds before encoding.
     pub(crate) text_bytes: u64,
+    /// Bytes of the texts a converting pass keeps: a value equal to the one before it in its
+    /// column and chunk is not kept again (see `ColumnValues`), so a column of a few
+    /// distinct values in long runs keeps little. 0 where no values are kept (`flatfhir
+    /// schema`).
+    pub(crate) stored_bytes: u64,
     pub(crate) first_seen: FirstSeen,
 }
 
@@ -419,6 +424,7 @@ impl UnionSchema {
                 s.kinds |= c.kinds;
                 s.non_null += c.non_null;
                 s.text_bytes += c.text_bytes;
+                s.stored_bytes += c.stored_bytes;
                 cols.push(col);
             }
         }
@@ -431,6 +437,12 @@ impl UnionSchema {
     pub(crate) fn plain_bytes(&self, col: usize) -> u64 {
         let s = &self.columns[col];
         s.text_bytes + 7 * s.non_null
+    }
+
+    /// Bytes of the column's texts kept by the pass, runs of one value kept once (see
+    /// [`ColumnStats::stored_bytes`]): at least what its distinct values take.
+    pub(crate) fn stored_bytes(&self, col: usize) -> u64 {
+        self.columns[col].stored_bytes
     }
 
     pub(crate) fn name(&self, col: usize) -> &str {

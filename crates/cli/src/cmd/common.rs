@@ -231,8 +231,9 @@ pub(crate) struct OutputArgs {
     pub(crate) format: FormatArg,
 
     /// Compression codec. Parquet columns whose values take at most 1 KiB in all are stored
-    /// uncompressed (a codec would make them larger); with zstd, those of up to 8 KiB use
-    /// Snappy, which compresses them as well without zstd's set-up cost per column.
+    /// uncompressed (a codec would make them larger); with zstd, those of up to 8 KiB with
+    /// few distinct values use Snappy, which compresses them as well without zstd's set-up
+    /// cost per column.
     #[arg(long, value_enum, default_value = "zstd")]
     pub(crate) compression: CompressionArg,
 
