@@ -974,14 +974,14 @@ mod tests {
             } else {
                 String::new()
             };
-            let mid = if i % 5 == 0 {
-                format!(r#"{mid},"wide":"w{i:019}""#)
+            let wide = if i % 5 == 0 {
+                format!(r#","wide":"w{i:019}""#)
             } else {
-                mid
+                String::new()
             };
             let rare = if i == 7 { r#","rare":"x""# } else { "" };
             text.push_str(&format!(
-                "{{\"resourceType\":\"Patient\",\"id\":\"patient-{i:08}\"{mid}{rare}}}\n"
+                "{{\"resourceType\":\"Patient\",\"id\":\"patient-{i:08}\"{mid}{wide}{rare}}}\n"
             ));
         }
         std::fs::write(&path, text).unwrap();
