@@ -49,10 +49,12 @@ impl ChunkTable {
     /// (u64), column count (u32), all little-endian. Per column: the value count and the
     /// stored text length (varints); a flag byte (1: the column has a value in every row, so
     /// the rows are not stored); unless flagged, each value's row as a varint gap from the
-    /// previous row; per value a varint `len << 1 | repeat`, where `repeat` means "the same text
-    /// as the value before" and stores no text; then the texts of the non-repeated values.
-    /// A column whose layout is broken (texts over 4 GiB in one chunk) is an error, not a
-    /// wrong text.
+    /// previous row; per value a varint tag: `len << 1` for a value that stores its text
+    /// (`len` > 0), 1 for a value that repeats the last stored text, 0 for the empty string;
+    /// then the stored texts, back to back. This is the column's own layout
+    /// ([`ColumnValues`] holds repeats once already), so encoding copies the texts in one
+    /// piece and compares none of them. A column whose layout is broken (texts over 4 GiB in
+    /// one chunk) is an error, not a wrong text.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) -> std::result::Result<(), String> {
         for c in &self.columns {
             c.check()?;
@@ -60,23 +62,9 @@ impl ChunkTable {
         out.extend_from_slice(&self.rows.to_le_bytes());
         out.extend_from_slice(&self.input_bytes.to_le_bytes());
         out.extend_from_slice(&(self.columns.len() as u32).to_le_bytes());
-        let mut lens = Vec::new();
-        let mut texts = Vec::new();
         for c in &self.columns {
-            lens.clear();
-            texts.clear();
-            let mut prev: Option<&[u8]> = None;
-            for text in c.texts() {
-                if prev == Some(text) {
-                    put_varint(&mut lens, 1);
-                } else {
-                    put_varint(&mut lens, (text.len() as u64) << 1);
-                    texts.extend_from_slice(text);
-                }
-                prev = Some(text);
-            }
             put_varint(out, c.len() as u64);
-            put_varint(out, texts.len() as u64);
+            put_varint(out, c.data.len() as u64);
             let dense = c.len() == self.rows as usize;
             out.push(u8::from(dense));
             if !dense {
@@ -86,69 +74,92 @@ impl ChunkTable {
                     next = r.wrapping_add(1);
                 }
             }
-            out.extend_from_slice(&lens);
-            out.extend_from_slice(&texts);
+            // `check` has made sure: ends never go back and finish at the texts' length,
+            // and the empties are values that store nothing, in order.
+            let mut empties = c.empties.iter().peekable();
+            let mut before = 0u32;
+            for (i, &end) in c.ends.iter().enumerate() {
+                if end != before {
+                    put_varint(out, u64::from(end - before) << 1);
+                } else if empties.next_if_eq(&&(i as u32)).is_some() {
+                    out.push(0);
+                } else {
+                    out.push(1);
+                }
+                before = end;
+            }
+            out.extend_from_slice(&c.data);
         }
         Ok(())
     }
 
-    /// Reads back what [`encode`](Self::encode) wrote.
+    /// Reads back what [`encode`](Self::encode) wrote, into the same layout.
     pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
         let mut r = Cursor { bytes, at: 0 };
         let rows = r.u32()?;
         let input_bytes = r.u64()?;
         let n = r.u32()? as usize;
         let mut columns = Vec::with_capacity(n.min(1 << 20));
-        let mut lens = Vec::new();
         for _ in 0..n {
             let values = usize::try_from(r.varint()?).map_err(|e| e.to_string())?;
             if values > rows as usize {
                 return Err(format!("{values} values in a chunk of {rows} rows"));
             }
-            let stored = usize::try_from(r.varint()?).map_err(|e| e.to_string())?;
-            // `None`: a value in every row.
-            let listed = if r.take(1)?[0] == 1 {
-                None
-            } else {
-                let mut list = Vec::with_capacity(values);
+            let stored = u32::try_from(r.varint()?).map_err(|_| "value texts over 4 GiB")?;
+            let dense = r.take(1)?[0] == 1;
+            let mut listed = Vec::new();
+            if !dense {
+                listed.reserve(values);
                 let mut next = 0u32;
                 for _ in 0..values {
                     let gap = u32::try_from(r.varint()?).map_err(|e| e.to_string())?;
                     let row = next.checked_add(gap).ok_or("row overflow")?;
-                    list.push(row);
+                    if row >= rows {
+                        return Err(format!("a value in row {row} of a chunk of {rows} rows"));
+                    }
+                    listed.push(row);
                     next = row.wrapping_add(1);
                 }
-                Some(list)
-            };
-            lens.clear();
-            for _ in 0..values {
-                lens.push(r.varint()?);
             }
-            let mut texts = r.take(stored)?;
-            let mut column = ColumnValues {
-                data: Vec::with_capacity(stored),
-                ends: Vec::with_capacity(values),
-                ..ColumnValues::default()
-            };
-            let mut prev: &[u8] = &[];
-            for (i, &l) in lens.iter().enumerate() {
-                let row = listed.as_ref().map_or(i as u32, |rows| rows[i]);
-                if l & 1 == 0 {
-                    let len = usize::try_from(l >> 1).map_err(|e| e.to_string())?;
-                    if len > texts.len() {
-                        return Err("value text beyond the stored texts".into());
+            // Rows are listed once a row goes without a value before the last value's row
+            // (see `ColumnValues::push`); values in rows 0, 1, 2, ... are not.
+            let sparse = listed.last().is_some_and(|&r| r as usize != values - 1);
+            if !sparse {
+                listed.clear();
+            }
+            let mut ends = Vec::with_capacity(values);
+            let mut empties = Vec::new();
+            let mut end = 0u32;
+            let mut last = None;
+            for i in 0..values {
+                match r.varint()? {
+                    0 => empties.push(i as u32),
+                    1 if last.is_some() => {}
+                    1 => return Err("a repeated value before any stored text".into()),
+                    tag if tag & 1 == 1 => return Err(format!("bad value tag {tag}")),
+                    tag => {
+                        let len = u32::try_from(tag >> 1)
+                            .ok()
+                            .and_then(|len| end.checked_add(len))
+                            .filter(|&e| e <= stored);
+                        last = Some(end as usize);
+                        end = len.ok_or("value text beyond the stored texts")?;
                     }
-                    (prev, texts) = texts.split_at(len);
                 }
-                column.push(row, prev);
-                if u32::try_from(column.data.len()).is_err() {
-                    return Err("value texts over 4 GiB".into());
-                }
+                ends.push(end);
             }
-            if !texts.is_empty() {
-                return Err(format!("{} bytes of text left over", texts.len()));
+            if end != stored {
+                return Err(format!("{} bytes of text left over", stored - end));
             }
-            columns.push(column);
+            let data = r.take(stored as usize)?.to_vec();
+            columns.push(ColumnValues {
+                rows: listed,
+                sparse,
+                ends,
+                data,
+                empties,
+                last,
+            });
         }
         if r.at != bytes.len() {
             return Err(format!("{} bytes left over", bytes.len() - r.at));
@@ -246,7 +257,21 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(a))
     }
 
+    #[inline]
     fn varint(&mut self) -> std::result::Result<u64, String> {
+        // Most varints here are one byte: a value's tag, a row gap.
+        match self.bytes.get(self.at) {
+            Some(&b) if b < 0x80 => {
+                self.at += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn long_varint(&mut self) -> std::result::Result<u64, String> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.take(1)?[0];
@@ -697,6 +722,19 @@ mod tests {
         assert!(ChunkTable::decode(&buf[..buf.len() - 1]).is_err());
         buf.push(0);
         assert!(ChunkTable::decode(&buf).is_err());
+        // A value that repeats a text before any text was stored.
+        let one = ChunkTable {
+            rows: 1,
+            input_bytes: 1,
+            columns: vec![values(&[(0, "a")])],
+        };
+        let mut buf = Vec::new();
+        one.encode(&mut buf).unwrap();
+        let tag = buf.len() - 2;
+        assert_eq!(buf[tag], 2, "one stored text of one byte");
+        buf[tag] = 1;
+        let e = ChunkTable::decode(&buf).unwrap_err();
+        assert!(e.contains("before any stored text"), "{e}");
     }
 
     /// A column whose ends do not fit its texts (what texts over 4 GiB in one chunk would
@@ -756,7 +794,15 @@ mod tests {
             let t = ChunkTable { rows: n, input_bytes: 7, columns };
             let mut buf = Vec::new();
             t.encode(&mut buf).unwrap();
-            proptest::prop_assert_eq!(ChunkTable::decode(&buf).unwrap(), t);
+            let back = ChunkTable::decode(&buf).unwrap();
+            // The same layout, not only the same values: each repeat still stored once.
+            for (a, b) in back.columns.iter().zip(&t.columns) {
+                proptest::prop_assert_eq!(
+                    (&a.rows, a.sparse, &a.ends, &a.data, &a.empties, a.last),
+                    (&b.rows, b.sparse, &b.ends, &b.data, &b.empties, b.last)
+                );
+            }
+            proptest::prop_assert_eq!(back, t);
         }
     }
 
