@@ -393,13 +393,14 @@ impl ChunkPass {
         (schema, self.values)
     }
 
-    #[inline]
+    /// Enters `node`: always inlined into its two callers, which run for every member and
+    /// element (as a call, its prologue and the `Result` it returns through memory cost
+    /// about as much as its work).
+    #[inline(always)]
     fn enter(&mut self, node: u32) -> Result<(), String> {
         let n = node as usize;
         if n >= self.node_col.len() {
-            self.node_col.push(NO_COLUMN);
-            self.node_seen.push(0);
-            self.hints.push(0);
+            self.new_node();
         }
         self.hints[n] = 0;
         if self.node_seen[n] == self.seq {
@@ -410,9 +411,19 @@ impl ChunkPass {
         Ok(())
     }
 
+    /// Makes room for the node the trie has just added.
+    #[cold]
+    #[inline(never)]
+    fn new_node(&mut self) {
+        self.node_col.push(NO_COLUMN);
+        self.node_seen.push(0);
+        self.hints.push(0);
+    }
+
     /// Enters member `key` at `depth`: the child the trie expected next when `expected`
-    /// (the walker matched its name), otherwise the child looked up by name.
-    #[inline]
+    /// (the walker matched its name), otherwise the child looked up by name. Always inlined,
+    /// like [`enter`](Self::enter): it runs for every member.
+    #[inline(always)]
     fn enter_member(&mut self, depth: usize, key: &str, expected: bool) -> Result<bool, String> {
         if depth == 1 && self.exclude.iter().any(|e| e == key) {
             return Ok(false);
