@@ -393,12 +393,34 @@ fn string_array(
     let mut gathered: Option<Vec<u8>> = None;
     let mut empties = v.empties.iter().map(|&i| i as usize);
     let mut next_empty = empties.next().unwrap_or(usize::MAX);
-    for (i, &e) in v.ends.iter().enumerate() {
-        let e = e as usize;
+    // Ends value `i` at `end`, after null rows for the rows before it that have no value
+    // (filled in one go: most of a wide table's cells are such rows).
+    let push = |offsets: &mut Vec<i32>, i: usize, end: usize| {
+        if v.sparse {
+            let want = v.rows[i] as usize + 1;
+            if offsets.len() < want {
+                let before = *offsets.last().unwrap_or(&0);
+                offsets.resize(want, before);
+            }
+        }
+        offsets.push(end as i32);
+    };
+    let ends = &v.ends;
+    let mut i = 0;
+    while i < ends.len() {
+        let e = ends[i] as usize;
         if i == next_empty {
             next_empty = empties.next().unwrap_or(usize::MAX);
+            push(&mut offsets, i, gathered.as_ref().map_or(stored, Vec::len));
+            i += 1;
         } else if e == stored {
-            // A repeat of the last stored text.
+            // A run of repeats of the last stored text: values `i..j`. The text is copied
+            // once and the copy then doubled, instead of one copy per value (flattened FHIR
+            // repeats a status, system or unit for rows on end).
+            let mut j = i + 1;
+            while j < ends.len() && j != next_empty && ends[j] as usize == stored {
+                j += 1;
+            }
             let out = gathered.get_or_insert_with(|| {
                 // Sized for every value as long as the texts so far (a guess: a short one
                 // costs regrowing, a long one only untouched memory), at most 64 MiB: one
@@ -408,7 +430,21 @@ fn string_array(
                 out.extend_from_slice(&data[..stored]);
                 out
             });
+            let from = out.len();
+            let len = last.len();
+            let total = len.saturating_mul(j - i);
+            if from.saturating_add(total) > i32::MAX as usize {
+                return Err("value texts over 2 GiB in one chunk".into());
+            }
             out.extend_from_slice(&data[last.clone()]);
+            while out.len() - from < total {
+                let have = out.len() - from;
+                out.extend_from_within(from..from + have.min(total - have));
+            }
+            for k in i..j {
+                push(&mut offsets, k, from + len * (k - i + 1));
+            }
+            i = j;
         } else {
             if !text.is_char_boundary(e) {
                 return Err(format!(
@@ -420,18 +456,9 @@ fn string_array(
             if let Some(out) = &mut gathered {
                 out.extend_from_slice(&data[last.clone()]);
             }
+            push(&mut offsets, i, gathered.as_ref().map_or(stored, Vec::len));
+            i += 1;
         }
-        let end = gathered.as_ref().map_or(stored, Vec::len) as i32;
-        if v.sparse {
-            // Rows without a value before this one: empty, null (filled in one go: most
-            // of a wide table's cells are such rows).
-            let want = v.rows[i] as usize + 1;
-            if offsets.len() < want {
-                let before = *offsets.last().unwrap_or(&0);
-                offsets.resize(want, before);
-            }
-        }
-        offsets.push(end);
     }
     let data = gathered.unwrap_or(v.data);
     if data.len() > i32::MAX as usize {
@@ -845,6 +872,28 @@ mod tests {
         want[9] = Some("yy");
         want[10] = Some("z");
         assert_eq!(got, want);
+    }
+
+    proptest::proptest! {
+        /// Any string column (values in any rows, empties, runs of repeats of any length,
+        /// before and after gaps) widens to exactly its values, null where a row has none.
+        #[test]
+        fn any_string_column_widens_to_its_values(
+            cells in proptest::collection::vec(
+                proptest::option::weighted(0.7, "(|a|a|a|bb|bb|ü\\\"x|[a-c]{1,40})"),
+                1..120,
+            ),
+        ) {
+            let rows: Vec<(u32, &str)> = cells
+                .iter()
+                .enumerate()
+                .filter_map(|(r, c)| c.as_deref().map(|t| (r as u32, t)))
+                .collect();
+            let array = union_array(&DataType::Utf8, Some(values(&rows)), cells.len()).unwrap();
+            let got: Vec<Option<&str>> = array.as_string::<i32>().iter().collect();
+            let want: Vec<Option<&str>> = cells.iter().map(|c| c.as_deref()).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     /// A long text repeated once in a column of many values: gathering asks for what the
