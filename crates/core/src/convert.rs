@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use arrow_schema::DataType;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
@@ -18,8 +19,8 @@ use crate::flatten::{ChunkPass, ColumnValues, Room, line_text};
 use crate::input::{InputFile, TypeGroup, resource_type_of};
 use crate::reader::{Chunk, LineReader, ReadOptions};
 use crate::schema::{Column, Decimals, FirstSeen, UnionSchema};
-use crate::stash::{ChunkTable, Held, Parked, Stash, union_array};
-use crate::writer::{ColumnCodec, Part, TableWriter, WriteOptions};
+use crate::stash::{ChunkTable, Held, Parked, Stash, checked_texts, union_array};
+use crate::writer::{ColumnCodec, ColumnPart, Part, TableWriter, WriteOptions};
 
 /// What to do with a bad input line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -624,10 +625,16 @@ fn write_table(
             parts.push(part);
             files.push(file);
         }
-        writer.write_columns(&parts, columns, |c, values, p| {
+        writer.write_parts(&parts, columns, |c, values, p| {
             let start = Instant::now();
-            let array = union_array(fields[c].data_type(), values[p].take(), parts[p].rows)
-                .map_err(|e| internal(files[p], format!("column {}: {e}", fields[c].name())));
+            // Text columns go to the writer as held texts (see `TextChunk`).
+            let array = match fields[c].data_type() {
+                DataType::Utf8 => {
+                    checked_texts(values[p].take(), parts[p].rows).map(ColumnPart::Texts)
+                }
+                t => union_array(t, values[p].take(), parts[p].rows).map(ColumnPart::Array),
+            }
+            .map_err(|e| internal(files[p], format!("column {}: {e}", fields[c].name())));
             timers
                 .process
                 .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);

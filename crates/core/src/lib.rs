@@ -38,6 +38,7 @@ mod scan;
 mod schedule;
 mod schema;
 mod stash;
+mod textchunk;
 mod writer;
 
 pub use convert::{

@@ -311,6 +311,31 @@ fn validity(v: &ColumnValues, n: usize) -> Option<NullBuffer> {
     Some(NullBuffer::new(b.finish()))
 }
 
+/// A text column's values for `n` rows, checked for what
+/// [`TextChunk::push`](crate::textchunk::TextChunk::push) relies on: the layout
+/// ([`ColumnValues::check`]), rows within the chunk, UTF-8 texts that each end on a
+/// character boundary. The checks `string_array` makes, without building an array.
+pub(crate) fn checked_texts(
+    values: Option<ColumnValues>,
+    n: usize,
+) -> std::result::Result<ColumnValues, String> {
+    let v = values.unwrap_or_default();
+    v.check()?;
+    if v.last_row().is_some_and(|r| r as usize >= n) {
+        return Err("a value beyond the chunk's rows".into());
+    }
+    let text = simdutf8::compat::from_utf8(&v.data).map_err(|e| {
+        format!(
+            "invalid UTF-8 at byte {} of a chunk's texts",
+            e.valid_up_to()
+        )
+    })?;
+    if let Some(e) = v.ends.iter().find(|&&e| !text.is_char_boundary(e as usize)) {
+        return Err(format!("value end {e} is not a character boundary"));
+    }
+    Ok(v)
+}
+
 /// One column of `n` rows from its sparse values. The union type covers every value's kind
 /// (the schema saw them all), so a value that does not fit is a bug, reported as an error.
 fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<ArrayRef, String> {
