@@ -9,7 +9,7 @@
 //! properties: a PLAIN dictionary page, then RLE_DICTIONARY data pages (format v1, definition
 //! levels RLE-encoded), with chunk statistics, page index (column and offset index), level
 //! histograms and unencoded sizes. Page boundaries may differ (pages here hold exactly the
-//! page row limit); values, statistics and indexes do not.
+//! page row limit, so the page index lists other pages); values and statistics do not.
 //!
 //! When a chunk's dictionary grows past the dictionary page limit, parquet would fall back to
 //! plain pages; [`TextChunk::into_arrays`] then hands the values back as Arrow arrays, cut as
