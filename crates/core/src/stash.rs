@@ -320,29 +320,37 @@ pub(crate) fn checked_texts(
     n: usize,
 ) -> std::result::Result<ColumnValues, String> {
     let v = values.unwrap_or_default();
-    v.check()?;
-    if v.last_row().is_some_and(|r| r as usize >= n) {
-        return Err("a value beyond the chunk's rows".into());
-    }
-    let text = simdutf8::compat::from_utf8(&v.data).map_err(|e| {
-        format!(
-            "invalid UTF-8 at byte {} of a chunk's texts",
-            e.valid_up_to()
-        )
-    })?;
+    check_values(&v, n)?;
+    let text = utf8_texts(&v)?;
     if let Some(e) = v.ends.iter().find(|&&e| !text.is_char_boundary(e as usize)) {
         return Err(format!("value end {e} is not a character boundary"));
     }
     Ok(v)
 }
 
-/// One column of `n` rows from its sparse values. The union type covers every value's kind
-/// (the schema saw them all), so a value that does not fit is a bug, reported as an error.
-fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<ArrayRef, String> {
+/// Checks the layout of `v` ([`ColumnValues::check`]) and that its rows are within `n`.
+fn check_values(v: &ColumnValues, n: usize) -> std::result::Result<(), String> {
     v.check()?;
     if v.last_row().is_some_and(|r| r as usize >= n) {
         return Err("a value beyond the chunk's rows".into());
     }
+    Ok(())
+}
+
+/// The stored texts of `v`, checked as UTF-8 (SIMD).
+fn utf8_texts(v: &ColumnValues) -> std::result::Result<&str, String> {
+    simdutf8::compat::from_utf8(&v.data).map_err(|e| {
+        format!(
+            "invalid UTF-8 at byte {} of a chunk's texts",
+            e.valid_up_to()
+        )
+    })
+}
+
+/// One column of `n` rows from its sparse values. The union type covers every value's kind
+/// (the schema saw them all), so a value that does not fit is a bug, reported as an error.
+fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<ArrayRef, String> {
+    check_values(&v, n)?;
     let nulls = validity(&v, n);
     // Numbers and booleans are parsed from each value's text, checked as UTF-8 on the way
     // (strings are checked in `string_array`).
@@ -400,12 +408,7 @@ fn string_array(
     n: usize,
     nulls: Option<NullBuffer>,
 ) -> std::result::Result<ArrayRef, String> {
-    let text = simdutf8::compat::from_utf8(&v.data).map_err(|e| {
-        format!(
-            "invalid UTF-8 at byte {} of a chunk's texts",
-            e.valid_up_to()
-        )
-    })?;
+    let text = utf8_texts(&v)?;
     let data = &v.data;
     let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
     offsets.push(0);

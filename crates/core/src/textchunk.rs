@@ -101,17 +101,16 @@ struct Dictionary {
     page_bytes: usize,
 }
 
+/// Entry `k`'s text, from a dictionary's texts and ends.
+fn entry<'a>(data: &'a [u8], ends: &[usize], k: u32) -> &'a [u8] {
+    let k = k as usize;
+    let start = if k == 0 { 0 } else { ends[k - 1] };
+    &data[start..ends[k]]
+}
+
 impl Dictionary {
     fn text(&self, k: u32) -> &[u8] {
-        let k = k as usize;
-        let start = if k == 0 { 0 } else { self.ends[k - 1] };
-        &self.data[start..self.ends[k]]
-    }
-
-    fn len_of(&self, k: u32) -> usize {
-        let k = k as usize;
-        let start = if k == 0 { 0 } else { self.ends[k - 1] };
-        self.ends[k] - start
+        entry(&self.data, &self.ends, k)
     }
 
     /// The entry for `text`, added if new.
@@ -125,11 +124,7 @@ impl Dictionary {
             ends,
             ..
         } = self;
-        let found = table.find(hash, |&k| {
-            let k = k as usize;
-            let start = if k == 0 { 0 } else { ends[k - 1] };
-            &data[start..ends[k]] == text
-        });
+        let found = table.find(hash, |&k| entry(data, ends, k) == text);
         if let Some(&k) = found {
             return k;
         }
@@ -143,15 +138,16 @@ impl Dictionary {
         k
     }
 
-    /// Each entry's rank in byte order (parquet's order for UTF-8 statistics).
-    fn ranks(&self) -> Vec<u32> {
+    /// The entries in byte order (parquet's order for UTF-8 statistics), and each entry's
+    /// rank in it.
+    fn order_and_ranks(&self) -> (Vec<u32>, Vec<u32>) {
         let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| self.text(a).cmp(self.text(b)));
         let mut rank = vec![0u32; order.len()];
         for (r, &k) in order.iter().enumerate() {
             rank[k as usize] = r as u32;
         }
-        rank
+        (order, rank)
     }
 
     /// The PLAIN-encoded dictionary page.
@@ -168,7 +164,7 @@ impl Dictionary {
 }
 
 /// Limits and settings of one column, from the writer properties.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Settings {
     codec: Compression,
     page_rows: usize,
@@ -394,20 +390,15 @@ impl TextChunk {
     /// writer would return for them, offsets counted from the start of the bytes.
     pub(crate) fn close(mut self) -> Result<(Bytes, ColumnCloseResult)> {
         let nullable = self.descr.max_def_level() > 0;
-        let ranks = self.dict.ranks();
-        let order = rank_order(&ranks);
+        let (order, ranks) = self.dict.order_and_ranks();
         let bit_width = bits_for(self.dict.ends.len().saturating_sub(1));
         let mut sink = TrackedWrite::new(Vec::new());
         let mut specs = Vec::new();
-        let mut pages_written = 0usize;
         let mut column_index = ColumnIndexBuilder::new(PhysicalType::BYTE_ARRAY);
         let mut offset_index = OffsetIndexBuilder::new();
         let (mut ascending, mut descending) = (true, true);
         let mut last_bounds: Option<(u32, u32)> = None;
-        let (mut chunk_min, mut chunk_max): (Option<u32>, Option<u32>) = (None, None);
-        let mut def_histogram = nullable.then(|| vec![0i64; 2]);
         let mut unencoded_total = 0i64;
-        let mut nulls_total = 0u64;
         {
             let mut writer = SerializedPageWriter::new(&mut sink);
             let dict_page = self.dict.plain_page();
@@ -459,7 +450,7 @@ impl TextChunk {
                 let mut bounds: Option<(u32, u32)> = None;
                 let mut prev = u32::MAX;
                 for &k in keys {
-                    unencoded += self.dict.len_of(k) as i64;
+                    unencoded += self.dict.text(k).len() as i64;
                     if k != prev {
                         prev = k;
                         let r = ranks[k as usize];
@@ -489,8 +480,6 @@ impl TextChunk {
                             descending &= !(lo > plo || hi > phi);
                         }
                         last_bounds = Some((lo, hi));
-                        chunk_min = Some(chunk_min.map_or(lo, |m| m.min(lo)));
-                        chunk_max = Some(chunk_max.map_or(hi, |m| m.max(hi)));
                         let (min, max) = (
                             self.dict.text(order[lo as usize]),
                             self.dict.text(order[hi as usize]),
@@ -507,18 +496,12 @@ impl TextChunk {
                 let page_histogram =
                     nullable.then(|| LevelHistogram::from(vec![nulls as i64, values as i64]));
                 column_index.append_histograms(&None, &page_histogram);
-                if let Some(h) = &mut def_histogram {
-                    h[0] += nulls as i64;
-                    h[1] += values as i64;
-                }
                 offset_index
                     .append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
                 offset_index.append_row_count(len as i64);
                 offset_index.append_unencoded_byte_array_data_bytes(Some(unencoded));
                 unencoded_total += unencoded;
-                nulls_total += nulls as u64;
                 specs.push(spec);
-                pages_written += 1;
                 row += len;
                 key += values;
             }
@@ -530,9 +513,12 @@ impl TextChunk {
             (false, false) => BoundaryOrder::UNORDERED,
         });
 
+        // The dictionary holds exactly this chunk's texts: its first and last in byte order
+        // are the chunk's bounds.
+        let nulls_total = (self.rows - self.keys.len()) as u64;
         let signed = self.descr.sort_order().is_signed();
-        let entry = |r: Option<u32>| r.map(|r| self.dict.text(order[r as usize]));
-        let statistics = match (entry(chunk_min), entry(chunk_max)) {
+        let bound = |k: Option<&u32>| k.map(|&k| self.dict.text(k));
+        let statistics = match (bound(order.first()), bound(order.last())) {
             (Some(min), Some(max)) => {
                 let (min, min_cut) = truncate_min(min, self.settings.statistics_truncate);
                 let (max, max_cut) = truncate_max(max, self.settings.statistics_truncate);
@@ -555,32 +541,35 @@ impl TextChunk {
         let total = |f: fn(&parquet::column::page::PageWriteSpec) -> usize| {
             specs.iter().map(f).sum::<usize>() as i64
         };
-        let metadata = ColumnChunkMetaData::builder(Arc::clone(&self.descr))
-            .set_compression(self.settings.codec)
-            .set_encodings_mask(EncodingMask::new_from_encodings(
-                [Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY].iter(),
-            ))
-            .set_page_encoding_stats(vec![
-                PageEncodingStats {
-                    page_type: PageType::DICTIONARY_PAGE,
-                    encoding: Encoding::PLAIN,
-                    count: 1,
-                },
-                PageEncodingStats {
-                    page_type: PageType::DATA_PAGE,
-                    encoding: Encoding::RLE_DICTIONARY,
-                    count: pages_written as i32,
-                },
-            ])
-            .set_total_compressed_size(total(|s| s.compressed_size))
-            .set_total_uncompressed_size(total(|s| s.uncompressed_size))
-            .set_num_values(self.rows as i64)
-            .set_data_page_offset(specs.get(1).map_or(0, |s| s.offset as i64))
-            .set_dictionary_page_offset(Some(specs[0].offset as i64))
-            .set_statistics(statistics)
-            .set_unencoded_byte_array_data_bytes(Some(unencoded_total))
-            .set_definition_level_histogram(def_histogram.map(LevelHistogram::from))
-            .build()?;
+        let metadata =
+            ColumnChunkMetaData::builder(Arc::clone(&self.descr))
+                .set_compression(self.settings.codec)
+                .set_encodings_mask(EncodingMask::new_from_encodings(
+                    [Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY].iter(),
+                ))
+                .set_page_encoding_stats(vec![
+                    PageEncodingStats {
+                        page_type: PageType::DICTIONARY_PAGE,
+                        encoding: Encoding::PLAIN,
+                        count: 1,
+                    },
+                    PageEncodingStats {
+                        page_type: PageType::DATA_PAGE,
+                        encoding: Encoding::RLE_DICTIONARY,
+                        count: (specs.len() - 1) as i32,
+                    },
+                ])
+                .set_total_compressed_size(total(|s| s.compressed_size))
+                .set_total_uncompressed_size(total(|s| s.uncompressed_size))
+                .set_num_values(self.rows as i64)
+                .set_data_page_offset(specs.get(1).map_or(0, |s| s.offset as i64))
+                .set_dictionary_page_offset(Some(specs[0].offset as i64))
+                .set_statistics(statistics)
+                .set_unencoded_byte_array_data_bytes(Some(unencoded_total))
+                .set_definition_level_histogram(nullable.then(|| {
+                    LevelHistogram::from(vec![nulls_total as i64, self.keys.len() as i64])
+                }))
+                .build()?;
         let bytes_written = specs.iter().map(|s| s.bytes_written).sum();
         let close = ColumnCloseResult {
             bytes_written,
@@ -621,15 +610,6 @@ impl PartWalk {
             ..Self::default()
         }
     }
-}
-
-/// Dictionary entries in rank order (the inverse of `ranks`).
-fn rank_order(ranks: &[u32]) -> Vec<u32> {
-    let mut order = vec![0u32; ranks.len()];
-    for (k, &r) in ranks.iter().enumerate() {
-        order[r as usize] = k as u32;
-    }
-    order
 }
 
 /// Bits needed for values up to `max`.
