@@ -4,7 +4,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::scan::{self, Scalar, Visitor};
+use crate::scan::{self, Reason, Scalar, Visitor};
 use crate::schema::{ColumnStats, FirstSeen, NO_COLUMN, PathTrie, ROOT, kind};
 
 /// Checks length and UTF-8; the JSON itself is checked while walking.
@@ -21,8 +21,9 @@ pub(crate) fn line_text(bytes: &[u8], max_line_bytes: usize) -> Result<&str, Str
         .map_err(|e| format!("not valid UTF-8 at byte {}", e.valid_up_to()))
 }
 
-/// The kind flag of a scalar, or 0 for no value (null, `[]`, `{}`).
-#[inline]
+/// The kind flag of a scalar, or 0 for no value (null, `[]`, `{}`). Inlined where the
+/// walker knows the kind, so that only a number's test remains.
+#[inline(always)]
 fn kind_of(v: &Scalar<'_>) -> u8 {
     match v {
         Scalar::Str(_) => kind::STR,
@@ -30,13 +31,24 @@ fn kind_of(v: &Scalar<'_>) -> u8 {
         Scalar::Num { int: false, .. } => kind::FRAC,
         Scalar::Num { raw, int: true } => {
             let digits = raw.len() - usize::from(raw.starts_with('-'));
-            if digits <= 18 || raw.parse::<i64>().is_ok() {
+            if digits <= 18 {
                 kind::INT
             } else {
-                kind::BIGINT
+                long_int_kind(raw)
             }
         }
         Scalar::Null | Scalar::EmptyArray | Scalar::EmptyObject => 0,
+    }
+}
+
+/// The kind of an integer of 19 digits or more: `INT` while it fits in an `i64`.
+#[cold]
+#[inline(never)]
+fn long_int_kind(raw: &str) -> u8 {
+    if raw.parse::<i64>().is_ok() {
+        kind::INT
+    } else {
+        kind::BIGINT
     }
 }
 
@@ -56,12 +68,19 @@ impl TypeCheck {
     #[inline]
     fn scalar(&mut self, v: &Scalar<'_>) {
         if self.in_type {
-            self.in_type = false;
-            self.found = Some(match v {
-                Scalar::Str(s) => Ok((*s).to_string()),
-                other => Err(format!("resourceType is not a string ({other:?})")),
-            });
+            self.take(v);
         }
+    }
+
+    /// Keeps the root `resourceType`'s value (once a line).
+    #[cold]
+    #[inline(never)]
+    fn take(&mut self, v: &Scalar<'_>) {
+        self.in_type = false;
+        self.found = Some(match v {
+            Scalar::Str(s) => Ok((*s).to_string()),
+            other => Err(format!("resourceType is not a string ({other:?})")),
+        });
     }
 
     /// After the walk: the line's type must be the group's.
@@ -259,18 +278,64 @@ impl Room {
     }
 }
 
+/// What the pass keeps per trie node; together, so that entering a node touches one entry.
+#[derive(Debug, Clone, Copy)]
+struct NodeState {
+    /// Last line sequence number that entered the node, to catch duplicate keys.
+    seen: u64,
+    /// The node's column, or [`NO_COLUMN`].
+    col: u32,
+}
+
+const NEW_NODE: NodeState = NodeState {
+    seen: 0,
+    col: NO_COLUMN,
+};
+
+/// A node being walked (entered and not yet left), and the position of its key child
+/// expected next (see `PathTrie::get_key`). The position lives here, not per node, because
+/// it only matters while the node is being walked; so finding the expected name needs no
+/// lookup by node.
+///
+/// Both halves are one `u64`, always read and written whole: written as two `u32` fields
+/// and read back as one value (each push onto the stack), the store could not be forwarded
+/// to the load, which stalled the walk (a third of the schema pass's time in `perf`).
+#[derive(Debug, Clone, Copy)]
+struct Frame(u64);
+
+impl Frame {
+    #[inline]
+    fn new(node: u32, hint: u32) -> Self {
+        Self(u64::from(node) | (u64::from(hint) << 32))
+    }
+
+    #[inline]
+    fn node(self) -> u32 {
+        self.0 as u32
+    }
+
+    #[inline]
+    fn hint(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+const ROOT_FRAME: Frame = Frame(ROOT as u64);
+
 /// The pass over a chunk: a local trie and column statistics in first-appearance order, and,
 /// when converting, every accepted line's values.
 #[derive(Debug)]
 pub(crate) struct ChunkPass {
     trie: PathTrie,
-    node_col: Vec<u32>,
-    /// Last line sequence number that entered each node, to catch duplicate keys.
-    node_seen: Vec<u64>,
-    /// Per node: position of the key child expected next (see `PathTrie::get_key`).
-    hints: Vec<u32>,
+    /// Per trie node.
+    nodes: Vec<NodeState>,
     columns: Vec<ColumnStats>,
-    stack: Vec<u32>,
+    /// The node being walked, innermost.
+    top: Frame,
+    /// The nodes around `top`, outermost first.
+    stack: Vec<Frame>,
+    /// The node of the member name [`Visitor::expected_key`] named last.
+    expected: u32,
     buf: Vec<u8>,
     seq: u64,
     at: FirstSeen,
@@ -300,11 +365,11 @@ impl ChunkPass {
     pub(crate) fn new(exclude: &[String], collect: bool, room: Room) -> Self {
         Self {
             trie: PathTrie::new(),
-            node_col: vec![NO_COLUMN],
-            node_seen: vec![0],
-            hints: vec![0],
+            nodes: vec![NEW_NODE],
             columns: Vec::new(),
-            stack: vec![ROOT],
+            top: ROOT_FRAME,
+            stack: Vec::new(),
+            expected: ROOT,
             buf: Vec::new(),
             seq: 0,
             at: FirstSeen { file: 0, line: 0 },
@@ -332,8 +397,8 @@ impl ChunkPass {
         self.seq += 1;
         self.at = at;
         self.updates.clear();
-        self.stack.truncate(1);
-        self.hints[ROOT as usize] = 0;
+        self.stack.clear();
+        self.top = ROOT_FRAME;
         let cols_before = self.columns.len();
         let mut scratch = std::mem::take(&mut self.scratch);
         let walked = scan::walk(text, self, &mut scratch);
@@ -341,7 +406,7 @@ impl ChunkPass {
         let result = walked.and_then(|()| self.types.check(resource_type));
         if result.is_err() {
             for c in self.columns.drain(cols_before..) {
-                self.node_col[c.node as usize] = NO_COLUMN;
+                self.nodes[c.node as usize].col = NO_COLUMN;
             }
             if self.collect {
                 self.values.truncate(cols_before);
@@ -397,45 +462,68 @@ impl ChunkPass {
     /// element (as a call, its prologue and the `Result` it returns through memory cost
     /// about as much as its work).
     #[inline(always)]
-    fn enter(&mut self, node: u32) -> Result<(), String> {
+    fn enter(&mut self, node: u32) -> Result<(), Reason> {
         let n = node as usize;
-        if n >= self.node_col.len() {
+        if n >= self.nodes.len() {
             self.new_node();
         }
-        self.hints[n] = 0;
-        if self.node_seen[n] == self.seq {
-            return Err(duplicate_key(&self.trie, node));
+        let state = &mut self.nodes[n];
+        if state.seen == self.seq {
+            return Err(duplicate_key(&self.trie, node).into());
         }
-        self.node_seen[n] = self.seq;
-        self.stack.push(node);
+        state.seen = self.seq;
+        self.stack.push(self.top);
+        self.top = Frame::new(node, 0);
         Ok(())
+    }
+
+    /// Adds the column of `node`, seen for the first time in the chunk.
+    #[cold]
+    #[inline(never)]
+    fn new_column(&mut self, node: u32) -> u32 {
+        let col = self.columns.len() as u32;
+        self.nodes[node as usize].col = col;
+        self.columns.push(ColumnStats {
+            node,
+            kinds: 0,
+            non_null: 0,
+            text_bytes: 0,
+            stored_bytes: 0,
+            first_seen: self.at,
+        });
+        if self.collect {
+            let path = self.trie.path_hash(node);
+            self.values.push(self.room.column(path));
+            self.paths.push(path);
+        }
+        col
     }
 
     /// Makes room for the node the trie has just added.
     #[cold]
     #[inline(never)]
     fn new_node(&mut self) {
-        self.node_col.push(NO_COLUMN);
-        self.node_seen.push(0);
-        self.hints.push(0);
+        self.nodes.push(NEW_NODE);
     }
 
     /// Enters member `key` at `depth`: the child the trie expected next when `expected`
     /// (the walker matched its name), otherwise the child looked up by name. Always inlined,
     /// like [`enter`](Self::enter): it runs for every member.
     #[inline(always)]
-    fn enter_member(&mut self, depth: usize, key: &str, expected: bool) -> Result<bool, String> {
+    fn enter_member(&mut self, depth: usize, key: &str, expected: bool) -> Result<bool, Reason> {
         if depth == 1 && self.exclude.iter().any(|e| e == key) {
             return Ok(false);
         }
         self.types.enter(depth, key);
-        let parent = *self.stack.last().unwrap_or(&ROOT);
-        let hint = &mut self.hints[parent as usize];
+        let parent = self.top.node();
+        let mut hint = self.top.hint();
         let node = if expected {
-            self.trie.take_expected(parent, hint)
+            hint += 1;
+            self.expected
         } else {
-            self.trie.key(&mut self.buf, parent, key, hint)
+            self.trie.key(&mut self.buf, parent, key, &mut hint)
         };
+        self.top = Frame::new(parent, hint);
         self.enter(node)?;
         Ok(true)
     }
@@ -443,61 +531,50 @@ impl ChunkPass {
 
 impl Visitor for ChunkPass {
     #[inline]
-    fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, String> {
+    fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, Reason> {
         self.enter_member(depth, key, false)
     }
 
     #[inline]
-    fn expected_key(&self, _depth: usize) -> Option<&str> {
+    fn expected_key(&mut self, _depth: usize) -> Option<&str> {
         #[cfg(test)]
         if self.no_guess {
             return None;
         }
-        let parent = *self.stack.last().unwrap_or(&ROOT);
-        self.trie.expected_key(parent, self.hints[parent as usize])
+        let (key, node) = self.trie.expected_key(self.top.node(), self.top.hint())?;
+        self.expected = node;
+        Some(key)
     }
 
     #[inline]
-    fn enter_expected(&mut self, depth: usize, key: &str) -> Result<bool, String> {
+    fn enter_expected(&mut self, depth: usize, key: &str) -> Result<bool, Reason> {
         self.enter_member(depth, key, true)
     }
 
     #[inline]
-    fn enter_index(&mut self, index: usize) -> Result<(), String> {
-        let parent = *self.stack.last().unwrap_or(&ROOT);
-        let node = self.trie.index(parent, index as u32);
+    fn enter_index(&mut self, index: usize) -> Result<(), Reason> {
+        let node = self.trie.index(self.top.node(), index as u32);
         self.enter(node)
     }
 
     #[inline]
     fn leave(&mut self) {
-        self.stack.pop();
+        self.top = self.stack.pop().unwrap_or(ROOT_FRAME);
     }
 
-    #[inline]
-    fn scalar(&mut self, v: Scalar<'_>) -> Result<(), String> {
-        let node = *self.stack.last().unwrap_or(&ROOT);
+    /// Always inlined: the walker calls it where it knows the kind of value, so the matches
+    /// on the kind fold away (as a call, the kind was dispatched through a jump table that
+    /// mispredicted often).
+    #[inline(always)]
+    fn scalar(&mut self, v: Scalar<'_>) -> Result<(), Reason> {
+        let node = self.top.node();
         if node == ROOT {
             return Err("the object is empty".into());
         }
         self.types.scalar(&v);
-        let mut col = self.node_col[node as usize];
+        let mut col = self.nodes[node as usize].col;
         if col == NO_COLUMN {
-            col = self.columns.len() as u32;
-            self.node_col[node as usize] = col;
-            self.columns.push(ColumnStats {
-                node,
-                kinds: 0,
-                non_null: 0,
-                text_bytes: 0,
-                stored_bytes: 0,
-                first_seen: self.at,
-            });
-            if self.collect {
-                let path = self.trie.path_hash(node);
-                self.values.push(self.room.column(path));
-                self.paths.push(path);
-            }
+            col = self.new_column(node);
         }
         let k = kind_of(&v);
         let text = match v {
@@ -673,6 +750,22 @@ mod tests {
         }
         let room = pass.room();
         (pass.finish().1, room)
+    }
+
+    /// A frame's two halves keep their values at the ends of their range.
+    #[test]
+    fn frames_keep_node_and_hint() {
+        for (node, hint) in [
+            (0, 0),
+            (u32::MAX, 0),
+            (0, u32::MAX),
+            (u32::MAX, u32::MAX),
+            (7, 3),
+        ] {
+            let f = Frame::new(node, hint);
+            assert_eq!((f.node(), f.hint()), (node, hint));
+        }
+        assert_eq!((ROOT_FRAME.node(), ROOT_FRAME.hint()), (ROOT, 0));
     }
 
     /// Sizing columns from another chunk's room (right, too small, too large, or for other

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::reader::{LineReader, ReadOptions};
-use crate::scan::{self, Scalar, Visitor};
+use crate::scan::{self, Reason, Scalar, Visitor};
 
 /// One input file and which of its lines belong to the group it is listed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,15 +218,15 @@ fn sniff_types(path: &Path, read: &ReadOptions) -> Result<Vec<String>> {
 pub(crate) fn resource_type_of(line: &str, scratch: &mut String) -> Option<String> {
     struct Find(Option<String>, bool);
     impl Visitor for Find {
-        fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, String> {
+        fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, Reason> {
             self.1 = depth == 1 && key == "resourceType";
             Ok(self.1)
         }
-        fn enter_index(&mut self, _: usize) -> Result<(), String> {
+        fn enter_index(&mut self, _: usize) -> Result<(), Reason> {
             Ok(())
         }
         fn leave(&mut self) {}
-        fn scalar(&mut self, value: Scalar<'_>) -> Result<(), String> {
+        fn scalar(&mut self, value: Scalar<'_>) -> Result<(), Reason> {
             if let (true, Scalar::Str(s)) = (self.1, value) {
                 self.0 = Some(s.to_string());
             }

@@ -68,7 +68,7 @@ pub mod hot {
     use arrow_schema::Schema;
 
     use crate::flatten::{ChunkPass, Room};
-    use crate::scan;
+    use crate::scan::{self, Reason};
     use crate::schema::{Decimals, FirstSeen, UnionSchema};
     use crate::stash::ChunkTable;
 
@@ -76,14 +76,14 @@ pub mod hot {
     pub fn parse(lines: &[&str]) -> usize {
         struct Count(usize);
         impl scan::Visitor for Count {
-            fn enter_key(&mut self, _: usize, _: &str) -> Result<bool, String> {
+            fn enter_key(&mut self, _: usize, _: &str) -> Result<bool, Reason> {
                 Ok(true)
             }
-            fn enter_index(&mut self, _: usize) -> Result<(), String> {
+            fn enter_index(&mut self, _: usize) -> Result<(), Reason> {
                 Ok(())
             }
             fn leave(&mut self) {}
-            fn scalar(&mut self, _: scan::Scalar<'_>) -> Result<(), String> {
+            fn scalar(&mut self, _: scan::Scalar<'_>) -> Result<(), Reason> {
                 self.0 += 1;
                 Ok(())
             }

@@ -25,28 +25,61 @@ pub(crate) enum Scalar<'a> {
     EmptyObject,
 }
 
+/// Why a line is not valid JSON (or why a visitor refused it), for the error message.
+///
+/// Boxed, so that every `Result` the walker and its visitors return for each member, element
+/// and leaf fits in registers: with a `String` error each was a 24-byte value written to and
+/// read back from memory.
+///
+/// A `Box<String>`, not a `String` or `Box<str>`: one pointer wide, where those are three and
+/// two; the extra allocation is made only for a rejected line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::box_collection)]
+pub(crate) struct Reason(Box<String>);
+
+impl Reason {
+    /// The message.
+    pub(crate) fn into_string(self) -> String {
+        *self.0
+    }
+}
+
+impl From<String> for Reason {
+    #[cold]
+    fn from(s: String) -> Self {
+        Self(Box::new(s))
+    }
+}
+
+impl From<&str> for Reason {
+    #[cold]
+    fn from(s: &str) -> Self {
+        Self(Box::new(s.to_string()))
+    }
+}
+
 /// Receives the structure of a line as the walker reads it.
 pub(crate) trait Visitor {
     /// Entering the value of object member `key` at `depth` (1 for the root object's members).
     /// Returns `false` to skip the value (it is still validated).
-    fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, String>;
+    fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, Reason>;
     /// Entering element `index` of an array.
-    fn enter_index(&mut self, index: usize) -> Result<(), String>;
+    fn enter_index(&mut self, index: usize) -> Result<(), Reason>;
     /// Leaving the member or element entered last.
     fn leave(&mut self);
     /// A leaf at the current position.
-    fn scalar(&mut self, value: Scalar<'_>) -> Result<(), String>;
+    fn scalar(&mut self, value: Scalar<'_>) -> Result<(), Reason>;
     /// The member name expected next at `depth`, if the visitor has a guess. It must need no
     /// escaping in JSON (no quote, backslash or control character): the walker compares the
     /// line with it before scanning the name, and on a match calls
     /// [`enter_expected`](Self::enter_expected) instead of [`enter_key`](Self::enter_key).
     #[inline]
-    fn expected_key(&self, _depth: usize) -> Option<&str> {
+    fn expected_key(&mut self, _depth: usize) -> Option<&str> {
         None
     }
     /// Entering the member that [`expected_key`](Self::expected_key) named (`key`).
     #[inline]
-    fn enter_expected(&mut self, depth: usize, key: &str) -> Result<bool, String> {
+    fn enter_expected(&mut self, depth: usize, key: &str) -> Result<bool, Reason> {
         self.enter_key(depth, key)
     }
 }
@@ -64,6 +97,14 @@ pub(crate) fn walk<V: Visitor>(
     visitor: &mut V,
     scratch: &mut String,
 ) -> Result<(), String> {
+    walk_object(line, visitor, scratch).map_err(Reason::into_string)
+}
+
+fn walk_object<V: Visitor>(
+    line: &str,
+    visitor: &mut V,
+    scratch: &mut String,
+) -> Result<(), Reason> {
     let mut w = Walker {
         s: line,
         b: line.as_bytes(),
@@ -88,13 +129,14 @@ pub(crate) fn walk<V: Visitor>(
                     "not valid JSON: unexpected {} at byte {}",
                     w.describe(),
                     w.pos
-                ));
+                )
+                .into());
             }
             // Validate so the message says "not an object" only for valid JSON.
             w.skip_value(0)?;
             w.skip_ws();
             w.end()?;
-            return Err(format!("not a JSON object (the line holds {what})"));
+            return Err(format!("not a JSON object (the line holds {what})").into());
         }
     }
     w.object(visitor, 0)?;
@@ -194,32 +236,21 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
-    let half = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or([0; 4]));
     if n >= 8 {
-        // Whole words, the last one overlapping the one before.
-        let mut i = 0;
-        while i + 8 < n {
-            if word(a, i) != word(b, i) {
-                return false;
-            }
-            i += 8;
-        }
-        word(a, n - 8) == word(b, n - 8)
+        // Whole words, then the last word (overlapping the one before).
+        let (wa, _) = a.as_chunks::<8>();
+        let (wb, _) = b.as_chunks::<8>();
+        wa.iter().zip(wb).all(|(x, y)| x == y) && a.last_chunk::<8>() == b.last_chunk::<8>()
     } else if n >= 4 {
-        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+        a.first_chunk::<4>() == b.first_chunk::<4>() && a.last_chunk::<4>() == b.last_chunk::<4>()
     } else {
         a.iter().zip(b).all(|(x, y)| x == y)
     }
 }
 
-/// Where a string's text lives after parsing it.
-enum StrAt {
-    /// `s[start..end]`, no escapes.
-    Line(usize, usize),
-    /// In the scratch buffer.
-    Scratch,
-}
+/// What [`Walker::string`] returns for a string with escapes, whose decoded text is in the
+/// scratch buffer (otherwise it returns where the string's text ends in the line).
+const IN_SCRATCH: usize = usize::MAX;
 
 struct Walker<'a, 's> {
     s: &'a str,
@@ -228,10 +259,27 @@ struct Walker<'a, 's> {
     scratch: &'s mut String,
 }
 
-impl Walker<'_, '_> {
+impl<'a> Walker<'a, '_> {
     #[inline]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
+    }
+
+    /// `s[a..e]` without the checks that both ends fall between characters (`str` slicing
+    /// makes two, ~5 % of the walk). The range itself is checked.
+    ///
+    /// # Safety
+    ///
+    /// `a` and `e` must be character boundaries of `s`: each at an ASCII byte (a quote, a
+    /// backslash, a digit), just after one, or at the end of the line.
+    #[inline]
+    #[allow(unsafe_code)]
+    unsafe fn text(&self, a: usize, e: usize) -> &'a str {
+        let bytes = &self.b[a..e];
+        debug_assert!(self.s.is_char_boundary(a) && self.s.is_char_boundary(e));
+        // SAFETY: `bytes` is the part of `s` (valid UTF-8) between two character boundaries
+        // (the caller's promise), so it is valid UTF-8 too.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
     #[inline]
@@ -250,21 +298,23 @@ impl Walker<'_, '_> {
 
     #[cold]
     #[inline(never)]
-    fn unexpected(&self, expected: &str) -> String {
+    fn unexpected(&self, expected: &str) -> Reason {
         if self.pos >= self.b.len() {
             format!(
                 "not valid JSON: the line ends before the JSON does (truncated?); expected {expected}"
             )
+            .into()
         } else {
             format!(
                 "not valid JSON: expected {expected}, found {} at byte {}",
                 self.describe(),
                 self.pos
             )
+            .into()
         }
     }
 
-    fn end(&self) -> Result<(), String> {
+    fn end(&self) -> Result<(), Reason> {
         if self.pos == self.b.len() {
             Ok(())
         } else {
@@ -272,12 +322,13 @@ impl Walker<'_, '_> {
                 "not valid JSON: unexpected {} at byte {} after the end of the object",
                 self.describe(),
                 self.pos
-            ))
+            )
+            .into())
         }
     }
 
     #[inline]
-    fn expect(&mut self, c: u8, what: &str) -> Result<(), String> {
+    fn expect(&mut self, c: u8, what: &str) -> Result<(), Reason> {
         self.skip_ws();
         if self.peek() == Some(c) {
             self.pos += 1;
@@ -287,7 +338,8 @@ impl Walker<'_, '_> {
         }
     }
 
-    fn object<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), String> {
+    #[allow(unsafe_code)] // `text`, see the SAFETY notes
+    fn object<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), Reason> {
         if depth >= MAX_DEPTH {
             return Err(too_deep(self.pos));
         }
@@ -317,12 +369,16 @@ impl Walker<'_, '_> {
                 .map(<[u8]>::len);
             let enter = if let Some(len) = expected {
                 self.pos = start + len + 1;
-                v.enter_expected(depth + 1, &self.s[start..start + len])?
+                // SAFETY: `start` follows the opening quote, and the filter above found the
+                // closing quote at `start + len`.
+                let key = unsafe { self.text(start, start + len) };
+                v.enter_expected(depth + 1, key)?
             } else {
                 // The key must be resolved before the scratch buffer is reused for the value.
                 match self.string()? {
-                    StrAt::Line(a, e) => v.enter_key(depth + 1, &self.s[a..e])?,
-                    StrAt::Scratch => v.enter_key(depth + 1, self.scratch)?,
+                    IN_SCRATCH => v.enter_key(depth + 1, self.scratch)?,
+                    // SAFETY: `start` follows the opening quote, `end` is the closing quote.
+                    end => v.enter_key(depth + 1, unsafe { self.text(start, end) })?,
                 }
             };
             self.expect(b':', "':'")?;
@@ -345,7 +401,7 @@ impl Walker<'_, '_> {
         }
     }
 
-    fn array<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), String> {
+    fn array<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), Reason> {
         if depth >= MAX_DEPTH {
             return Err(too_deep(self.pos));
         }
@@ -373,15 +429,20 @@ impl Walker<'_, '_> {
         }
     }
 
-    fn value<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), String> {
+    #[allow(unsafe_code)] // `text`, see the SAFETY notes
+    fn value<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), Reason> {
         self.skip_ws();
         match self.peek() {
             Some(b'{') => self.object(v, depth),
             Some(b'[') => self.array(v, depth),
-            Some(b'"') => match self.string()? {
-                StrAt::Line(a, e) => v.scalar(Scalar::Str(&self.s[a..e])),
-                StrAt::Scratch => v.scalar(Scalar::Str(self.scratch)),
-            },
+            Some(b'"') => {
+                let start = self.pos + 1;
+                match self.string()? {
+                    IN_SCRATCH => v.scalar(Scalar::Str(self.scratch)),
+                    // SAFETY: `start` follows the opening quote, `end` is the closing quote.
+                    end => v.scalar(Scalar::Str(unsafe { self.text(start, end) })),
+                }
+            }
             Some(b't') => {
                 self.literal("true")?;
                 v.scalar(Scalar::Bool(true))
@@ -395,9 +456,12 @@ impl Walker<'_, '_> {
                 v.scalar(Scalar::Null)
             }
             Some(b'-' | b'0'..=b'9') => {
-                let (a, e, int) = self.number()?;
+                let start = self.pos;
+                let int = self.number()?;
                 v.scalar(Scalar::Num {
-                    raw: &self.s[a..e],
+                    // SAFETY: a number is ASCII: it starts at a `-` or a digit and `pos`
+                    // follows its last digit.
+                    raw: unsafe { self.text(start, self.pos) },
                     int,
                 })
             }
@@ -406,12 +470,12 @@ impl Walker<'_, '_> {
     }
 
     /// Validates and skips one value without reporting it.
-    fn skip_value(&mut self, depth: usize) -> Result<(), String> {
+    fn skip_value(&mut self, depth: usize) -> Result<(), Reason> {
         let mut sink = Skip;
         self.value(&mut sink, depth)
     }
 
-    fn literal(&mut self, word: &str) -> Result<(), String> {
+    fn literal(&mut self, word: &str) -> Result<(), Reason> {
         if self.b[self.pos..].starts_with(word.as_bytes()) {
             self.pos += word.len();
             Ok(())
@@ -422,9 +486,9 @@ impl Walker<'_, '_> {
         }
     }
 
-    /// Parses a number per RFC 8259 and returns its span and whether it is an integer.
-    fn number(&mut self) -> Result<(usize, usize, bool), String> {
-        let start = self.pos;
+    /// Parses a number per RFC 8259, leaving `pos` after it, and returns whether it is an
+    /// integer.
+    fn number(&mut self) -> Result<bool, Reason> {
         let b = self.b;
         let mut p = self.pos;
         if b.get(p) == Some(&b'-') {
@@ -469,13 +533,15 @@ impl Walker<'_, '_> {
             }
         }
         self.pos = p;
-        Ok((start, p, int))
+        Ok(int)
     }
 
-    /// Parses a string starting at the opening quote. Text without escapes stays in the line;
-    /// escaped text is decoded into the scratch buffer.
+    /// Parses a string starting at the opening quote. Text without escapes stays in the line,
+    /// from after the opening quote to the position returned; escaped text is decoded into
+    /// the scratch buffer, and the return value is [`IN_SCRATCH`].
     #[inline]
-    fn string(&mut self) -> Result<StrAt, String> {
+    #[allow(unsafe_code)] // `text`, see the SAFETY note
+    fn string(&mut self) -> Result<usize, Reason> {
         self.pos += 1; // opening quote
         let start = self.pos;
         let b = self.b;
@@ -483,25 +549,27 @@ impl Walker<'_, '_> {
         match b.get(p) {
             None => {
                 self.pos = p;
-                Err("not valid JSON: the line ends inside a string (truncated?)".to_string())
+                Err("not valid JSON: the line ends inside a string (truncated?)".into())
             }
             Some(b'"') => {
                 self.pos = p + 1;
-                Ok(StrAt::Line(start, p))
+                Ok(p)
             }
             Some(b'\\') => {
                 self.scratch.clear();
-                self.scratch.push_str(&self.s[start..p]);
+                // SAFETY: `start` follows the opening quote, `p` is at a backslash.
+                self.scratch.push_str(unsafe { self.text(start, p) });
                 self.pos = p;
                 self.escaped()?;
-                Ok(StrAt::Scratch)
+                Ok(IN_SCRATCH)
             }
             Some(_) => {
                 self.pos = p;
                 Err(format!(
                     "not valid JSON: unescaped control character {:?} in a string at byte {p}",
                     b[p] as char
-                ))
+                )
+                .into())
             }
         }
     }
@@ -606,22 +674,22 @@ impl Walker<'_, '_> {
 
 #[cold]
 #[inline(never)]
-fn too_deep(pos: usize) -> String {
-    format!("nested deeper than {MAX_DEPTH} levels at byte {pos}")
+fn too_deep(pos: usize) -> Reason {
+    format!("nested deeper than {MAX_DEPTH} levels at byte {pos}").into()
 }
 
 /// A visitor that ignores everything (used to validate skipped values).
 struct Skip;
 
 impl Visitor for Skip {
-    fn enter_key(&mut self, _: usize, _: &str) -> Result<bool, String> {
+    fn enter_key(&mut self, _: usize, _: &str) -> Result<bool, Reason> {
         Ok(false)
     }
-    fn enter_index(&mut self, _: usize) -> Result<(), String> {
+    fn enter_index(&mut self, _: usize) -> Result<(), Reason> {
         Ok(())
     }
     fn leave(&mut self) {}
-    fn scalar(&mut self, _: Scalar<'_>) -> Result<(), String> {
+    fn scalar(&mut self, _: Scalar<'_>) -> Result<(), Reason> {
         Ok(())
     }
 }
@@ -635,18 +703,18 @@ mod tests {
     struct Rec(Vec<String>);
 
     impl Visitor for Rec {
-        fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, String> {
+        fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, Reason> {
             self.0.push(format!("k{depth}:{key}"));
             Ok(true)
         }
-        fn enter_index(&mut self, index: usize) -> Result<(), String> {
+        fn enter_index(&mut self, index: usize) -> Result<(), Reason> {
             self.0.push(format!("i:{index}"));
             Ok(())
         }
         fn leave(&mut self) {
             self.0.push("<".into());
         }
-        fn scalar(&mut self, value: Scalar<'_>) -> Result<(), String> {
+        fn scalar(&mut self, value: Scalar<'_>) -> Result<(), Reason> {
             self.0.push(format!("{value:?}"));
             Ok(())
         }

@@ -80,14 +80,21 @@ pub(crate) struct PathTrie {
     map: FxHashMap<Box<[u8]>, u32>,
     nodes: Vec<(u32, Seg)>,
     /// Per node: key children in insertion order.
-    keys: Vec<Vec<(Box<str>, u32)>>,
+    keys: Vec<Vec<Kid>>,
     /// Per node: position in its parent's `keys`.
     pos: Vec<u32>,
     /// Per node: index children (`NONE` where absent).
     idx: Vec<Vec<u32>>,
-    /// Per node: a key whose JSON form is its text between quotes (no quote, backslash or
-    /// control character), so the line can be compared with it as it is.
-    plain: Vec<bool>,
+}
+
+/// A key child in [`PathTrie`]'s per-node lists.
+#[derive(Debug, Clone)]
+struct Kid {
+    key: Box<str>,
+    id: u32,
+    /// The key's JSON form is its text between quotes (no quote, backslash or control
+    /// character), so the line can be compared with it as it is.
+    plain: bool,
 }
 
 fn map_key<'b>(buf: &'b mut Vec<u8>, parent: u32, key: &str) -> &'b [u8] {
@@ -116,7 +123,6 @@ impl PathTrie {
             keys: vec![Vec::new()],
             pos: vec![0],
             idx: vec![Vec::new()],
-            plain: vec![false],
         }
     }
 
@@ -140,14 +146,14 @@ impl PathTrie {
     ) -> Option<u32> {
         let kids = &self.keys[parent as usize];
         let h = *hint as usize;
-        if let Some((k, id)) = kids.get(h)
-            && same(k, key)
+        if let Some(kid) = kids.get(h)
+            && same(&kid.key, key)
         {
             *hint = h as u32 + 1;
-            return Some(*id);
+            return Some(kid.id);
         }
         let found = if kids.len() <= LINEAR_MAX {
-            kids.iter().position(|(k, _)| same(k, key))
+            kids.iter().position(|kid| same(&kid.key, key))
         } else {
             self.map
                 .get(map_key(buf, parent, key))
@@ -155,24 +161,17 @@ impl PathTrie {
         };
         found.map(|p| {
             *hint = p as u32 + 1;
-            kids[p].1
+            kids[p].id
         })
     }
 
-    /// The key child of `parent` at position `hint` (the one expected next), when its JSON
-    /// form is its text in quotes: a line that has those bytes there names that child.
+    /// The key child of `parent` at position `hint` (the one expected next) and its node,
+    /// when its JSON form is its text in quotes: a line that has those bytes there names
+    /// that child (whose position is then `hint + 1`).
     #[inline]
-    pub(crate) fn expected_key(&self, parent: u32, hint: u32) -> Option<&str> {
-        let (k, id) = self.keys[parent as usize].get(hint as usize)?;
-        self.plain[*id as usize].then_some(&**k)
-    }
-
-    /// The child [`expected_key`](Self::expected_key) named, with `hint` moved past it.
-    #[inline]
-    pub(crate) fn take_expected(&self, parent: u32, hint: &mut u32) -> u32 {
-        let id = self.keys[parent as usize][*hint as usize].1;
-        *hint += 1;
-        id
+    pub(crate) fn expected_key(&self, parent: u32, hint: u32) -> Option<(&str, u32)> {
+        let kid = self.keys[parent as usize].get(hint as usize)?;
+        kid.plain.then_some((&*kid.key, kid.id))
     }
 
     #[inline]
@@ -191,7 +190,11 @@ impl PathTrie {
         let id = self.push(parent, Seg::Key(key.into()));
         let kids = &mut self.keys[parent as usize];
         self.pos[id as usize] = kids.len() as u32;
-        kids.push((key.into(), id));
+        kids.push(Kid {
+            key: key.into(),
+            id,
+            plain: crate::scan::find_special(key.as_bytes(), 0) == key.len(),
+        });
         *hint = kids.len() as u32;
         self.map.insert(map_key(buf, parent, key).into(), id);
         id
@@ -225,10 +228,6 @@ impl PathTrie {
         self.keys.push(Vec::new());
         self.pos.push(0);
         self.idx.push(Vec::new());
-        self.plain.push(match &self.nodes[id as usize].1 {
-            Seg::Key(k) => crate::scan::find_special(k.as_bytes(), 0) == k.len(),
-            Seg::Index(_) => false,
-        });
         id
     }
 
