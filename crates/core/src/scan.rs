@@ -383,7 +383,14 @@ impl<'a> Walker<'a, '_> {
             };
             self.expect(b':', "':'")?;
             if enter {
-                self.value(v, depth + 1)?;
+                // Most member values in FHIR are strings: they are read here, without a call
+                // of `value` (its prologue and dispatch cost about what the string does).
+                self.skip_ws();
+                if self.peek() == Some(b'"') {
+                    self.string_value(v)?;
+                } else {
+                    self.value(v, depth + 1)?;
+                }
                 v.leave();
             } else {
                 self.skip_ws();
@@ -429,20 +436,13 @@ impl<'a> Walker<'a, '_> {
         }
     }
 
-    #[allow(unsafe_code)] // `text`, see the SAFETY notes
+    #[allow(unsafe_code)] // `text`, see the SAFETY note
     fn value<V: Visitor>(&mut self, v: &mut V, depth: usize) -> Result<(), Reason> {
         self.skip_ws();
         match self.peek() {
             Some(b'{') => self.object(v, depth),
             Some(b'[') => self.array(v, depth),
-            Some(b'"') => {
-                let start = self.pos + 1;
-                match self.string()? {
-                    IN_SCRATCH => v.scalar(Scalar::Str(self.scratch)),
-                    // SAFETY: `start` follows the opening quote, `end` is the closing quote.
-                    end => v.scalar(Scalar::Str(unsafe { self.text(start, end) })),
-                }
-            }
+            Some(b'"') => self.string_value(v),
             Some(b't') => {
                 self.literal("true")?;
                 v.scalar(Scalar::Bool(true))
@@ -466,6 +466,18 @@ impl<'a> Walker<'a, '_> {
                 })
             }
             _ => Err(self.unexpected("a value")),
+        }
+    }
+
+    /// Reads the string at `pos` (its opening quote) and reports it as a leaf.
+    #[inline(always)]
+    #[allow(unsafe_code)] // `text`, see the SAFETY note
+    fn string_value<V: Visitor>(&mut self, v: &mut V) -> Result<(), Reason> {
+        let start = self.pos + 1;
+        match self.string()? {
+            IN_SCRATCH => v.scalar(Scalar::Str(self.scratch)),
+            // SAFETY: `start` follows the opening quote, `end` is the closing quote.
+            end => v.scalar(Scalar::Str(unsafe { self.text(start, end) })),
         }
     }
 
