@@ -52,11 +52,25 @@ fn long_int_kind(raw: &str) -> u8 {
     }
 }
 
-/// Captures the root `resourceType` while walking.
+/// Captures the root `resourceType` while walking and compares it with the group's type.
 #[derive(Debug, Default)]
 struct TypeCheck {
     in_type: bool,
-    found: Option<Result<String, String>>,
+    /// The type every line must have.
+    want: String,
+    found: Found,
+}
+
+/// What a line's root `resourceType` was.
+#[derive(Debug, Default)]
+enum Found {
+    /// Not seen (yet).
+    #[default]
+    Nothing,
+    /// The type wanted: the common case, which needs no copy of the value.
+    Wanted,
+    /// Why the line is rejected: another type, or a value that is not a string.
+    Wrong(String),
 }
 
 impl TypeCheck {
@@ -72,24 +86,36 @@ impl TypeCheck {
         }
     }
 
-    /// Keeps the root `resourceType`'s value (once a line).
-    #[cold]
+    /// Compares the root `resourceType`'s value (once a line) with the type wanted.
     #[inline(never)]
     fn take(&mut self, v: &Scalar<'_>) {
         self.in_type = false;
-        self.found = Some(match v {
-            Scalar::Str(s) => Ok((*s).to_string()),
-            other => Err(format!("resourceType is not a string ({other:?})")),
-        });
+        self.found = match v {
+            Scalar::Str(s) if *s == self.want => Found::Wanted,
+            Scalar::Str(s) => Found::Wrong(format!(
+                "resourceType is {s}, but this file holds {}",
+                self.want
+            )),
+            other => Found::Wrong(format!("resourceType is not a string ({other:?})")),
+        };
     }
 
-    /// After the walk: the line's type must be the group's.
-    fn check(&mut self, want: &str) -> Result<(), String> {
-        match self.found.take() {
-            None => Err(format!("no resourceType (expected {want})")),
-            Some(Err(e)) => Err(e),
-            Some(Ok(t)) if t == want => Ok(()),
-            Some(Ok(t)) => Err(format!("resourceType is {t}, but this file holds {want}")),
+    /// Before a line: lines must have type `want`.
+    #[inline]
+    fn start(&mut self, want: &str) {
+        self.in_type = false;
+        self.found = Found::Nothing;
+        if self.want != want {
+            self.want = want.to_string();
+        }
+    }
+
+    /// After the walk: the line's type must be the one wanted.
+    fn check(&mut self) -> Result<(), String> {
+        match std::mem::take(&mut self.found) {
+            Found::Nothing => Err(format!("no resourceType (expected {})", self.want)),
+            Found::Wanted => Ok(()),
+            Found::Wrong(e) => Err(e),
         }
     }
 }
@@ -399,11 +425,12 @@ impl ChunkPass {
         self.updates.clear();
         self.stack.clear();
         self.top = ROOT_FRAME;
+        self.types.start(resource_type);
         let cols_before = self.columns.len();
         let mut scratch = std::mem::take(&mut self.scratch);
         let walked = scan::walk(text, self, &mut scratch);
         self.scratch = scratch;
-        let result = walked.and_then(|()| self.types.check(resource_type));
+        let result = walked.and_then(|()| self.types.check());
         if result.is_err() {
             for c in self.columns.drain(cols_before..) {
                 self.nodes[c.node as usize].col = NO_COLUMN;
@@ -417,7 +444,6 @@ impl ChunkPass {
                     }
                 }
             }
-            self.types = TypeCheck::default();
             return result;
         }
         for &(col, k, len) in &self.updates {
@@ -750,6 +776,41 @@ mod tests {
         }
         let room = pass.room();
         (pass.finish().1, room)
+    }
+
+    /// The root `resourceType` must be a string naming the type asked for, on every line;
+    /// a rejected line leaves nothing behind for the next.
+    #[test]
+    fn resource_types_are_checked_per_line() {
+        let mut pass = ChunkPass::new(&[], false, Room::default());
+        let at = FirstSeen { file: 0, line: 1 };
+        let mut line = |text: &str, want: &str| pass.line(text, at, want);
+        assert_eq!(
+            line(r#"{"resourceType":"Patient","id":"a"}"#, "Patient"),
+            Ok(())
+        );
+        assert_eq!(
+            line(r#"{"id":"b"}"#, "Patient"),
+            Err("no resourceType (expected Patient)".into())
+        );
+        assert_eq!(
+            line(r#"{"resourceType":"Observation"}"#, "Patient"),
+            Err("resourceType is Observation, but this file holds Patient".into())
+        );
+        assert_eq!(
+            line(r#"{"resourceType":5}"#, "Patient"),
+            Err(r#"resourceType is not a string (Num { raw: "5", int: true })"#.into())
+        );
+        assert_eq!(
+            line(r#"{"resourceType":"Observation"}"#, "Observation"),
+            Ok(())
+        );
+        assert_eq!(
+            line(r#"{"a":{"resourceType":"Observation"}}"#, "Observation"),
+            Err("no resourceType (expected Observation)".into())
+        );
+        assert_eq!(line(r#"{"resourceType":"Patient"}"#, "Patient"), Ok(()));
+        assert_eq!(pass.rows(), 3);
     }
 
     /// A frame's two halves keep their values at the ends of their range.
