@@ -325,7 +325,8 @@ const NEW_NODE: NodeState = NodeState {
 ///
 /// Both halves are one `u64`, always read and written whole: written as two `u32` fields
 /// and read back as one value (each push onto the stack), the store could not be forwarded
-/// to the load, which stalled the walk (a third of the schema pass's time in `perf`).
+/// to the load, which stalled the walk (in `perf`, 29 % of the samples in `Walker::object`,
+/// about a seventh of the pass).
 #[derive(Debug, Clone, Copy)]
 struct Frame(u64);
 
