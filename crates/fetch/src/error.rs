@@ -18,6 +18,16 @@ pub enum Error {
         /// Cause.
         source: std::io::Error,
     },
+    /// The private key option holds text that is neither a key file's path nor a whole key.
+    #[error(
+        "{what} is neither the path of a key file nor a whole key: it looks like key text \
+         without its -----BEGIN line (the value is not shown). Set it to the whole PEM \
+         (with its -----BEGIN and -----END lines), a JWK, or the path of a key file"
+    )]
+    KeyText {
+        /// The option or variable, e.g. `--private-key / FLATFHIR_PRIVATE_KEY`.
+        what: String,
+    },
     /// The private key is a SEC1 EC key, which the signer does not read.
     #[error(
         "the private key {path} is a SEC1 EC key (BEGIN EC PRIVATE KEY); convert it to PKCS#8 with: \

@@ -64,7 +64,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let total = input_bytes(&plan);
     let quiet = args.flatten.quiet;
     // Each input byte counts twice: once read and flattened, once written.
-    let bar = Bar::new(total * 2, quiet);
+    let bar = Bar::new(total, 2, quiet);
     let mut summary = Summary {
         types: Vec::new(),
         failed: Vec::new(),

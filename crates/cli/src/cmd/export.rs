@@ -29,7 +29,7 @@ pub(crate) struct Args {
     #[command(flatten)]
     conn: ConnArgs,
     #[command(flatten)]
-    export: ExportArgs,
+    pub(crate) export: ExportArgs,
     /// Where the tables go (default: DIR/tables)
     #[arg(long, value_name = "DIR")]
     tables: Option<PathBuf>,
@@ -47,7 +47,8 @@ pub(crate) struct Args {
     /// Worker threads for flattening (default: one per core)
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Run against a built-in test server over generated sample data (no outside server needed)
+    /// Run against a built-in test server over generated sample data (no outside server needed;
+    /// not with the server and credential options)
     #[arg(long)]
     demo: bool,
     /// Views instead of flattening: each downloaded type is run through the views of that
