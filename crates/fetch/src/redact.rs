@@ -32,12 +32,16 @@ pub fn register_secret(value: &str) {
     if value.len() < SCRUB_MIN_LEN {
         return;
     }
+    // As sent in a form body (and echoed back so by some servers), too.
+    let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
     let mut known = KNOWN.write().unwrap_or_else(PoisonError::into_inner);
-    if !known.iter().any(|k| k == value) {
-        known.push(value.to_owned());
-        // Longest first, so that a secret containing another is replaced whole.
-        known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+    for v in [value, encoded.as_str()] {
+        if !known.iter().any(|k| k == v) {
+            known.push(v.to_owned());
+        }
     }
+    // Longest first, so that a secret containing another is replaced whole.
+    known.sort_by_key(|k| std::cmp::Reverse(k.len()));
 }
 
 /// `text` with every registered secret replaced by `[redacted]`.
@@ -192,6 +196,9 @@ mod tests {
         );
         assert!(matches!(scrub("nothing here"), Cow::Borrowed(_)));
         assert_eq!(s.expose(), "tok-0123456789");
+        // The form-encoded spelling, as a server may echo a request body.
+        let _ = Secret::new("cs/secret+1 2");
+        assert_eq!(scrub("got client_secret=cs%2Fsecret%2B1+2"), "got client_secret=[redacted]");
         // Too short to scrub without garbling text.
         let _ = Secret::new("s");
         assert_eq!(scrub("status"), "status");

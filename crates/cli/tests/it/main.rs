@@ -8,3 +8,4 @@ mod convert_view;
 mod export;
 mod fetch;
 mod schema;
+mod secrets;
