@@ -45,7 +45,7 @@ pub(crate) struct Args {
     #[arg(long, value_enum, default_value = "float")]
     decimals: DecimalsArg,
     /// Worker threads for flattening (default: one per core)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::common::at_least_one)]
     threads: Option<usize>,
     /// Run against a built-in test server over generated sample data (no outside server needed;
     /// not with the server and credential options)

@@ -16,13 +16,13 @@ fn keys() -> PathBuf {
 const CLIENT_SECRET: &str = "cs/S3CRET+value 42";
 const BEARER: &str = "bt-S3CRET-bearer-token-value";
 
-struct Env {
+pub(crate) struct Env {
     rt: tokio::runtime::Runtime,
     _data: tempfile::TempDir,
     server: Option<TestServer>,
 }
 
-fn start(tweak: impl FnOnce(&mut Config)) -> Env {
+pub(crate) fn start(tweak: impl FnOnce(&mut Config)) -> Env {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -52,11 +52,11 @@ fn start(tweak: impl FnOnce(&mut Config)) -> Env {
 }
 
 impl Env {
-    fn server(&self) -> &TestServer {
+    pub(crate) fn server(&self) -> &TestServer {
         self.server.as_ref().unwrap()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.server().base_url()
     }
 }
