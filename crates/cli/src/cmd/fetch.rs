@@ -26,6 +26,9 @@ pub(crate) const EXIT_MANIFEST_ERRORS: u8 = 3;
 pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 /// How to reach and authenticate with the server.
+///
+/// The secret options take values that start with `-` (`-----BEGIN PRIVATE KEY-----`): clap
+/// would otherwise call such a value an unexpected argument and print it whole.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConnArgs {
     /// FHIR base URL (the server's base, where `metadata` lives) [env: FLATFHIR_FHIR_URL]
@@ -41,7 +44,8 @@ pub(crate) struct ConnArgs {
         env = "FLATFHIR_PRIVATE_KEY",
         hide_env = true,
         value_name = "FILE",
-        value_parser = hidden_arg
+        value_parser = hidden_arg,
+        allow_hyphen_values = true
     )]
     private_key: Option<Hidden>,
     /// Key id (`kid`) registered with the server; picks the key from a JWKS
@@ -62,7 +66,8 @@ pub(crate) struct ConnArgs {
         env = "FLATFHIR_CLIENT_SECRET",
         hide_env = true,
         value_name = "SECRET",
-        value_parser = secret_arg
+        value_parser = secret_arg,
+        allow_hyphen_values = true
     )]
     client_secret: Option<Secret>,
     /// Send the client secret in the form body (client_secret_post) instead of a Basic header
@@ -74,7 +79,8 @@ pub(crate) struct ConnArgs {
         env = "FLATFHIR_BEARER_TOKEN",
         hide_env = true,
         value_name = "TOKEN",
-        value_parser = secret_arg
+        value_parser = secret_arg,
+        allow_hyphen_values = true
     )]
     bearer: Option<Secret>,
     /// Extra CA certificates (PEM) to trust; TLS verification is always on
@@ -574,6 +580,53 @@ impl flatfhir_fetch::Observer for Display {
                 ));
             }
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        conn: super::ConnArgs,
+    }
+
+    /// A `Debug` print of the parsed options (a panic message, a log line) shows no secret.
+    #[test]
+    fn debug_shows_no_secret() {
+        let cli = Cli::try_parse_from([
+            "t",
+            "--client-secret",
+            "cs-value-0001",
+            "--bearer",
+            "bt-value-0002",
+            "--private-key",
+            "-----BEGIN PRIVATE KEY-----\nkey-value-0003\n-----END PRIVATE KEY-----",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?} {cli:#?}");
+        for secret in ["cs-value-0001", "bt-value-0002", "key-value-0003"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn instants() {
+        for ok in ["2024-01-31T00:00:00Z", "2024-01-31T00:00:00.5+14:00"] {
+            assert_eq!(super::parse_instant(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "yesterday",
+            "2024-01-31",
+            "2024-01-31T00:00Z",
+            "2024-01-31T00:00:00",
+            "2024-01-31 00:00:00Z",
+            "2024-02-30T00:00:00Z",
+        ] {
+            assert!(super::parse_instant(bad).is_err(), "{bad}");
         }
     }
 }

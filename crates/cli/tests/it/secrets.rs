@@ -313,3 +313,21 @@ fn access_tokens_refused_by_the_server() {
         "the client should have renewed its token"
     );
 }
+
+/// A PEM key given on the command line starts with `-----`: it is the option's value, not an
+/// "unexpected argument" that clap would print whole; the same for a secret starting with `-`.
+#[test]
+fn secrets_that_start_with_a_dash_are_values() {
+    let pem = std::fs::read_to_string(keys().join("ec.pkcs8.pem")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut c = fetch(out.path());
+    c.args(["--fhir-url", "http://127.0.0.1:9/fhir", "--private-key", &pem]);
+    let stderr = run_clean(None, c, out.path(), 64);
+    assert!(stderr.contains("--client-id is required"), "{stderr}");
+
+    let out = tempfile::tempdir().unwrap();
+    let mut c = fetch(out.path());
+    c.args(["--fhir-url", "http://127.0.0.1:9/fhir", "--bearer"])
+        .arg(format!("-{BEARER}"));
+    run_clean(None, c, out.path(), 1);
+}
