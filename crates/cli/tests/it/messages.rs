@@ -266,3 +266,45 @@ fn library_warnings_reach_stderr() {
                 .and(predicate::str::contains("warning: writing log.ndjson")),
         );
 }
+
+/// The progress bar (drawn only on a terminal: run under `script`, which gives the command a
+/// pseudo-terminal) counts the input once, in MB like the summary: its total is the input's
+/// size, not twice it in MiB.
+#[test]
+fn progress_bar_counts_input_mb() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: `script` (util-linux) is not installed, so no pseudo-terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("Patient.ndjson");
+    // 25,000 lines of 100 bytes: 2.5 MB (2.4 MiB; the old bar said 4.8 MiB).
+    let line = format!("{{\"resourceType\":\"Patient\",\"id\":\"{}\"}}\n", "x".repeat(65));
+    assert_eq!(line.len(), 100);
+    std::fs::write(&input, line.repeat(25_000)).unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("tty.log");
+    let bin = assert_cmd::cargo::cargo_bin("flatfhir");
+    let command = format!(
+        "{} convert {} -o {}",
+        bin.display(),
+        input.display(),
+        out.display()
+    );
+    let status = std::process::Command::new("script")
+        .args(["-qfec", &command])
+        .arg(&log)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let screen = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    assert!(screen.contains("/2.5 MB"), "{screen}");
+    assert!(!screen.contains("MiB") && !screen.contains("/5.0 MB"), "{screen}");
+    assert!(screen.contains("1 of 1 types converted"), "{screen}");
+}
