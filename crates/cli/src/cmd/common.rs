@@ -82,11 +82,11 @@ pub(crate) struct FlattenArgs {
     pub(crate) threads: Option<usize>,
 
     /// How to store numbers that have a fraction.
-    #[arg(long, value_enum, default_value = "float")]
+    #[arg(long, value_enum, default_value = "float", value_name = "MODE")]
     pub(crate) decimals: DecimalsArg,
 
     /// What to do with a bad line.
-    #[arg(long, value_enum, default_value = "fail")]
+    #[arg(long, value_enum, default_value = "fail", value_name = "MODE")]
     pub(crate) on_error: OnErrorArg,
 
     /// Reject lines longer than this many bytes.
@@ -338,7 +338,7 @@ pub(crate) struct OutputArgs {
     /// uncompressed (a codec would make them larger); with zstd, those of up to 8 KiB with
     /// few distinct values use Snappy, which compresses them as well without zstd's set-up
     /// cost per column.
-    #[arg(long, value_enum, default_value = "zstd")]
+    #[arg(long, value_enum, default_value = "zstd", value_name = "CODEC")]
     pub(crate) compression: CompressionArg,
 
     /// Rows per Parquet row group (a row group is also closed after 128 MiB of input).

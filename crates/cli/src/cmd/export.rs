@@ -42,7 +42,7 @@ pub(crate) struct Args {
     #[arg(long, value_delimiter = ',', value_name = "KEY,...")]
     exclude: Vec<String>,
     /// How to store numbers that have a fraction
-    #[arg(long, value_enum, default_value = "float")]
+    #[arg(long, value_enum, default_value = "float", value_name = "MODE")]
     decimals: DecimalsArg,
     /// Worker threads for flattening (default: one per core)
     #[arg(long, value_name = "N", value_parser = super::common::at_least_one)]

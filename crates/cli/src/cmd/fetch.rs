@@ -55,7 +55,7 @@ pub(crate) struct ConnArgs {
     #[arg(long, value_name = "ALG")]
     alg: Option<String>,
     /// OAuth scope
-    #[arg(long, default_value = "system/*.read")]
+    #[arg(long, default_value = "system/*.read", value_name = "SCOPE")]
     scope: String,
     /// Token endpoint (default: discovered from .well-known/smart-configuration)
     #[arg(long, value_name = "URL")]
@@ -279,7 +279,7 @@ pub(crate) struct ExportArgs {
     #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
     until: Option<String>,
     /// Elements to include (`_elements`), comma-separated
-    #[arg(long, value_delimiter = ',', value_name = "E,...")]
+    #[arg(long, value_delimiter = ',', value_name = "ELEMENT,...")]
     elements: Vec<String>,
     /// A `_typeFilter` search, e.g. `Observation?category=laboratory` (repeatable)
     #[arg(long = "type-filter", value_name = "QUERY")]
@@ -288,10 +288,10 @@ pub(crate) struct ExportArgs {
     #[arg(long = "patient", value_name = "REF")]
     patients: Vec<String>,
     /// `includeAssociatedData` values, comma-separated
-    #[arg(long, value_delimiter = ',', value_name = "V,...")]
+    #[arg(long, value_delimiter = ',', value_name = "VALUE,...")]
     include_associated_data: Vec<String>,
     /// `_outputFormat`
-    #[arg(long, default_value = "application/fhir+ndjson")]
+    #[arg(long, default_value = "application/fhir+ndjson", value_name = "MIME")]
     output_format: String,
     /// Any other kick-off parameter, `k=v` (repeatable)
     #[arg(long = "param", value_name = "K=V")]
@@ -300,7 +300,7 @@ pub(crate) struct ExportArgs {
     #[arg(long)]
     post: bool,
     /// List style for GET kick-off
-    #[arg(long, value_enum, default_value = "comma")]
+    #[arg(long, value_enum, default_value = "comma", value_name = "STYLE")]
     param_style: Style,
     /// Ask the server to ignore unsupported parameters (`Prefer: handling=lenient`)
     #[arg(long)]
@@ -378,7 +378,7 @@ impl ExportArgs {
 #[command(
     after_help = "Secrets can come from the environment instead of the command line: \
 FLATFHIR_PRIVATE_KEY, FLATFHIR_CLIENT_SECRET, FLATFHIR_BEARER_TOKEN (also FLATFHIR_FHIR_URL, FLATFHIR_CLIENT_ID).\n\
-Exit codes: 0 success; 1 failure; 3 downloaded, but the server reported error/fatal issues; 130 interrupted (resume with --resume)."
+Exit codes: 0 success; 1 failure; 3 downloaded, but the server reported error/fatal issues; 64 usage error; 130 interrupted (resume with --resume)."
 )]
 pub(crate) struct Args {
     #[command(flatten)]
