@@ -139,6 +139,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )
             },
         );
+        if !summary.skipped_files.is_empty() {
+            eprintln!(
+                "{} file(s) of the input directories skipped: not NDJSON by name (named above)",
+                summary.skipped_files.len()
+            );
+        }
     }
     if args.flatten.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

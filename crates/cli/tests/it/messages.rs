@@ -179,6 +179,7 @@ fn skipped_files_are_named() {
         .success()
         .stderr(
             predicate::str::contains("skipped 2 file(s)")
+                .and(predicate::str::contains("2 file(s) of the input directories skipped"))
                 .and(predicate::str::contains("bundle.json"))
                 .and(predicate::str::contains("table.csv")),
         );
