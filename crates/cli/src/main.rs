@@ -129,7 +129,9 @@ fn check_demo(m: &clap::ArgMatches) -> Result<(), clap::Error> {
                 ));
             }
             Some(ValueSource::EnvVariable) => {
-                eprintln!("note: --demo ignores {env} (it runs a built-in server with its own key)");
+                eprintln!(
+                    "note: --demo ignores {env} (it runs a built-in server with its own key)"
+                );
             }
             _ => {}
         }

@@ -198,8 +198,7 @@ fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) ->
 pub fn why_not_ndjson(path: &Path) -> String {
     use std::io::Read as _;
     let mut head = Vec::new();
-    if let Err(e) =
-        std::fs::File::open(path).and_then(|f| f.take(64 << 10).read_to_end(&mut head))
+    if let Err(e) = std::fs::File::open(path).and_then(|f| f.take(64 << 10).read_to_end(&mut head))
     {
         return format!("cannot read it: {e}");
     }

@@ -319,10 +319,8 @@ impl<'a> Walker<'a, '_> {
     fn unexpected(&self, expected: &str) -> Reason {
         if self.pos >= self.b.len() {
             if let Some(hint) = multi_line_hint(self.s) {
-                return format!(
-                    "not valid JSON: the line ends before the JSON does; {hint}"
-                )
-                .into();
+                return format!("not valid JSON: the line ends before the JSON does; {hint}")
+                    .into();
             }
             format!(
                 "not valid JSON: the line ends before the JSON does (truncated?); expected {expected}"
@@ -838,6 +836,10 @@ mod tests {
             (r#""s""#, "not a JSON object"),
             (r#"[1,2"#, "truncated"),
             ("", "empty line"),
+            // Lines of a pretty-printed document, not truncated NDJSON.
+            ("{", "pretty-printed (multi-line) JSON document"),
+            (r#"{"resourceType": "Bundle","#, "pretty-printed"),
+            (r#"{"entry": ["#, "FHIR Bundle"),
         ];
         for (line, want) in cases {
             let err = events(line).unwrap_err();

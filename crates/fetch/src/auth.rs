@@ -303,7 +303,10 @@ fn looks_like_key_text(value: &str) -> bool {
             &base64::engine::general_purpose::STANDARD_NO_PAD,
         ]
         .iter()
-        .any(|e| e.decode(&compact).is_ok_and(|der| der.first() == Some(&0x30)))
+        .any(|e| {
+            e.decode(&compact)
+                .is_ok_and(|der| der.first() == Some(&0x30))
+        })
 }
 
 fn b64u(v: &Value, field: &str) -> Result<Vec<u8>, String> {

@@ -198,7 +198,10 @@ mod tests {
         assert_eq!(s.expose(), "tok-0123456789");
         // The form-encoded spelling, as a server may echo a request body.
         let _ = Secret::new("cs/secret+1 2");
-        assert_eq!(scrub("got client_secret=cs%2Fsecret%2B1+2"), "got client_secret=[redacted]");
+        assert_eq!(
+            scrub("got client_secret=cs%2Fsecret%2B1+2"),
+            "got client_secret=[redacted]"
+        );
         // Too short to scrub without garbling text.
         let _ = Secret::new("s");
         assert_eq!(scrub("status"), "status");

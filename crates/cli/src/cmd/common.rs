@@ -74,7 +74,12 @@ pub(crate) struct FlattenArgs {
     pub(crate) exclude: Vec<String>,
 
     /// Only these resource types, comma-separated.
-    #[arg(long, visible_alias = "type", value_delimiter = ',', value_name = "TYPE,...")]
+    #[arg(
+        long,
+        visible_alias = "type",
+        value_delimiter = ',',
+        value_name = "TYPE,..."
+    )]
     pub(crate) types: Vec<String>,
 
     /// Worker threads (default: one per core).

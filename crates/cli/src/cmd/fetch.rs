@@ -136,11 +136,8 @@ pub(crate) fn parse_instant(s: &str) -> Result<String, String> {
     let parsed = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339);
     if !shape || parsed.is_err() {
         let date_only = t.len() == 10
-            && time::Date::parse(
-                t,
-                time::macros::format_description!("[year]-[month]-[day]"),
-            )
-            .is_ok();
+            && time::Date::parse(t, time::macros::format_description!("[year]-[month]-[day]"))
+                .is_ok();
         return Err(if date_only {
             format!("not {hint}; for the start of that day in UTC use {t}T00:00:00Z")
         } else {
@@ -270,7 +267,12 @@ pub(crate) struct ExportArgs {
     #[arg(long, value_name = "ID")]
     group: Option<String>,
     /// Only these resource types (`_type`), comma-separated
-    #[arg(long, visible_alias = "type", value_delimiter = ',', value_name = "TYPE,...")]
+    #[arg(
+        long,
+        visible_alias = "type",
+        value_delimiter = ',',
+        value_name = "TYPE,..."
+    )]
     types: Vec<String>,
     /// Only resources changed since this FHIR instant (`_since`), e.g. 2024-01-31T00:00:00Z
     #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]

@@ -19,45 +19,132 @@ fn usage_errors_exit_64() {
     let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fetch/tests/it/keys/ec.pkcs8.pem");
     let k = key.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["convert", b, "-o", o, "--format", "csv"], "need --view"),
         (
-            vec!["convert", b, "-o", o, "--format", "arrow", "--compression", "snappy"],
+            vec!["convert", b, "-o", o, "--format", "csv"],
+            "need --view",
+        ),
+        (
+            vec![
+                "convert",
+                b,
+                "-o",
+                o,
+                "--format",
+                "arrow",
+                "--compression",
+                "snappy",
+            ],
             "not snappy",
         ),
         (vec!["convert", b, "-o", o, "--threads", "0"], "at least 1"),
         (vec!["schema", b, "--threads", "0"], "at least 1"),
         (vec!["bench", b, "--repeat", "0"], "at least 1"),
-        (vec!["bench", b, "--format", "csv"], "possible values: parquet, arrow"),
-        (vec!["bench", b, "--format", "ndjson"], "possible values: parquet, arrow"),
+        (
+            vec!["bench", b, "--format", "csv"],
+            "possible values: parquet, arrow",
+        ),
+        (
+            vec!["bench", b, "--format", "ndjson"],
+            "possible values: parquet, arrow",
+        ),
         (vec!["fetch", "-o", o], "--fhir-url is required"),
         (
-            vec!["fetch", "-o", o, "--fhir-url", "http://127.0.0.1:9/", "--private-key", k],
+            vec![
+                "fetch",
+                "-o",
+                o,
+                "--fhir-url",
+                "http://127.0.0.1:9/",
+                "--private-key",
+                k,
+            ],
             "--client-id is required",
         ),
         (
-            vec!["fetch", "-o", o, "--fhir-url", "http://127.0.0.1:9/", "--client-secret", "abcdefgh"],
+            vec![
+                "fetch",
+                "-o",
+                o,
+                "--fhir-url",
+                "http://127.0.0.1:9/",
+                "--client-secret",
+                "abcdefgh",
+            ],
             "--client-id is required",
         ),
         (
-            vec!["fetch", "-o", o, "--fhir-url", "http://127.0.0.1:9/", "--since", "yesterday"],
+            vec![
+                "fetch",
+                "-o",
+                o,
+                "--fhir-url",
+                "http://127.0.0.1:9/",
+                "--since",
+                "yesterday",
+            ],
             "not a FHIR instant",
         ),
         (
-            vec!["fetch", "-o", o, "--fhir-url", "http://127.0.0.1:9/", "--since", "2024-01-31"],
+            vec![
+                "fetch",
+                "-o",
+                o,
+                "--fhir-url",
+                "http://127.0.0.1:9/",
+                "--since",
+                "2024-01-31",
+            ],
             "use 2024-01-31T00:00:00Z",
         ),
         (
-            vec!["fetch", "-o", o, "--fhir-url", "http://127.0.0.1:9/", "--until", "2024-02-30T00:00:00Z"],
+            vec![
+                "fetch",
+                "-o",
+                o,
+                "--fhir-url",
+                "http://127.0.0.1:9/",
+                "--until",
+                "2024-02-30T00:00:00Z",
+            ],
             "not a FHIR instant",
         ),
         (
-            vec!["fetch", "-o", o, "--fhir-url", "http://127.0.0.1:9/", "--since", "2024-01-31t00:00:00z"],
+            vec![
+                "fetch",
+                "-o",
+                o,
+                "--fhir-url",
+                "http://127.0.0.1:9/",
+                "--since",
+                "2024-01-31t00:00:00z",
+            ],
             "not a FHIR instant",
         ),
-        (vec!["fetch", "-o", o, "--fhir-url", "http://127.0.0.1:9/", "--parallel", "0"], "at least 1"),
-        (vec!["export", "--demo", "-o", o, "--threads", "0"], "at least 1"),
         (
-            vec!["export", "--demo", "-o", o, "--fhir-url", "http://127.0.0.1:9/"],
+            vec![
+                "fetch",
+                "-o",
+                o,
+                "--fhir-url",
+                "http://127.0.0.1:9/",
+                "--parallel",
+                "0",
+            ],
+            "at least 1",
+        ),
+        (
+            vec!["export", "--demo", "-o", o, "--threads", "0"],
+            "at least 1",
+        ),
+        (
+            vec![
+                "export",
+                "--demo",
+                "-o",
+                o,
+                "--fhir-url",
+                "http://127.0.0.1:9/",
+            ],
             "cannot be used with --fhir-url",
         ),
     ];
@@ -87,7 +174,13 @@ fn fhir_instants_are_accepted() {
         "2024-01-31T08:30:00-05:00",
     ] {
         flatfhir()
-            .args(["fetch", "--retries", "0", "--fhir-url", "http://127.0.0.1:9/fhir"])
+            .args([
+                "fetch",
+                "--retries",
+                "0",
+                "--fhir-url",
+                "http://127.0.0.1:9/fhir",
+            ])
             .args(["--since", since, "--until", since])
             .arg("-o")
             .arg(out.path())
@@ -105,7 +198,13 @@ fn fhir_instants_are_accepted() {
 fn causes_are_said_once() {
     let out = tempfile::tempdir().unwrap();
     let assert = flatfhir()
-        .args(["fetch", "--fhir-url", "http://127.0.0.1:9/fhir", "--client-id", "c"])
+        .args([
+            "fetch",
+            "--fhir-url",
+            "http://127.0.0.1:9/fhir",
+            "--client-id",
+            "c",
+        ])
         .args(["--kid", "k", "--private-key", "/nonexistent/key.pem", "-o"])
         .arg(out.path())
         .env_remove("FLATFHIR_PRIVATE_KEY")
@@ -127,9 +226,10 @@ fn the_same_options_across_subcommands() {
             .arg(fixture("basic"))
             .assert()
             .success()
-            .stdout(predicate::str::contains("Observation (4 rows").and(
-                predicate::str::contains("Patient (").not(),
-            ));
+            .stdout(
+                predicate::str::contains("Observation (4 rows")
+                    .and(predicate::str::contains("Patient (").not()),
+            );
         flatfhir()
             .args(["convert", "-q", flag, "Patient", "-o"])
             .arg(out.path())
@@ -179,7 +279,9 @@ fn skipped_files_are_named() {
         .success()
         .stderr(
             predicate::str::contains("skipped 2 file(s)")
-                .and(predicate::str::contains("2 file(s) of the input directories skipped"))
+                .and(predicate::str::contains(
+                    "2 file(s) of the input directories skipped",
+                ))
                 .and(predicate::str::contains("bundle.json"))
                 .and(predicate::str::contains("table.csv")),
         );
@@ -217,7 +319,9 @@ fn pretty_printed_json_is_recognised() {
         .code(1)
         .stderr(
             predicate::str::contains("Patient.ndjson:1")
-                .and(predicate::str::contains("pretty-printed (multi-line) JSON document"))
+                .and(predicate::str::contains(
+                    "pretty-printed (multi-line) JSON document",
+                ))
                 .and(predicate::str::contains("truncated?").not()),
         );
 }
@@ -232,8 +336,9 @@ fn schema_names_the_lines_it_rejects() {
         .assert()
         .code(2)
         .stderr(
-            predicate::str::contains("1 line(s) rejected")
-                .and(predicate::str::contains("truncated.Patient.ndjson:2: not valid JSON")),
+            predicate::str::contains("1 line(s) rejected").and(predicate::str::contains(
+                "truncated.Patient.ndjson:2: not valid JSON",
+            )),
         );
     flatfhir()
         .args(["schema", "--help"])
@@ -252,8 +357,24 @@ fn library_warnings_reach_stderr() {
     std::os::unix::fs::symlink("/dev/full", out.path().join("log.ndjson")).unwrap();
     let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fetch/tests/it/keys/ec.pkcs8.pem");
     flatfhir()
-        .args(["fetch", "-q", "--retries", "1", "--min-wait", "5ms", "--max-poll-wait", "20ms"])
-        .args(["--fhir-url", &env.url(), "--client-id", "cli-client", "--kid", "test-ec"])
+        .args([
+            "fetch",
+            "-q",
+            "--retries",
+            "1",
+            "--min-wait",
+            "5ms",
+            "--max-poll-wait",
+            "20ms",
+        ])
+        .args([
+            "--fhir-url",
+            &env.url(),
+            "--client-id",
+            "cli-client",
+            "--kid",
+            "test-ec",
+        ])
         .arg("--private-key")
         .arg(&key)
         .arg("-o")
@@ -284,7 +405,10 @@ fn progress_bar_counts_input_mb() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("Patient.ndjson");
     // 25,000 lines of 100 bytes: 2.5 MB (2.4 MiB; the old bar said 4.8 MiB).
-    let line = format!("{{\"resourceType\":\"Patient\",\"id\":\"{}\"}}\n", "x".repeat(65));
+    let line = format!(
+        "{{\"resourceType\":\"Patient\",\"id\":\"{}\"}}\n",
+        "x".repeat(65)
+    );
     assert_eq!(line.len(), 100);
     std::fs::write(&input, line.repeat(25_000)).unwrap();
     let out = dir.path().join("out");
@@ -306,6 +430,9 @@ fn progress_bar_counts_input_mb() {
     assert!(status.success());
     let screen = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
     assert!(screen.contains("/2.5 MB"), "{screen}");
-    assert!(!screen.contains("MiB") && !screen.contains("/5.0 MB"), "{screen}");
+    assert!(
+        !screen.contains("MiB") && !screen.contains("/5.0 MB"),
+        "{screen}"
+    );
     assert!(screen.contains("1 of 1 types converted"), "{screen}");
 }

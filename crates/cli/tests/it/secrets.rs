@@ -100,10 +100,9 @@ fn pem_lines(name: &str) -> Vec<String> {
 fn secrets() -> Vec<String> {
     let mut v = pem_lines("ec.pkcs8.pem");
     v.extend(pem_lines("rsa.pkcs8.pem"));
-    let jwks: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(keys().join("private.jwks.json")).unwrap(),
-    )
-    .unwrap();
+    let jwks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(keys().join("private.jwks.json")).unwrap())
+            .unwrap();
     for k in jwks["keys"].as_array().unwrap() {
         for f in ["d", "p", "q", "dp", "dq", "qi"] {
             if let Some(s) = k[f].as_str() {
@@ -126,7 +125,10 @@ fn run_clean(env: Option<&Env>, mut cmd: Command, out: &Path, code: i32) -> Stri
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
-    let mut texts = vec![("stdout".to_owned(), stdout), ("stderr".to_owned(), stderr.clone())];
+    let mut texts = vec![
+        ("stdout".to_owned(), stdout),
+        ("stderr".to_owned(), stderr.clone()),
+    ];
     for e in walk(out) {
         let name = e.display().to_string();
         let resources = name.ends_with(".ndjson") && !name.ends_with("log.ndjson");
@@ -178,7 +180,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn key_text_without_its_begin_line_is_refused_unseen() {
     let body = pem_lines("ec.pkcs8.pem").join("\n");
     let one_line = body.replace('\n', "");
-    for value in [body.clone(), one_line, format!("{body}\n-----END PRIVATE KEY-----\n")] {
+    for value in [
+        body.clone(),
+        one_line,
+        format!("{body}\n-----END PRIVATE KEY-----\n"),
+    ] {
         let out = tempfile::tempdir().unwrap();
         let mut c = fetch(out.path());
         c.args(["--fhir-url", "http://127.0.0.1:9/fhir", "--client-id", "c"])
@@ -246,10 +252,7 @@ fn private_key_and_assertion_through_token_failures() {
         let stderr = run_clean(Some(&env), c, out.path(), 1);
         assert!(stderr.contains(&format!("HTTP {status}")), "{stderr}");
         // The echo was there, and was scrubbed.
-        assert!(
-            stderr.contains("client_assertion=[redacted]"),
-            "{stderr}"
-        );
+        assert!(stderr.contains("client_assertion=[redacted]"), "{stderr}");
     }
 }
 
@@ -275,8 +278,13 @@ fn client_secret_through_token_failures() {
     // The server cannot be reached at all.
     let out = tempfile::tempdir().unwrap();
     let mut c = fetch(out.path());
-    c.args(["--fhir-url", "http://127.0.0.1:9/fhir", "--client-id", "sec-client"])
-        .args(["--client-secret", CLIENT_SECRET]);
+    c.args([
+        "--fhir-url",
+        "http://127.0.0.1:9/fhir",
+        "--client-id",
+        "sec-client",
+    ])
+    .args(["--client-secret", CLIENT_SECRET]);
     run_clean(None, c, out.path(), 1);
 }
 
@@ -321,7 +329,12 @@ fn secrets_that_start_with_a_dash_are_values() {
     let pem = std::fs::read_to_string(keys().join("ec.pkcs8.pem")).unwrap();
     let out = tempfile::tempdir().unwrap();
     let mut c = fetch(out.path());
-    c.args(["--fhir-url", "http://127.0.0.1:9/fhir", "--private-key", &pem]);
+    c.args([
+        "--fhir-url",
+        "http://127.0.0.1:9/fhir",
+        "--private-key",
+        &pem,
+    ]);
     let stderr = run_clean(None, c, out.path(), 64);
     assert!(stderr.contains("--client-id is required"), "{stderr}");
 

@@ -23,8 +23,8 @@ fn body_lines() -> Vec<String> {
 fn key_text_without_armour_is_not_taken_for_a_path() {
     let lines = body_lines();
     for value in [lines.join("\n"), lines.concat(), lines[0].clone()] {
-        let err = SigningKey::from_source(&value, "FLATFHIR_PRIVATE_KEY", Some("k"), None)
-            .unwrap_err();
+        let err =
+            SigningKey::from_source(&value, "FLATFHIR_PRIVATE_KEY", Some("k"), None).unwrap_err();
         assert!(matches!(err, Error::KeyText { .. }), "{err}");
         let shown = format!("{err} {err:?}");
         for l in &lines {
@@ -37,16 +37,15 @@ fn key_text_without_armour_is_not_taken_for_a_path() {
 fn key_sources_that_are_paths_or_keys_still_work() {
     let path = keys().join("ec.pkcs8.pem");
     let (key, from) =
-        SigningKey::from_source(path.to_str().unwrap(), "--private-key", Some("k"), None)
-            .unwrap();
+        SigningKey::from_source(path.to_str().unwrap(), "--private-key", Some("k"), None).unwrap();
     assert_eq!(from.as_deref(), Some(path.as_path()));
     assert_eq!(key.kid(), "k");
     let pem = std::fs::read_to_string(&path).unwrap();
     let (_, from) = SigningKey::from_source(&pem, "--private-key", Some("k"), None).unwrap();
     assert_eq!(from, None);
     // A path that does not exist is named (it is not key text).
-    let err = SigningKey::from_source("/no/such/key.pem", "--private-key", Some("k"), None)
-        .unwrap_err();
+    let err =
+        SigningKey::from_source("/no/such/key.pem", "--private-key", Some("k"), None).unwrap_err();
     assert!(err.to_string().contains("/no/such/key.pem"), "{err}");
 }
 
