@@ -487,6 +487,31 @@ pub static RESOURCE_TYPES: &[&str] = &[
 mod tests {
     use super::*;
 
+    /// Each kind of file that holds no NDJSON input gets its own reason.
+    #[test]
+    fn why_a_file_is_not_ndjson() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("", "it is empty"),
+            (
+                "{\n  \"resourceType\" : \"Bundle\",\n  \"entry\": []\n}\n",
+                "FHIR Bundle",
+            ),
+            ("{\n  \"a\": 1\n}\n", "jq -c '.'"),
+            ("[\n  {\"resourceType\": \"Patient\"}\n]\n", "jq -c '.[]'"),
+            ("{\"a\":1}\n{\"b\":2}\n", "none has a resourceType"),
+            ("id;name\n1;a\n", "CSV"),
+            ("hello\n", "none of its lines is a FHIR resource"),
+        ];
+        for (i, (text, want)) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, text).unwrap();
+            let why = why_not_ndjson(&p);
+            assert!(why.contains(want), "{text:?}: {why}");
+        }
+        assert!(why_not_ndjson(&dir.path().join("missing")).starts_with("cannot read it"));
+    }
+
     #[test]
     fn resource_types_are_sorted_for_binary_search() {
         assert!(RESOURCE_TYPES.windows(2).all(|w| w[0] < w[1]));

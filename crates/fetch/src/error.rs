@@ -1,5 +1,10 @@
 //! The crate's error type: one variant per way an export can fail, each carrying the URL
 //! (redacted) or file it concerns. Nothing here ever holds a token or key.
+//!
+//! Each message is complete on its own (it includes its cause's text, since it also goes to
+//! `log.ndjson` and the summary's failure list); the cause is also the `source`, so whoever
+//! prints the whole chain should skip a cause whose text its parent already shows, as the
+//! `flatfhir` binary does.
 
 use std::path::PathBuf;
 use std::time::Duration;
