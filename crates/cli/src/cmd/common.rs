@@ -193,7 +193,7 @@ impl FlattenArgs {
             if let Some(note) = skipped_note(&plan.skipped) {
                 eprintln!("note: {note}");
             }
-            for p in &plan.empty {
+            for p in plan.empty.iter().filter(|p| !is_layout_file(p)) {
                 eprintln!(
                     "note: {} was not read: {}",
                     p.display(),
@@ -205,9 +205,32 @@ impl FlattenArgs {
     }
 }
 
-/// How many files of the input directories were not read, and the first few of them.
+/// Files that a Bulk Data export directory (as `fetch` and `export` write it) holds besides
+/// its NDJSON, and which are never input: the manifest, the export log, the job state, and
+/// tables converted from it. They are not named in the notes (`--json` lists them all).
+pub(crate) fn is_layout_file(path: &std::path::Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    matches!(
+        name.as_ref(),
+        "manifest.json" | "log.ndjson" | flatfhir_fetch::JOB_FILE
+    ) || path
+        .extension()
+        .is_some_and(|e| e == "parquet" || e == "arrow")
+}
+
+/// Skipped files worth naming: all but the export layout's own ([`is_layout_file`]).
+pub(crate) fn unexpected(skipped: &[PathBuf]) -> Vec<&PathBuf> {
+    skipped.iter().filter(|p| !is_layout_file(p)).collect()
+}
+
+/// How many files of the input directories were not read, and the first few of them
+/// (leaving out the export layout's own files).
 pub(crate) fn skipped_note(skipped: &[PathBuf]) -> Option<String> {
     const SHOWN: usize = 5;
+    let skipped = unexpected(skipped);
     if skipped.is_empty() {
         return None;
     }

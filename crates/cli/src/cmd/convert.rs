@@ -139,10 +139,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )
             },
         );
-        if !summary.skipped_files.is_empty() {
+        let skipped = super::common::unexpected(&summary.skipped_files).len();
+        if skipped > 0 {
             eprintln!(
-                "{} file(s) of the input directories skipped: not NDJSON by name (named above)",
-                summary.skipped_files.len()
+                "{skipped} file(s) of the input directories skipped: not NDJSON by name (named above)"
             );
         }
     }

@@ -269,6 +269,9 @@ fn skipped_files_are_named() {
     .unwrap();
     std::fs::write(dir.path().join("bundle.json"), "{\n}\n").unwrap();
     std::fs::write(dir.path().join("table.csv"), "id,name\n1,a\n").unwrap();
+    // The Bulk Data layout's own files are expected, and not named.
+    std::fs::write(dir.path().join("manifest.json"), "{}\n").unwrap();
+    std::fs::write(dir.path().join("log.ndjson"), "{\"eventId\":\"kickoff\"}\n").unwrap();
     let out = tempfile::tempdir().unwrap();
     flatfhir()
         .arg("convert")
@@ -283,7 +286,9 @@ fn skipped_files_are_named() {
                     "2 file(s) of the input directories skipped",
                 ))
                 .and(predicate::str::contains("bundle.json"))
-                .and(predicate::str::contains("table.csv")),
+                .and(predicate::str::contains("table.csv"))
+                .and(predicate::str::contains("manifest.json").not())
+                .and(predicate::str::contains("log.ndjson").not()),
         );
 }
 
