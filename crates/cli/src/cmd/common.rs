@@ -295,6 +295,7 @@ impl Bar {
         )
         .progress_chars("=> ");
         bar.set_style(style);
+        crate::log::attach(&bar);
         Self(Some(bar))
     }
 

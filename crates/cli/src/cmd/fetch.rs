@@ -486,6 +486,7 @@ impl Display {
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
             b.enable_steady_tick(Duration::from_millis(120));
+            crate::log::attach(&b);
             b
         });
         Arc::new(Self {

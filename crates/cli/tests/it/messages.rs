@@ -441,3 +441,64 @@ fn progress_bar_counts_input_mb() {
     );
     assert!(screen.contains("1 of 1 types converted"), "{screen}");
 }
+
+/// On a terminal, a warning is printed above the live progress display, once: the display's
+/// redraws neither erase it nor leave stale copies of themselves around it. Run in a tmux
+/// pane (a real terminal emulator), read back from its screen.
+#[test]
+fn warnings_stay_readable_above_the_progress_display() {
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: tmux is not installed, so no terminal to read back");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("export");
+    std::fs::create_dir(&out).unwrap();
+    std::os::unix::fs::symlink("/dev/full", out.join("log.ndjson")).unwrap();
+    let socket = format!("flatfhir-it-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let bin = assert_cmd::cargo::cargo_bin("flatfhir");
+    // The pane signals `done` when the export ends, then stays open until `closed`.
+    let script = format!(
+        "{} export --demo --patients 5 -o {}; tmux -L {socket} wait-for -S done; tmux -L {socket} wait-for closed",
+        bin.display(),
+        out.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "200",
+        "-y",
+        "100",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    tmux(&["wait-for", "done"]);
+    let screen =
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-S", "-"]).stdout).into_owned();
+    tmux(&["wait-for", "-S", "closed"]);
+    tmux(&["kill-server"]);
+    assert_eq!(
+        screen.matches("warning: writing log.ndjson").count(),
+        1,
+        "{screen}"
+    );
+    assert!(
+        screen.contains("Patient: all 1 file(s) downloaded"),
+        "{screen}"
+    );
+    // No stale spinner line (`⠁ [00:00:00] ...`) left behind by a redraw.
+    assert!(!screen.contains("[00:00:0"), "{screen}");
+}
