@@ -88,6 +88,11 @@ pub(crate) fn token_endpoint(shared: &Shared, headers: &HeaderMap, body: &[u8]) 
             "flaky",
         );
     }
+    if let Some(status) = shared.config.faults.token_error_echo {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        let echo = format!("cannot accept {}", String::from_utf8_lossy(body));
+        return oauth_error(status, "invalid_request", &echo);
+    }
     let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if get("grant_type") != Some("client_credentials") {

@@ -74,6 +74,10 @@ pub struct Faults {
     pub token_uses: Option<u32>,
     /// The first N token requests answer 503 (a flaky token endpoint).
     pub token_5xx: u32,
+    /// Every token request answers this status with an `error_description` that echoes the
+    /// request's form body (assertion or client secret included), as careless servers do:
+    /// the client must not show it.
+    pub token_error_echo: Option<u16>,
     /// The first N status polls answer 429 with this `Retry-After`.
     pub rate_limit_polls: Option<(u32, RetryAfter)>,
     /// The first download attempt of each file answers 429 with this `Retry-After`.

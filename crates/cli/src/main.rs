@@ -2,6 +2,7 @@
 //! error reporting with exit codes. The work itself lives in the library crates.
 
 mod cmd;
+mod log;
 
 /// mimalloc, told to keep freed pages and to use 4 KiB pages (see [`tune_memory`]). Against
 /// glibc malloc on the same pipeline (2026-12-02): ExplanationOfBenefit 100 MB 0.31 s vs
@@ -38,7 +39,26 @@ fn tune_memory() {
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum as _};
+
+use cmd::common::FormatArg;
+
+/// The command line: the derived one, with `bench --format` limited to the table formats
+/// (`ndjson` and `csv` are for views, which `bench` does not run).
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("bench", |c| {
+        c.mut_arg("format", |a| {
+            a.value_parser(
+                PossibleValuesParser::new([
+                    PossibleValue::new("parquet").help("Apache Parquet"),
+                    PossibleValue::new("arrow").help("Arrow IPC file"),
+                ])
+                .map(|s| FormatArg::from_str(&s, false).unwrap_or(FormatArg::Parquet)),
+            )
+        })
+    })
+}
 
 /// Take FHIR data out of Bulk Data servers and make it analysis-ready.
 #[derive(Debug, Parser)]
@@ -70,9 +90,76 @@ enum Command {
 /// Exit status for command-line usage errors (sysexits' EX_USAGE); 2 means "lines rejected".
 const EXIT_USAGE: u8 = 64;
 
+/// `export --demo` runs its own server with its own key: server and credential options given
+/// on the command line with it are a mistake (refused); the same settings from the
+/// environment (`FLATFHIR_FHIR_URL`, ...) are meant for real runs and are ignored, with a note.
+fn check_demo(m: &clap::ArgMatches) -> Result<(), clap::Error> {
+    use clap::parser::ValueSource;
+    let Some(("export", sub)) = m.subcommand() else {
+        return Ok(());
+    };
+    if !sub.get_flag("demo") {
+        return Ok(());
+    }
+    let conn = [
+        ("fhir_url", "FLATFHIR_FHIR_URL"),
+        ("client_id", "FLATFHIR_CLIENT_ID"),
+        ("private_key", "FLATFHIR_PRIVATE_KEY"),
+        ("kid", ""),
+        ("alg", ""),
+        ("token_url", ""),
+        ("client_secret", "FLATFHIR_CLIENT_SECRET"),
+        ("bearer", "FLATFHIR_BEARER_TOKEN"),
+    ];
+    for (id, env) in conn {
+        match sub.value_source(id) {
+            Some(ValueSource::CommandLine) => {
+                let mut cli = command();
+                cli.build();
+                let mut export = cli
+                    .find_subcommand("export")
+                    .cloned()
+                    .unwrap_or_else(command);
+                return Err(export.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--demo runs a built-in server with its own key; it cannot be used with --{}",
+                        id.replace('_', "-")
+                    ),
+                ));
+            }
+            Some(ValueSource::EnvVariable) => {
+                eprintln!(
+                    "note: --demo ignores {env} (it runs a built-in server with its own key)"
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl Command {
+    /// Whether the subcommand was given `--quiet`: informational log lines are then hidden
+    /// (warnings never are).
+    fn quiet(&self) -> bool {
+        match self {
+            Command::Convert(a) => a.flatten.quiet,
+            Command::Schema(a) => a.flatten.quiet,
+            Command::Bench(a) => a.flatten.quiet,
+            Command::Fetch(a) => a.export.quiet,
+            Command::Export(a) => a.export.quiet,
+            Command::Status(_) | Command::Cancel(_) => false,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tune_memory();
-    let cli = match Cli::try_parse() {
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| check_demo(&m).and_then(|()| Cli::from_arg_matches(&m)))
+    {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -80,6 +167,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    log::install(cli.command.quiet());
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Schema(args) => cmd::schema::run(args),
@@ -95,10 +183,46 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
+            eprintln!("error: {}", error_text(&err));
+            if is_usage(&err) {
+                eprintln!("\nFor more information, try '--help'.");
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
+}
+
+/// The error and its causes joined by ": ", each said once: a cause whose text its parent
+/// already shows (the library errors put their source in their own message, and so does
+/// `std::io::Error` wrapped twice) is left out, so "No such file or directory (os error 2)"
+/// does not appear twice. Any registered secret that slipped into a server's message is
+/// replaced by `[redacted]`.
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || out.contains(&part) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&part);
+    }
+    flatfhir_fetch::scrub(&out).into_owned()
+}
+
+/// Errors that mean the command line was wrong: exit status 64, as for clap's own errors.
+fn is_usage(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.is::<cmd::common::UsageError>()
+            || matches!(
+                cause.downcast_ref::<flatfhir_fetch::Error>(),
+                Some(flatfhir_fetch::Error::Usage(_))
+            )
+    })
 }
 
 /// A closed stdout (`flatfhir schema ... | head`) is not a failure.

@@ -110,8 +110,25 @@ pub struct SchemaReport {
     pub rows: u64,
     /// Lines rejected (only with [`OnError::Skip`]).
     pub rejected: u64,
+    /// The first [`SAMPLE_REJECTED`] rejected lines, in input order, so that the schema pass
+    /// (which writes no `_rejected/`) can say what it left out.
+    pub rejected_sample: Vec<RejectedLine>,
     /// Columns in output order.
     pub columns: Vec<Column>,
+}
+
+/// How many rejected lines a [`SchemaReport`] names.
+pub const SAMPLE_REJECTED: usize = 10;
+
+/// A line the schema pass left out: where it is and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RejectedLine {
+    /// The input file.
+    pub file: PathBuf,
+    /// 1-based line number in the (decompressed) file.
+    pub line: u64,
+    /// Why the line was rejected.
+    pub reason: String,
 }
 
 /// What converting one type did.
@@ -185,6 +202,7 @@ pub fn infer_schema(
         files: group.files.iter().map(|f| f.path.clone()).collect(),
         rows: s.rows,
         rejected: s.rejected,
+        rejected_sample: s.rejected_sample,
         columns: s.union.columns(opts.decimals),
     })
 }
@@ -273,6 +291,8 @@ struct PassOutcome {
     union: UnionSchema,
     rows: u64,
     rejected: u64,
+    /// The first rejected lines when there is no sink to keep them (the schema pass).
+    rejected_sample: Vec<RejectedLine>,
 }
 
 /// A line the pass refused.
@@ -343,6 +363,7 @@ fn flatten_pass(
     let mut union = UnionSchema::new(rt, &opts.sep);
     let mut rows = 0u64;
     let mut rejected = 0u64;
+    let mut rejected_sample = Vec::new();
     let process = |file_idx: usize, chunk: &Chunk| -> ChunkOutcome {
         let file = &group.files[file_idx];
         let room = ROOM.with(|r| r.take());
@@ -431,8 +452,17 @@ fn flatten_pass(
                         reason: b.reason,
                     });
                 }
-                // The schema pass only counts the lines it skips.
-                (OnError::Skip, None) => rejected += 1,
+                // The schema pass counts the lines it skips and names the first few.
+                (OnError::Skip, None) => {
+                    if rejected_sample.len() < SAMPLE_REJECTED {
+                        rejected_sample.push(RejectedLine {
+                            file: path.clone(),
+                            line,
+                            reason: b.reason,
+                        });
+                    }
+                    rejected += 1;
+                }
                 (OnError::Skip, Some(sink)) => {
                     let bytes = match b.bytes {
                         LineBytes::Overlong(k) => LineBytes::Overlong(overlong_base + k),
@@ -470,6 +500,7 @@ fn flatten_pass(
         union,
         rows,
         rejected,
+        rejected_sample,
     })
 }
 

@@ -192,6 +192,69 @@ fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) ->
     Ok(())
 }
 
+/// Why a file holds no NDJSON input, for a message: it is empty, gzip without resources, a
+/// pretty-printed JSON document or FHIR Bundle, CSV, or lines without a `resourceType`.
+/// Reads at most the first 64 KiB.
+pub fn why_not_ndjson(path: &Path) -> String {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    if let Err(e) = std::fs::File::open(path).and_then(|f| f.take(64 << 10).read_to_end(&mut head))
+    {
+        return format!("cannot read it: {e}");
+    }
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return "it is gzip-compressed, and none of its lines is a FHIR resource (a JSON object \
+                with a resourceType)"
+            .into();
+    }
+    let text = String::from_utf8_lossy(&head);
+    let t = text.trim_start_matches('\u{feff}').trim_start();
+    if t.is_empty() {
+        return "it is empty".into();
+    }
+    let first = t.lines().next().unwrap_or("").trim();
+    let name = path.display();
+    if t.starts_with('{') || t.starts_with('[') {
+        let one_line_objects = first.starts_with('{') && first.ends_with('}');
+        if one_line_objects {
+            return "its lines are JSON objects, but none has a resourceType; FHIR NDJSON holds \
+                    one resource (with its resourceType) per line"
+                .into();
+        }
+        if is_bundle(t) {
+            return format!(
+                "it looks like a FHIR Bundle, a JSON document spread over several lines, not \
+                 NDJSON (one resource per line). Extract its resources first: \
+                 jq -c '.entry[].resource' {name} > resources.ndjson"
+            );
+        }
+        let how = if t.starts_with('[') { ".[]" } else { "." };
+        return format!(
+            "it looks like a pretty-printed (multi-line) JSON document, not NDJSON (one \
+             resource per line). Rewrite it with one resource per line first: \
+             jq -c '{how}' {name} > resources.ndjson"
+        );
+    }
+    if first.contains([',', '\t', ';']) {
+        return "it looks like CSV or another text table, not NDJSON (one FHIR resource, a JSON \
+                object, per line)"
+            .into();
+    }
+    "none of its lines is a FHIR resource (a JSON object with a resourceType), so it is not \
+     NDJSON"
+        .into()
+}
+
+/// Whether a JSON text's `resourceType` member (the first one) is `Bundle`.
+fn is_bundle(text: &str) -> bool {
+    let Some(at) = text.find("\"resourceType\"") else {
+        return false;
+    };
+    let rest = text[at + "\"resourceType\"".len()..].trim_start();
+    rest.strip_prefix(':')
+        .is_some_and(|r| r.trim_start().starts_with("\"Bundle\""))
+}
+
 /// Finds the distinct resource types in a file (in order of first appearance, then sorted
 /// for a stable plan). Lines that cannot be read are left for the conversion to report.
 fn sniff_types(path: &Path, read: &ReadOptions) -> Result<Vec<String>> {
@@ -423,6 +486,31 @@ pub static RESOURCE_TYPES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each kind of file that holds no NDJSON input gets its own reason.
+    #[test]
+    fn why_a_file_is_not_ndjson() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("", "it is empty"),
+            (
+                "{\n  \"resourceType\" : \"Bundle\",\n  \"entry\": []\n}\n",
+                "FHIR Bundle",
+            ),
+            ("{\n  \"a\": 1\n}\n", "jq -c '.'"),
+            ("[\n  {\"resourceType\": \"Patient\"}\n]\n", "jq -c '.[]'"),
+            ("{\"a\":1}\n{\"b\":2}\n", "none has a resourceType"),
+            ("id;name\n1;a\n", "CSV"),
+            ("hello\n", "none of its lines is a FHIR resource"),
+        ];
+        for (i, (text, want)) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, text).unwrap();
+            let why = why_not_ndjson(&p);
+            assert!(why.contains(want), "{text:?}: {why}");
+        }
+        assert!(why_not_ndjson(&dir.path().join("missing")).starts_with("cannot read it"));
+    }
 
     #[test]
     fn resource_types_are_sorted_for_binary_search() {

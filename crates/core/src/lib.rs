@@ -42,13 +42,13 @@ mod textchunk;
 mod writer;
 
 pub use convert::{
-    ConvertOptions, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, SchemaReport, StageTimes,
-    TypeReport, convert_group, infer_schema,
+    ConvertOptions, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, RejectedLine,
+    SAMPLE_REJECTED, SchemaReport, StageTimes, TypeReport, convert_group, infer_schema,
 };
 pub use error::{Error, Result};
 pub use input::{
     InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, natural_cmp, plan,
-    type_from_file_name,
+    type_from_file_name, why_not_ndjson,
 };
 pub use reader::{
     Chunk, ChunkData, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_LINE_BYTES, Line,

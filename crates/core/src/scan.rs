@@ -100,6 +100,24 @@ pub(crate) fn walk<V: Visitor>(
     walk_object(line, visitor, scratch).map_err(Reason::into_string)
 }
 
+/// For a line that ends before its JSON does: whether it looks like one line of a
+/// pretty-printed (multi-line) JSON document rather than a truncated NDJSON line, and what
+/// to say then. Such lines open an object or array and stop there (`{`, `"entry": [`), or
+/// end after a member (`"resourceType": "Bundle",`).
+#[cold]
+fn multi_line_hint(line: &str) -> Option<&'static str> {
+    let t = line.trim();
+    let opens = t.ends_with(['{', '[', ',', ':']);
+    if !opens || t.len() > 200 {
+        return None;
+    }
+    Some(
+        "this looks like a line of a pretty-printed (multi-line) JSON document, such as a FHIR \
+         Bundle, not NDJSON (one whole resource per line). Convert it first, e.g. for a \
+         Bundle: jq -c '.entry[].resource' FILE > Type.ndjson",
+    )
+}
+
 fn walk_object<V: Visitor>(
     line: &str,
     visitor: &mut V,
@@ -300,6 +318,10 @@ impl<'a> Walker<'a, '_> {
     #[inline(never)]
     fn unexpected(&self, expected: &str) -> Reason {
         if self.pos >= self.b.len() {
+            if let Some(hint) = multi_line_hint(self.s) {
+                return format!("not valid JSON: the line ends before the JSON does; {hint}")
+                    .into();
+            }
             format!(
                 "not valid JSON: the line ends before the JSON does (truncated?); expected {expected}"
             )
@@ -814,6 +836,10 @@ mod tests {
             (r#""s""#, "not a JSON object"),
             (r#"[1,2"#, "truncated"),
             ("", "empty line"),
+            // Lines of a pretty-printed document, not truncated NDJSON.
+            ("{", "pretty-printed (multi-line) JSON document"),
+            (r#"{"resourceType": "Bundle","#, "pretty-printed"),
+            (r#"{"entry": ["#, "FHIR Bundle"),
         ];
         for (line, want) in cases {
             let err = events(line).unwrap_err();

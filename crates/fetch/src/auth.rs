@@ -15,7 +15,7 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::http::Http;
 use crate::poll::Timing;
-use crate::redact::{RedactedUrl, Secret};
+use crate::redact::{RedactedUrl, Secret, register_secret, scrub};
 
 /// A private key that signs client assertions.
 pub struct SigningKey {
@@ -100,6 +100,36 @@ impl SigningKey {
         Self::from_text(&text, path, kid, alg)
     }
 
+    /// A key from a value that is either a key file's path or the key itself, as
+    /// `FLATFHIR_PRIVATE_KEY` may be: text that starts with `-----BEGIN` (PEM) or `{` (JWK)
+    /// is the key; an existing file is read; anything else that looks like key material (a
+    /// PEM body without its `-----BEGIN` line, several lines, a name too long for a file) is
+    /// refused without showing it; the rest is taken as a path. `what` names the option in
+    /// messages. Returns the key and, when it came from a file, the file's path.
+    ///
+    /// The value is never put in an error: only a path that does not look like a key is.
+    ///
+    /// # Errors
+    /// As for [`SigningKey::load`], and [`Error::KeyText`] for text that is neither.
+    pub fn from_source(
+        value: &str,
+        what: &str,
+        kid: Option<&str>,
+        alg: Option<Algorithm>,
+    ) -> Result<(Self, Option<PathBuf>)> {
+        let trimmed = value.trim_start();
+        if trimmed.starts_with("-----BEGIN") || trimmed.starts_with('{') {
+            return Ok((Self::from_text(value, Path::new(what), kid, alg)?, None));
+        }
+        let path = Path::new(value);
+        if !path.is_file() && looks_like_key_text(value) {
+            return Err(Error::KeyText {
+                what: what.to_owned(),
+            });
+        }
+        Ok((Self::load(path, kid, alg)?, Some(path.to_owned())))
+    }
+
     /// Like [`SigningKey::load`], from the key text (e.g. from an environment variable).
     ///
     /// # Errors
@@ -115,6 +145,12 @@ impl SigningKey {
             reason,
         };
         let trimmed = text.trim_start();
+        // Remember the key's material so that no message can show it (see `scrub`).
+        for line in trimmed.lines() {
+            if !line.starts_with("-----") {
+                register_secret(line);
+            }
+        }
         let (key, family, kid) = if trimmed.starts_with('{') {
             let (key, family, jwk_kid) = from_jwk_text(trimmed, kid).map_err(bad)?;
             (key, family, jwk_kid)
@@ -229,7 +265,8 @@ fn from_pem(text: &str, path: &Path) -> Result<(EncodingKey, Family)> {
         .collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(body.trim())
-        .map_err(|e| bad(&format!("PEM base64: {e}")))?;
+        // Not the decoder's message: it quotes a character of the key and its offset.
+        .map_err(|_| bad("the PEM body is not valid base64"))?;
     if contains(&der, OID_RSA) {
         let key = EncodingKey::from_rsa_pem(text.as_bytes()).map_err(|e| bad(&e.to_string()))?;
         Ok((key, Family::Rsa))
@@ -242,6 +279,34 @@ fn from_pem(text: &str, path: &Path) -> Result<(EncodingKey, Family)> {
             "unsupported key type (RSA and EC P-256/P-384 are supported)",
         ))
     }
+}
+
+/// Whether a value that names no existing file is more likely key text than a mistyped
+/// path: a PEM body without its armour (base64 of a DER `SEQUENCE`), a `-----END` line
+/// without the `-----BEGIN`, several lines, or a file-name component longer than any file
+/// system allows (255 bytes). Such values are never echoed.
+fn looks_like_key_text(value: &str) -> bool {
+    let v = value.trim();
+    if v.contains(['\n', '\r']) || v.contains("-----END") || v.contains("PRIVATE KEY") {
+        return true;
+    }
+    if v.split('/').any(|part| part.len() > 255) {
+        return true;
+    }
+    let compact: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+    compact.len() >= 32
+        && compact
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+        && [
+            &base64::engine::general_purpose::STANDARD,
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+        ]
+        .iter()
+        .any(|e| {
+            e.decode(&compact)
+                .is_ok_and(|der| der.first() == Some(&0x30))
+        })
 }
 
 fn b64u(v: &Value, field: &str) -> Result<Vec<u8>, String> {
@@ -298,6 +363,11 @@ fn from_jwk_text(text: &str, kid: Option<&str>) -> Result<(EncodingKey, Family, 
     };
     if jwk.get("d").is_none() {
         return Err("the JWK is a public key (no `d`); pass the private key".into());
+    }
+    for field in ["d", "p", "q", "dp", "dq", "qi"] {
+        if let Some(v) = jwk[field].as_str() {
+            register_secret(v);
+        }
     }
     let kid = kid
         .map(str::to_owned)
@@ -556,6 +626,8 @@ impl Authenticator {
                     (Some(e), None) => e.to_owned(),
                     _ => crate::http::outcome_text(&text),
                 };
+                // Some endpoints echo the request (assertion, secret) in their message.
+                let message = scrub(&message).into_owned();
                 return Err(Error::Token {
                     url: RedactedUrl::new(token_url),
                     status: status.as_u16(),

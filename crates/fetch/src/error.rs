@@ -1,5 +1,10 @@
 //! The crate's error type: one variant per way an export can fail, each carrying the URL
 //! (redacted) or file it concerns. Nothing here ever holds a token or key.
+//!
+//! Each message is complete on its own (it includes its cause's text, since it also goes to
+//! `log.ndjson` and the summary's failure list); the cause is also the `source`, so whoever
+//! prints the whole chain should skip a cause whose text its parent already shows, as the
+//! `flatfhir` binary does.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +22,16 @@ pub enum Error {
         path: PathBuf,
         /// Cause.
         source: std::io::Error,
+    },
+    /// The private key option holds text that is neither a key file's path nor a whole key.
+    #[error(
+        "{what} is neither the path of a key file nor a whole key: it looks like key text \
+         without its -----BEGIN line (the value is not shown). Set it to the whole PEM \
+         (with its -----BEGIN and -----END lines), a JWK, or the path of a key file"
+    )]
+    KeyText {
+        /// The option or variable, e.g. `--private-key / FLATFHIR_PRIVATE_KEY`.
+        what: String,
     },
     /// The private key is a SEC1 EC key, which the signer does not read.
     #[error(

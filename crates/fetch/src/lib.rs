@@ -52,7 +52,7 @@ pub use job::{FileState, FileStatus, JOB_FILE, JobState, Phase};
 pub use kickoff::{KickoffParams, Level, ParamStyle};
 pub use manifest::ItemType;
 pub use poll::{Timing, parse_percent, parse_retry_after};
-pub use redact::{RedactedUrl, Secret};
+pub use redact::{RedactedUrl, Secret, register_secret, scrub};
 
 use download::Failure;
 use manifest::Manifest;

@@ -18,7 +18,7 @@ pub(crate) struct Args {
     pub(crate) output: OutputArgs,
 
     /// How many times to run the conversion.
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = super::common::at_least_one)]
     pub(crate) repeat: usize,
 
     /// Where to write the temporary outputs (default: the system temp directory). Use a
@@ -33,6 +33,8 @@ struct Run {
     mb_per_s: f64,
     rows_per_s: f64,
     rows: u64,
+    /// Lines left out (`--on-error skip`); not kept, the outputs are deleted.
+    rejected: u64,
     output_bytes: u64,
     stages: StageTimes,
 }
@@ -50,9 +52,6 @@ struct Report {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.repeat == 0 {
-        anyhow::bail!("--repeat must be at least 1");
-    }
     let plan = args.flatten.plan()?;
     let bytes = input_bytes(&plan);
     let mut opts = args.flatten.convert_options();
@@ -89,6 +88,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             |k, r| match r {
                 Ok(r) => {
                     run.rows += r.rows;
+                    run.rejected += r.rejected;
                     run.output_bytes += r.output_bytes;
                     let s = &mut run.stages;
                     s.read += r.stages.read;
@@ -108,6 +108,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         run.seconds = start.elapsed().as_secs_f64();
         run.mb_per_s = mb(bytes) / run.seconds;
         run.rows_per_s = run.rows as f64 / run.seconds;
+        if run.rejected > 0 {
+            eprintln!(
+                "run {}: {} line(s) rejected and left out (bench keeps no outputs; see them with flatfhir schema --on-error skip)",
+                i + 1,
+                run.rejected
+            );
+        }
         if !quiet {
             let s = &run.stages;
             eprintln!(

@@ -12,7 +12,7 @@ use super::fetch::ConnArgs;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Output directory of a `flatfhir fetch`
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, short, value_name = "DIR")]
     out: PathBuf,
     #[command(flatten)]
     conn: ConnArgs,

@@ -1,5 +1,6 @@
 //! Options and output shared by `convert` and `schema`: reading and flattening flags, input
-//! planning with `--types`, and the progress bar.
+//! planning with `--types` (and the notes on what the plan leaves out), the progress bar,
+//! and [`UsageError`], the error that makes the binary exit with status 64.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,6 +10,33 @@ use flatfhir_core::{
     Compression, ConvertOptions, Decimals, OnError, OutputFormat, Plan, ReadOptions, WriteOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// A mistake on the command line found after parsing (an option that needs another, values
+/// that do not go together). The binary exits with status 64 for it, as for clap's errors.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A [`UsageError`] as an `anyhow::Error`.
+pub(crate) fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
+
+/// A count that must be at least 1 (`--threads`, `--parallel`, `--repeat`).
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
+}
 
 /// `--decimals`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -24,7 +52,9 @@ pub(crate) enum DecimalsArg {
 pub(crate) enum OnErrorArg {
     /// A bad line stops its resource type (no output for it); exit status 1.
     Fail,
-    /// Bad lines go to DIR/_rejected/ with file, line and reason; exit status 2.
+    /// Bad lines are left out and the rest goes on; exit status 2. `convert` keeps them in
+    /// DIR/_rejected/ with file, line and reason; `schema` names them on stderr; `bench`
+    /// counts them.
     Skip,
 }
 
@@ -43,20 +73,25 @@ pub(crate) struct FlattenArgs {
     #[arg(long, value_delimiter = ',', value_name = "KEY,...")]
     pub(crate) exclude: Vec<String>,
 
-    /// Only these resource types.
-    #[arg(long, value_delimiter = ',', value_name = "TYPE,...")]
+    /// Only these resource types, comma-separated.
+    #[arg(
+        long,
+        visible_alias = "type",
+        value_delimiter = ',',
+        value_name = "TYPE,..."
+    )]
     pub(crate) types: Vec<String>,
 
     /// Worker threads (default: one per core).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub(crate) threads: Option<usize>,
 
     /// How to store numbers that have a fraction.
-    #[arg(long, value_enum, default_value = "float")]
+    #[arg(long, value_enum, default_value = "float", value_name = "MODE")]
     pub(crate) decimals: DecimalsArg,
 
     /// What to do with a bad line.
-    #[arg(long, value_enum, default_value = "fail")]
+    #[arg(long, value_enum, default_value = "fail", value_name = "MODE")]
     pub(crate) on_error: OnErrorArg,
 
     /// Reject lines longer than this many bytes.
@@ -110,10 +145,12 @@ impl FlattenArgs {
         }
     }
 
-    /// Groups the inputs by type and applies `--types`.
+    /// Groups the inputs by type and applies `--types`. Files of the given directories that
+    /// are not read are named on stderr (unless `--quiet`); when nothing is left to read, the
+    /// error says why for each input.
     pub(crate) fn plan(&self) -> anyhow::Result<Plan> {
         if self.sep.is_empty() {
-            anyhow::bail!("--sep must not be empty");
+            return Err(usage("--sep must not be empty"));
         }
         let mut plan = flatfhir_core::plan(&self.inputs, &self.read_options())
             .context("cannot plan the inputs")?;
@@ -134,10 +171,83 @@ impl FlattenArgs {
                 .retain(|g| self.types.contains(&g.resource_type));
         }
         if plan.groups.is_empty() {
-            anyhow::bail!("no NDJSON input found in {}", display_list(&self.inputs));
+            let mut why = Vec::new();
+            for p in &plan.empty {
+                why.push(format!(
+                    "{}: {}",
+                    p.display(),
+                    flatfhir_core::why_not_ndjson(p)
+                ));
+            }
+            if let Some(note) = skipped_note(&plan.skipped) {
+                why.push(note);
+            }
+            let mut msg = format!("no NDJSON input found in {}", display_list(&self.inputs));
+            for w in why {
+                msg.push_str("\n  ");
+                msg.push_str(&w);
+            }
+            anyhow::bail!(msg);
+        }
+        if !self.quiet {
+            if let Some(note) = skipped_note(&plan.skipped) {
+                eprintln!("note: {note}");
+            }
+            for p in plan.empty.iter().filter(|p| !is_layout_file(p)) {
+                eprintln!(
+                    "note: {} was not read: {}",
+                    p.display(),
+                    flatfhir_core::why_not_ndjson(p)
+                );
+            }
         }
         Ok(plan)
     }
+}
+
+/// Files that a Bulk Data export directory (as `fetch` and `export` write it) holds besides
+/// its NDJSON, and which are never input: the manifest, the export log, the job state, and
+/// tables converted from it. They are not named in the notes (`--json` lists them all).
+pub(crate) fn is_layout_file(path: &std::path::Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    matches!(
+        name.as_ref(),
+        "manifest.json" | "log.ndjson" | flatfhir_fetch::JOB_FILE
+    ) || path
+        .extension()
+        .is_some_and(|e| e == "parquet" || e == "arrow")
+}
+
+/// Skipped files worth naming: all but the export layout's own ([`is_layout_file`]).
+pub(crate) fn unexpected(skipped: &[PathBuf]) -> Vec<&PathBuf> {
+    skipped.iter().filter(|p| !is_layout_file(p)).collect()
+}
+
+/// How many files of the input directories were not read, and the first few of them
+/// (leaving out the export layout's own files).
+pub(crate) fn skipped_note(skipped: &[PathBuf]) -> Option<String> {
+    const SHOWN: usize = 5;
+    let skipped = unexpected(skipped);
+    if skipped.is_empty() {
+        return None;
+    }
+    let mut names: Vec<String> = skipped
+        .iter()
+        .take(SHOWN)
+        .map(|p| p.display().to_string())
+        .collect();
+    if skipped.len() > SHOWN {
+        names.push(format!("and {} more", skipped.len() - SHOWN));
+    }
+    Some(format!(
+        "skipped {} file(s) whose names are not *.ndjson, *.ndjson.gz or *.jsonl: {} \
+         (name a file on the command line to read it whatever its name)",
+        skipped.len(),
+        names.join(", ")
+    ))
 }
 
 pub(crate) fn display_list(paths: &[PathBuf]) -> String {
@@ -149,20 +259,43 @@ pub(crate) fn display_list(paths: &[PathBuf]) -> String {
 }
 
 /// A byte-based progress bar on stderr, shown only on a terminal and without `--quiet`.
+/// It counts input bytes in MB (10^6 bytes), the unit of the summaries; a pipeline that
+/// reports each input byte more than once (`passes`: read, then written) is scaled back to
+/// input bytes, so the total shown is the input's size.
 pub(crate) struct Bar(Option<ProgressBar>);
 
 impl Bar {
-    pub(crate) fn new(total: u64, quiet: bool) -> Self {
+    pub(crate) fn new(input_bytes: u64, passes: u64, quiet: bool) -> Self {
         if quiet || !std::io::stderr().is_terminal() {
             return Self(None);
         }
-        let bar = ProgressBar::new(total);
+        let passes = passes.max(1) as f64;
+        let bar = ProgressBar::new(input_bytes.saturating_mul(passes as u64));
         let style = ProgressStyle::with_template(
-            "{spinner} {msg:<24} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            "{spinner} {msg:<24} [{bar:30}] {done}/{input} MB {rate} MB/s eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "done",
+            move |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}", s.pos() as f64 / passes / 1e6);
+            },
+        )
+        .with_key(
+            "input",
+            move |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}", s.len().unwrap_or(0) as f64 / passes / 1e6);
+            },
+        )
+        .with_key(
+            "rate",
+            move |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}", s.per_sec() / passes / 1e6);
+            },
+        )
         .progress_chars("=> ");
         bar.set_style(style);
+        crate::log::attach(&bar);
         Self(Some(bar))
     }
 
@@ -234,7 +367,7 @@ pub(crate) struct OutputArgs {
     /// uncompressed (a codec would make them larger); with zstd, those of up to 8 KiB with
     /// few distinct values use Snappy, which compresses them as well without zstd's set-up
     /// cost per column.
-    #[arg(long, value_enum, default_value = "zstd")]
+    #[arg(long, value_enum, default_value = "zstd", value_name = "CODEC")]
     pub(crate) compression: CompressionArg,
 
     /// Rows per Parquet row group (a row group is also closed after 128 MiB of input).
@@ -261,20 +394,24 @@ impl OutputArgs {
 
     pub(crate) fn write_options(&self) -> anyhow::Result<WriteOptions> {
         if self.row_group_rows == 0 {
-            anyhow::bail!("--row-group-rows must be at least 1");
+            return Err(usage("--row-group-rows must be at least 1"));
         }
         if matches!(
             (self.format, self.compression),
             (FormatArg::Arrow, CompressionArg::Snappy)
         ) {
-            anyhow::bail!("--format arrow supports --compression zstd or none, not snappy");
+            return Err(usage(
+                "--format arrow supports --compression zstd or none, not snappy",
+            ));
         }
         Ok(WriteOptions {
             format: match self.format {
                 FormatArg::Parquet => OutputFormat::Parquet,
                 FormatArg::Arrow => OutputFormat::Arrow,
                 FormatArg::Ndjson | FormatArg::Csv => {
-                    anyhow::bail!("--format ndjson and csv need --view, --column or --columns")
+                    return Err(usage(
+                        "--format ndjson and csv need --view, --column or --columns",
+                    ));
                 }
             },
             compression: match self.compression {

@@ -64,7 +64,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let total = input_bytes(&plan);
     let quiet = args.flatten.quiet;
     // Each input byte counts twice: once read and flattened, once written.
-    let bar = Bar::new(total * 2, quiet);
+    let bar = Bar::new(total, 2, quiet);
     let mut summary = Summary {
         types: Vec::new(),
         failed: Vec::new(),
@@ -139,6 +139,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )
             },
         );
+        let skipped = super::common::unexpected(&summary.skipped_files).len();
+        if skipped > 0 {
+            eprintln!(
+                "{skipped} file(s) of the input directories skipped: not NDJSON by name (named above)"
+            );
+        }
     }
     if args.flatten.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

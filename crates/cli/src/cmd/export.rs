@@ -29,7 +29,7 @@ pub(crate) struct Args {
     #[command(flatten)]
     conn: ConnArgs,
     #[command(flatten)]
-    export: ExportArgs,
+    pub(crate) export: ExportArgs,
     /// Where the tables go (default: DIR/tables)
     #[arg(long, value_name = "DIR")]
     tables: Option<PathBuf>,
@@ -42,12 +42,13 @@ pub(crate) struct Args {
     #[arg(long, value_delimiter = ',', value_name = "KEY,...")]
     exclude: Vec<String>,
     /// How to store numbers that have a fraction
-    #[arg(long, value_enum, default_value = "float")]
+    #[arg(long, value_enum, default_value = "float", value_name = "MODE")]
     decimals: DecimalsArg,
     /// Worker threads for flattening (default: one per core)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::common::at_least_one)]
     threads: Option<usize>,
-    /// Run against a built-in test server over generated sample data (no outside server needed)
+    /// Run against a built-in test server over generated sample data (no outside server needed;
+    /// not with the server and credential options)
     #[arg(long)]
     demo: bool,
     /// Views instead of flattening: each downloaded type is run through the views of that

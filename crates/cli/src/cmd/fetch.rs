@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
+
+use super::common::usage;
 use flatfhir_fetch::{
     Connection, Credentials, Event, JobState, KickoffParams, Level, Options, ParamStyle, Secret,
     SigningKey, Summary,
@@ -24,6 +26,9 @@ pub(crate) const EXIT_MANIFEST_ERRORS: u8 = 3;
 pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 /// How to reach and authenticate with the server.
+///
+/// The secret options take values that start with `-` (`-----BEGIN PRIVATE KEY-----`): clap
+/// would otherwise call such a value an unexpected argument and print it whole.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConnArgs {
     /// FHIR base URL (the server's base, where `metadata` lives) [env: FLATFHIR_FHIR_URL]
@@ -32,15 +37,17 @@ pub(crate) struct ConnArgs {
     /// Client id registered with the server [env: FLATFHIR_CLIENT_ID]
     #[arg(long, env = "FLATFHIR_CLIENT_ID", hide_env = true, value_name = "ID")]
     client_id: Option<String>,
-    /// Private key for SMART Backend Services: PEM (PKCS#8 RSA/EC or PKCS#1 RSA) or JWK/JWKS
-    /// file. The env var may hold a path or the key itself [env: FLATFHIR_PRIVATE_KEY]
+    /// Private key for SMART Backend Services: PEM (PKCS#8 RSA/EC or PKCS#1 RSA; needs --kid)
+    /// or JWK/JWKS file. The env var may hold a path or the key itself [env: FLATFHIR_PRIVATE_KEY]
     #[arg(
         long,
         env = "FLATFHIR_PRIVATE_KEY",
         hide_env = true,
-        value_name = "FILE"
+        value_name = "FILE",
+        value_parser = hidden_arg,
+        allow_hyphen_values = true
     )]
-    private_key: Option<String>,
+    private_key: Option<Hidden>,
     /// Key id (`kid`) registered with the server; picks the key from a JWKS
     #[arg(long, value_name = "KID")]
     kid: Option<String>,
@@ -48,7 +55,7 @@ pub(crate) struct ConnArgs {
     #[arg(long, value_name = "ALG")]
     alg: Option<String>,
     /// OAuth scope
-    #[arg(long, default_value = "system/*.read")]
+    #[arg(long, default_value = "system/*.read", value_name = "SCOPE")]
     scope: String,
     /// Token endpoint (default: discovered from .well-known/smart-configuration)
     #[arg(long, value_name = "URL")]
@@ -58,9 +65,11 @@ pub(crate) struct ConnArgs {
         long,
         env = "FLATFHIR_CLIENT_SECRET",
         hide_env = true,
-        value_name = "SECRET"
+        value_name = "SECRET",
+        value_parser = secret_arg,
+        allow_hyphen_values = true
     )]
-    client_secret: Option<String>,
+    client_secret: Option<Secret>,
     /// Send the client secret in the form body (client_secret_post) instead of a Basic header
     #[arg(long)]
     client_secret_post: bool,
@@ -69,9 +78,11 @@ pub(crate) struct ConnArgs {
         long,
         env = "FLATFHIR_BEARER_TOKEN",
         hide_env = true,
-        value_name = "TOKEN"
+        value_name = "TOKEN",
+        value_parser = secret_arg,
+        allow_hyphen_values = true
     )]
-    bearer: Option<String>,
+    bearer: Option<Secret>,
     /// Extra CA certificates (PEM) to trust; TLS verification is always on
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
@@ -85,8 +96,55 @@ pub(crate) struct ConnArgs {
     #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
     max_poll_wait: Duration,
     /// Retries per request for 429, 5xx and dropped connections
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_name = "N")]
     retries: u32,
+}
+
+/// A secret option's value: never shown by `Debug` or in a message (see [`Secret`]).
+fn secret_arg(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s))
+}
+
+/// `--private-key`'s value, which is a path or the key itself: hidden from `Debug` like a
+/// secret, but not scrubbed from messages (a path is shown when a file cannot be read).
+#[derive(Clone)]
+pub(crate) struct Hidden(String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+fn hidden_arg(s: &str) -> Result<Hidden, std::convert::Infallible> {
+    Ok(Hidden(s.to_owned()))
+}
+
+/// `--since` / `--until`: a FHIR `instant` (`2024-01-31T00:00:00Z`, with seconds and a time
+/// zone; fractions allowed), checked here so that a typo fails at once instead of at the
+/// server, or worse, being ignored by a lenient one.
+pub(crate) fn parse_instant(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let hint = "a FHIR instant such as 2024-01-31T00:00:00Z or 2024-01-31T08:30:00+01:00 \
+                (date, time with seconds, and a time zone)";
+    // FHIR's pattern: YYYY-MM-DDThh:mm:ss(.s+)?(Z|+hh:mm|-hh:mm), upper-case T and Z.
+    let shape = t.len() >= 20
+        && t.as_bytes()[10] == b'T'
+        && !t.contains('t')
+        && !t.contains('z')
+        && (t.ends_with('Z') || matches!(t.as_bytes()[t.len() - 6], b'+' | b'-'));
+    let parsed = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339);
+    if !shape || parsed.is_err() {
+        let date_only = t.len() == 10
+            && time::Date::parse(t, time::macros::format_description!("[year]-[month]-[day]"))
+                .is_ok();
+        return Err(if date_only {
+            format!("not {hint}; for the start of that day in UTC use {t}T00:00:00Z")
+        } else {
+            format!("not {hint}")
+        });
+    }
+    Ok(t.to_owned())
 }
 
 /// Parse `500ms`, `2s`, `5m`, `1h`, or a bare number of seconds.
@@ -115,14 +173,18 @@ impl ConnArgs {
         let fhir_url = match (&self.fhir_url, job) {
             (Some(u), _) => u.clone(),
             (None, Some(j)) => j.fhir_url.parse().context("job state: FHIR URL")?,
-            (None, None) => bail!("--fhir-url is required (or FLATFHIR_FHIR_URL)"),
+            (None, None) => {
+                return Err(usage(
+                    "--fhir-url is required (or FLATFHIR_FHIR_URL): the server's FHIR base URL",
+                ));
+            }
         };
         let client_id = self
             .client_id
             .clone()
             .or_else(|| job.and_then(|j| j.client_id.clone()));
         let kid = self.kid.clone().or_else(|| job.and_then(|j| j.kid.clone()));
-        let key_source = self.private_key.clone().or_else(|| {
+        let key_source = self.private_key.as_ref().map(|h| h.0.clone()).or_else(|| {
             job.and_then(|j| j.private_key_path.as_ref().map(|p| p.display().to_string()))
         });
         let alg = self
@@ -132,29 +194,26 @@ impl ConnArgs {
             .transpose()?;
         let mut key_path = None;
         let credentials = if let Some(token) = &self.bearer {
-            Credentials::Bearer(Secret::new(token.clone()))
+            Credentials::Bearer(token.clone())
         } else if let Some(src) = &key_source {
-            let client_id = client_id.context("--client-id is required with --private-key")?;
-            let trimmed = src.trim_start();
-            let key = if trimmed.starts_with("-----BEGIN") || trimmed.starts_with('{') {
-                SigningKey::from_text(
-                    src,
-                    std::path::Path::new("FLATFHIR_PRIVATE_KEY"),
-                    kid.as_deref(),
-                    alg,
-                )?
-            } else {
-                let p = PathBuf::from(src);
-                let key = SigningKey::load(&p, kid.as_deref(), alg)?;
-                key_path = Some(std::path::absolute(&p).unwrap_or(p));
-                key
-            };
+            let client_id = client_id.ok_or_else(|| {
+                usage("--client-id is required with --private-key (or FLATFHIR_CLIENT_ID)")
+            })?;
+            let (key, path) = SigningKey::from_source(
+                src,
+                "--private-key / FLATFHIR_PRIVATE_KEY",
+                kid.as_deref(),
+                alg,
+            )?;
+            key_path = path.map(|p| std::path::absolute(&p).unwrap_or(p));
             Credentials::PrivateKey { client_id, key }
         } else if let Some(secret) = &self.client_secret {
-            let client_id = client_id.context("--client-id is required with --client-secret")?;
+            let client_id = client_id.ok_or_else(|| {
+                usage("--client-id is required with --client-secret (or FLATFHIR_CLIENT_ID)")
+            })?;
             Credentials::ClientSecret {
                 client_id,
-                secret: Secret::new(secret.clone()),
+                secret: secret.clone(),
                 form_post: self.client_secret_post,
             }
         } else {
@@ -169,9 +228,13 @@ impl ConnArgs {
         conn.ca_cert.clone_from(&self.ca_cert);
         conn.private_key_path = key_path;
         for h in &self.headers {
-            let (k, v) = h
-                .split_once(':')
-                .with_context(|| format!("--header {h:?}: expected NAME:VALUE"))?;
+            // The value may be a credential (an API key header): never echo it.
+            let (k, v) = h.split_once(':').ok_or_else(|| {
+                usage(format!(
+                    "--header: expected NAME:VALUE, got {} characters without a colon",
+                    h.len()
+                ))
+            })?;
             conn.headers
                 .push((k.trim().to_owned(), v.trim().to_owned()));
         }
@@ -195,7 +258,7 @@ pub(crate) enum Style {
 #[derive(Debug, clap::Args)]
 pub(crate) struct ExportArgs {
     /// Output directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, short, value_name = "DIR")]
     pub(crate) out: PathBuf,
     /// System-level export (`/$export`) instead of Patient-level
     #[arg(long, conflicts_with = "group")]
@@ -203,17 +266,22 @@ pub(crate) struct ExportArgs {
     /// Group-level export (`Group/ID/$export`)
     #[arg(long, value_name = "ID")]
     group: Option<String>,
-    /// Resource types (`_type`), comma-separated
-    #[arg(long = "type", value_delimiter = ',', value_name = "T,...")]
+    /// Only these resource types (`_type`), comma-separated
+    #[arg(
+        long,
+        visible_alias = "type",
+        value_delimiter = ',',
+        value_name = "TYPE,..."
+    )]
     types: Vec<String>,
-    /// Only resources changed since this instant (`_since`)
-    #[arg(long, value_name = "INSTANT")]
+    /// Only resources changed since this FHIR instant (`_since`), e.g. 2024-01-31T00:00:00Z
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
     since: Option<String>,
-    /// Only resources changed before this instant (`_until`, STU3)
-    #[arg(long, value_name = "INSTANT")]
+    /// Only resources changed before this FHIR instant (`_until`, STU3)
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
     until: Option<String>,
     /// Elements to include (`_elements`), comma-separated
-    #[arg(long, value_delimiter = ',', value_name = "E,...")]
+    #[arg(long, value_delimiter = ',', value_name = "ELEMENT,...")]
     elements: Vec<String>,
     /// A `_typeFilter` search, e.g. `Observation?category=laboratory` (repeatable)
     #[arg(long = "type-filter", value_name = "QUERY")]
@@ -222,10 +290,10 @@ pub(crate) struct ExportArgs {
     #[arg(long = "patient", value_name = "REF")]
     patients: Vec<String>,
     /// `includeAssociatedData` values, comma-separated
-    #[arg(long, value_delimiter = ',', value_name = "V,...")]
+    #[arg(long, value_delimiter = ',', value_name = "VALUE,...")]
     include_associated_data: Vec<String>,
     /// `_outputFormat`
-    #[arg(long, default_value = "application/fhir+ndjson")]
+    #[arg(long, default_value = "application/fhir+ndjson", value_name = "MIME")]
     output_format: String,
     /// Any other kick-off parameter, `k=v` (repeatable)
     #[arg(long = "param", value_name = "K=V")]
@@ -234,7 +302,7 @@ pub(crate) struct ExportArgs {
     #[arg(long)]
     post: bool,
     /// List style for GET kick-off
-    #[arg(long, value_enum, default_value = "comma")]
+    #[arg(long, value_enum, default_value = "comma", value_name = "STYLE")]
     param_style: Style,
     /// Ask the server to ignore unsupported parameters (`Prefer: handling=lenient`)
     #[arg(long)]
@@ -243,7 +311,7 @@ pub(crate) struct ExportArgs {
     #[arg(long)]
     allow_partial_manifests: bool,
     /// Concurrent downloads
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = super::common::at_least_one)]
     parallel: usize,
     /// Give up waiting for the export after this long (default: wait as long as it takes)
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
@@ -255,7 +323,7 @@ pub(crate) struct ExportArgs {
     #[arg(long)]
     delete_on_success: bool,
     /// Longest NDJSON line accepted, in bytes
-    #[arg(long, default_value_t = flatfhir_fetch::DEFAULT_MAX_LINE_BYTES)]
+    #[arg(long, default_value_t = flatfhir_fetch::DEFAULT_MAX_LINE_BYTES, value_name = "BYTES")]
     max_line_bytes: usize,
     /// No progress output
     #[arg(long, short)]
@@ -285,7 +353,7 @@ impl ExportArgs {
         for p in &self.params {
             let (key, v) = p
                 .split_once('=')
-                .with_context(|| format!("--param {p:?}: expected k=v"))?;
+                .ok_or_else(|| usage(format!("--param {p:?}: expected K=V")))?;
             k.extra.push((key.to_owned(), v.to_owned()));
         }
         k.style = match (self.post, self.param_style) {
@@ -312,7 +380,7 @@ impl ExportArgs {
 #[command(
     after_help = "Secrets can come from the environment instead of the command line: \
 FLATFHIR_PRIVATE_KEY, FLATFHIR_CLIENT_SECRET, FLATFHIR_BEARER_TOKEN (also FLATFHIR_FHIR_URL, FLATFHIR_CLIENT_ID).\n\
-Exit codes: 0 success; 1 failure; 3 downloaded, but the server reported error/fatal issues; 130 interrupted (resume with --resume)."
+Exit codes: 0 success; 1 failure; 3 downloaded, but the server reported error/fatal issues; 64 usage error; 130 interrupted (resume with --resume)."
 )]
 pub(crate) struct Args {
     #[command(flatten)]
@@ -413,11 +481,12 @@ impl Display {
             let b = indicatif::ProgressBar::new_spinner();
             b.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {msg} {bytes} ({bytes_per_sec})",
+                    "{spinner} [{elapsed_precise}] {msg} {decimal_bytes} ({decimal_bytes_per_sec})",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
             b.enable_steady_tick(Duration::from_millis(120));
+            crate::log::attach(&b);
             b
         });
         Arc::new(Self {
@@ -514,6 +583,53 @@ impl flatfhir_fetch::Observer for Display {
                 ));
             }
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        conn: super::ConnArgs,
+    }
+
+    /// A `Debug` print of the parsed options (a panic message, a log line) shows no secret.
+    #[test]
+    fn debug_shows_no_secret() {
+        let cli = Cli::try_parse_from([
+            "t",
+            "--client-secret",
+            "cs-value-0001",
+            "--bearer",
+            "bt-value-0002",
+            "--private-key",
+            "-----BEGIN PRIVATE KEY-----\nkey-value-0003\n-----END PRIVATE KEY-----",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?} {cli:#?}");
+        for secret in ["cs-value-0001", "bt-value-0002", "key-value-0003"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn instants() {
+        for ok in ["2024-01-31T00:00:00Z", "2024-01-31T00:00:00.5+14:00"] {
+            assert_eq!(super::parse_instant(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "yesterday",
+            "2024-01-31",
+            "2024-01-31T00:00Z",
+            "2024-01-31T00:00:00",
+            "2024-01-31 00:00:00Z",
+            "2024-02-30T00:00:00Z",
+        ] {
+            assert!(super::parse_instant(bad).is_err(), "{bad}");
         }
     }
 }

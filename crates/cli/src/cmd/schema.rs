@@ -8,6 +8,10 @@ use flatfhir_core::{SchemaReport, infer_schema, type_name};
 
 use super::common::{Bar, FlattenArgs, input_bytes};
 
+/// Rejected lines named per type on stderr (the report holds at most
+/// [`flatfhir_core::SAMPLE_REJECTED`]).
+const SHOW_REJECTED: usize = 5;
+
 /// Arguments of `flatfhir schema`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -29,6 +33,8 @@ struct JsonType<'a> {
     resource_type: &'a str,
     rows: u64,
     rejected: u64,
+    /// The first rejected lines (file, line, reason).
+    rejected_lines: &'a [flatfhir_core::RejectedLine],
     files: Vec<String>,
     columns: Vec<JsonColumn<'a>>,
 }
@@ -37,13 +43,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.flatten.plan()?;
     let opts = args.flatten.convert_options();
     let total = input_bytes(&plan);
-    let bar = Bar::new(total, args.flatten.quiet);
+    let bar = Bar::new(total, 1, args.flatten.quiet);
     let mut reports = Vec::new();
     let mut failed = 0;
     for group in &plan.groups {
         bar.message(group.resource_type.clone());
         match infer_schema(group, &opts, &bar) {
-            Ok(r) => reports.push(r),
+            Ok(r) => {
+                // Rejected lines are not part of the schema: say which (always, even with
+                // --quiet, since the exit status 2 alone does not tell).
+                if r.rejected > 0 {
+                    bar.println(&rejected_text(&r));
+                }
+                reports.push(r);
+            }
             Err(e) => {
                 failed += 1;
                 bar.println(&format!("error: {}: {e}", group.resource_type));
@@ -96,11 +109,33 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `Patient: 2 lines rejected (not in the schema):` and the first few, as `file:line: reason`.
+fn rejected_text(r: &SchemaReport) -> String {
+    let mut text = format!(
+        "{}: {} line(s) rejected, not counted in the schema (to keep them, run convert --on-error skip, which writes DIR/_rejected/):",
+        r.resource_type, r.rejected
+    );
+    for b in r.rejected_sample.iter().take(SHOW_REJECTED) {
+        text.push_str(&format!(
+            "\n  {}:{}: {}",
+            b.file.display(),
+            b.line,
+            b.reason
+        ));
+    }
+    let shown = r.rejected_sample.len().min(SHOW_REJECTED) as u64;
+    if r.rejected > shown {
+        text.push_str(&format!("\n  ... and {} more", r.rejected - shown));
+    }
+    text
+}
+
 fn to_json(r: &SchemaReport) -> JsonType<'_> {
     JsonType {
         resource_type: &r.resource_type,
         rows: r.rows,
         rejected: r.rejected,
+        rejected_lines: &r.rejected_sample,
         files: r.files.iter().map(|f| f.display().to_string()).collect(),
         columns: r
             .columns

@@ -13,7 +13,7 @@ use super::fetch::ConnArgs;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Output directory of a `flatfhir fetch`
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, short, value_name = "DIR")]
     out: PathBuf,
     /// Only the local job state; do not contact the server
     #[arg(long)]

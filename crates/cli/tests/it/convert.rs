@@ -465,7 +465,7 @@ fn arrow_format_and_compression_choices_hold_the_same_table() {
         .arg("--out")
         .arg(out.path().join("x"))
         .assert()
-        .code(1);
+        .code(64);
 }
 
 #[test]

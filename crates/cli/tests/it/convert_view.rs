@@ -147,7 +147,7 @@ fn ndjson_format_without_views_is_refused() {
         .arg(dir.path().join("out"))
         .args(["--format", "ndjson"])
         .assert()
-        .code(1)
+        .code(64)
         .stderr(contains("need --view"));
 }
 

@@ -7,4 +7,6 @@ mod convert;
 mod convert_view;
 mod export;
 mod fetch;
+mod messages;
 mod schema;
+mod secrets;
