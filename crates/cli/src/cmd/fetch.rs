@@ -205,7 +205,7 @@ pub(crate) struct ExportArgs {
     group: Option<String>,
     /// Resource types (`_type`), comma-separated
     #[arg(long = "type", value_delimiter = ',', value_name = "T,...")]
-    types: Vec<String>,
+    pub(crate) types: Vec<String>,
     /// Only resources changed since this instant (`_since`)
     #[arg(long, value_name = "INSTANT")]
     since: Option<String>,

@@ -80,10 +80,12 @@ fn column_flags_and_columns_file() {
         .arg(&cols)
         .arg("--out")
         .arg(&out)
-        .args(["--format", "parquet", "--quiet"])
+        .args(["--format", "parquet", "--quiet", "--overwrite"])
         .assert()
         .success();
     assert!(out.join("Patient.parquet").exists());
+    // The new set replaced the old one: the first run's Patient.csv is gone.
+    assert!(!out.join("Patient.csv").exists());
 
     let toml = dir.path().join("cols.toml");
     std::fs::write(
@@ -100,7 +102,7 @@ fn column_flags_and_columns_file() {
         .arg(&toml)
         .arg("--out")
         .arg(&out)
-        .args(["--format", "csv", "--quiet"])
+        .args(["--format", "csv", "--quiet", "--overwrite"])
         .assert()
         .success();
     let text = std::fs::read_to_string(out.join("Patient.csv")).unwrap();
