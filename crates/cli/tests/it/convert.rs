@@ -159,7 +159,11 @@ fn natural_file_order_and_directory_rules() {
     // manifest.json, README.md, error/ and deleted/ are not read.
     assert_eq!(
         listing(out.path()),
-        [".flatfhir-tables.json", "Observation.parquet", "Patient.parquet"]
+        [
+            ".flatfhir-tables.json",
+            "Observation.parquet",
+            "Patient.parquet"
+        ]
     );
 }
 

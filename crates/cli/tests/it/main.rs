@@ -7,4 +7,5 @@ mod convert;
 mod convert_view;
 mod export;
 mod fetch;
+mod output;
 mod schema;
