@@ -63,7 +63,7 @@ fn files_in(out: &Path, tables: &Path) -> Vec<String> {
 }
 
 /// A demo run's view of DIR: what was there before it wrote anything.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct DemoDir {
     out: PathBuf,
     tables: PathBuf,
@@ -120,7 +120,7 @@ fn clear_previous(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let url = flatfhir_fetch::JobState::load(out)
             .ok()
             .flatten()
-            .map(|j| format!(" from {}", j.fhir_url))
+            .map(|j| format!(" from {}", super::export::redacted(&j.fhir_url)))
             .unwrap_or_default();
         anyhow::anyhow!(
             "{} holds an export{url} that `export --demo` did not write ({} is not in its record {DEMO_MARKER}); \

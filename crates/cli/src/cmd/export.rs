@@ -71,6 +71,14 @@ pub(crate) struct Args {
     demo_patients: usize,
 }
 
+/// A recorded URL for a message, without credentials or signed query values.
+pub(crate) fn redacted(url: &str) -> String {
+    url.parse::<url::Url>().map_or_else(
+        |_| "an unreadable URL".to_string(),
+        |u| flatfhir_fetch::RedactedUrl::new(u).to_string(),
+    )
+}
+
 /// Exit code after SIGTERM (128 + 15).
 const EXIT_TERMINATED: u8 = 143;
 
@@ -180,6 +188,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let opts = args.export.options(conn)?;
 
+    if !args.export.resume
+        && !args.demo
+        && let Some(job) = flatfhir_fetch::JobState::load(&out)?
+    {
+        // Said here, before the tables directory is checked, so that the hint is the one
+        // that helps.
+        anyhow::bail!(
+            "{} already holds an export ({:?}, from {}); continue it with --resume, or choose another --out",
+            out.display(),
+            job.phase,
+            redacted(&job.fhir_url)
+        );
+    }
     let views = args.views.build()?;
     let (view_format, view_write) = super::views::output_format(&args.output)?;
     // Types without a view are flattened whole, which Parquet and Arrow can hold.
@@ -339,6 +360,28 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = term.recv() => Err(EXIT_TERMINATED),
         })
     })?;
+    // The download is over (or interrupted); the converter finishes the types already handed
+    // to it. A signal now stops it at once, leaving no unfinished file (and the demo's record).
+    let demo_record = demo_dir.clone();
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        let code = tokio::select! {
+            _ = int.recv() => super::fetch::EXIT_INTERRUPTED,
+            _ = term.recv() => EXIT_TERMINATED,
+        };
+        let removed = flatfhir_core::outfile::abandon_all();
+        if let Some(d) = &demo_record {
+            let _ = d.record();
+        }
+        eprintln!("interrupted: removed {removed} unfinished output file(s)");
+        std::process::exit(i32::from(code));
+    });
     // Close the channel so the converter finishes the types already handed to it.
     pipeline
         .tx

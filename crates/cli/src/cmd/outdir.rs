@@ -49,6 +49,9 @@ pub(crate) struct Outcome {
     pub(crate) kept: Vec<PathBuf>,
     /// Stale temporary files of a killed run, removed before the run.
     pub(crate) stale_removed: Vec<PathBuf>,
+    /// Hidden temporary files named like an older flatfhir's (`.Type.parquet.XXXXXX.tmp`),
+    /// which carry no lock to tell a live writer from a dead one: named, not removed.
+    pub(crate) old_temps: Vec<PathBuf>,
 }
 
 impl Outcome {
@@ -60,6 +63,14 @@ impl Outcome {
                 "removed {} unfinished file(s) of an interrupted run ({})",
                 self.stale_removed.len(),
                 names(&self.stale_removed)
+            ));
+        }
+        if !self.old_temps.is_empty() {
+            parts.push(format!(
+                "found {} hidden temporary file(s) an older flatfhir may have left (not removed; \
+                 delete them if no flatfhir is writing here: {})",
+                self.old_temps.len(),
+                names(&self.old_temps)
             ));
         }
         if !self.replaced.is_empty() {
@@ -110,6 +121,7 @@ pub(crate) struct OutDir {
     /// Table files present before the run (relative paths).
     existing: Vec<String>,
     stale_removed: Vec<PathBuf>,
+    old_temps: Vec<PathBuf>,
 }
 
 impl OutDir {
@@ -141,6 +153,8 @@ impl OutDir {
         stale_removed.extend(outfile::sweep_stale(&rejected).with_context(|| {
             format!("removing stale temporary files in {}", rejected.display())
         })?);
+        let mut old_temps = old_temp_files(dir);
+        old_temps.extend(old_temp_files(&rejected));
         let previous = read_marker(dir)?;
         let existing = existing_tables(dir, will_write, &previous)?;
         if !existing.is_empty() && !overwrite {
@@ -157,6 +171,7 @@ impl OutDir {
             previous,
             existing,
             stale_removed,
+            old_temps,
         })
     }
 
@@ -167,6 +182,7 @@ impl OutDir {
         let written_rel: Vec<String> = written.iter().filter_map(|p| self.relative(p)).collect();
         let mut outcome = Outcome {
             stale_removed: self.stale_removed.clone(),
+            old_temps: self.old_temps.clone(),
             ..Outcome::default()
         };
         let mut keep_recorded = Vec::new();
@@ -224,6 +240,29 @@ impl OutDir {
                 .join("/"),
         )
     }
+}
+
+/// Hidden files in `dir` named like the temporary files of flatfhir before
+/// `flatfhir_core::outfile` (`.Patient.parquet.a1B2c3.tmp`, `.Patient.errors.a1B2c3.tmp`).
+fn old_temp_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with('.')
+                && name.ends_with(".tmp")
+                && !outfile::is_temp_name(&name)
+                && [".parquet.", ".arrow.", ".ndjson.", ".csv.", ".errors."]
+                    .iter()
+                    .any(|k| name.contains(k))
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
 }
 
 /// The marker's entry for `dir/rel` as it is now, or `None` when it is not a regular file.

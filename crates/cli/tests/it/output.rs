@@ -316,6 +316,9 @@ fn stale_temporary_files_of_a_killed_run_are_removed_at_the_next() {
     // Not flatfhir's.
     let other = out.path().join(".editor-swap.tmp");
     std::fs::write(&other, b"someone else's").unwrap();
+    // An older flatfhir's name, without the lock that would tell: named, not removed.
+    let old = out.path().join(".Observation.parquet.Qw3rTy.tmp");
+    std::fs::write(&old, b"maybe half a table").unwrap();
     flatfhir()
         .args(["convert", "--types", "Patient"])
         .arg(fixture("basic"))
@@ -326,8 +329,13 @@ fn stale_temporary_files_of_a_killed_run_are_removed_at_the_next() {
         .stderr(contains(
             "removed 1 unfinished file(s) of an interrupted run",
         ))
-        .stderr(contains(".Patient.parquet.a1B2c3.flatfhir.tmp"));
+        .stderr(contains(".Patient.parquet.a1B2c3.flatfhir.tmp"))
+        .stderr(contains(
+            "found 1 hidden temporary file(s) an older flatfhir may have left (not removed",
+        ))
+        .stderr(contains(".Observation.parquet.Qw3rTy.tmp"));
     assert!(!stale.exists());
+    assert!(old.exists());
     assert!(live.exists());
     assert!(other.exists());
     drop(lock);
