@@ -191,6 +191,17 @@ pub(crate) fn output_format(output: &OutputArgs) -> anyhow::Result<(Format, Writ
     })
 }
 
+/// Whether `target` (an output file) is one of the `inputs` or a file in an input directory.
+fn reads(inputs: &[PathBuf], target: &Path) -> bool {
+    let Ok(target) = target.canonicalize() else {
+        return false;
+    };
+    inputs.iter().any(|i| {
+        i.canonicalize()
+            .is_ok_and(|i| i == target || target.parent() == Some(i.as_path()))
+    })
+}
+
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let start = std::time::Instant::now();
     let views = args.views.build()?;
@@ -199,6 +210,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|v| flatfhir_view::output_file_name(v, format))
         .collect();
+    for name in &will_write {
+        let target = args.out.join(name);
+        if reads(&args.flatten.inputs, &target) {
+            anyhow::bail!(
+                "the output {} would replace an input file; choose another --out",
+                target.display()
+            );
+        }
+    }
     let outdir = super::outdir::OutDir::prepare(
         &args.out,
         &will_write,

@@ -170,3 +170,25 @@ fn export_with_views_writes_view_tables_only() {
     assert!(text.lines().all(|l| l.starts_with("{\"id\":")), "{text}");
     assert!(!tables.join("Observation.parquet").exists());
 }
+
+#[test]
+fn a_view_never_replaces_its_own_input() {
+    let dir = input();
+    let before = std::fs::read(dir.path().join("Patient.ndjson")).unwrap();
+    for extra in [&[][..], &["--overwrite"][..]] {
+        flatfhir()
+            .arg("convert")
+            .arg(dir.path())
+            .args(["--column", "Patient:id=id", "--format", "ndjson", "--quiet"])
+            .args(extra)
+            .arg("--out")
+            .arg(dir.path())
+            .assert()
+            .code(1)
+            .stderr(contains("would replace an input file"));
+        assert_eq!(
+            std::fs::read(dir.path().join("Patient.ndjson")).unwrap(),
+            before
+        );
+    }
+}
