@@ -95,11 +95,44 @@ impl DemoDir {
         let werr = |e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", path.display());
         let (mut file, temp) =
             flatfhir_core::outfile::TempOutput::create(&self.out, DEMO_MARKER).map_err(werr)?;
-        let text = serde_json::to_vec_pretty(&Record { version: 1, files })?;
+        let mut text = serde_json::to_vec_pretty(&Record { version: 1, files })?;
+        text.push(b'\n');
         std::io::Write::write_all(&mut file, &text).map_err(werr)?;
         file.sync_all().map_err(werr)?;
         temp.persist(&path).map_err(werr)?;
         Ok(())
+    }
+}
+
+/// Records the demo's files when dropped without [`record`](Self::record) having been called:
+/// on an early error return or a panic, so that the next demo run can still clear them.
+#[derive(Debug)]
+pub(crate) struct RecordOnDrop(Option<DemoDir>);
+
+impl RecordOnDrop {
+    pub(crate) fn new(dir: DemoDir) -> Self {
+        Self(Some(dir))
+    }
+
+    /// A copy of the directory's record keeper (for a signal handler).
+    pub(crate) fn dir(&self) -> DemoDir {
+        self.0.clone().expect("recorded only once, by value")
+    }
+
+    /// Records now, reporting failure.
+    pub(crate) fn record(mut self) -> anyhow::Result<()> {
+        match self.0.take() {
+            Some(d) => d.record(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RecordOnDrop {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = d.record();
+        }
     }
 }
 

@@ -139,7 +139,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 out.display()
             );
         }
-        demo_dir = Some(dir);
+        demo_dir = Some(super::demo::RecordOnDrop::new(dir));
         let n = demo::generate(demo_data.path(), args.demo_patients, 42)
             .context("generating sample data")?;
         let key = DemoKey::generate();
@@ -362,7 +362,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     // The download is over (or interrupted); the converter finishes the types already handed
     // to it. A signal now stops it at once, leaving no unfinished file (and the demo's record).
-    let demo_record = demo_dir.clone();
+    let demo_record = demo_dir.as_ref().map(super::demo::RecordOnDrop::dir);
     rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut int), Ok(mut term)) = (
@@ -397,7 +397,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     written.extend(view_reports.iter().map(|v| v.path.clone()));
     let complete = matches!(result, Ok(Ok(_)));
     let tables_outcome = tables_dir.finish(&written, complete);
-    if let Some(d) = &demo_dir {
+    if let Some(d) = demo_dir.take() {
         d.record()?;
     }
     let tables_outcome = tables_outcome?;

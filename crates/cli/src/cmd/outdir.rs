@@ -302,7 +302,8 @@ fn write_marker(dir: &Path, marker: &Marker) -> anyhow::Result<()> {
     let path = dir.join(MARKER);
     let werr = |e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", path.display());
     let (mut file, temp) = outfile::TempOutput::create(dir, MARKER).map_err(werr)?;
-    let text = serde_json::to_vec_pretty(marker)?;
+    let mut text = serde_json::to_vec_pretty(marker)?;
+    text.push(b'\n');
     std::io::Write::write_all(&mut file, &text).map_err(werr)?;
     file.sync_all().map_err(werr)?;
     temp.persist(&path).map_err(werr)?;
