@@ -31,9 +31,11 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-/// A real export (not the demo) into `out` from the project's Bulk Data server on
-/// 127.0.0.1, with its tables: what a local HAPI or an SSH tunnel looks like to flatfhir.
-fn real_export(out: &Path) {
+/// The project's Bulk Data server on 127.0.0.1 over four Patients (its runtime, data
+/// directory and server, kept alive together).
+fn local_server(
+    polls_before_ready: u32,
+) -> (tokio::runtime::Runtime, tempfile::TempDir, TestServer) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,19 +50,17 @@ fn real_export(out: &Path) {
         serde_json::from_str(&std::fs::read_to_string(keys().join("jwks.json")).unwrap()).unwrap();
     let mut cfg = Config::new(data.path());
     cfg.clients = vec![RegisteredClient::with_jwks("cli-client", jwks)];
+    cfg.polls_before_ready = polls_before_ready;
     let server = rt.block_on(TestServer::start(cfg)).unwrap();
+    (rt, data, server)
+}
+
+/// `flatfhir export` against `server` into `out`, with the test key.
+fn export_from(server: &TestServer, out: &Path) -> std::process::Command {
     let url = server.base_url();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    Command::cargo_bin("flatfhir")
-        .unwrap()
-        .args([
-            "export",
-            "-q",
-            "--min-wait",
-            "5ms",
-            "--max-poll-wait",
-            "50ms",
-        ])
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("flatfhir"));
+    c.args(["export", "--min-wait", "5ms", "--max-poll-wait", "50ms"])
         .args([
             "--fhir-url",
             &url,
@@ -75,11 +75,54 @@ fn real_export(out: &Path) {
         .arg(out)
         .env_remove("FLATFHIR_PRIVATE_KEY")
         .env_remove("FLATFHIR_BEARER_TOKEN")
-        .env_remove("FLATFHIR_CLIENT_SECRET")
-        .assert()
-        .success();
-    drop(server);
+        .env_remove("FLATFHIR_CLIENT_SECRET");
+    c
+}
+
+/// A real export (not the demo) into `out` from the project's Bulk Data server on
+/// 127.0.0.1, with its tables: what a local HAPI or an SSH tunnel looks like to flatfhir.
+fn real_export(out: &Path) {
+    let (_rt, _data, server) = local_server(1);
+    let status = export_from(&server, out).arg("-q").status().unwrap();
+    assert!(status.success());
     assert!(out.join("tables/Patient.parquet").exists());
+}
+
+#[test]
+fn sigterm_stops_an_export_resumably_with_143() {
+    use std::io::BufRead as _;
+    // The export never completes, so the signal always arrives while it is polled.
+    let (_rt, _data, server) = local_server(u32::MAX);
+    let out = tempfile::tempdir().unwrap();
+    let mut child = export_from(&server, out.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let accepted = line.contains("export accepted");
+        seen.push(line);
+        if accepted {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("export accepted")),
+        "{seen:?}"
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-s", "TERM"])
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("is resumable")), "{rest:?}");
+    assert!(out.path().join(".flatfhir-job.json").exists());
 }
 
 #[test]
