@@ -169,7 +169,10 @@ fn main() -> ExitCode {
     };
     log::install(cli.command.quiet());
     let result = match cli.command {
-        Command::Convert(args) => cmd::convert::run(args),
+        Command::Convert(args) => {
+            remove_unfinished_files_on_signal();
+            cmd::convert::run(args)
+        }
         Command::Schema(args) => cmd::schema::run(args),
         Command::Fetch(args) => cmd::fetch::run(*args),
         Command::Status(args) => cmd::status::run(*args),
@@ -223,6 +226,25 @@ fn is_usage(err: &anyhow::Error) -> bool {
                 Some(flatfhir_fetch::Error::Usage(_))
             )
     })
+}
+
+/// SIGINT or SIGTERM during `convert`: remove every unfinished output file (the hidden
+/// `.<name>.<random>.flatfhir.tmp` ones; no table is renamed into place after this), then exit
+/// 128 + the signal (130, 143). A handler thread, not code in signal context.
+fn remove_unfinished_files_on_signal() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let removed = flatfhir_core::outfile::abandon_all();
+            eprintln!(
+                "interrupted: removed {removed} unfinished output file(s); finished tables are complete"
+            );
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 /// A closed stdout (`flatfhir schema ... | head`) is not a failure.

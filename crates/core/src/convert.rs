@@ -876,8 +876,8 @@ struct RejectSink {
 struct RejectFiles {
     lines: BufWriter<File>,
     reasons: BufWriter<File>,
-    lines_tmp: tempfile::TempPath,
-    reasons_tmp: tempfile::TempPath,
+    lines_tmp: crate::outfile::TempOutput,
+    reasons_tmp: crate::outfile::TempOutput,
 }
 
 impl RejectSink {
@@ -915,14 +915,13 @@ impl RejectSink {
         if guard.is_none() {
             std::fs::create_dir_all(&self.dir).map_err(|e| self.werr(e))?;
             let mk = |suffix: &str| {
-                tempfile::Builder::new()
-                    .prefix(&format!(".{}.{suffix}.", self.resource_type))
-                    .suffix(".tmp")
-                    .tempfile_in(&self.dir)
-                    .map(tempfile::NamedTempFile::into_parts)
+                crate::outfile::TempOutput::create(
+                    &self.dir,
+                    &format!("{}.{suffix}", self.resource_type),
+                )
             };
             let (lf, lp) = mk("ndjson").map_err(|e| self.werr(e))?;
-            let (rf, rp) = mk("errors").map_err(|e| self.werr(e))?;
+            let (rf, rp) = mk("errors.ndjson").map_err(|e| self.werr(e))?;
             *guard = Some(RejectFiles {
                 lines: BufWriter::new(lf),
                 reasons: BufWriter::new(rf),
@@ -982,8 +981,8 @@ impl RejectSink {
         ] {
             let f = w.into_inner().map_err(|e| werr(path, e.into_error()))?;
             f.sync_all().map_err(|e| werr(path, e))?;
-            tmp.persist(path).map_err(|e| werr(path, e.error))?;
-            crate::writer::publish_permissions(path).map_err(|e| werr(path, e))?;
+            tmp.persist(path).map_err(|e| werr(path, e))?;
+            drop(f);
         }
         Ok(Some(lines_path))
     }

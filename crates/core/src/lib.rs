@@ -33,6 +33,7 @@ mod convert;
 mod error;
 mod flatten;
 mod input;
+pub mod outfile;
 mod reader;
 mod scan;
 mod schedule;

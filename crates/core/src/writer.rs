@@ -25,10 +25,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnDescPtr;
 use rayon::prelude::*;
-use tempfile::TempPath;
 
 use crate::error::{Error, Result};
 use crate::flatten::ColumnValues;
+use crate::outfile::TempOutput;
 use crate::textchunk::{PartWalk, TextChunk};
 
 /// Output file format.
@@ -180,7 +180,7 @@ enum ClosedColumn {
 pub struct TableWriter {
     sink: Sink,
     schema: SchemaRef,
-    temp: TempPath,
+    temp: TempOutput,
     path: PathBuf,
     pending_rows: usize,
     pending_bytes: u64,
@@ -238,12 +238,7 @@ impl TableWriter {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(werr)?;
-        let (file, temp) = temp.into_parts();
+        let (file, temp) = TempOutput::create(dir, &name).map_err(werr)?;
         let out = BufWriter::with_capacity(1 << 20, file);
         let sink = match opts.format {
             OutputFormat::Parquet => {
@@ -660,9 +655,9 @@ impl TableWriter {
         let file = file.into_inner().map_err(|e| werr(e.into_error()))?;
         file.sync_all().map_err(werr)?;
         let size = file.metadata().map_err(werr)?.len();
+        // Renamed while still open (and locked), so no other run takes it for stale.
+        self.temp.persist(&path).map_err(werr)?;
         drop(file);
-        self.temp.persist(&path).map_err(|e| werr(e.error))?;
-        publish_permissions(&path).map_err(werr)?;
         let encode_seconds = self.encode_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let write_seconds = (self.write_nanos + start.elapsed().as_nanos() as u64) as f64 / 1e9;
         Ok(WrittenFile {
@@ -861,19 +856,6 @@ fn column_factories(
         })
         .collect::<parquet::errors::Result<_>>()?;
     Ok((factories, per_column))
-}
-
-/// Temporary files are created private (0600); a finished output is an ordinary file that the
-/// rest of the team's tools can read.
-pub(crate) fn publish_permissions(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }
 
 #[cfg(test)]

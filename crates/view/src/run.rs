@@ -116,7 +116,7 @@ pub fn run_views_with(
             .filter(|g| g.resource_type == view.resource())
             .flat_map(|g| g.files.iter().map(|f| f.path.clone()))
             .collect();
-        let path = out_dir.join(format!("{}.{}", file_name(view.name()), format.extension()));
+        let path = out_dir.join(output_file_name(view, format));
         let r = match format {
             Format::Parquet | Format::Arrow => {
                 run_table(view, &files, &path, format, &read, write)?
@@ -126,6 +126,12 @@ pub fn run_views_with(
         report.views.push(r);
     }
     Ok(report)
+}
+
+/// The name of the file a view is written to in the output directory: its name made safe
+/// as a file name, and the format's extension.
+pub fn output_file_name(view: &View, format: Format) -> String {
+    format!("{}.{}", file_name(view.name()), format.extension())
 }
 
 /// A view name made safe as a file name.
@@ -408,12 +414,8 @@ fn run_text(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{base}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    let (file, tmp) = flatfhir_core::outfile::TempOutput::create(dir, &base).map_err(io)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let names: Vec<String> = view.columns().iter().map(|c| c.name.clone()).collect();
     if format == Format::Csv {
         let mut header = Vec::new();
@@ -448,17 +450,11 @@ fn run_text(
             w.write_all(&buf).map_err(io)
         },
     )?;
-    let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
-    tmp.as_file().sync_all().map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // tempfile creates 0600; an output table is an ordinary file.
-        let _ = tmp
-            .as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    // Renamed while open (and locked); the mode is 0666 less the umask, as for any new file.
+    tmp.persist(path).map_err(io)?;
+    drop(file);
     Ok(ViewReport {
         view: view.name().to_string(),
         path: path.to_path_buf(),

@@ -11,8 +11,12 @@ use super::common::{Bar, FlattenArgs, OutputArgs, input_bytes, mb};
 /// Arguments of `flatfhir convert`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit status: 0 all converted; 1 an error (nothing is written for a type that failed); \
-2 converted, but bad lines were set aside under DIR/_rejected/ (--on-error skip)."
+    after_help = "DIR holds the tables of one run: a DIR that already holds tables (*.parquet, *.arrow, _rejected/) is \
+refused unless --overwrite is given; then the new tables replace the old set, and files of the earlier run that this \
+run does not produce are removed if flatfhir's run marker (DIR/.flatfhir-tables.json) proves it wrote them.\n\
+Exit status: 0 all converted; 1 an error (nothing is written for a type that failed; also a DIR refused); \
+2 converted, but bad lines were set aside under DIR/_rejected/ (--on-error skip); 130/143 interrupted by \
+SIGINT/SIGTERM (unfinished files removed)."
 )]
 pub(crate) struct Args {
     #[command(flatten)]
@@ -21,6 +25,12 @@ pub(crate) struct Args {
     /// Output directory (created if missing).
     #[arg(long, short, value_name = "DIR")]
     pub(crate) out: PathBuf,
+
+    /// Replace the tables of an earlier run in DIR: same-named files are replaced, and the
+    /// earlier run's files this run does not produce are removed (only those flatfhir's run
+    /// marker proves it wrote; other files are kept and named).
+    #[arg(long)]
+    pub(crate) overwrite: bool,
 
     #[command(flatten)]
     pub(crate) output: OutputArgs,
@@ -40,6 +50,8 @@ struct Summary {
     types: Vec<TypeReport>,
     failed: Vec<Failure>,
     skipped_files: Vec<PathBuf>,
+    /// What happened to files already in DIR.
+    output_dir: super::outdir::Outcome,
     rows: u64,
     input_bytes: u64,
     output_bytes: u64,
@@ -57,9 +69,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     opts.out_dir = args.out.clone();
     opts.write = args.output.write_options()?;
     args.output.apply_spill(&mut opts);
-    std::fs::create_dir_all(&args.out).map_err(|e| {
-        anyhow::anyhow!("cannot create output directory {}: {e}", args.out.display())
-    })?;
+    let outdir = super::outdir::OutDir::prepare(
+        &args.out,
+        &[],
+        args.overwrite,
+        args.output.spill_dir.as_deref(),
+        "--overwrite",
+    )?;
 
     let total = input_bytes(&plan);
     let quiet = args.flatten.quiet;
@@ -69,6 +85,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         types: Vec::new(),
         failed: Vec::new(),
         skipped_files: plan.skipped.clone(),
+        output_dir: super::outdir::Outcome::default(),
         rows: 0,
         input_bytes: 0,
         output_bytes: 0,
@@ -106,8 +123,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     });
     bar.finish();
+    summary.output_dir = outdir.finish(&written_files(&summary.types), true)?;
     summary.seconds = start.elapsed().as_secs_f64();
     if !quiet {
+        if let Some(line) = summary.output_dir.describe() {
+            eprintln!("{}: {line}", args.out.display());
+        }
         eprintln!(
             "{} of {} types converted, {} rows, {:.1} MB in {:.2} s ({:.1} MB/s){}{}",
             summary.types.len(),
@@ -156,6 +177,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Every file the converted types wrote: tables and `_rejected/` files.
+pub(crate) fn written_files(types: &[TypeReport]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for r in types {
+        files.extend(r.output.clone());
+        if let Some(lines) = &r.rejected_file {
+            files.push(lines.clone());
+            files.push(lines.with_file_name(format!("{}.errors.ndjson", r.resource_type)));
+        }
+    }
+    files
 }
 
 fn describe(r: &TypeReport) -> String {

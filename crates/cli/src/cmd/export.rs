@@ -23,7 +23,9 @@ use super::fetch::{ConnArgs, Display, ExportArgs, report};
 #[command(
     after_help = "Try it without a server: flatfhir export --demo --out demo-out\n\
 Secrets can come from the environment: FLATFHIR_PRIVATE_KEY, FLATFHIR_CLIENT_SECRET, FLATFHIR_BEARER_TOKEN.\n\
-Exit codes: 0 success; 1 failure (a download or a conversion); 3 converted, but the server reported error/fatal issues; 130 interrupted."
+The tables directory follows convert's rule: earlier tables are refused unless --overwrite (or --resume).\n\
+Exit codes: 0 success; 1 failure (a download or a conversion; also a DIR refused); 3 converted, but the server reported \
+error/fatal issues; 130 interrupted (SIGINT), 143 (SIGTERM)."
 )]
 pub(crate) struct Args {
     #[command(flatten)]
@@ -47,12 +49,16 @@ pub(crate) struct Args {
     /// Worker threads for flattening (default: one per core)
     #[arg(long, value_name = "N", value_parser = super::common::at_least_one)]
     threads: Option<usize>,
+    /// Replace the tables of an earlier run in the tables directory (as `convert --overwrite`)
+    #[arg(long)]
+    overwrite: bool,
     /// Run against a built-in test server over generated sample data (no outside server needed;
-    /// not with the server and credential options)
+    /// not with the server and credential options). It deletes only files an earlier demo run
+    /// recorded in DIR/.flatfhir-demo.json
     #[arg(long)]
     demo: bool,
     /// Views instead of flattening: each downloaded type is run through the views of that
-    /// resource type (types without a view are not converted).
+    /// resource type; types without a view are flattened whole (Parquet and Arrow).
     #[command(flatten)]
     views: super::views::ViewArgs,
     /// Patients in the generated sample data (with --demo)
@@ -65,6 +71,17 @@ pub(crate) struct Args {
     )]
     demo_patients: usize,
 }
+
+/// A recorded URL for a message, without credentials or signed query values.
+pub(crate) fn redacted(url: &str) -> String {
+    url.parse::<url::Url>().map_or_else(
+        |_| "an unreadable URL".to_string(),
+        |u| flatfhir_fetch::RedactedUrl::new(u).to_string(),
+    )
+}
+
+/// Exit code after SIGTERM (128 + 15).
+const EXIT_TERMINATED: u8 = 143;
 
 /// A resource type whose files are all downloaded, and those files.
 type Ready = (String, Vec<PathBuf>);
@@ -97,7 +114,12 @@ impl flatfhir_fetch::Observer for Pipeline {
 struct ExportSummary {
     fetch: flatfhir_fetch::Summary,
     tables: Vec<TypeReport>,
+    views: Vec<serde_json::Value>,
     failed_conversions: Vec<(String, String)>,
+    /// Types downloaded but not converted (no view, and `--format csv|ndjson`).
+    not_converted: Vec<String>,
+    /// What happened to files already in the tables directory.
+    tables_dir: super::outdir::Outcome,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -107,8 +129,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The demo server lives as long as this function; its data in a temporary directory.
     let mut demo_server = None;
     let demo_data = tempfile::tempdir().context("creating a temporary directory")?;
+    let tables = args.tables.clone().unwrap_or_else(|| out.join("tables"));
+    let mut demo_dir = None;
     let conn = if args.demo {
-        clear_previous_demo(&out, args.tables.as_deref())?;
+        let (dir, cleared) = super::demo::DemoDir::begin(&out, &tables)?;
+        if !quiet && !cleared.is_empty() {
+            eprintln!(
+                "demo: removed {} file(s) of the earlier demo run in {}",
+                cleared.len(),
+                out.display()
+            );
+        }
+        demo_dir = Some(super::demo::RecordOnDrop::new(dir));
         let n = demo::generate(demo_data.path(), args.demo_patients, 42)
             .context("generating sample data")?;
         let key = DemoKey::generate();
@@ -157,10 +189,67 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let opts = args.export.options(conn)?;
 
+    if !args.export.resume
+        && !args.demo
+        && let Some(job) = flatfhir_fetch::JobState::load(&out)?
+    {
+        // Said here, before the tables directory is checked, so that the hint is the one
+        // that helps.
+        anyhow::bail!(
+            "{} already holds an export ({:?}, from {}); continue it with --resume, or choose another --out",
+            out.display(),
+            job.phase,
+            redacted(&job.fhir_url)
+        );
+    }
     let views = args.views.build()?;
     let (view_format, view_write) = super::views::output_format(&args.output)?;
-    let tables = args.tables.clone().unwrap_or_else(|| out.join("tables"));
-    std::fs::create_dir_all(&tables).with_context(|| format!("creating {}", tables.display()))?;
+    // Types without a view are flattened whole, which Parquet and Arrow can hold.
+    let flatten_write = if views.is_empty() {
+        // Without views, --format csv|ndjson is refused here.
+        Some(args.output.write_options()?)
+    } else {
+        match view_format {
+            flatfhir_view::Format::Parquet | flatfhir_view::Format::Arrow => {
+                Some(args.output.write_options()?)
+            }
+            // Ndjson, Csv: views only.
+            _ => None,
+        }
+    };
+    let unviewed: Vec<&String> = args
+        .export
+        .types
+        .iter()
+        .filter(|t| !views.iter().any(|v| v.resource() == t.as_str()))
+        .collect();
+    if !views.is_empty() && !unviewed.is_empty() && !quiet {
+        let list = unviewed
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if flatten_write.is_some() {
+            eprintln!("no view for {list}: flattened whole");
+        } else {
+            eprintln!(
+                "no view for {list}: downloaded but not converted (--format {} holds views only; \
+                 give them a view, or use --format parquet or arrow to flatten them)",
+                view_format.extension()
+            );
+        }
+    }
+    let will_write: Vec<String> = views
+        .iter()
+        .map(|v| flatfhir_view::output_file_name(v, view_format))
+        .collect();
+    let tables_dir = super::outdir::OutDir::prepare(
+        &tables,
+        &will_write,
+        args.overwrite || args.export.resume,
+        args.output.spill_dir.as_deref(),
+        "--overwrite",
+    )?;
     let mut convert_opts = ConvertOptions {
         out_dir: tables,
         sep: args.sep.clone(),
@@ -170,31 +259,35 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             DecimalsArg::Exact => Decimals::Exact,
         },
         threads: args.threads.unwrap_or(0),
-        write: if views.is_empty() {
-            args.output.write_options()?
-        } else {
-            view_write.clone()
-        },
+        write: flatten_write.clone().unwrap_or_default(),
         ..ConvertOptions::default()
     };
     args.output.apply_spill(&mut convert_opts);
+    let convert_opts_dir = convert_opts.out_dir.clone();
 
     let (tx, rx) = mpsc::channel::<Ready>();
     let display = Display::new(quiet);
     let converter_display = Arc::clone(&display);
     let converter = std::thread::spawn(move || {
         let mut done = Vec::new();
+        let mut view_reports = Vec::new();
         let mut failed = Vec::new();
+        let mut not_converted = Vec::new();
         for (resource_type, files) in rx {
-            if !views.is_empty() {
-                let selected: Vec<flatfhir_view::View> = views
-                    .iter()
-                    .filter(|v| v.resource() == resource_type)
-                    .cloned()
-                    .collect();
-                if selected.is_empty() {
-                    continue;
-                }
+            let selected: Vec<flatfhir_view::View> = views
+                .iter()
+                .filter(|v| v.resource() == resource_type)
+                .cloned()
+                .collect();
+            if !views.is_empty() && selected.is_empty() && flatten_write.is_none() {
+                converter_display.println(&format!(
+                    "{resource_type}: downloaded, not converted (no view; --format {} holds views only)",
+                    view_format.extension()
+                ));
+                not_converted.push(resource_type);
+                continue;
+            }
+            if !selected.is_empty() {
                 match flatfhir_view::run_views_with(
                     &files,
                     &selected,
@@ -211,6 +304,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                                 v.rows,
                                 v.path.display()
                             ));
+                            view_reports.push(v);
                         }
                     }
                     Err(e) => {
@@ -251,7 +345,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        (done, failed)
+        (done, view_reports, failed, not_converted)
     });
     let pipeline = Arc::new(Pipeline {
         display: Arc::clone(&display),
@@ -259,10 +353,35 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     let observer: Arc<dyn flatfhir_fetch::Observer> = pipeline.clone();
     let result = rt.block_on(async {
-        tokio::select! {
-            r = flatfhir_fetch::fetch(opts, observer) => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        anyhow::Ok(tokio::select! {
+            r = flatfhir_fetch::fetch(opts, observer) => Ok(r),
+            _ = tokio::signal::ctrl_c() => Err(super::fetch::EXIT_INTERRUPTED),
+            _ = term.recv() => Err(EXIT_TERMINATED),
+        })
+    })?;
+    // The download is over (or interrupted); the converter finishes the types already handed
+    // to it. A signal now stops it at once, leaving no unfinished file (and the demo's record).
+    let demo_record = demo_dir.as_ref().map(super::demo::RecordOnDrop::dir);
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        let code = tokio::select! {
+            _ = int.recv() => super::fetch::EXIT_INTERRUPTED,
+            _ = term.recv() => EXIT_TERMINATED,
+        };
+        let removed = flatfhir_core::outfile::abandon_all();
+        if let Some(d) = &demo_record {
+            let _ = d.record();
         }
+        eprintln!("interrupted: removed {removed} unfinished output file(s)");
+        std::process::exit(i32::from(code));
     });
     // Close the channel so the converter finishes the types already handed to it.
     pipeline
@@ -270,24 +389,49 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
-    let (tables_done, failed_conversions) = converter
+    let (tables_done, view_reports, failed_conversions, not_converted) = converter
         .join()
         .map_err(|_| anyhow::anyhow!("the converter thread panicked"))?;
     display.finish();
     drop(demo_server);
-    let Some(result) = result else {
-        eprintln!(
-            "interrupted; {} is resumable: run the same command with --resume",
-            out.display()
-        );
-        return Ok(ExitCode::from(super::fetch::EXIT_INTERRUPTED));
+    let mut written = super::convert::written_files(&tables_done);
+    written.extend(view_reports.iter().map(|v| v.path.clone()));
+    let complete = matches!(result, Ok(Ok(_)));
+    let tables_outcome = tables_dir.finish(&written, complete);
+    if let Some(d) = demo_dir.take() {
+        d.record()?;
+    }
+    let tables_outcome = tables_outcome?;
+    if !quiet && let Some(line) = tables_outcome.describe() {
+        eprintln!("{}: {line}", convert_opts_dir.display());
+    }
+    let result = match result {
+        Ok(r) => r,
+        Err(code) => {
+            eprintln!(
+                "interrupted; {} is resumable: run the same command with --resume",
+                out.display()
+            );
+            return Ok(ExitCode::from(code));
+        }
     };
     let fetch_summary = result?;
     let code = report(&fetch_summary, quiet, false);
     let summary = ExportSummary {
         fetch: fetch_summary,
         tables: tables_done,
+        views: view_reports
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "view": v.view, "path": v.path, "resources": v.resources,
+                    "rows": v.rows, "mismatches": v.mismatches, "input_bytes": v.input_bytes,
+                })
+            })
+            .collect(),
         failed_conversions,
+        not_converted,
+        tables_dir: tables_outcome,
     };
     if args.export.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -296,48 +440,4 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(code)
-}
-
-/// Running the demo twice into the same directory should just work: a finished earlier demo
-/// run (recognisable by its loopback server URL) is removed first. Anything else in DIR is an
-/// error from `fetch` as usual, so no real export is ever deleted.
-fn clear_previous_demo(
-    out: &std::path::Path,
-    tables: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    let Some(job) = flatfhir_fetch::JobState::load(out)? else {
-        return Ok(());
-    };
-    let finished = matches!(
-        job.phase,
-        flatfhir_fetch::Phase::Complete | flatfhir_fetch::Phase::Cancelled
-    );
-    if !finished || !job.fhir_url.starts_with("http://127.0.0.1:") {
-        return Ok(());
-    }
-    let rm = |p: std::path::PathBuf| match std::fs::remove_file(&p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(anyhow::anyhow!(
-            "removing the earlier demo's {}: {e}",
-            p.display()
-        )),
-        _ => Ok(()),
-    };
-    for f in &job.files {
-        rm(out.join(&f.path))?;
-    }
-    for f in ["manifest.json", "log.ndjson", flatfhir_fetch::JOB_FILE] {
-        rm(out.join(f))?;
-    }
-    let tables = tables.map_or_else(|| out.join("tables"), std::path::Path::to_path_buf);
-    if let Ok(entries) = std::fs::read_dir(&tables) {
-        for e in entries.filter_map(Result::ok) {
-            let p = e.path();
-            if p.extension()
-                .is_some_and(|x| x == "parquet" || x == "arrow")
-            {
-                rm(p)?;
-            }
-        }
-    }
-    Ok(())
 }

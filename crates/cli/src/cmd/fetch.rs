@@ -273,7 +273,7 @@ pub(crate) struct ExportArgs {
         value_delimiter = ',',
         value_name = "TYPE,..."
     )]
-    types: Vec<String>,
+    pub(crate) types: Vec<String>,
     /// Only resources changed since this FHIR instant (`_since`), e.g. 2024-01-31T00:00:00Z
     #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
     since: Option<String>,

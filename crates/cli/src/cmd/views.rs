@@ -191,10 +191,41 @@ pub(crate) fn output_format(output: &OutputArgs) -> anyhow::Result<(Format, Writ
     })
 }
 
+/// Whether `target` (an output file) is one of the `inputs` or a file in an input directory.
+fn reads(inputs: &[PathBuf], target: &Path) -> bool {
+    let Ok(target) = target.canonicalize() else {
+        return false;
+    };
+    inputs.iter().any(|i| {
+        i.canonicalize()
+            .is_ok_and(|i| i == target || target.parent() == Some(i.as_path()))
+    })
+}
+
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let start = std::time::Instant::now();
     let views = args.views.build()?;
     let (format, write) = output_format(&args.output)?;
+    let will_write: Vec<String> = views
+        .iter()
+        .map(|v| flatfhir_view::output_file_name(v, format))
+        .collect();
+    for name in &will_write {
+        let target = args.out.join(name);
+        if reads(&args.flatten.inputs, &target) {
+            anyhow::bail!(
+                "the output {} would replace an input file; choose another --out",
+                target.display()
+            );
+        }
+    }
+    let outdir = super::outdir::OutDir::prepare(
+        &args.out,
+        &will_write,
+        args.overwrite,
+        None,
+        "--overwrite",
+    )?;
     let inputs = &args.flatten.inputs;
     let read = args.flatten.read_options();
     let run = || run_views_with(inputs, &views, &args.out, format, &write, &read);
@@ -205,8 +236,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .install(run)?,
         None => run()?,
     };
+    let written: Vec<PathBuf> = report.views.iter().map(|v| v.path.clone()).collect();
+    let outcome = outdir.finish(&written, true)?;
     let quiet = args.flatten.quiet;
     if !quiet {
+        if let Some(line) = outcome.describe() {
+            eprintln!("{}: {line}", args.out.display());
+        }
         for v in &report.views {
             let mismatches = if v.mismatches > 0 {
                 format!(
@@ -246,7 +282,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "views": views }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "views": views, "output_dir": outcome })
+            )?
         );
     }
     Ok(ExitCode::SUCCESS)

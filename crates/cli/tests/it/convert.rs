@@ -159,7 +159,11 @@ fn natural_file_order_and_directory_rules() {
     // manifest.json, README.md, error/ and deleted/ are not read.
     assert_eq!(
         listing(out.path()),
-        ["Observation.parquet", "Patient.parquet"]
+        [
+            ".flatfhir-tables.json",
+            "Observation.parquet",
+            "Patient.parquet"
+        ]
     );
 }
 
@@ -359,7 +363,7 @@ fn decimals_float_by_default_exact_on_request() {
         [json!(1.5), json!(1000.0), json!(2.0)]
     );
     flatfhir()
-        .args(["convert", "-q", "--decimals", "exact"])
+        .args(["convert", "-q", "--decimals", "exact", "--overwrite"])
         .arg(fixture("decimals"))
         .arg("--out")
         .arg(out.path())
@@ -391,7 +395,10 @@ fn options_sep_exclude_types() {
         .arg(out.path())
         .assert()
         .success();
-    assert_eq!(listing(out.path()), ["Patient.parquet"]);
+    assert_eq!(
+        listing(out.path()),
+        [".flatfhir-tables.json", "Patient.parquet"]
+    );
     let t = read_parquet(&out.path().join("Patient.parquet"));
     assert!(t.names().contains(&"name.0.given.1"));
     assert!(

@@ -80,10 +80,12 @@ fn column_flags_and_columns_file() {
         .arg(&cols)
         .arg("--out")
         .arg(&out)
-        .args(["--format", "parquet", "--quiet"])
+        .args(["--format", "parquet", "--quiet", "--overwrite"])
         .assert()
         .success();
     assert!(out.join("Patient.parquet").exists());
+    // The new set replaced the old one: the first run's Patient.csv is gone.
+    assert!(!out.join("Patient.csv").exists());
 
     let toml = dir.path().join("cols.toml");
     std::fs::write(
@@ -100,7 +102,7 @@ fn column_flags_and_columns_file() {
         .arg(&toml)
         .arg("--out")
         .arg(&out)
-        .args(["--format", "csv", "--quiet"])
+        .args(["--format", "csv", "--quiet", "--overwrite"])
         .assert()
         .success();
     let text = std::fs::read_to_string(out.join("Patient.csv")).unwrap();
@@ -167,4 +169,26 @@ fn export_with_views_writes_view_tables_only() {
     assert_eq!(text.lines().count(), 5);
     assert!(text.lines().all(|l| l.starts_with("{\"id\":")), "{text}");
     assert!(!tables.join("Observation.parquet").exists());
+}
+
+#[test]
+fn a_view_never_replaces_its_own_input() {
+    let dir = input();
+    let before = std::fs::read(dir.path().join("Patient.ndjson")).unwrap();
+    for extra in [&[][..], &["--overwrite"][..]] {
+        flatfhir()
+            .arg("convert")
+            .arg(dir.path())
+            .args(["--column", "Patient:id=id", "--format", "ndjson", "--quiet"])
+            .args(extra)
+            .arg("--out")
+            .arg(dir.path())
+            .assert()
+            .code(1)
+            .stderr(contains("would replace an input file"));
+        assert_eq!(
+            std::fs::read(dir.path().join("Patient.ndjson")).unwrap(),
+            before
+        );
+    }
 }

@@ -8,5 +8,6 @@ mod convert_view;
 mod export;
 mod fetch;
 mod messages;
+mod output;
 mod schema;
 mod secrets;
