@@ -231,7 +231,7 @@ fn the_same_options_across_subcommands() {
                     .and(predicate::str::contains("Patient (").not()),
             );
         flatfhir()
-            .args(["convert", "-q", flag, "Patient", "-o"])
+            .args(["convert", "-q", "--overwrite", flag, "Patient", "-o"])
             .arg(out.path())
             .arg(fixture("basic"))
             .assert()
