@@ -588,6 +588,36 @@ pub(crate) fn to_string(x: &Item<'_>) -> Option<String> {
     }
 }
 
+/// The type name and FHIRPath text of an item (see [`crate::fhirpath::Value`]).
+pub(crate) fn describe_item(it: &Item<'_>) -> (String, String) {
+    match it {
+        Item::Bool(b) => ("boolean".into(), b.to_string()),
+        Item::Int(i) => ("integer".into(), i.to_string()),
+        Item::Dec(d, s) => ("decimal".into(), format_dec(*d, *s)),
+        Item::Str(s, ty) => match ty {
+            Some(t @ ("date" | "dateTime" | "time")) => (t.to_string(), format!("@{s}")),
+            Some(t) => (t.to_string(), s.to_string()),
+            None => ("string".into(), s.to_string()),
+        },
+        Item::Node(j, ty) => {
+            let t = |d: &str| ty.map_or_else(|| d.to_string(), str::to_string);
+            match j {
+                Json::Bool(b) => (t("boolean"), b.to_string()),
+                Json::Number(n) => (t(if n.contains('.') { "decimal" } else { "integer" }), n.to_string()),
+                Json::String(s) => match ty {
+                    Some(d @ ("date" | "dateTime" | "time" | "instant")) => (d.to_string(), format!("@{s}")),
+                    _ => (t("string"), s.to_string()),
+                },
+                Json::Null => (t("null"), "null".into()),
+                other => {
+                    let rt = other.get("resourceType").and_then(Json::as_str).unwrap_or("Object");
+                    (t(rt), other.to_serde().to_string())
+                }
+            }
+        }
+    }
+}
+
 /// Formats a decimal with at most `scale` fraction digits, trailing zeros removed.
 pub(crate) fn format_dec(d: f64, scale: u32) -> String {
     let s = format!("{d:.*}", scale.min(17) as usize);

@@ -26,6 +26,7 @@
 mod ast;
 mod error;
 mod eval;
+pub mod fhirpath;
 mod functions;
 pub mod json;
 mod lexer;
