@@ -14,7 +14,7 @@
 
 use crate::ast::Expr;
 use crate::error::SyntaxError;
-use crate::eval::{Env, Item, eval};
+use crate::eval::{Env, Item, eval, root};
 use crate::json::Json;
 
 /// A compiled FHIRPath expression.
@@ -67,7 +67,7 @@ impl Expression {
             row_index: 0,
             index: 0,
         };
-        let out = eval(&env, &self.expr, &[Item::Node(resource, None)]).map_err(EvalError)?;
+        let out = eval(&env, &self.expr, &[root(resource)]).map_err(EvalError)?;
         Ok(out.iter().map(value).collect())
     }
 }

@@ -1,13 +1,20 @@
-//! FHIRPath functions: `where`, `exists`, `first`, `extension`, `join`, the SQL on FHIR key
-//! functions, `lowBoundary`/`highBoundary` and a few string helpers.
+//! FHIRPath functions: filtering and projection, existence, subsetting, combining,
+//! conversions, strings, math, type functions, boundaries and the SQL on FHIR key functions.
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::str::FromStr;
 
-use crate::ast::{Expr, Func};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use crate::ast::{Conv, Expr, Func};
 use crate::eval::{
-    Coll, Env, EvalResult, Item, Prim, eval, format_dec, is_type, item_eq, to_bool, to_string,
+    Coll, Env, EvalResult, Item, Prim, eval, fhir_type, has_type, item_eq, parse_temporal,
+    quantity_of, system_type, to_bool, to_strict_bool, to_string,
 };
 use crate::json::Json;
+use crate::temporal::{Kind, Temporal, days_in_month};
 
 /// Applies `f` to the collection `b`; `input` is the focus the arguments are evaluated on.
 pub(crate) fn call<'a>(
@@ -18,10 +25,11 @@ pub(crate) fn call<'a>(
     input: &[Item<'a>],
 ) -> EvalResult<Coll<'a>> {
     let arg = |i: usize| -> EvalResult<Coll<'a>> { eval(env, &args[i], input) };
-    let int_arg = |i: usize| -> EvalResult<usize> {
+    let int_arg = |i: usize| -> EvalResult<Option<i64>> {
         match arg(i)?.as_slice() {
+            [] => Ok(None),
             [x] => match x.prim() {
-                Prim::Int(n) => Ok(n.max(0) as usize),
+                Prim::Int(n) => Ok(Some(n)),
                 _ => Err("expected an integer argument".into()),
             },
             _ => Err("expected a single integer argument".into()),
@@ -38,6 +46,28 @@ pub(crate) fn call<'a>(
         }
     };
     let one = |x: Item<'a>| vec![x];
+    let single = |b: &Coll<'a>, what: &str| -> EvalResult<Option<Item<'a>>> {
+        match b.as_slice() {
+            [] => Ok(None),
+            [x] => Ok(Some(x.clone())),
+            _ => Err(format!("{what} needs a single item, got {}", b.len())),
+        }
+    };
+    // The single string of the input (string functions); empty input gives `None`.
+    let input_str = |b: &Coll<'a>| -> EvalResult<Option<String>> {
+        match b.as_slice() {
+            [] => Ok(None),
+            [x] => match x.prim() {
+                Prim::Str(s) => Ok(Some(s.to_string())),
+                _ => Err("a string function needs a string".into()),
+            },
+            _ => Err(format!(
+                "a string function needs a single string, got {} items",
+                b.len()
+            )),
+        }
+    };
+    let str_item = |s: String| Item::Str(Cow::Owned(s), None);
     Ok(match f {
         Func::Where => {
             let mut out = Vec::new();
@@ -46,7 +76,8 @@ pub(crate) fn call<'a>(
                     index: i as i64,
                     ..*env
                 };
-                if to_bool(&eval(&e, &args[0], std::slice::from_ref(&it))?)? == Some(true) {
+                let r = eval(&e, &args[0], std::slice::from_ref(&it))?;
+                if to_strict_bool(&r, "a where() criterion")? == Some(true) {
                     out.push(it);
                 }
             }
@@ -60,6 +91,23 @@ pub(crate) fn call<'a>(
                     ..*env
                 };
                 out.extend(eval(&e, &args[0], std::slice::from_ref(it))?);
+            }
+            out
+        }
+        Func::Repeat => {
+            let mut out: Coll<'a> = Vec::new();
+            let mut queue = b;
+            while !queue.is_empty() {
+                let mut next = Vec::new();
+                for it in &queue {
+                    for x in eval(env, &args[0], std::slice::from_ref(it))? {
+                        if !out.iter().any(|y| item_eq(&x, y) == Some(true)) {
+                            out.push(x.clone());
+                            next.push(x);
+                        }
+                    }
+                }
+                queue = next;
             }
             out
         }
@@ -88,11 +136,11 @@ pub(crate) fn call<'a>(
         Func::Last => b.into_iter().last().into_iter().collect(),
         Func::Tail => b.into_iter().skip(1).collect(),
         Func::Skip => {
-            let n = int_arg(0)?;
+            let n = int_arg(0)?.unwrap_or(0).max(0) as usize;
             b.into_iter().skip(n).collect()
         }
         Func::Take => {
-            let n = int_arg(0)?;
+            let n = int_arg(0)?.unwrap_or(0).max(0) as usize;
             b.into_iter().take(n).collect()
         }
         Func::Single => match b.len() {
@@ -100,41 +148,84 @@ pub(crate) fn call<'a>(
             n => return Err(format!("single() on a collection of {n} items")),
         },
         Func::Count => one(Item::Int(b.len() as i64)),
-        Func::Distinct => {
-            let mut out: Coll<'a> = Vec::new();
+        Func::Distinct => distinct(b),
+        Func::IsDistinct => {
+            let n = b.len();
+            one(Item::Bool(distinct(b).len() == n))
+        }
+        Func::Not => match b.as_slice() {
+            [] => Vec::new(),
+            [x] => match x.prim() {
+                Prim::Bool(v) => one(Item::Bool(!v)),
+                _ => return Err("not() needs a boolean".into()),
+            },
+            _ => return Err(format!("not() needs a single boolean, got {} items", b.len())),
+        },
+        Func::HasValue => one(Item::Bool(matches!(
+            b.as_slice(),
+            [x] if !matches!(x.prim(), Prim::Obj(_) | Prim::Null) && matches!(x, Item::Node(..))
+        ))),
+        Func::OfType(t) => {
+            let mut out = Vec::new();
             for x in b {
-                if !out.iter().any(|y| item_eq(&x, y)) {
+                if has_type(&x, t, true)? {
                     out.push(x);
                 }
             }
             out
         }
-        Func::Not => match to_bool(&b)? {
-            None => Vec::new(),
-            Some(v) => one(Item::Bool(!v)),
+        Func::As(t) => match b.as_slice() {
+            [] => Vec::new(),
+            [x] => {
+                if has_type(x, t, true)? {
+                    b
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => return Err(format!("'as' needs a single item, got {}", b.len())),
         },
-        Func::HasValue => one(Item::Bool(matches!(
-            b.as_slice(),
-            [x] if !matches!(x.prim(), Prim::Obj(_) | Prim::Null)
-        ))),
-        Func::OfType(t) => b.into_iter().filter(|x| is_type(x, t)).collect(),
         Func::Is(t) => match b.as_slice() {
             [] => Vec::new(),
-            [x] => one(Item::Bool(is_type(x, t))),
+            [x] => one(Item::Bool(has_type(x, t, false)?)),
             _ => return Err("'is' needs a single value".into()),
         },
+        Func::Type => {
+            let mut out = Vec::new();
+            for x in &b {
+                out.push(match system_type(x) {
+                    Some(st) => Item::TypeInfo("System", Cow::Borrowed(sys_name(st))),
+                    None => match x {
+                        Item::TypeInfo(..) => Item::TypeInfo("System", Cow::Borrowed("Object")),
+                        _ => {
+                            let t = fhir_type(x)?;
+                            match t.strip_prefix("System.") {
+                                Some(s) => Item::TypeInfo("System", Cow::Borrowed(s)),
+                                None => Item::TypeInfo("FHIR", Cow::Borrowed(t)),
+                            }
+                        }
+                    },
+                });
+            }
+            out
+        }
         Func::Extension => {
             let Some(url) = str_arg(0)? else {
                 return Ok(Vec::new());
             };
             let mut out = Vec::new();
             for it in &b {
-                if let Item::Node(node, _) = it
+                let holder = match it {
+                    Item::Node(n @ Json::Object(_), _, _) => Some(*n),
+                    Item::Node(_, _, ext) => *ext,
+                    _ => None,
+                };
+                if let Some(node) = holder
                     && let Some(Json::Array(exts)) = node.get("extension")
                 {
                     for e in exts {
                         if e.get("url").and_then(Json::as_str) == Some(url.as_str()) {
-                            out.push(Item::Node(e, None));
+                            out.push(Item::Node(e, Some("Extension"), None));
                         }
                     }
                 }
@@ -151,20 +242,20 @@ pub(crate) fn call<'a>(
                 Vec::new()
             } else {
                 let parts: Vec<String> = b.iter().filter_map(to_string).collect();
-                one(Item::Str(Cow::Owned(parts.join(&sep)), None))
+                one(str_item(parts.join(&sep)))
             }
         }
         Func::GetResourceKey => b
             .iter()
             .filter_map(|it| match it {
-                Item::Node(n, _) => n.get("id").map(|id| Item::Node(id, None)),
+                Item::Node(n, _, _) => n.get("id").map(|id| Item::Node(id, Some("id"), None)),
                 _ => None,
             })
             .collect(),
         Func::GetReferenceKey(ty) => b
             .iter()
             .filter_map(|it| {
-                let Item::Node(n, _) = it else { return None };
+                let Item::Node(n, _, _) = it else { return None };
                 let Some(Json::String(r)) = n.get("reference") else {
                     return None;
                 };
@@ -187,15 +278,35 @@ pub(crate) fn call<'a>(
             .collect(),
         Func::LowBoundary | Func::HighBoundary => {
             let high = matches!(f, Func::HighBoundary);
-            let prec = if args.is_empty() {
-                None
-            } else {
-                Some(int_arg(0)? as u32)
-            };
-            b.iter().filter_map(|x| boundary(x, high, prec)).collect()
+            let prec = if args.is_empty() { None } else { int_arg(0)? };
+            let mut out = Vec::new();
+            for x in &b {
+                if let Some(v) = boundary(x, high, prec)? {
+                    out.push(v);
+                }
+            }
+            out
         }
+        Func::Precision => match single(&b, "precision()")? {
+            None => Vec::new(),
+            Some(x) => match x.prim() {
+                Prim::Dec(d) => one(Item::Int(i64::from(d.scale()))),
+                Prim::Int(_) => one(Item::Int(0)),
+                Prim::Temporal(s, k) => {
+                    let t = parse_temporal(s, k).ok_or("invalid date/time")?;
+                    one(Item::Int(digits_of(&t)))
+                }
+                _ => return Err("precision() needs a number or a date/time".into()),
+            },
+        },
         Func::Iif => {
-            let c = to_bool(&eval(env, &args[0], &b)?)?;
+            if b.len() > 1 {
+                return Err(format!(
+                    "iif() needs a single item as its focus, got {}",
+                    b.len()
+                ));
+            }
+            let c = to_strict_bool(&eval(env, &args[0], &b)?, "the iif() criterion")?;
             if c == Some(true) {
                 eval(env, &args[1], &b)?
             } else if args.len() > 2 {
@@ -204,46 +315,554 @@ pub(crate) fn call<'a>(
                 Vec::new()
             }
         }
-        Func::ToString => b
-            .iter()
-            .filter_map(|x| to_string(x).map(|s| Item::Str(Cow::Owned(s), None)))
-            .collect(),
+        Func::ToString => match single(&b, "toString()")? {
+            None => Vec::new(),
+            Some(x) => to_string(&x).map(str_item).into_iter().collect(),
+        },
+        Func::Convert(c, test) => match single(&b, "a conversion")? {
+            None => Vec::new(),
+            Some(x) => {
+                let unit = if args.is_empty() { None } else { str_arg(0)? };
+                let r = convert(&x, *c, unit.as_deref());
+                if *test {
+                    one(Item::Bool(r.is_some()))
+                } else {
+                    r.into_iter().collect()
+                }
+            }
+        },
         Func::StartsWith | Func::EndsWith | Func::ContainsStr => {
+            let Some(s) = input_str(&b)? else {
+                return Ok(Vec::new());
+            };
             let Some(a) = str_arg(0)? else {
                 return Ok(Vec::new());
             };
-            match b.as_slice() {
-                [] => Vec::new(),
-                [x] => {
-                    let s = x.as_str().ok_or("string function on a non-string")?;
-                    one(Item::Bool(match f {
-                        Func::StartsWith => s.starts_with(&a),
-                        Func::EndsWith => s.ends_with(&a),
-                        _ => s.contains(&a),
-                    }))
-                }
-                _ => return Err("string function on several values".into()),
+            one(Item::Bool(match f {
+                Func::StartsWith => s.starts_with(&a),
+                Func::EndsWith => s.ends_with(&a),
+                _ => s.contains(&a),
+            }))
+        }
+        Func::Lower | Func::Upper | Func::Length | Func::Trim | Func::ToChars => {
+            let Some(s) = input_str(&b)? else {
+                return Ok(Vec::new());
+            };
+            match f {
+                Func::Lower => one(str_item(s.to_lowercase())),
+                Func::Upper => one(str_item(s.to_uppercase())),
+                Func::Trim => one(str_item(s.trim().to_string())),
+                Func::ToChars => s.chars().map(|c| str_item(c.to_string())).collect(),
+                _ => one(Item::Int(s.chars().count() as i64)),
             }
         }
-        Func::Lower | Func::Upper | Func::Length => match b.as_slice() {
-            [] => Vec::new(),
-            [x] => {
-                let s = x.as_str().ok_or("string function on a non-string")?;
-                one(match f {
-                    Func::Lower => Item::Str(Cow::Owned(s.to_lowercase()), None),
-                    Func::Upper => Item::Str(Cow::Owned(s.to_uppercase()), None),
-                    _ => Item::Int(s.chars().count() as i64),
-                })
+        Func::IndexOf | Func::LastIndexOf => {
+            let Some(s) = input_str(&b)? else {
+                return Ok(Vec::new());
+            };
+            let Some(a) = str_arg(0)? else {
+                return Ok(Vec::new());
+            };
+            let pos = if matches!(f, Func::IndexOf) {
+                s.find(&a)
+            } else {
+                s.rfind(&a)
+            };
+            one(Item::Int(
+                pos.map_or(-1, |p| s[..p].chars().count() as i64),
+            ))
+        }
+        Func::Substring => {
+            let Some(s) = input_str(&b)? else {
+                return Ok(Vec::new());
+            };
+            let Some(start) = int_arg(0)? else {
+                return Ok(Vec::new());
+            };
+            let chars: Vec<char> = s.chars().collect();
+            if start < 0 || start as usize >= chars.len() {
+                return Ok(Vec::new());
             }
-            _ => return Err("string function on several values".into()),
-        },
-        Func::AllTrue => one(Item::Bool(
-            b.iter().all(|x| matches!(x.prim(), Prim::Bool(true))),
-        )),
-        Func::AnyTrue => one(Item::Bool(
-            b.iter().any(|x| matches!(x.prim(), Prim::Bool(true))),
-        )),
+            let len = if args.len() > 1 {
+                match int_arg(1)? {
+                    Some(l) => l.max(0) as usize,
+                    None => chars.len(),
+                }
+            } else {
+                chars.len()
+            };
+            let end = (start as usize).saturating_add(len).min(chars.len());
+            one(str_item(chars[start as usize..end].iter().collect()))
+        }
+        Func::Matches | Func::MatchesFull | Func::ReplaceMatches => {
+            let Some(s) = input_str(&b)? else {
+                return Ok(Vec::new());
+            };
+            let Some(pat) = str_arg(0)? else {
+                return Ok(Vec::new());
+            };
+            let full = matches!(f, Func::MatchesFull);
+            let src = if full {
+                format!("^(?:{pat})$")
+            } else {
+                pat.clone()
+            };
+            let re = regex::RegexBuilder::new(&src)
+                .dot_matches_new_line(true)
+                .build()
+                .map_err(|e| format!("unsupported regular expression '{pat}': {e}"))?;
+            if matches!(f, Func::ReplaceMatches) {
+                let Some(rep) = str_arg(1)? else {
+                    return Ok(Vec::new());
+                };
+                one(str_item(re.replace_all(&s, rep.as_str()).into_owned()))
+            } else {
+                one(Item::Bool(re.is_match(&s)))
+            }
+        }
+        Func::Replace => {
+            let Some(s) = input_str(&b)? else {
+                return Ok(Vec::new());
+            };
+            let (Some(pat), Some(rep)) = (str_arg(0)?, str_arg(1)?) else {
+                return Ok(Vec::new());
+            };
+            if pat.is_empty() {
+                // Insert the replacement around every character.
+                let mut out = rep.clone();
+                for c in s.chars() {
+                    out.push(c);
+                    out.push_str(&rep);
+                }
+                one(str_item(out))
+            } else {
+                one(str_item(s.replace(&pat, &rep)))
+            }
+        }
+        Func::Split => {
+            let Some(s) = input_str(&b)? else {
+                return Ok(Vec::new());
+            };
+            let Some(sep) = str_arg(0)? else {
+                return Ok(Vec::new());
+            };
+            if sep.is_empty() {
+                s.chars().map(|c| str_item(c.to_string())).collect()
+            } else {
+                s.split(sep.as_str())
+                    .map(|p| str_item(p.to_string()))
+                    .collect()
+            }
+        }
+        Func::Encode | Func::Decode => {
+            let Some(s) = input_str(&b)? else {
+                return Ok(Vec::new());
+            };
+            let Some(fmt) = str_arg(0)? else {
+                return Ok(Vec::new());
+            };
+            let r = if matches!(f, Func::Encode) {
+                encode(&s, &fmt)?
+            } else {
+                decode(&s, &fmt)?
+            };
+            r.map(str_item).into_iter().collect()
+        }
+        Func::Escape | Func::Unescape => {
+            let Some(s) = input_str(&b)? else {
+                return Ok(Vec::new());
+            };
+            let Some(fmt) = str_arg(0)? else {
+                return Ok(Vec::new());
+            };
+            let r = match (matches!(f, Func::Escape), fmt.as_str()) {
+                (true, "html") => s
+                    .replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+                    .replace('"', "&quot;")
+                    .replace('\'', "&#39;"),
+                (false, "html") => s
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&quot;", "\"")
+                    .replace("&#39;", "'")
+                    .replace("&amp;", "&"),
+                (true, "json") => {
+                    let q = serde_json::to_string(&s).map_err(|e| e.to_string())?;
+                    q[1..q.len() - 1].to_string()
+                }
+                (false, "json") => serde_json::from_str::<String>(&format!("\"{s}\""))
+                    .map_err(|e| format!("unescape('json'): {e}"))?,
+                (_, other) => return Err(format!("unsupported escape format '{other}'")),
+            };
+            one(str_item(r))
+        }
+        Func::Union | Func::Combine => {
+            let other = arg(0)?;
+            let mut all = b;
+            all.extend(other);
+            if matches!(f, Func::Union) {
+                distinct(all)
+            } else {
+                all
+            }
+        }
+        Func::Intersect => {
+            let other = arg(0)?;
+            distinct(
+                b.into_iter()
+                    .filter(|x| other.iter().any(|y| item_eq(x, y) == Some(true)))
+                    .collect(),
+            )
+        }
+        Func::Exclude => {
+            let other = arg(0)?;
+            b.into_iter()
+                .filter(|x| !other.iter().any(|y| item_eq(x, y) == Some(true)))
+                .collect()
+        }
+        Func::SubsetOf | Func::SupersetOf => {
+            let other = arg(0)?;
+            let (small, big) = if matches!(f, Func::SubsetOf) {
+                (&b, &other)
+            } else {
+                (&other, &b)
+            };
+            one(Item::Bool(small.iter().all(|x| {
+                big.iter().any(|y| item_eq(x, y) == Some(true))
+            })))
+        }
+        Func::Children => {
+            let mut out = Vec::new();
+            for it in &b {
+                children(&mut out, it);
+            }
+            out
+        }
+        Func::Descendants => {
+            let mut out = Vec::new();
+            let mut queue = b;
+            while !queue.is_empty() {
+                let mut next = Vec::new();
+                for it in &queue {
+                    children(&mut next, it);
+                }
+                out.extend(next.iter().cloned());
+                queue = next;
+            }
+            out
+        }
+        Func::Sort => return Err("sort() is not supported".into()),
+        Func::Aggregate => return Err("aggregate() is not supported".into()),
+        Func::Abs | Func::Ceiling | Func::Floor | Func::Truncate | Func::Sqrt | Func::Exp | Func::Ln => {
+            let Some(x) = single(&b, "a math function")? else {
+                return Ok(Vec::new());
+            };
+            math1(f, &x)?.into_iter().collect()
+        }
+        Func::Round => {
+            let Some(x) = single(&b, "round()")? else {
+                return Ok(Vec::new());
+            };
+            let p = if args.is_empty() { Some(0) } else { int_arg(0)? };
+            let Some(p) = p else { return Ok(Vec::new()) };
+            if p < 0 {
+                return Err("round() precision must be >= 0".into());
+            }
+            let d = match x.prim() {
+                Prim::Int(i) => Decimal::from(i),
+                Prim::Dec(d) => d,
+                _ => return Err("round() needs a number".into()),
+            };
+            one(Item::Dec(
+                d.round_dp_with_strategy(p as u32, RoundingStrategy::MidpointAwayFromZero),
+            ))
+        }
+        Func::Log | Func::Power => {
+            let Some(x) = single(&b, "a math function")? else {
+                return Ok(Vec::new());
+            };
+            let y = arg(0)?;
+            let Some(y) = single(&y, "a math function's argument")? else {
+                return Ok(Vec::new());
+            };
+            math2(f, &x, &y)?.into_iter().collect()
+        }
+        Func::Trace => b,
+        Func::Today | Func::Now | Func::TimeOfDay => {
+            return Err(format!(
+                "{} is not supported (a view's output would depend on when it runs)",
+                match f {
+                    Func::Today => "today()",
+                    Func::Now => "now()",
+                    _ => "timeOfDay()",
+                }
+            ));
+        }
+        Func::AllTrue | Func::AnyTrue | Func::AllFalse | Func::AnyFalse => {
+            let mut bools = Vec::with_capacity(b.len());
+            for x in &b {
+                match x.prim() {
+                    Prim::Bool(v) => bools.push(v),
+                    _ => return Err("allTrue()/anyTrue()/allFalse()/anyFalse() need booleans".into()),
+                }
+            }
+            one(Item::Bool(match f {
+                Func::AllTrue => bools.iter().all(|v| *v),
+                Func::AnyTrue => bools.iter().any(|v| *v),
+                Func::AllFalse => bools.iter().all(|v| !*v),
+                _ => bools.iter().any(|v| !*v),
+            }))
+        }
     })
+}
+
+fn sys_name(t: crate::ast::SysType) -> &'static str {
+    use crate::ast::SysType::*;
+    match t {
+        Boolean => "Boolean",
+        Integer => "Integer",
+        Decimal => "Decimal",
+        String => "String",
+        Date => "Date",
+        DateTime => "DateTime",
+        Time => "Time",
+        Quantity => "Quantity",
+        Other => "Object",
+    }
+}
+
+fn distinct(b: Coll<'_>) -> Coll<'_> {
+    let mut out: Coll<'_> = Vec::with_capacity(b.len());
+    for x in b {
+        if !out.iter().any(|y| item_eq(&x, y) == Some(true)) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+/// The child nodes of an item (every member's values, typed from the model).
+fn children<'a>(out: &mut Coll<'a>, it: &Item<'a>) {
+    if let Item::Node(Json::Object(m), _, _) = it {
+        for (k, _) in m {
+            if k.starts_with('_') || k == "resourceType" {
+                continue;
+            }
+            crate::eval::member(out, it, k);
+        }
+    }
+}
+
+fn math1<'a>(f: &Func, x: &Item<'a>) -> EvalResult<Option<Item<'a>>> {
+    let (d, int) = match x.prim() {
+        Prim::Int(i) => (Decimal::from(i), true),
+        Prim::Dec(d) => (d, false),
+        Prim::Qty(v, u) if matches!(f, Func::Abs) => {
+            return Ok(Some(Item::Qty(v.abs(), Cow::Owned(u.to_string()))));
+        }
+        _ => return Err("a math function needs a number".into()),
+    };
+    let to_int = |d: Decimal| i64::try_from(d).map_err(|_| "integer overflow".to_string());
+    Ok(match f {
+        Func::Abs if int => Some(Item::Int(to_int(d.abs())?)),
+        Func::Abs => Some(Item::Dec(d.abs())),
+        Func::Ceiling => Some(Item::Int(to_int(d.ceil())?)),
+        Func::Floor => Some(Item::Int(to_int(d.floor())?)),
+        Func::Truncate => Some(Item::Int(to_int(d.trunc())?)),
+        _ => {
+            let v = d.to_f64().ok_or("number out of range")?;
+            let r = match f {
+                Func::Sqrt => v.sqrt(),
+                Func::Exp => v.exp(),
+                _ => v.ln(),
+            };
+            float_result(r)
+        }
+    })
+}
+
+fn math2<'a>(f: &Func, x: &Item<'a>, y: &Item<'a>) -> EvalResult<Option<Item<'a>>> {
+    let n = |i: &Item<'_>| match i.prim() {
+        Prim::Int(v) => Ok((Decimal::from(v), true)),
+        Prim::Dec(d) => Ok((d, false)),
+        _ => Err("a math function needs numbers".to_string()),
+    };
+    let ((a, ai), (b, bi)) = (n(x)?, n(y)?);
+    if matches!(f, Func::Power) && ai && bi && b >= Decimal::ZERO {
+        let (Ok(base), Ok(exp)) = (i64::try_from(a), u32::try_from(b)) else {
+            return Err("power() out of range".into());
+        };
+        return Ok(base.checked_pow(exp).map(Item::Int));
+    }
+    let (fa, fb) = (
+        a.to_f64().ok_or("number out of range")?,
+        b.to_f64().ok_or("number out of range")?,
+    );
+    let r = match f {
+        Func::Log => fa.ln() / fb.ln(),
+        _ => fa.powf(fb),
+    };
+    Ok(float_result(r))
+}
+
+/// A transcendental result (computed in binary floating point) as a decimal of 15
+/// significant digits, or empty when it is not a real number.
+fn float_result<'a>(r: f64) -> Option<Item<'a>> {
+    if !r.is_finite() {
+        return None;
+    }
+    let s = format!("{:.*e}", 14, r);
+    Decimal::from_scientific(&s).ok().map(|d| Item::Dec(d.normalize()))
+}
+
+fn encode(s: &str, fmt: &str) -> EvalResult<Option<String>> {
+    use base64::Engine;
+    Ok(Some(match fmt {
+        "base64" => base64::engine::general_purpose::STANDARD.encode(s),
+        "urlbase64" => base64::engine::general_purpose::URL_SAFE.encode(s),
+        "hex" => s.bytes().map(|b| format!("{b:02x}")).collect(),
+        other => return Err(format!("unsupported encoding '{other}'")),
+    }))
+}
+
+fn decode(s: &str, fmt: &str) -> EvalResult<Option<String>> {
+    use base64::Engine;
+    let bytes = match fmt {
+        "base64" => base64::engine::general_purpose::STANDARD.decode(s).ok(),
+        "urlbase64" => base64::engine::general_purpose::URL_SAFE.decode(s).ok(),
+        "hex" => (s.len() % 2 == 0)
+            .then(|| {
+                (0..s.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()
+            })
+            .flatten(),
+        other => return Err(format!("unsupported encoding '{other}'")),
+    };
+    let Some(bytes) = bytes else {
+        return Err(format!("'{s}' is not valid {fmt}"));
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| format!("decoded {fmt} is not UTF-8 text"))
+}
+
+/// `toX()`: the converted value, or `None` when it does not convert.
+fn convert<'a>(x: &Item<'a>, c: Conv, unit: Option<&str>) -> Option<Item<'a>> {
+    let p = x.prim();
+    match c {
+        Conv::Boolean => match p {
+            Prim::Bool(b) => Some(Item::Bool(b)),
+            Prim::Int(1) => Some(Item::Bool(true)),
+            Prim::Int(0) => Some(Item::Bool(false)),
+            Prim::Dec(d) if d == Decimal::ONE => Some(Item::Bool(true)),
+            Prim::Dec(d) if d.is_zero() => Some(Item::Bool(false)),
+            Prim::Str(s) => match s.to_ascii_lowercase().as_str() {
+                "true" | "t" | "yes" | "y" | "1" | "1.0" => Some(Item::Bool(true)),
+                "false" | "f" | "no" | "n" | "0" | "0.0" => Some(Item::Bool(false)),
+                _ => None,
+            },
+            _ => None,
+        },
+        Conv::Integer => match p {
+            Prim::Int(i) => Some(Item::Int(i)),
+            Prim::Bool(b) => Some(Item::Int(i64::from(b))),
+            Prim::Str(s) => {
+                let t = s.strip_prefix(['+', '-']).unwrap_or(s);
+                (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| s.parse().ok().map(Item::Int))
+                    .flatten()
+            }
+            _ => None,
+        },
+        Conv::Decimal => match p {
+            Prim::Int(i) => Some(Item::Dec(Decimal::from(i))),
+            Prim::Dec(d) => Some(Item::Dec(d)),
+            Prim::Bool(b) => Some(Item::Dec(if b { Decimal::ONE } else { Decimal::ZERO })),
+            Prim::Str(s) => parse_decimal_text(s).map(Item::Dec),
+            _ => None,
+        },
+        Conv::String => to_string(x).map(|s| Item::Str(Cow::Owned(s), None)),
+        Conv::Date | Conv::DateTime | Conv::Time => {
+            let (text, kind) = match p {
+                Prim::Str(s) => (s, None),
+                Prim::Temporal(s, k) => (s, Some(k)),
+                _ => return None,
+            };
+            let t = match kind {
+                Some(Kind::Time) => Temporal::parse(&format!("T{text}"))?,
+                _ if c == Conv::Time => Temporal::parse(&format!("T{text}"))?,
+                _ => Temporal::parse(text)?,
+            };
+            let out = match (c, t.kind) {
+                (Conv::Time, Kind::Time) => return Some(Item::Str(Cow::Owned(t.format()), Some("time"))),
+                (Conv::Time, _) | (_, Kind::Time) => return None,
+                (Conv::Date, _) => {
+                    let mut d = t;
+                    d.kind = Kind::Date;
+                    d.prec = d.prec.min(3);
+                    d.offset = None;
+                    (d, "date")
+                }
+                (_, _) => {
+                    let mut d = t;
+                    d.kind = Kind::DateTime;
+                    (d, "dateTime")
+                }
+            };
+            Some(Item::Str(Cow::Owned(out.0.format()), Some(out.1)))
+        }
+        Conv::Quantity => {
+            let q = match p {
+                Prim::Int(i) => Some((Decimal::from(i), "1".to_string())),
+                Prim::Dec(d) => Some((d, "1".to_string())),
+                Prim::Bool(b) => Some((if b { Decimal::ONE } else { Decimal::ZERO }, "1".to_string())),
+                Prim::Str(s) => parse_quantity_text(s),
+                _ => quantity_of(x).map(|(v, u)| (v, u.into_owned())),
+            }?;
+            match unit {
+                None => Some(Item::Qty(q.0, Cow::Owned(q.1))),
+                Some(u) => {
+                    let (a, b) = crate::quantity::align((Decimal::ONE, u), (q.0, &q.1), false)?;
+                    // b is q in base units; a is one target unit in base units.
+                    Some(Item::Qty(b.checked_div(a)?.normalize(), Cow::Owned(u.to_string())))
+                }
+            }
+        }
+    }
+}
+
+fn parse_decimal_text(s: &str) -> Option<Decimal> {
+    let t = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let (i, f) = t.split_once('.').unwrap_or((t, ""));
+    let ok = !i.is_empty()
+        && i.bytes().all(|b| b.is_ascii_digit())
+        && f.bytes().all(|b| b.is_ascii_digit())
+        && !(t.contains('.') && f.is_empty());
+    ok.then(|| Decimal::from_str(s).ok()).flatten()
+}
+
+/// `'4.5 \'mg\''`, `'1 day'`, `'3'` as a quantity.
+fn parse_quantity_text(s: &str) -> Option<(Decimal, String)> {
+    let s = s.trim();
+    let (num, unit) = match s.split_once(' ') {
+        Some((n, u)) => (n, u.trim()),
+        None => (s, ""),
+    };
+    let v = parse_decimal_text(num)?;
+    let unit = if unit.is_empty() {
+        "1".to_string()
+    } else if let Some(u) = unit.strip_prefix('\'').and_then(|u| u.strip_suffix('\'')) {
+        u.to_string()
+    } else if crate::parser::calendar_unit(unit).is_some() {
+        unit.to_string()
+    } else {
+        return None;
+    };
+    crate::quantity::valid_unit(&unit).then_some((v, unit))
 }
 
 /// `Type/id` from a reference (absolute URLs and `_history` suffixes allowed).
@@ -259,113 +878,113 @@ fn reference_parts(r: &str) -> Option<(&str, &str)> {
     (!id.is_empty() && ty.starts_with(|c: char| c.is_ascii_uppercase())).then_some((ty, id))
 }
 
-fn days_in_month(y: i32, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
+/// The precision of a date/time in digits (`2014` → 4, `T10:30` → 4, milliseconds → 17).
+fn digits_of(t: &Temporal) -> i64 {
+    let ms = if t.prec >= 6 && t.frac_digits > 0 { 3 } else { 0 };
+    match t.kind {
+        Kind::Time => [0, 0, 0, 0, 2, 4, 6][t.prec as usize] + ms,
+        _ => [0, 4, 6, 8, 10, 12, 14][t.prec as usize] + ms,
     }
 }
 
-/// Low/high boundary of a decimal, date, dateTime or time.
-fn boundary<'a>(x: &Item<'a>, high: bool, prec: Option<u32>) -> Option<Item<'a>> {
-    match x.prim() {
-        Prim::Int(i) => {
-            let half = 0.5;
-            let v = i as f64 + if high { half } else { -half };
-            Some(Item::Dec(v, prec.unwrap_or(1).max(1)))
+/// Low/high boundary of a decimal, quantity, date, dateTime or time; `precision` in digits
+/// (decimals: fraction digits, default 8; dates: 4/6/8, dateTimes up to 17, times up to 9).
+fn boundary<'a>(x: &Item<'a>, high: bool, prec: Option<i64>) -> EvalResult<Option<Item<'a>>> {
+    let dec = |d: Decimal, default_scale: u32| -> Option<Decimal> {
+        let p = prec.unwrap_or(8);
+        if !(0..=28).contains(&p) {
+            return None;
         }
-        Prim::Dec(d, s) => {
-            let half = 0.5 * 10f64.powi(-(s as i32));
-            let v = if high { d + half } else { d - half };
-            let out_scale = prec.unwrap_or(s + 1);
-            let v: f64 = format_dec(v, out_scale).parse().ok()?;
-            Some(Item::Dec(v, out_scale))
-        }
-        Prim::Str(s) => {
-            let ty = x.ty().unwrap_or_else(|| {
-                if s.contains('T') {
-                    "dateTime"
-                } else if s.len() >= 5 && s.as_bytes()[2] == b':' {
-                    "time"
-                } else {
-                    "date"
-                }
-            });
-            let out = match ty {
-                "time" => time_boundary(s, high)?,
-                "dateTime" | "instant" => datetime_boundary(s, high)?,
-                "date" => date_boundary(s, high)?,
-                _ => return None,
+        let p = p as u32;
+        let _ = default_scale;
+        // Half a unit of the last digit given.
+        let half = Decimal::new(5, d.scale() + 1);
+        let tiny = Decimal::new(1, p);
+        let mut v = if d.abs() < tiny && d.scale() > p {
+            // Below the requested precision: the boundary at it is zero (sign kept).
+            let mut z = Decimal::ZERO;
+            z.set_sign_negative(d.is_sign_negative());
+            z
+        } else {
+            let b = if high { d.checked_add(half)? } else { d.checked_sub(half)? };
+            let strategy = if high {
+                RoundingStrategy::ToPositiveInfinity
+            } else {
+                RoundingStrategy::ToNegativeInfinity
             };
-            Some(Item::Str(Cow::Owned(out), x.ty()))
-        }
-        _ => None,
-    }
-}
-
-fn date_boundary(s: &str, high: bool) -> Option<String> {
-    let parts: Vec<&str> = s.split('-').collect();
-    let y: i32 = parts.first()?.parse().ok()?;
-    let m: u32 = match parts.get(1) {
-        Some(m) => m.parse().ok()?,
-        None => {
-            if high {
-                12
-            } else {
-                1
-            }
-        }
+            b.round_dp_with_strategy(p, strategy)
+        };
+        v.rescale(p);
+        Some(v)
     };
-    let d: u32 = match parts.get(2) {
-        Some(d) => d.parse().ok()?,
-        None => {
-            if high {
-                days_in_month(y, m)
-            } else {
-                1
-            }
+    Ok(match x.prim() {
+        Prim::Int(i) => dec(Decimal::from(i), 0).map(Item::Dec),
+        Prim::Dec(d) => dec(d, d.scale()).map(Item::Dec),
+        Prim::Qty(v, u) => dec(v, v.scale()).map(|d| Item::Qty(d, Cow::Owned(u.to_string()))),
+        Prim::Temporal(s, k) => {
+            let t = parse_temporal(s, k).ok_or("invalid date/time")?;
+            temporal_boundary(&t, high, prec).map(|(text, tag)| Item::Str(Cow::Owned(text), Some(tag)))
         }
-    };
-    Some(format!("{y:04}-{m:02}-{d:02}"))
-}
-
-fn time_boundary(s: &str, high: bool) -> Option<String> {
-    let mut parts = s.split(':');
-    let h = parts.next()?;
-    let m = parts.next().unwrap_or(if high { "59" } else { "00" });
-    let (sec, frac) = match parts.next() {
-        Some(sec) => match sec.split_once('.') {
-            Some((s, f)) => (s.to_string(), f.to_string()),
-            None => (sec.to_string(), String::new()),
+        Prim::Obj(_) => match quantity_of(x) {
+            Some((v, u)) => dec(v, v.scale()).map(|d| Item::Qty(d, Cow::Owned(u.into_owned()))),
+            None => None,
         },
-        None => ((if high { "59" } else { "00" }).to_string(), String::new()),
-    };
-    let mut frac = frac;
-    while frac.len() < 3 {
-        frac.push(if high { '9' } else { '0' });
-    }
-    Some(format!("{h}:{m}:{sec}.{frac}"))
+        _ => None,
+    })
 }
 
-fn datetime_boundary(s: &str, high: bool) -> Option<String> {
-    let (date, time) = match s.split_once('T') {
-        Some((d, t)) => (d, Some(t)),
-        None => (s, None),
+fn temporal_boundary(t: &Temporal, high: bool, prec: Option<i64>) -> Option<(String, &'static str)> {
+    let digits = prec.unwrap_or(match t.kind {
+        Kind::Date => 8,
+        Kind::DateTime => 17,
+        Kind::Time => 9,
+    });
+    let (level, ms) = match (t.kind, digits) {
+        (Kind::Time, 2) => (4, false),
+        (Kind::Time, 4) => (5, false),
+        (Kind::Time, 6) => (6, false),
+        (Kind::Time, 9) => (6, true),
+        (Kind::Time, _) => return None,
+        (_, 4) => (1, false),
+        (_, 6) => (2, false),
+        (_, 8) => (3, false),
+        (Kind::DateTime, 10) => (4, false),
+        (Kind::DateTime, 12) => (5, false),
+        (Kind::DateTime, 14) => (6, false),
+        (Kind::DateTime, 17) => (6, true),
+        _ => return None,
     };
-    let date = date_boundary(date, high)?;
-    let (time, tz) = match time {
-        None | Some("") => (time_boundary(if high { "23" } else { "00" }, high)?, None),
-        Some(t) => {
-            let split = t.find(['Z', '+', '-']);
-            let (clock, tz) = match split {
-                Some(i) => (&t[..i], Some(&t[i..])),
-                None => (t, None),
-            };
-            (time_boundary(clock, high)?, tz)
+    let mut v = *t;
+    if v.prec < 2 {
+        v.month = if high { 12 } else { 1 };
+    }
+    if v.prec < 3 {
+        v.day = if high { days_in_month(v.year, v.month) } else { 1 };
+    }
+    if v.prec < 4 {
+        v.hour = if high { 23 } else { 0 };
+    }
+    if v.prec < 5 {
+        v.minute = if high { 59 } else { 0 };
+    }
+    if v.prec < 6 {
+        v.millis = if high { 59_999 } else { 0 };
+    } else if v.frac_digits == 0 && high {
+        v.millis += 999;
+    }
+    v.prec = level;
+    v.frac_digits = if ms { 3 } else { 0 };
+    if v.kind == Kind::DateTime && level >= 4 && v.offset.is_none() {
+        v.offset = Some(if high { -12 * 60 } else { 14 * 60 });
+    }
+    let tag = match (v.kind, level) {
+        (Kind::Time, _) => "time",
+        (_, 1..=3) => {
+            v.kind = Kind::Date;
+            "date"
         }
+        _ => "dateTime",
     };
-    let tz = tz.unwrap_or(if high { "-12:00" } else { "+14:00" });
-    Some(format!("{date}T{time}{tz}"))
+    let _ = Ordering::Equal;
+    Some((v.format(), tag))
 }

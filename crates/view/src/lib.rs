@@ -30,10 +30,13 @@ pub mod fhirpath;
 mod functions;
 pub mod json;
 mod lexer;
+mod model;
 mod parser;
+mod quantity;
 mod rows;
 mod run;
 pub mod table;
+mod temporal;
 mod view;
 
 pub use error::{Error, Result, SyntaxError};

@@ -37,8 +37,10 @@ fn scalar<'s>(it: &'s Item<'_>) -> Option<Scalar<'s>> {
     Some(match it.prim() {
         Prim::Bool(b) => Scalar::Bool(b),
         Prim::Int(i) => Scalar::Int(i),
-        Prim::Dec(d, _) => Scalar::Decimal(d),
-        Prim::Str(s) => Scalar::Str(s),
+        Prim::Dec(d) => Scalar::Decimal(f64::try_from(d).unwrap_or(f64::NAN)),
+        Prim::Str(s) | Prim::Temporal(s, _) => Scalar::Str(s),
+        // Quantities and type infos are turned into strings when a cell is built.
+        Prim::Qty(..) => return None,
         Prim::Obj(j) => Scalar::Json(j),
         Prim::Null => return None,
     })
@@ -46,11 +48,14 @@ fn scalar<'s>(it: &'s Item<'_>) -> Option<Scalar<'s>> {
 
 fn item_to_json(it: &Item<'_>) -> serde_json::Value {
     match it {
-        Item::Node(j, _) => j.to_serde(),
+        Item::Node(j, ..) => j.to_serde(),
         Item::Bool(b) => (*b).into(),
         Item::Int(i) => (*i).into(),
-        Item::Dec(d, s) => number_to_serde(&crate::eval::format_dec(*d, *s)),
+        Item::Dec(d) => number_to_serde(&d.to_string()),
         Item::Str(s, _) => serde_json::Value::String(s.to_string()),
+        Item::Qty(..) | Item::TypeInfo(..) => {
+            serde_json::Value::String(crate::eval::describe_item(it).1)
+        }
     }
 }
 
@@ -126,7 +131,7 @@ impl View {
             row_index: 0,
             index: 0,
         };
-        let focus = [Item::Node(resource, None)];
+        let focus = [crate::eval::root(resource)];
         for w in &self.wheres {
             let r = eval(&env, &w.expr, &focus).map_err(|m| self.eval_err(w, resource, m))?;
             match r.as_slice() {
@@ -235,7 +240,13 @@ impl View {
     ) -> Result<Row<'a>> {
         let mut own: Row<'a> = Vec::with_capacity(s.width);
         for (c, collection) in &s.columns {
-            let v = eval(env, &c.expr, focus).map_err(|m| self.eval_err(c, env.resource, m))?;
+            let mut v = eval(env, &c.expr, focus).map_err(|m| self.eval_err(c, env.resource, m))?;
+            // Quantities and type infos are written as their FHIRPath text.
+            for it in &mut v {
+                if matches!(it, Item::Qty(..) | Item::TypeInfo(..)) {
+                    *it = Item::Str(std::borrow::Cow::Owned(crate::eval::describe_item(it).1), None);
+                }
+            }
             let cell = if *collection {
                 CellInner::List(v)
             } else {
