@@ -142,7 +142,7 @@ pub(crate) fn root<'a>(resource: &'a Json<'a>) -> Item<'a> {
 }
 
 /// FHIR data type names that may follow a choice element's name (`value[x]`).
-const CHOICE_SUFFIXES: &[&str] = &[
+pub(crate) const CHOICE_SUFFIXES: &[&str] = &[
     "Boolean",
     "Integer",
     "Integer64",
@@ -520,7 +520,13 @@ pub(crate) fn eval<'a>(env: &Env<'a>, e: &'a Expr, input: &[Item<'a>]) -> EvalRe
                 [] => Vec::new(),
                 [x] => match x.prim() {
                     Prim::Int(i) => vec![Item::Int(i.checked_neg().ok_or("integer overflow")?)],
-                    Prim::Dec(d) => vec![Item::Dec(-d)],
+                    Prim::Dec(d) => {
+                        let mut n = -d;
+                        if n.is_zero() {
+                            n.set_sign_positive(true);
+                        }
+                        vec![Item::Dec(n)]
+                    }
                     Prim::Qty(v, u) => vec![Item::Qty(-v, Cow::Owned(u.to_string()))],
                     _ => return Err("unary '-' needs a number".into()),
                 },
@@ -721,6 +727,11 @@ fn arith<'a>(op: BinOp, lv: &[Item<'a>], rv: &[Item<'a>]) -> EvalResult<Coll<'a>
             let Some((v, u)) = quantity_of(ib) else {
                 return Err(bad());
             };
+            if matches!(u.as_ref(), "a" | "mo") {
+                return Err(format!(
+                    "'{u}' is not a calendar duration: add years or months with the words `year`/`month`"
+                ));
+            }
             let v = if op == BinOp::Sub { -v } else { v };
             if v.fract() != Decimal::ZERO {
                 return Err("date arithmetic needs a whole number of units".into());
@@ -802,9 +813,16 @@ fn num(p: Prim<'_, '_>) -> Option<Decimal> {
 }
 
 pub(crate) fn parse_temporal(s: &str, k: Kind) -> Option<Temporal> {
-    let t = Temporal::parse(s)?;
-    // A FHIR instant/dateTime node's text is parsed as written; a time node has no `T`.
-    (t.kind == k || (k == Kind::DateTime && t.kind == Kind::Date)).then_some(t)
+    let mut t = if k == Kind::Time && !s.starts_with('T') {
+        Temporal::parse(&format!("T{s}"))?
+    } else {
+        Temporal::parse(s)?
+    };
+    // A FHIR dateTime may be written with a date's precision (`2001-05-06`).
+    if k == Kind::DateTime && t.kind == Kind::Date {
+        t.kind = Kind::DateTime;
+    }
+    (t.kind == k).then_some(t)
 }
 
 /// FHIRPath `=` on collections: empty if either side is empty or an item comparison is.
@@ -840,6 +858,10 @@ pub(crate) fn item_eq(x: &Item<'_>, y: &Item<'_>) -> Option<bool> {
         (Prim::Bool(a), Prim::Bool(b)) => Some(a == b),
         (Prim::Str(a), Prim::Str(b)) => Some(a == b),
         (Prim::Temporal(a, ka), Prim::Temporal(b, kb)) => {
+            // A time is never equal to a date or dateTime.
+            if (ka == Kind::Time) != (kb == Kind::Time) {
+                return Some(false);
+            }
             let (ta, tb) = (parse_temporal(a, ka)?, parse_temporal(b, kb)?);
             ta.compare(&tb).map(|o| o == Ordering::Equal)
         }
@@ -902,7 +924,14 @@ pub(crate) fn item_equiv(x: &Item<'_>, y: &Item<'_>) -> bool {
         },
         _ => match (quantity_of(x), quantity_of(y)) {
             (Some(qa), Some(qb)) => {
-                qty_cmp(&qa, &qb, true).is_some_and(|o| o == Ordering::Equal)
+                // Compared at the precision of the less precise value.
+                match crate::quantity::align((qa.0, &qa.1), (qb.0, &qb.1), true) {
+                    Some((x, y)) => {
+                        let s = x.scale().min(y.scale());
+                        x.round_dp(s) == y.round_dp(s)
+                    }
+                    None => false,
+                }
             }
             _ => item_eq(x, y) == Some(true),
         },

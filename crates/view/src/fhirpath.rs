@@ -59,6 +59,21 @@ impl Expression {
         })
     }
 
+    /// Like [`Expression::parse`], with FHIRPath's semantic checks against the FHIR R4 model
+    /// for expressions evaluated on a `resource_type`: an element the model does not have
+    /// (`name.given1`), a path for another resource type (`Encounter.name` on a Patient), an
+    /// expanded choice name (`valueQuantity` for `value.ofType(Quantity)`), and
+    /// order-dependent functions on `children()`/`descendants()`. (Views stay lenient: they
+    /// run on any FHIR version.)
+    pub fn parse_strict(src: &str, resource_type: &str) -> Result<Expression, SyntaxError> {
+        let e = Expression::parse(src)?;
+        crate::strict::check(&e.expr, resource_type).map_err(|message| SyntaxError {
+            pos: 0,
+            message,
+        })?;
+        Ok(e)
+    }
+
     /// Evaluates the expression with `resource` as its focus (and `%resource`).
     pub fn evaluate(&self, resource: &Json<'_>) -> Result<Vec<Value>, EvalError> {
         let env = Env {

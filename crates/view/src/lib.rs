@@ -35,6 +35,7 @@ mod parser;
 mod quantity;
 mod rows;
 mod run;
+mod strict;
 pub mod table;
 mod temporal;
 mod view;
