@@ -180,6 +180,8 @@ pub(crate) enum Func {
     TimeOfDay,
     Type,
     Precision,
+    Comparable,
+    ConformsTo,
 }
 
 /// An expression node.

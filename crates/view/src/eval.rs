@@ -733,9 +733,7 @@ fn arith<'a>(op: BinOp, lv: &[Item<'a>], rv: &[Item<'a>]) -> EvalResult<Coll<'a>
                 ));
             }
             let v = if op == BinOp::Sub { -v } else { v };
-            if v.fract() != Decimal::ZERO {
-                return Err("date arithmetic needs a whole number of units".into());
-            }
+            // A fraction of the unit is dropped (`7.7 days` adds 7 days).
             let n = i64::try_from(v.trunc()).map_err(|_| "date arithmetic overflow")?;
             let tv = parse_temporal(t, k).ok_or("invalid date/time")?;
             let r = tv
@@ -781,14 +779,41 @@ fn arith<'a>(op: BinOp, lv: &[Item<'a>], rv: &[Item<'a>]) -> EvalResult<Coll<'a>
                         let v = if op == BinOp::Add { x + y } else { x - y };
                         Some(Item::Qty(v, Cow::Owned(qa.1.into_owned())))
                     }
+                    BinOp::Mul | BinOp::Div => Some(qty_mul_div(op, &qa, &qb).ok_or_else(bad)?),
                     _ => return Err(bad()),
                 }
+            } else if let (Some(q), Some(n)) = (quantity_of(ia), num(b)) {
+                match op {
+                    BinOp::Mul => Some(Item::Qty(q.0.checked_mul(n).ok_or("decimal overflow")?, Cow::Owned(q.1.into_owned()))),
+                    BinOp::Div => q.0.checked_div(n).map(|v| Item::Qty(v.normalize(), Cow::Owned(q.1.into_owned()))),
+                    _ => return Err(bad()),
+                }
+            } else if let (Some(n), Some(q), BinOp::Mul) = (num(a), quantity_of(ib), op) {
+                Some(Item::Qty(q.0.checked_mul(n).ok_or("decimal overflow")?, Cow::Owned(q.1.into_owned())))
             } else {
                 return Err(bad());
             }
         }
     };
     Ok(out.into_iter().collect())
+}
+
+/// `q1 * q2` and `q1 / q2` for simple units: the same dimension gives a squared unit or
+/// `'1'` (`2 'cm' * 2 'm'` = `0.04 'm2'`), other units a compound (`g/m`).
+fn qty_mul_div<'a>(
+    op: BinOp,
+    a: &(Decimal, Cow<'_, str>),
+    b: &(Decimal, Cow<'_, str>),
+) -> Option<Item<'a>> {
+    let mul = op == BinOp::Mul;
+    let (x, y, unit) = match crate::quantity::base_of(&a.1, a.0).zip(crate::quantity::base_of(&b.1, b.0)) {
+        Some(((ba, x), (bb, y))) if ba == bb => (x, y, if mul { format!("{ba}2") } else { "1".into() }),
+        _ if a.1 == "1" => (a.0, b.0, b.1.to_string()),
+        _ if b.1 == "1" => (a.0, b.0, a.1.to_string()),
+        _ => (a.0, b.0, format!("{}{}{}", a.1, if mul { "." } else { "/" }, b.1)),
+    };
+    let v = if mul { x.checked_mul(y)? } else { x.checked_div(y)?.normalize() };
+    Some(Item::Qty(v, Cow::Owned(unit)))
 }
 
 fn kind_name(item: &Item<'_>) -> &'static str {
@@ -940,7 +965,7 @@ pub(crate) fn item_equiv(x: &Item<'_>, y: &Item<'_>) -> bool {
 
 /// Ordering for `<`, `<=`, `>`, `>=`: `Ok(None)` when not comparable (dates of different
 /// precision, quantities in other dimensions); an error for values of different kinds.
-fn compare(a: &Item<'_>, b: &Item<'_>) -> EvalResult<Option<Ordering>> {
+pub(crate) fn compare(a: &Item<'_>, b: &Item<'_>) -> EvalResult<Option<Ordering>> {
     match (a.prim(), b.prim()) {
         (Prim::Int(x), Prim::Int(y)) => Ok(Some(x.cmp(&y))),
         (Prim::Str(x), Prim::Str(y)) => Ok(Some(x.cmp(y))),

@@ -156,7 +156,8 @@ pub(crate) fn call<'a>(
             [] => Vec::new(),
             [x] => match x.prim() {
                 Prim::Bool(v) => one(Item::Bool(!v)),
-                _ => return Err("not() needs a boolean".into()),
+                // Singleton evaluation: one item that is not a boolean counts as true.
+                _ => one(Item::Bool(false)),
             },
             _ => return Err(format!("not() needs a single boolean, got {} items", b.len())),
         },
@@ -495,8 +496,7 @@ pub(crate) fn call<'a>(
                     let q = serde_json::to_string(&s).map_err(|e| e.to_string())?;
                     q[1..q.len() - 1].to_string()
                 }
-                (false, "json") => serde_json::from_str::<String>(&format!("\"{s}\""))
-                    .map_err(|e| format!("unescape('json'): {e}"))?,
+                (false, "json") => unescape_json(&s)?,
                 (_, other) => return Err(format!("unsupported escape format '{other}'")),
             };
             one(str_item(r))
@@ -556,7 +556,89 @@ pub(crate) fn call<'a>(
             }
             out
         }
-        Func::Sort => return Err("sort() is not supported".into()),
+        Func::Sort => {
+            // Keys per item: each argument (a leading `-` sorts descending).
+            let mut keyed = Vec::with_capacity(b.len());
+            for (i, it) in b.into_iter().enumerate() {
+                let mut keys = Vec::with_capacity(args.len().max(1));
+                if args.is_empty() {
+                    keys.push((vec![it.clone()], false));
+                }
+                for a in args {
+                    let (expr, desc) = match a {
+                        Expr::Neg(x) => (&**x, true),
+                        x => (x, false),
+                    };
+                    let e = Env {
+                        index: i as i64,
+                        ..*env
+                    };
+                    keys.push((eval(&e, expr, std::slice::from_ref(&it))?, desc));
+                }
+                keyed.push((keys, it));
+            }
+            let mut err = None;
+            keyed.sort_by(|(ka, _), (kb, _)| {
+                for ((a, desc), (b, _)) in ka.iter().zip(kb) {
+                    // An empty key sorts first, in either direction.
+                    let o = match (a.as_slice(), b.as_slice()) {
+                        ([], []) => std::cmp::Ordering::Equal,
+                        ([], _) => return std::cmp::Ordering::Less,
+                        (_, []) => return std::cmp::Ordering::Greater,
+                        ([x], [y]) => match crate::eval::compare(x, y) {
+                            Ok(Some(o)) => o,
+                            Ok(None) => std::cmp::Ordering::Equal,
+                            Err(e) => {
+                                err.get_or_insert(e);
+                                std::cmp::Ordering::Equal
+                            }
+                        },
+                        _ => {
+                            err.get_or_insert("sort() keys must be single values".to_string());
+                            std::cmp::Ordering::Equal
+                        }
+                    };
+                    let o = if *desc { o.reverse() } else { o };
+                    if o != std::cmp::Ordering::Equal {
+                        return o;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+            keyed.into_iter().map(|(_, it)| it).collect()
+        }
+        Func::Comparable => {
+            let Some(x) = single(&b, "comparable()")? else {
+                return Ok(Vec::new());
+            };
+            let y = arg(0)?;
+            let Some(y) = single(&y, "comparable()'s argument")? else {
+                return Ok(Vec::new());
+            };
+            match (quantity_of(&x), quantity_of(&y)) {
+                (Some(a), Some(b)) => one(Item::Bool(crate::quantity::comparable(&a.1, &b.1))),
+                _ => return Err("comparable() needs quantities".into()),
+            }
+        }
+        Func::ConformsTo => {
+            let Some(url) = str_arg(0)? else {
+                return Ok(Vec::new());
+            };
+            let Some(ty) = url.strip_prefix("http://hl7.org/fhir/StructureDefinition/") else {
+                return Err(format!("conformsTo('{url}'): only core FHIR types can be checked"));
+            };
+            if !crate::model::is_type(ty) {
+                return Err(format!("conformsTo('{url}'): not a core FHIR type"));
+            }
+            let mut out = Vec::new();
+            for x in &b {
+                out.push(Item::Bool(crate::model::is_subtype(fhir_type(x)?, ty)));
+            }
+            out
+        }
         Func::Aggregate => return Err("aggregate() is not supported".into()),
         Func::Abs | Func::Ceiling | Func::Floor | Func::Truncate | Func::Sqrt | Func::Exp | Func::Ln => {
             let Some(x) = single(&b, "a math function")? else {
@@ -594,14 +676,8 @@ pub(crate) fn call<'a>(
         }
         Func::Trace => b,
         Func::Today | Func::Now | Func::TimeOfDay => {
-            return Err(format!(
-                "{} is not supported (a view's output would depend on when it runs)",
-                match f {
-                    Func::Today => "today()",
-                    Func::Now => "now()",
-                    _ => "timeOfDay()",
-                }
-            ));
+            let (text, tag) = clock(f);
+            one(Item::Str(Cow::Owned(text), Some(tag)))
         }
         Func::AllTrue | Func::AnyTrue | Func::AllFalse | Func::AnyFalse => {
             let mut bools = Vec::with_capacity(b.len());
@@ -619,6 +695,64 @@ pub(crate) fn call<'a>(
             }))
         }
     })
+}
+
+/// `today()`, `now()`, `timeOfDay()` in UTC (the offset `Z`).
+fn clock(f: &Func) -> (String, &'static str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms = now.as_millis() as i64;
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = crate::temporal::civil_from_days(days);
+    let (h, mi, s, milli) = (
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000,
+    );
+    match f {
+        Func::Today => (format!("{y:04}-{m:02}-{d:02}"), "date"),
+        Func::TimeOfDay => (format!("{h:02}:{mi:02}:{s:02}.{milli:03}"), "time"),
+        _ => (
+            format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z"),
+            "dateTime",
+        ),
+    }
+}
+
+/// JSON string unescaping of `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`, `\uXXXX`.
+fn unescape_json(s: &str) -> EvalResult<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('"') => out.push('"'),
+            Some('\\') => out.push('\\'),
+            Some('/') => out.push('/'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('u') => {
+                let h: String = it.by_ref().take(4).collect();
+                let c = u32::from_str_radix(&h, 16)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .ok_or_else(|| format!("unescape('json'): bad \\u escape '{h}'"))?;
+                out.push(c);
+            }
+            other => {
+                return Err(format!("unescape('json'): bad escape '\\{}'", other.unwrap_or(' ')));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn sys_name(t: crate::ast::SysType) -> &'static str {

@@ -275,14 +275,15 @@ impl Parser<'_> {
                 "loinc" => Ok(Expr::Lit(Lit::Str("http://loinc.org".into()))),
                 _ => match (self.consts)(&name) {
                     Some(i) => Ok(Expr::Const(i)),
-                    None if name.starts_with("vs-") || name.starts_with("ext-") => {
-                        Err(SyntaxError {
-                            pos,
-                            message: format!(
-                                "unsupported variable '%{name}' (value set and extension URL variables are not supported)"
-                            ),
-                        })
-                    }
+                    // FHIR's variables for core value sets and extensions.
+                    None if name.starts_with("vs-") => Ok(Expr::Lit(Lit::Str(format!(
+                        "http://hl7.org/fhir/ValueSet/{}",
+                        &name[3..]
+                    )))),
+                    None if name.starts_with("ext-") => Ok(Expr::Lit(Lit::Str(format!(
+                        "http://hl7.org/fhir/StructureDefinition/{}",
+                        &name[4..]
+                    )))),
                     None => Err(SyntaxError {
                         pos,
                         message: format!("undefined constant '%{name}'"),
@@ -439,6 +440,8 @@ impl Parser<'_> {
             "timeOfDay" => (Func::TimeOfDay, 0, 0),
             "type" => (Func::Type, 0, 0),
             "precision" => (Func::Precision, 0, 0),
+            "comparable" => (Func::Comparable, 1, 1),
+            "conformsTo" => (Func::ConformsTo, 1, 1),
             _ => {
                 return Err(SyntaxError {
                     pos,

@@ -100,6 +100,17 @@ pub(crate) fn align(
     Some((a.0.checked_mul(fa)?, b.0.checked_mul(fb)?))
 }
 
+/// The value in the unit's base unit (`2 'cm'` → (`m`, 0.02)), for known units.
+pub(crate) fn base_of(unit: &str, v: Decimal) -> Option<(&'static str, Decimal)> {
+    let (b, f) = ucum(normalize(unit))?;
+    Some((b, v.checked_mul(f)?))
+}
+
+/// Whether two units can be compared (`cm` and `[in_i]`; not `cm` and `s`).
+pub(crate) fn comparable(a: &str, b: &str) -> bool {
+    align((Decimal::ONE, a), (Decimal::ONE, b), false).is_some()
+}
+
 /// Whether a unit string is one this engine can reason about (a known UCUM unit, a calendar
 /// word, or any UCUM-looking unit compared only with itself).
 pub(crate) fn valid_unit(unit: &str) -> bool {

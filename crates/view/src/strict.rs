@@ -94,7 +94,14 @@ fn infer(e: &Expr, focus: &Keys, root: &str) -> Result<Keys, String> {
             }
             let iterating = matches!(
                 f,
-                Func::Where | Func::Select | Func::Exists | Func::All | Func::Repeat
+                Func::Where
+                    | Func::Select
+                    | Func::Exists
+                    | Func::All
+                    | Func::Repeat
+                    | Func::Trace
+                    | Func::Sort
+                    | Func::Aggregate
             );
             let mut last = None;
             for a in args {
@@ -124,7 +131,13 @@ fn infer(e: &Expr, focus: &Keys, root: &str) -> Result<Keys, String> {
 fn expanded_choice<'n>(key: &str, name: &'n str) -> Option<&'n str> {
     CHOICE_SUFFIXES.iter().find_map(|s| {
         let prefix = name.strip_suffix(s)?;
-        (!prefix.is_empty() && model::child(key, prefix).is_none()).then_some(prefix)
+        // A choice has several types (`birthDate` is a plain element of Patient).
+        let types = CHOICE_SUFFIXES
+            .iter()
+            .filter(|t| model::child(key, &format!("{prefix}{t}")).is_some())
+            .count();
+        (!prefix.is_empty() && model::child(key, prefix).is_none() && types > 1)
+            .then_some(prefix)
     })
 }
 
@@ -132,5 +145,7 @@ fn expanded_choice<'n>(key: &str, name: &'n str) -> Option<&'n str> {
 fn is_choice_base(key: &str, name: &str) -> bool {
     CHOICE_SUFFIXES
         .iter()
-        .any(|s| model::child(key, &format!("{name}{s}")).is_some())
+        .filter(|s| model::child(key, &format!("{name}{s}")).is_some())
+        .count()
+        > 1
 }

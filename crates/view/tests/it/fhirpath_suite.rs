@@ -22,7 +22,7 @@ use flatfhir_view::json;
 use serde_json::json;
 
 /// The pass count this engine has reached; raise it as coverage grows, never lower it.
-const PASS_FLOOR: usize = 0;
+const PASS_FLOOR: usize = 929;
 
 /// `../shared/fhirpath` from the project root, or `$FLATFHIR_SHARED/fhirpath` when set (a
 /// git worktree elsewhere on disk).
