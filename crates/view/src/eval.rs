@@ -121,12 +121,14 @@ impl<'a> Item<'a> {
 
 /// What an expression is evaluated against.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Env<'a> {
+pub(crate) struct Env<'a, 'e> {
     pub(crate) resource: &'a Json<'a>,
     /// View constants and their FHIR types.
     pub(crate) consts: &'a [(Json<'a>, String)],
     pub(crate) row_index: i64,
     pub(crate) index: i64,
+    /// `$total` inside `aggregate()`.
+    pub(crate) total: Option<&'e [Item<'a>]>,
 }
 
 pub(crate) type Coll<'a> = Vec<Item<'a>>;
@@ -432,11 +434,14 @@ fn lit_item<'a>(l: &'a Lit) -> Item<'a> {
 }
 
 /// Evaluates `e` with `input` as its focus.
-pub(crate) fn eval<'a>(env: &Env<'a>, e: &'a Expr, input: &[Item<'a>]) -> EvalResult<Coll<'a>> {
+pub(crate) fn eval<'a>(env: &Env<'a, '_>, e: &'a Expr, input: &[Item<'a>]) -> EvalResult<Coll<'a>> {
     Ok(match e {
         Expr::This => input.to_vec(),
         Expr::Index => vec![Item::Int(env.index)],
-        Expr::Total => return Err("$total is only defined inside aggregate()".into()),
+        Expr::Total => match env.total {
+            Some(t) => t.to_vec(),
+            None => return Err("$total is only defined inside aggregate()".into()),
+        },
         Expr::RowIndex => vec![Item::Int(env.row_index)],
         Expr::Resource => vec![root(env.resource)],
         Expr::Const(i) => {
@@ -538,7 +543,7 @@ pub(crate) fn eval<'a>(env: &Env<'a>, e: &'a Expr, input: &[Item<'a>]) -> EvalRe
 }
 
 fn binary<'a>(
-    env: &Env<'a>,
+    env: &Env<'a, '_>,
     op: BinOp,
     l: &'a Expr,
     r: &'a Expr,
@@ -1057,6 +1062,7 @@ mod tests {
             consts: &consts,
             row_index: 7,
             index: 0,
+            total: None,
         };
         let out = eval(&env, &e, &[root(&r)])?;
         Ok(out

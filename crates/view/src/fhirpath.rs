@@ -81,6 +81,7 @@ impl Expression {
             consts: &[],
             row_index: 0,
             index: 0,
+            total: None,
         };
         let out = eval(&env, &self.expr, &[root(resource)]).map_err(EvalError)?;
         Ok(out.iter().map(value).collect())

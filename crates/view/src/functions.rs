@@ -17,7 +17,7 @@ use crate::temporal::{Kind, Temporal, days_in_month};
 
 /// Applies `f` to the collection `b`; `input` is the focus the arguments are evaluated on.
 pub(crate) fn call<'a>(
-    env: &Env<'a>,
+    env: &Env<'a, '_>,
     f: &'a Func,
     args: &'a [Expr],
     b: Coll<'a>,
@@ -639,7 +639,19 @@ pub(crate) fn call<'a>(
             }
             out
         }
-        Func::Aggregate => return Err("aggregate() is not supported".into()),
+        Func::Aggregate => {
+            let mut total = if args.len() > 1 { arg(1)? } else { Vec::new() };
+            for (i, it) in b.iter().enumerate() {
+                let e = Env {
+                    index: i as i64,
+                    total: Some(&total),
+                    ..*env
+                };
+                let next = eval(&e, &args[0], std::slice::from_ref(it))?;
+                total = next;
+            }
+            total
+        }
         Func::Abs | Func::Ceiling | Func::Floor | Func::Truncate | Func::Sqrt | Func::Exp | Func::Ln => {
             let Some(x) = single(&b, "a math function")? else {
                 return Ok(Vec::new());

@@ -130,6 +130,7 @@ impl View {
             consts: &self.consts,
             row_index: 0,
             index: 0,
+            total: None,
         };
         let focus = [crate::eval::root(resource)];
         for w in &self.wheres {
@@ -163,7 +164,7 @@ impl View {
 
     fn select_rows<'a>(
         &'a self,
-        env: &Env<'a>,
+        env: &Env<'a, '_>,
         s: &'a Select,
         focus: &[Item<'a>],
     ) -> Result<Vec<Row<'a>>> {
@@ -234,7 +235,7 @@ impl View {
     /// The cells of a select's own columns, evaluated on `focus`.
     fn column_cells<'a>(
         &'a self,
-        env: &Env<'a>,
+        env: &Env<'a, '_>,
         s: &'a Select,
         focus: &[Item<'a>],
     ) -> Result<Row<'a>> {
@@ -271,7 +272,7 @@ impl View {
 
     fn repeat<'a>(
         &'a self,
-        env: &Env<'a>,
+        env: &Env<'a, '_>,
         paths: &'a [Compiled],
         item: &Item<'a>,
         acc: &mut Vec<Item<'a>>,
