@@ -589,6 +589,21 @@ fn binary<'a>(
     let rv = eval(env, r, input)?;
     Ok(match op {
         BinOp::Eq | BinOp::Ne => match coll_eq(&lv, &rv) {
+            // A date compared with a string is false by type, which is rarely what was
+            // meant (`birthDate = '1974-12-25'`): refused rather than answered.
+            _ if matches!(
+                (lv.as_slice(), rv.as_slice()),
+                ([a], [b]) if matches!(
+                    (a.prim(), b.prim()),
+                    (Prim::Temporal(..), Prim::Str(_)) | (Prim::Str(_), Prim::Temporal(..))
+                )
+            ) =>
+            {
+                return Err(
+                    "comparing a date/time with a string: compare with a date literal (@2020-01-01) or use toString()"
+                        .into(),
+                );
+            }
             None => Vec::new(),
             Some(b) => vec![Item::Bool(b == (op == BinOp::Eq))],
         },

@@ -76,7 +76,8 @@ pub(crate) fn call<'a>(
                     ..*env
                 };
                 let r = eval(&e, &args[0], std::slice::from_ref(&it))?;
-                if to_strict_bool(&r, "a where() criterion")? == Some(true) {
+                // Singleton evaluation: one non-boolean item counts as true.
+                if to_bool(&r)? == Some(true) {
                     out.push(it);
                 }
             }

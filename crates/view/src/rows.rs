@@ -59,6 +59,50 @@ fn item_to_json(it: &Item<'_>) -> serde_json::Value {
     }
 }
 
+fn write_item(out: &mut Vec<u8>, it: &Item<'_>) {
+    match it {
+        Item::Node(j, ..) => write_node(out, j),
+        Item::Dec(d) => out.extend_from_slice(d.to_string().as_bytes()),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, &item_to_json(other));
+        }
+    }
+}
+
+/// A node as JSON text, numbers as their source text.
+fn write_node(out: &mut Vec<u8>, j: &Json<'_>) {
+    match j {
+        Json::Null => out.extend_from_slice(b"null"),
+        Json::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Json::Number(n) => out.extend_from_slice(n.as_bytes()),
+        Json::String(s) => {
+            let _ = serde_json::to_writer(&mut *out, s.as_ref());
+        }
+        Json::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_node(out, x);
+            }
+            out.push(b']');
+        }
+        Json::Object(m) => {
+            out.push(b'{');
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, k.as_ref());
+                out.push(b':');
+                write_node(out, v);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
 impl<'a> Cell<'a> {
     /// Whether the cell is null (no value in a non-collection column).
     pub fn is_null(&self) -> bool {
@@ -84,6 +128,25 @@ impl<'a> Cell<'a> {
             CellInner::List(items) => items.iter().filter_map(scalar).collect(),
             CellInner::One(it) => scalar(it).into_iter().collect(),
             CellInner::Null => Vec::new(),
+        }
+    }
+
+    /// Writes the cell as JSON text like [`Cell::to_json`], but with every decimal exactly as
+    /// computed or read, precision included (`1.50`, `0.3`; not the nearest `f64`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match &self.0 {
+            CellInner::Null => out.extend_from_slice(b"null"),
+            CellInner::One(it) => write_item(out, it),
+            CellInner::List(items) => {
+                out.push(b'[');
+                for (i, it) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_item(out, it);
+                }
+                out.push(b']');
+            }
         }
     }
 

@@ -187,6 +187,8 @@ impl View {
     /// Whether an object member named `key` can matter to this view (a name some path uses,
     /// or a choice element of one: `valueQuantity` when `value` is used).
     fn needs_key(&self, key: &str) -> bool {
+        // A primitive's extensions (`_birthDate`) go with the primitive.
+        let key = key.strip_prefix('_').unwrap_or(key);
         if self.keys.contains(key) {
             return true;
         }
@@ -293,7 +295,7 @@ fn reachable_keys(wheres: &[Compiled], root: &Select) -> (rustc_hash::FxHashSet<
             Expr::Call(_, Func::GetReferenceKey(_), _) => {
                 keys.insert("reference".into());
             }
-            Expr::Resource => whole = true,
+            Expr::Resource | Expr::Call(_, Func::Children | Func::Descendants, _) => whole = true,
             _ => {}
         });
     };
