@@ -721,7 +721,13 @@ fn arith<'a>(op: BinOp, lv: &[Item<'a>], rv: &[Item<'a>]) -> EvalResult<Coll<'a>
         _ => return Err("arithmetic needs single values".into()),
     };
     let (a, b) = (ia.prim(), ib.prim());
-    let bad = || format!("cannot apply {op:?} to {} and {}", kind_name(ia), kind_name(ib));
+    let bad = || {
+        format!(
+            "cannot apply {op:?} to {} and {}",
+            kind_name(ia),
+            kind_name(ib)
+        )
+    };
     let out = match (a, b) {
         (Prim::Int(x), Prim::Int(y)) => match op {
             BinOp::Add => Some(Item::Int(x.checked_add(y).ok_or("integer overflow")?)),
@@ -785,12 +791,14 @@ fn arith<'a>(op: BinOp, lv: &[Item<'a>], rv: &[Item<'a>]) -> EvalResult<Coll<'a>
             } else if let (Some(qa), Some(qb)) = (quantity_of(ia), quantity_of(ib)) {
                 match op {
                     BinOp::Add | BinOp::Sub => {
-                        let Some((x, y)) = crate::quantity::align(
-                            (qa.0, &qa.1),
-                            (qb.0, &qb.1),
-                            false,
-                        )
-                        .filter(|_| crate::quantity::normalize(&qa.1) == crate::quantity::normalize(&qb.1)) else {
+                        let Some((x, y)) =
+                            crate::quantity::align((qa.0, &qa.1), (qb.0, &qb.1), false).filter(
+                                |_| {
+                                    crate::quantity::normalize(&qa.1)
+                                        == crate::quantity::normalize(&qb.1)
+                                },
+                            )
+                        else {
                             return Err(format!(
                                 "cannot add or subtract quantities in '{}' and '{}'",
                                 qa.1, qb.1
@@ -804,12 +812,21 @@ fn arith<'a>(op: BinOp, lv: &[Item<'a>], rv: &[Item<'a>]) -> EvalResult<Coll<'a>
                 }
             } else if let (Some(q), Some(n)) = (quantity_of(ia), num(b)) {
                 match op {
-                    BinOp::Mul => Some(Item::Qty(q.0.checked_mul(n).ok_or("decimal overflow")?, Cow::Owned(q.1.into_owned()))),
-                    BinOp::Div => q.0.checked_div(n).map(|v| Item::Qty(v.normalize(), Cow::Owned(q.1.into_owned()))),
+                    BinOp::Mul => Some(Item::Qty(
+                        q.0.checked_mul(n).ok_or("decimal overflow")?,
+                        Cow::Owned(q.1.into_owned()),
+                    )),
+                    BinOp::Div => {
+                        q.0.checked_div(n)
+                            .map(|v| Item::Qty(v.normalize(), Cow::Owned(q.1.into_owned())))
+                    }
                     _ => return Err(bad()),
                 }
             } else if let (Some(n), Some(q), BinOp::Mul) = (num(a), quantity_of(ib), op) {
-                Some(Item::Qty(q.0.checked_mul(n).ok_or("decimal overflow")?, Cow::Owned(q.1.into_owned())))
+                Some(Item::Qty(
+                    q.0.checked_mul(n).ok_or("decimal overflow")?,
+                    Cow::Owned(q.1.into_owned()),
+                ))
             } else {
                 return Err(bad());
             }
@@ -826,13 +843,24 @@ fn qty_mul_div<'a>(
     b: &(Decimal, Cow<'_, str>),
 ) -> Option<Item<'a>> {
     let mul = op == BinOp::Mul;
-    let (x, y, unit) = match crate::quantity::base_of(&a.1, a.0).zip(crate::quantity::base_of(&b.1, b.0)) {
-        Some(((ba, x), (bb, y))) if ba == bb => (x, y, if mul { format!("{ba}2") } else { "1".into() }),
-        _ if a.1 == "1" => (a.0, b.0, b.1.to_string()),
-        _ if b.1 == "1" => (a.0, b.0, a.1.to_string()),
-        _ => (a.0, b.0, format!("{}{}{}", a.1, if mul { "." } else { "/" }, b.1)),
+    let (x, y, unit) =
+        match crate::quantity::base_of(&a.1, a.0).zip(crate::quantity::base_of(&b.1, b.0)) {
+            Some(((ba, x), (bb, y))) if ba == bb => {
+                (x, y, if mul { format!("{ba}2") } else { "1".into() })
+            }
+            _ if a.1 == "1" => (a.0, b.0, b.1.to_string()),
+            _ if b.1 == "1" => (a.0, b.0, a.1.to_string()),
+            _ => (
+                a.0,
+                b.0,
+                format!("{}{}{}", a.1, if mul { "." } else { "/" }, b.1),
+            ),
+        };
+    let v = if mul {
+        x.checked_mul(y)?
+    } else {
+        x.checked_div(y)?.normalize()
     };
-    let v = if mul { x.checked_mul(y)? } else { x.checked_div(y)?.normalize() };
     Some(Item::Qty(v, Cow::Owned(unit)))
 }
 
@@ -921,7 +949,11 @@ pub(crate) fn item_eq(x: &Item<'_>, y: &Item<'_>) -> Option<bool> {
     }
 }
 
-fn qty_cmp(a: &(Decimal, Cow<'_, str>), b: &(Decimal, Cow<'_, str>), equiv: bool) -> Option<Ordering> {
+fn qty_cmp(
+    a: &(Decimal, Cow<'_, str>),
+    b: &(Decimal, Cow<'_, str>),
+    equiv: bool,
+) -> Option<Ordering> {
     let (x, y) = crate::quantity::align((a.0, &a.1), (b.0, &b.1), equiv)?;
     Some(x.cmp(&y))
 }
@@ -1046,7 +1078,11 @@ pub(crate) fn describe_item(it: &Item<'_>) -> (String, String) {
             match j {
                 Json::Bool(b) => (t("boolean"), b.to_string()),
                 Json::Number(n) => (
-                    t(if n.contains('.') { "decimal" } else { "integer" }),
+                    t(if n.contains('.') {
+                        "decimal"
+                    } else {
+                        "integer"
+                    }),
                     n.to_string(),
                 ),
                 Json::String(s) => match ty {
@@ -1112,7 +1148,10 @@ mod tests {
             ("name.given.count() + 1", serde_json::json!([3])),
             ("deceased.ofType(boolean)", serde_json::json!([false])),
             ("deceased", serde_json::json!([false])),
-            ("multipleBirth.ofType(integer) * %c", serde_json::json!([3.0])),
+            (
+                "multipleBirth.ofType(integer) * %c",
+                serde_json::json!([3.0]),
+            ),
             ("7 / 2", serde_json::json!([3.5])),
             ("7 div 2", serde_json::json!([3])),
             (

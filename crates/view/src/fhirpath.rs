@@ -67,10 +67,8 @@ impl Expression {
     /// run on any FHIR version.)
     pub fn parse_strict(src: &str, resource_type: &str) -> Result<Expression, SyntaxError> {
         let e = Expression::parse(src)?;
-        crate::strict::check(&e.expr, resource_type).map_err(|message| SyntaxError {
-            pos: 0,
-            message,
-        })?;
+        crate::strict::check(&e.expr, resource_type)
+            .map_err(|message| SyntaxError { pos: 0, message })?;
         Ok(e)
     }
 

@@ -160,7 +160,12 @@ pub(crate) fn call<'a>(
                 // Singleton evaluation: one item that is not a boolean counts as true.
                 _ => one(Item::Bool(false)),
             },
-            _ => return Err(format!("not() needs a single boolean, got {} items", b.len())),
+            _ => {
+                return Err(format!(
+                    "not() needs a single boolean, got {} items",
+                    b.len()
+                ));
+            }
         },
         Func::HasValue => one(Item::Bool(matches!(
             b.as_slice(),
@@ -369,9 +374,7 @@ pub(crate) fn call<'a>(
             } else {
                 s.rfind(&a)
             };
-            one(Item::Int(
-                pos.map_or(-1, |p| s[..p].chars().count() as i64),
-            ))
+            one(Item::Int(pos.map_or(-1, |p| s[..p].chars().count() as i64)))
         }
         Func::Substring => {
             let Some(s) = input_str(&b)? else {
@@ -533,9 +536,11 @@ pub(crate) fn call<'a>(
             } else {
                 (&other, &b)
             };
-            one(Item::Bool(small.iter().all(|x| {
-                big.iter().any(|y| item_eq(x, y) == Some(true))
-            })))
+            one(Item::Bool(
+                small
+                    .iter()
+                    .all(|x| big.iter().any(|y| item_eq(x, y) == Some(true))),
+            ))
         }
         Func::Children => {
             let mut out = Vec::new();
@@ -629,7 +634,9 @@ pub(crate) fn call<'a>(
                 return Ok(Vec::new());
             };
             let Some(ty) = url.strip_prefix("http://hl7.org/fhir/StructureDefinition/") else {
-                return Err(format!("conformsTo('{url}'): only core FHIR types can be checked"));
+                return Err(format!(
+                    "conformsTo('{url}'): only core FHIR types can be checked"
+                ));
             };
             if !crate::model::is_type(ty) {
                 return Err(format!("conformsTo('{url}'): not a core FHIR type"));
@@ -653,7 +660,13 @@ pub(crate) fn call<'a>(
             }
             total
         }
-        Func::Abs | Func::Ceiling | Func::Floor | Func::Truncate | Func::Sqrt | Func::Exp | Func::Ln => {
+        Func::Abs
+        | Func::Ceiling
+        | Func::Floor
+        | Func::Truncate
+        | Func::Sqrt
+        | Func::Exp
+        | Func::Ln => {
             let Some(x) = single(&b, "a math function")? else {
                 return Ok(Vec::new());
             };
@@ -663,7 +676,11 @@ pub(crate) fn call<'a>(
             let Some(x) = single(&b, "round()")? else {
                 return Ok(Vec::new());
             };
-            let p = if args.is_empty() { Some(0) } else { int_arg(0)? };
+            let p = if args.is_empty() {
+                Some(0)
+            } else {
+                int_arg(0)?
+            };
             let Some(p) = p else { return Ok(Vec::new()) };
             if p < 0 {
                 return Err("round() precision must be >= 0".into());
@@ -673,9 +690,10 @@ pub(crate) fn call<'a>(
                 Prim::Dec(d) => d,
                 _ => return Err("round() needs a number".into()),
             };
-            one(Item::Dec(
-                d.round_dp_with_strategy(p as u32, RoundingStrategy::MidpointAwayFromZero),
-            ))
+            one(Item::Dec(d.round_dp_with_strategy(
+                p as u32,
+                RoundingStrategy::MidpointAwayFromZero,
+            )))
         }
         Func::Log | Func::Power => {
             let Some(x) = single(&b, "a math function")? else {
@@ -697,7 +715,11 @@ pub(crate) fn call<'a>(
             for x in &b {
                 match x.prim() {
                     Prim::Bool(v) => bools.push(v),
-                    _ => return Err("allTrue()/anyTrue()/allFalse()/anyFalse() need booleans".into()),
+                    _ => {
+                        return Err(
+                            "allTrue()/anyTrue()/allFalse()/anyFalse() need booleans".into()
+                        );
+                    }
                 }
             }
             one(Item::Bool(match f {
@@ -761,7 +783,10 @@ fn unescape_json(s: &str) -> EvalResult<String> {
                 out.push(c);
             }
             other => {
-                return Err(format!("unescape('json'): bad escape '\\{}'", other.unwrap_or(' ')));
+                return Err(format!(
+                    "unescape('json'): bad escape '\\{}'",
+                    other.unwrap_or(' ')
+                ));
             }
         }
     }
@@ -864,7 +889,9 @@ fn float_result<'a>(r: f64) -> Option<Item<'a>> {
         return None;
     }
     let s = format!("{:.*e}", 14, r);
-    Decimal::from_scientific(&s).ok().map(|d| Item::Dec(d.normalize()))
+    Decimal::from_scientific(&s)
+        .ok()
+        .map(|d| Item::Dec(d.normalize()))
 }
 
 fn encode(s: &str, fmt: &str) -> EvalResult<Option<String>> {
@@ -882,7 +909,9 @@ fn decode(s: &str, fmt: &str) -> EvalResult<Option<String>> {
     let bytes = match fmt {
         "base64" => base64::engine::general_purpose::STANDARD.decode(s).ok(),
         "urlbase64" => base64::engine::general_purpose::URL_SAFE.decode(s).ok(),
-        "hex" => (s.len() % 2 == 0)
+        "hex" => s
+            .len()
+            .is_multiple_of(2)
             .then(|| {
                 (0..s.len())
                     .step_by(2)
@@ -948,7 +977,9 @@ fn convert<'a>(x: &Item<'a>, c: Conv, unit: Option<&str>) -> Option<Item<'a>> {
                 _ => Temporal::parse(text)?,
             };
             let out = match (c, t.kind) {
-                (Conv::Time, Kind::Time) => return Some(Item::Str(Cow::Owned(t.format()), Some("time"))),
+                (Conv::Time, Kind::Time) => {
+                    return Some(Item::Str(Cow::Owned(t.format()), Some("time")));
+                }
                 (Conv::Time, _) | (_, Kind::Time) => return None,
                 (Conv::Date, _) => {
                     let mut d = t;
@@ -969,7 +1000,10 @@ fn convert<'a>(x: &Item<'a>, c: Conv, unit: Option<&str>) -> Option<Item<'a>> {
             let q = match p {
                 Prim::Int(i) => Some((Decimal::from(i), "1".to_string())),
                 Prim::Dec(d) => Some((d, "1".to_string())),
-                Prim::Bool(b) => Some((if b { Decimal::ONE } else { Decimal::ZERO }, "1".to_string())),
+                Prim::Bool(b) => Some((
+                    if b { Decimal::ONE } else { Decimal::ZERO },
+                    "1".to_string(),
+                )),
                 Prim::Str(s) => parse_quantity_text(s),
                 _ => quantity_of(x).map(|(v, u)| (v, u.into_owned())),
             }?;
@@ -978,7 +1012,10 @@ fn convert<'a>(x: &Item<'a>, c: Conv, unit: Option<&str>) -> Option<Item<'a>> {
                 Some(u) => {
                     let (a, b) = crate::quantity::align((Decimal::ONE, u), (q.0, &q.1), false)?;
                     // b is q in base units; a is one target unit in base units.
-                    Some(Item::Qty(b.checked_div(a)?.normalize(), Cow::Owned(u.to_string())))
+                    Some(Item::Qty(
+                        b.checked_div(a)?.normalize(),
+                        Cow::Owned(u.to_string()),
+                    ))
                 }
             }
         }
@@ -1030,7 +1067,11 @@ fn reference_parts(r: &str) -> Option<(&str, &str)> {
 
 /// The precision of a date/time in digits (`2014` → 4, `T10:30` → 4, milliseconds → 17).
 fn digits_of(t: &Temporal) -> i64 {
-    let ms = if t.prec >= 6 && t.frac_digits > 0 { 3 } else { 0 };
+    let ms = if t.prec >= 6 && t.frac_digits > 0 {
+        3
+    } else {
+        0
+    };
     match t.kind {
         Kind::Time => [0, 0, 0, 0, 2, 4, 6][t.prec as usize] + ms,
         _ => [0, 4, 6, 8, 10, 12, 14][t.prec as usize] + ms,
@@ -1056,7 +1097,11 @@ fn boundary<'a>(x: &Item<'a>, high: bool, prec: Option<i64>) -> EvalResult<Optio
             z.set_sign_negative(d.is_sign_negative());
             z
         } else {
-            let b = if high { d.checked_add(half)? } else { d.checked_sub(half)? };
+            let b = if high {
+                d.checked_add(half)?
+            } else {
+                d.checked_sub(half)?
+            };
             let strategy = if high {
                 RoundingStrategy::ToPositiveInfinity
             } else {
@@ -1119,7 +1164,11 @@ fn temporal_boundary(
         v.month = if high { 12 } else { 1 };
     }
     if v.prec < 3 {
-        v.day = if high { days_in_month(v.year, v.month) } else { 1 };
+        v.day = if high {
+            days_in_month(v.year, v.month)
+        } else {
+            1
+        };
     }
     if v.prec < 4 {
         v.hour = if high { 23 } else { 0 };

@@ -308,7 +308,10 @@ impl View {
             // Quantities and type infos are written as their FHIRPath text.
             for it in &mut v {
                 if matches!(it, Item::Qty(..) | Item::TypeInfo(..)) {
-                    *it = Item::Str(std::borrow::Cow::Owned(crate::eval::describe_item(it).1), None);
+                    *it = Item::Str(
+                        std::borrow::Cow::Owned(crate::eval::describe_item(it).1),
+                        None,
+                    );
                 }
             }
             let cell = if *collection {

@@ -66,7 +66,9 @@ fn infer(e: &Expr, focus: &Keys, root: &str) -> Result<Keys, String> {
         }
         Expr::Indexer(b, i) => {
             if unordered(b) {
-                return Err("an indexer on the unordered result of children()/descendants()".into());
+                return Err(
+                    "an indexer on the unordered result of children()/descendants()".into(),
+                );
             }
             infer(i, focus, root)?;
             infer(b, focus, root)?
@@ -136,8 +138,7 @@ fn expanded_choice<'n>(key: &str, name: &'n str) -> Option<&'n str> {
             .iter()
             .filter(|t| model::child(key, &format!("{prefix}{t}")).is_some())
             .count();
-        (!prefix.is_empty() && model::child(key, prefix).is_none() && types > 1)
-            .then_some(prefix)
+        (!prefix.is_empty() && model::child(key, prefix).is_none() && types > 1).then_some(prefix)
     })
 }
 

@@ -174,8 +174,8 @@ impl Temporal {
         {
             // Shift by the offset: via minutes since an epoch.
             let days = days_from_civil(self.year, self.month, self.day);
-            let mins = days * 1440 + i64::from(self.hour) * 60 + i64::from(self.minute)
-                - i64::from(off);
+            let mins =
+                days * 1440 + i64::from(self.hour) * 60 + i64::from(self.minute) - i64::from(off);
             let (d, m) = (mins.div_euclid(1440), mins.rem_euclid(1440));
             let (y, mo, da) = civil_from_days(d);
             k = [
@@ -296,7 +296,11 @@ impl Temporal {
                     "min" | "minute" | "minutes" => 5,
                     _ => 6,
                 };
-                let need = if v.kind == Kind::Time { need.max(4) } else { need };
+                let need = if v.kind == Kind::Time {
+                    need.max(4)
+                } else {
+                    need
+                };
                 if v.prec < need && !(v.kind == Kind::Time && need == 3) {
                     return None;
                 }
@@ -370,7 +374,9 @@ mod tests {
     use super::*;
 
     fn cmp(a: &str, b: &str) -> Option<Ordering> {
-        Temporal::parse(a).unwrap().compare(&Temporal::parse(b).unwrap())
+        Temporal::parse(a)
+            .unwrap()
+            .compare(&Temporal::parse(b).unwrap())
     }
 
     #[test]

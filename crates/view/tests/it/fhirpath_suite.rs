@@ -56,7 +56,11 @@ struct Case {
 fn read_cases(xml: &str) -> Vec<Case> {
     let doc = roxmltree::Document::parse(xml).expect("tests-fhir-r4.xml is well-formed");
     let mut cases = Vec::new();
-    for group in doc.root_element().children().filter(|n| n.has_tag_name("group")) {
+    for group in doc
+        .root_element()
+        .children()
+        .filter(|n| n.has_tag_name("group"))
+    {
         let gname = group.attribute("name").unwrap_or("?").to_string();
         for (i, t) in group
             .children()
@@ -121,7 +125,11 @@ fn canon_number(s: &str) -> Option<String> {
     } else {
         format!("{int}.{frac}")
     };
-    Some(if neg && body != "0" { format!("-{body}") } else { body })
+    Some(if neg && body != "0" {
+        format!("-{body}")
+    } else {
+        body
+    })
 }
 
 /// `4 'g'` / `4 g` / `4 days` → (canonical number, unit).
@@ -146,7 +154,8 @@ fn matches(want: &Expected, got: &Value) -> bool {
         }
         Some("date" | "dateTime" | "time" | "instant") => strip(got.text()) == strip(&want.text),
         Some("Quantity") => {
-            got.type_name() == "Quantity" && split_quantity(got.text()) == split_quantity(&want.text)
+            got.type_name() == "Quantity"
+                && split_quantity(got.text()) == split_quantity(&want.text)
         }
         // string, code, id, …: the value; whether it is of that type is what `is()` tests.
         Some(_) => got.text() == want.text,
@@ -295,7 +304,10 @@ fn fhirpath_r4_suite() {
             Outcome::Wrong => {
                 wrong += 1;
                 g.1 += 1;
-                wrong_cases.push(format!("{} / {}: `{}`: {note}", c.group, c.name, c.expression));
+                wrong_cases.push(format!(
+                    "{} / {}: `{}`: {note}",
+                    c.group, c.name, c.expression
+                ));
             }
             Outcome::Refused => {
                 refused += 1;
@@ -303,7 +315,10 @@ fn fhirpath_r4_suite() {
             }
         }
         if verbose && outcome != Outcome::Pass {
-            eprintln!("{outcome:?} {} / {}: `{}`: {note}", c.group, c.name, c.expression);
+            eprintln!(
+                "{outcome:?} {} / {}: `{}`: {note}",
+                c.group, c.name, c.expression
+            );
         }
         let label = match outcome {
             Outcome::Pass => "pass",
@@ -375,7 +390,9 @@ fn fhirpath_r4_suite() {
 
 #[test]
 fn fhirpath_debug_one() {
-    let Ok(e) = std::env::var("FP_EXPR") else { return };
+    let Ok(e) = std::env::var("FP_EXPR") else {
+        return;
+    };
     let f = std::env::var("FP_INPUT").unwrap_or_default();
     let text = std::fs::read_to_string(suite_dir().join("inputs").join(format!("{f}.json")))
         .unwrap_or_else(|_| r#"{"resourceType":"Parameters"}"#.into());

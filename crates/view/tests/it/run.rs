@@ -215,8 +215,13 @@ fn decimals_keep_their_precision_in_text_outputs() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    run_views(std::slice::from_ref(&input), std::slice::from_ref(&view), &out, Format::Ndjson)
-        .unwrap();
+    run_views(
+        std::slice::from_ref(&input),
+        std::slice::from_ref(&view),
+        &out,
+        Format::Ndjson,
+    )
+    .unwrap();
     let text = std::fs::read_to_string(out.join("obs.ndjson")).unwrap();
     assert_eq!(
         text.trim_end(),
