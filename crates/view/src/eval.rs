@@ -129,6 +129,81 @@ pub(crate) struct Env<'a, 'e> {
     pub(crate) index: i64,
     /// `$total` inside `aggregate()`.
     pub(crate) total: Option<&'e [Item<'a>]>,
+    /// Whether nodes are typed from the FHIR model as they are reached. Only expressions
+    /// whose answers depend on types ([`needs_types`]) pay for the model lookups.
+    pub(crate) typed: bool,
+}
+
+/// Whether an expression's answer can depend on the FHIR types of the nodes it reaches
+/// (type tests, comparisons and equality of dates and quantities, arithmetic, boundaries,
+/// conversions, …). When it cannot, nodes are not typed while navigating, which saves a
+/// model lookup per step; the values are the same.
+pub(crate) fn needs_types(e: &Expr) -> bool {
+    use crate::ast::Func as F;
+    let mut typed = false;
+    e.walk(&mut |x| {
+        typed |= match x {
+            Expr::Bin(op, ..) => !matches!(
+                op,
+                BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Implies | BinOp::Concat
+            ),
+            Expr::Neg(_) => true,
+            Expr::Call(_, f, _) => !matches!(
+                f,
+                F::Where
+                    | F::Select
+                    | F::Exists
+                    | F::All
+                    | F::Empty
+                    | F::First
+                    | F::Last
+                    | F::Tail
+                    | F::Skip
+                    | F::Take
+                    | F::Single
+                    | F::Count
+                    | F::Not
+                    | F::HasValue
+                    | F::Extension
+                    | F::Join
+                    | F::GetResourceKey
+                    | F::GetReferenceKey(_)
+                    | F::Iif
+                    | F::ToString
+                    | F::StartsWith
+                    | F::EndsWith
+                    | F::ContainsStr
+                    | F::Lower
+                    | F::Upper
+                    | F::Length
+                    | F::AllTrue
+                    | F::AnyTrue
+                    | F::AllFalse
+                    | F::AnyFalse
+                    | F::IndexOf
+                    | F::LastIndexOf
+                    | F::Substring
+                    | F::Matches
+                    | F::MatchesFull
+                    | F::ReplaceMatches
+                    | F::Replace
+                    | F::Trim
+                    | F::Split
+                    | F::ToChars
+                    | F::Encode
+                    | F::Decode
+                    | F::Escape
+                    | F::Unescape
+                    | F::Combine
+                    | F::Children
+                    | F::Descendants
+                    | F::Trace
+                    | F::Aggregate
+            ),
+            _ => false,
+        };
+    });
+    typed
 }
 
 pub(crate) type Coll<'a> = Vec<Item<'a>>;
@@ -244,9 +319,9 @@ fn is_primitive(v: &Json<'_>) -> bool {
 /// `name` is its type, else a choice element `name[x]`; a primitive's `_name` element
 /// supplies its extensions.
 #[inline]
-pub(crate) fn member<'a>(out: &mut Coll<'a>, item: &Item<'a>, name: &str) {
+pub(crate) fn member<'a>(out: &mut Coll<'a>, item: &Item<'a>, name: &str, typed: bool) {
     let (obj, parent) = match item {
-        Item::Node(Json::Object(m), _, _) => (m, item.key()),
+        Item::Node(Json::Object(m), _, _) => (m, if typed { item.key() } else { None }),
         // A primitive's id and extensions live in its `_name` element.
         Item::Node(_, _, Some(Json::Object(m))) => (m, Some("Element")),
         Item::TypeInfo(ns, n) => {
@@ -456,11 +531,11 @@ pub(crate) fn eval<'a>(env: &Env<'a, '_>, e: &'a Expr, input: &[Item<'a>]) -> Ev
             let mut out = Vec::new();
             if matches!(**base, Expr::This) {
                 for it in input {
-                    member(&mut out, it, name);
+                    member(&mut out, it, name, env.typed);
                 }
             } else {
                 for it in &eval(env, base, input)? {
-                    member(&mut out, it, name);
+                    member(&mut out, it, name, env.typed);
                 }
             }
             out
@@ -475,18 +550,43 @@ pub(crate) fn eval<'a>(env: &Env<'a, '_>, e: &'a Expr, input: &[Item<'a>]) -> Ev
             let b = eval(env, base, input)?;
             let mut out = Vec::new();
             let mut seen = 0;
-            for it in &b {
+            // The fallback below tests node types: it needs the base typed.
+            let mut typed_base = None;
+            for (i, it) in b.iter().enumerate() {
                 let Item::Node(node @ Json::Object(_), _, _) = it else {
                     continue;
                 };
                 if let Some(v) = node.get(key) {
-                    let child = it.key().and_then(|p| crate::model::child(p, key));
+                    let child = if env.typed {
+                        it.key().and_then(|p| crate::model::child(p, key))
+                    } else {
+                        None
+                    };
                     let before = out.len();
                     push_json(&mut out, v, Some(child.unwrap_or(ty.name.as_str())), None);
                     seen += out.len() - before;
                 } else {
+                    let it = if env.typed {
+                        it
+                    } else {
+                        let tb = match &mut typed_base {
+                            Some(tb) => tb,
+                            None => typed_base.insert(eval(
+                                &Env {
+                                    typed: true,
+                                    ..*env
+                                },
+                                base,
+                                input,
+                            )?),
+                        };
+                        match tb.get(i) {
+                            Some(t) => t,
+                            None => it,
+                        }
+                    };
                     let mut tmp = Vec::new();
-                    member(&mut tmp, it, name);
+                    member(&mut tmp, it, name, true);
                     seen += tmp.len();
                     for x in tmp {
                         if has_type(&x, ty, true)? {
@@ -1114,6 +1214,7 @@ mod tests {
             row_index: 7,
             index: 0,
             total: None,
+            typed: true,
         };
         let out = eval(&env, &e, &[root(&r)])?;
         Ok(out

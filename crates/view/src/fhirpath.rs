@@ -80,6 +80,7 @@ impl Expression {
             row_index: 0,
             index: 0,
             total: None,
+            typed: true,
         };
         let out = eval(&env, &self.expr, &[root(resource)]).map_err(EvalError)?;
         Ok(out.iter().map(value).collect())

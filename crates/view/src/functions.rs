@@ -545,7 +545,7 @@ pub(crate) fn call<'a>(
         Func::Children => {
             let mut out = Vec::new();
             for it in &b {
-                children(&mut out, it);
+                children(&mut out, it, env.typed);
             }
             out
         }
@@ -555,7 +555,7 @@ pub(crate) fn call<'a>(
             while !queue.is_empty() {
                 let mut next = Vec::new();
                 for it in &queue {
-                    children(&mut next, it);
+                    children(&mut next, it, env.typed);
                 }
                 out.extend(next.iter().cloned());
                 queue = next;
@@ -819,13 +819,13 @@ fn distinct(b: Coll<'_>) -> Coll<'_> {
 }
 
 /// The child nodes of an item (every member's values, typed from the model).
-fn children<'a>(out: &mut Coll<'a>, it: &Item<'a>) {
+fn children<'a>(out: &mut Coll<'a>, it: &Item<'a>, typed: bool) {
     if let Item::Node(Json::Object(m), _, _) = it {
         for (k, _) in m {
             if k.starts_with('_') || k == "resourceType" {
                 continue;
             }
-            crate::eval::member(out, it, k);
+            crate::eval::member(out, it, k, typed);
         }
     }
 }

@@ -194,9 +194,14 @@ impl View {
             row_index: 0,
             index: 0,
             total: None,
+            typed: true,
         };
         let focus = [crate::eval::root(resource)];
         for w in &self.wheres {
+            let env = Env {
+                typed: w.typed,
+                ..env
+            };
             let r = eval(&env, &w.expr, &focus).map_err(|m| self.eval_err(w, resource, m))?;
             match r.as_slice() {
                 [] => return Ok(()),
@@ -232,7 +237,11 @@ impl View {
         focus: &[Item<'a>],
     ) -> Result<Vec<Row<'a>>> {
         let run = |c: &'a Compiled, f: &[Item<'a>]| {
-            eval(env, &c.expr, f).map_err(|m| self.eval_err(c, env.resource, m))
+            let env = Env {
+                typed: c.typed,
+                ..*env
+            };
+            eval(&env, &c.expr, f).map_err(|m| self.eval_err(c, env.resource, m))
         };
         // A select without iteration and only columns (the common case): one row.
         if matches!(s.iter, Iter::Once) && s.selects.is_empty() && s.union.is_empty() {
@@ -304,7 +313,12 @@ impl View {
     ) -> Result<Row<'a>> {
         let mut own: Row<'a> = Vec::with_capacity(s.width);
         for (c, collection) in &s.columns {
-            let mut v = eval(env, &c.expr, focus).map_err(|m| self.eval_err(c, env.resource, m))?;
+            let cenv = Env {
+                typed: c.typed,
+                ..*env
+            };
+            let mut v =
+                eval(&cenv, &c.expr, focus).map_err(|m| self.eval_err(c, env.resource, m))?;
             // Quantities and type infos are written as their FHIRPath text.
             for it in &mut v {
                 if matches!(it, Item::Qty(..) | Item::TypeInfo(..)) {
@@ -344,7 +358,11 @@ impl View {
         acc: &mut Vec<Item<'a>>,
     ) -> Result<()> {
         for p in paths {
-            let children = eval(env, &p.expr, std::slice::from_ref(item))
+            let penv = Env {
+                typed: p.typed,
+                ..*env
+            };
+            let children = eval(&penv, &p.expr, std::slice::from_ref(item))
                 .map_err(|m| self.eval_err(p, env.resource, m))?;
             for ch in children {
                 acc.push(ch.clone());

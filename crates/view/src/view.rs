@@ -27,6 +27,8 @@ pub struct ColumnDef {
 #[derive(Debug, Clone)]
 pub(crate) struct Compiled {
     pub(crate) expr: Expr,
+    /// Whether the answer can depend on node types (see [`crate::eval::needs_types`]).
+    pub(crate) typed: bool,
     pub(crate) src: String,
     pub(crate) location: String,
 }
@@ -343,6 +345,7 @@ impl Compiler {
         let resolve = |n: &str| names.iter().position(|c| c == n);
         match parser::parse(src, &resolve) {
             Ok(expr) => Ok(Compiled {
+                typed: crate::eval::needs_types(&expr),
                 expr,
                 src: src.to_string(),
                 location,
