@@ -338,7 +338,9 @@ pub(crate) fn member<'a>(out: &mut Coll<'a>, item: &Item<'a>, name: &str, typed:
     if let Some((_, v)) = obj.iter().find(|(k, _)| crate::json::key_eq(k, name)) {
         let ext = if is_primitive(v) {
             obj.iter()
-                .find(|(k, _)| k.len() == name.len() + 1 && k.starts_with('_') && &k[1..] == name)
+                .find(|(k, _)| {
+                    k.len() == name.len() + 1 && k.as_bytes()[0] == b'_' && &k[1..] == name
+                })
                 .map(|(_, e)| e)
         } else {
             None
@@ -354,7 +356,8 @@ pub(crate) fn member<'a>(out: &mut Coll<'a>, item: &Item<'a>, name: &str, typed:
         return;
     }
     for (k, v) in obj {
-        if let Some(rest) = k.strip_prefix('_') {
+        // (Byte tests: `str::strip_prefix(char)` builds a searcher.)
+        if let Some(rest) = k.strip_prefix("_") {
             if rest == name {
                 // Only extensions, no value.
                 push_json(out, &NULL, child(name), Some(v));
@@ -367,7 +370,7 @@ pub(crate) fn member<'a>(out: &mut Coll<'a>, item: &Item<'a>, name: &str, typed:
         {
             let ext = if is_primitive(v) {
                 obj.iter()
-                    .find(|(ek, _)| ek.starts_with('_') && &ek[1..] == k.as_ref())
+                    .find(|(ek, _)| ek.as_bytes().first() == Some(&b'_') && &ek[1..] == k.as_ref())
                     .map(|(_, e)| e)
             } else {
                 None

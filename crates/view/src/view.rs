@@ -190,7 +190,12 @@ impl View {
     /// or a choice element of one: `valueQuantity` when `value` is used).
     fn needs_key(&self, key: &str) -> bool {
         // A primitive's extensions (`_birthDate`) go with the primitive.
-        let key = key.strip_prefix('_').unwrap_or(key);
+        // (A byte test: `strip_prefix('_')` with a char builds a searcher per key.)
+        let key = if key.as_bytes().first() == Some(&b'_') {
+            &key[1..]
+        } else {
+            key
+        };
         if self.keys.contains(key) {
             return true;
         }
