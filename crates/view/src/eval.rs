@@ -1289,6 +1289,14 @@ mod tests {
             ("1.587.lowBoundary(2)", serde_json::json!([1.58])),
             ("@2015.is(Date)", serde_json::json!([true])),
             ("iif('x', 1, 2)", serde_json::Value::Null),
+            // The same text whether or not the expression types its nodes.
+            ("birthDate.substring(0, 4)", serde_json::json!(["1970"])),
+            (
+                "birthDate.substring(0, 4) = '1970'",
+                serde_json::json!([true]),
+            ),
+            ("birthDate < @1971", serde_json::json!([true])),
+            ("birthDate = '1970-06'", serde_json::Value::Null),
             ("name.as(HumanName)", serde_json::Value::Null),
             ("gender.ofType(string1)", serde_json::Value::Null),
             ("%rowIndex", serde_json::json!([7])),
@@ -1315,6 +1323,47 @@ mod tests {
                 assert!(got.is_err(), "{expr}: expected an error, got {got:?}");
             } else {
                 assert_eq!(got.as_ref(), Ok(want), "{expr}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Untyped evaluation (what views use for expressions that do not need node types)
+        /// gives the same values as typed evaluation.
+        #[test]
+        fn typed_and_untyped_evaluation_agree(
+            path in proptest::collection::vec(proptest::sample::select(vec![
+                "name", "given", "family", "use", "extension", "url", "value", "birthDate",
+                "managingOrganization", "reference", "active", "deceased", "multipleBirth",
+                "id", "contact", "telecom",
+            ]), 1..4),
+            tail in proptest::sample::select(vec![
+                "", ".first()", ".last()", ".count()", ".exists()", ".empty()", ".tail()",
+                ".take(1)", ".skip(1)", ".hasValue()", ".join(',')", ".toString()",
+                ".substring(0, 3)", ".length()", ".upper()", ".where($this.exists())",
+                ".select($this)", ".children().count()", " | {}",
+                ".value.ofType(code)", ".ofType(string)", ".extension('u1')",
+            ]),
+        ) {
+            let expr = format!("{}{tail}", path.join("."));
+            let e = crate::parser::parse(&expr, &|_: &str| None).unwrap();
+            let r = parse(PT).unwrap();
+            let consts: Vec<(Json<'static>, String)> = Vec::new();
+            let run = |typed: bool| {
+                let env = Env {
+                    resource: &r,
+                    consts: &consts,
+                    row_index: 0,
+                    index: 0,
+                    total: None,
+                    typed,
+                };
+                eval(&env, &e, &[root(&r)]).map(|v| {
+                    v.iter().map(|i| describe_item(i).1).collect::<Vec<_>>()
+                })
+            };
+            if !needs_types(&e) {
+                proptest::prop_assert_eq!(run(true), run(false), "{}", expr);
             }
         }
     }

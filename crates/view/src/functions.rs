@@ -57,7 +57,9 @@ pub(crate) fn call<'a>(
         match b.as_slice() {
             [] => Ok(None),
             [x] => match x.prim() {
-                Prim::Str(s) => Ok(Some(s.to_string())),
+                // A FHIR date/dateTime/time node is text too (and must read the same whether
+                // or not the expression types its nodes).
+                Prim::Str(s) | Prim::Temporal(s, _) => Ok(Some(s.to_string())),
                 _ => Err("a string function needs a string".into()),
             },
             _ => Err(format!(
