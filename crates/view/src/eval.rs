@@ -1180,14 +1180,11 @@ pub(crate) fn describe_item(it: &Item<'_>) -> (String, String) {
             let t = |d: &str| ty.map_or_else(|| d.to_string(), str::to_string);
             match j {
                 Json::Bool(b) => (t("boolean"), b.to_string()),
-                Json::Number(n) => (
-                    t(if n.contains('.') {
-                        "decimal"
-                    } else {
-                        "integer"
-                    }),
-                    n.to_string(),
-                ),
+                Json::Number(n) => match parse_number(n) {
+                    Prim::Int(i) => (t("integer"), i.to_string()),
+                    Prim::Dec(d) if n.contains(['e', 'E']) => (t("decimal"), d.to_string()),
+                    _ => (t("decimal"), n.to_string()),
+                },
                 Json::String(s) => match ty {
                     Some(d @ ("date" | "dateTime" | "instant")) => (d.to_string(), format!("@{s}")),
                     Some("time") => ("time".into(), format!("@T{s}")),
