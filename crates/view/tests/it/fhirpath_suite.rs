@@ -520,3 +520,36 @@ fn fhirpath_debug_one() {
     let x = Expression::parse(&e).map_err(|e| e.to_string());
     eprintln!("{:?}", x.map(|x| x.evaluate(&r).map(|v| show(&v))));
 }
+
+/// Strict mode checks paths against the R4 model; the lenient mode views use does not.
+#[test]
+fn strict_mode_checks_the_model() {
+    for bad in [
+        "name.given1",
+        "Encounter.name.given",
+        "Observation.valueQuantity.unit",
+        "children().skip(1)",
+    ] {
+        let rt = if bad.starts_with("Observation") {
+            "Observation"
+        } else {
+            "Patient"
+        };
+        let err = Expression::parse_strict(bad, rt).unwrap_err();
+        assert!(!err.message.is_empty(), "{bad}");
+        assert!(Expression::parse(bad).is_ok(), "{bad} parses leniently");
+    }
+    for good in [
+        "name.given",
+        "Patient.birthDate",
+        "deceased.ofType(boolean)",
+        "contact.name.family",
+    ] {
+        assert!(Expression::parse_strict(good, "Patient").is_ok(), "{good}");
+    }
+    // Errors name the construct.
+    let err = Expression::parse("name.frobnicate()").unwrap_err();
+    assert!(err.message.contains("frobnicate"), "{err}");
+    let err = Expression::parse("gender.ofType(string1)").unwrap_err();
+    assert!(err.message.contains("string1"), "{err}");
+}
