@@ -2,18 +2,22 @@
 //! conversions, strings, math, type functions, boundaries and the SQL on FHIR key functions.
 
 use std::borrow::Cow;
-use std::str::FromStr;
 
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::ast::{Conv, Expr, Func};
+use crate::ast::{Expr, Func};
 use crate::eval::{
     Coll, Env, EvalResult, Item, Prim, eval, fhir_type, has_type, item_eq, parse_temporal,
     quantity_of, system_type, to_bool, to_strict_bool, to_string,
 };
 use crate::json::Json;
-use crate::temporal::{Kind, Temporal, days_in_month};
+
+mod boundary;
+mod convert;
+
+use boundary::{boundary, digits_of};
+use convert::{convert, decode, encode, unescape_json};
 
 /// Applies `f` to the collection `b`; `input` is the focus the arguments are evaluated on.
 pub(crate) fn call<'a>(
@@ -758,43 +762,6 @@ fn clock(f: &Func) -> (String, &'static str) {
     }
 }
 
-/// JSON string unescaping of `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`, `\uXXXX`.
-fn unescape_json(s: &str) -> EvalResult<String> {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match it.next() {
-            Some('"') => out.push('"'),
-            Some('\\') => out.push('\\'),
-            Some('/') => out.push('/'),
-            Some('b') => out.push('\u{8}'),
-            Some('f') => out.push('\u{c}'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('t') => out.push('\t'),
-            Some('u') => {
-                let h: String = it.by_ref().take(4).collect();
-                let c = u32::from_str_radix(&h, 16)
-                    .ok()
-                    .and_then(char::from_u32)
-                    .ok_or_else(|| format!("unescape('json'): bad \\u escape '{h}'"))?;
-                out.push(c);
-            }
-            other => {
-                return Err(format!(
-                    "unescape('json'): bad escape '\\{}'",
-                    other.unwrap_or(' ')
-                ));
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn sys_name(t: crate::ast::SysType) -> &'static str {
     use crate::ast::SysType::*;
     match t {
@@ -896,164 +863,6 @@ fn float_result<'a>(r: f64) -> Option<Item<'a>> {
         .map(|d| Item::Dec(d.normalize()))
 }
 
-fn encode(s: &str, fmt: &str) -> EvalResult<Option<String>> {
-    use base64::Engine;
-    Ok(Some(match fmt {
-        "base64" => base64::engine::general_purpose::STANDARD.encode(s),
-        "urlbase64" => base64::engine::general_purpose::URL_SAFE.encode(s),
-        "hex" => s.bytes().map(|b| format!("{b:02x}")).collect(),
-        other => return Err(format!("unsupported encoding '{other}'")),
-    }))
-}
-
-fn decode(s: &str, fmt: &str) -> EvalResult<Option<String>> {
-    use base64::Engine;
-    let bytes = match fmt {
-        "base64" => base64::engine::general_purpose::STANDARD.decode(s).ok(),
-        "urlbase64" => base64::engine::general_purpose::URL_SAFE.decode(s).ok(),
-        "hex" => s
-            .len()
-            .is_multiple_of(2)
-            .then(|| {
-                (0..s.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-                    .collect::<Option<Vec<u8>>>()
-            })
-            .flatten(),
-        other => return Err(format!("unsupported encoding '{other}'")),
-    };
-    let Some(bytes) = bytes else {
-        return Err(format!("'{s}' is not valid {fmt}"));
-    };
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|_| format!("decoded {fmt} is not UTF-8 text"))
-}
-
-/// `toX()`: the converted value, or `None` when it does not convert.
-fn convert<'a>(x: &Item<'a>, c: Conv, unit: Option<&str>) -> Option<Item<'a>> {
-    let p = x.prim();
-    match c {
-        Conv::Boolean => match p {
-            Prim::Bool(b) => Some(Item::Bool(b)),
-            Prim::Int(1) => Some(Item::Bool(true)),
-            Prim::Int(0) => Some(Item::Bool(false)),
-            Prim::Dec(d) if d == Decimal::ONE => Some(Item::Bool(true)),
-            Prim::Dec(d) if d.is_zero() => Some(Item::Bool(false)),
-            Prim::Str(s) => match s.to_ascii_lowercase().as_str() {
-                "true" | "t" | "yes" | "y" | "1" | "1.0" => Some(Item::Bool(true)),
-                "false" | "f" | "no" | "n" | "0" | "0.0" => Some(Item::Bool(false)),
-                _ => None,
-            },
-            _ => None,
-        },
-        Conv::Integer => match p {
-            Prim::Int(i) => Some(Item::Int(i)),
-            Prim::Bool(b) => Some(Item::Int(i64::from(b))),
-            Prim::Str(s) => {
-                let t = s.strip_prefix(['+', '-']).unwrap_or(s);
-                (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| s.parse().ok().map(Item::Int))
-                    .flatten()
-            }
-            _ => None,
-        },
-        Conv::Decimal => match p {
-            Prim::Int(i) => Some(Item::Dec(Decimal::from(i))),
-            Prim::Dec(d) => Some(Item::Dec(d)),
-            Prim::Bool(b) => Some(Item::Dec(if b { Decimal::ONE } else { Decimal::ZERO })),
-            Prim::Str(s) => parse_decimal_text(s).map(Item::Dec),
-            _ => None,
-        },
-        Conv::String => to_string(x).map(|s| Item::Str(Cow::Owned(s), None)),
-        Conv::Date | Conv::DateTime | Conv::Time => {
-            let (text, kind) = match p {
-                Prim::Str(s) => (s, None),
-                Prim::Temporal(s, k) => (s, Some(k)),
-                _ => return None,
-            };
-            let t = match kind {
-                Some(Kind::Time) => Temporal::parse(&format!("T{text}"))?,
-                _ if c == Conv::Time => Temporal::parse(&format!("T{text}"))?,
-                _ => Temporal::parse(text)?,
-            };
-            let out = match (c, t.kind) {
-                (Conv::Time, Kind::Time) => {
-                    return Some(Item::Str(Cow::Owned(t.format()), Some("time")));
-                }
-                (Conv::Time, _) | (_, Kind::Time) => return None,
-                (Conv::Date, _) => {
-                    let mut d = t;
-                    d.kind = Kind::Date;
-                    d.prec = d.prec.min(3);
-                    d.offset = None;
-                    (d, "date")
-                }
-                (_, _) => {
-                    let mut d = t;
-                    d.kind = Kind::DateTime;
-                    (d, "dateTime")
-                }
-            };
-            Some(Item::Str(Cow::Owned(out.0.format()), Some(out.1)))
-        }
-        Conv::Quantity => {
-            let q = match p {
-                Prim::Int(i) => Some((Decimal::from(i), "1".to_string())),
-                Prim::Dec(d) => Some((d, "1".to_string())),
-                Prim::Bool(b) => Some((
-                    if b { Decimal::ONE } else { Decimal::ZERO },
-                    "1".to_string(),
-                )),
-                Prim::Str(s) => parse_quantity_text(s),
-                _ => quantity_of(x).map(|(v, u)| (v, u.into_owned())),
-            }?;
-            match unit {
-                None => Some(Item::Qty(q.0, Cow::Owned(q.1))),
-                Some(u) => {
-                    let (a, b) = crate::quantity::align((Decimal::ONE, u), (q.0, &q.1), false)?;
-                    // b is q in base units; a is one target unit in base units.
-                    Some(Item::Qty(
-                        b.checked_div(a)?.normalize(),
-                        Cow::Owned(u.to_string()),
-                    ))
-                }
-            }
-        }
-    }
-}
-
-fn parse_decimal_text(s: &str) -> Option<Decimal> {
-    let t = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let (i, f) = t.split_once('.').unwrap_or((t, ""));
-    let ok = !i.is_empty()
-        && i.bytes().all(|b| b.is_ascii_digit())
-        && f.bytes().all(|b| b.is_ascii_digit())
-        && !(t.contains('.') && f.is_empty());
-    ok.then(|| Decimal::from_str(s).ok()).flatten()
-}
-
-/// `'4.5 \'mg\''`, `'1 day'`, `'3'` as a quantity.
-fn parse_quantity_text(s: &str) -> Option<(Decimal, String)> {
-    let s = s.trim();
-    let (num, unit) = match s.split_once(' ') {
-        Some((n, u)) => (n, u.trim()),
-        None => (s, ""),
-    };
-    let v = parse_decimal_text(num)?;
-    let unit = if unit.is_empty() {
-        "1".to_string()
-    } else if let Some(u) = unit.strip_prefix('\'').and_then(|u| u.strip_suffix('\'')) {
-        u.to_string()
-    } else if crate::parser::calendar_unit(unit).is_some() {
-        unit.to_string()
-    } else {
-        return None;
-    };
-    crate::quantity::valid_unit(&unit).then_some((v, unit))
-}
-
 /// `Type/id` from a reference (absolute URLs and `_history` suffixes allowed).
 fn reference_parts(r: &str) -> Option<(&str, &str)> {
     let r = if r.contains('_') {
@@ -1065,136 +874,4 @@ fn reference_parts(r: &str) -> Option<(&str, &str)> {
     let id = it.next()?;
     let ty = it.next()?;
     (!id.is_empty() && ty.starts_with(|c: char| c.is_ascii_uppercase())).then_some((ty, id))
-}
-
-/// The precision of a date/time in digits (`2014` → 4, `T10:30` → 4, milliseconds → 17).
-fn digits_of(t: &Temporal) -> i64 {
-    let ms = if t.prec >= 6 && t.frac_digits > 0 {
-        3
-    } else {
-        0
-    };
-    match t.kind {
-        Kind::Time => [0, 0, 0, 0, 2, 4, 6][t.prec as usize] + ms,
-        _ => [0, 4, 6, 8, 10, 12, 14][t.prec as usize] + ms,
-    }
-}
-
-/// Low/high boundary of a decimal, quantity, date, dateTime or time; `precision` in digits
-/// (decimals: fraction digits, default 8; dates: 4/6/8, dateTimes up to 17, times up to 9).
-fn boundary<'a>(x: &Item<'a>, high: bool, prec: Option<i64>) -> EvalResult<Option<Item<'a>>> {
-    let dec = |d: Decimal, default_scale: u32| -> Option<Decimal> {
-        let p = prec.unwrap_or(8);
-        if !(0..=28).contains(&p) {
-            return None;
-        }
-        let p = p as u32;
-        let _ = default_scale;
-        // Half a unit of the last digit given.
-        let half = Decimal::new(5, d.scale() + 1);
-        let tiny = Decimal::new(1, p);
-        let mut v = if d.abs() < tiny && d.scale() > p {
-            // Below the requested precision: the boundary at it is zero (sign kept).
-            let mut z = Decimal::ZERO;
-            z.set_sign_negative(d.is_sign_negative());
-            z
-        } else {
-            let b = if high {
-                d.checked_add(half)?
-            } else {
-                d.checked_sub(half)?
-            };
-            let strategy = if high {
-                RoundingStrategy::ToPositiveInfinity
-            } else {
-                RoundingStrategy::ToNegativeInfinity
-            };
-            b.round_dp_with_strategy(p, strategy)
-        };
-        v.rescale(p);
-        Some(v)
-    };
-    Ok(match x.prim() {
-        Prim::Int(i) => dec(Decimal::from(i), 0).map(Item::Dec),
-        Prim::Dec(d) => dec(d, d.scale()).map(Item::Dec),
-        Prim::Qty(v, u) => dec(v, v.scale()).map(|d| Item::Qty(d, Cow::Owned(u.to_string()))),
-        Prim::Temporal(s, k) => {
-            let t = parse_temporal(s, k).ok_or("invalid date/time")?;
-            temporal_boundary(&t, high, prec)?
-                .map(|(text, tag)| Item::Str(Cow::Owned(text), Some(tag)))
-        }
-        Prim::Obj(_) => match quantity_of(x) {
-            Some((v, u)) => dec(v, v.scale()).map(|d| Item::Qty(d, Cow::Owned(u.into_owned()))),
-            None => None,
-        },
-        _ => None,
-    })
-}
-
-fn temporal_boundary(
-    t: &Temporal,
-    high: bool,
-    prec: Option<i64>,
-) -> EvalResult<Option<(String, &'static str)>> {
-    let digits = prec.unwrap_or(match t.kind {
-        Kind::Date => 8,
-        Kind::DateTime => 17,
-        Kind::Time => 9,
-    });
-    let (level, ms) = match (t.kind, digits) {
-        (Kind::Time, 2) => (4, false),
-        (Kind::Time, 4) => (5, false),
-        (Kind::Time, 6) => (6, false),
-        (Kind::Time, 9) => (6, true),
-        (Kind::Time, _) => return Ok(None),
-        (_, 4) => (1, false),
-        (_, 6) => (2, false),
-        (_, 8) => (3, false),
-        (Kind::DateTime, 10) => (4, false),
-        (Kind::DateTime, 12) => (5, false),
-        (Kind::DateTime, 14) => (6, false),
-        (Kind::DateTime, 17) => (6, true),
-        _ => return Ok(None),
-    };
-    if high && t.kind == Kind::DateTime && t.prec == 4 && level > 4 {
-        // The suite and implementations disagree on an hour-precision dateTime's high
-        // boundary (`T08` → `08:00:59.999` or `08:59:59.999`): refused, not guessed.
-        return Err("highBoundary() of a dateTime with hour precision is not supported".into());
-    }
-    let mut v = *t;
-    if v.prec < 2 {
-        v.month = if high { 12 } else { 1 };
-    }
-    if v.prec < 3 {
-        v.day = if high {
-            days_in_month(v.year, v.month)
-        } else {
-            1
-        };
-    }
-    if v.prec < 4 {
-        v.hour = if high { 23 } else { 0 };
-    }
-    if v.prec < 5 {
-        v.minute = if high { 59 } else { 0 };
-    }
-    if v.prec < 6 {
-        v.millis = if high { 59_999 } else { 0 };
-    } else if v.frac_digits == 0 && high {
-        v.millis += 999;
-    }
-    v.prec = level;
-    v.frac_digits = if ms { 3 } else { 0 };
-    if v.kind == Kind::DateTime && level >= 4 && v.offset.is_none() {
-        v.offset = Some(if high { -12 * 60 } else { 14 * 60 });
-    }
-    let tag = match (v.kind, level) {
-        (Kind::Time, _) => "time",
-        (_, 1..=3) => {
-            v.kind = Kind::Date;
-            "date"
-        }
-        _ => "dateTime",
-    };
-    Ok(Some((v.format(), tag)))
 }
