@@ -1,15 +1,73 @@
 //! The compiled form of a FHIRPath expression: an AST with functions and constants resolved.
 
+use rust_decimal::Decimal;
+
 /// A literal value.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Lit {
     Bool(bool),
     Int(i64),
-    /// A decimal and its number of fraction digits (its precision).
-    Dec(f64, u32),
+    /// An exact decimal; its scale is the literal's precision (`1.50` has scale 2).
+    Dec(Decimal),
     Str(String),
-    /// A date, dateTime or time literal, without its `@`.
+    /// A date, dateTime or time literal, without its `@` (validated by the parser).
     Date(String),
+    /// `4.5 'mg'`, `3 days`: the value and the UCUM unit (calendar words kept as written).
+    Quantity(Decimal, String),
+}
+
+/// The System (FHIRPath) types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SysType {
+    Boolean,
+    Integer,
+    Decimal,
+    String,
+    Date,
+    DateTime,
+    Time,
+    Quantity,
+    /// A `System.` name FHIRPath does not define: matches nothing.
+    Other,
+}
+
+impl SysType {
+    pub(crate) fn from_name(n: &str) -> Option<SysType> {
+        Some(match n {
+            "Boolean" => SysType::Boolean,
+            "Integer" => SysType::Integer,
+            "Decimal" => SysType::Decimal,
+            "String" => SysType::String,
+            "Date" => SysType::Date,
+            "DateTime" => SysType::DateTime,
+            "Time" => SysType::Time,
+            "Quantity" => SysType::Quantity,
+            _ => return None,
+        })
+    }
+}
+
+/// A resolved type specifier (`string`, `FHIR.Patient`, `System.Boolean`): a System type,
+/// a FHIR type of the model, or both when an unqualified name is both (`Quantity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TypeSpec {
+    pub(crate) system: Option<SysType>,
+    pub(crate) fhir: Option<String>,
+    /// The name as written, for choice keys (`value.ofType(Quantity)` reads `valueQuantity`).
+    pub(crate) name: String,
+}
+
+/// Which conversion `toX()` / `convertsToX()` performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Conv {
+    Boolean,
+    Integer,
+    Decimal,
+    String,
+    Date,
+    DateTime,
+    Time,
+    Quantity,
 }
 
 /// Binary operators.
@@ -57,8 +115,9 @@ pub(crate) enum Func {
     Distinct,
     Not,
     HasValue,
-    OfType(String),
-    Is(String),
+    OfType(TypeSpec),
+    Is(TypeSpec),
+    As(TypeSpec),
     Extension,
     Join,
     GetResourceKey,
@@ -75,6 +134,54 @@ pub(crate) enum Func {
     Length,
     AllTrue,
     AnyTrue,
+    AllFalse,
+    AnyFalse,
+    /// `toX()` (false) or `convertsToX()` (true).
+    Convert(Conv, bool),
+    IndexOf,
+    LastIndexOf,
+    Substring,
+    Matches,
+    MatchesFull,
+    ReplaceMatches,
+    Replace,
+    Trim,
+    Split,
+    ToChars,
+    Encode,
+    Decode,
+    Escape,
+    Unescape,
+    Union,
+    Combine,
+    Intersect,
+    Exclude,
+    SubsetOf,
+    SupersetOf,
+    IsDistinct,
+    Repeat,
+    Descendants,
+    Children,
+    Sort,
+    Aggregate,
+    Abs,
+    Ceiling,
+    Floor,
+    Round,
+    Sqrt,
+    Exp,
+    Ln,
+    Log,
+    Power,
+    Truncate,
+    Trace,
+    Today,
+    Now,
+    TimeOfDay,
+    Type,
+    Precision,
+    Comparable,
+    ConformsTo,
 }
 
 /// An expression node.
@@ -96,13 +203,16 @@ pub(crate) enum Expr {
     /// `base.name`
     Member(Box<Expr>, String),
     /// `base.name.ofType(T)` on raw JSON: reads the key `nameT` (e.g. `valueQuantity`),
-    /// else `name` filtered by type.
+    /// else `name` filtered by type. `single` for `as`: more than one value is an error.
     Choice {
         base: Box<Expr>,
         name: String,
         key: String,
-        ty: String,
+        ty: TypeSpec,
+        single: bool,
     },
+    /// `$total` inside `aggregate`.
+    Total,
     /// `base[index]`
     Indexer(Box<Expr>, Box<Expr>),
     /// `base.f(args)`
@@ -150,10 +260,17 @@ impl Expr {
                 | Func::Take
                 | Func::Single
                 | Func::Distinct
-                | Func::OfType(_) => b.may_return_focus(),
+                | Func::OfType(_)
+                | Func::As(_)
+                | Func::Trace
+                | Func::Intersect
+                | Func::Exclude
+                | Func::Sort => b.may_return_focus(),
+                Func::Union | Func::Combine | Func::Repeat | Func::Aggregate => true,
                 _ => false,
             },
             Expr::Indexer(b, _) => b.may_return_focus(),
+            Expr::Total => true,
             Expr::Bin(BinOp::Union, l, r) => l.may_return_focus() || r.may_return_focus(),
             _ => false,
         }

@@ -198,10 +198,21 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, SyntaxError> {
             b'@' => {
                 i += 1;
                 let s = i;
-                while i < b.len()
-                    && (b[i].is_ascii_digit()
-                        || matches!(b[i], b'-' | b':' | b'.' | b'T' | b'Z' | b'+'))
-                {
+                // A '.' belongs to the literal only as the seconds' fraction (`@T10:30:00.5`),
+                // so `@2015.is(Date)` is a literal followed by a call.
+                let mut seen_colon = false;
+                while i < b.len() {
+                    let c = b[i];
+                    let take = c.is_ascii_digit()
+                        || matches!(c, b'-' | b'T' | b'Z' | b'+')
+                        || c == b':'
+                        || (c == b'.'
+                            && seen_colon
+                            && b.get(i + 1).is_some_and(u8::is_ascii_digit));
+                    if !take {
+                        break;
+                    }
+                    seen_colon |= c == b':';
                     i += 1;
                 }
                 if i == s || !b[s].is_ascii_digit() && b[s] != b'T' {

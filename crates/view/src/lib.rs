@@ -2,8 +2,11 @@
 //!
 //! A [`View`] is compiled once (every FHIRPath parsed into an AST, constants resolved, the
 //! view validated), then run on each resource, which is parsed by the borrowing parser in
-//! [`json`]. No typed FHIR model is involved: choice types are found on the raw JSON
-//! (`value.ofType(Quantity)` reads `valueQuantity`).
+//! [`json`]. No typed object model is involved: choice types are found on the raw JSON
+//! (`value.ofType(Quantity)` reads `valueQuantity`), and a compact FHIR R4 model (the `model`
+//! module, internal) types the nodes an expression reaches only where its answer depends on
+//! types. Decimals are exact, dates keep their precision; [`fhirpath::Expression`] evaluates a
+//! single FHIRPath with typed results.
 //!
 //! ```
 //! use flatfhir_view::{View, json};
@@ -26,13 +29,18 @@
 mod ast;
 mod error;
 mod eval;
+pub mod fhirpath;
 mod functions;
 pub mod json;
 mod lexer;
+mod model;
 mod parser;
+mod quantity;
 mod rows;
 mod run;
+mod strict;
 pub mod table;
+mod temporal;
 mod view;
 
 pub use error::{Error, Result, SyntaxError};

@@ -1,6 +1,10 @@
 //! FHIRPath parser: tokens to [`Expr`], resolving functions, constants and choice types.
 
-use crate::ast::{BinOp, Expr, Func, Lit};
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+
+use crate::ast::{BinOp, Conv, Expr, Func, Lit, SysType, TypeSpec};
 use crate::error::SyntaxError;
 use crate::lexer::{Tok, Token, tokenize};
 
@@ -132,19 +136,25 @@ impl Parser<'_> {
         Ok(lhs)
     }
 
-    fn type_spec(&mut self) -> Result<String, SyntaxError> {
+    fn type_spec(&mut self) -> Result<TypeSpec, SyntaxError> {
+        let pos = self.pos();
+        let mut ns = None;
         let mut name = match self.next() {
             Tok::Ident(n) => n,
             _ => return Err(self.err("expected a type name")),
         };
         if self.peek() == &Tok::Dot && matches!(name.as_str(), "FHIR" | "System") {
             self.next();
+            ns = Some(name);
             name = match self.next() {
                 Tok::Ident(n) => n,
                 _ => return Err(self.err("expected a type name")),
             };
         }
-        Ok(name)
+        resolve_type(ns.as_deref(), &name).ok_or(SyntaxError {
+            pos,
+            message: format!("unknown type '{name}'"),
+        })
     }
 
     fn prefix(&mut self) -> Result<Expr, SyntaxError> {
@@ -154,7 +164,8 @@ impl Parser<'_> {
                 let e = self.expr(BP_UNARY)?;
                 Ok(match e {
                     Expr::Lit(Lit::Int(i)) => Expr::Lit(Lit::Int(-i)),
-                    Expr::Lit(Lit::Dec(d, s)) => Expr::Lit(Lit::Dec(-d, s)),
+                    Expr::Lit(Lit::Dec(d)) => Expr::Lit(Lit::Dec(-d)),
+                    Expr::Lit(Lit::Quantity(d, u)) => Expr::Lit(Lit::Quantity(-d, u)),
                     e => Expr::Neg(Box::new(e)),
                 })
             }
@@ -218,15 +229,43 @@ impl Parser<'_> {
                 _ => self.member_or_call(Expr::This, n, pos),
             },
             Tok::Str(s) => Ok(Expr::Lit(Lit::Str(s))),
-            Tok::Num(n) => Ok(Expr::Lit(num_lit(&n).ok_or(SyntaxError {
-                pos,
-                message: format!("invalid number '{n}'"),
-            })?)),
-            Tok::Date(d) => Ok(Expr::Lit(Lit::Date(d))),
+            Tok::Num(n) => {
+                let lit = num_lit(&n).ok_or(SyntaxError {
+                    pos,
+                    message: format!("invalid number '{n}'"),
+                })?;
+                // A quantity: a number followed by a unit string or a calendar duration word.
+                let unit = match self.peek() {
+                    Tok::Str(u) => Some(u.clone()),
+                    Tok::Ident(w) if calendar_unit(w).is_some() => Some(w.clone()),
+                    _ => None,
+                };
+                match unit {
+                    Some(u) => {
+                        self.next();
+                        let v = match lit {
+                            Lit::Int(i) => Decimal::from(i),
+                            Lit::Dec(d) => d,
+                            _ => unreachable!("num_lit gives numbers"),
+                        };
+                        Ok(Expr::Lit(Lit::Quantity(v, u)))
+                    }
+                    None => Ok(Expr::Lit(lit)),
+                }
+            }
+            Tok::Date(d) => {
+                if crate::temporal::Temporal::parse(&d).is_none() {
+                    return Err(SyntaxError {
+                        pos,
+                        message: format!("invalid date/time literal '@{d}'"),
+                    });
+                }
+                Ok(Expr::Lit(Lit::Date(d)))
+            }
             Tok::Var(v) => Ok(match v.as_str() {
                 "this" => Expr::This,
                 "index" => Expr::Index,
-                _ => Expr::Lit(Lit::Int(0)),
+                _ => Expr::Total,
             }),
             Tok::Ext(name) => match name.as_str() {
                 "rowIndex" => Ok(Expr::RowIndex),
@@ -236,6 +275,15 @@ impl Parser<'_> {
                 "loinc" => Ok(Expr::Lit(Lit::Str("http://loinc.org".into()))),
                 _ => match (self.consts)(&name) {
                     Some(i) => Ok(Expr::Const(i)),
+                    // FHIR's variables for core value sets and extensions.
+                    None if name.starts_with("vs-") => Ok(Expr::Lit(Lit::Str(format!(
+                        "http://hl7.org/fhir/ValueSet/{}",
+                        &name[3..]
+                    )))),
+                    None if name.starts_with("ext-") => Ok(Expr::Lit(Lit::Str(format!(
+                        "http://hl7.org/fhir/StructureDefinition/{}",
+                        &name[4..]
+                    )))),
                     None => Err(SyntaxError {
                         pos,
                         message: format!("undefined constant '%{name}'"),
@@ -264,25 +312,31 @@ impl Parser<'_> {
     /// Parses the arguments of `name(` and builds the call.
     fn call(&mut self, base: Expr, name: &str, pos: usize) -> Result<Expr, SyntaxError> {
         // Functions whose argument is a type specifier.
-        if matches!(name, "ofType" | "is" | "as" | "getReferenceKey") {
-            let t = if self.peek() == &Tok::RParen {
-                None
-            } else {
-                Some(self.type_spec()?)
-            };
-            self.expect(&Tok::RParen, "')'")?;
-            return match (name, t) {
-                ("getReferenceKey", t) => {
-                    Ok(Expr::Call(Box::new(base), Func::GetReferenceKey(t), vec![]))
-                }
-                ("ofType", Some(t)) => Ok(of_type(base, t, false)),
-                ("as", Some(t)) => Ok(of_type(base, t, true)),
-                ("is", Some(t)) => Ok(Expr::Call(Box::new(base), Func::Is(t), vec![])),
-                _ => Err(SyntaxError {
+        if matches!(name, "ofType" | "is" | "as") {
+            if self.peek() == &Tok::RParen {
+                return Err(SyntaxError {
                     pos,
                     message: format!("{name}() needs a type argument"),
+                });
+            }
+            let t = self.type_spec()?;
+            self.expect(&Tok::RParen, "')'")?;
+            return Ok(match name {
+                "ofType" => of_type(base, t, false),
+                "as" => of_type(base, t, true),
+                _ => Expr::Call(Box::new(base), Func::Is(t), vec![]),
+            });
+        }
+        if name == "getReferenceKey" {
+            let t = match self.peek() {
+                Tok::RParen => None,
+                _ => Some(match self.next() {
+                    Tok::Ident(n) => n,
+                    _ => return Err(self.err("expected a resource type")),
                 }),
             };
+            self.expect(&Tok::RParen, "')'")?;
+            return Ok(Expr::Call(Box::new(base), Func::GetReferenceKey(t), vec![]));
         }
         let mut args = Vec::new();
         if self.peek() != &Tok::RParen {
@@ -327,6 +381,67 @@ impl Parser<'_> {
             "length" => (Func::Length, 0, 0),
             "allTrue" => (Func::AllTrue, 0, 0),
             "anyTrue" => (Func::AnyTrue, 0, 0),
+            "allFalse" => (Func::AllFalse, 0, 0),
+            "anyFalse" => (Func::AnyFalse, 0, 0),
+            "toBoolean" => (Func::Convert(Conv::Boolean, false), 0, 0),
+            "toInteger" => (Func::Convert(Conv::Integer, false), 0, 0),
+            "toDecimal" => (Func::Convert(Conv::Decimal, false), 0, 0),
+            "toDate" => (Func::Convert(Conv::Date, false), 0, 0),
+            "toDateTime" => (Func::Convert(Conv::DateTime, false), 0, 0),
+            "toTime" => (Func::Convert(Conv::Time, false), 0, 0),
+            "toQuantity" => (Func::Convert(Conv::Quantity, false), 0, 1),
+            "convertsToBoolean" => (Func::Convert(Conv::Boolean, true), 0, 0),
+            "convertsToInteger" => (Func::Convert(Conv::Integer, true), 0, 0),
+            "convertsToDecimal" => (Func::Convert(Conv::Decimal, true), 0, 0),
+            "convertsToString" => (Func::Convert(Conv::String, true), 0, 0),
+            "convertsToDate" => (Func::Convert(Conv::Date, true), 0, 0),
+            "convertsToDateTime" => (Func::Convert(Conv::DateTime, true), 0, 0),
+            "convertsToTime" => (Func::Convert(Conv::Time, true), 0, 0),
+            "convertsToQuantity" => (Func::Convert(Conv::Quantity, true), 0, 1),
+            "indexOf" => (Func::IndexOf, 1, 1),
+            "lastIndexOf" => (Func::LastIndexOf, 1, 1),
+            "substring" => (Func::Substring, 1, 2),
+            "matches" => (Func::Matches, 1, 1),
+            "matchesFull" => (Func::MatchesFull, 1, 1),
+            "replaceMatches" => (Func::ReplaceMatches, 2, 2),
+            "replace" => (Func::Replace, 2, 2),
+            "trim" => (Func::Trim, 0, 0),
+            "split" => (Func::Split, 1, 1),
+            "toChars" => (Func::ToChars, 0, 0),
+            "encode" => (Func::Encode, 1, 1),
+            "decode" => (Func::Decode, 1, 1),
+            "escape" => (Func::Escape, 1, 1),
+            "unescape" => (Func::Unescape, 1, 1),
+            "union" => (Func::Union, 1, 1),
+            "combine" => (Func::Combine, 1, 1),
+            "intersect" => (Func::Intersect, 1, 1),
+            "exclude" => (Func::Exclude, 1, 1),
+            "subsetOf" => (Func::SubsetOf, 1, 1),
+            "supersetOf" => (Func::SupersetOf, 1, 1),
+            "isDistinct" => (Func::IsDistinct, 0, 0),
+            "repeat" => (Func::Repeat, 1, 1),
+            "descendants" => (Func::Descendants, 0, 0),
+            "children" => (Func::Children, 0, 0),
+            "sort" => (Func::Sort, 0, 8),
+            "aggregate" => (Func::Aggregate, 1, 2),
+            "abs" => (Func::Abs, 0, 0),
+            "ceiling" => (Func::Ceiling, 0, 0),
+            "floor" => (Func::Floor, 0, 0),
+            "round" => (Func::Round, 0, 1),
+            "sqrt" => (Func::Sqrt, 0, 0),
+            "exp" => (Func::Exp, 0, 0),
+            "ln" => (Func::Ln, 0, 0),
+            "log" => (Func::Log, 1, 1),
+            "power" => (Func::Power, 1, 1),
+            "truncate" => (Func::Truncate, 0, 0),
+            "trace" => (Func::Trace, 1, 2),
+            "today" => (Func::Today, 0, 0),
+            "now" => (Func::Now, 0, 0),
+            "timeOfDay" => (Func::TimeOfDay, 0, 0),
+            "type" => (Func::Type, 0, 0),
+            "precision" => (Func::Precision, 0, 0),
+            "comparable" => (Func::Comparable, 1, 1),
+            "conformsTo" => (Func::ConformsTo, 1, 1),
             _ => {
                 return Err(SyntaxError {
                     pos,
@@ -351,26 +466,78 @@ enum BinOpOrType {
 }
 
 /// `base.ofType(T)`: on a member access this reads the choice key directly
-/// (`value.ofType(Quantity)` reads `valueQuantity`). `as` is treated like `ofType`.
-fn of_type(base: Expr, t: String, _as: bool) -> Expr {
+/// (`value.ofType(Quantity)` reads `valueQuantity`). `as` is `ofType` that fails on more
+/// than one item.
+fn of_type(base: Expr, t: TypeSpec, single: bool) -> Expr {
     match base {
         Expr::Member(b, name) => {
-            let key = format!("{name}{}", capitalize(&t));
+            let key = format!("{name}{}", capitalize(&t.name));
             Expr::Choice {
                 base: b,
                 name,
                 key,
                 ty: t,
+                single,
             }
         }
+        b if single => Expr::Call(Box::new(b), Func::As(t), vec![]),
         b => Expr::Call(Box::new(b), Func::OfType(t), vec![]),
     }
 }
 
+/// Resolves a type name: `System.X`, `FHIR.x`, or unqualified (a FHIR type of the model
+/// first, then a System type). `None` for a name neither knows.
+fn resolve_type(ns: Option<&str>, name: &str) -> Option<TypeSpec> {
+    let spec = |system, fhir: Option<&str>| TypeSpec {
+        system,
+        fhir: fhir.map(str::to_string),
+        name: name.to_string(),
+    };
+    match ns {
+        Some("System") => Some(spec(
+            Some(SysType::from_name(name).unwrap_or(SysType::Other)),
+            None,
+        )),
+        Some(_) => crate::model::is_type(name).then(|| spec(None, Some(name))),
+        None => {
+            let fhir = crate::model::is_type(name).then_some(name);
+            let system = SysType::from_name(name);
+            // `Quantity` is both; other capitalised System names (`Boolean`) are System only.
+            if fhir.is_none() && system.is_none() {
+                return None;
+            }
+            Some(spec(
+                if fhir.is_none() || name == "Quantity" {
+                    system
+                } else {
+                    None
+                },
+                fhir,
+            ))
+        }
+    }
+}
+
+/// The UCUM unit of a calendar duration word (`days` → `d`), if `w` is one.
+pub(crate) fn calendar_unit(w: &str) -> Option<&'static str> {
+    Some(match w {
+        "year" | "years" => "a",
+        "month" | "months" => "mo",
+        "week" | "weeks" => "wk",
+        "day" | "days" => "d",
+        "hour" | "hours" => "h",
+        "minute" | "minutes" => "min",
+        "second" | "seconds" => "s",
+        "millisecond" | "milliseconds" => "ms",
+        _ => return None,
+    })
+}
+
 fn num_lit(n: &str) -> Option<Lit> {
-    match n.split_once('.') {
-        None => n.parse().ok().map(Lit::Int),
-        Some((_, frac)) => n.parse().ok().map(|d| Lit::Dec(d, frac.len() as u32)),
+    if n.contains('.') {
+        Decimal::from_str(n).ok().map(Lit::Dec)
+    } else {
+        n.parse().ok().map(Lit::Int)
     }
 }
 

@@ -37,8 +37,10 @@ fn scalar<'s>(it: &'s Item<'_>) -> Option<Scalar<'s>> {
     Some(match it.prim() {
         Prim::Bool(b) => Scalar::Bool(b),
         Prim::Int(i) => Scalar::Int(i),
-        Prim::Dec(d, _) => Scalar::Decimal(d),
-        Prim::Str(s) => Scalar::Str(s),
+        Prim::Dec(d) => Scalar::Decimal(f64::try_from(d).unwrap_or(f64::NAN)),
+        Prim::Str(s) | Prim::Temporal(s, _) => Scalar::Str(s),
+        // Quantities and type infos are turned into strings when a cell is built.
+        Prim::Qty(..) => return None,
         Prim::Obj(j) => Scalar::Json(j),
         Prim::Null => return None,
     })
@@ -46,11 +48,58 @@ fn scalar<'s>(it: &'s Item<'_>) -> Option<Scalar<'s>> {
 
 fn item_to_json(it: &Item<'_>) -> serde_json::Value {
     match it {
-        Item::Node(j, _) => j.to_serde(),
+        Item::Node(j, ..) => j.to_serde(),
         Item::Bool(b) => (*b).into(),
         Item::Int(i) => (*i).into(),
-        Item::Dec(d, s) => number_to_serde(&crate::eval::format_dec(*d, *s)),
+        Item::Dec(d) => number_to_serde(&d.to_string()),
         Item::Str(s, _) => serde_json::Value::String(s.to_string()),
+        Item::Qty(..) | Item::TypeInfo(..) => {
+            serde_json::Value::String(crate::eval::describe_item(it).1)
+        }
+    }
+}
+
+fn write_item(out: &mut Vec<u8>, it: &Item<'_>) {
+    match it {
+        Item::Node(j, ..) => write_node(out, j),
+        Item::Dec(d) => out.extend_from_slice(d.to_string().as_bytes()),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, &item_to_json(other));
+        }
+    }
+}
+
+/// A node as JSON text, numbers as their source text.
+fn write_node(out: &mut Vec<u8>, j: &Json<'_>) {
+    match j {
+        Json::Null => out.extend_from_slice(b"null"),
+        Json::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Json::Number(n) => out.extend_from_slice(n.as_bytes()),
+        Json::String(s) => {
+            let _ = serde_json::to_writer(&mut *out, s.as_ref());
+        }
+        Json::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_node(out, x);
+            }
+            out.push(b']');
+        }
+        Json::Object(m) => {
+            out.push(b'{');
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, k.as_ref());
+                out.push(b':');
+                write_node(out, v);
+            }
+            out.push(b'}');
+        }
     }
 }
 
@@ -79,6 +128,25 @@ impl<'a> Cell<'a> {
             CellInner::List(items) => items.iter().filter_map(scalar).collect(),
             CellInner::One(it) => scalar(it).into_iter().collect(),
             CellInner::Null => Vec::new(),
+        }
+    }
+
+    /// Writes the cell as JSON text like [`Cell::to_json`], but with every decimal exactly as
+    /// computed or read, precision included (`1.50`, `0.3`; not the nearest `f64`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match &self.0 {
+            CellInner::Null => out.extend_from_slice(b"null"),
+            CellInner::One(it) => write_item(out, it),
+            CellInner::List(items) => {
+                out.push(b'[');
+                for (i, it) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_item(out, it);
+                }
+                out.push(b']');
+            }
         }
     }
 
@@ -125,9 +193,15 @@ impl View {
             consts: &self.consts,
             row_index: 0,
             index: 0,
+            total: None,
+            typed: true,
         };
-        let focus = [Item::Node(resource, None)];
+        let focus = [crate::eval::root(resource)];
         for w in &self.wheres {
+            let env = Env {
+                typed: w.typed,
+                ..env
+            };
             let r = eval(&env, &w.expr, &focus).map_err(|m| self.eval_err(w, resource, m))?;
             match r.as_slice() {
                 [] => return Ok(()),
@@ -158,12 +232,16 @@ impl View {
 
     fn select_rows<'a>(
         &'a self,
-        env: &Env<'a>,
+        env: &Env<'a, '_>,
         s: &'a Select,
         focus: &[Item<'a>],
     ) -> Result<Vec<Row<'a>>> {
         let run = |c: &'a Compiled, f: &[Item<'a>]| {
-            eval(env, &c.expr, f).map_err(|m| self.eval_err(c, env.resource, m))
+            let env = Env {
+                typed: c.typed,
+                ..*env
+            };
+            eval(&env, &c.expr, f).map_err(|m| self.eval_err(c, env.resource, m))
         };
         // A select without iteration and only columns (the common case): one row.
         if matches!(s.iter, Iter::Once) && s.selects.is_empty() && s.union.is_empty() {
@@ -229,13 +307,27 @@ impl View {
     /// The cells of a select's own columns, evaluated on `focus`.
     fn column_cells<'a>(
         &'a self,
-        env: &Env<'a>,
+        env: &Env<'a, '_>,
         s: &'a Select,
         focus: &[Item<'a>],
     ) -> Result<Row<'a>> {
         let mut own: Row<'a> = Vec::with_capacity(s.width);
         for (c, collection) in &s.columns {
-            let v = eval(env, &c.expr, focus).map_err(|m| self.eval_err(c, env.resource, m))?;
+            let cenv = Env {
+                typed: c.typed,
+                ..*env
+            };
+            let mut v =
+                eval(&cenv, &c.expr, focus).map_err(|m| self.eval_err(c, env.resource, m))?;
+            // Quantities and type infos are written as their FHIRPath text.
+            for it in &mut v {
+                if matches!(it, Item::Qty(..) | Item::TypeInfo(..)) {
+                    *it = Item::Str(
+                        std::borrow::Cow::Owned(crate::eval::describe_item(it).1),
+                        None,
+                    );
+                }
+            }
             let cell = if *collection {
                 CellInner::List(v)
             } else {
@@ -260,13 +352,17 @@ impl View {
 
     fn repeat<'a>(
         &'a self,
-        env: &Env<'a>,
+        env: &Env<'a, '_>,
         paths: &'a [Compiled],
         item: &Item<'a>,
         acc: &mut Vec<Item<'a>>,
     ) -> Result<()> {
         for p in paths {
-            let children = eval(env, &p.expr, std::slice::from_ref(item))
+            let penv = Env {
+                typed: p.typed,
+                ..*env
+            };
+            let children = eval(&penv, &p.expr, std::slice::from_ref(item))
                 .map_err(|m| self.eval_err(p, env.resource, m))?;
             for ch in children {
                 acc.push(ch.clone());

@@ -374,7 +374,7 @@ fn write_text_row(out: &mut Vec<u8>, names: &[String], row: &Row<'_>, format: Fo
             }
             let _ = serde_json::to_writer(&mut *out, name);
             out.push(b':');
-            let _ = serde_json::to_writer(&mut *out, &cell.to_json());
+            cell.write_json(out);
         }
         out.extend_from_slice(b"}\n");
     } else {
@@ -390,11 +390,14 @@ fn write_text_row(out: &mut Vec<u8>, names: &[String], row: &Row<'_>, format: Fo
 
 fn csv_cell(out: &mut Vec<u8>, cell: &Cell<'_>) {
     match cell.scalar() {
-        _ if cell.is_list() => csv_field(out, &cell.to_json().to_string()),
-        None => {}
-        Some(Scalar::Str(s)) => csv_field(out, s),
-        Some(Scalar::Json(_)) => csv_field(out, &cell.to_json().to_string()),
-        Some(_) => csv_field(out, &cell.to_json().to_string()),
+        Some(Scalar::Str(s)) if !cell.is_list() => csv_field(out, s),
+        None if !cell.is_list() => {}
+        // Numbers (decimals with their precision), booleans, objects and lists as JSON text.
+        _ => {
+            let mut text = Vec::new();
+            cell.write_json(&mut text);
+            csv_field(out, &String::from_utf8_lossy(&text));
+        }
     }
 }
 

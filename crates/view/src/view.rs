@@ -27,6 +27,8 @@ pub struct ColumnDef {
 #[derive(Debug, Clone)]
 pub(crate) struct Compiled {
     pub(crate) expr: Expr,
+    /// Whether the answer can depend on node types (see [`crate::eval::needs_types`]).
+    pub(crate) typed: bool,
     pub(crate) src: String,
     pub(crate) location: String,
 }
@@ -187,6 +189,13 @@ impl View {
     /// Whether an object member named `key` can matter to this view (a name some path uses,
     /// or a choice element of one: `valueQuantity` when `value` is used).
     fn needs_key(&self, key: &str) -> bool {
+        // A primitive's extensions (`_birthDate`) go with the primitive.
+        // (A byte test: `strip_prefix('_')` with a char builds a searcher per key.)
+        let key = if key.as_bytes().first() == Some(&b'_') {
+            &key[1..]
+        } else {
+            key
+        };
         if self.keys.contains(key) {
             return true;
         }
@@ -293,7 +302,7 @@ fn reachable_keys(wheres: &[Compiled], root: &Select) -> (rustc_hash::FxHashSet<
             Expr::Call(_, Func::GetReferenceKey(_), _) => {
                 keys.insert("reference".into());
             }
-            Expr::Resource => whole = true,
+            Expr::Resource | Expr::Call(_, Func::Children | Func::Descendants, _) => whole = true,
             _ => {}
         });
     };
@@ -341,6 +350,7 @@ impl Compiler {
         let resolve = |n: &str| names.iter().position(|c| c == n);
         match parser::parse(src, &resolve) {
             Ok(expr) => Ok(Compiled {
+                typed: crate::eval::needs_types(&expr),
                 expr,
                 src: src.to_string(),
                 location,

@@ -13,8 +13,13 @@ use serde_json::{Map, Value, json};
 /// `(file, test title)` of cases known to fail. Empty: all cases pass.
 const EXPECTED_FAILURES: &[(&str, &str)] = &[];
 
+/// `../shared/sql-on-fhir/tests` from the project root, or under `$FLATFHIR_SHARED` when set
+/// (a git worktree elsewhere on disk).
 fn suite_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/sql-on-fhir/tests")
+    std::env::var_os("FLATFHIR_SHARED").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/sql-on-fhir/tests"),
+        |s| PathBuf::from(s).join("sql-on-fhir/tests"),
+    )
 }
 
 /// A canonical string for order-insensitive comparison of rows: object keys sorted, numbers

@@ -1,4 +1,5 @@
 //! Integration tests of flatfhir-view.
 
 mod conformance;
+mod fhirpath_suite;
 mod run;

@@ -190,3 +190,44 @@ fn complex_values_survive_member_skipping() {
             .unwrap()
     );
 }
+
+/// Decimals are exact and keep their precision to the text outputs: `0.1 + 0.2` is `0.3`
+/// (not `0.30000000000000004`), `1.50` from the resource stays `1.50`.
+#[test]
+fn decimals_keep_their_precision_in_text_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("Observation.ndjson");
+    std::fs::write(
+        &input,
+        r#"{"resourceType":"Observation","id":"o1","valueQuantity":{"value":1.50,"unit":"mg"},"_status":{"extension":[{"url":"u","valueString":"x"}]},"status":"final"}
+"#,
+    )
+    .unwrap();
+    let view = View::from_json_str(
+        r#"{"name": "obs", "resource": "Observation", "select": [{"column": [
+            {"name": "sum", "path": "0.1 + 0.2"},
+            {"name": "eq", "path": "0.1 + 0.2 = 0.3"},
+            {"name": "value", "path": "value.ofType(Quantity).value"},
+            {"name": "diff", "path": "value.ofType(Quantity).value - 1.2"},
+            {"name": "ext", "path": "status.extension('u').value.ofType(string)"}
+        ]}]}"#,
+        "obs",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    run_views(
+        std::slice::from_ref(&input),
+        std::slice::from_ref(&view),
+        &out,
+        Format::Ndjson,
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(out.join("obs.ndjson")).unwrap();
+    assert_eq!(
+        text.trim_end(),
+        r#"{"sum":0.3,"eq":true,"value":1.50,"diff":0.30,"ext":"x"}"#
+    );
+    run_views(&[input], &[view], &out, Format::Csv).unwrap();
+    let text = std::fs::read_to_string(out.join("obs.csv")).unwrap();
+    assert_eq!(text.lines().nth(1), Some("0.3,true,1.50,0.30,x"));
+}
