@@ -504,23 +504,6 @@ fn fhirpath_r4_suite() {
     );
 }
 
-/// Evaluates `$FP_EXPR` on `$FP_JSON` (or the suite input `$FP_INPUT`) and prints the result;
-/// does nothing without `FP_EXPR`. For investigating a case by hand.
-#[test]
-fn fhirpath_debug_one() {
-    let Ok(e) = std::env::var("FP_EXPR") else {
-        return;
-    };
-    let f = std::env::var("FP_INPUT").unwrap_or_default();
-    let text = std::env::var("FP_JSON").unwrap_or_else(|_| {
-        std::fs::read_to_string(suite_dir().join("inputs").join(format!("{f}.json")))
-            .unwrap_or_else(|_| r#"{"resourceType":"Parameters"}"#.into())
-    });
-    let r = json::parse(&text).unwrap();
-    let x = Expression::parse(&e).map_err(|e| e.to_string());
-    eprintln!("{:?}", x.map(|x| x.evaluate(&r).map(|v| show(&v))));
-}
-
 /// Strict mode checks paths against the R4 model; the lenient mode views use does not.
 #[test]
 fn strict_mode_checks_the_model() {
