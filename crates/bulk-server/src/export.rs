@@ -35,8 +35,8 @@ struct FileSpec {
     gzip: Option<Bytes>,
     /// `count` in the manifest entry, if any.
     manifest_count: Option<usize>,
-    /// Answer downloads with an OperationOutcome line (`fileError`).
-    file_error: bool,
+    /// Answer downloads with an OperationOutcome line with this text (`fileError`).
+    file_error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -446,7 +446,7 @@ fn build_files(shared: &Shared, types: &[String]) -> Result<Vec<FileSpec>, Strin
                     plain,
                     gzip,
                     manifest_count: Some(chunk.len()),
-                    file_error: false,
+                    file_error: None,
                 });
                 continue;
             }
@@ -457,7 +457,8 @@ fn build_files(shared: &Shared, types: &[String]) -> Result<Vec<FileSpec>, Strin
                 plain,
                 gzip,
                 manifest_count: Some(chunk.len()),
-                file_error: is(&cfg.faults.file_error),
+                file_error: is(&cfg.faults.file_error)
+                    .then(|| format!("Simulated file error: {n}.{rtype}.ndjson could not be read")),
             });
         }
     }
@@ -469,7 +470,7 @@ fn build_files(shared: &Shared, types: &[String]) -> Result<Vec<FileSpec>, Strin
             plain,
             gzip,
             manifest_count: None,
-            file_error: false,
+            file_error: None,
         });
     }
     if cfg.faults.deleted {
@@ -487,7 +488,7 @@ fn build_files(shared: &Shared, types: &[String]) -> Result<Vec<FileSpec>, Strin
             plain,
             gzip,
             manifest_count: None,
-            file_error: false,
+            file_error: None,
         });
     }
     Ok(files)
@@ -741,13 +742,9 @@ async fn download(
                 "this link has expired",
             );
         }
-        if file.file_error {
+        if let Some(message) = &file.file_error {
             // SMART's fileError: a 200 whose body is an OperationOutcome, not the resources.
-            let text = outcome(
-                "error",
-                "processing",
-                &format!("Simulated file error: {} file {idx} could not be read", file.rtype),
-            ) + "\n";
+            let text = outcome("error", "processing", message) + "\n";
             return (
                 StatusCode::OK,
                 [("content-type", "application/fhir+ndjson")],

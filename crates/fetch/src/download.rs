@@ -333,8 +333,8 @@ async fn transfer(
     let rule = file_count_rule(file);
     let (resources, count_note) =
         tokio::task::spawn_blocking(move || finish(out, check, &part_owned, &final_owned, rule))
-    .await
-    .map_err(|e| Error::Job(format!("finishing {}: {e}", final_path.display())))??;
+            .await
+            .map_err(|e| Error::Job(format!("finishing {}: {e}", final_path.display())))??;
     if let Some(expected) = count_note {
         let message = format!(
             "the manifest count is {expected} but the file has {resources} resources; \
@@ -637,8 +637,7 @@ fn check_line(
         line: line_no,
         reason,
     };
-    let head: Head =
-        serde_json::from_slice(line).map_err(|e| content(format!("not JSON: {e}")))?;
+    let head: Head = serde_json::from_slice(line).map_err(|e| content(format!("not JSON: {e}")))?;
     if let Some(want) = expected
         && head.resource_type.as_deref() != Some(want)
     {
@@ -677,9 +676,7 @@ fn finish(
             Some(c) if c != resources && enforce => Err(Error::Content {
                 path: final_path.to_owned(),
                 line: 0,
-                reason: format!(
-                    "the manifest count is {c} but the file has {resources} resources"
-                ),
+                reason: format!("the manifest count is {c} but the file has {resources} resources"),
             }),
             Some(c) if c != resources => Ok(Some(c)),
             _ => Ok(None),

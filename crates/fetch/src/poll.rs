@@ -299,7 +299,10 @@ mod tests {
             parse_retry_after("1763000010000", now),
             Some(Duration::from_secs(10))
         );
-        assert_eq!(parse_retry_after("1762999990000", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("1762999990000", now),
+            Some(Duration::ZERO)
+        );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
         assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(90)));
         assert_eq!(parse_retry_after("soon", now), None);

@@ -516,7 +516,9 @@ impl flatfhir_fetch::Observer for Display {
                 }
             }
             Event::FileFailed { path, reason } => self.println(&format!("failed {path}: {reason}")),
-            Event::Warning { path, message } => self.println(&format!("warning: {path}: {message}")),
+            Event::Warning { path, message } => {
+                self.println(&format!("warning: {path}: {message}"))
+            }
             Event::TypeComplete {
                 resource_type,
                 files,

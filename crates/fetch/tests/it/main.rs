@@ -5,5 +5,6 @@ mod download;
 mod kickoff;
 mod poll;
 mod resume;
+mod story;
 mod support;
 mod tls;
