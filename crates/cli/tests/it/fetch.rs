@@ -287,6 +287,10 @@ fn ctrl_c_leaves_a_resumable_directory() {
         })
         .count();
     assert!(finished < 7, "the interrupt came too late to test anything");
+    // The log says the run was interrupted (and not that it completed).
+    let log = std::fs::read_to_string(out.path().join("log.ndjson")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["eventId"], "export_interrupted", "{log}");
 
     env.fetch(out.path()).arg("--resume").assert().success();
     for n in 1..=4 {
