@@ -127,8 +127,11 @@ impl JobState {
     /// # Errors
     /// On I/O failure.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Job(e.to_string()))?;
-        crate::durable::write_atomic(&dir.join(JOB_FILE), &bytes)
+        save_bytes(dir, &self.to_bytes()?, true)
+    }
+
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| Error::Job(e.to_string()))
     }
 
     /// Next `n` for a file of this list and type (counts from 1 per type, per the shared layout).
@@ -141,6 +144,11 @@ impl JobState {
             .count()
             + 1
     }
+}
+
+/// Write serialised job state; `sync_parent` as in [`crate::durable::write_atomic`].
+pub(crate) fn save_bytes(dir: &Path, bytes: &[u8], sync_parent: bool) -> Result<()> {
+    crate::durable::write_atomic(&dir.join(JOB_FILE), bytes, sync_parent)
 }
 
 /// The final path of a file: `{n}.{Type}.ndjson`, `error/{n}.OperationOutcome.ndjson`,

@@ -424,6 +424,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 struct Run {
     ctx: Ctx,
     job: Mutex<JobState>,
+    save_turn: Mutex<()>,
     manifests_final: AtomicBool,
     types_announced: Mutex<HashSet<String>>,
 }
@@ -435,9 +436,22 @@ impl Run {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Save under the lock: concurrent tasks must not interleave temp-file renames.
-    fn save(&self) -> Result<()> {
-        self.lock().save(&self.ctx.dir)
+    /// Save the job state on a blocking thread (it fsyncs). Saves take turns (they share the
+    /// temp file) and each writes the state as it is when its turn comes, so a later save is
+    /// never overwritten by an older one; downloads keep the job lock only to serialise.
+    /// `last`: also fsync DIR (the run's final save).
+    async fn save(self: &Arc<Self>, last: bool) -> Result<()> {
+        let run = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _turn = run
+                .save_turn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let bytes = run.lock().to_bytes()?;
+            job::save_bytes(&run.ctx.dir, &bytes, last)
+        })
+        .await
+        .map_err(|e| Error::Job(format!("saving the job state: {e}")))?
     }
 
     /// Record a manifest page: new files get their `{n}` names, known ones a fresh URL.
@@ -555,7 +569,7 @@ async fn run_one(run: Arc<Run>, i: usize, expired_is_final: bool) -> Result<Opti
         });
     }
     run.lock().files[i].status = status;
-    run.save()?;
+    run.save(false).await?;
     run.announce_complete_types();
     Ok(None)
 }
@@ -723,6 +737,7 @@ async fn run_export(
     let run = Arc::new(Run {
         ctx,
         job: Mutex::new(job),
+        save_turn: Mutex::new(()),
         manifests_final: AtomicBool::new(!polling),
         types_announced: Mutex::new(HashSet::new()),
     });
@@ -733,7 +748,7 @@ async fn run_export(
         job.phase = Phase::Downloading;
         let (o, d, e) = counts(&job);
         drop(job);
-        run.save()?;
+        run.save(false).await?;
         run.ctx.log.emit(
             "manifest_complete",
             json!({"transactionTime": run.lock().transaction_time, "totalOutputFileCount": o,
@@ -811,7 +826,7 @@ async fn follow_manifests(
             );
         }
         let touched = run.record_page(page, &raw, &m);
-        run.save()?;
+        run.save(false).await?;
         let total = run.lock().files.len();
         run.ctx.observe(Event::Manifest { page, files: total });
         if !links_only {
@@ -861,7 +876,7 @@ fn merge_manifest_page(merged: &mut Option<serde_json::Value>, page: &serde_json
 /// Writes `DIR/manifest.json` atomically and durably.
 fn write_manifest(dir: &std::path::Path, manifest: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Job(e.to_string()))?;
-    durable::write_atomic(&dir.join("manifest.json"), &text)
+    durable::write_atomic(&dir.join("manifest.json"), &text, true)
 }
 
 async fn finish(
@@ -913,7 +928,7 @@ async fn finish(
         job.phase = Phase::Complete;
         job.deleted_on_server |= summary.deleted_on_server;
     }
-    run.save()?;
+    run.save(true).await?;
     let duration = (summary.seconds * 1000.0) as u64;
     if !summary.failed.is_empty() {
         let failures: Vec<_> = summary
