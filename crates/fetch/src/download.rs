@@ -62,7 +62,13 @@ fn expected_type(file: &FileState) -> Option<String> {
     }
 }
 
-pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failure> {
+/// Download `file`. `slot` (a download slot) is given back once the bytes are in, before the
+/// file is fsynced and published, so the next download need not wait for the disk.
+pub(crate) async fn download(
+    ctx: &Ctx,
+    file: &FileState,
+    slot: tokio::sync::SemaphorePermit<'_>,
+) -> Result<Done, Failure> {
     let url = Url::parse(&file.url).map_err(|e| Error::Download {
         url: RedactedUrl::new(Url::parse("invalid:").expect("static")),
         reason: format!("bad URL in manifest: {e}"),
@@ -81,7 +87,7 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
         path: file.path.clone(),
         resource_type: file.resource_type.clone(),
     });
-    let result = transfer(ctx, file, &url, &shown, &part, &final_path).await;
+    let result = transfer(ctx, file, &url, &shown, &part, &final_path, slot).await;
     match result {
         Ok(done) => {
             ctx.log.emit(
@@ -146,6 +152,7 @@ async fn transfer(
     shown: &RedactedUrl,
     part: &Path,
     final_path: &Path,
+    slot: tokio::sync::SemaphorePermit<'_>,
 ) -> Result<Done, Attempt> {
     let mut check = Checker::new(
         final_path,
@@ -328,6 +335,7 @@ async fn transfer(
             }
         }
     }
+    drop(slot);
     let bytes = out.len;
     let (part_owned, final_owned) = (part.to_owned(), final_path.to_owned());
     let rule = file_count_rule(file);

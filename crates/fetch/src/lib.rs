@@ -530,7 +530,7 @@ impl Run {
 
 /// Download file `i`; `Some(i)` when its link looked expired and a re-poll may help.
 async fn run_one(run: Arc<Run>, i: usize, expired_is_final: bool) -> Result<Option<usize>> {
-    let _permit = run
+    let slot = run
         .ctx
         .slots
         .acquire()
@@ -540,7 +540,7 @@ async fn run_one(run: Arc<Run>, i: usize, expired_is_final: bool) -> Result<Opti
     if matches!(file.status, FileStatus::Done { .. }) {
         return Ok(None);
     }
-    let result = download::download(&run.ctx, &file).await;
+    let result = download::download(&run.ctx, &file, slot).await;
     let status = match result {
         Ok(d) => {
             run.ctx.observe(Event::FileDone {
@@ -744,10 +744,11 @@ async fn run_export(
     let mut tasks = tokio::task::JoinSet::new();
     if polling {
         let pages = follow_manifests(&run, &status_url, started, &mut tasks, false).await?;
-        let mut job = run.lock();
-        job.phase = Phase::Downloading;
-        let (o, d, e) = counts(&job);
-        drop(job);
+        let (o, d, e) = {
+            let mut job = run.lock();
+            job.phase = Phase::Downloading;
+            counts(&job)
+        };
         run.save(false).await?;
         run.ctx.log.emit(
             "manifest_complete",
