@@ -181,7 +181,10 @@ async fn transfer(
                 // HAPI answers Binary URLs with XML unless asked for NDJSON.
                 let r = r.header("accept", "application/fhir+ndjson");
                 if have > 0 {
+                    // `.part` holds decoded bytes: continue at that offset of the identity
+                    // representation (an offset into a gzip stream cannot be decoded).
                     r.header("range", format!("bytes={have}-"))
+                        .header("accept-encoding", "identity")
                 } else {
                     r
                 }
