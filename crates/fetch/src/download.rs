@@ -96,7 +96,10 @@ pub(crate) async fn download(
             );
             Ok(done)
         }
-        Err(Attempt::Failed(f)) => Err(f),
+        Err(Attempt::Failed(f)) => {
+            remove_if_empty(&part);
+            Err(f)
+        }
         Err(Attempt::Local(e)) => {
             // Bad content or a local write error: the bytes are of no use for a resume.
             let _ = std::fs::remove_file(&part);
@@ -115,6 +118,7 @@ pub(crate) async fn download(
         }
         Err(Attempt::Other(e)) => {
             // E.g. the connection kept failing: `.part` stays for a `--resume` with Range.
+            remove_if_empty(&part);
             ctx.log.emit(
                 "download_error",
                 json!({"fileUrl": shown.redacted(), "code": null, "body": null,
@@ -122,6 +126,13 @@ pub(crate) async fn download(
             );
             Err(Failure::Failed(e))
         }
+    }
+}
+
+/// An empty `.part` holds nothing worth resuming.
+fn remove_if_empty(part: &Path) {
+    if std::fs::metadata(part).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(part);
     }
 }
 

@@ -470,9 +470,15 @@ impl flatfhir_fetch::Observer for Display {
                 done,
             } => {
                 *st = (*done, *files);
-                self.line(&format!(
-                    "resuming export {status_url} ({done} of {files} files already complete)"
-                ));
+                if *files == 0 {
+                    self.line(&format!(
+                        "resuming export {status_url} (no manifest yet: polling)"
+                    ));
+                } else {
+                    self.line(&format!(
+                        "resuming export {status_url} ({done} of {files} files already complete)"
+                    ));
+                }
             }
             Event::Progress {
                 x_progress, wait, ..

@@ -206,3 +206,22 @@ async fn a_deleted_on_success_export_resumes_to_the_same_summary() {
     assert!(s.complete());
     assert_eq!(s.resources, 15);
 }
+
+/// A file whose download never got an answer with a body leaves no empty `.part` behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_never_answers_leaves_no_empty_part_file() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.rate_limit_downloads = Some(RetryAfter::Seconds(0));
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(&server, out.path());
+    o.conn.timing.retries = 0;
+    let s = run(o).await.unwrap();
+    assert_eq!(s.failed.len(), 6, "{:?}", s.failed);
+    assert!(
+        leftovers(out.path()).is_empty(),
+        "{:?}",
+        leftovers(out.path())
+    );
+}
