@@ -827,7 +827,6 @@ async fn follow_manifests(
             );
         }
         let touched = run.record_page(page, &raw, &m);
-        run.save(false).await?;
         let total = run.lock().files.len();
         run.ctx.observe(Event::Manifest { page, files: total });
         if !links_only {
@@ -835,6 +834,9 @@ async fn follow_manifests(
                 tasks.spawn(run_one(Arc::clone(run), i, false));
             }
         }
+        // After the downloads started: the save (an fsync) need not delay them, and a crash
+        // before it only means the page is polled again on --resume.
+        run.save(false).await?;
         page += 1;
         match m.next {
             Some(next) => page_url = next,
