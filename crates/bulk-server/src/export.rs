@@ -29,8 +29,14 @@ enum Kind {
 struct FileSpec {
     kind: Kind,
     rtype: String,
-    body: Vec<u8>,
-    count: usize,
+    /// The NDJSON as served without compression.
+    plain: Bytes,
+    /// gzip of `plain` (when the server compresses at all).
+    gzip: Option<Bytes>,
+    /// `count` in the manifest entry, if any.
+    manifest_count: Option<usize>,
+    /// Answer downloads with an OperationOutcome line with this text (`fileError`).
+    file_error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -110,6 +116,7 @@ async fn record(State(shared): S, req: Request, next: Next) -> Response {
             prefer: h("prefer"),
             accept: h("accept"),
             status: 0,
+            content_encoding: None,
             headers: req
                 .headers()
                 .iter()
@@ -119,6 +126,11 @@ async fn record(State(shared): S, req: Request, next: Next) -> Response {
     };
     let resp = next.run(req).await;
     seen.status = resp.status().as_u16();
+    seen.content_encoding = resp
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     shared.lock().seen.push(seen);
     resp
 }
@@ -354,7 +366,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn encode(shared: &Shared, lines: &[String]) -> Vec<u8> {
+/// The file's bytes: (plain NDJSON, its gzip when the server compresses).
+fn encode(shared: &Shared, lines: &[String]) -> (Bytes, Option<Bytes>) {
     let mut text = if shared.config.faults.messy_ndjson {
         // CRLF, a blank line in the middle, no final newline.
         let mut t = lines.join("\r\n");
@@ -370,14 +383,12 @@ fn encode(shared: &Shared, lines: &[String]) -> Vec<u8> {
     if lines.is_empty() {
         text.clear();
     }
-    match shared.config.gzip {
-        Gzip::Off => text.into_bytes(),
-        Gzip::WithHeader | Gzip::Silent => {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(text.as_bytes()).expect("in-memory write");
-            enc.finish().expect("in-memory write")
-        }
-    }
+    let gzip = (shared.config.gzip != Gzip::Off).then(|| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(text.as_bytes()).expect("in-memory write");
+        Bytes::from(enc.finish().expect("in-memory write"))
+    });
+    (Bytes::from(text.into_bytes()), gzip)
 }
 
 fn build_files(shared: &Shared, types: &[String]) -> Result<Vec<FileSpec>, String> {
@@ -415,21 +426,51 @@ fn build_files(shared: &Shared, types: &[String]) -> Result<Vec<FileSpec>, Strin
             .filter(|l| !l.trim().is_empty())
             .map(str::to_owned)
             .collect();
-        for chunk in lines.chunks(cfg.lines_per_file.max(1)) {
+        for (i, chunk) in lines.chunks(cfg.lines_per_file.max(1)).enumerate() {
+            let n = i + 1;
+            let is = |list: &[(String, usize)]| list.iter().any(|(t, k)| *t == rtype && *k == n);
+            if is(&cfg.faults.failed_files) {
+                // SMART's some_file_generation_failed: the error entry carries the failed
+                // file's count, the error file one OperationOutcome.
+                let (plain, gzip) = encode(
+                    shared,
+                    &[outcome(
+                        "error",
+                        "processing",
+                        &format!("Failed to export {n}.{rtype}.ndjson"),
+                    )],
+                );
+                files.push(FileSpec {
+                    kind: Kind::Error,
+                    rtype: "OperationOutcome".into(),
+                    plain,
+                    gzip,
+                    manifest_count: Some(chunk.len()),
+                    file_error: None,
+                });
+                continue;
+            }
+            let (plain, gzip) = encode(shared, chunk);
             files.push(FileSpec {
                 kind: Kind::Output,
                 rtype: rtype.clone(),
-                body: encode(shared, chunk),
-                count: chunk.len(),
+                plain,
+                gzip,
+                manifest_count: Some(chunk.len()),
+                file_error: is(&cfg.faults.file_error)
+                    .then(|| format!("Simulated file error: {n}.{rtype}.ndjson could not be read")),
             });
         }
     }
     if !errors.is_empty() {
+        let (plain, gzip) = encode(shared, &errors);
         files.push(FileSpec {
             kind: Kind::Error,
             rtype: "OperationOutcome".into(),
-            body: encode(shared, &errors),
-            count: errors.len(),
+            plain,
+            gzip,
+            manifest_count: None,
+            file_error: None,
         });
     }
     if cfg.faults.deleted {
@@ -440,11 +481,14 @@ fn build_files(shared: &Shared, types: &[String]) -> Result<Vec<FileSpec>, Strin
                 {"request": {"method": "DELETE", "url": "Patient/deleted-2"}}
             ]
         });
+        let (plain, gzip) = encode(shared, &[bundle.to_string()]);
         files.push(FileSpec {
             kind: Kind::Deleted,
             rtype: "Bundle".into(),
-            body: encode(shared, &[bundle.to_string()]),
-            count: 1,
+            plain,
+            gzip,
+            manifest_count: None,
+            file_error: None,
         });
     }
     Ok(files)
@@ -458,6 +502,11 @@ fn retry_after_value(r: &RetryAfter) -> String {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             + ahead)
+            .to_string(),
+        RetryAfter::EpochMillis(ahead) => (now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+            + u128::from(*ahead) * 1000)
             .to_string(),
         RetryAfter::HttpDateIn(s) => httpdate::fmt_http_date(now + Duration::from_secs(*s)),
     }
@@ -568,11 +617,11 @@ fn manifest(shared: &Shared, id: &str, job: &Job, page: usize, generation: u32) 
             url.push_str("&sig=SECRETSIGNATURE123&se=2099-01-01");
         }
         let mut entry = json!({"type": f.rtype, "url": url});
-        if f.kind == Kind::Output {
+        if let Some(count) = f.manifest_count {
             let count = if faults.wrong_count && idx == 0 {
-                f.count + 1
+                count + 1
             } else {
-                f.count
+                count
             };
             entry["count"] = json!(count);
         }
@@ -616,6 +665,8 @@ async fn delete_job(State(shared): S, Path(id): Path<String>, headers: HeaderMap
     match st.jobs.get_mut(&id) {
         Some(job) if !job.deleted => {
             job.deleted = true;
+            // Free the files: a long benchmark session kicks off many exports.
+            job.files.clear();
             StatusCode::ACCEPTED.into_response()
         }
         _ => fhir_error(
@@ -627,6 +678,7 @@ async fn delete_job(State(shared): S, Path(id): Path<String>, headers: HeaderMap
     }
 }
 
+#[allow(clippy::too_many_lines)]
 async fn download(
     State(shared): S,
     Path((job_id, idx)): Path<(String, usize)>,
@@ -662,7 +714,11 @@ async fn download(
         .and_then(|v| v.strip_prefix("bytes="))
         .and_then(|v| v.strip_suffix('-'))
         .and_then(|v| v.parse().ok());
-    let (body, drop_half) = {
+    let accepts_gzip = headers
+        .get("accept-encoding")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let (body, gzipped, drop_half) = {
         let mut st = shared.lock();
         let Some(job) = st.jobs.get(&job_id) else {
             return fhir_error(StatusCode::NOT_FOUND, "error", "not-found", "no such file");
@@ -686,7 +742,21 @@ async fn download(
                 "this link has expired",
             );
         }
-        let body = file.body.clone();
+        if let Some(message) = &file.file_error {
+            // SMART's fileError: a 200 whose body is an OperationOutcome, not the resources.
+            let text = outcome("error", "processing", message) + "\n";
+            return (
+                StatusCode::OK,
+                [("content-type", "application/fhir+ndjson")],
+                text,
+            )
+                .into_response();
+        }
+        let (body, gzipped) = match (shared.config.gzip, &file.gzip) {
+            (Gzip::WithHeader | Gzip::Silent, Some(gz)) => (gz.clone(), true),
+            (Gzip::Negotiated, Some(gz)) if accepts_gzip => (gz.clone(), true),
+            _ => (file.plain.clone(), false),
+        };
         let a = st.attempts.entry((job_id.clone(), idx)).or_default();
         a.requests += 1;
         if a.requests == 1
@@ -698,7 +768,7 @@ async fn download(
         if drop_half {
             a.dropped = true;
         }
-        (body, drop_half)
+        (body, gzipped, drop_half)
     };
     let total = body.len();
     let start = range_start.unwrap_or(0).min(total);
@@ -709,10 +779,27 @@ async fn download(
     };
     let cut = if drop_half { total / 2 } else { total };
     let slow = faults.slow_chunks;
-    let chunks: Vec<Bytes> = body[start..cut]
-        .chunks(1024)
-        .map(Bytes::copy_from_slice)
-        .collect();
+    let per_line = shared.config.chunk_per_line && !gzipped;
+    let chunks: Vec<Bytes> = if per_line {
+        let part = body.slice(start..cut);
+        let mut out = Vec::new();
+        let mut from = 0;
+        while from < part.len() {
+            let end = part[from..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(part.len(), |i| from + i + 1);
+            out.push(part.slice(from..end));
+            from = end;
+        }
+        out
+    } else {
+        let size = if slow.is_some() { 1024 } else { 64 * 1024 };
+        (start..cut)
+            .step_by(size)
+            .map(|a| body.slice(a..(a + size).min(cut)))
+            .collect()
+    };
     let stream = futures_util::stream::unfold(
         (chunks.into_iter(), drop_half, false),
         move |(mut it, drop_half, done)| async move {
@@ -746,7 +833,9 @@ async fn download(
         HeaderValue::from_static("application/fhir+ndjson"),
     );
     h.insert("accept-ranges", HeaderValue::from_static("bytes"));
-    h.insert("content-length", HeaderValue::from(total - start));
+    if !per_line {
+        h.insert("content-length", HeaderValue::from(total - start));
+    }
     if range_start.is_some()
         && let Ok(v) = HeaderValue::from_str(&format!(
             "bytes {start}-{}/{total}",
@@ -755,7 +844,7 @@ async fn download(
     {
         h.insert("content-range", v);
     }
-    if shared.config.gzip == Gzip::WithHeader {
+    if gzipped && shared.config.gzip != Gzip::Silent {
         h.insert("content-encoding", HeaderValue::from_static("gzip"));
     }
     resp

@@ -36,8 +36,12 @@ pub use auth::RegisteredClient;
 pub enum RetryAfter {
     /// Delta seconds, e.g. `Retry-After: 3600`.
     Seconds(u64),
-    /// An absolute Unix time as a bare number (a well-known server does this on 429).
+    /// An absolute Unix time in seconds, this many seconds from now, as a bare number (a
+    /// well-known server does this on 429).
     EpochSeconds(u64),
+    /// An absolute Unix time in **milliseconds**, this many seconds from now (the SMART
+    /// reference server's 429 sends `Date.now() + delay`).
+    EpochMillis(u64),
     /// An HTTP-date this many seconds from now.
     HttpDateIn(u64),
 }
@@ -53,6 +57,10 @@ pub enum Gzip {
     WithHeader,
     /// gzip bytes without saying so (seen in the wild).
     Silent,
+    /// gzip with `Content-Encoding: gzip` only when the request's `Accept-Encoding` offers
+    /// gzip, identity otherwise (what a well-behaved server does; Range requests without
+    /// `Accept-Encoding` get identity bytes).
+    Negotiated,
 }
 
 /// Fault switches. All off by default.
@@ -68,6 +76,14 @@ pub struct Faults {
     /// These resource types fail to generate: they appear in the manifest `error` list as
     /// OperationOutcome NDJSON files instead of in `output`.
     pub failing_types: Vec<String>,
+    /// The SMART reference server's `some_file_generation_failed`: the `n`-th (1-based) output
+    /// file of the type is left out of `output`; in its place the `error` list gets an entry
+    /// whose `count` is the failed file's line count, while that error file holds a single
+    /// OperationOutcome ("Failed to export {n}.{Type}.ndjson").
+    pub failed_files: Vec<(String, usize)>,
+    /// The SMART reference server's `fileError`: downloading the `n`-th (1-based) output file
+    /// of the type answers 200 with one OperationOutcome line instead of the resources.
+    pub file_error: Vec<(String, usize)>,
     /// The first manifest's file links are expired (410); re-polling the status URL returns fresh ones.
     pub expire_links_once: bool,
     /// Access tokens stop working after this many uses (401), as if they expired mid-export.
@@ -160,6 +176,10 @@ pub struct Config {
     pub gzip: Gzip,
     /// Fault switches.
     pub faults: Faults,
+    /// Send every download as one HTTP chunk per NDJSON line, without `Content-Length` (the
+    /// SMART reference server streams this way); otherwise 64 KiB chunks (1 KiB with
+    /// [`Faults::slow_chunks`]).
+    pub chunk_per_line: bool,
     /// Serve the FHIR listener over HTTPS (the other host stays plain HTTP).
     pub tls: Option<Tls>,
 }
@@ -178,6 +198,7 @@ impl Config {
             page_size: None,
             gzip: Gzip::Off,
             faults: Faults::default(),
+            chunk_per_line: false,
             tls: None,
         }
     }
@@ -205,6 +226,8 @@ pub struct SeenRequest {
     pub status: u16,
     /// Every request header (name lowercased), in order.
     pub headers: Vec<(String, String)>,
+    /// The response's `Content-Encoding`, if any.
+    pub content_encoding: Option<String>,
 }
 
 #[derive(Debug, Default)]

@@ -1,16 +1,23 @@
-//! Downloading one manifest file: streamed to `{path}.part` (bounded memory, resumable with
-//! `Range`), retried with backoff honouring `Retry-After`, the token sent only when required
-//! and never across origins; then checked (gzip sniffed, resourceType, count, line cap) and
-//! written under its final name. Which files to fetch and when is the orchestrator's job.
+//! Downloading one manifest file: streamed into `{path}.part` through a large buffer
+//! (resumable with `Range`), each line checked while it streams (JSON, `resourceType`, line
+//! cap), retried with backoff honouring `Retry-After`, the token sent only when required and
+//! never across origins; then fsynced and renamed to its final name. Which files to fetch and
+//! when is the orchestrator's job.
+//!
+//! `.part` always holds the bytes exactly as the server sent them (after HTTP content
+//! decoding), so a `Range: bytes=N-` request continues it. When they already are clean NDJSON
+//! (LF line ends, no blank lines, one resource per line) — the usual case — publishing is a
+//! rename; otherwise (CRLF, blank lines, gzip without `Content-Encoding`) a second pass
+//! writes the normalised lines to `{path}.tmp` and renames that.
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use tokio::io::AsyncWriteExt as _;
 use url::Url;
 
+use crate::durable;
 use crate::error::{Error, Result};
 use crate::http::{headers_json, outcome_text};
 use crate::job::{FileState, part_path};
@@ -18,6 +25,11 @@ use crate::manifest::ItemType;
 use crate::poll::body_json;
 use crate::redact::RedactedUrl;
 use crate::{Ctx, Event};
+
+/// Bytes collected before one `write` to `.part`.
+const WRITE_BUF: usize = 1 << 20;
+/// Progress is reported in steps of at least this many bytes.
+const PROGRESS_STEP: u64 = 1 << 20;
 
 /// Why a download did not finish.
 #[derive(Debug)]
@@ -41,7 +53,22 @@ pub(crate) struct Done {
     pub(crate) bytes: u64,
 }
 
-pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failure> {
+/// The resourceType every line of a file must have.
+fn expected_type(file: &FileState) -> Option<String> {
+    match file.item {
+        ItemType::Output => Some(file.resource_type.clone()).filter(|t| !t.is_empty()),
+        ItemType::Error => Some("OperationOutcome".to_owned()),
+        ItemType::Deleted => Some("Bundle".to_owned()),
+    }
+}
+
+/// Download `file`. `slot` (a download slot) is given back once the bytes are in, before the
+/// file is fsynced and published, so the next download need not wait for the disk.
+pub(crate) async fn download(
+    ctx: &Ctx,
+    file: &FileState,
+    slot: tokio::sync::SemaphorePermit<'_>,
+) -> Result<Done, Failure> {
     let url = Url::parse(&file.url).map_err(|e| Error::Download {
         url: RedactedUrl::new(Url::parse("invalid:").expect("static")),
         reason: format!("bad URL in manifest: {e}"),
@@ -50,9 +77,7 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
     let final_path = ctx.dir.join(&file.path);
     let part = part_path(&ctx.dir, &file.path);
     if let Some(parent) = final_path.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| Error::io(parent, e))?;
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     ctx.log.emit(
         "download_request",
@@ -62,10 +87,100 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
         path: file.path.clone(),
         resource_type: file.resource_type.clone(),
     });
+    let result = transfer(ctx, file, &url, &shown, &part, &final_path, slot).await;
+    match result {
+        Ok(done) => {
+            ctx.log.emit(
+                "download_complete",
+                json!({"fileUrl": shown.redacted(), "resourceCount": done.resources, "fileSize": done.bytes}),
+            );
+            Ok(done)
+        }
+        Err(Attempt::Failed(f)) => {
+            remove_if_empty(&part);
+            Err(f)
+        }
+        Err(Attempt::Local(e)) => {
+            // Bad content or a local write error: the bytes are of no use for a resume.
+            let _ = std::fs::remove_file(&part);
+            let (line, path) = match &e {
+                Error::Content { line, path, .. } => (Some(*line), Some(path.clone())),
+                Error::Io { path, .. } => (None, Some(path.clone())),
+                _ => (None, None),
+            };
+            ctx.log.emit(
+                "download_error",
+                json!({"fileUrl": shown.redacted(), "code": null, "body": null,
+                       "message": e.to_string(), "file": file.path,
+                       "line": line, "localPath": path.map(|p| p.display().to_string())}),
+            );
+            Err(Failure::Failed(e))
+        }
+        Err(Attempt::Other(e)) => {
+            // E.g. the connection kept failing: `.part` stays for a `--resume` with Range.
+            remove_if_empty(&part);
+            ctx.log.emit(
+                "download_error",
+                json!({"fileUrl": shown.redacted(), "code": null, "body": null,
+                       "message": e.to_string(), "file": file.path}),
+            );
+            Err(Failure::Failed(e))
+        }
+    }
+}
+
+/// An empty `.part` holds nothing worth resuming.
+fn remove_if_empty(part: &Path) {
+    if std::fs::metadata(part).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(part);
+    }
+}
+
+/// How a transfer ended badly.
+enum Attempt {
+    /// Already logged (an HTTP error answer), or an expired link.
+    Failed(Failure),
+    /// The content or the local disk is at fault.
+    Local(Error),
+    /// Anything else, e.g. the network after its retries, or auth.
+    Other(Error),
+}
+
+impl From<Error> for Attempt {
+    fn from(e: Error) -> Self {
+        match e {
+            e @ (Error::Content { .. } | Error::Io { .. }) => Attempt::Local(e),
+            e => Attempt::Other(e),
+        }
+    }
+}
+
+#[allow(clippy::too_many_lines)]
+async fn transfer(
+    ctx: &Ctx,
+    file: &FileState,
+    url: &Url,
+    shown: &RedactedUrl,
+    part: &Path,
+    final_path: &Path,
+    slot: tokio::sync::SemaphorePermit<'_>,
+) -> Result<Done, Attempt> {
+    let mut check = Checker::new(
+        final_path,
+        expected_type(file),
+        ctx.opts.max_line_bytes,
+        file.item,
+    );
+    // A `.part` from an earlier run: check what it holds, then continue it with Range.
+    let mut out = PartFile::open(part)?;
+    if out.len > 0 && out.replay_into(&mut check).is_err() {
+        out.truncate()?;
+        check.reset();
+    }
     let mut failures = 0u32;
     let mut renewals = 0u32;
     loop {
-        let have = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
+        let have = out.len;
         let token = if file.requires_token {
             ctx.auth.token().await?
         } else {
@@ -73,11 +188,14 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
         };
         let sent = ctx
             .http
-            .send(Method::GET, &url, token.as_ref(), |r| {
+            .send(Method::GET, url, token.as_ref(), |r| {
                 // HAPI answers Binary URLs with XML unless asked for NDJSON.
                 let r = r.header("accept", "application/fhir+ndjson");
                 if have > 0 {
+                    // `.part` holds decoded bytes: continue at that offset of the identity
+                    // representation (an offset into a gzip stream cannot be decoded).
                     r.header("range", format!("bytes={have}-"))
+                        .header("accept-encoding", "identity")
                 } else {
                     r
                 }
@@ -87,14 +205,11 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
             Ok((_, r)) => r,
             Err(e) => {
                 if failures >= ctx.opts.timing.retries {
-                    return Err(Failure::Failed(e));
+                    return Err(Attempt::Other(e));
                 }
                 let wait = ctx.opts.timing.backoff(failures);
                 failures += 1;
-                ctx.observe(Event::Retrying {
-                    what: format!("{}: {e}", file.path),
-                    wait,
-                });
+                retrying(ctx, file, shown, None, None, &e.to_string(), wait, failures);
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -111,8 +226,14 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
             continue;
         }
         let headers = resp.headers().clone();
-        let append = match status {
-            StatusCode::OK => false,
+        match status {
+            StatusCode::OK => {
+                if have > 0 {
+                    // The server ignored Range: start over.
+                    out.truncate()?;
+                    check.reset();
+                }
+            }
             StatusCode::PARTIAL_CONTENT => {
                 let start = headers
                     .get("content-range")
@@ -122,10 +243,10 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
                     .and_then(|v| v.parse::<u64>().ok());
                 if start != Some(have) {
                     // Not the range we asked for: start over.
-                    let _ = tokio::fs::remove_file(&part).await;
+                    out.truncate()?;
+                    check.reset();
                     continue;
                 }
-                true
             }
             StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => {
                 // The part file already holds the whole file.
@@ -142,10 +263,10 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
                     s,
                     StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE
                 ) {
-                    return Err(Failure::Expired(format!(
+                    return Err(Attempt::Failed(Failure::Expired(format!(
                         "HTTP {s}: {}",
                         outcome_text(&text)
-                    )));
+                    ))));
                 }
                 if s == StatusCode::TOO_MANY_REQUESTS {
                     ctx.throttle();
@@ -155,79 +276,216 @@ pub(crate) async fn download(ctx: &Ctx, file: &FileState) -> Result<Done, Failur
                     // Retry-After on 429/503 is honoured (clamped to the configured range).
                     let wait = ctx.opts.timing.wait_for(&headers, failures);
                     failures += 1;
-                    ctx.observe(Event::Retrying {
-                        what: format!("{}: HTTP {s}", file.path),
+                    let retry_after = headers
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok());
+                    retrying(
+                        ctx,
+                        file,
+                        shown,
+                        Some(s.as_u16()),
+                        retry_after,
+                        &format!("HTTP {s}"),
                         wait,
-                    });
+                        failures,
+                    );
                     tokio::time::sleep(wait).await;
                     continue;
                 }
-                return Err(Failure::Failed(Error::Download {
-                    url: shown,
+                return Err(Attempt::Failed(Failure::Failed(Error::Download {
+                    url: shown.clone(),
                     reason: format!("HTTP {s}: {}", outcome_text(&text)),
-                }));
+                })));
             }
-        };
-        let mut out = tokio::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(&part)
-            .await
-            .map_err(|e| Error::io(&part, e))?;
+        }
+        let ranged = status == StatusCode::PARTIAL_CONTENT;
         let mut resp = resp;
-        let streamed: Result<(), Error> = async {
-            while let Some(chunk) = resp.chunk().await.map_err(|e| Error::http(&url, e))? {
-                out.write_all(&chunk)
-                    .await
-                    .map_err(|e| Error::io(&part, e))?;
-                ctx.observe(Event::Bytes(chunk.len() as u64));
+        let mut unreported = 0u64;
+        // Err((error, restart)): `restart` when the bytes so far cannot be continued.
+        let streamed: Result<(), (Error, bool)> = async {
+            loop {
+                let chunk = match resp.chunk().await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        // A server that compresses a Range answer cannot be continued.
+                        let restart = ranged && e.is_decode();
+                        return Err((Error::http(url, e), restart));
+                    }
+                };
+                check.feed(&chunk).map_err(|e| (e, false))?;
+                out.write(&chunk).map_err(|e| (e, false))?;
+                unreported += chunk.len() as u64;
+                if unreported >= PROGRESS_STEP {
+                    ctx.observe(Event::Bytes(unreported));
+                    unreported = 0;
+                }
             }
-            Ok(())
         }
         .await;
-        // tokio writes in the background: flush on every path so the next attempt's Range
-        // offset counts every byte already received.
-        out.flush().await.map_err(|e| Error::io(&part, e))?;
-        drop(out);
+        if unreported > 0 {
+            ctx.observe(Event::Bytes(unreported));
+        }
+        // Every byte received is on its way to disk before the next attempt's Range offset.
+        out.flush()?;
         match streamed {
             Ok(()) => break,
-            Err(e @ Error::Io { .. }) => return Err(Failure::Failed(e)),
-            Err(e) => {
+            Err((e @ (Error::Io { .. } | Error::Content { .. }), _)) => {
+                return Err(Attempt::Local(e));
+            }
+            Err((e, restart)) => {
+                if restart {
+                    out.truncate()?;
+                    check.reset();
+                }
                 // A dropped connection: keep the bytes and continue with a Range request.
                 if failures >= ctx.opts.timing.retries {
-                    return Err(Failure::Failed(e));
+                    return Err(Attempt::Other(e));
                 }
                 let wait = ctx.opts.timing.backoff(failures);
                 failures += 1;
-                ctx.observe(Event::Retrying {
-                    what: format!("{}: {e}", file.path),
-                    wait,
-                });
+                retrying(ctx, file, shown, None, None, &e.to_string(), wait, failures);
                 tokio::time::sleep(wait).await;
             }
         }
     }
-    let bytes = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
-    let expected = match file.item {
-        ItemType::Output => Some(file.resource_type.clone()).filter(|t| !t.is_empty()),
-        ItemType::Error => Some("OperationOutcome".to_owned()),
-        ItemType::Deleted => Some("Bundle".to_owned()),
-    };
-    let count = file.count;
-    let max_line = ctx.opts.max_line_bytes;
-    let (p2, f2) = (part.clone(), final_path.clone());
-    let resources = tokio::task::spawn_blocking(move || {
-        finalize(&p2, &f2, expected.as_deref(), count, max_line)
-    })
-    .await
-    .map_err(|e| Error::Job(format!("finishing {}: {e}", final_path.display())))??;
-    ctx.log.emit(
-        "download_complete",
-        json!({"fileUrl": shown.redacted(), "resourceCount": resources, "fileSize": bytes}),
-    );
+    drop(slot);
+    let bytes = out.len;
+    let (part_owned, final_owned) = (part.to_owned(), final_path.to_owned());
+    let rule = file_count_rule(file);
+    let (resources, count_note) =
+        tokio::task::spawn_blocking(move || finish(out, check, &part_owned, &final_owned, rule))
+            .await
+            .map_err(|e| Error::Job(format!("finishing {}: {e}", final_path.display())))??;
+    if let Some(expected) = count_note {
+        let message = format!(
+            "the manifest count is {expected} but the file has {resources} resources; \
+             {} files are kept whatever their count says",
+            file.item.as_str()
+        );
+        ctx.log.emit(
+            "count_mismatch",
+            json!({"fileUrl": shown.redacted(), "file": file.path, "itemType": file.item.as_str(),
+                   "manifestCount": expected, "resourceCount": resources, "severity": "warning"}),
+        );
+        ctx.observe(Event::Warning {
+            path: file.path.clone(),
+            message,
+        });
+    }
     Ok(Done { resources, bytes })
+}
+
+/// How the manifest's `count` is enforced for a file.
+#[derive(Debug, Clone, Copy)]
+enum CountRule {
+    /// Output files: a mismatch fails the file.
+    Enforce(Option<u64>),
+    /// Error and deleted files: a mismatch is a warning (the SMART server gives an error entry
+    /// the count of the file that failed, while the error file holds one OperationOutcome).
+    Warn(Option<u64>),
+}
+
+fn file_count_rule(file: &FileState) -> CountRule {
+    match file.item {
+        ItemType::Output => CountRule::Enforce(file.count),
+        ItemType::Error | ItemType::Deleted => CountRule::Warn(file.count),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn retrying(
+    ctx: &Ctx,
+    file: &FileState,
+    shown: &RedactedUrl,
+    code: Option<u16>,
+    retry_after: Option<&str>,
+    why: &str,
+    wait: std::time::Duration,
+    attempt: u32,
+) {
+    ctx.log.emit(
+        "download_retry",
+        json!({"fileUrl": shown.redacted(), "file": file.path, "code": code, "retryAfter": retry_after,
+               "message": why, "attempt": attempt, "waitMs": wait.as_millis() as u64}),
+    );
+    ctx.observe(Event::Retrying {
+        what: format!("{}: {why}", file.path),
+        wait,
+    });
+}
+
+/// `{path}.part`, written through a large buffer with blocking writes (a page-cache write of
+/// 1 MiB takes well under a millisecond; `tokio::fs` would cost a thread hand-off per chunk).
+struct PartFile {
+    file: std::fs::File,
+    path: PathBuf,
+    buf: Vec<u8>,
+    /// Bytes in the file plus the buffer.
+    len: u64,
+}
+
+impl PartFile {
+    /// Open (creating) `.part` for appending to what it holds.
+    fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        Ok(Self {
+            file,
+            path: path.to_owned(),
+            buf: Vec::with_capacity(WRITE_BUF),
+            len,
+        })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        if self.buf.len() + data.len() > WRITE_BUF {
+            self.flush()?;
+        }
+        if data.len() >= WRITE_BUF {
+            self.file
+                .write_all(data)
+                .map_err(|e| Error::io(&self.path, e))?;
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            let r = self.file.write_all(&self.buf);
+            self.buf.clear();
+            r.map_err(|e| Error::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self) -> Result<()> {
+        self.buf.clear();
+        self.file.set_len(0).map_err(|e| Error::io(&self.path, e))?;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Feed the bytes already on disk to `check`.
+    fn replay_into(&mut self, check: &mut Checker) -> Result<()> {
+        let mut f = std::fs::File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        let mut chunk = vec![0u8; WRITE_BUF];
+        loop {
+            let n = f.read(&mut chunk).map_err(|e| Error::io(&self.path, e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            check.feed(&chunk[..n])?;
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -236,31 +494,257 @@ struct Head {
     resource_type: Option<String>,
 }
 
-/// Check the downloaded bytes and write the normalised NDJSON (LF line ends, no blank lines)
-/// under a temporary name, then rename it into place. Returns the number of resources.
-fn finalize(
+/// Checks NDJSON lines as they stream: each is JSON with the expected `resourceType`, no
+/// longer than the cap. Also notes whether the bytes are already clean NDJSON.
+struct Checker {
+    path: PathBuf,
+    expected: Option<String>,
+    max_line: usize,
+    item: ItemType,
+    /// A line not yet complete.
+    carry: Vec<u8>,
+    line_no: u64,
+    resources: u64,
+    /// No CR, blank line or surrounding white space so far.
+    clean: bool,
+    /// The body turned out to be gzip (no `Content-Encoding`): checked after the download.
+    gzip: Option<bool>,
+}
+
+impl Checker {
+    fn new(path: &Path, expected: Option<String>, max_line: usize, item: ItemType) -> Self {
+        Self {
+            path: path.to_owned(),
+            expected,
+            max_line,
+            item,
+            carry: Vec::new(),
+            line_no: 0,
+            resources: 0,
+            clean: true,
+            gzip: None,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.carry.clear();
+        self.line_no = 0;
+        self.resources = 0;
+        self.clean = true;
+        self.gzip = None;
+    }
+
+    fn feed(&mut self, mut data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.gzip.is_none() {
+            // Sniff gzip whatever Content-Encoding said: some servers gzip without saying so.
+            if self.carry.is_empty() && data.len() < 2 {
+                self.carry.extend_from_slice(data);
+                return Ok(());
+            }
+            let first = if self.carry.is_empty() {
+                data[0]
+            } else {
+                self.carry[0]
+            };
+            let second = if self.carry.is_empty() {
+                data[1]
+            } else {
+                data[0]
+            };
+            self.gzip = Some([first, second] == [0x1f, 0x8b]);
+        }
+        if self.gzip == Some(true) {
+            self.carry.clear();
+            return Ok(());
+        }
+        if !self.carry.is_empty() {
+            let Some(nl) = memchr::memchr(b'\n', data) else {
+                self.carry.extend_from_slice(data);
+                return self.check_carry_length();
+            };
+            self.carry.extend_from_slice(&data[..=nl]);
+            data = &data[nl + 1..];
+            let line = std::mem::take(&mut self.carry);
+            let r = self.line(&line);
+            self.carry = line;
+            self.carry.clear();
+            r?;
+        }
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', data) {
+            self.line(&data[start..=nl])?;
+            start = nl + 1;
+        }
+        self.carry.extend_from_slice(&data[start..]);
+        self.check_carry_length()
+    }
+
+    fn check_carry_length(&self) -> Result<()> {
+        if self.carry.len() > self.max_line + 1 {
+            return Err(self.content(
+                self.line_no + 1,
+                format!(
+                    "line longer than {} bytes (raise --max-line-bytes)",
+                    self.max_line
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The end of the body: the last line may lack its LF. Returns whether it did.
+    fn finish(&mut self) -> Result<bool> {
+        if self.gzip == Some(true) || self.carry.is_empty() {
+            return Ok(false);
+        }
+        let line = std::mem::take(&mut self.carry);
+        self.line(&line)?;
+        Ok(!line.trim_ascii().is_empty())
+    }
+
+    fn content(&self, line: u64, reason: String) -> Error {
+        Error::Content {
+            path: self.path.clone(),
+            line,
+            reason,
+        }
+    }
+
+    /// One line, with its LF if it has one.
+    fn line(&mut self, raw: &[u8]) -> Result<()> {
+        self.line_no += 1;
+        let body = raw.strip_suffix(b"\n").unwrap_or(raw);
+        if body.len() > self.max_line {
+            return Err(self.content(
+                self.line_no,
+                format!(
+                    "line longer than {} bytes (raise --max-line-bytes)",
+                    self.max_line
+                ),
+            ));
+        }
+        let line = body.trim_ascii();
+        if line.len() != body.len() {
+            self.clean = false;
+        }
+        if line.is_empty() {
+            self.clean = false;
+            return Ok(());
+        }
+        check_line(
+            line,
+            self.expected.as_deref(),
+            self.item,
+            self.line_no,
+            &self.path,
+        )?;
+        self.resources += 1;
+        Ok(())
+    }
+}
+
+/// Check one non-empty, trimmed line.
+fn check_line(
+    line: &[u8],
+    expected: Option<&str>,
+    item: ItemType,
+    line_no: u64,
+    path: &Path,
+) -> Result<()> {
+    let content = |reason: String| Error::Content {
+        path: path.to_owned(),
+        line: line_no,
+        reason,
+    };
+    let head: Head = serde_json::from_slice(line).map_err(|e| content(format!("not JSON: {e}")))?;
+    if let Some(want) = expected
+        && head.resource_type.as_deref() != Some(want)
+    {
+        let got = head.resource_type.unwrap_or_default();
+        if got == "OperationOutcome" && item == ItemType::Output {
+            // The server answered with an error instead of the data (SMART's fileError).
+            return Err(content(format!(
+                "the server sent an OperationOutcome instead of {want} resources: {}",
+                outcome_text(&String::from_utf8_lossy(line))
+            )));
+        }
+        return Err(content(format!(
+            "resourceType {got:?} where the manifest says {want}"
+        )));
+    }
+    Ok(())
+}
+
+/// Verify the end of the file and the count, make it durable and give it its final name.
+/// Returns the resources and, when an error/deleted file's count disagrees, the manifest's
+/// count. Nothing temporary is left behind on any error.
+fn finish(
+    mut out: PartFile,
+    mut check: Checker,
     part: &Path,
     final_path: &Path,
-    expected: Option<&str>,
-    count: Option<u64>,
-    max_line: usize,
-) -> Result<u64> {
-    let mut raw = std::fs::File::open(part).map_err(|e| Error::io(part, e))?;
-    let mut magic = [0u8; 2];
-    let n = raw.read(&mut magic).map_err(|e| Error::io(part, e))?;
+    rule: CountRule,
+) -> Result<(u64, Option<u64>)> {
+    let missing_lf = check.finish()?;
+    let (count, enforce) = match rule {
+        CountRule::Enforce(c) => (c, true),
+        CountRule::Warn(c) => (c, false),
+    };
+    let mismatch = |resources: u64| -> Result<Option<u64>> {
+        match count {
+            Some(c) if c != resources && enforce => Err(Error::Content {
+                path: final_path.to_owned(),
+                line: 0,
+                reason: format!("the manifest count is {c} but the file has {resources} resources"),
+            }),
+            Some(c) if c != resources => Ok(Some(c)),
+            _ => Ok(None),
+        }
+    };
+    if check.gzip == Some(true) || !check.clean {
+        // Rewrite the normalised lines (decompressing gzip) to `.tmp`, then publish that.
+        out.flush()?;
+        drop(out);
+        let tmp = PathBuf::from(format!("{}.tmp", final_path.display()));
+        let rewritten = rewrite(part, &tmp, final_path, &check).and_then(|resources| {
+            let note = mismatch(resources)?;
+            durable::publish(&tmp, final_path)?;
+            Ok((resources, note))
+        });
+        if rewritten.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        let done = rewritten?;
+        let _ = std::fs::remove_file(part);
+        return Ok(done);
+    }
+    let note = mismatch(check.resources)?;
+    if missing_lf {
+        out.write(b"\n")?;
+    }
+    out.flush()?;
+    out.file.sync_all().map_err(|e| Error::io(part, e))?;
+    drop(out);
+    durable::publish(part, final_path)?;
+    Ok((check.resources, note))
+}
+
+/// Write the normalised NDJSON of `part` (gunzipped when it is gzip) to `tmp`, checking every
+/// line, and fsync it. Returns the number of resources.
+fn rewrite(part: &Path, tmp: &Path, final_path: &Path, check: &Checker) -> Result<u64> {
     let raw = std::fs::File::open(part).map_err(|e| Error::io(part, e))?;
-    // Sniff gzip whatever Content-Encoding said: some servers gzip without saying so.
-    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+    let reader: Box<dyn Read> = if check.gzip == Some(true) {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(raw)))
     } else {
         Box::new(raw)
     };
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
-    let tmp = PathBuf::from(format!("{}.tmp", final_path.display()));
-    let mut out = BufWriter::with_capacity(
-        256 * 1024,
-        std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?,
-    );
+    let file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+    let mut out = BufWriter::with_capacity(WRITE_BUF, file);
+    let max_line = check.max_line;
     let content = |line: u64, reason: String| Error::Content {
         path: final_path.to_owned(),
         line,
@@ -281,7 +765,6 @@ fn finalize(
         }
         line_no += 1;
         if buf.last() != Some(&b'\n') && buf.len() > max_line {
-            let _ = std::fs::remove_file(&tmp);
             return Err(content(
                 line_no,
                 format!("line longer than {max_line} bytes (raise --max-line-bytes)"),
@@ -291,36 +774,68 @@ fn finalize(
         if line.is_empty() {
             continue;
         }
-        let head: Head =
-            serde_json::from_slice(line).map_err(|e| content(line_no, format!("not JSON: {e}")))?;
-        if let Some(want) = expected
-            && head.resource_type.as_deref() != Some(want)
-        {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(content(
-                line_no,
-                format!(
-                    "resourceType {:?} where the manifest says {want}",
-                    head.resource_type.unwrap_or_default()
-                ),
-            ));
-        }
-        out.write_all(line).map_err(|e| Error::io(&tmp, e))?;
-        out.write_all(b"\n").map_err(|e| Error::io(&tmp, e))?;
+        check_line(
+            line,
+            check.expected.as_deref(),
+            check.item,
+            line_no,
+            final_path,
+        )?;
+        out.write_all(line).map_err(|e| Error::io(tmp, e))?;
+        out.write_all(b"\n").map_err(|e| Error::io(tmp, e))?;
         resources += 1;
     }
-    out.flush().map_err(|e| Error::io(&tmp, e))?;
-    drop(out);
-    if let Some(c) = count
-        && c != resources
-    {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(content(
-            0,
-            format!("the manifest count is {c} but the file has {resources} resources"),
-        ));
-    }
-    std::fs::rename(&tmp, final_path).map_err(|e| Error::io(final_path, e))?;
-    let _ = std::fs::remove_file(part);
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::io(tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(tmp, e))?;
     Ok(resources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checker() -> Checker {
+        Checker::new(
+            Path::new("x"),
+            Some("Patient".into()),
+            1000,
+            ItemType::Output,
+        )
+    }
+
+    #[test]
+    fn lines_split_across_chunks_are_checked_once() {
+        let text = b"{\"resourceType\":\"Patient\",\"id\":\"a\"}\n{\"resourceType\":\"Patient\",\"id\":\"b\"}\n";
+        for cut in 0..text.len() {
+            let mut c = checker();
+            c.feed(&text[..cut]).unwrap();
+            c.feed(&text[cut..]).unwrap();
+            assert!(!c.finish().unwrap());
+            assert_eq!(c.resources, 2, "cut at {cut}");
+            assert!(c.clean);
+        }
+    }
+
+    #[test]
+    fn crlf_and_missing_final_lf() {
+        let mut c = checker();
+        c.feed(b"{\"resourceType\":\"Patient\"}\r\n\r\n{\"resourceType\":\"Patient\"}")
+            .unwrap();
+        assert!(c.finish().unwrap());
+        assert_eq!(c.resources, 2);
+        assert!(!c.clean);
+    }
+
+    #[test]
+    fn an_operation_outcome_in_place_of_data_shows_its_text() {
+        let mut c = checker();
+        let err = c
+            .feed(b"{\"resourceType\":\"OperationOutcome\",\"issue\":[{\"severity\":\"error\",\"code\":\"processing\",\"diagnostics\":\"disk on fire\"}]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("disk on fire"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+    }
 }

@@ -135,12 +135,16 @@ pub enum Error {
         reason: String,
     },
     /// Reading or writing a local file failed.
-    #[error("{path}: {source}")]
+    ///
+    /// The OS error is part of the message and deliberately not a `source()`: error reporters
+    /// that print the chain would otherwise say it twice ("No space left on device (os error
+    /// 28): No space left on device (os error 28)").
+    #[error("{path}: {error}")]
     Io {
         /// File.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The output directory's job state does not allow the operation.
     #[error("{0}")]
@@ -165,7 +169,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -22,9 +22,9 @@ pub enum Phase {
     Polling,
     /// All manifests in; downloading.
     Downloading,
-    /// Everything downloaded (some files may have failed).
+    /// Every file tried (some may have failed: `--resume` retries them).
     Complete,
-    /// Deleted on the server (`cancel`).
+    /// Deleted on the server by `cancel`: cannot be resumed.
     Cancelled,
 }
 
@@ -99,6 +99,10 @@ pub struct JobState {
     pub kid: Option<String>,
     /// Token URL override.
     pub token_url: Option<String>,
+    /// The export was deleted on the server after a complete download
+    /// (`--delete-on-success`).
+    #[serde(default)]
+    pub deleted_on_server: bool,
 }
 
 impl JobState {
@@ -117,16 +121,17 @@ impl JobState {
         }
     }
 
-    /// Write atomically (temp file + rename).
+    /// Write atomically and durably (temp file, fsync, rename, fsync of DIR); a failed save
+    /// leaves no temporary file.
     ///
     /// # Errors
     /// On I/O failure.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(JOB_FILE);
-        let tmp = dir.join(format!("{JOB_FILE}.tmp"));
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Job(e.to_string()))?;
-        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        save_bytes(dir, &self.to_bytes()?, true)
+    }
+
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| Error::Job(e.to_string()))
     }
 
     /// Next `n` for a file of this list and type (counts from 1 per type, per the shared layout).
@@ -139,6 +144,11 @@ impl JobState {
             .count()
             + 1
     }
+}
+
+/// Write serialised job state; `sync_parent` as in [`crate::durable::write_atomic`].
+pub(crate) fn save_bytes(dir: &Path, bytes: &[u8], sync_parent: bool) -> Result<()> {
+    crate::durable::write_atomic(&dir.join(JOB_FILE), bytes, sync_parent)
 }
 
 /// The final path of a file: `{n}.{Type}.ndjson`, `error/{n}.OperationOutcome.ndjson`,
@@ -154,4 +164,39 @@ pub(crate) fn file_path(item: ItemType, n: usize, resource_type: &str) -> String
 /// Where the raw bytes of an unfinished download live.
 pub(crate) fn part_path(dir: &Path, rel: &str) -> PathBuf {
     dir.join(format!("{rel}.part"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_save_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A non-empty directory where the job file goes: the final rename fails.
+        std::fs::create_dir(dir.path().join(JOB_FILE)).unwrap();
+        std::fs::write(dir.path().join(JOB_FILE).join("x"), "x").unwrap();
+        let job = JobState {
+            version: 1,
+            fhir_url: "http://x/fhir".into(),
+            kickoff_url: "http://x/fhir/$export".into(),
+            status_url: None,
+            phase: Phase::Starting,
+            transaction_time: None,
+            manifests: Vec::new(),
+            files: Vec::new(),
+            client_id: None,
+            private_key_path: None,
+            kid: None,
+            token_url: None,
+            deleted_on_server: false,
+        };
+        assert!(job.save(dir.path()).is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from(JOB_FILE)], "{left:?}");
+    }
 }

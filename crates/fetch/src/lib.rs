@@ -27,6 +27,7 @@
 
 mod auth;
 mod download;
+mod durable;
 mod error;
 mod http;
 mod job;
@@ -148,6 +149,10 @@ pub enum Event {
     Resumed {
         /// Status URL (redacted).
         status_url: String,
+        /// Files the job knows of so far (0 while the manifest has not arrived).
+        files: usize,
+        /// Of those, files already complete.
+        done: usize,
     },
     /// The export is still running.
     Progress {
@@ -202,6 +207,14 @@ pub enum Event {
         /// Bytes downloaded.
         bytes: u64,
     },
+    /// Something worth knowing that does not fail the file, e.g. an error file whose manifest
+    /// `count` disagrees with its content.
+    Warning {
+        /// Path relative to DIR.
+        path: String,
+        /// What.
+        message: String,
+    },
     /// A file failed for good.
     FileFailed {
         /// Path relative to DIR.
@@ -250,7 +263,9 @@ pub struct Issue {
 pub struct Summary {
     /// Status URL (redacted).
     pub status_url: String,
-    /// `transactionTime`: use it as `--since` for the next incremental export.
+    /// `transactionTime` of the manifest. Only a [complete](Summary::complete) export may be
+    /// followed by an incremental one with this as `--since`: after failures, it would skip
+    /// the data that failed.
     pub transaction_time: Option<String>,
     /// Files complete.
     pub files: usize,
@@ -271,6 +286,13 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Everything the server exported is here and the server reported no error: the only
+    /// state in which `transaction_time` is a safe `--since` for the next export.
+    #[must_use]
+    pub fn complete(&self) -> bool {
+        self.failed.is_empty() && !self.has_error_issues()
+    }
+
     /// Whether the server reported any `error` or `fatal` issue.
     #[must_use]
     pub fn has_error_issues(&self) -> bool {
@@ -292,7 +314,7 @@ pub(crate) struct Ctx {
     pub(crate) opts: Settings,
     pub(crate) http: http::Http,
     pub(crate) auth: auth::Authenticator,
-    pub(crate) log: log::EventLog,
+    pub(crate) log: Arc<log::EventLog>,
     pub(crate) dir: PathBuf,
     observer: Arc<dyn Observer>,
     /// Download slots; shrinks by one per 429 (Oracle Health rate-limits parallel downloads).
@@ -359,7 +381,7 @@ impl Ctx {
             },
             http,
             auth,
-            log: log::EventLog::open(dir)?,
+            log: Arc::new(log::EventLog::open(dir)?),
             dir: dir.to_owned(),
             observer,
             slots: Arc::new(tokio::sync::Semaphore::new(parallel.max(1))),
@@ -402,6 +424,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 struct Run {
     ctx: Ctx,
     job: Mutex<JobState>,
+    save_turn: Mutex<()>,
     manifests_final: AtomicBool,
     types_announced: Mutex<HashSet<String>>,
 }
@@ -413,9 +436,22 @@ impl Run {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Save under the lock: concurrent tasks must not interleave temp-file renames.
-    fn save(&self) -> Result<()> {
-        self.lock().save(&self.ctx.dir)
+    /// Save the job state on a blocking thread (it fsyncs). Saves take turns (they share the
+    /// temp file) and each writes the state as it is when its turn comes, so a later save is
+    /// never overwritten by an older one; downloads keep the job lock only to serialise.
+    /// `last`: also fsync DIR (the run's final save).
+    async fn save(self: &Arc<Self>, last: bool) -> Result<()> {
+        let run = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _turn = run
+                .save_turn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let bytes = run.lock().to_bytes()?;
+            job::save_bytes(&run.ctx.dir, &bytes, last)
+        })
+        .await
+        .map_err(|e| Error::Job(format!("saving the job state: {e}")))?
     }
 
     /// Record a manifest page: new files get their `{n}` names, known ones a fresh URL.
@@ -494,7 +530,7 @@ impl Run {
 
 /// Download file `i`; `Some(i)` when its link looked expired and a re-poll may help.
 async fn run_one(run: Arc<Run>, i: usize, expired_is_final: bool) -> Result<Option<usize>> {
-    let _permit = run
+    let slot = run
         .ctx
         .slots
         .acquire()
@@ -504,7 +540,7 @@ async fn run_one(run: Arc<Run>, i: usize, expired_is_final: bool) -> Result<Opti
     if matches!(file.status, FileStatus::Done { .. }) {
         return Ok(None);
     }
-    let result = download::download(&run.ctx, &file).await;
+    let result = download::download(&run.ctx, &file, slot).await;
     let status = match result {
         Ok(d) => {
             run.ctx.observe(Event::FileDone {
@@ -533,7 +569,7 @@ async fn run_one(run: Arc<Run>, i: usize, expired_is_final: bool) -> Result<Opti
         });
     }
     run.lock().files[i].status = status;
-    run.save()?;
+    run.save(false).await?;
     run.announce_complete_types();
     Ok(None)
 }
@@ -541,16 +577,32 @@ async fn run_one(run: Arc<Run>, i: usize, expired_is_final: bool) -> Result<Opti
 /// Run (or with `resume`, continue) an export into `opts.out_dir`.
 ///
 /// Returns a [`Summary`] once every file has been tried; files that failed are listed in it
-/// (and in the job state, so `--resume` retries them).
+/// (and in the job state, so `--resume` retries them). `log.ndjson` ends with
+/// `export_complete` only when [`Summary::complete`]; otherwise with `export_partial` (the
+/// server's error files report errors), `export_failed` (files failed, or the run stopped
+/// with an error) or `export_interrupted` (the future was dropped, e.g. on Ctrl-C).
 ///
 /// # Errors
-/// Kick-off refusal, a failed export, auth failures, `--max-wait` exceeded, local I/O.
+/// Kick-off refusal, a failed export, auth failures, `--max-wait` exceeded, local I/O, and
+/// `resume` of a cancelled export.
 pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary> {
     let started = Instant::now();
     let dir = opts.out_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let existing = JobState::load(&dir)?;
-    let mut job = match (existing, opts.resume) {
+    let job = match (existing, opts.resume) {
+        (Some(j), true) if j.phase == Phase::Cancelled => {
+            return Err(Error::Job(format!(
+                "--resume: the export in {} was cancelled (deleted on the server), so it cannot \
+                 be continued; its {} finished file(s) stay in place. Start a new export in \
+                 another directory",
+                dir.display(),
+                j.files
+                    .iter()
+                    .filter(|f| matches!(f.status, FileStatus::Done { .. }))
+                    .count()
+            )));
+        }
         (Some(mut j), true) => {
             // Failed files get another chance on resume.
             for f in &mut j.files {
@@ -593,9 +645,11 @@ pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary
                 _ => None,
             },
             token_url: opts.conn.token_url.as_ref().map(ToString::to_string),
+            deleted_on_server: false,
         },
     };
     let fhir_url = opts.conn.fhir_url.clone();
+    let delete = opts.delete_on_success;
     let ctx = Ctx::new(
         opts.conn,
         &dir,
@@ -604,17 +658,73 @@ pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary
         observer,
         opts.parallel,
     )?;
+    let mut closing = Closing {
+        log: Arc::clone(&ctx.log),
+        started,
+        armed: true,
+    };
+    let result = run_export(ctx, job, &fhir_url, delete, started).await;
+    closing.armed = false;
+    if let Err(e) = &result {
+        closing.log.emit(
+            "export_failed",
+            json!({"message": e.to_string(), "duration": closing.millis()}),
+        );
+    }
+    closing.log.flush();
+    result
+}
 
+/// Writes `export_interrupted` when a run's future is dropped before it ends (Ctrl-C).
+struct Closing {
+    log: Arc<log::EventLog>,
+    started: Instant,
+    armed: bool,
+}
+
+impl Closing {
+    fn millis(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if self.armed {
+            self.log.emit(
+                "export_interrupted",
+                json!({"message": "stopped before the end; continue with --resume",
+                       "duration": self.millis()}),
+            );
+            self.log.flush();
+        }
+    }
+}
+
+async fn run_export(
+    ctx: Ctx,
+    mut job: JobState,
+    fhir_url: &Url,
+    delete: bool,
+    started: Instant,
+) -> Result<Summary> {
+    let dir = ctx.dir.clone();
     let status_url = if let Some(s) = &job.status_url {
         let u = Url::parse(s).map_err(|e| Error::Job(format!("job state: bad status URL: {e}")))?;
         ctx.log
             .set_export_id(RedactedUrl::new(u.clone()).redacted());
         ctx.observe(Event::Resumed {
             status_url: RedactedUrl::new(u.clone()).redacted(),
+            files: job.files.len(),
+            done: job
+                .files
+                .iter()
+                .filter(|f| matches!(f.status, FileStatus::Done { .. }))
+                .count(),
         });
         u
     } else {
-        let u = kickoff::kickoff(&ctx, &fhir_url).await?;
+        let u = kickoff::kickoff(&ctx, fhir_url).await?;
         job.status_url = Some(u.to_string());
         job.phase = Phase::Polling;
         job.save(&dir)?;
@@ -627,17 +737,19 @@ pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary
     let run = Arc::new(Run {
         ctx,
         job: Mutex::new(job),
+        save_turn: Mutex::new(()),
         manifests_final: AtomicBool::new(!polling),
         types_announced: Mutex::new(HashSet::new()),
     });
     let mut tasks = tokio::task::JoinSet::new();
     if polling {
         let pages = follow_manifests(&run, &status_url, started, &mut tasks, false).await?;
-        let mut job = run.lock();
-        job.phase = Phase::Downloading;
-        let (o, d, e) = counts(&job);
-        drop(job);
-        run.save()?;
+        let (o, d, e) = {
+            let mut job = run.lock();
+            job.phase = Phase::Downloading;
+            counts(&job)
+        };
+        run.save(false).await?;
         run.ctx.log.emit(
             "manifest_complete",
             json!({"transactionTime": run.lock().transaction_time, "totalOutputFileCount": o,
@@ -670,7 +782,7 @@ pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary
             r.map_err(|e| Error::Job(format!("download task: {e}")))??;
         }
     }
-    finish(&run, &status_url, opts.delete_on_success, started).await
+    finish(&run, &status_url, delete, started).await
 }
 
 fn counts(job: &JobState) -> (usize, usize, usize) {
@@ -715,7 +827,6 @@ async fn follow_manifests(
             );
         }
         let touched = run.record_page(page, &raw, &m);
-        run.save()?;
         let total = run.lock().files.len();
         run.ctx.observe(Event::Manifest { page, files: total });
         if !links_only {
@@ -723,6 +834,9 @@ async fn follow_manifests(
                 tasks.spawn(run_one(Arc::clone(run), i, false));
             }
         }
+        // After the downloads started: the save (an fsync) need not delay them, and a crash
+        // before it only means the page is polled again on --resume.
+        run.save(false).await?;
         page += 1;
         match m.next {
             Some(next) => page_url = next,
@@ -762,13 +876,10 @@ fn merge_manifest_page(merged: &mut Option<serde_json::Value>, page: &serde_json
     }
 }
 
-/// Writes `DIR/manifest.json` atomically.
+/// Writes `DIR/manifest.json` atomically and durably.
 fn write_manifest(dir: &std::path::Path, manifest: &serde_json::Value) -> Result<()> {
-    let path = dir.join("manifest.json");
-    let tmp = dir.join("manifest.json.tmp");
     let text = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Job(e.to_string()))?;
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    durable::write_atomic(&dir.join("manifest.json"), &text, true)
 }
 
 async fn finish(
@@ -810,23 +921,44 @@ async fn finish(
         }
     }
     if delete && summary.failed.is_empty() {
-        summary.deleted_on_server = delete_export(&run.ctx, status_url).await?;
+        // A 404 counts: HAPI answers it for finished jobs.
+        delete_export(&run.ctx, status_url).await?;
+        summary.deleted_on_server = true;
     }
     summary.seconds = started.elapsed().as_secs_f64();
     {
         let mut job = run.lock();
-        job.phase = if summary.deleted_on_server {
-            Phase::Cancelled
-        } else {
-            Phase::Complete
-        };
+        job.phase = Phase::Complete;
+        job.deleted_on_server |= summary.deleted_on_server;
     }
-    run.save()?;
-    run.ctx.log.emit(
-        "export_complete",
-        json!({"files": summary.files, "resources": summary.resources, "bytes": summary.bytes,
-               "attachments": 0, "duration": (summary.seconds * 1000.0) as u64}),
-    );
+    run.save(true).await?;
+    let duration = (summary.seconds * 1000.0) as u64;
+    if !summary.failed.is_empty() {
+        let failures: Vec<_> = summary
+            .failed
+            .iter()
+            .map(|(file, reason)| json!({"file": file, "message": reason}))
+            .collect();
+        run.ctx.log.emit(
+            "export_failed",
+            json!({"message": format!("{} file(s) failed; retry them with --resume", summary.failed.len()),
+                   "files": summary.files, "failedFiles": summary.failed.len(), "failures": failures,
+                   "resources": summary.resources, "bytes": summary.bytes, "duration": duration}),
+        );
+    } else if summary.has_error_issues() {
+        run.ctx.log.emit(
+            "export_partial",
+            json!({"message": "every file downloaded, but the server's error files report errors",
+                   "files": summary.files, "resources": summary.resources, "bytes": summary.bytes,
+                   "issues": summary.issues.len(), "duration": duration}),
+        );
+    } else {
+        run.ctx.log.emit(
+            "export_complete",
+            json!({"files": summary.files, "resources": summary.resources, "bytes": summary.bytes,
+                   "attachments": 0, "duration": duration}),
+        );
+    }
     Ok(summary)
 }
 
@@ -855,8 +987,16 @@ fn read_issues(dir: &Path, rel: &str) -> Vec<Issue> {
     out
 }
 
-/// DELETE the status URL. A 404 counts as success (HAPI answers it for finished jobs).
-async fn delete_export(ctx: &Ctx, status_url: &Url) -> Result<bool> {
+/// What a DELETE of the status URL found.
+enum Deleted {
+    /// The server deleted the export.
+    Yes,
+    /// 404: the server no longer knows the export (its text).
+    NotFound(String),
+}
+
+/// DELETE the status URL.
+async fn delete_export(ctx: &Ctx, status_url: &Url) -> Result<Deleted> {
     let mut renewals = 0u32;
     loop {
         let token = ctx.auth.token().await?;
@@ -875,10 +1015,13 @@ async fn delete_export(ctx: &Ctx, status_url: &Url) -> Result<bool> {
         {
             continue;
         }
-        if s.is_success() || s == StatusCode::NOT_FOUND {
-            return Ok(true);
+        if s.is_success() {
+            return Ok(Deleted::Yes);
         }
         let text = resp.text().await.unwrap_or_default();
+        if s == StatusCode::NOT_FOUND {
+            return Ok(Deleted::NotFound(http::outcome_text(&text)));
+        }
         return Err(Error::Status {
             url: RedactedUrl::new(status_url.clone()),
             status: s.as_u16(),
@@ -915,12 +1058,32 @@ fn job_and_ctx(dir: &Path, conn: Connection) -> Result<(JobState, Url, Ctx)> {
 /// DELETE the export whose job state is in `dir` and mark it cancelled.
 ///
 /// # Errors
-/// No job in `dir`, auth failures, or the server refusing the DELETE.
+/// No job in `dir`, auth failures, the server refusing the DELETE, or the server answering
+/// 404 (it no longer has the export: already cancelled, deleted or expired; nothing was
+/// deleted, and the job state is left as it was).
 pub async fn cancel(dir: &Path, conn: Connection) -> Result<()> {
     let (mut job, status, ctx) = job_and_ctx(dir, conn)?;
-    delete_export(&ctx, &status).await?;
-    job.phase = Phase::Cancelled;
-    job.save(dir)
+    match delete_export(&ctx, &status).await? {
+        Deleted::Yes => {
+            ctx.log.emit("export_cancelled", json!({}));
+            job.phase = Phase::Cancelled;
+            job.save(dir)
+        }
+        Deleted::NotFound(text) => {
+            let was = if job.phase == Phase::Cancelled || job.deleted_on_server {
+                "it was already deleted"
+            } else {
+                "it was already deleted or has expired"
+            };
+            Err(Error::Status {
+                url: RedactedUrl::new(status),
+                status: 404,
+                message: format!(
+                    "{text}: the server no longer has this export ({was}); nothing was deleted"
+                ),
+            })
+        }
+    }
 }
 
 /// The server's answer to one status poll.

@@ -1,7 +1,11 @@
 //! `DIR/log.ndjson`: the "Bulk Data Export Log Items" events that the SMART reference client
-//! and the Cumulus tools write, one JSON object per line. URLs in it are redacted by callers.
+//! and the Cumulus tools write, one JSON object per line, plus flatfhir's own (retries, count
+//! mismatches, the closing event of a failed run). URLs in it are redacted by callers.
+//!
+//! Lines go through a buffer, each line whole; it is written out by [`EventLog::flush`]
+//! (at the end of a run), when full, and when the log is dropped.
 
-use std::io::Write as _;
+use std::io::{BufWriter, Write as _};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -12,7 +16,7 @@ use crate::error::{Error, Result};
 /// Appends events to `log.ndjson`.
 #[derive(Debug)]
 pub(crate) struct EventLog {
-    file: Mutex<std::fs::File>,
+    file: Mutex<BufWriter<std::fs::File>>,
     export_id: Mutex<String>,
 }
 
@@ -25,7 +29,7 @@ impl EventLog {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         Ok(Self {
-            file: Mutex::new(file),
+            file: Mutex::new(BufWriter::with_capacity(64 * 1024, file)),
             export_id: Mutex::new(String::new()),
         })
     }
@@ -51,11 +55,24 @@ impl EventLog {
             "eventId": event_id,
             "eventDetail": detail,
         });
+        let mut text = line.to_string();
+        text.push('\n');
         let mut f = self
             .file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = writeln!(f, "{line}") {
+        if let Err(e) = f.write_all(text.as_bytes()) {
+            tracing::warn!("writing log.ndjson: {e}");
+        }
+    }
+
+    /// Write buffered events to the file.
+    pub(crate) fn flush(&self) {
+        let mut f = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = f.flush() {
             tracing::warn!("writing log.ndjson: {e}");
         }
     }

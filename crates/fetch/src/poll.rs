@@ -38,16 +38,25 @@ impl Default for Timing {
     }
 }
 
-/// Values at or above this are read as absolute Unix times, not delays: a well-known server
-/// sends the epoch second at which to retry on 429 (about 1.7e9), which as a delay is 55 years.
+/// Values at or above this are read as absolute Unix times, not delays: the SMART reference
+/// server sends the epoch second at which to retry on 429 (about 1.7e9), which as a delay is
+/// 55 years.
 const EPOCH_THRESHOLD: u64 = 1_000_000_000;
+/// Values at or above this are epoch **milliseconds** (about 1.7e12 today; as epoch seconds
+/// that is the year 55,000): older versions of the same server send `Date.now() + delay`.
+const EPOCH_MS_THRESHOLD: u64 = 1_000_000_000_000;
 
-/// Parse a `Retry-After` value: delta seconds, an absolute epoch number, or an HTTP-date.
-/// Returns the delay from `now` (zero for times in the past); `None` when unparseable.
+/// Parse a `Retry-After` value: delta seconds, an absolute epoch number (seconds, or
+/// milliseconds from 1e12 on), or an HTTP-date. Returns the delay from `now` (zero for times
+/// in the past); `None` when unparseable.
 #[must_use]
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
     if let Ok(n) = v.parse::<u64>() {
+        if n >= EPOCH_MS_THRESHOLD {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_millis(n);
+            return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
+        }
         if n >= EPOCH_THRESHOLD {
             let at = SystemTime::UNIX_EPOCH + Duration::from_secs(n);
             return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
@@ -126,10 +135,7 @@ pub(crate) async fn until_manifest(ctx: &Ctx, url: &Url, started: Instant) -> Re
             Err(e) if failures < ctx.opts.timing.retries => {
                 failures += 1;
                 let wait = ctx.opts.timing.backoff(failures);
-                ctx.observe(Event::Retrying {
-                    what: format!("status poll ({e})"),
-                    wait,
-                });
+                retrying(ctx, url, None, None, &e.to_string(), wait, failures);
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -182,10 +188,15 @@ pub(crate) async fn until_manifest(ctx: &Ctx, url: &Url, started: Instant) -> Re
             {
                 failures += 1;
                 let wait = ctx.opts.timing.wait_for(&headers, failures);
-                ctx.observe(Event::Retrying {
-                    what: format!("status poll: HTTP {status}"),
+                retrying(
+                    ctx,
+                    url,
+                    Some(status.as_u16()),
+                    header(&headers, "retry-after"),
+                    &format!("HTTP {status}"),
                     wait,
-                });
+                    failures,
+                );
                 tokio::time::sleep(wait).await;
             }
             s if s.is_server_error()
@@ -194,10 +205,15 @@ pub(crate) async fn until_manifest(ctx: &Ctx, url: &Url, started: Instant) -> Re
             {
                 failures += 1;
                 let wait = ctx.opts.timing.wait_for(&headers, failures);
-                ctx.observe(Event::Retrying {
-                    what: format!("status poll: transient error: {}", outcome_text(&body)),
+                retrying(
+                    ctx,
+                    url,
+                    Some(s.as_u16()),
+                    header(&headers, "retry-after"),
+                    &format!("transient error: {}", outcome_text(&body)),
                     wait,
-                });
+                    failures,
+                );
                 tokio::time::sleep(wait).await;
             }
             s => {
@@ -213,6 +229,32 @@ pub(crate) async fn until_manifest(ctx: &Ctx, url: &Url, started: Instant) -> Re
             }
         }
     }
+}
+
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A status poll is retried after `wait`: an event, and a `status_retry` line in the log.
+fn retrying(
+    ctx: &Ctx,
+    url: &Url,
+    code: Option<u16>,
+    retry_after: Option<&str>,
+    why: &str,
+    wait: Duration,
+    attempt: u32,
+) {
+    ctx.log.emit(
+        "status_retry",
+        json!({"url": RedactedUrl::new(url.clone()).redacted(), "code": code,
+               "retryAfter": retry_after, "message": why, "attempt": attempt,
+               "waitMs": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)}),
+    );
+    ctx.observe(Event::Retrying {
+        what: format!("status poll: {why}"),
+        wait,
+    });
 }
 
 /// A body as JSON when it is JSON, else as a string.
@@ -252,6 +294,15 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         assert_eq!(parse_retry_after("1000000000", now), Some(Duration::ZERO));
+        // Epoch milliseconds (the SMART server's 429): 10 s ahead, not the year 55,000.
+        assert_eq!(
+            parse_retry_after("1763000010000", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("1762999990000", now),
+            Some(Duration::ZERO)
+        );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
         assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(90)));
         assert_eq!(parse_retry_after("soon", now), None);

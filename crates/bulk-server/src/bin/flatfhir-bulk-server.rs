@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! flatfhir-bulk-server generate --patients N [--seed S] --out DIR
-//! flatfhir-bulk-server serve --data DIR [--open] [--lines-per-file N] [--gzip]
+//! flatfhir-bulk-server serve --data DIR [--open] [--lines-per-file N] [--gzip] [--chunk-per-line]
 //! ```
+//! `--gzip` compresses downloads for clients whose `Accept-Encoding` offers gzip;
+//! `--chunk-per-line` sends one HTTP chunk per NDJSON line (as the SMART reference server does).
 //! `serve` prints the FHIR base URL and, unless `--open`, writes a throw-away client key to
 //! `DIR/demo-client.pem` (client id `flatfhir-demo`, kid `flatfhir-demo-es384`).
 
@@ -24,7 +26,7 @@ fn value(args: &[String], name: &str) -> Option<String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: flatfhir-bulk-server generate --patients N [--seed S] --out DIR\n       \
-                 flatfhir-bulk-server serve --data DIR [--open] [--lines-per-file N] [--gzip]";
+                 flatfhir-bulk-server serve --data DIR [--open] [--lines-per-file N] [--gzip] [--chunk-per-line]";
     match args.first().map(String::as_str) {
         Some("generate") => {
             let (Some(n), Some(out)) = (value(&args, "--patients"), value(&args, "--out")) else {
@@ -59,8 +61,9 @@ fn main() -> ExitCode {
                 cfg.lines_per_file = n;
             }
             if args.iter().any(|a| a == "--gzip") {
-                cfg.gzip = Gzip::WithHeader;
+                cfg.gzip = Gzip::Negotiated;
             }
+            cfg.chunk_per_line = args.iter().any(|a| a == "--chunk-per-line");
             if !args.iter().any(|a| a == "--open") {
                 let key = DemoKey::generate();
                 let pem = PathBuf::from(&data).join("demo-client.pem");

@@ -2,9 +2,10 @@
 //! plain progress lines otherwise, and a `--json` summary. Shared connection flags for
 //! `status` and `cancel` live here too.
 //!
-//! Exit codes: 0 success; 1 failure (including files that could not be downloaded);
-//! 3 everything downloaded but the server's error files report `error`/`fatal` issues;
-//! 130 interrupted (DIR stays resumable).
+//! Exit codes: 0 success; 1 failure (including files that could not be downloaded, `--resume`
+//! of a cancelled export, and `cancel` of an export the server no longer has); 3 everything
+//! downloaded but the server's error files report `error`/`fatal` issues; 130 interrupted
+//! (DIR stays resumable).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -380,7 +381,7 @@ impl ExportArgs {
 #[command(
     after_help = "Secrets can come from the environment instead of the command line: \
 FLATFHIR_PRIVATE_KEY, FLATFHIR_CLIENT_SECRET, FLATFHIR_BEARER_TOKEN (also FLATFHIR_FHIR_URL, FLATFHIR_CLIENT_ID).\n\
-Exit codes: 0 success; 1 failure; 3 downloaded, but the server reported error/fatal issues; 64 usage error; 130 interrupted (resume with --resume)."
+Exit codes: 0 success; 1 failure (files failed: retry with --resume; or the export was cancelled); 3 downloaded, but the server reported error/fatal issues; 64 usage error; 130 interrupted (resume with --resume)."
 )]
 pub(crate) struct Args {
     #[command(flatten)]
@@ -425,6 +426,7 @@ pub(crate) fn report(s: &Summary, quiet: bool, json: bool) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
     }
     if !quiet {
+        // Only a complete export may advise a --since: after failures it would skip them.
         eprintln!(
             "{} files, {} resources, {} bytes in {:.1}s{}",
             s.files,
@@ -433,6 +435,7 @@ pub(crate) fn report(s: &Summary, quiet: bool, json: bool) -> ExitCode {
             s.seconds,
             s.transaction_time
                 .as_deref()
+                .filter(|_| s.complete())
                 .map_or_else(String::new, |t| format!(
                     "; transactionTime {t} (use as --since next time)"
                 ))
@@ -530,7 +533,22 @@ impl flatfhir_fetch::Observer for Display {
             Event::KickedOff { status_url } => {
                 self.line(&format!("export accepted; status at {status_url}"))
             }
-            Event::Resumed { status_url } => self.line(&format!("resuming export {status_url}")),
+            Event::Resumed {
+                status_url,
+                files,
+                done,
+            } => {
+                *st = (*done, *files);
+                if *files == 0 {
+                    self.line(&format!(
+                        "resuming export {status_url} (no manifest yet: polling)"
+                    ));
+                } else {
+                    self.line(&format!(
+                        "resuming export {status_url} ({done} of {files} files already complete)"
+                    ));
+                }
+            }
             Event::Progress {
                 x_progress, wait, ..
             } => self.line(&format!(
@@ -573,6 +591,9 @@ impl flatfhir_fetch::Observer for Display {
                 }
             }
             Event::FileFailed { path, reason } => self.println(&format!("failed {path}: {reason}")),
+            Event::Warning { path, message } => {
+                self.println(&format!("warning: {path}: {message}"))
+            }
             Event::TypeComplete {
                 resource_type,
                 files,

@@ -55,7 +55,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let v = serde_json::json!({
             "phase": job.phase, "statusUrl": status_url, "transactionTime": job.transaction_time,
             "files": {"done": done, "failed": failed, "pending": pending}, "resources": resources,
-            "server": server,
+            "deletedOnServer": job.deleted_on_server, "server": server,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -65,6 +65,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         if let Some(u) = &status_url {
             println!("status URL: {u}");
+        }
+        if job.deleted_on_server {
+            println!("deleted on the server after the download (--delete-on-success)");
         }
         if let Some(t) = &job.transaction_time {
             println!("transactionTime: {t}");

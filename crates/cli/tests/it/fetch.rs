@@ -287,6 +287,10 @@ fn ctrl_c_leaves_a_resumable_directory() {
         })
         .count();
     assert!(finished < 7, "the interrupt came too late to test anything");
+    // The log says the run was interrupted (and not that it completed).
+    let log = std::fs::read_to_string(out.path().join("log.ndjson")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["eventId"], "export_interrupted", "{log}");
 
     env.fetch(out.path()).arg("--resume").assert().success();
     for n in 1..=4 {
@@ -302,4 +306,166 @@ fn ctrl_c_leaves_a_resumable_directory() {
         .filter(|r| r.path.contains("$export"))
         .count();
     assert_eq!(kickoffs, 1);
+}
+
+/// SMART's `some_file_generation_failed`: everything else downloads, the error file's text is
+/// shown, the exit code is 3 (not 1), no `--since` is advised, and `--resume` can finish.
+#[test]
+fn a_failed_server_file_exits_3_with_its_text_and_resume_finishes() {
+    let env = start(|c| {
+        c.lines_per_file = 2;
+        c.faults.failed_files = vec![("Observation".into(), 2)];
+    });
+    let out = tempfile::tempdir().unwrap();
+    let assert = env.fetch(out.path()).assert().code(3);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr);
+    assert!(
+        stderr.contains("Failed to export 2.Observation.ndjson"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--since"), "{stderr}");
+    assert!(out.path().join("error/1.OperationOutcome.ndjson").exists());
+    env.fetch(out.path())
+        .arg("--resume")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("failed:").not());
+}
+
+/// A run with failed files must not advise `--since`: the next export would skip them.
+#[test]
+fn only_a_complete_export_advises_since() {
+    let env = start(|c| c.faults.wrong_count = true);
+    let out = tempfile::tempdir().unwrap();
+    env.fetch(out.path())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--since").not());
+    let env = start(|_| {});
+    let out = tempfile::tempdir().unwrap();
+    env.fetch(out.path())
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("(use as --since next time)"));
+}
+
+/// Progress on `--resume` counts the files the job already knows (never `[1/0]`).
+#[test]
+fn resume_progress_counts_the_known_files() {
+    let env = start(|c| c.faults.drop_mid_file = true);
+    let out = tempfile::tempdir().unwrap();
+    env.fetch(out.path())
+        .args(["--retries", "0"])
+        .assert()
+        .code(1);
+    let assert = env.fetch(out.path()).arg("--resume").assert().success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr);
+    assert!(stderr.contains("0 of 2 files already complete"), "{stderr}");
+    assert!(stderr.contains("[2/2]"), "{stderr}");
+    assert!(!stderr.contains("/0]"), "{stderr}");
+}
+
+/// `--resume` of a cancelled export and a second `cancel` fail (exit 1) and say why.
+#[test]
+fn cancelled_exports_cannot_be_resumed_or_cancelled_twice() {
+    let env = start(|c| c.polls_before_ready = 100_000);
+    let out = tempfile::tempdir().unwrap();
+    env.fetch(out.path())
+        .args(["--max-wait", "0s"])
+        .assert()
+        .code(1);
+    env.cmd("cancel", out.path()).assert().success();
+    env.fetch(out.path())
+        .arg("--resume")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("was cancelled"));
+    env.cmd("cancel", out.path()).assert().code(1).stderr(
+        predicate::str::contains("HTTP 404")
+            .and(predicate::str::contains("no longer has this export"))
+            .and(predicate::str::contains("export deleted").not()),
+    );
+}
+
+/// An OS error's text appears once, not twice ("… (os error 20): … (os error 20)").
+#[cfg(target_os = "linux")]
+#[test]
+fn os_error_text_is_said_once() {
+    let env = start(|_| {});
+    let assert = env.fetch(Path::new("/dev/full/out")).assert().code(1);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr);
+    assert_eq!(stderr.matches("(os error 20)").count(), 1, "{stderr}");
+}
+
+/// Writes go through a large buffer: on a server that sends one HTTP chunk per NDJSON line,
+/// the process makes at most 1.2 write calls to DIR per 64 KiB of NDJSON written (plus a few
+/// for the job state, manifest and log). Counted with strace; skipped without it.
+#[cfg(target_os = "linux")]
+#[test]
+fn downloads_write_in_large_blocks() {
+    let probe = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: strace is not installed or may not trace here");
+        return;
+    }
+    let env = start(|c| {
+        c.chunk_per_line = true;
+        c.lines_per_file = 20_000;
+    });
+    // About 8 MB of Patients, in 3 files.
+    let data_dir = env._data.path();
+    let line = |i: usize| {
+        format!(
+            "{{\"resourceType\":\"Patient\",\"id\":\"p{i}\",\"gender\":\"female\",\"birthDate\":\"1970-01-01\",\"name\":[{{\"family\":\"Family{i}\",\"given\":[\"Given\"]}}]}}\n"
+        )
+    };
+    let text: String = (0..60_000).map(line).collect();
+    std::fs::write(data_dir.join("Patient.ndjson"), &text).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let trace = out.path().join("strace.txt");
+    let dir = out.path().join("x");
+    let fetch = env.fetch(&dir);
+    let prog = fetch.get_program().to_owned();
+    let args: Vec<_> = fetch.get_args().map(ToOwned::to_owned).collect();
+    let status = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-y",
+            "-e",
+            "trace=write,writev,pwrite64,pwritev",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(prog)
+        .args(args)
+        .arg("-q")
+        .env_remove("FLATFHIR_PRIVATE_KEY")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let written: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ndjson"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(written > 8_000_000, "{written}");
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    // `-y` names each descriptor's file: count the writes to files in DIR (not the sockets
+    // or the runtime's wake-ups).
+    let in_dir = format!("<{}/", dir.display());
+    let calls = trace.lines().filter(|l| l.contains(&in_dir)).count();
+    assert!(
+        calls >= 3,
+        "no writes to {in_dir} seen: the count would prove nothing"
+    );
+    let blocks = written.div_ceil(64 * 1024);
+    // 1.2 per 64 KiB, plus 40 for the job state, manifest and log.
+    assert!(
+        (calls as f64) <= 1.2 * blocks as f64 + 40.0,
+        "{calls} write calls for {blocks} blocks of 64 KiB:\n{}",
+        trace.lines().take(60).collect::<Vec<_>>().join("\n")
+    );
 }

@@ -266,3 +266,235 @@ async fn rate_limited_downloads_lower_the_parallelism() {
     // Six 429s (one per file) take 4 slots down to the floor of 1, never below.
     assert_eq!(levels, [3, 2, 1]);
 }
+
+/// SMART's `some_file_generation_failed`: the error entry carries the count of the file that
+/// failed (here 3), the error file holds one OperationOutcome. The error file is kept, the
+/// mismatch is a warning, the outcome's text reaches the summary, and `--resume` finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_files_are_kept_whatever_their_count_says() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.failed_files = vec![("Observation".into(), 2)];
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let events = Events::default();
+    let s = flatfhir_fetch::fetch(options(&server, out.path()), events.observer())
+        .await
+        .unwrap();
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    assert_eq!(s.resources, 12, "every output file but the failed one");
+    assert_eq!(lines(out.path(), "error/1.OperationOutcome.ndjson"), 1);
+    assert!(
+        s.issues
+            .iter()
+            .any(|i| i.text == "Failed to export 2.Observation.ndjson"),
+        "{:?}",
+        s.issues
+    );
+    assert!(s.has_error_issues() && !s.complete());
+    let warned = events.0.lock().unwrap().iter().any(|e| {
+        matches!(e, flatfhir_fetch::Event::Warning { path, message }
+            if path == "error/1.OperationOutcome.ndjson" && message.contains("count is 3"))
+    });
+    assert!(warned);
+    let events_logged = log_events(out.path());
+    assert!(events_logged.contains(&"count_mismatch".to_owned()));
+    assert_eq!(
+        events_logged.last().map(String::as_str),
+        Some("export_partial")
+    );
+    assert!(!events_logged.contains(&"export_complete".to_owned()));
+
+    // Nothing is left to do: a resume downloads nothing and reports the same.
+    let downloads = |s: &TestServer| {
+        s.requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/files/"))
+            .count()
+    };
+    let before = downloads(&server);
+    let mut o = options(&server, out.path());
+    o.resume = true;
+    let s = run(o).await.unwrap();
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    assert_eq!(downloads(&server), before);
+    assert_eq!(s.issues.len(), 1);
+}
+
+/// SMART's `fileError`: a download answers 200 with an OperationOutcome; its text is shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_outcome_instead_of_data_shows_its_text() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.file_error = vec![("Patient".into(), 1)];
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert_eq!(s.failed.len(), 1, "{:?}", s.failed);
+    let (path, why) = &s.failed[0];
+    assert_eq!(path, "1.Patient.ndjson");
+    assert!(
+        why.contains("OperationOutcome instead of Patient resources")
+            && why.contains("Simulated file error: 1.Patient.ndjson could not be read"),
+        "{why}"
+    );
+    assert!(!out.path().join("1.Patient.ndjson").exists());
+    assert!(!out.path().join("1.Patient.ndjson.part").exists());
+}
+
+/// A server that offers gzip gets asked for it, and the files arrive decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_is_asked_for_where_the_server_offers_it() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.gzip = Gzip::Negotiated;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert_eq!(s.resources, 15);
+    assert_standard_output(out.path());
+    let files: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/files/"))
+        .collect();
+    assert_eq!(files.len(), 6);
+    for r in &files {
+        let ae = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "accept-encoding")
+            .map(|(_, v)| v.as_str());
+        assert!(ae.is_some_and(|v| v.contains("gzip")), "{r:?}");
+        assert_eq!(r.content_encoding.as_deref(), Some("gzip"), "{r:?}");
+    }
+    assert!(read(out.path(), "1.Patient.ndjson").starts_with("{\"resourceType\":\"Patient\""));
+}
+
+/// The SMART server sends one HTTP chunk per line; a dropped connection mid-file still
+/// continues with Range, and the lines split across chunks are checked once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_chunk_per_line_with_a_dropped_connection() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.chunk_per_line = true;
+    cfg.faults.drop_mid_file = true;
+    cfg.lines_per_file = 100;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    assert_eq!(s.resources, 15);
+    assert_eq!(lines(out.path(), "1.Observation.ndjson"), 7);
+    assert_eq!(
+        server.requests().iter().filter(|r| r.status == 206).count(),
+        3
+    );
+}
+
+/// Downloaded files get the process umask's permissions (no forced mode).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_created_with_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(umask) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+    else {
+        eprintln!("skipped: no /proc/self/status to read the umask from");
+        return;
+    };
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.messy_ndjson = true; // the rewrite path for one file type
+    cfg.faults.failing_types = vec!["Condition".into()];
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    run(options(&server, out.path())).await.unwrap();
+    for f in [
+        "1.Patient.ndjson",
+        "error/1.OperationOutcome.ndjson",
+        "manifest.json",
+        "log.ndjson",
+        ".flatfhir-job.json",
+    ] {
+        let mode = std::fs::metadata(out.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o666 & !umask, "{f}: {mode:o}");
+    }
+}
+
+/// A gzip answer cut off half way continues with a Range request for identity bytes at the
+/// decoded offset (Range requests do not offer gzip), and the file comes out whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_gzip_download_continues_with_identity_bytes() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.gzip = Gzip::Negotiated;
+    cfg.faults.drop_mid_file = true;
+    cfg.lines_per_file = 100;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    assert_eq!(s.resources, 15);
+    assert_eq!(lines(out.path(), "1.Observation.ndjson"), 7);
+    let data_lines: Vec<String> = std::fs::read_to_string(data.path().join("Observation.ndjson"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let got: Vec<String> = read(out.path(), "1.Observation.ndjson")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(got, data_lines);
+    let ranged: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.range.is_some())
+        .collect();
+    assert!(!ranged.is_empty());
+    assert!(
+        ranged.iter().all(|r| r.content_encoding.is_none()),
+        "{ranged:?}"
+    );
+}
+
+/// A server that gzips even a Range answer (whose bytes then cannot be decoded from the
+/// middle): the file starts over without Range and still comes out whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_range_answer_makes_the_file_start_over() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.gzip = Gzip::WithHeader;
+    cfg.faults.drop_mid_file = true;
+    cfg.lines_per_file = 100;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    assert_eq!(s.resources, 15);
+    assert_standard_output_at_100(out.path());
+    let files: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/files/"))
+        .collect();
+    // Per file: the cut-off first answer, the undecodable Range answer, a whole new download.
+    assert_eq!(files.len(), 9, "{files:?}");
+    assert_eq!(files.iter().filter(|r| r.range.is_some()).count(), 3);
+}
+
+fn assert_standard_output_at_100(out: &std::path::Path) {
+    assert_eq!(lines(out, "1.Patient.ndjson"), 5);
+    assert_eq!(lines(out, "1.Observation.ndjson"), 7);
+    assert_eq!(lines(out, "1.Condition.ndjson"), 3);
+}

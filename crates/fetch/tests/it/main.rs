@@ -6,5 +6,6 @@ mod kickoff;
 mod poll;
 mod resume;
 mod secrets;
+mod story;
 mod support;
 mod tls;

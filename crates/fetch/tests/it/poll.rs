@@ -154,3 +154,56 @@ async fn paged_manifests_are_followed() {
     assert!(log.contains("\"totalManifests\":4"), "{log}");
     assert!(server.kickoff_params()[0].contains(&("allowPartialManifests".into(), "true".into())));
 }
+
+/// The SMART server's 429 sends `Retry-After: Date.now() + delay` (epoch milliseconds). Read
+/// as epoch seconds it is the year 55,000, and the client waited the full `--max-poll-wait`.
+/// Paused time: the waits pass at once; the test checks the waits the client chose.
+#[tokio::test(start_paused = true)]
+async fn epoch_millisecond_retry_after_is_honoured() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.rate_limit_polls = Some((2, RetryAfter::EpochMillis(10)));
+    cfg.faults.rate_limit_downloads = Some(RetryAfter::EpochMillis(10));
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(&server, out.path());
+    o.conn.timing.max_poll_wait = Duration::from_secs(120);
+    let events = Events::default();
+    let t = tokio::time::Instant::now();
+    let s = flatfhir_fetch::fetch(o, events.observer()).await.unwrap();
+    assert_eq!(s.resources, 15);
+    let waits: Vec<Duration> = events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            flatfhir_fetch::Event::Retrying { wait, .. } => Some(*wait),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits.len(), 2 + 6, "{waits:?}");
+    for w in &waits {
+        // "now + 10 s": at most 10 s (less the time the answer took), not 120 s.
+        assert!(
+            *w <= Duration::from_secs(10) && *w >= Duration::from_secs(5),
+            "{waits:?}"
+        );
+    }
+    // Paused (virtual) time: two poll waits, then the downloads' waits three at a time.
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    // Every wait is in the log, with the server's value.
+    let log = read(out.path(), "log.ndjson");
+    let retries: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["eventId"] == "status_retry" || v["eventId"] == "download_retry")
+        .collect();
+    assert_eq!(retries.len(), 8, "{log}");
+    for r in &retries {
+        let d = &r["eventDetail"];
+        assert_eq!(d["code"], 429, "{r}");
+        assert!(d["retryAfter"].as_str().unwrap().len() >= 13, "{r}");
+        assert!(d["waitMs"].as_u64().unwrap() <= 10_000, "{r}");
+    }
+}
