@@ -89,6 +89,13 @@ impl Default for ConvertOptions {
 pub trait Progress: Sync {
     /// `bytes` more of the input (as stored, i.e. compressed for gzip) have been read.
     fn advance(&self, bytes: u64);
+
+    /// Whether the caller wants the work stopped (e.g. Ctrl-C in a notebook). Polled between
+    /// chunks; once it answers `true` the conversion ends with [`Error::Cancelled`] and writes
+    /// nothing. Never, by default.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Progress that goes nowhere.
@@ -276,6 +283,139 @@ pub fn convert_group(
     }
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What [`read_group`] did.
+#[derive(Debug, Clone)]
+pub struct ReadReport {
+    /// The resource type.
+    pub resource_type: String,
+    /// Files read, in order.
+    pub files: Vec<PathBuf>,
+    /// Rows handed to the sink.
+    pub rows: u64,
+    /// Columns of the union schema.
+    pub columns: usize,
+    /// Input bytes (as stored).
+    pub input_bytes: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Lines set aside under `<out_dir>/_rejected/` (with [`OnError::Skip`]).
+    pub rejected: u64,
+    /// The rejected-lines records (`<Type>.errors.ndjson`), when there are any.
+    pub rejected_file: Option<PathBuf>,
+    /// Bytes of flattened data that went to the temporary spill file.
+    pub spilled_bytes: u64,
+}
+
+/// Flattens one resource type exactly as [`convert_group`] does (same union schema, column
+/// order, types and values), but hands the table to the caller instead of writing a file:
+/// `start` receives the union schema once the pass is over, then `batch` receives one
+/// [`RecordBatch`](arrow_array::RecordBatch) per input chunk, in input order. Chunks held
+/// beyond [`ConvertOptions::memory_budget`] wait in the spill file (in
+/// [`ConvertOptions::spill_dir`], else `out_dir`), and only `4 × threads` chunks are
+/// widened at a time, so a caller that does not keep the batches reads input of any size in
+/// bounded memory. Rejected lines (with [`OnError::Skip`]) go to `<out_dir>/_rejected/` as
+/// for a conversion. An error from `start` or `batch` stops the work and is returned.
+pub fn read_group(
+    group: &TypeGroup,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+    start: &mut dyn FnMut(&arrow_schema::SchemaRef) -> Result<()>,
+    batch: &mut dyn FnMut(arrow_array::RecordBatch) -> Result<()>,
+) -> Result<ReadReport> {
+    if opts.sep.is_empty() {
+        return Err(Error::Options("the separator must not be empty".into()));
+    }
+    let began = Instant::now();
+    let pool = pool(opts.threads)?;
+    let rt = &group.resource_type;
+    let rejects = match opts.on_error {
+        OnError::Skip => Some(RejectSink::create(&opts.out_dir.join("_rejected"), rt)?),
+        OnError::Fail => None,
+    };
+    let spill_dir = opts.spill_dir.as_ref().unwrap_or(&opts.out_dir);
+    let stash = Stash::new(spill_dir, opts.memory_budget);
+    let timers = Timers::default();
+    let pass = flatten_pass(
+        &pool,
+        group,
+        opts,
+        progress,
+        rejects.as_ref(),
+        Some(&stash),
+        &timers,
+    )?;
+    let rejected_file = match rejects {
+        Some(r) => r.finish()?,
+        None => None,
+    };
+    let spilled_bytes = stash.spilled_bytes();
+    let arrow = pass.union.arrow_schema(opts.decimals);
+    start(&arrow)?;
+    let (held, loader) = stash.into_parts()?;
+    let window = pool.current_num_threads().max(1) * 4;
+    let mut held = held.into_iter();
+    let mut rows = 0u64;
+    loop {
+        let next: Vec<Held> = held.by_ref().take(window).collect();
+        if next.is_empty() {
+            break;
+        }
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let built: Vec<Result<(arrow_array::RecordBatch, u64)>> = pool.install(|| {
+            next.into_par_iter()
+                .with_max_len(1)
+                .map(|h| {
+                    let input_bytes = h.chunk.input_bytes();
+                    let file = h.file;
+                    let table = loader.load(h.chunk)?;
+                    let b = table.into_batch(&h.to_union, &arrow).map_err(|reason| {
+                        Error::Internal {
+                            resource_type: rt.clone(),
+                            path: group
+                                .files
+                                .get(file)
+                                .map(|f| f.path.clone())
+                                .unwrap_or_default(),
+                            reason,
+                        }
+                    })?;
+                    Ok((b, input_bytes))
+                })
+                .collect()
+        });
+        for b in built {
+            let (b, input_bytes) = b?;
+            rows += b.num_rows() as u64;
+            batch(b)?;
+            progress.advance(input_bytes);
+        }
+    }
+    if rows != pass.rows {
+        return Err(Error::Internal {
+            resource_type: rt.clone(),
+            path: group.files[0].path.clone(),
+            reason: format!("{rows} rows read back, {} flattened", pass.rows),
+        });
+    }
+    Ok(ReadReport {
+        resource_type: rt.clone(),
+        files: group.files.iter().map(|f| f.path.clone()).collect(),
+        rows,
+        columns: pass.union.columns.len(),
+        input_bytes: group
+            .files
+            .iter()
+            .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
+            .sum(),
+        seconds: began.elapsed().as_secs_f64(),
+        rejected: pass.rejected,
+        rejected_file,
+        spilled_bytes,
+    })
 }
 
 fn pool(threads: usize) -> Result<rayon::ThreadPool> {
@@ -621,6 +761,9 @@ fn write_table(
         if batch.is_empty() {
             break;
         }
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
         // One chunk per task (see `TableWriter::write_columns`).
         let loaded: Vec<Result<Loaded>> = batch
             .into_par_iter()
@@ -813,6 +956,9 @@ where
                 }
                 let (chunk, r) = waiting.remove(&next_consume).expect("just checked");
                 next_consume += 1;
+                if progress.cancelled() {
+                    return Err(Error::Cancelled);
+                }
                 consume(&chunk, r)?;
                 if let Some(buf) = chunk.data.into_vec() {
                     let _ = give_back.send(buf);

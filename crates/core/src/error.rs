@@ -108,6 +108,9 @@ pub enum Error {
     /// Invalid options.
     #[error("{0}")]
     Options(String),
+    /// The caller stopped the work ([`crate::Progress::cancelled`]); nothing was written.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Shorthand for results in this crate.

@@ -43,8 +43,8 @@ mod textchunk;
 mod writer;
 
 pub use convert::{
-    ConvertOptions, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, RejectedLine,
-    SAMPLE_REJECTED, SchemaReport, StageTimes, TypeReport, convert_group, infer_schema,
+    ConvertOptions, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, ReadReport, RejectedLine,
+    SAMPLE_REJECTED, SchemaReport, StageTimes, TypeReport, convert_group, infer_schema, read_group,
 };
 pub use error::{Error, Result};
 pub use input::{

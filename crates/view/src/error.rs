@@ -73,6 +73,9 @@ pub enum Error {
     /// Writing an output table failed.
     #[error("{0}")]
     Output(String),
+    /// The run was stopped ([`crate::run_views_cancellable`]); nothing was written.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Result alias of this crate.

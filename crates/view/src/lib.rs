@@ -45,5 +45,7 @@ mod view;
 
 pub use error::{Error, Result, SyntaxError};
 pub use rows::{Cell, Row, Scalar};
-pub use run::{Format, Report, ViewReport, output_file_name, run_views, run_views_with};
+pub use run::{
+    Format, Report, ViewReport, output_file_name, run_views, run_views_cancellable, run_views_with,
+};
 pub use view::{ColumnDef, View};

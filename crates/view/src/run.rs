@@ -134,6 +134,45 @@ pub fn output_file_name(view: &View, format: Format) -> String {
     format!("{}.{}", file_name(view.name()), format.extension())
 }
 
+thread_local! {
+    /// The stop flag of a [`run_views_cancellable`] running on this thread.
+    static CANCEL: std::cell::RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`run_views_with`] that stops with [`Error::Cancelled`] once `cancel` is set (checked
+/// before each batch of chunks; outputs are written atomically, so a stopped view leaves no
+/// file). The Python package sets it on Ctrl-C. The flag reaches the chunk loop through a
+/// thread-local (the loop runs on the calling thread), which keeps the runner's signatures
+/// as they are.
+pub fn run_views_cancellable(
+    inputs: &[PathBuf],
+    views: &[View],
+    out_dir: &Path,
+    format: Format,
+    write: &WriteOptions,
+    read: &ReadOptions,
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Report> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CANCEL.with(|c| c.borrow_mut().take());
+        }
+    }
+    CANCEL.with(|c| *c.borrow_mut() = Some(cancel));
+    let _reset = Reset;
+    run_views_with(inputs, views, out_dir, format, write, read)
+}
+
+fn cancelled() -> bool {
+    CANCEL.with(|c| {
+        c.borrow()
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    })
+}
+
 /// A view name made safe as a file name.
 fn file_name(name: &str) -> String {
     let s: String = name
@@ -195,6 +234,9 @@ fn for_each_chunk<T: Send>(
         });
         let mut pending: Option<Vec<(Result<T>, u64)>> = None;
         loop {
+            if cancelled() {
+                return Err(Error::Cancelled);
+            }
             let mut batch = Vec::with_capacity(width);
             while batch.len() < width {
                 match rx.recv() {

@@ -4,9 +4,15 @@
 //! ```text
 //! flatfhir-bulk-server generate --patients N [--seed S] --out DIR
 //! flatfhir-bulk-server serve --data DIR [--open] [--lines-per-file N] [--gzip] [--chunk-per-line]
+//!     [--polls-before-ready N] [--token-uses N] [--transient-status-errors N]
+//!     [--slow-chunks-ms MS] [--drop-mid-file] [--deleted] [--failing-type T]...
+//!     [--kickoff-failure] [--fatal-status-error] [--signed-urls]
 //! ```
 //! `--gzip` compresses downloads for clients whose `Accept-Encoding` offers gzip;
 //! `--chunk-per-line` sends one HTTP chunk per NDJSON line (as the SMART reference server does).
+//! The fault flags switch on the [`Faults`] of the same names (the Python package's tests
+//! use them). On Ctrl-C, `serve` prints `token_calls N` and `requests N` on stdout, so a
+//! test can check that a token was renewed or a request retried.
 //! `serve` prints the FHIR base URL and, unless `--open`, writes a throw-away client key to
 //! `DIR/demo-client.pem` (client id `flatfhir-demo`, kid `flatfhir-demo-es384`).
 
@@ -14,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use flatfhir_bulk_server::demo::{self, DemoKey};
-use flatfhir_bulk_server::{Config, Gzip, RegisteredClient, TestServer};
+use flatfhir_bulk_server::{Config, Faults, Gzip, RegisteredClient, TestServer};
 
 fn value(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -23,10 +29,39 @@ fn value(args: &[String], name: &str) -> Option<String> {
         .cloned()
 }
 
+/// The fault switches given on the command line.
+fn faults(args: &[String]) -> Faults {
+    let mut f = Faults::default();
+    let num = |name: &str| value(args, name).and_then(|s| s.parse::<u64>().ok());
+    if let Some(n) = num("--token-uses") {
+        f.token_uses = Some(n as u32);
+    }
+    if let Some(n) = num("--transient-status-errors") {
+        f.transient_status_errors = n as u32;
+    }
+    if let Some(ms) = num("--slow-chunks-ms") {
+        f.slow_chunks = Some(std::time::Duration::from_millis(ms));
+    }
+    f.drop_mid_file = args.iter().any(|a| a == "--drop-mid-file");
+    f.kickoff_failure = args.iter().any(|a| a == "--kickoff-failure");
+    f.signed_urls = args.iter().any(|a| a == "--signed-urls");
+    f.fatal_status_error = args.iter().any(|a| a == "--fatal-status-error");
+    f.deleted = args.iter().any(|a| a == "--deleted");
+    f.failing_types = args
+        .windows(2)
+        .filter(|w| w[0] == "--failing-type")
+        .map(|w| w[1].clone())
+        .collect();
+    f
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: flatfhir-bulk-server generate --patients N [--seed S] --out DIR\n       \
-                 flatfhir-bulk-server serve --data DIR [--open] [--lines-per-file N] [--gzip] [--chunk-per-line]";
+                 flatfhir-bulk-server serve --data DIR [--open] [--lines-per-file N] [--gzip] [--chunk-per-line]\n         \
+                 [--polls-before-ready N] [--token-uses N] [--transient-status-errors N]\n         \
+                 [--slow-chunks-ms MS] [--drop-mid-file] [--deleted] [--failing-type T]...\n         \
+                 [--kickoff-failure] [--fatal-status-error] [--signed-urls]";
     match args.first().map(String::as_str) {
         Some("generate") => {
             let (Some(n), Some(out)) = (value(&args, "--patients"), value(&args, "--out")) else {
@@ -64,6 +99,10 @@ fn main() -> ExitCode {
                 cfg.gzip = Gzip::Negotiated;
             }
             cfg.chunk_per_line = args.iter().any(|a| a == "--chunk-per-line");
+            if let Some(n) = value(&args, "--polls-before-ready").and_then(|s| s.parse().ok()) {
+                cfg.polls_before_ready = n;
+            }
+            cfg.faults = faults(&args);
             if !args.iter().any(|a| a == "--open") {
                 let key = DemoKey::generate();
                 let pem = PathBuf::from(&data).join("demo-client.pem");
@@ -91,6 +130,8 @@ fn main() -> ExitCode {
                     Ok(server) => {
                         println!("{}", server.base_url());
                         let _ = tokio::signal::ctrl_c().await;
+                        println!("token_calls {}", server.token_calls());
+                        println!("requests {}", server.requests().len());
                         drop(server);
                         ExitCode::SUCCESS
                     }

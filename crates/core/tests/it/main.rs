@@ -2,3 +2,4 @@
 
 mod numbering;
 mod property;
+mod read;

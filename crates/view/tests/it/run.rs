@@ -231,3 +231,41 @@ fn decimals_keep_their_precision_in_text_outputs() {
     let text = std::fs::read_to_string(out.join("obs.csv")).unwrap();
     assert_eq!(text.lines().nth(1), Some("0.3,true,1.50,0.30,x"));
 }
+
+/// A set stop flag stops the run before any chunk and leaves no output; an unset one changes
+/// nothing; the flag does not outlive the call.
+#[test]
+fn a_cancelled_run_stops_and_writes_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let (dir, input) = setup();
+    let out = dir.path().join("out");
+    let (w, r) = (
+        flatfhir_core::WriteOptions::default(),
+        flatfhir_core::ReadOptions::default(),
+    );
+    let go = |flag: bool| {
+        flatfhir_view::run_views_cancellable(
+            std::slice::from_ref(&input),
+            &[view()],
+            &out,
+            Format::Parquet,
+            &w,
+            &r,
+            Arc::new(AtomicBool::new(flag)),
+        )
+    };
+    assert!(matches!(go(true), Err(flatfhir_view::Error::Cancelled)));
+    assert!(!out.join("pt.parquet").exists());
+    assert_eq!(go(false).unwrap().views[0].rows, 2);
+    // The flag of the cancelled call is gone: a plain run on this thread works.
+    std::fs::remove_dir_all(&out).unwrap();
+    assert_eq!(
+        run_views(&[input], &[view()], &out, Format::Parquet)
+            .unwrap()
+            .views[0]
+            .rows,
+        2
+    );
+}

@@ -1,0 +1,533 @@
+"""Reading, converting and describing NDJSON with the flatfhir engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+
+import pyarrow as pa
+
+from . import _native
+from ._progress import ProgressArg, Reporter
+from .errors import InputError, OptionsError
+
+PathArg = Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]]
+
+#: Default longest accepted line, as the CLI's ``--max-line-bytes``.
+DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
+#: Default widest accepted schema, as the CLI's ``--max-columns``.
+DEFAULT_MAX_COLUMNS = 20_000
+#: Flattened data held in memory until the union schema is known (then spilled), as the
+#: CLI's ``--memory-budget``.
+DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
+
+
+def _paths(paths: PathArg) -> List[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    out = [os.fspath(p) for p in paths]
+    if not out:
+        raise OptionsError("no input paths given")
+    return out
+
+
+def _types(types: Union[None, str, Iterable[str]]) -> List[str]:
+    if types is None:
+        return []
+    if isinstance(types, str):
+        return [t.strip() for t in types.split(",") if t.strip()]
+    return list(types)
+
+
+def _flatten_args(
+    sep: str,
+    exclude: Union[str, Iterable[str]],
+    decimals: str,
+    on_error: str,
+    threads: Optional[int],
+    max_columns: int,
+    max_line_bytes: int,
+    mmap: bool,
+    memory_budget: int,
+    spill_dir: Optional[str],
+) -> Dict[str, Any]:
+    if not sep:
+        raise OptionsError("sep must not be empty")
+    if decimals not in ("float", "exact"):
+        raise OptionsError(f"decimals={decimals!r}: expected 'float' or 'exact'")
+    if on_error not in ("fail", "skip"):
+        raise OptionsError(f"on_error={on_error!r}: expected 'fail' or 'skip'")
+    if threads is not None and threads < 1:
+        raise OptionsError(f"threads={threads}: expected at least 1 (or None: one per core)")
+    return {
+        "sep": sep,
+        "exclude": [exclude] if isinstance(exclude, str) else list(exclude),
+        "decimals": decimals,
+        "on_error": on_error,
+        "threads": threads or 0,
+        "max_columns": max_columns,
+        "max_line_bytes": max_line_bytes,
+        "mmap": mmap,
+        "memory_budget": memory_budget,
+        "spill_dir": os.fspath(spill_dir) if spill_dir is not None else None,
+    }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The inputs grouped by resource type (what :func:`plan` returns)."""
+
+    #: Resource type → its files, in the order they are read.
+    groups: Dict[str, List[str]]
+    #: Files that are not NDJSON inputs (skipped, as the CLI does).
+    skipped: List[str]
+    #: Empty files.
+    empty: List[str]
+
+
+def plan(paths: PathArg, *, types: Union[None, str, Iterable[str]] = None,
+         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, mmap: bool = True) -> Plan:
+    """Finds the NDJSON inputs in ``paths`` (files or directories, plain or gzip; ``error/``,
+    ``deleted/`` and ``manifest.json`` are skipped) and groups them by resource type. With
+    ``types``, keeps only those and raises :class:`InputError` for a type with no input."""
+    groups, skipped, empty = _native.plan(_paths(paths), max_line_bytes, mmap)
+    by_type = dict(groups)
+    wanted = _types(types)
+    for t in wanted:
+        if t not in by_type:
+            raise InputError(
+                f"types: no input of type {t} (found: {', '.join(by_type) or 'none'})",
+                path=None, reason="no input of that type",
+            )
+    if wanted:
+        by_type = {t: f for t, f in by_type.items() if t in wanted}
+    if not by_type:
+        raise InputError(f"no NDJSON input found in {', '.join(_paths(paths))}", path=None,
+                         reason="no NDJSON input")
+    return Plan(by_type, skipped, empty)
+
+
+def _size(files: Iterable[str]) -> int:
+    total = 0
+    for f in files:
+        try:
+            total += os.path.getsize(f)
+        except OSError:
+            pass
+    return total
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A line left out with ``on_error="skip"``: where it was, why, and its text."""
+
+    resource_type: str
+    file: str
+    line: int
+    reason: str
+    #: The line's bytes as text (invalid UTF-8 replaced).
+    text: Optional[str] = None
+
+
+def _rejected(resource_type: str, lines_file: Optional[str]) -> List[Rejected]:
+    """The records of ``_rejected/<Type>.ndjson`` (the lines) and ``<Type>.errors.ndjson``
+    (file, line, reason of each, in the same order)."""
+    if not lines_file or not lines_file.endswith(".ndjson"):
+        return []
+    errors_file = lines_file[: -len(".ndjson")] + ".errors.ndjson"
+    if not os.path.exists(errors_file):
+        return []
+    texts: List[Optional[str]] = []
+    if os.path.exists(lines_file):
+        with open(lines_file, "rb") as f:
+            texts = [ln.rstrip(b"\r\n").decode("utf-8", "replace") for ln in f]
+    out = []
+    with open(errors_file, encoding="utf-8") as f:
+        for i, ln in enumerate(f):
+            r = json.loads(ln)
+            out.append(Rejected(resource_type, r["file"], int(r["line"]), r["reason"],
+                                texts[i] if i < len(texts) else None))
+    return out
+
+
+class Tables(Dict[str, pa.Table]):
+    """A ``dict`` of resource type → ``pyarrow.Table`` (in type order), with what was left
+    out beside it: ``rejected`` (lines refused with ``on_error="skip"``) and ``reports``
+    (per type: rows, columns, input bytes, seconds)."""
+
+    rejected: List[Rejected]
+    reports: Dict[str, Dict[str, Any]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rejected = []
+        self.reports = {}
+
+    def to_pandas(self, **kwargs: Any) -> Dict[str, Any]:
+        """Each table as a pandas DataFrame (``pyarrow.Table.to_pandas(**kwargs)``)."""
+        return {t: tbl.to_pandas(**kwargs) for t, tbl in self.items()}
+
+    def to_polars(self) -> Dict[str, Any]:
+        """Each table as a polars DataFrame (zero-copy where polars allows)."""
+        import polars as pl
+
+        return {t: pl.from_arrow(tbl) for t, tbl in self.items()}
+
+
+class _Stream:
+    """One resource type, read batch by batch from the engine."""
+
+    def __init__(self, files: Sequence[str], resource_type: str, flat: Dict[str, Any],
+                 bound: int, reporter: Reporter) -> None:
+        self.resource_type = resource_type
+        self._tmp = tempfile.mkdtemp(prefix="flatfhir-read-", dir=flat["spill_dir"])
+        self._reporter = reporter
+        try:
+            self._native = _native.TypeReader(list(files), resource_type, flat, self._tmp, bound)
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
+        self.rejected: List[Rejected] = []
+        self.report: Optional[Dict[str, Any]] = None
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._native.schema(self._reporter.hook)
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        try:
+            while True:
+                b = self._native.next_batch(self._reporter.hook)
+                if b is None:
+                    break
+                yield b
+            self.report = self._native.report()
+            if self.report is not None:
+                self.rejected = _rejected(self.resource_type, self.report.get("rejected_file"))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._native.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _one_type(groups: Mapping[str, List[str]], resource_type: Optional[str]) -> str:
+    if resource_type is not None:
+        if resource_type not in groups:
+            raise InputError(
+                f"no input of type {resource_type} (found: {', '.join(groups)})",
+                path=None, reason="no input of that type",
+            )
+        return resource_type
+    if len(groups) != 1:
+        raise OptionsError(
+            f"the inputs hold {len(groups)} resource types ({', '.join(groups)}); choose one with resource_type="
+        )
+    return next(iter(groups))
+
+
+def read(
+    paths: PathArg,
+    *,
+    types: Union[None, str, Iterable[str]] = None,
+    sep: str = "_",
+    exclude: Union[str, Iterable[str]] = (),
+    decimals: str = "float",
+    on_error: str = "fail",
+    threads: Optional[int] = None,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    mmap: bool = True,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    spill_dir: Optional[str] = None,
+    columns: Optional[Mapping[str, Any]] = None,
+    views: Any = None,
+    progress: ProgressArg = True,
+) -> Tables:
+    """Reads NDJSON files or export directories into one ``pyarrow.Table`` per resource type:
+    exactly the tables ``flatfhir convert`` writes (same columns, order, types and values).
+
+    Options mirror the CLI's flags: ``types`` (``--types``), ``sep``, ``exclude`` (root keys
+    to leave out, e.g. ``"text"``), ``decimals`` (``"float"`` or ``"exact"``), ``on_error``
+    (``"fail"`` raises :class:`~flatfhir.errors.BadLineError` with file and line;
+    ``"skip"`` leaves bad lines out and lists them in ``result.rejected``), ``threads``
+    (``None``: one per core), ``max_columns``, ``max_line_bytes``, ``mmap``,
+    ``memory_budget`` and ``spill_dir`` (flattened data beyond the budget waits in an
+    unlinked temporary file there; default: the system's temporary directory).
+
+    With ``columns`` (``{"Patient": {"id": "identifier[0].value", "gender": "gender"}}``) or
+    ``views`` (SQL on FHIR ViewDefinitions), returns those views' tables instead (see
+    :func:`read_views`).
+
+    Raises :class:`~flatfhir.errors.BadLineError`, :class:`~flatfhir.errors.InputError`,
+    :class:`~flatfhir.errors.SchemaError`; KeyboardInterrupt stops the read.
+    """
+    if columns is not None or views is not None:
+        from ._views import read_views
+
+        return read_views(paths, columns=columns, views=views, max_line_bytes=max_line_bytes, mmap=mmap)
+    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes, mmap,
+                         memory_budget, spill_dir)
+    p = plan(paths, types=types, max_line_bytes=max_line_bytes, mmap=mmap)
+    out = Tables()
+    total = 2 * sum(_size(f) for f in p.groups.values())
+    with Reporter(progress, total, "flatfhir") as rep:
+        for rt, files in p.groups.items():
+            rep.describe(rt)
+            s = _Stream(files, rt, flat, 16, rep)
+            try:
+                schema = s.schema
+                batches = list(s)
+            finally:
+                s.close()  # also on KeyboardInterrupt: stops the worker, removes the temp dir
+            out[rt] = pa.Table.from_batches(batches, schema=schema)
+            out.rejected.extend(s.rejected)
+            if s.report is not None:
+                out.reports[rt] = s.report
+    return out
+
+
+def read_pandas(paths: PathArg, **kwargs: Any) -> Dict[str, Any]:
+    """:func:`read`, each table converted to a pandas DataFrame."""
+    return read(paths, **kwargs).to_pandas()
+
+
+def read_polars(paths: PathArg, **kwargs: Any) -> Dict[str, Any]:
+    """:func:`read`, each table converted to a polars DataFrame."""
+    return read(paths, **kwargs).to_polars()
+
+
+def to_pandas(tables: Union[pa.Table, Mapping[str, pa.Table]], **kwargs: Any) -> Any:
+    """A table, or a dict of tables, as pandas DataFrames."""
+    if isinstance(tables, pa.Table):
+        return tables.to_pandas(**kwargs)
+    return {t: tbl.to_pandas(**kwargs) for t, tbl in tables.items()}
+
+
+def to_polars(tables: Union[pa.Table, Mapping[str, pa.Table]]) -> Any:
+    """A table, or a dict of tables, as polars DataFrames."""
+    import polars as pl
+
+    if isinstance(tables, pa.Table):
+        return pl.from_arrow(tables)
+    return {t: pl.from_arrow(tbl) for t, tbl in tables.items()}
+
+
+def iter_batches(
+    paths: PathArg,
+    resource_type: Optional[str] = None,
+    *,
+    sep: str = "_",
+    exclude: Union[str, Iterable[str]] = (),
+    decimals: str = "float",
+    on_error: str = "fail",
+    threads: Optional[int] = None,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    mmap: bool = True,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    spill_dir: Optional[str] = None,
+    progress: ProgressArg = False,
+) -> Iterator[pa.RecordBatch]:
+    """Reads one resource type (``resource_type``; may be left out when the inputs hold only
+    one) as ``pyarrow.RecordBatch``es, one per input chunk, in input order. The union schema
+    needs the whole input, so the first batch comes after the pass over it; flattened data
+    beyond ``memory_budget`` waits in a temporary file, and batches are made only as they
+    are taken, so memory stays bounded for inputs larger than RAM. Concatenated, the batches
+    are :func:`read`'s table. Options as for :func:`read`; rejected lines (with
+    ``on_error="skip"``) are not returned here (use :func:`read` or :func:`convert`)."""
+    return iter(batch_reader(paths, resource_type, sep=sep, exclude=exclude, decimals=decimals,
+                             on_error=on_error, threads=threads, max_columns=max_columns,
+                             max_line_bytes=max_line_bytes, mmap=mmap, memory_budget=memory_budget,
+                             spill_dir=spill_dir, progress=progress))
+
+
+def batch_reader(
+    paths: PathArg,
+    resource_type: Optional[str] = None,
+    *,
+    sep: str = "_",
+    exclude: Union[str, Iterable[str]] = (),
+    decimals: str = "float",
+    on_error: str = "fail",
+    threads: Optional[int] = None,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    mmap: bool = True,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    spill_dir: Optional[str] = None,
+    progress: ProgressArg = False,
+) -> pa.RecordBatchReader:
+    """:func:`iter_batches` as a ``pyarrow.RecordBatchReader``: it has
+    ``__arrow_c_stream__``, so polars (``pl.from_arrow``), DuckDB and pandas take it as a
+    stream. Waits for the pass over the input (for the schema) before it returns."""
+    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes, mmap,
+                         memory_budget, spill_dir)
+    p = plan(paths, max_line_bytes=max_line_bytes, mmap=mmap)
+    rt = _one_type(p.groups, resource_type)
+    rep = Reporter(progress, 2 * _size(p.groups[rt]), rt)
+    s = _Stream(p.groups[rt], rt, flat, 2, rep)
+    try:
+        schema = s.schema
+    except BaseException:
+        s.close()
+        rep.close()
+        raise
+
+    def gen() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from s
+        finally:
+            rep.close()
+
+    return pa.RecordBatchReader.from_batches(schema, gen())
+
+
+@dataclass(frozen=True)
+class TypeReport:
+    """What converting one resource type did."""
+
+    resource_type: str
+    files: List[str]
+    rows: int
+    columns: int
+    input_bytes: int
+    #: The file written; ``None`` when there were no rows.
+    output: Optional[str]
+    output_bytes: int
+    seconds: float
+    rejected: int
+    rejected_file: Optional[str]
+    spilled_bytes: int
+
+
+@dataclass
+class ConvertResult:
+    """What :func:`convert` did: a report per converted type, the rejected lines, and per
+    failed type its exception."""
+
+    types: List[TypeReport] = field(default_factory=list)
+    rejected: List[Rejected] = field(default_factory=list)
+    failed: Dict[str, BaseException] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.types)
+
+
+def convert(
+    paths: PathArg,
+    out: Union[str, "os.PathLike[str]"],
+    *,
+    types: Union[None, str, Iterable[str]] = None,
+    format: str = "parquet",
+    compression: str = "zstd",
+    row_group_rows: int = 128 * 1024,
+    sep: str = "_",
+    exclude: Union[str, Iterable[str]] = (),
+    decimals: str = "float",
+    on_error: str = "fail",
+    threads: Optional[int] = None,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    mmap: bool = True,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    spill_dir: Optional[str] = None,
+    raise_on_error: bool = True,
+    progress: ProgressArg = True,
+) -> ConvertResult:
+    """``flatfhir convert`` from Python: writes ``out/<Type>.parquet`` (or ``.arrow``) per
+    resource type, each atomically, small types side by side. Options are the CLI's flags.
+    Rejected lines (``on_error="skip"``) go to ``out/_rejected/`` and into
+    ``result.rejected``. A type that fails writes nothing and the others go on; then, with
+    ``raise_on_error`` (default), the first failure is raised with the whole result attached
+    as its ``result`` attribute."""
+    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes, mmap,
+                         memory_budget, spill_dir)
+    write = {"format": format, "compression": compression, "row_group_rows": row_group_rows}
+    p = plan(paths, types=types, max_line_bytes=max_line_bytes, mmap=mmap)
+    total = 2 * sum(_size(f) for f in p.groups.values())
+    result = ConvertResult()
+    with Reporter(progress, total, "flatfhir convert") as rep:
+        got = _native.convert(_paths(paths), list(p.groups), os.fspath(out), flat, write, rep.hook)
+    for rt, r in got:
+        if isinstance(r, BaseException):
+            result.failed[rt] = r
+        else:
+            tr = TypeReport(**r)
+            result.types.append(tr)
+            result.rejected.extend(_rejected(rt, tr.rejected_file))
+    if raise_on_error and result.failed:
+        first = next(iter(result.failed.values()))
+        setattr(first, "result", result)
+        raise first
+    return result
+
+
+@dataclass(frozen=True)
+class SchemaColumn:
+    """One column of a union schema."""
+
+    name: str
+    #: ``int64``, ``double``, ``bool`` or ``string``.
+    type: str
+    non_null: int
+    #: ``file:line`` where the column first appeared.
+    first_seen: str
+
+
+@dataclass(frozen=True)
+class TypeSchema:
+    """The union schema of one resource type (what ``flatfhir schema`` prints)."""
+
+    resource_type: str
+    files: List[str]
+    rows: int
+    rejected: int
+    columns: List[SchemaColumn]
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([c.__dict__ for c in self.columns])
+
+
+def schema(
+    paths: PathArg,
+    *,
+    types: Union[None, str, Iterable[str]] = None,
+    sep: str = "_",
+    exclude: Union[str, Iterable[str]] = (),
+    decimals: str = "float",
+    on_error: str = "fail",
+    threads: Optional[int] = None,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    mmap: bool = True,
+    progress: ProgressArg = True,
+) -> Dict[str, TypeSchema]:
+    """The union schema of each resource type: every column with its type, non-null count and
+    where it was first seen (every resource is read; nothing is sampled)."""
+    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes, mmap,
+                         DEFAULT_MEMORY_BUDGET, None)
+    p = plan(paths, types=types, max_line_bytes=max_line_bytes, mmap=mmap)
+    total = sum(_size(f) for f in p.groups.values())
+    with Reporter(progress, total, "flatfhir schema") as rep:
+        got = _native.schema(_paths(paths), list(p.groups), flat, rep.hook)
+    out: Dict[str, TypeSchema] = {}
+    for rt, r in got:
+        if isinstance(r, BaseException):
+            raise r
+        files = r["files"]
+        cols = [
+            SchemaColumn(c["name"], c["data_type"], c["non_null"],
+                         f"{files[c['first_seen']['file']]}:{c['first_seen']['line']}")
+            for c in json.loads(r["columns_json"])
+        ]
+        out[rt] = TypeSchema(rt, files, r["rows"], r["rejected"], cols)
+    return out

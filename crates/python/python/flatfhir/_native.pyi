@@ -1,0 +1,79 @@
+"""Type stubs of the native module. Use the public API in :mod:`flatfhir` instead."""
+
+from typing import Any, Callable, Optional, Sequence
+
+import pyarrow
+
+__version__: str
+
+Progress = Optional[Callable[[int], Any]]
+
+def plan(
+    paths: Sequence[str], max_line_bytes: int, mmap: bool
+) -> tuple[list[tuple[str, list[str]]], list[str], list[str]]: ...
+def convert(
+    paths: Sequence[str],
+    types: Sequence[str],
+    out_dir: str,
+    flatten: dict[str, Any],
+    write: dict[str, Any],
+    progress: Progress = None,
+) -> list[tuple[str, Any]]: ...
+def schema(
+    paths: Sequence[str],
+    types: Sequence[str],
+    flatten: dict[str, Any],
+    progress: Progress = None,
+) -> list[tuple[str, Any]]: ...
+def run_views(
+    paths: Sequence[str],
+    definitions: Sequence[tuple[str, str]],
+    columns: Sequence[tuple[str, Sequence[tuple[str, str]]]],
+    out_dir: str,
+    max_line_bytes: int,
+    mmap: bool,
+) -> list[tuple[str, str, int, int]]: ...
+
+class TypeReader:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        resource_type: str,
+        flatten: dict[str, Any],
+        out_dir: str,
+        bound: int,
+    ) -> None: ...
+    def schema(self, progress: Progress = None) -> pyarrow.Schema: ...
+    def next_batch(self, progress: Progress = None) -> Optional[pyarrow.RecordBatch]: ...
+    def report(self) -> Optional[dict[str, Any]]: ...
+    def close(self) -> None: ...
+
+class Client:
+    def __init__(
+        self,
+        fhir_url: Optional[str] = None,
+        *,
+        client_id: Optional[str] = None,
+        private_key: Optional[str] = None,
+        kid: Optional[str] = None,
+        alg: Optional[str] = None,
+        scope: str = "system/*.read",
+        token_url: Optional[str] = None,
+        client_secret: Optional[str] = None,
+        client_secret_post: bool = False,
+        bearer: Optional[str] = None,
+        headers: Sequence[tuple[str, str]] = (),
+        ca_cert: Optional[str] = None,
+        min_wait: float = 1.0,
+        max_poll_wait: float = 120.0,
+        retries: int = 8,
+    ) -> None: ...
+    def check(self) -> None: ...
+    def export(
+        self,
+        out_dir: str,
+        args: dict[str, Any],
+        on_event: Optional[Callable[[dict[str, Any]], Any]] = None,
+    ) -> str: ...
+    def status(self, out_dir: str, poll: bool = True) -> tuple[str, Optional[str]]: ...
+    def cancel(self, out_dir: str) -> None: ...

@@ -1,0 +1,586 @@
+//! The engine in Python: planning inputs, reading a resource type as a stream of Arrow
+//! record batches ([`TypeReader`]), converting to files ([`convert`]) and the union schema
+//! ([`schema`]). The work runs on a worker thread (the engine's own thread pool below it);
+//! the Python caller waits in [`crate::wait::recv`].
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use arrow_array::RecordBatch;
+use arrow_pyarrow::ToPyArrow;
+use arrow_schema::SchemaRef;
+use flatfhir_core::{
+    Compression, ConvertOptions, Decimals, OnError, OutputFormat, ReadOptions, ReadReport,
+    SchemaReport, TypeGroup, TypeReport, WriteOptions,
+};
+use pyo3::prelude::*;
+
+use crate::errors;
+use crate::wait::{Shared, recv};
+
+/// Flattening options, as the Python layer passes them (a dict with every key).
+#[derive(Debug, FromPyObject)]
+#[pyo3(from_item_all)]
+pub(crate) struct FlattenArgs {
+    sep: String,
+    exclude: Vec<String>,
+    decimals: String,
+    on_error: String,
+    threads: usize,
+    max_columns: usize,
+    max_line_bytes: usize,
+    mmap: bool,
+    memory_budget: usize,
+    spill_dir: Option<PathBuf>,
+}
+
+impl FlattenArgs {
+    fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            max_line_bytes: self.max_line_bytes,
+            mmap: self.mmap,
+            ..ReadOptions::default()
+        }
+    }
+
+    fn options(&self, out_dir: PathBuf) -> PyResult<ConvertOptions> {
+        let bad = |what: &str, v: &str, allowed: &str| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "{what}={v:?}: expected one of {allowed}"
+            ))
+        };
+        Ok(ConvertOptions {
+            out_dir,
+            sep: self.sep.clone(),
+            exclude: self.exclude.clone(),
+            decimals: match self.decimals.as_str() {
+                "float" => Decimals::Float,
+                "exact" => Decimals::Exact,
+                v => return Err(bad("decimals", v, "'float', 'exact'")),
+            },
+            on_error: match self.on_error.as_str() {
+                "fail" => OnError::Fail,
+                "skip" => OnError::Skip,
+                v => return Err(bad("on_error", v, "'fail', 'skip'")),
+            },
+            threads: self.threads,
+            max_columns: self.max_columns,
+            read: self.read_options(),
+            memory_budget: self.memory_budget,
+            spill_dir: self.spill_dir.clone(),
+            ..ConvertOptions::default()
+        })
+    }
+}
+
+/// Writer options of `convert`.
+#[derive(Debug, FromPyObject)]
+#[pyo3(from_item_all)]
+pub(crate) struct WriteArgs {
+    format: String,
+    compression: String,
+    row_group_rows: usize,
+}
+
+impl WriteArgs {
+    fn options(&self) -> PyResult<WriteOptions> {
+        let bad = |m: String| pyo3::exceptions::PyValueError::new_err(m);
+        if self.row_group_rows == 0 {
+            return Err(bad("row_group_rows must be at least 1".into()));
+        }
+        let format = match self.format.as_str() {
+            "parquet" => OutputFormat::Parquet,
+            "arrow" => OutputFormat::Arrow,
+            v => return Err(bad(format!("format={v:?}: expected 'parquet' or 'arrow'"))),
+        };
+        let compression = match self.compression.as_str() {
+            "zstd" => Compression::Zstd,
+            "snappy" => Compression::Snappy,
+            "none" => Compression::None,
+            v => {
+                return Err(bad(format!(
+                    "compression={v:?}: expected 'zstd', 'snappy' or 'none'"
+                )));
+            }
+        };
+        if format == OutputFormat::Arrow && compression == Compression::Snappy {
+            return Err(bad(
+                "Arrow IPC files support 'zstd' or 'none', not 'snappy'".into(),
+            ));
+        }
+        Ok(WriteOptions {
+            format,
+            compression,
+            row_group_rows: self.row_group_rows,
+            ..WriteOptions::default()
+        })
+    }
+}
+
+fn plan_groups(
+    py: Python<'_>,
+    paths: &[PathBuf],
+    read: &ReadOptions,
+) -> PyResult<flatfhir_core::Plan> {
+    let paths = paths.to_vec();
+    let read = read.clone();
+    py.detach(move || flatfhir_core::plan(&paths, &read))
+        .map_err(|e| errors::core(py, e))
+}
+
+/// Groups the inputs by resource type: `([(type, [file, ...]), ...], skipped, empty)`.
+#[pyfunction]
+#[pyo3(signature = (paths, max_line_bytes, mmap))]
+#[allow(clippy::type_complexity)]
+pub(crate) fn plan(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    max_line_bytes: usize,
+    mmap: bool,
+) -> PyResult<(Vec<(String, Vec<String>)>, Vec<String>, Vec<String>)> {
+    let read = ReadOptions {
+        max_line_bytes,
+        mmap,
+        ..ReadOptions::default()
+    };
+    let p = plan_groups(py, &paths, &read)?;
+    let show = |v: &[PathBuf]| {
+        v.iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+    };
+    Ok((
+        p.groups
+            .iter()
+            .map(|g| {
+                (
+                    g.resource_type.clone(),
+                    g.files
+                        .iter()
+                        .map(|f| f.path.display().to_string())
+                        .collect(),
+                )
+            })
+            .collect(),
+        show(&p.skipped),
+        show(&p.empty),
+    ))
+}
+
+fn group_of(
+    py: Python<'_>,
+    paths: &[PathBuf],
+    read: &ReadOptions,
+    rt: &str,
+) -> PyResult<TypeGroup> {
+    let plan = plan_groups(py, paths, read)?;
+    let found: Vec<String> = plan
+        .groups
+        .iter()
+        .map(|g| g.resource_type.clone())
+        .collect();
+    plan.groups
+        .into_iter()
+        .find(|g| g.resource_type == rt)
+        .ok_or_else(|| {
+            errors::make(
+                py,
+                "InputError",
+                format!("no input of type {rt} (found: {})", found.join(", ")),
+                &[],
+            )
+        })
+}
+
+enum Msg {
+    Schema(SchemaRef),
+    Batch(RecordBatch),
+    Done(Result<ReadReport, flatfhir_core::Error>),
+}
+
+/// One resource type read as Arrow record batches. The engine's pass over the input runs
+/// first (the union schema is known only after the last line); then batches arrive one per
+/// input chunk, at most `bound` ahead of the consumer, so a consumer that does not keep them
+/// reads in bounded memory.
+#[pyclass(module = "flatfhir._native")]
+pub(crate) struct TypeReader {
+    rx: Mutex<Option<Receiver<Msg>>>,
+    shared: Arc<Shared>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    schema: Mutex<Option<SchemaRef>>,
+    report: Mutex<Option<ReadReport>>,
+    resource_type: String,
+}
+
+impl TypeReader {
+    fn next_msg(
+        &self,
+        py: Python<'_>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Msg>> {
+        let r = recv(py, &self.rx, &self.shared, progress, &mut |_| Ok(()));
+        if r.is_err() {
+            self.join(py);
+        }
+        r
+    }
+
+    fn join(&self, py: Python<'_>) {
+        let handle = self
+            .worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            py.detach(move || {
+                let _ = h.join();
+            });
+        }
+    }
+
+    fn finish(&self, py: Python<'_>, r: Result<ReadReport, flatfhir_core::Error>) -> PyResult<()> {
+        self.join(py);
+        match r {
+            Ok(rep) => {
+                *self
+                    .report
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rep);
+                Ok(())
+            }
+            Err(e) => Err(errors::core(py, e)),
+        }
+    }
+
+    fn gone(&self, py: Python<'_>) -> PyErr {
+        self.join(py);
+        errors::make(
+            py,
+            "FlatfhirError",
+            format!("{}: the reader stopped unexpectedly", self.resource_type),
+            &[],
+        )
+    }
+}
+
+#[pymethods]
+impl TypeReader {
+    /// Starts reading `resource_type` from `paths`; `out_dir` receives `_rejected/` (with
+    /// `on_error="skip"`) and, without a `spill_dir`, the unlinked spill file.
+    #[new]
+    #[pyo3(signature = (paths, resource_type, flatten, out_dir, bound))]
+    fn new(
+        py: Python<'_>,
+        paths: Vec<PathBuf>,
+        resource_type: String,
+        flatten: FlattenArgs,
+        out_dir: PathBuf,
+        bound: usize,
+    ) -> PyResult<Self> {
+        let opts = flatten.options(out_dir)?;
+        let group = group_of(py, &paths, &opts.read, &resource_type)?;
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = sync_channel::<Msg>(bound.max(1));
+        let s = Arc::clone(&shared);
+        let worker = std::thread::Builder::new()
+            .name(format!("flatfhir-read-{resource_type}"))
+            .spawn(move || {
+                let gone = |_| flatfhir_core::Error::Cancelled;
+                let r = flatfhir_core::read_group(
+                    &group,
+                    &opts,
+                    &*s,
+                    &mut |schema| tx.send(Msg::Schema(Arc::clone(schema))).map_err(gone),
+                    &mut |b| tx.send(Msg::Batch(b)).map_err(gone),
+                );
+                let _ = tx.send(Msg::Done(r));
+            })
+            .map_err(|e| {
+                pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start a thread: {e}"))
+            })?;
+        Ok(Self {
+            rx: Mutex::new(Some(rx)),
+            shared,
+            worker: Mutex::new(Some(worker)),
+            schema: Mutex::new(None),
+            report: Mutex::new(None),
+            resource_type,
+        })
+    }
+
+    /// The union schema (a `pyarrow.Schema`); waits for the pass over the input.
+    #[pyo3(signature = (progress=None))]
+    fn schema<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(s) = self
+            .schema
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return s.to_pyarrow(py);
+        }
+        match self.next_msg(py, progress.as_ref())? {
+            Some(Msg::Schema(s)) => {
+                let out = s.to_pyarrow(py);
+                *self
+                    .schema
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s);
+                out
+            }
+            Some(Msg::Done(r)) => {
+                self.finish(py, r)?;
+                Err(self.gone(py))
+            }
+            Some(Msg::Batch(_)) | None => Err(self.gone(py)),
+        }
+    }
+
+    /// The next batch (a `pyarrow.RecordBatch`), or `None` at the end.
+    #[pyo3(signature = (progress=None))]
+    fn next_batch<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.schema(py, progress.clone())?;
+        if self
+            .report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+        {
+            return Ok(None);
+        }
+        match self.next_msg(py, progress.as_ref())? {
+            Some(Msg::Batch(b)) => Ok(Some(b.to_pyarrow(py)?)),
+            Some(Msg::Done(r)) => {
+                self.finish(py, r)?;
+                Ok(None)
+            }
+            Some(Msg::Schema(_)) | None => Err(self.gone(py)),
+        }
+    }
+
+    /// What the read did (a dict), once the last batch has been taken; else `None`.
+    fn report(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let r = self
+            .report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        r.map(|r| {
+            let d = pyo3::types::PyDict::new(py);
+            d.set_item("resource_type", &r.resource_type)?;
+            d.set_item(
+                "files",
+                r.files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>(),
+            )?;
+            d.set_item("rows", r.rows)?;
+            d.set_item("columns", r.columns)?;
+            d.set_item("input_bytes", r.input_bytes)?;
+            d.set_item("seconds", r.seconds)?;
+            d.set_item("rejected", r.rejected)?;
+            d.set_item(
+                "rejected_file",
+                r.rejected_file.map(|p| p.display().to_string()),
+            )?;
+            d.set_item("spilled_bytes", r.spilled_bytes)?;
+            Ok(d.into_any().unbind())
+        })
+        .transpose()
+    }
+
+    /// Stops the read (if still running) and waits for the worker.
+    fn close(&self, py: Python<'_>) {
+        self.shared.cancel.store(true, Ordering::Relaxed);
+        self.rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        self.join(py);
+    }
+}
+
+impl Drop for TypeReader {
+    fn drop(&mut self) {
+        // The worker stops at its next chunk (and its sends fail once `rx` is dropped).
+        self.shared.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+fn type_report(py: Python<'_>, r: &TypeReport) -> PyResult<Py<PyAny>> {
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("resource_type", &r.resource_type)?;
+    d.set_item(
+        "files",
+        r.files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>(),
+    )?;
+    d.set_item("rows", r.rows)?;
+    d.set_item("columns", r.columns)?;
+    d.set_item("input_bytes", r.input_bytes)?;
+    d.set_item("output", r.output.as_ref().map(|p| p.display().to_string()))?;
+    d.set_item("output_bytes", r.output_bytes)?;
+    d.set_item("seconds", r.seconds)?;
+    d.set_item("rejected", r.rejected)?;
+    d.set_item(
+        "rejected_file",
+        r.rejected_file.as_ref().map(|p| p.display().to_string()),
+    )?;
+    d.set_item("spilled_bytes", r.spilled_bytes)?;
+    Ok(d.into_any().unbind())
+}
+
+/// Converts the given types (all when `types` is empty) to `out_dir/<Type>.<ext>`, small
+/// types side by side as the CLI does. Returns `[(type, report dict | exception)]` in type
+/// order: a type's failure is its own result.
+#[pyfunction]
+#[pyo3(signature = (paths, types, out_dir, flatten, write, progress=None))]
+pub(crate) fn convert(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    types: Vec<String>,
+    out_dir: PathBuf,
+    flatten: FlattenArgs,
+    write: WriteArgs,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<Vec<(String, Py<PyAny>)>> {
+    let mut opts = flatten.options(out_dir.clone())?;
+    opts.write = write.options()?;
+    let mut plan = plan_groups(py, &paths, &opts.read)?;
+    if !types.is_empty() {
+        plan.groups.retain(|g| types.contains(&g.resource_type));
+    }
+    std::fs::create_dir_all(&out_dir).map_err(|e| {
+        errors::make(
+            py,
+            "IoError",
+            format!("cannot create output directory {}: {e}", out_dir.display()),
+            &[("path", errors::obj(py, out_dir.display().to_string()))],
+        )
+    })?;
+    let groups = plan.groups;
+    let names: Vec<String> = groups.iter().map(|g| g.resource_type.clone()).collect();
+    let shared = Arc::new(Shared::default());
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<TypeReport, flatfhir_core::Error>)>();
+    let s = Arc::clone(&shared);
+    let worker = std::thread::spawn(move || {
+        flatfhir_core::convert_groups(&groups, &opts, &*s, |k, r| {
+            let _ = tx.send((k, r));
+        });
+    });
+    let rx = Mutex::new(Some(rx));
+    let mut out: Vec<(String, Py<PyAny>)> = Vec::new();
+    let mut failure = None;
+    loop {
+        match recv(py, &rx, &shared, progress.as_ref(), &mut |_| Ok(())) {
+            Ok(Some((k, r))) => {
+                let v = match r {
+                    Ok(rep) => type_report(py, &rep)?,
+                    Err(flatfhir_core::Error::Cancelled) => continue,
+                    Err(e) => errors::core(py, e).into_value(py).into_any(),
+                };
+                out.push((names[k].clone(), v));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    py.detach(move || {
+        let _ = worker.join();
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+fn schema_report(py: Python<'_>, r: &SchemaReport) -> PyResult<Py<PyAny>> {
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("resource_type", &r.resource_type)?;
+    d.set_item(
+        "files",
+        r.files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>(),
+    )?;
+    d.set_item("rows", r.rows)?;
+    d.set_item("rejected", r.rejected)?;
+    let cols = serde_json::to_string(&r.columns).unwrap_or_else(|_| "[]".into());
+    d.set_item("columns_json", cols)?;
+    Ok(d.into_any().unbind())
+}
+
+/// The union schema of each type: `[(type, report dict | exception)]`; the columns come as
+/// JSON text (`columns_json`), in output order.
+#[pyfunction]
+#[pyo3(signature = (paths, types, flatten, progress=None))]
+pub(crate) fn schema(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    types: Vec<String>,
+    flatten: FlattenArgs,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<Vec<(String, Py<PyAny>)>> {
+    let opts = flatten.options(PathBuf::from("."))?;
+    let mut plan = plan_groups(py, &paths, &opts.read)?;
+    if !types.is_empty() {
+        plan.groups.retain(|g| types.contains(&g.resource_type));
+    }
+    let shared = Arc::new(Shared::default());
+    let (tx, rx) =
+        std::sync::mpsc::channel::<(String, Result<SchemaReport, flatfhir_core::Error>)>();
+    let s = Arc::clone(&shared);
+    let worker = std::thread::spawn(move || {
+        for g in &plan.groups {
+            let r = flatfhir_core::infer_schema(g, &opts, &*s);
+            let stop = matches!(r, Err(flatfhir_core::Error::Cancelled));
+            if tx.send((g.resource_type.clone(), r)).is_err() || stop {
+                return;
+            }
+        }
+    });
+    let rx = Mutex::new(Some(rx));
+    let mut out = Vec::new();
+    let mut failure = None;
+    loop {
+        match recv(py, &rx, &shared, progress.as_ref(), &mut |_| Ok(())) {
+            Ok(Some((t, r))) => {
+                let v = match r {
+                    Ok(rep) => schema_report(py, &rep)?,
+                    Err(e) => errors::core(py, e).into_value(py).into_any(),
+                };
+                out.push((t, v));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    py.detach(move || {
+        let _ = worker.join();
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
