@@ -464,8 +464,11 @@ impl LineReader {
                 }
                 return Ok(Some(self.make_chunk(buf, overlong)));
             }
-            // No newline yet: one line longer than a chunk. Keep growing up to the cap.
-            if buf.len() > self.opts.max_line_bytes {
+            // No newline yet: one line longer than a chunk. Keep growing up to the cap, plus
+            // one byte for the `\r` of a line of exactly the cap ending in `\r\n` (found by
+            // the `ndjson_reader` fuzz target: such a line was skipped as overlong).
+            let cap = self.opts.max_line_bytes.saturating_add(1);
+            if buf.len() > cap {
                 let number = self.overlong_number(overlong.len());
                 let len = self.skip_overlong(buf)?;
                 overlong.push(Overlong { number, len });
@@ -479,7 +482,7 @@ impl LineReader {
             } else {
                 // Grow geometrically so a long line costs amortised linear time.
                 want = (buf.len() * 2)
-                    .clamp(want, self.opts.max_line_bytes + 1)
+                    .clamp(want, cap.saturating_add(1))
                     .max(buf.len() + 1);
             }
         }
@@ -862,6 +865,27 @@ mod tests {
             lines += c.lines().count();
         }
         assert_eq!(lines, 200);
+    }
+
+    /// A line of exactly `max_line_bytes` is kept whether it ends in `\n` or `\r\n`, at
+    /// every chunk size (found by fuzzing: with `\r\n` it was skipped as overlong when the
+    /// chunk ended inside it).
+    #[test]
+    fn a_line_of_exactly_the_cap_is_kept_with_crlf() {
+        let line = format!("{{\"a\":\"{}\"}}", "x".repeat(56));
+        assert_eq!(line.len(), 64);
+        for ending in ["\n", "\r\n"] {
+            let input = format!("{line}{ending}{line}{ending}");
+            for chunk in [1, 3, 64, 65, 4096] {
+                let (lines, over) = read_all(input.as_bytes(), &small(chunk, 64));
+                assert_eq!(over, [], "chunk {chunk} ending {ending:?}");
+                assert_eq!(
+                    lines,
+                    [(1, line.clone()), (2, line.clone())],
+                    "chunk {chunk} ending {ending:?}"
+                );
+            }
+        }
     }
 
     #[test]
