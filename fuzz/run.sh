@@ -42,11 +42,11 @@ for t in "${targets[@]}"; do
         status=FAILED
         failed+=("$t")
     fi
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/$t.log" | grep -o '[0-9]*$' | tail -n1)
+    execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$work/$t.log" | grep -o '[0-9]*$' | tail -n1 || true)
     corpus=$(find "$work/corpus/$t" -type f | wc -l)
     echo "   $status: ${execs:-?} executions, corpus $corpus inputs (log: fuzz/$work/$t.log)"
     if [ "$status" = FAILED ]; then
-        grep -m3 -E 'panicked at|ERROR: libFuzzer|SUMMARY' "$work/$t.log" | sed 's/^/   /' || true
+        grep -a -m3 -E 'panicked at|ERROR: libFuzzer|SUMMARY' "$work/$t.log" | sed 's/^/   /' || true
     fi
 done
 

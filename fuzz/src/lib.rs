@@ -1,5 +1,5 @@
-//! The properties the fuzz targets check, as plain functions: each target is one call, and
-//! `cargo test` in this directory replays the seed corpus through the same checks.
+//! The properties the fuzz targets check, as plain functions: each target in `fuzz_targets/`
+//! is one call (see docs/fuzzing.md).
 
 #![allow(clippy::missing_panics_doc)]
 
