@@ -139,7 +139,11 @@ fn cell_matches(a: &dyn Array, i: usize, want: &Option<Value>) -> bool {
                     Value::Number(n) => {
                         got.parse::<f64>().ok() == n.as_f64() || got == n.to_string()
                     }
-                    other => got == other.to_string(),
+                    // A boolean in a text column is `true` / `false`.
+                    other => {
+                        let text = other.to_string();
+                        got == text
+                    }
                 }
             }
             _ => false,
