@@ -60,6 +60,10 @@ pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};
 pub use stash::DEFAULT_MEMORY_BUDGET;
 pub use writer::{ColumnCodec, Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};
 
+/// Entry points for the fuzz targets in `fuzz/`. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// Entry points to the hot paths for the criterion benchmarks in `benches/`. Not a stable API.
 #[doc(hidden)]
 pub mod hot {

@@ -37,6 +37,10 @@ mod manifest;
 mod poll;
 mod redact;
 
+/// Entry points for the fuzz targets in `fuzz/`. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -962,16 +966,48 @@ async fn finish(
     Ok(summary)
 }
 
-fn read_issues(dir: &Path, rel: &str) -> Vec<Issue> {
-    let Ok(text) = std::fs::read_to_string(dir.join(rel)) else {
-        return Vec::new();
+/// The issues of an error file. Nothing in it is dropped: a file that cannot be read, a line
+/// that is not JSON and a line with no `issue` each become an issue saying so, so the user
+/// sees that the server reported something the client could not read.
+pub(crate) fn read_issues(dir: &Path, rel: &str) -> Vec<Issue> {
+    let unreadable = |text: String| Issue {
+        severity: "error".to_owned(),
+        code: "unreadable".to_owned(),
+        text,
+        file: rel.to_owned(),
+    };
+    let text = match std::fs::read(dir.join(rel)) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                return vec![unreadable(format!(
+                    "the error file is not UTF-8 (at byte {})",
+                    e.utf8_error().valid_up_to()
+                ))];
+            }
+        },
+        Err(e) => return vec![unreadable(format!("cannot read the error file: {e}"))],
     };
     let mut out = Vec::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
             continue;
+        }
+        let v = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => v,
+            Err(e) => {
+                out.push(unreadable(format!("line {} is not JSON: {e}", n + 1)));
+                continue;
+            }
         };
-        for i in v["issue"].as_array().into_iter().flatten() {
+        let issues = v["issue"].as_array().map_or(&[][..], Vec::as_slice);
+        if issues.is_empty() {
+            out.push(unreadable(format!(
+                "line {} holds no issue (expected an OperationOutcome)",
+                n + 1
+            )));
+        }
+        for i in issues {
             out.push(Issue {
                 severity: i["severity"].as_str().unwrap_or("error").to_owned(),
                 code: i["code"].as_str().unwrap_or("").to_owned(),
@@ -1146,4 +1182,38 @@ pub async fn status(
             message,
         }),
     ))
+}
+
+#[cfg(test)]
+mod read_issues_tests {
+    use super::read_issues;
+
+    /// Found by the `operation_outcome` fuzz target: lines that were not JSON, or held no
+    /// issue, and files that were not UTF-8 were dropped without a word.
+    #[test]
+    fn nothing_in_an_error_file_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("error")).unwrap();
+        let rel = "error/1.OperationOutcome.ndjson";
+        std::fs::write(
+            dir.path().join(rel),
+            "{\"resourceType\":\"OperationOutcome\",\"issue\":[{\"severity\":\"error\",\
+             \"code\":\"processing\",\"diagnostics\":\"bad Patient/1\"}]}\n\
+             \n{\"resourceType\":\"OperationOutcome\",\"issue\":[\n\
+             {\"resourceType\":\"OperationOutcome\"}\n",
+        )
+        .unwrap();
+        let issues = read_issues(dir.path(), rel);
+        let texts: Vec<&str> = issues.iter().map(|i| i.text.as_str()).collect();
+        assert_eq!(texts.len(), 3, "{texts:?}");
+        assert_eq!(texts[0], "bad Patient/1");
+        assert!(texts[1].starts_with("line 3 is not JSON"), "{texts:?}");
+        assert!(texts[2].starts_with("line 4 holds no issue"), "{texts:?}");
+        assert!(issues[1..].iter().all(|i| i.severity == "error"));
+
+        std::fs::write(dir.path().join(rel), b"{\"issue\":[\xff]}\n").unwrap();
+        let issues = read_issues(dir.path(), rel);
+        assert_eq!(issues.len(), 1);
+        assert!(issues[0].text.contains("not UTF-8"), "{:?}", issues[0]);
+    }
 }

@@ -32,7 +32,6 @@ pub(crate) struct FlattenArgs {
     threads: usize,
     max_columns: usize,
     max_line_bytes: usize,
-    mmap: bool,
     memory_budget: usize,
     spill_dir: Option<PathBuf>,
 }
@@ -41,7 +40,6 @@ impl FlattenArgs {
     fn read_options(&self) -> ReadOptions {
         ReadOptions {
             max_line_bytes: self.max_line_bytes,
-            mmap: self.mmap,
             ..ReadOptions::default()
         }
     }
@@ -133,17 +131,15 @@ fn plan_groups(
 
 /// Groups the inputs by resource type: `([(type, [file, ...]), ...], skipped, empty)`.
 #[pyfunction]
-#[pyo3(signature = (paths, max_line_bytes, mmap))]
+#[pyo3(signature = (paths, max_line_bytes))]
 #[allow(clippy::type_complexity)]
 pub(crate) fn plan(
     py: Python<'_>,
     paths: Vec<PathBuf>,
     max_line_bytes: usize,
-    mmap: bool,
 ) -> PyResult<(Vec<(String, Vec<String>)>, Vec<String>, Vec<String>)> {
     let read = ReadOptions {
         max_line_bytes,
-        mmap,
         ..ReadOptions::default()
     };
     let p = plan_groups(py, &paths, &read)?;

@@ -16,7 +16,7 @@ use crate::wait::{Shared, recv};
 /// when it has none)`; `columns`: `(resource type, [(column name, FHIRPath)])`, one view per
 /// type named after it. Returns `[(view name, Arrow file, resources read, rows)]` in order.
 #[pyfunction]
-#[pyo3(signature = (paths, definitions, columns, out_dir, max_line_bytes, mmap))]
+#[pyo3(signature = (paths, definitions, columns, out_dir, max_line_bytes))]
 #[allow(clippy::type_complexity)]
 pub(crate) fn run_views(
     py: Python<'_>,
@@ -25,7 +25,6 @@ pub(crate) fn run_views(
     columns: Vec<(String, Vec<(String, String)>)>,
     out_dir: PathBuf,
     max_line_bytes: usize,
-    mmap: bool,
 ) -> PyResult<Vec<(String, String, u64, u64)>> {
     let mut views = Vec::new();
     for (text, fallback) in &definitions {
@@ -46,7 +45,6 @@ pub(crate) fn run_views(
     }
     let read = flatfhir_core::ReadOptions {
         max_line_bytes,
-        mmap,
         ..flatfhir_core::ReadOptions::default()
     };
     let write = flatfhir_core::WriteOptions {

@@ -284,7 +284,15 @@ fn quoted(src: &str, start: usize, q: u8) -> Result<(String, usize), SyntaxError
                         out.push(h);
                         i += 4;
                     }
-                    other => out.push(other as char),
+                    _ => {
+                        // `\'`, `\"`, `` \` ``, `\\` and `\/` stand for the character; so,
+                        // leniently, does any other. It is decoded whole: taking its first
+                        // byte as a character garbled a non-ASCII one and left `i` inside it
+                        // (a panic, found by the `fhirpath` fuzz target).
+                        let ch = src[i - 1..].chars().next().unwrap_or('?');
+                        out.push(ch);
+                        i += ch.len_utf8() - 1;
+                    }
                 }
             }
             _ => {
@@ -298,4 +306,19 @@ fn quoted(src: &str, start: usize, q: u8) -> Result<(String, usize), SyntaxError
         pos: start,
         message: "unterminated string".into(),
     })
+}
+
+#[cfg(test)]
+mod fuzz_findings {
+    use super::{Tok, tokenize};
+
+    /// Found by the `fhirpath` fuzz target: a backslash before a non-ASCII character in a
+    /// string panicked (slicing inside the character) and garbled it.
+    #[test]
+    fn an_escaped_non_ascii_character_is_kept_whole() {
+        let toks = tokenize("'a\\é\\\u{e4363}b' = `\\ü`").unwrap();
+        assert_eq!(toks[0].tok, Tok::Str("aé\u{e4363}b".into()));
+        assert_eq!(toks[2].tok, Tok::Ident("ü".into()));
+        assert_eq!(tokenize("'\\''").unwrap()[0].tok, Tok::Str("'".into()));
+    }
 }

@@ -300,7 +300,11 @@ impl Parser<'_> {
                 Ok(Expr::Empty)
             }
             t => {
-                self.i -= 1;
+                // Point back at the token, unless it is the end (where `next` stays put: an
+                // empty expression underflowed here).
+                if t != Tok::Eof {
+                    self.i -= 1;
+                }
                 Err(SyntaxError {
                     pos,
                     message: format!("unexpected {}", describe(&t)),
@@ -549,5 +553,22 @@ fn describe(t: &Tok) -> String {
         Tok::Num(n) => format!("number {n}"),
         Tok::Op(o) => format!("'{o}'"),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod fuzz_findings {
+    use super::parse;
+
+    /// Found by the `fhirpath` fuzz target: an empty expression (or one of blanks) underflowed
+    /// the token index (a panic with overflow checks on) instead of being a syntax error.
+    #[test]
+    fn an_empty_expression_is_a_syntax_error() {
+        for src in ["", "   ", "\t\n"] {
+            let e = parse(src, &|_| None).unwrap_err();
+            assert!(e.message.contains("unexpected"), "{src:?}: {}", e.message);
+        }
+        assert!(parse("(", &|_| None).is_err());
+        assert!(parse("a.", &|_| None).is_err());
     }
 }

@@ -98,12 +98,6 @@ pub(crate) struct FlattenArgs {
     #[arg(long, default_value_t = flatfhir_core::DEFAULT_MAX_LINE_BYTES, value_name = "BYTES")]
     pub(crate) max_line_bytes: usize,
 
-    /// Read input files with read() instead of memory-mapping them. Use it when a file may
-    /// be truncated while it is converted (a mapped file that shrinks kills the process),
-    /// or on network file systems where mapping is slow.
-    #[arg(long)]
-    pub(crate) no_mmap: bool,
-
     /// Refuse a resource type whose schema is wider than this.
     #[arg(long, default_value_t = flatfhir_core::DEFAULT_MAX_COLUMNS, value_name = "N")]
     pub(crate) max_columns: usize,
@@ -121,7 +115,6 @@ impl FlattenArgs {
     pub(crate) fn read_options(&self) -> ReadOptions {
         ReadOptions {
             max_line_bytes: self.max_line_bytes,
-            mmap: !self.no_mmap,
             ..ReadOptions::default()
         }
     }

@@ -148,7 +148,12 @@ pub(crate) fn parse_instant(s: &str) -> Result<String, String> {
     Ok(t.to_owned())
 }
 
-/// Parse `500ms`, `2s`, `5m`, `1h`, or a bare number of seconds.
+/// The longest duration a flag takes: a year. Longer waits are surely a typo, and keeping
+/// every duration this small means no deadline computed from one (`now + wait`) can overflow.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parse `500ms`, `2s`, `5m`, `1h`, or a bare number of seconds (decimals allowed, e.g.
+/// `1.5h`), up to [`MAX_DURATION`]. Any other input is an error, never a panic.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
@@ -164,7 +169,13 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("unknown unit in {s} (ms, s, m, h)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    // `num` holds only digits and dots, so `secs` is finite or +inf, never negative or NaN.
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "duration {s} is too long (at most 366 days, 8784h)"
+        )),
+    }
 }
 
 impl ConnArgs {
@@ -651,6 +662,71 @@ mod tests {
             "2024-02-30T00:00:00Z",
         ] {
             assert!(super::parse_instant(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::{MAX_DURATION, parse_duration};
+
+    #[test]
+    fn units_and_bare_seconds() {
+        for (text, want) in [
+            ("500ms", Duration::from_millis(500)),
+            ("2s", Duration::from_secs(2)),
+            (" 5m ", Duration::from_secs(300)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("90", Duration::from_secs(90)),
+            ("8784h", MAX_DURATION),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+    }
+
+    /// Values that overflowed `Duration` panicked (`Duration::from_secs_f64`); now they are
+    /// usage errors, as is anything over a year.
+    #[test]
+    fn huge_values_are_errors() {
+        for text in [
+            "99999999999999999999999999h",
+            &"9".repeat(400),
+            "18446744073709551616s",
+            "8785h",
+            "367d",
+            "1e9s",
+            "",
+            ".",
+            "-1s",
+            "NaN",
+            "inf",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text:?}");
+        }
+        let e = parse_duration("99999999999999999999h").unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+    }
+
+    proptest! {
+        /// No input panics: any string, and numbers of any size with every unit.
+        #[test]
+        fn never_panics(s in "\\PC*") {
+            let _ = parse_duration(&s);
+        }
+
+        #[test]
+        fn numbers_never_panic(
+            digits in "[0-9]{1,400}(\\.[0-9]{0,20})?",
+            unit in prop::sample::select(vec!["", "ms", "s", "m", "h", "x"]),
+        ) {
+            let text = format!("{digits}{unit}");
+            if let Ok(d) = parse_duration(&text) {
+                prop_assert!(d <= MAX_DURATION, "{text} gave {d:?}");
+            }
         }
     }
 }

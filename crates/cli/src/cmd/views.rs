@@ -12,6 +12,9 @@ use flatfhir_core::WriteOptions;
 use super::common::{FormatArg, OutputArgs, mb};
 use super::convert::Args;
 
+mod toml_columns;
+use toml_columns::columns_toml;
+
 /// View flags of `flatfhir convert`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ViewArgs {
@@ -120,65 +123,6 @@ fn columns_file(path: &Path) -> anyhow::Result<Vec<(String, String, String)>> {
         }
     }
     Ok(out)
-}
-
-/// The TOML subset of a columns file: `[Type]` section headers and `name = "path"` lines
-/// (basic or literal strings, `#` comments). Anything else is an error naming the line.
-fn columns_toml(text: &str) -> anyhow::Result<Vec<(String, String, String)>> {
-    let mut out = Vec::new();
-    let mut ty: Option<String> = None;
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        let bad = || anyhow::anyhow!("line {}: expected [Type] or name = \"path\": {raw}", n + 1);
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix('[') {
-            let (name, after) = rest.split_once(']').ok_or_else(bad)?;
-            let after = after.trim();
-            if !(after.is_empty() || after.starts_with('#')) {
-                return Err(bad());
-            }
-            ty = Some(name.trim().trim_matches('"').to_string());
-            continue;
-        }
-        let (key, value) = line.split_once('=').ok_or_else(bad)?;
-        let key = key.trim().trim_matches('"').to_string();
-        let (path, rest) = toml_string(value.trim()).ok_or_else(bad)?;
-        let rest = rest.trim();
-        if key.is_empty() || !(rest.is_empty() || rest.starts_with('#')) {
-            return Err(bad());
-        }
-        let ty = ty
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("line {}: a column before any [Type] section", n + 1))?;
-        out.push((ty, key, path));
-    }
-    Ok(out)
-}
-
-/// A TOML basic (`"..."`, with escapes) or literal (`'...'`) string at the start of `s`, and
-/// what follows it.
-fn toml_string(s: &str) -> Option<(String, &str)> {
-    if let Some(rest) = s.strip_prefix('\'') {
-        let end = rest.find('\'')?;
-        return Some((rest[..end].to_string(), &rest[end + 1..]));
-    }
-    let rest = s.strip_prefix('"')?;
-    let mut out = String::new();
-    let mut chars = rest.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Some((out, &rest[i + 1..])),
-            '\\' => match chars.next()?.1 {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                other => out.push(other),
-            },
-            c => out.push(c),
-        }
-    }
-    None
 }
 
 /// The view output format and Parquet/Arrow writer settings from `--format` and friends.

@@ -554,14 +554,13 @@ fn convert_observations(dir: &std::path::Path, extra: &[&str]) -> (Vec<u8>, serd
 }
 
 #[test]
-fn output_does_not_depend_on_thread_count_or_read_mode() {
+fn output_does_not_depend_on_thread_count() {
     let out = out_dir();
     let mut files = Vec::new();
     for (name, args) in [
         ("1", ["--threads", "1"].as_slice()),
         ("2", &["--threads", "2"]),
         ("3", &["--threads", "3"]),
-        ("read", &["--threads", "2", "--no-mmap"]),
     ] {
         files.push(convert_observations(&out.path().join(name), args).0);
     }

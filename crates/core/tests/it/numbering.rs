@@ -66,7 +66,7 @@ fn write(dir: &Path, files: &[Vec<Kind>], crlf: bool) -> Vec<Vec<String>> {
     all
 }
 
-fn options(out: &Path, threads: usize, chunk_bytes: usize, mmap: bool) -> ConvertOptions {
+fn options(out: &Path, threads: usize, chunk_bytes: usize) -> ConvertOptions {
     ConvertOptions {
         out_dir: out.to_path_buf(),
         threads,
@@ -76,7 +76,6 @@ fn options(out: &Path, threads: usize, chunk_bytes: usize, mmap: bool) -> Conver
             // Files over eight chunks of long lines grow their later chunks.
             chunk_rows: flatfhir_core::DEFAULT_CHUNK_ROWS,
             max_line_bytes: MAX_LINE,
-            mmap,
         },
         ..ConvertOptions::default()
     }
@@ -87,14 +86,13 @@ fn check(
     crlf: bool,
     threads: usize,
     chunk_bytes: usize,
-    mmap: bool,
 ) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     std::fs::create_dir(&input).unwrap();
     let texts = write(&input, files, crlf);
     let out = dir.path().join("out");
-    let opts = options(&out, threads, chunk_bytes, mmap);
+    let opts = options(&out, threads, chunk_bytes);
     let p = plan(std::slice::from_ref(&input), &opts.read).unwrap();
     prop_assert_eq!(p.groups.len(), 1);
     let group = &p.groups[0];
@@ -171,9 +169,8 @@ proptest! {
         crlf in any::<bool>(),
         threads in 1usize..3,
         chunk_bytes in 1usize..400,
-        mmap in any::<bool>(),
     ) {
-        check(&files, crlf, threads, chunk_bytes, mmap)?;
+        check(&files, crlf, threads, chunk_bytes)?;
     }
 }
 
@@ -186,12 +183,10 @@ fn the_first_bad_line_is_named_with_its_file_line() {
     kinds.insert(401, Kind::Broken);
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &[kinds], false);
-    for mmap in [true, false] {
-        let mut opts = options(&dir.path().join("out"), 2, 300, mmap);
-        opts.on_error = OnError::Fail;
-        let p = plan(&[dir.path().join("Patient.00.ndjson")], &opts.read).unwrap();
-        let err = convert_group(&p.groups[0], &opts, &NoProgress).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("Patient.00.ndjson:402"), "{msg}");
-    }
+    let mut opts = options(&dir.path().join("out"), 2, 300);
+    opts.on_error = OnError::Fail;
+    let p = plan(&[dir.path().join("Patient.00.ndjson")], &opts.read).unwrap();
+    let err = convert_group(&p.groups[0], &opts, &NoProgress).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("Patient.00.ndjson:402"), "{msg}");
 }

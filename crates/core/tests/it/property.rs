@@ -142,8 +142,6 @@ fn convert(dir: &Path, threads: usize, chunk_bytes: usize, budget: usize) -> std
     let out = dir.join(format!("out-{threads}-{chunk_bytes}-{budget}"));
     let read = ReadOptions {
         chunk_bytes,
-        // Memory-mapped reads by default; the 200-byte chunk runs use read() instead.
-        mmap: chunk_bytes != 200,
         ..ReadOptions::default()
     };
     let p = plan(&[dir.join("Basic.ndjson")], &read).unwrap();

@@ -51,7 +51,6 @@ def _flatten_args(
     threads: Optional[int],
     max_columns: int,
     max_line_bytes: int,
-    mmap: bool,
     memory_budget: int,
     spill_dir: Optional[str],
 ) -> Dict[str, Any]:
@@ -71,7 +70,6 @@ def _flatten_args(
         "threads": threads or 0,
         "max_columns": max_columns,
         "max_line_bytes": max_line_bytes,
-        "mmap": mmap,
         "memory_budget": memory_budget,
         "spill_dir": os.fspath(spill_dir) if spill_dir is not None else None,
     }
@@ -90,11 +88,11 @@ class Plan:
 
 
 def plan(paths: PathArg, *, types: Union[None, str, Iterable[str]] = None,
-         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, mmap: bool = True) -> Plan:
+         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Plan:
     """Finds the NDJSON inputs in ``paths`` (files or directories, plain or gzip; ``error/``,
     ``deleted/`` and ``manifest.json`` are skipped) and groups them by resource type. With
     ``types``, keeps only those and raises :class:`InputError` for a type with no input."""
-    groups, skipped, empty = _native.plan(_paths(paths), max_line_bytes, mmap)
+    groups, skipped, empty = _native.plan(_paths(paths), max_line_bytes)
     by_type = dict(groups)
     wanted = _types(types)
     for t in wanted:
@@ -242,7 +240,6 @@ def read(
     threads: Optional[int] = None,
     max_columns: int = DEFAULT_MAX_COLUMNS,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    mmap: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
     columns: Optional[Mapping[str, Any]] = None,
@@ -256,7 +253,7 @@ def read(
     to leave out, e.g. ``"text"``), ``decimals`` (``"float"`` or ``"exact"``), ``on_error``
     (``"fail"`` raises :class:`~flatfhir.errors.BadLineError` with file and line;
     ``"skip"`` leaves bad lines out and lists them in ``result.rejected``), ``threads``
-    (``None``: one per core), ``max_columns``, ``max_line_bytes``, ``mmap``,
+    (``None``: one per core), ``max_columns``, ``max_line_bytes``,
     ``memory_budget`` and ``spill_dir`` (flattened data beyond the budget waits in an
     unlinked temporary file there; default: the system's temporary directory).
 
@@ -270,10 +267,10 @@ def read(
     if columns is not None or views is not None:
         from ._views import read_views
 
-        return read_views(paths, columns=columns, views=views, max_line_bytes=max_line_bytes, mmap=mmap)
-    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes, mmap,
+        return read_views(paths, columns=columns, views=views, max_line_bytes=max_line_bytes)
+    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
                          memory_budget, spill_dir)
-    p = plan(paths, types=types, max_line_bytes=max_line_bytes, mmap=mmap)
+    p = plan(paths, types=types, max_line_bytes=max_line_bytes)
     out = Tables()
     total = 2 * sum(_size(f) for f in p.groups.values())
     with Reporter(progress, total, "flatfhir") as rep:
@@ -329,7 +326,6 @@ def iter_batches(
     threads: Optional[int] = None,
     max_columns: int = DEFAULT_MAX_COLUMNS,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    mmap: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
     progress: ProgressArg = False,
@@ -343,7 +339,7 @@ def iter_batches(
     ``on_error="skip"``) are not returned here (use :func:`read` or :func:`convert`)."""
     return iter(batch_reader(paths, resource_type, sep=sep, exclude=exclude, decimals=decimals,
                              on_error=on_error, threads=threads, max_columns=max_columns,
-                             max_line_bytes=max_line_bytes, mmap=mmap, memory_budget=memory_budget,
+                             max_line_bytes=max_line_bytes, memory_budget=memory_budget,
                              spill_dir=spill_dir, progress=progress))
 
 
@@ -358,7 +354,6 @@ def batch_reader(
     threads: Optional[int] = None,
     max_columns: int = DEFAULT_MAX_COLUMNS,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    mmap: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
     progress: ProgressArg = False,
@@ -366,9 +361,9 @@ def batch_reader(
     """:func:`iter_batches` as a ``pyarrow.RecordBatchReader``: it has
     ``__arrow_c_stream__``, so polars (``pl.from_arrow``), DuckDB and pandas take it as a
     stream. Waits for the pass over the input (for the schema) before it returns."""
-    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes, mmap,
+    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
                          memory_budget, spill_dir)
-    p = plan(paths, max_line_bytes=max_line_bytes, mmap=mmap)
+    p = plan(paths, max_line_bytes=max_line_bytes)
     rt = _one_type(p.groups, resource_type)
     rep = Reporter(progress, 2 * _size(p.groups[rt]), rt)
     s = _Stream(p.groups[rt], rt, flat, 2, rep)
@@ -435,7 +430,6 @@ def convert(
     threads: Optional[int] = None,
     max_columns: int = DEFAULT_MAX_COLUMNS,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    mmap: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
     raise_on_error: bool = True,
@@ -447,10 +441,10 @@ def convert(
     ``result.rejected``. A type that fails writes nothing and the others go on; then, with
     ``raise_on_error`` (default), the first failure is raised with the whole result attached
     as its ``result`` attribute."""
-    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes, mmap,
+    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
                          memory_budget, spill_dir)
     write = {"format": format, "compression": compression, "row_group_rows": row_group_rows}
-    p = plan(paths, types=types, max_line_bytes=max_line_bytes, mmap=mmap)
+    p = plan(paths, types=types, max_line_bytes=max_line_bytes)
     total = 2 * sum(_size(f) for f in p.groups.values())
     result = ConvertResult()
     with Reporter(progress, total, "flatfhir convert") as rep:
@@ -508,14 +502,13 @@ def schema(
     threads: Optional[int] = None,
     max_columns: int = DEFAULT_MAX_COLUMNS,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    mmap: bool = True,
     progress: ProgressArg = True,
 ) -> Dict[str, TypeSchema]:
     """The union schema of each resource type: every column with its type, non-null count and
     where it was first seen (every resource is read; nothing is sampled)."""
-    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes, mmap,
+    flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
                          DEFAULT_MEMORY_BUDGET, None)
-    p = plan(paths, types=types, max_line_bytes=max_line_bytes, mmap=mmap)
+    p = plan(paths, types=types, max_line_bytes=max_line_bytes)
     total = sum(_size(f) for f in p.groups.values())
     with Reporter(progress, total, "flatfhir schema") as rep:
         got = _native.schema(_paths(paths), list(p.groups), flat, rep.hook)

@@ -9,7 +9,7 @@ __version__: str
 Progress = Optional[Callable[[int], Any]]
 
 def plan(
-    paths: Sequence[str], max_line_bytes: int, mmap: bool
+    paths: Sequence[str], max_line_bytes: int
 ) -> tuple[list[tuple[str, list[str]]], list[str], list[str]]: ...
 def convert(
     paths: Sequence[str],
@@ -31,7 +31,6 @@ def run_views(
     columns: Sequence[tuple[str, Sequence[tuple[str, str]]]],
     out_dir: str,
     max_line_bytes: int,
-    mmap: bool,
 ) -> list[tuple[str, str, int, int]]: ...
 
 class TypeReader:

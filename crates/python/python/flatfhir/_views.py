@@ -53,7 +53,6 @@ def read_views(
     columns: Optional[ColumnsArg] = None,
     views: Union[None, ViewArg, Iterable[ViewArg]] = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    mmap: bool = True,
 ) -> Tables:
     """Runs views over NDJSON inputs and returns one ``pyarrow.Table`` per view, keyed by the
     view's name: the tables ``flatfhir convert --view``/``--column`` writes.
@@ -74,7 +73,7 @@ def read_views(
     tmp = tempfile.mkdtemp(prefix="flatfhir-views-")
     out = Tables()
     try:
-        got = _native.run_views(_paths(paths), defs, cols, tmp, max_line_bytes, mmap)
+        got = _native.run_views(_paths(paths), defs, cols, tmp, max_line_bytes)
         for name, path, resources, rows in got:
             # The file is memory-mapped: the table's buffers are the file's pages, which stay
             # readable after the file is removed.
