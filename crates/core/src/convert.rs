@@ -197,13 +197,15 @@ pub fn infer_schema(
 ) -> Result<SchemaReport> {
     let pool = pool(opts.threads)?;
     let s = flatten_pass(&pool, group, opts, progress, None, None, &Timers::default())?;
+    let mut columns = s.union.columns(opts.decimals);
+    let paths: Vec<PathBuf> = group.files.iter().map(|f| f.path.clone()).collect();
     Ok(SchemaReport {
         resource_type: group.resource_type.clone(),
-        files: group.files.iter().map(|f| f.path.clone()).collect(),
+        files: crate::bundle::report_files(&paths, &mut columns),
         rows: s.rows,
         rejected: s.rejected,
         rejected_sample: s.rejected_sample,
-        columns: s.union.columns(opts.decimals),
+        columns,
     })
 }
 
@@ -247,9 +249,10 @@ pub fn convert_group(
         .iter()
         .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
         .sum();
+    let paths: Vec<PathBuf> = group.files.iter().map(|f| f.path.clone()).collect();
     let mut report = TypeReport {
         resource_type: rt.clone(),
-        files: group.files.iter().map(|f| f.path.clone()).collect(),
+        files: crate::bundle::report_files(&paths, &mut []),
         rows: pass.rows,
         columns: pass.union.columns.len(),
         input_bytes,
@@ -383,8 +386,24 @@ fn flatten_pass(
                 });
             }
         }
+        // Bundle entries that could not become a resource: each is a bad line (the reason
+        // comes from the Bundle reader, see `bundle::locate`).
+        let unplaced = crate::bundle::is_unplaced(&file.path);
         let mut lines = chunk.lines();
         for line in lines.by_ref() {
+            if unplaced {
+                bad.push(BadLine {
+                    file: file_idx as u32,
+                    line: line.number,
+                    reason: String::new(),
+                    bytes: if keep {
+                        LineBytes::Kept(line.bytes.to_vec())
+                    } else {
+                        LineBytes::None
+                    },
+                });
+                continue;
+            }
             let text = line_text(line.bytes, opts.read.max_line_bytes);
             if !belongs(file, text.as_ref().ok().copied(), rt, &mut scratch) {
                 continue;
@@ -442,8 +461,14 @@ fn flatten_pass(
         let to_union = union.merge(&c.schema)?;
         rows += c.rows;
         for b in c.bad {
-            let path = &group.files[b.file as usize].path;
-            let line = base + b.line;
+            // A line unpacked from a Bundle is named by its Bundle file, line and entry.
+            let (path, line, reason) = crate::bundle::locate(
+                &group.files[b.file as usize].path,
+                base + b.line,
+                b.reason,
+            );
+            let b = BadLine { reason, ..b };
+            let path = &path;
             match (opts.on_error, rejects) {
                 (OnError::Fail, _) => {
                     return Err(Error::BadLine {
@@ -588,10 +613,10 @@ fn write_table(
             pass.rejected.to_string(),
         ),
     ];
-    let files: Vec<String> = group
-        .files
+    let paths: Vec<PathBuf> = group.files.iter().map(|f| f.path.clone()).collect();
+    let files: Vec<String> = crate::bundle::report_files(&paths, &mut [])
         .iter()
-        .map(|f| f.path.display().to_string())
+        .map(|f| f.display().to_string())
         .collect();
     meta.push((
         "flatfhir.source_files".to_string(),

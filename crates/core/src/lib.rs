@@ -29,6 +29,7 @@
 
 #![deny(missing_docs)]
 
+mod bundle;
 mod convert;
 mod error;
 mod flatten;
@@ -42,6 +43,7 @@ mod stash;
 mod textchunk;
 mod writer;
 
+pub use bundle::{BundleInputs, BundleMode, BundleOptions, BundleStats, Duplicates};
 pub use convert::{
     ConvertOptions, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, RejectedLine,
     SAMPLE_REJECTED, SchemaReport, StageTimes, TypeReport, convert_group, infer_schema,
@@ -49,7 +51,7 @@ pub use convert::{
 pub use error::{Error, Result};
 pub use input::{
     InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, natural_cmp, plan,
-    type_from_file_name, why_not_ndjson,
+    plan_with, type_from_file_name, why_not_ndjson,
 };
 pub use reader::{
     Chunk, ChunkData, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_LINE_BYTES, Line,
