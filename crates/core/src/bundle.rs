@@ -559,6 +559,9 @@ struct Parser<'m> {
     cur_entry: Option<(u32, u64)>,
     /// The copy of a top-level document that is not a Bundle.
     doc: Vec<u8>,
+    /// The next document is a Bundle whatever its first member (a copy of one whose
+    /// `resourceType` came later).
+    whole_bundle: bool,
 }
 
 const BUF: usize = 1 << 20;
@@ -593,6 +596,7 @@ impl<'m> Parser<'m> {
             id: Vec::new(),
             cur_entry: None,
             doc: Vec::new(),
+            whole_bundle: false,
         }
     }
 
@@ -689,7 +693,11 @@ impl<'m> Parser<'m> {
                             out.push(e);
                             self.pos += 1;
                         }
-                        _ => return Ok(Err(Broken(Kind::RawNewline))),
+                        _ => {
+                            // Left for `resync`, which counts it.
+                            self.pos -= 1;
+                            return Ok(Err(Broken(Kind::RawNewline)));
+                        }
                     }
                 }
                 None => {
@@ -936,6 +944,11 @@ impl<'m> Parser<'m> {
             return self.emit_resource(out, sink, NO_ENTRY, line, None).map(Ok);
         };
         self.pos += 1;
+        if self.whole_bundle {
+            self.whole_bundle = false;
+            sink.bundle();
+            return self.bundle_members(sink, true);
+        }
         out.push(b'{');
         let stack = vec![b'{'];
         let mut first_key = Key::Other;
@@ -961,7 +974,7 @@ impl<'m> Parser<'m> {
                     if &out[start..] == b"\"Bundle\"" {
                         out.clear();
                         sink.bundle();
-                        return self.bundle_members(sink);
+                        return self.bundle_members(sink, false);
                     }
                     self.rtype.extend_from_slice(&out[start + 1..out.len() - 1]);
                 }
@@ -984,6 +997,7 @@ impl<'m> Parser<'m> {
                 self.full_urls,
             );
             sub.line = line;
+            sub.whole_bundle = true;
             sub.documents(sink)?;
             self.resolved += sub.resolved;
             self.unresolved += sub.unresolved;
@@ -1014,7 +1028,8 @@ impl<'m> Parser<'m> {
     }
 
     /// The members of a Bundle after its `resourceType`, up to its closing brace.
-    fn bundle_members(&mut self, sink: &mut dyn Emit) -> Result<Parse<()>> {
+    /// With `first`, no member has been read yet (the object's `{` just consumed).
+    fn bundle_members(&mut self, sink: &mut dyn Emit, mut first: bool) -> Result<Parse<()>> {
         loop {
             match self.peek()? {
                 None => return Ok(Err(Broken(Kind::Truncated))),
@@ -1022,9 +1037,11 @@ impl<'m> Parser<'m> {
                     self.pos += 1;
                     return Ok(Ok(()));
                 }
-                Some(b',') => self.pos += 1,
+                Some(b',') if !first => self.pos += 1,
+                Some(b'"') if first => {}
                 Some(_) => return Ok(Err(Broken(Kind::NotJson))),
             }
+            first = false;
             if self.peek()? != Some(b'"') {
                 return Ok(Err(Broken(Kind::NotJson)));
             }
@@ -1254,4 +1271,93 @@ pub(crate) fn report_files(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads one byte per call, so every refill boundary falls everywhere once.
+    struct Trickle(io::Cursor<Vec<u8>>);
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(1);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    #[derive(Default)]
+    struct Lines(Vec<(String, Kind, u32, u64)>, u64);
+    impl Emit for Lines {
+        fn emit(&mut self, e: Emitted<'_>) -> Result<()> {
+            let text = String::from_utf8(e.bytes.to_vec()).unwrap();
+            self.0.push((text, e.kind, e.entry, e.line));
+            Ok(())
+        }
+        fn bundle(&mut self) {
+            self.1 += 1;
+        }
+    }
+
+    fn unpack_text(text: &str, trickle: bool) -> Lines {
+        let bytes = text.as_bytes().to_vec();
+        let src: Box<dyn Read + Send> = if trickle {
+            Box::new(Trickle(io::Cursor::new(bytes)))
+        } else {
+            Box::new(io::Cursor::new(bytes))
+        };
+        let mut p = Parser::new(src, Path::new("t.json"), 0, 1 << 20, None);
+        let mut out = Lines::default();
+        p.documents(&mut out).unwrap();
+        out
+    }
+
+    /// Resources are copied verbatim but for whitespace between tokens: escapes, brackets and
+    /// quotes inside strings, number spellings and a BOM are handled at every buffer boundary.
+    #[test]
+    fn resources_are_compacted_verbatim() {
+        let text = "\u{feff}{\n  \"resourceType\" : \"Bundle\",\n  \"meta\": {\"x\": [1, {\"y\": \"]}\"}]},\n  \"entry\" : [\n    {\n      \"resource\" : {\n        \"resourceType\": \"Patient\",\n        \"name\": [ { \"text\": \"a \\\"q\\\" {[ \\\\\" } ],\n        \"n\": -1.50e+3, \"t\": true, \"z\": null, \"u\": \"\\u00e9\"\n      }\n    }\n  ]\n}\n";
+        for trickle in [false, true] {
+            let got = unpack_text(text, trickle);
+            assert_eq!(got.1, 1);
+            assert_eq!(
+                got.0,
+                [(
+                    r#"{"resourceType":"Patient","name":[{"text":"a \"q\" {[ \\"}],"n":-1.50e+3,"t":true,"z":null,"u":"\u00e9"}"#.to_string(),
+                    Kind::Resource,
+                    0,
+                    6
+                )],
+                "trickle: {trickle}"
+            );
+        }
+    }
+
+    /// A raw line break inside a string breaks the entry (it would split the line), and the
+    /// reader goes on at the next line that opens a document.
+    #[test]
+    fn a_raw_line_break_in_a_string_is_an_error_and_reading_resumes() {
+        let text = "{\"resourceType\":\"Bundle\",\"entry\":[{\"resource\":{\"resourceType\":\"Patient\",\"id\":\"a\nb\"}}]}\n{\"resourceType\":\"Patient\",\"id\":\"c\"}\n";
+        let got = unpack_text(text, true);
+        let kinds: Vec<(Kind, u32, u64)> = got.0.iter().map(|l| (l.1, l.2, l.3)).collect();
+        assert_eq!(kinds, [(Kind::RawNewline, 0, 1), (Kind::Resource, NO_ENTRY, 3)]);
+    }
+
+    #[test]
+    fn bundles_are_recognised_by_their_first_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("{\n \"resourceType\" : \"Bundle\"", true),
+            ("\u{feff}  {\"resourceType\":\"Bundle\",\"entry\":[]}", true),
+            ("{\"resourceType\":\"Patient\"}", false),
+            ("[{\"resourceType\":\"Bundle\"}]", false),
+            ("", false),
+        ];
+        for (i, (text, want)) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("{i}"));
+            std::fs::write(&p, text).unwrap();
+            assert_eq!(starts_as_bundle(&p), *want, "{text:?}");
+        }
+        assert!(is_json_name("a.JSON") && is_json_name("a.json.gz") && !is_json_name("a.ndjson"));
+    }
 }

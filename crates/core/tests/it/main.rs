@@ -1,4 +1,5 @@
 //! Integration tests of the flatten engine as a library.
 
+mod bundle;
 mod numbering;
 mod property;
