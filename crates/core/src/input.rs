@@ -287,11 +287,10 @@ pub fn why_not_ndjson(path: &Path) -> String {
                 .into();
         }
         if is_bundle(t) {
-            return format!(
-                "it looks like a FHIR Bundle, a JSON document spread over several lines, not \
-                 NDJSON (one resource per line). Extract its resources first: \
-                 jq -c '.entry[].resource' {name} > resources.ndjson"
-            );
+            return "it is a FHIR Bundle spread over several lines, read as NDJSON because of \
+                    its name or --bundles keep; flatfhir converts a Bundle's entries when the \
+                    file is named *.json or *.json.gz, or with --bundles unpack"
+                .to_string();
         }
         let how = if t.starts_with('[') { ".[]" } else { "." };
         return format!(
@@ -560,7 +559,7 @@ mod tests {
             ("", "it is empty"),
             (
                 "{\n  \"resourceType\" : \"Bundle\",\n  \"entry\": []\n}\n",
-                "FHIR Bundle",
+                "--bundles unpack",
             ),
             ("{\n  \"a\": 1\n}\n", "jq -c '.'"),
             ("[\n  {\"resourceType\": \"Patient\"}\n]\n", "jq -c '.[]'"),

@@ -3,6 +3,7 @@
 mod support;
 
 mod bench;
+mod bundles;
 mod convert;
 mod convert_view;
 mod export;
