@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::flatten::{ChunkPass, ColumnValues, Room, line_text};
 use crate::input::{InputFile, TypeGroup, resource_type_of};
 use crate::reader::{Chunk, LineReader, ReadOptions};
-use crate::schema::{Column, Decimals, FirstSeen, UnionSchema};
+use crate::schema::{Column, Dates, Decimals, FirstSeen, UnionSchema};
 use crate::stash::{ChunkTable, Held, Parked, Stash, checked_texts, union_array};
 use crate::writer::{ColumnCodec, ColumnPart, Part, TableWriter, WriteOptions};
 
@@ -43,6 +43,8 @@ pub struct ConvertOptions {
     pub exclude: Vec<String>,
     /// How numbers with fractions are stored.
     pub decimals: Decimals,
+    /// How dates and instants are stored (text by default).
+    pub dates: Dates,
     /// What to do with bad lines.
     pub on_error: OnError,
     /// Worker threads; 0 means one per core.
@@ -73,6 +75,7 @@ impl Default for ConvertOptions {
             sep: "_".into(),
             exclude: Vec::new(),
             decimals: Decimals::Float,
+            dates: Dates::Text,
             on_error: OnError::Fail,
             threads: 0,
             max_columns: DEFAULT_MAX_COLUMNS,
@@ -131,6 +134,45 @@ pub struct RejectedLine {
     pub reason: String,
 }
 
+/// What `--dates typed` did with a column that holds dates or instants.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DateColumn {
+    /// The column.
+    pub column: String,
+    /// `timestamp[us, UTC]`, `date32`, or `string` when it stayed text.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Why it stayed text (absent when typed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The columns of `union` that hold date-like values, and what became of them (empty unless
+/// `--dates typed`).
+fn date_columns(union: &UnionSchema) -> Vec<DateColumn> {
+    use crate::schema::kind;
+    if union.dates != Dates::Typed {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, c) in union.columns.iter().enumerate() {
+        let (data_type, reason) = match c.kinds {
+            kind::INSTANT => ("timestamp[us, UTC]", None),
+            kind::DATE => ("date32", None),
+            k => match crate::schema::text_dates_reason(k) {
+                Some(r) => ("string", Some(r.to_string())),
+                None => continue,
+            },
+        };
+        out.push(DateColumn {
+            column: union.name(i).to_string(),
+            data_type: data_type.to_string(),
+            reason,
+        });
+    }
+    out
+}
+
 /// What converting one type did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TypeReport {
@@ -159,6 +201,9 @@ pub struct TypeReport {
     pub spilled_bytes: u64,
     /// Where the time went.
     pub stages: StageTimes,
+    /// With `--dates typed`: the columns that hold dates or instants, typed or not and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dates: Vec<DateColumn>,
 }
 
 /// Seconds per stage of a conversion. Stages that run on several threads report CPU seconds
@@ -262,6 +307,7 @@ pub fn convert_group(
         rejected: pass.rejected,
         rejected_file,
         spilled_bytes: stash.spilled_bytes(),
+        dates: date_columns(&pass.union),
         stages: StageTimes {
             read: secs(&t1.read),
             flatten: secs(&t1.process),
@@ -364,6 +410,7 @@ fn flatten_pass(
     let rt = group.resource_type.as_str();
     let keep = rejects.is_some();
     let mut union = UnionSchema::new(rt, &opts.sep);
+    union.dates = opts.dates;
     let mut rows = 0u64;
     let mut rejected = 0u64;
     let mut rejected_sample = Vec::new();
@@ -371,6 +418,7 @@ fn flatten_pass(
         let file = &group.files[file_idx];
         let room = ROOM.with(|r| r.take());
         let mut pass = ChunkPass::new(&opts.exclude, stash.is_some(), room);
+        pass.dates = opts.dates == Dates::Typed;
         let mut bad = Vec::new();
         let mut scratch = String::new();
         for (k, o) in chunk.overlong.iter().enumerate() {

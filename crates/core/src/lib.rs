@@ -31,6 +31,7 @@
 
 mod bundle;
 mod convert;
+mod dates;
 mod error;
 mod flatten;
 mod input;
@@ -45,7 +46,7 @@ mod writer;
 
 pub use bundle::{BundleInputs, BundleMode, BundleOptions, BundleStats, Duplicates};
 pub use convert::{
-    ConvertOptions, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, RejectedLine,
+    ConvertOptions, DateColumn, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, RejectedLine,
     SAMPLE_REJECTED, SchemaReport, StageTimes, TypeReport, convert_group, infer_schema,
 };
 pub use error::{Error, Result};
@@ -58,7 +59,10 @@ pub use reader::{
     LineReader, Lines, MAX_CHUNK_GROWTH, Overlong, OverlongSink, ReadOptions,
 };
 pub use schedule::convert_groups;
-pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};
+pub use schema::{
+    Column, Dates, Decimals, FirstSeen, column_type, column_type_with, instant_type,
+    text_dates_reason, type_name,
+};
 pub use stash::DEFAULT_MEMORY_BUDGET;
 pub use writer::{ColumnCodec, Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use flatfhir_core::{
-    BundleMode, BundleOptions, BundleStats, Compression, Duplicates, ConvertOptions, Decimals, OnError, OutputFormat, Plan, ReadOptions, WriteOptions,
+    BundleMode, BundleOptions, BundleStats, Compression, Dates, Duplicates, ConvertOptions, Decimals, OnError, OutputFormat, Plan, ReadOptions, WriteOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -56,6 +56,16 @@ pub(crate) enum OnErrorArg {
     /// DIR/_rejected/ with file, line and reason; `schema` names them on stderr; `bench`
     /// counts them.
     Skip,
+}
+
+/// `--dates`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum DatesArg {
+    /// Dates and instants stay text, as in the reference workflow.
+    Text,
+    /// Columns of full instants with an offset become timestamp[us, UTC], columns of full dates
+    /// date32; any other column stays text (the summary says why).
+    Typed,
 }
 
 /// `--bundles`.
@@ -111,6 +121,10 @@ pub(crate) struct FlattenArgs {
     /// How to store numbers that have a fraction.
     #[arg(long, value_enum, default_value = "float", value_name = "MODE")]
     pub(crate) decimals: DecimalsArg,
+
+    /// How to store FHIR dates and instants (see docs/columns.md, "Dates").
+    #[arg(long, value_enum, default_value = "text", value_name = "MODE")]
+    pub(crate) dates: DatesArg,
 
     /// What to do with a bad line.
     #[arg(long, value_enum, default_value = "fail", value_name = "MODE")]
@@ -169,6 +183,10 @@ impl FlattenArgs {
             decimals: match self.decimals {
                 DecimalsArg::Float => Decimals::Float,
                 DecimalsArg::Exact => Decimals::Exact,
+            },
+            dates: match self.dates {
+                DatesArg::Text => Dates::Text,
+                DatesArg::Typed => Dates::Typed,
             },
             on_error: match self.on_error {
                 OnErrorArg::Fail => OnError::Fail,

@@ -209,7 +209,7 @@ fn describe(r: &TypeReport) -> String {
     } else {
         String::new()
     };
-    format!(
+    let mut line = format!(
         "{}: {} rows, {} columns, {:.1} MB in {:.2} s ({:.1} MB/s){rejected} -> {out}",
         r.resource_type,
         r.rows,
@@ -217,5 +217,13 @@ fn describe(r: &TypeReport) -> String {
         mb(r.input_bytes),
         r.seconds,
         mb(r.input_bytes) / r.seconds.max(1e-9),
-    )
+    );
+    // `--dates typed`: which columns became typed, and why the others did not.
+    for d in &r.dates {
+        match &d.reason {
+            None => line.push_str(&format!("\n  {}: {}", d.column, d.data_type)),
+            Some(why) => line.push_str(&format!("\n  {}: stays text: {why}", d.column)),
+        }
+    }
+    line
 }
