@@ -6,6 +6,7 @@ mod bench;
 mod bundles;
 mod convert;
 mod convert_view;
+mod dates;
 mod export;
 mod fetch;
 mod messages;
