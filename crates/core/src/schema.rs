@@ -383,6 +383,10 @@ pub fn type_name(t: &DataType) -> String {
         DataType::Float64 => "double".into(),
         DataType::Boolean => "bool".into(),
         DataType::Utf8 => "string".into(),
+        DataType::Date32 => "date32".into(),
+        DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some(tz)) => {
+            format!("timestamp[us, {tz}]")
+        }
         other => other.to_string(),
     }
 }
