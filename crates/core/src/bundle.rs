@@ -228,7 +228,9 @@ impl Kind {
             Kind::Truncated => "not valid JSON: the Bundle ends inside this entry (truncated?)",
             Kind::Mismatched => "not valid JSON: a closing bracket does not match its opening one",
             Kind::RawNewline => "not valid JSON: a string holds a raw line break",
-            Kind::NotJson => "not valid JSON: unexpected text where a JSON value or member should be",
+            Kind::NotJson => {
+                "not valid JSON: unexpected text where a JSON value or member should be"
+            }
             Kind::TooLong => {
                 "the resource is longer than --max-line-bytes; its first 1 KiB is kept"
             }
@@ -240,7 +242,10 @@ impl Kind {
 /// Does this file name mark a JSON document (`*.json`, `*.json.gz`)?
 pub(crate) fn is_json_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    lower.strip_suffix(".gz").unwrap_or(&lower).ends_with(".json")
+    lower
+        .strip_suffix(".gz")
+        .unwrap_or(&lower)
+        .ends_with(".json")
 }
 
 /// Whether a file starts as a Bundle: its first JSON member (after whitespace, a BOM, gzip)
@@ -274,7 +279,10 @@ fn open(path: &Path) -> io::Result<Box<dyn Read + Send>> {
     let n = f.read(&mut magic)?;
     f.seek(SeekFrom::Start(0))?;
     Ok(if n == 2 && magic == [0x1f, 0x8b] {
-        Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(1 << 16, f)))
+        Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
+            1 << 16,
+            f,
+        )))
     } else {
         Box::new(f)
     })
@@ -287,6 +295,10 @@ struct TypeOut {
     index: BufWriter<File>,
 }
 
+/// What [`unpack`] made: per resource type its temporary file, the file of entries that could
+/// not become a resource (if any), and the owner of both.
+pub(crate) type Unpacked = (Vec<(String, PathBuf)>, Option<PathBuf>, BundleInputs);
+
 /// Unpacks `files` (in this order) into per-type NDJSON files. Returns the temporary files
 /// per resource type (and the file of unplaced entries, if any) with the [`BundleInputs`]
 /// that owns them.
@@ -294,7 +306,7 @@ pub(crate) fn unpack(
     files: &[PathBuf],
     opts: &BundleOptions,
     max_line_bytes: usize,
-) -> Result<(Vec<(String, PathBuf)>, Option<PathBuf>, BundleInputs)> {
+) -> Result<Unpacked> {
     let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::Builder::new()
         .prefix(".flatfhir-bundles-")
@@ -435,10 +447,12 @@ struct Sink {
 fn type_out(dir: &Path, name: &str) -> Result<TypeOut> {
     let path = dir.join(format!("{name}.ndjson"));
     let create = |p: &Path| {
-        File::create(p).map(|f| BufWriter::with_capacity(1 << 16, f)).map_err(|e| Error::Write {
-            path: p.to_path_buf(),
-            source: e,
-        })
+        File::create(p)
+            .map(|f| BufWriter::with_capacity(1 << 16, f))
+            .map_err(|e| Error::Write {
+                path: p.to_path_buf(),
+                source: e,
+            })
     };
     Ok(TypeOut {
         lines: create(&path)?,
@@ -1340,7 +1354,10 @@ mod tests {
         let text = "{\"resourceType\":\"Bundle\",\"entry\":[{\"resource\":{\"resourceType\":\"Patient\",\"id\":\"a\nb\"}}]}\n{\"resourceType\":\"Patient\",\"id\":\"c\"}\n";
         let got = unpack_text(text, true);
         let kinds: Vec<(Kind, u32, u64)> = got.0.iter().map(|l| (l.1, l.2, l.3)).collect();
-        assert_eq!(kinds, [(Kind::RawNewline, 0, 1), (Kind::Resource, NO_ENTRY, 3)]);
+        assert_eq!(
+            kinds,
+            [(Kind::RawNewline, 0, 1), (Kind::Resource, NO_ENTRY, 3)]
+        );
     }
 
     #[test]

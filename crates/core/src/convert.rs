@@ -510,11 +510,8 @@ fn flatten_pass(
         rows += c.rows;
         for b in c.bad {
             // A line unpacked from a Bundle is named by its Bundle file, line and entry.
-            let (path, line, reason) = crate::bundle::locate(
-                &group.files[b.file as usize].path,
-                base + b.line,
-                b.reason,
-            );
+            let (path, line, reason) =
+                crate::bundle::locate(&group.files[b.file as usize].path, base + b.line, b.reason);
             let b = BadLine { reason, ..b };
             let path = &path;
             match (opts.on_error, rejects) {

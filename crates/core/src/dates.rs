@@ -52,7 +52,20 @@ fn days(b: &[u8]) -> Option<i32> {
         return None;
     }
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if d > month_days[(m - 1) as usize] {
         return None;
     }
@@ -160,7 +173,10 @@ mod tests {
         assert_eq!(micros("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(micros("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(micros("1969-12-31T23:59:59.5Z"), Some(-500_000));
-        assert_eq!(micros("2000-03-01T00:00:00-14:00"), Some(951_868_800_000_000 + 14 * 3_600_000_000));
+        assert_eq!(
+            micros("2000-03-01T00:00:00-14:00"),
+            Some(951_868_800_000_000 + 14 * 3_600_000_000)
+        );
         assert_eq!(date_days("1970-01-01"), Some(0));
         assert_eq!(date_days("2000-03-01"), Some(11_017));
         assert_eq!(date_days("1969-12-31"), Some(-1));

@@ -247,8 +247,7 @@ fn walk_dir(
             }
         } else if is_ndjson_name(&name) {
             files.push(path);
-        } else if bundle::is_json_name(&name) && name != "manifest.json" && !name.starts_with('.')
-        {
+        } else if bundle::is_json_name(&name) && name != "manifest.json" && !name.starts_with('.') {
             json.push(path);
         } else {
             skipped.push(path);

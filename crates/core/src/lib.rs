@@ -46,13 +46,13 @@ mod writer;
 
 pub use bundle::{BundleInputs, BundleMode, BundleOptions, BundleStats, Duplicates};
 pub use convert::{
-    ConvertOptions, DateColumn, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, RejectedLine,
+    ConvertOptions, DEFAULT_MAX_COLUMNS, DateColumn, NoProgress, OnError, Progress, RejectedLine,
     SAMPLE_REJECTED, SchemaReport, StageTimes, TypeReport, convert_group, infer_schema,
 };
 pub use error::{Error, Result};
 pub use input::{
-    InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, natural_cmp, plan,
-    plan_with, type_from_file_name, why_not_ndjson,
+    InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, natural_cmp, plan, plan_with,
+    type_from_file_name, why_not_ndjson,
 };
 pub use reader::{
     Chunk, ChunkData, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_LINE_BYTES, Line,

@@ -397,7 +397,10 @@ fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<
                 vals[r as usize] =
                     crate::dates::date_days(s).ok_or_else(|| format!("{s:?} is not a date"))?;
             }
-            Arc::new(arrow_array::Date32Array::new(ScalarBuffer::from(vals), nulls))
+            Arc::new(arrow_array::Date32Array::new(
+                ScalarBuffer::from(vals),
+                nulls,
+            ))
         }
         DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some(tz)) => {
             let mut vals = vec![0i64; n];

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use flatfhir_core::{
-    BundleMode, BundleOptions, BundleStats, Compression, Dates, Duplicates, ConvertOptions, Decimals, OnError, OutputFormat, Plan, ReadOptions, WriteOptions,
+    BundleMode, BundleOptions, BundleStats, Compression, ConvertOptions, Dates, Decimals,
+    Duplicates, OnError, OutputFormat, Plan, ReadOptions, WriteOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -520,14 +521,15 @@ pub(crate) fn bundle_note(s: &BundleStats, resolving: bool) -> String {
         note.push_str(&format!(
             ", {} {} that could not become a resource (reported as bad lines)",
             s.bad_entries,
-            if s.bad_entries == 1 { "entry" } else { "entries" }
+            if s.bad_entries == 1 {
+                "entry"
+            } else {
+                "entries"
+            }
         ));
     }
     if s.duplicates > 0 {
-        note.push_str(&format!(
-            ", {} duplicate (type, id) left out",
-            s.duplicates
-        ));
+        note.push_str(&format!(", {} duplicate (type, id) left out", s.duplicates));
     }
     if resolving {
         note.push_str(&format!(

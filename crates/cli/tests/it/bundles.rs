@@ -40,7 +40,15 @@ fn bundle_lines_give_byte_identical_parquet() {
         .success();
     let out = flatfhir()
         .current_dir(dir.path().join("b"))
-        .args(["convert", "--json", "--bundles", "unpack", "in.ndjson", "--out", "../o2"])
+        .args([
+            "convert",
+            "--json",
+            "--bundles",
+            "unpack",
+            "in.ndjson",
+            "--out",
+            "../o2",
+        ])
         .assert()
         .success();
     for t in ["Patient", "Observation"] {
@@ -77,7 +85,10 @@ fn a_bad_entry_is_named_by_file_line_and_entry() {
         .code(1);
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(
-        err.contains(&format!("error: Patient: {}:5: entry[1]: the entry has no resource", f.display())),
+        err.contains(&format!(
+            "error: Patient: {}:5: entry[1]: the entry has no resource",
+            f.display()
+        )),
         "{err}"
     );
     assert!(err.contains("note: unpacked 1 Bundle(s) from 1 file(s): 1 resource(s), 1 entry that could not become a resource"), "{err}");
@@ -87,7 +98,11 @@ fn a_bad_entry_is_named_by_file_line_and_entry() {
         .arg(&f)
         .assert()
         .code(2);
-    let schema = flatfhir().args(["schema", "--on-error", "skip"]).arg(&f).assert().code(2);
+    let schema = flatfhir()
+        .args(["schema", "--on-error", "skip"])
+        .arg(&f)
+        .assert()
+        .code(2);
     let text = String::from_utf8_lossy(&schema.get_output().stdout).into_owned();
     assert!(text.contains(&format!("{}:4", f.display())), "{text}");
 }

@@ -75,7 +75,11 @@ fn typed_dates_hold_the_right_instants_and_say_why_others_stay_text() {
     // 2019-02-28, 2020-02-29, none, 1900-03-01 in days since 1970-01-01.
     assert_eq!(days, [Some(17_955), Some(18_321), None, Some(-25_508)]);
     for name in ["invalid", "partial", "noOffset"] {
-        assert_eq!(b.column_by_name(name).unwrap().data_type(), &DataType::Utf8, "{name}");
+        assert_eq!(
+            b.column_by_name(name).unwrap().data_type(),
+            &DataType::Utf8,
+            "{name}"
+        );
     }
     let summary: Value = serde_json::from_slice(&run.get_output().stdout).unwrap();
     let dates = &summary["types"][0]["dates"];
@@ -90,9 +94,24 @@ fn typed_dates_hold_the_right_instants_and_say_why_others_stay_text() {
     };
     assert_eq!(by_name("issued")["type"], "timestamp[us, UTC]");
     assert_eq!(by_name("recorded")["type"], "date32");
-    assert!(by_name("invalid")["reason"].as_str().unwrap().contains("2019-02-30"));
-    assert!(by_name("noOffset")["reason"].as_str().unwrap().contains("without offset"));
-    assert!(by_name("partial")["reason"].as_str().unwrap().contains("partial dates"));
+    assert!(
+        by_name("invalid")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("2019-02-30")
+    );
+    assert!(
+        by_name("noOffset")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("without offset")
+    );
+    assert!(
+        by_name("partial")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("partial dates")
+    );
 
     // By default every column stays text.
     let plain = tempfile::tempdir().unwrap();
@@ -104,7 +123,12 @@ fn typed_dates_hold_the_right_instants_and_say_why_others_stay_text() {
         .assert()
         .success();
     let b = batch(&plain.path().join("Observation.parquet"));
-    assert!(b.schema().fields().iter().all(|f| f.data_type() == &DataType::Utf8));
+    assert!(
+        b.schema()
+            .fields()
+            .iter()
+            .all(|f| f.data_type() == &DataType::Utf8)
+    );
 }
 
 /// pandas and DuckDB read the typed columns as the instants Python's
