@@ -324,22 +324,47 @@ pub(crate) fn unpack(
         duplicates: opts.duplicates,
         stats: BundleStats::default(),
     };
-    for (i, path) in files.iter().enumerate() {
-        let map = if opts.resolve_references {
-            Some(collect_full_urls(path, max_line_bytes)?)
-        } else {
-            None
-        };
-        let src = open(path).map_err(|e| Error::Read {
-            path: path.clone(),
-            source: e,
-        })?;
-        let mut p = Parser::new(src, path, i as u32, max_line_bytes, map.as_ref());
-        p.documents(&mut sink)?;
-        sink.stats.references_resolved += p.resolved;
-        sink.stats.references_unresolved += p.unresolved;
-        sink.stats.files += 1;
+    // Small files (most Bundle folders: one Bundle per patient) are unpacked side by side
+    // into memory, a batch at a time, and handed on in file order; a large file is streamed
+    // on its own, so memory stays bounded by the batch, never by a file.
+    let mut i = 0;
+    while i < files.len() {
+        let mut end = i;
+        let mut batch_bytes = 0u64;
+        while end < files.len() && end - i < BATCH_FILES {
+            let size = small_size(&files[end]);
+            match size {
+                Some(n) if batch_bytes + n <= BATCH_BYTES || end == i => {
+                    batch_bytes += n;
+                    end += 1;
+                }
+                _ => break,
+            }
+        }
+        if end == i {
+            // A large file: streamed straight into the per-type files.
+            unpack_file(&files[i], i as u32, opts, max_line_bytes, &mut sink)?;
+            i += 1;
+            continue;
+        }
+        use rayon::prelude::*;
+        let unpacked: Vec<Result<(Recorded, (u64, u64))>> = (i..end)
+            .into_par_iter()
+            .map(|k| {
+                let mut rec = Recorded::default();
+                let refs = unpack_file(&files[k], k as u32, opts, max_line_bytes, &mut rec)?;
+                Ok((rec, refs))
+            })
+            .collect();
+        for r in unpacked {
+            let (rec, (resolved, unresolved)) = r?;
+            rec.replay(&mut sink)?;
+            sink.stats.references_resolved += resolved;
+            sink.stats.references_unresolved += unresolved;
+        }
+        i = end;
     }
+    sink.stats.files = files.len() as u64;
     let mut registered = Vec::new();
     let mut typed = Vec::new();
     let mut reg = REGISTRY
@@ -391,6 +416,116 @@ pub(crate) fn unpack(
             registered,
         },
     ))
+}
+
+/// Files unpacked side by side at most (per batch).
+const BATCH_FILES: usize = 64;
+/// Bytes on disk of the files of one batch at most (held in memory, compacted, while the
+/// batch is unpacked).
+const BATCH_BYTES: u64 = 64 << 20;
+
+/// The size of a file that may be unpacked in memory: plain files up to [`BATCH_BYTES`], gzip
+/// files up to an eighth of it (they expand).
+fn small_size(path: &Path) -> Option<u64> {
+    let len = std::fs::metadata(path).ok()?.len();
+    let mut magic = [0u8; 2];
+    let gz = File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == [0x1f, 0x8b];
+    let (len, cap) = if gz {
+        (len * 8, BATCH_BYTES)
+    } else {
+        (len, BATCH_BYTES)
+    };
+    (len <= cap).then_some(len)
+}
+
+/// Unpacks one file into `sink`; returns the references resolved and unresolved.
+fn unpack_file(
+    path: &Path,
+    index: u32,
+    opts: &BundleOptions,
+    max_line_bytes: usize,
+    sink: &mut dyn Emit,
+) -> Result<(u64, u64)> {
+    let map = if opts.resolve_references {
+        Some(collect_full_urls(path, max_line_bytes)?)
+    } else {
+        None
+    };
+    let src = open(path).map_err(|e| Error::Read {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let mut p = Parser::new(src, path, index, max_line_bytes, map.as_ref());
+    p.documents(sink)?;
+    Ok((p.resolved, p.unresolved))
+}
+
+/// A file's unpacked lines held in memory, to be handed on in file order.
+#[derive(Default)]
+struct Recorded {
+    bytes: Vec<u8>,
+    lines: Vec<RecordedLine>,
+    bundles: u64,
+}
+
+struct RecordedLine {
+    /// Ends (in `bytes`) of the line, its type and its id, each following the one before.
+    ends: [usize; 3],
+    has: (bool, bool),
+    kind: Kind,
+    file: u32,
+    entry: u32,
+    line: u64,
+}
+
+impl Emit for Recorded {
+    fn emit(&mut self, e: Emitted<'_>) -> Result<()> {
+        self.bytes.extend_from_slice(e.bytes);
+        let a = self.bytes.len();
+        self.bytes.extend_from_slice(e.rtype.unwrap_or_default());
+        let b = self.bytes.len();
+        self.bytes.extend_from_slice(e.id.unwrap_or_default());
+        self.lines.push(RecordedLine {
+            ends: [a, b, self.bytes.len()],
+            has: (e.rtype.is_some(), e.id.is_some()),
+            kind: e.kind,
+            file: e.file,
+            entry: e.entry,
+            line: e.line,
+        });
+        Ok(())
+    }
+
+    fn bundle(&mut self) {
+        self.bundles += 1;
+    }
+}
+
+impl Recorded {
+    fn replay(self, sink: &mut dyn Emit) -> Result<()> {
+        for _ in 0..self.bundles {
+            sink.bundle();
+        }
+        let mut start = 0;
+        for l in &self.lines {
+            let [a, b, c] = l.ends;
+            sink.emit(Emitted {
+                bytes: &self.bytes[start..a],
+                kind: l.kind,
+                rtype: l.has.0.then(|| &self.bytes[a..b]),
+                id: l.has.1.then(|| &self.bytes[b..c]),
+                full_url: None,
+                file: l.file,
+                entry: l.entry,
+                line: l.line,
+            })?;
+            start = c;
+        }
+        Ok(())
+    }
 }
 
 /// First pass for `resolve_references`: every entry's `fullUrl` → `Type/id`.
@@ -1358,6 +1493,24 @@ mod tests {
             kinds,
             [(Kind::RawNewline, 0, 1), (Kind::Resource, NO_ENTRY, 3)]
         );
+    }
+
+    /// The batched path (unpacked in memory, replayed in file order) hands on exactly what
+    /// the streamed path does.
+    #[test]
+    fn recorded_lines_replay_as_streamed() {
+        let text = "{\"resourceType\":\"Bundle\",\"entry\":[{\"resource\":{\"resourceType\":\"Patient\",\"id\":\"a\"}},{\"x\":1},{\"resource\":{\"id\":\"b\"}}]}\n{\"resourceType\":\"Observation\"}\n";
+        let direct = unpack_text(text, false);
+        let mut rec = Recorded::default();
+        let src: Box<dyn Read + Send> = Box::new(io::Cursor::new(text.as_bytes().to_vec()));
+        Parser::new(src, Path::new("t.json"), 0, 1 << 20, None)
+            .documents(&mut rec)
+            .unwrap();
+        let mut replayed = Lines::default();
+        rec.replay(&mut replayed).unwrap();
+        assert_eq!(replayed.0, direct.0);
+        assert_eq!(replayed.1, direct.1);
+        assert_eq!(direct.0.len(), 4);
     }
 
     #[test]
