@@ -147,7 +147,13 @@ fn origins(path: &Path) -> Option<Arc<Origins>> {
         .map(|(_, o)| Arc::clone(o))
 }
 
-/// Whether every line of this file is a Bundle entry that could not become a resource.
+/// Whether every line of this file is a Bundle entry that could not become a resource (each
+/// is a bad line; [`line_origin`] says why).
+pub fn is_refused_entries(path: &Path) -> bool {
+    is_unplaced(path)
+}
+
+/// [`is_refused_entries`].
 pub(crate) fn is_unplaced(path: &Path) -> bool {
     origins(path).is_some_and(|o| o.unplaced)
 }
@@ -156,23 +162,10 @@ pub(crate) fn is_unplaced(path: &Path) -> bool {
 /// starts on, and `entry[i]: ` before the reason (replaced by the tokenizer's own reason for
 /// entries that could not become a resource). Other files' lines are returned unchanged.
 pub(crate) fn locate(path: &Path, line: u64, reason: String) -> (PathBuf, u64, String) {
-    let Some(o) = origins(path) else {
+    let Some((file, src_line, entry, kind)) = record(path, line) else {
         return (path.to_path_buf(), line, reason);
     };
-    let mut rec = [0u8; 16];
-    let read = File::open(&o.index).and_then(|mut f| {
-        f.seek(SeekFrom::Start((line.saturating_sub(1)) * 16))?;
-        f.read_exact(&mut rec)
-    });
-    if read.is_err() {
-        return (path.to_path_buf(), line, reason);
-    }
-    let src = u32::from_le_bytes(rec[0..4].try_into().expect("4 bytes")) as usize;
-    let entry = u32::from_le_bytes(rec[4..8].try_into().expect("4 bytes"));
-    let packed = u64::from_le_bytes(rec[8..16].try_into().expect("8 bytes"));
-    let (kind, src_line) = ((packed >> 56) as u8, packed & ((1 << 56) - 1));
-    let file = o.sources.get(src).cloned().unwrap_or_default();
-    let reason = match Kind::from_u8(kind).and_then(Kind::reason) {
+    let reason = match kind.reason() {
         Some(own) => own.to_string(),
         None => reason,
     };
@@ -182,6 +175,48 @@ pub(crate) fn locate(path: &Path, line: u64, reason: String) -> (PathBuf, u64, S
         format!("entry[{entry}]: ")
     };
     (file, src_line, format!("{at}{reason}"))
+}
+
+/// Where a line of an input file comes from, for messages of readers other than the
+/// conversion (views): `file:line`, or for a line unpacked from a Bundle
+/// `bundle.json:line: entry[i]`; and, for an entry that could not become a resource, why it
+/// is refused.
+pub fn line_origin(path: &Path, line: u64) -> (String, Option<String>) {
+    match record(path, line) {
+        None => (format!("{}:{line}", path.display()), None),
+        Some((file, src_line, entry, kind)) => {
+            let entry = if entry == NO_ENTRY {
+                String::new()
+            } else {
+                format!(": entry[{entry}]")
+            };
+            let refused = match kind {
+                Kind::Resource => None,
+                // Kind::NoType also for a resourceType that names no table.
+                k => k.reason().map(str::to_string),
+            };
+            (format!("{}:{src_line}{entry}", file.display()), refused)
+        }
+    }
+}
+
+/// The origin record of line `line` of an unpacked file: the Bundle file, its line, the
+/// entry index and the kind.
+fn record(path: &Path, line: u64) -> Option<(PathBuf, u64, u32, Kind)> {
+    let o = origins(path)?;
+    let mut rec = [0u8; 16];
+    File::open(&o.index)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(line.saturating_sub(1) * 16))?;
+            f.read_exact(&mut rec)
+        })
+        .ok()?;
+    let src = u32::from_le_bytes(rec[0..4].try_into().expect("4 bytes")) as usize;
+    let entry = u32::from_le_bytes(rec[4..8].try_into().expect("4 bytes"));
+    let packed = u64::from_le_bytes(rec[8..16].try_into().expect("8 bytes"));
+    let (kind, src_line) = ((packed >> 56) as u8, packed & ((1 << 56) - 1));
+    let file = o.sources.get(src).cloned().unwrap_or_default();
+    Some((file, src_line, entry, Kind::from_u8(kind)?))
 }
 
 /// Marks a line that is a whole document rather than a Bundle entry.

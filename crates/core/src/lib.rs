@@ -44,7 +44,10 @@ mod stash;
 mod textchunk;
 mod writer;
 
-pub use bundle::{BundleInputs, BundleMode, BundleOptions, BundleStats, Duplicates};
+pub use bundle::{
+    BundleInputs, BundleMode, BundleOptions, BundleStats, Duplicates, is_refused_entries,
+    line_origin,
+};
 pub use convert::{
     ConvertOptions, DEFAULT_MAX_COLUMNS, DateColumn, NoProgress, OnError, Progress, RejectedLine,
     SAMPLE_REJECTED, SchemaReport, StageTimes, TypeReport, convert_group, infer_schema,

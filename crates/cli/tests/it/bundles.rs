@@ -98,6 +98,28 @@ fn a_bad_entry_is_named_by_file_line_and_entry() {
         .arg(&f)
         .assert()
         .code(2);
+    // Views name the entry the same way.
+    let view = flatfhir()
+        .args([
+            "convert",
+            "--column",
+            "Patient:id=id",
+            "--format",
+            "csv",
+            "--out",
+        ])
+        .arg(dir.path().join("v"))
+        .arg(&f)
+        .assert()
+        .code(1);
+    let err = String::from_utf8_lossy(&view.get_output().stderr).into_owned();
+    assert!(
+        err.contains(&format!(
+            "{}:5: entry[1]: the entry has no resource",
+            f.display()
+        )),
+        "{err}"
+    );
     let schema = flatfhir()
         .args(["schema", "--on-error", "skip"])
         .arg(&f)
