@@ -351,7 +351,7 @@ pub(crate) fn unpack(
             source: e,
         })?;
     let sources = Arc::new(files.to_vec());
-    let mut sink = Sink {
+    let sink = Sink {
         dir: dir.path().to_path_buf(),
         types: Default::default(),
         unplaced: None,
@@ -360,45 +360,84 @@ pub(crate) fn unpack(
         stats: BundleStats::default(),
     };
     // Small files (most Bundle folders: one Bundle per patient) are unpacked side by side
-    // into memory, a batch at a time, and handed on in file order; a large file is streamed
-    // on its own, so memory stays bounded by the batch, never by a file.
-    let mut i = 0;
-    while i < files.len() {
-        let mut end = i;
-        let mut batch_bytes = 0u64;
-        while end < files.len() && end - i < BATCH_FILES {
-            let size = small_size(&files[end]);
-            match size {
-                Some(n) if batch_bytes + n <= BATCH_BYTES || end == i => {
-                    batch_bytes += n;
-                    end += 1;
+    // into memory, a batch at a time, and handed on in file order by a writer thread (which
+    // writes one batch while the next is unpacked); a large file is streamed on its own by
+    // the writer, so memory stays bounded by two batches, never by a file.
+    enum Job {
+        Batch(Vec<Result<(Recorded, (u64, u64))>>),
+        Stream(usize),
+    }
+    let mut sink = std::thread::scope(|scope| -> Result<Sink> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+        let writer = scope.spawn(move || -> Result<Sink> {
+            let mut sink = sink;
+            let add = |sink: &mut Sink, (resolved, unresolved): (u64, u64)| {
+                sink.stats.references_resolved += resolved;
+                sink.stats.references_unresolved += unresolved;
+            };
+            for job in rx {
+                match job {
+                    Job::Stream(k) => {
+                        let refs =
+                            unpack_file(&files[k], k as u32, opts, max_line_bytes, &mut sink)?;
+                        add(&mut sink, refs);
+                    }
+                    Job::Batch(unpacked) => {
+                        for r in unpacked {
+                            let (rec, refs) = r?;
+                            rec.replay(&mut sink)?;
+                            add(&mut sink, refs);
+                        }
+                    }
                 }
-                _ => break,
+            }
+            Ok(sink)
+        });
+        let mut i = 0;
+        while i < files.len() {
+            let mut end = i;
+            let mut batch_bytes = 0u64;
+            let mut sizes = Vec::new();
+            while end < files.len() && end - i < BATCH_FILES {
+                match small_size(&files[end]) {
+                    Some(n) if batch_bytes + n <= BATCH_BYTES || end == i => {
+                        batch_bytes += n;
+                        sizes.push(n);
+                        end += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let job = if end == i {
+                i += 1;
+                Job::Stream(i - 1)
+            } else {
+                use rayon::prelude::*;
+                let unpacked = (i..end)
+                    .into_par_iter()
+                    .map(|k| {
+                        let mut rec = Recorded {
+                            bytes: Vec::with_capacity(sizes[k - i] as usize),
+                            ..Recorded::default()
+                        };
+                        let refs =
+                            unpack_file(&files[k], k as u32, opts, max_line_bytes, &mut rec)?;
+                        Ok((rec, refs))
+                    })
+                    .collect();
+                i = end;
+                Job::Batch(unpacked)
+            };
+            if tx.send(job).is_err() {
+                // The writer stopped on an error, which `join` returns.
+                break;
             }
         }
-        if end == i {
-            // A large file: streamed straight into the per-type files.
-            unpack_file(&files[i], i as u32, opts, max_line_bytes, &mut sink)?;
-            i += 1;
-            continue;
-        }
-        use rayon::prelude::*;
-        let unpacked: Vec<Result<(Recorded, (u64, u64))>> = (i..end)
-            .into_par_iter()
-            .map(|k| {
-                let mut rec = Recorded::default();
-                let refs = unpack_file(&files[k], k as u32, opts, max_line_bytes, &mut rec)?;
-                Ok((rec, refs))
-            })
-            .collect();
-        for r in unpacked {
-            let (rec, (resolved, unresolved)) = r?;
-            rec.replay(&mut sink)?;
-            sink.stats.references_resolved += resolved;
-            sink.stats.references_unresolved += unresolved;
-        }
-        i = end;
-    }
+        drop(tx);
+        writer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })?;
     sink.stats.files = files.len() as u64;
     let mut registered = Vec::new();
     let mut typed = Vec::new();
@@ -748,7 +787,7 @@ struct Parser<'m> {
     whole_bundle: bool,
 }
 
-const BUF: usize = 1 << 20;
+const BUF: usize = 256 << 10;
 
 impl<'m> Parser<'m> {
     fn new(
