@@ -498,8 +498,8 @@ const BATCH_FILES: usize = 64;
 /// batch is unpacked).
 const BATCH_BYTES: u64 = 64 << 20;
 
-/// The size of a file that may be unpacked in memory: plain files up to [`BATCH_BYTES`], gzip
-/// files up to an eighth of it (they expand).
+/// The size (expected once decompressed) of a file that may be unpacked in memory, up to
+/// [`BATCH_BYTES`].
 fn small_size(path: &Path) -> Option<u64> {
     let len = std::fs::metadata(path).ok()?.len();
     let mut magic = [0u8; 2];
@@ -507,12 +507,9 @@ fn small_size(path: &Path) -> Option<u64> {
         .and_then(|mut f| f.read_exact(&mut magic))
         .is_ok()
         && magic == [0x1f, 0x8b];
-    let (len, cap) = if gz {
-        (len * 8, BATCH_BYTES)
-    } else {
-        (len, BATCH_BYTES)
-    };
-    (len <= cap).then_some(len)
+    // Gzip-compressed Bundles expand about eightfold.
+    let estimate = if gz { len.saturating_mul(8) } else { len };
+    (estimate <= BATCH_BYTES).then_some(estimate)
 }
 
 /// Unpacks one file into `sink`; returns the references resolved and unresolved.
@@ -824,10 +821,17 @@ impl<'m> Parser<'m> {
     }
 
     /// Makes at least one byte available; `false` at the end of the input.
+    #[inline(always)]
     fn more(&mut self) -> Result<bool> {
         if self.pos < self.end {
             return Ok(true);
         }
+        self.refill()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn refill(&mut self) -> Result<bool> {
         if self.eof {
             return Ok(false);
         }
@@ -854,7 +858,20 @@ impl<'m> Parser<'m> {
     }
 
     /// The next byte that is not whitespace (not consumed), counting lines.
+    #[inline(always)]
     fn peek(&mut self) -> Result<Option<u8>> {
+        // Fast path: a token right here (compact JSON, or after the indentation was passed).
+        if self.pos < self.end {
+            let b = self.buf[self.pos];
+            if b > b' ' && b < 0x80 {
+                return Ok(Some(b));
+            }
+        }
+        self.peek_slow()
+    }
+
+    #[inline(never)]
+    fn peek_slow(&mut self) -> Result<Option<u8>> {
         loop {
             if !self.more()? {
                 return Ok(None);
@@ -894,7 +911,17 @@ impl<'m> Parser<'m> {
                 return Ok(Err(Broken(Kind::Truncated)));
             }
             let hay = &self.buf[self.pos..self.end];
-            match memchr::memchr3(b'"', b'\\', b'\n', hay) {
+            // Most strings (keys, codes) are short: a plain scan beats setting up memchr.
+            let short = hay
+                .iter()
+                .take(24)
+                .position(|&c| matches!(c, b'"' | b'\\' | b'\n'));
+            let found = match short {
+                Some(i) => Some(i),
+                None if hay.len() <= 24 => None,
+                None => memchr::memchr3(b'"', b'\\', b'\n', &hay[24..]).map(|i| i + 24),
+            };
+            match found {
                 Some(i) => {
                     out.extend_from_slice(&hay[..i]);
                     let c = hay[i];
