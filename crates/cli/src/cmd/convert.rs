@@ -218,11 +218,22 @@ fn describe(r: &TypeReport) -> String {
         r.seconds,
         mb(r.input_bytes) / r.seconds.max(1e-9),
     );
-    // `--dates typed`: which columns became typed, and why the others did not.
+    // `--dates typed`: which columns became typed (the first few; `--json` lists all), and
+    // why each other date-like column did not.
+    const SHOWN: usize = 6;
+    let typed: Vec<_> = r.dates.iter().filter(|d| d.reason.is_none()).collect();
+    for d in typed.iter().take(SHOWN) {
+        line.push_str(&format!("\n  {}: {}", d.column, d.data_type));
+    }
+    if typed.len() > SHOWN {
+        line.push_str(&format!(
+            "\n  and {} more typed date/instant columns (--json lists them)",
+            typed.len() - SHOWN
+        ));
+    }
     for d in &r.dates {
-        match &d.reason {
-            None => line.push_str(&format!("\n  {}: {}", d.column, d.data_type)),
-            Some(why) => line.push_str(&format!("\n  {}: stays text: {why}", d.column)),
+        if let Some(why) = &d.reason {
+            line.push_str(&format!("\n  {}: stays text: {why}", d.column));
         }
     }
     line
