@@ -124,7 +124,24 @@ impl Drop for BundleInputs {
         if let Ok(mut reg) = REGISTRY.lock() {
             reg.retain(|(p, _)| !self.registered.contains(p));
         }
+        if let Ok(mut dirs) = DIRS.lock() {
+            dirs.retain(|d| d != self.dir.path());
+        }
     }
+}
+
+/// The temporary directories of unpacked Bundles that exist now, for [`remove_unpacked`].
+static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes the temporary directories of unpacked Bundles (for a signal handler that exits
+/// the process without running destructors); returns how many were removed.
+pub fn remove_unpacked() -> usize {
+    let Ok(dirs) = DIRS.lock() else {
+        return 0;
+    };
+    dirs.iter()
+        .filter(|d| std::fs::remove_dir_all(d).is_ok())
+        .count()
 }
 
 /// Where an unpacked file's lines came from.
@@ -350,6 +367,9 @@ pub(crate) fn unpack(
             path: base.clone(),
             source: e,
         })?;
+    if let Ok(mut dirs) = DIRS.lock() {
+        dirs.push(dir.path().to_path_buf());
+    }
     let sources = Arc::new(files.to_vec());
     let sink = Sink {
         dir: dir.path().to_path_buf(),
@@ -1612,6 +1632,28 @@ mod tests {
         assert_eq!(replayed.0, direct.0);
         assert_eq!(replayed.1, direct.1);
         assert_eq!(direct.0.len(), 4);
+    }
+
+    /// What a signal handler calls removes the unpacked files (the only test of this binary
+    /// that unpacks, so no other test's files are removed).
+    #[test]
+    fn unpacked_files_are_removed_on_demand() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("b.json");
+        std::fs::write(
+            &f,
+            r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Patient"}}]}"#,
+        )
+        .unwrap();
+        let opts = BundleOptions {
+            temp_dir: Some(dir.path().to_path_buf()),
+            ..BundleOptions::default()
+        };
+        let (typed, _, inputs) = unpack(&[f], &opts, 1 << 20).unwrap();
+        assert!(typed[0].1.is_file());
+        assert_eq!(remove_unpacked(), 1);
+        assert!(!typed[0].1.exists());
+        assert!(!inputs.dir.path().exists());
     }
 
     #[test]

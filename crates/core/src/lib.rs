@@ -46,7 +46,7 @@ mod writer;
 
 pub use bundle::{
     BundleInputs, BundleMode, BundleOptions, BundleStats, Duplicates, is_refused_entries,
-    line_origin,
+    line_origin, remove_unpacked,
 };
 pub use convert::{
     ConvertOptions, DEFAULT_MAX_COLUMNS, DateColumn, NoProgress, OnError, Progress, RejectedLine,
