@@ -239,6 +239,8 @@ fn remove_unfinished_files_on_signal() {
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             let removed = flatfhir_core::outfile::abandon_all();
+            // Resources unpacked from Bundles (temporary, hidden directories).
+            flatfhir_core::remove_unpacked();
             eprintln!(
                 "interrupted: removed {removed} unfinished output file(s); finished tables are complete"
             );

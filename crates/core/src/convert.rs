@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::flatten::{ChunkPass, ColumnValues, Room, line_text};
 use crate::input::{InputFile, TypeGroup, resource_type_of};
 use crate::reader::{Chunk, LineReader, ReadOptions};
-use crate::schema::{Column, Decimals, FirstSeen, UnionSchema};
+use crate::schema::{Column, Dates, Decimals, FirstSeen, UnionSchema};
 use crate::stash::{ChunkTable, Held, Parked, Stash, checked_texts, union_array};
 use crate::writer::{ColumnCodec, ColumnPart, Part, TableWriter, WriteOptions};
 
@@ -43,6 +43,8 @@ pub struct ConvertOptions {
     pub exclude: Vec<String>,
     /// How numbers with fractions are stored.
     pub decimals: Decimals,
+    /// How dates and instants are stored (text by default).
+    pub dates: Dates,
     /// What to do with bad lines.
     pub on_error: OnError,
     /// Worker threads; 0 means one per core.
@@ -73,6 +75,7 @@ impl Default for ConvertOptions {
             sep: "_".into(),
             exclude: Vec::new(),
             decimals: Decimals::Float,
+            dates: Dates::Text,
             on_error: OnError::Fail,
             threads: 0,
             max_columns: DEFAULT_MAX_COLUMNS,
@@ -138,6 +141,45 @@ pub struct RejectedLine {
     pub reason: String,
 }
 
+/// What `--dates typed` did with a column that holds dates or instants.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DateColumn {
+    /// The column.
+    pub column: String,
+    /// `timestamp[us, UTC]`, `date32`, or `string` when it stayed text.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Why it stayed text (absent when typed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The columns of `union` that hold date-like values, and what became of them (empty unless
+/// `--dates typed`).
+fn date_columns(union: &UnionSchema) -> Vec<DateColumn> {
+    use crate::schema::kind;
+    if union.dates != Dates::Typed {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, c) in union.columns.iter().enumerate() {
+        let (data_type, reason) = match c.kinds {
+            kind::INSTANT => ("timestamp[us, UTC]", None),
+            kind::DATE => ("date32", None),
+            k => match crate::schema::text_dates_reason(k) {
+                Some(r) => ("string", Some(r.to_string())),
+                None => continue,
+            },
+        };
+        out.push(DateColumn {
+            column: union.name(i).to_string(),
+            data_type: data_type.to_string(),
+            reason,
+        });
+    }
+    out
+}
+
 /// What converting one type did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TypeReport {
@@ -166,6 +208,9 @@ pub struct TypeReport {
     pub spilled_bytes: u64,
     /// Where the time went.
     pub stages: StageTimes,
+    /// With `--dates typed`: the columns that hold dates or instants, typed or not and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dates: Vec<DateColumn>,
 }
 
 /// Seconds per stage of a conversion. Stages that run on several threads report CPU seconds
@@ -204,13 +249,15 @@ pub fn infer_schema(
 ) -> Result<SchemaReport> {
     let pool = pool(opts.threads)?;
     let s = flatten_pass(&pool, group, opts, progress, None, None, &Timers::default())?;
+    let mut columns = s.union.columns(opts.decimals);
+    let paths: Vec<PathBuf> = group.files.iter().map(|f| f.path.clone()).collect();
     Ok(SchemaReport {
         resource_type: group.resource_type.clone(),
-        files: group.files.iter().map(|f| f.path.clone()).collect(),
+        files: crate::bundle::report_files(&paths, &mut columns),
         rows: s.rows,
         rejected: s.rejected,
         rejected_sample: s.rejected_sample,
-        columns: s.union.columns(opts.decimals),
+        columns,
     })
 }
 
@@ -254,9 +301,10 @@ pub fn convert_group(
         .iter()
         .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
         .sum();
+    let paths: Vec<PathBuf> = group.files.iter().map(|f| f.path.clone()).collect();
     let mut report = TypeReport {
         resource_type: rt.clone(),
-        files: group.files.iter().map(|f| f.path.clone()).collect(),
+        files: crate::bundle::report_files(&paths, &mut []),
         rows: pass.rows,
         columns: pass.union.columns.len(),
         input_bytes,
@@ -266,6 +314,7 @@ pub fn convert_group(
         rejected: pass.rejected,
         rejected_file,
         spilled_bytes: stash.spilled_bytes(),
+        dates: date_columns(&pass.union),
         stages: StageTimes {
             read: secs(&t1.read),
             flatten: secs(&t1.process),
@@ -501,6 +550,7 @@ fn flatten_pass(
     let rt = group.resource_type.as_str();
     let keep = rejects.is_some();
     let mut union = UnionSchema::new(rt, &opts.sep);
+    union.dates = opts.dates;
     let mut rows = 0u64;
     let mut rejected = 0u64;
     let mut rejected_sample = Vec::new();
@@ -508,6 +558,7 @@ fn flatten_pass(
         let file = &group.files[file_idx];
         let room = ROOM.with(|r| r.take());
         let mut pass = ChunkPass::new(&opts.exclude, stash.is_some(), room);
+        pass.dates = opts.dates == Dates::Typed;
         let mut bad = Vec::new();
         let mut scratch = String::new();
         for (k, o) in chunk.overlong.iter().enumerate() {
@@ -523,8 +574,24 @@ fn flatten_pass(
                 });
             }
         }
+        // Bundle entries that could not become a resource: each is a bad line (the reason
+        // comes from the Bundle reader, see `bundle::locate`).
+        let unplaced = crate::bundle::is_unplaced(&file.path);
         let mut lines = chunk.lines();
         for line in lines.by_ref() {
+            if unplaced {
+                bad.push(BadLine {
+                    file: file_idx as u32,
+                    line: line.number,
+                    reason: String::new(),
+                    bytes: if keep {
+                        LineBytes::Kept(line.bytes.to_vec())
+                    } else {
+                        LineBytes::None
+                    },
+                });
+                continue;
+            }
             let text = line_text(line.bytes, opts.read.max_line_bytes);
             if !belongs(file, text.as_ref().ok().copied(), rt, &mut scratch) {
                 continue;
@@ -582,8 +649,11 @@ fn flatten_pass(
         let to_union = union.merge(&c.schema)?;
         rows += c.rows;
         for b in c.bad {
-            let path = &group.files[b.file as usize].path;
-            let line = base + b.line;
+            // A line unpacked from a Bundle is named by its Bundle file, line and entry.
+            let (path, line, reason) =
+                crate::bundle::locate(&group.files[b.file as usize].path, base + b.line, b.reason);
+            let b = BadLine { reason, ..b };
+            let path = &path;
             match (opts.on_error, rejects) {
                 (OnError::Fail, _) => {
                     return Err(Error::BadLine {
@@ -728,10 +798,10 @@ fn write_table(
             pass.rejected.to_string(),
         ),
     ];
-    let files: Vec<String> = group
-        .files
+    let paths: Vec<PathBuf> = group.files.iter().map(|f| f.path.clone()).collect();
+    let files: Vec<String> = crate::bundle::report_files(&paths, &mut [])
         .iter()
-        .map(|f| f.path.display().to_string())
+        .map(|f| f.display().to_string())
         .collect();
     meta.push((
         "flatfhir.source_files".to_string(),

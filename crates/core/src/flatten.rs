@@ -378,6 +378,8 @@ pub(crate) struct ChunkPass {
     /// Column values (only when `collect`), parallel to `columns`.
     values: Vec<ColumnValues>,
     collect: bool,
+    /// Classify strings as dates and instants (`--dates typed`).
+    pub(crate) dates: bool,
     /// Sizes for new columns' vectors.
     room: Room,
     /// Path hash of each column (when collecting), parallel to `values`.
@@ -408,6 +410,7 @@ impl ChunkPass {
             scratch: String::new(),
             values: Vec::new(),
             collect,
+            dates: false,
             room,
             paths: Vec::new(),
             rows: 0,
@@ -603,7 +606,12 @@ impl Visitor for ChunkPass {
         if col == NO_COLUMN {
             col = self.new_column(node);
         }
-        let k = kind_of(&v);
+        let mut k = kind_of(&v);
+        if self.dates
+            && let Scalar::Str(s) = v
+        {
+            k = crate::dates::classify(s);
+        }
         let text = match v {
             Scalar::Str(s) => s,
             Scalar::Num { raw, .. } => raw,

@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
+use crate::bundle::{self, BundleInputs, BundleMode, BundleOptions};
 use crate::error::{Error, Result};
 use crate::reader::{LineReader, ReadOptions};
 use crate::scan::{self, Reason, Scalar, Visitor};
@@ -42,6 +43,8 @@ pub struct Plan {
     pub skipped: Vec<PathBuf>,
     /// Sniffed files that held no resource at all.
     pub empty: Vec<PathBuf>,
+    /// Bundle files unpacked into the groups' temporary files (kept alive with the plan).
+    pub bundles: Option<std::sync::Arc<BundleInputs>>,
 }
 
 /// Is this file name an NDJSON input (`.ndjson`, `.ndjson.gz`, `.jsonl`, `.jsonl.gz`)?
@@ -106,25 +109,55 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
 /// Bulk Data layout, nor `_rejected/`); files named explicitly are always read. Files whose name
 /// names no resource type are sniffed: each resource type found in them gets the file.
 pub fn plan(inputs: &[PathBuf], read: &ReadOptions) -> Result<Plan> {
+    plan_with(inputs, read, &BundleOptions::default())
+}
+
+/// [`plan`], with Bundle files (see [`BundleMode`]) unpacked into per-type temporary NDJSON
+/// files that join the groups of their types (after the NDJSON files of the type).
+pub fn plan_with(inputs: &[PathBuf], read: &ReadOptions, bundles: &BundleOptions) -> Result<Plan> {
     let mut files = Vec::new();
     let mut plan = Plan::default();
+    let mut json_in_dirs = Vec::new();
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|e| Error::Input {
             path: input.clone(),
             reason: format!("cannot open: {e}"),
         })?;
         if meta.is_dir() {
-            walk_dir(input, &mut files, &mut plan.skipped)?;
+            walk_dir(input, &mut files, &mut plan.skipped, &mut json_in_dirs)?;
         } else {
             files.push(input.clone());
+        }
+    }
+    // A `*.json` file found in a directory is read when it holds a Bundle.
+    for path in json_in_dirs {
+        if bundles.mode != BundleMode::Keep && bundle::starts_as_bundle(&path) {
+            files.push(path);
+        } else {
+            plan.skipped.push(path);
         }
     }
     files.sort_by(|a, b| natural_cmp(&file_name(a), &file_name(b)).then_with(|| a.cmp(b)));
     files.dedup();
 
     let mut groups: std::collections::BTreeMap<String, Vec<InputFile>> = Default::default();
+    let mut bundle_files = Vec::new();
     for path in files {
         let name = file_name(&path);
+        let unpack = match bundles.mode {
+            BundleMode::Keep => false,
+            BundleMode::Unpack => true,
+            BundleMode::Auto => {
+                bundle::is_json_name(&name)
+                    || (!is_ndjson_name(&name)
+                        && type_from_file_name(&name).is_none()
+                        && bundle::starts_as_bundle(&path))
+            }
+        };
+        if unpack {
+            bundle_files.push(path);
+            continue;
+        }
         if let Some(t) = type_from_file_name(&name) {
             groups.entry(t.to_string()).or_default().push(InputFile {
                 path,
@@ -146,6 +179,30 @@ pub fn plan(inputs: &[PathBuf], read: &ReadOptions) -> Result<Plan> {
             });
         }
     }
+    let mut unplaced = None;
+    if !bundle_files.is_empty() {
+        let (typed, bad, inputs) = bundle::unpack(&bundle_files, bundles, read.max_line_bytes)?;
+        for (t, path) in typed {
+            groups.entry(t).or_default().push(InputFile {
+                path,
+                typed_by_name: true,
+                reports_untyped: false,
+            });
+        }
+        if groups.is_empty() {
+            plan.empty.extend(bundle_files);
+        }
+        unplaced = bad;
+        plan.bundles = Some(std::sync::Arc::new(inputs));
+    }
+    // Entries that could not become a resource: every line is reported by the first group.
+    if let (Some(path), Some((_, files))) = (unplaced, groups.iter_mut().next()) {
+        files.push(InputFile {
+            path,
+            typed_by_name: true,
+            reports_untyped: false,
+        });
+    }
     plan.groups = groups
         .into_iter()
         .map(|(resource_type, files)| TypeGroup {
@@ -162,7 +219,12 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Result<()> {
+fn walk_dir(
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+    skipped: &mut Vec<PathBuf>,
+    json: &mut Vec<PathBuf>,
+) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Input {
         path: dir.to_path_buf(),
         reason: format!("cannot list directory: {e}"),
@@ -181,10 +243,12 @@ fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) ->
         if path.is_dir() {
             if !matches!(name.as_str(), "error" | "deleted" | "_rejected") && !name.starts_with('.')
             {
-                walk_dir(&path, files, skipped)?;
+                walk_dir(&path, files, skipped, json)?;
             }
         } else if is_ndjson_name(&name) {
             files.push(path);
+        } else if bundle::is_json_name(&name) && name != "manifest.json" && !name.starts_with('.') {
+            json.push(path);
         } else {
             skipped.push(path);
         }
@@ -222,11 +286,10 @@ pub fn why_not_ndjson(path: &Path) -> String {
                 .into();
         }
         if is_bundle(t) {
-            return format!(
-                "it looks like a FHIR Bundle, a JSON document spread over several lines, not \
-                 NDJSON (one resource per line). Extract its resources first: \
-                 jq -c '.entry[].resource' {name} > resources.ndjson"
-            );
+            return "it is a FHIR Bundle spread over several lines, read as NDJSON because of \
+                    its name or --bundles keep; flatfhir converts a Bundle's entries when the \
+                    file is named *.json or *.json.gz, or with --bundles unpack"
+                .to_string();
         }
         let how = if t.starts_with('[') { ".[]" } else { "." };
         return format!(
@@ -495,7 +558,7 @@ mod tests {
             ("", "it is empty"),
             (
                 "{\n  \"resourceType\" : \"Bundle\",\n  \"entry\": []\n}\n",
-                "FHIR Bundle",
+                "--bundles unpack",
             ),
             ("{\n  \"a\": 1\n}\n", "jq -c '.'"),
             ("[\n  {\"resourceType\": \"Patient\"}\n]\n", "jq -c '.[]'"),

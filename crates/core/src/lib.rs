@@ -29,7 +29,9 @@
 
 #![deny(missing_docs)]
 
+mod bundle;
 mod convert;
+mod dates;
 mod error;
 mod flatten;
 mod input;
@@ -42,13 +44,18 @@ mod stash;
 mod textchunk;
 mod writer;
 
+pub use bundle::{
+    BundleInputs, BundleMode, BundleOptions, BundleStats, Duplicates, is_refused_entries,
+    line_origin, remove_unpacked,
+};
 pub use convert::{
-    ConvertOptions, DEFAULT_MAX_COLUMNS, NoProgress, OnError, Progress, ReadReport, RejectedLine,
-    SAMPLE_REJECTED, SchemaReport, StageTimes, TypeReport, convert_group, infer_schema, read_group,
+    ConvertOptions, DEFAULT_MAX_COLUMNS, DateColumn, NoProgress, OnError, Progress, ReadReport,
+    RejectedLine, SAMPLE_REJECTED, SchemaReport, StageTimes, TypeReport, convert_group,
+    infer_schema, read_group,
 };
 pub use error::{Error, Result};
 pub use input::{
-    InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, natural_cmp, plan,
+    InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, natural_cmp, plan, plan_with,
     type_from_file_name, why_not_ndjson,
 };
 pub use reader::{
@@ -56,7 +63,10 @@ pub use reader::{
     LineReader, Lines, MAX_CHUNK_GROWTH, Overlong, OverlongSink, ReadOptions,
 };
 pub use schedule::convert_groups;
-pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};
+pub use schema::{
+    Column, Dates, Decimals, FirstSeen, column_type, column_type_with, instant_type,
+    text_dates_reason, type_name,
+};
 pub use stash::DEFAULT_MEMORY_BUDGET;
 pub use writer::{ColumnCodec, Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};
 

@@ -26,6 +26,47 @@ pub(crate) mod kind {
     pub(crate) const STR: u8 = 8;
     /// An integer outside the i64 range (kept as text).
     pub(crate) const BIGINT: u8 = 16;
+    /// A string that is a full date (`--dates typed` only; otherwise strings are [`STR`]).
+    pub(crate) const DATE: u8 = 32;
+    /// A string that is a full instant with an offset (`--dates typed` only).
+    pub(crate) const INSTANT: u8 = 64;
+    /// A string that starts like a date but is not a valid full date or instant (`--dates
+    /// typed` only).
+    pub(crate) const BADDATE: u8 = 128;
+}
+
+/// How FHIR dates and instants are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dates {
+    /// As text, as the reference workflow does.
+    #[default]
+    Text,
+    /// A column whose every value is a full instant with an offset becomes
+    /// `timestamp[µs, UTC]`; one whose every value is a full date becomes `date32`; any other
+    /// stays text (see `docs/columns.md`, "Dates").
+    Typed,
+}
+
+/// The Arrow type of an instant column under [`Dates::Typed`].
+pub fn instant_type() -> DataType {
+    DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Why a column with date-like values stayed text under [`Dates::Typed`], from its kinds
+/// (`None`: it holds no date-like value, or it became typed).
+pub fn text_dates_reason(kinds: u8) -> Option<&'static str> {
+    use kind::*;
+    if kinds & (DATE | INSTANT | BADDATE) == 0 || kinds == DATE || kinds == INSTANT {
+        return None;
+    }
+    Some(if kinds & BADDATE != 0 {
+        "a value starts like a date but is not a valid full date or instant with an offset \
+         (e.g. 2019-02-30, 24:00:00, a time without offset, finer than a microsecond)"
+    } else if kinds & DATE != 0 && kinds & INSTANT != 0 {
+        "it mixes dates and instants"
+    } else {
+        "not every value is a date or instant (partial dates such as 2019-07, or other values)"
+    })
 }
 
 /// How numbers with fractions are stored.
@@ -44,8 +85,16 @@ pub enum Decimals {
 /// [`Decimals::Exact`]); only booleans → `Boolean`; anything else, including no value at all →
 /// `Utf8`.
 pub fn column_type(kinds: u8, decimals: Decimals) -> DataType {
+    column_type_with(kinds, decimals, Dates::Text)
+}
+
+/// [`column_type`] with a dates policy: under [`Dates::Typed`], only full instants →
+/// [`instant_type`], only full dates → `Date32`.
+pub fn column_type_with(kinds: u8, decimals: Decimals, dates: Dates) -> DataType {
     use kind::*;
     match kinds {
+        INSTANT if dates == Dates::Typed => instant_type(),
+        DATE if dates == Dates::Typed => DataType::Date32,
         INT => DataType::Int64,
         k if k & !(INT | FRAC) == 0 && k & FRAC != 0 => match decimals {
             Decimals::Float => DataType::Float64,
@@ -334,6 +383,10 @@ pub fn type_name(t: &DataType) -> String {
         DataType::Float64 => "double".into(),
         DataType::Boolean => "bool".into(),
         DataType::Utf8 => "string".into(),
+        DataType::Date32 => "date32".into(),
+        DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some(tz)) => {
+            format!("timestamp[us, {tz}]")
+        }
         other => other.to_string(),
     }
 }
@@ -351,6 +404,8 @@ pub(crate) struct UnionSchema {
     sep: String,
     resource_type: String,
     buf: Vec<u8>,
+    /// The dates policy the column types follow.
+    pub(crate) dates: Dates,
 }
 
 impl UnionSchema {
@@ -364,6 +419,7 @@ impl UnionSchema {
             sep: sep.to_string(),
             resource_type: resource_type.to_string(),
             buf: Vec::new(),
+            dates: Dates::Text,
         }
     }
 
@@ -455,7 +511,7 @@ impl UnionSchema {
                 let s = &self.columns[i];
                 Column {
                     name: self.name(i).to_string(),
-                    data_type: column_type(s.kinds, decimals),
+                    data_type: column_type_with(s.kinds, decimals, self.dates),
                     non_null: s.non_null,
                     first_seen: s.first_seen,
                 }

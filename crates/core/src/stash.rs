@@ -389,6 +389,31 @@ fn column_array(t: &DataType, v: ColumnValues, n: usize) -> std::result::Result<
             Arc::new(BooleanArray::new(bits.finish(), nulls))
         }
         DataType::Utf8 => string_array(v, n, nulls)?,
+        // `--dates typed`: the pass found every value a full date / instant.
+        DataType::Date32 => {
+            let mut vals = vec![0i32; n];
+            for (r, s) in v.rows().zip(texts()) {
+                let s = s?;
+                vals[r as usize] =
+                    crate::dates::date_days(s).ok_or_else(|| format!("{s:?} is not a date"))?;
+            }
+            Arc::new(arrow_array::Date32Array::new(
+                ScalarBuffer::from(vals),
+                nulls,
+            ))
+        }
+        DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some(tz)) => {
+            let mut vals = vec![0i64; n];
+            for (r, s) in v.rows().zip(texts()) {
+                let s = s?;
+                vals[r as usize] =
+                    crate::dates::micros(s).ok_or_else(|| format!("{s:?} is not an instant"))?;
+            }
+            Arc::new(
+                arrow_array::TimestampMicrosecondArray::new(ScalarBuffer::from(vals), nulls)
+                    .with_timezone(tz.clone()),
+            )
+        }
         other => return Err(format!("unexpected column type {other}")),
     };
     Ok(array)

@@ -287,8 +287,15 @@ fn chunk_rows(
         )));
     }
     let mut resources = 0;
+    // Bundle entries that could not become a resource (see flatfhir_core::line_origin).
+    let refused = flatfhir_core::is_refused_entries(path);
     for line in chunk.lines() {
-        let ctx = || format!("{}:{}", path.display(), line.number);
+        // A line unpacked from a Bundle is named by its Bundle file, line and entry.
+        let ctx = || flatfhir_core::line_origin(path, line.number).0;
+        if refused {
+            let (at, why) = flatfhir_core::line_origin(path, line.number);
+            return Err(Error::Output(format!("{at}: {}", why.unwrap_or_default())));
+        }
         if line.bytes.len() > max_line_bytes {
             return Err(Error::Output(format!(
                 "{}: line is {} bytes, longer than the limit of {} (--max-line-bytes)",

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use flatfhir_core::{
-    Compression, ConvertOptions, Decimals, OnError, OutputFormat, Plan, ReadOptions, WriteOptions,
+    BundleMode, BundleOptions, BundleStats, Compression, ConvertOptions, Dates, Decimals,
+    Duplicates, OnError, OutputFormat, Plan, ReadOptions, WriteOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -58,10 +59,42 @@ pub(crate) enum OnErrorArg {
     Skip,
 }
 
+/// `--dates`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum DatesArg {
+    /// Dates and instants stay text, as in the reference workflow.
+    Text,
+    /// Columns of full instants with an offset become timestamp[us, UTC], columns of full dates
+    /// date32; any other column stays text (the summary says why).
+    Typed,
+}
+
+/// `--bundles`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum BundlesArg {
+    /// Unpack `*.json` / `*.json.gz` files and files of other names (not `*.ndjson`) that hold a
+    /// Bundle; Bundle lines of NDJSON files stay rows of the Bundle table.
+    Auto,
+    /// As `auto`, and unpack every Bundle line of NDJSON files too.
+    Unpack,
+    /// Unpack nothing: Bundles are resources like any other.
+    Keep,
+}
+
+/// `--bundle-duplicates`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum DuplicatesArg {
+    /// Keep every entry, as NDJSON input would.
+    Keep,
+    /// Keep the first resource of each (type, id) and count the others.
+    First,
+}
+
 /// Flags that decide how lines are read and flattened.
 #[derive(Debug, clap::Args)]
 pub(crate) struct FlattenArgs {
-    /// NDJSON files or directories (`*.ndjson`, `*.ndjson.gz`, `*.jsonl`; `error/` and `deleted/` are not read).
+    /// NDJSON files, Bundle files or directories (`*.ndjson`, `*.ndjson.gz`, `*.jsonl`, and
+    /// `*.json` / `*.json.gz` that hold a Bundle; `error/` and `deleted/` are not read).
     #[arg(required = true, value_name = "INPUT")]
     pub(crate) inputs: Vec<PathBuf>,
 
@@ -90,6 +123,10 @@ pub(crate) struct FlattenArgs {
     #[arg(long, value_enum, default_value = "float", value_name = "MODE")]
     pub(crate) decimals: DecimalsArg,
 
+    /// How to store FHIR dates and instants (see docs/columns.md, "Dates").
+    #[arg(long, value_enum, default_value = "text", value_name = "MODE")]
+    pub(crate) dates: DatesArg,
+
     /// What to do with a bad line.
     #[arg(long, value_enum, default_value = "fail", value_name = "MODE")]
     pub(crate) on_error: OnErrorArg,
@@ -97,6 +134,20 @@ pub(crate) struct FlattenArgs {
     /// Reject lines longer than this many bytes.
     #[arg(long, default_value_t = flatfhir_core::DEFAULT_MAX_LINE_BYTES, value_name = "BYTES")]
     pub(crate) max_line_bytes: usize,
+
+    /// Which files are FHIR Bundles whose `entry[].resource` are converted as if they were
+    /// NDJSON lines (see docs/columns.md, "Bundles").
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
+    pub(crate) bundles: BundlesArg,
+
+    /// Rewrite `urn:uuid:` references to another Bundle entry's fullUrl (in the same file)
+    /// as `Type/id`; the count of those that name no entry is reported.
+    #[arg(long)]
+    pub(crate) resolve_references: bool,
+
+    /// A resource whose (type, id) an earlier Bundle entry had: keep it, or keep only the first.
+    #[arg(long, value_enum, default_value = "keep", value_name = "MODE")]
+    pub(crate) bundle_duplicates: DuplicatesArg,
 
     /// Refuse a resource type whose schema is wider than this.
     #[arg(long, default_value_t = flatfhir_core::DEFAULT_MAX_COLUMNS, value_name = "N")]
@@ -127,6 +178,10 @@ impl FlattenArgs {
                 DecimalsArg::Float => Decimals::Float,
                 DecimalsArg::Exact => Decimals::Exact,
             },
+            dates: match self.dates {
+                DatesArg::Text => Dates::Text,
+                DatesArg::Typed => Dates::Typed,
+            },
             on_error: match self.on_error {
                 OnErrorArg::Fail => OnError::Fail,
                 OnErrorArg::Skip => OnError::Skip,
@@ -142,11 +197,33 @@ impl FlattenArgs {
     /// are not read are named on stderr (unless `--quiet`); when nothing is left to read, the
     /// error says why for each input.
     pub(crate) fn plan(&self) -> anyhow::Result<Plan> {
+        self.plan_in(None)
+    }
+
+    /// [`plan`](Self::plan), keeping resources unpacked from Bundles in `temp_dir` (when it
+    /// exists; else the system's temporary directory).
+    pub(crate) fn plan_in(&self, temp_dir: Option<&std::path::Path>) -> anyhow::Result<Plan> {
         if self.sep.is_empty() {
             return Err(usage("--sep must not be empty"));
         }
-        let mut plan = flatfhir_core::plan(&self.inputs, &self.read_options())
+        let bundles = BundleOptions {
+            mode: match self.bundles {
+                BundlesArg::Auto => BundleMode::Auto,
+                BundlesArg::Unpack => BundleMode::Unpack,
+                BundlesArg::Keep => BundleMode::Keep,
+            },
+            resolve_references: self.resolve_references,
+            duplicates: match self.bundle_duplicates {
+                DuplicatesArg::Keep => Duplicates::Keep,
+                DuplicatesArg::First => Duplicates::First,
+            },
+            temp_dir: temp_dir.filter(|d| d.is_dir()).map(|d| d.to_path_buf()),
+        };
+        let mut plan = flatfhir_core::plan_with(&self.inputs, &self.read_options(), &bundles)
             .context("cannot plan the inputs")?;
+        if let (Some(b), false) = (&plan.bundles, self.quiet) {
+            eprintln!("{}", bundle_note(b.stats(), self.resolve_references));
+        }
         if !self.types.is_empty() {
             for t in &self.types {
                 if !plan.groups.iter().any(|g| &g.resource_type == t) {
@@ -425,4 +502,33 @@ pub(crate) fn input_bytes(plan: &Plan) -> u64 {
         .flat_map(|g| &g.files)
         .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
         .sum()
+}
+
+/// What unpacking Bundles did, for stderr.
+pub(crate) fn bundle_note(s: &BundleStats, resolving: bool) -> String {
+    let mut note = format!(
+        "note: unpacked {} Bundle(s) from {} file(s): {} resource(s)",
+        s.bundles, s.files, s.resources
+    );
+    if s.bad_entries > 0 {
+        note.push_str(&format!(
+            ", {} {} that could not become a resource (reported as bad lines)",
+            s.bad_entries,
+            if s.bad_entries == 1 {
+                "entry"
+            } else {
+                "entries"
+            }
+        ));
+    }
+    if s.duplicates > 0 {
+        note.push_str(&format!(", {} duplicate (type, id) left out", s.duplicates));
+    }
+    if resolving {
+        note.push_str(&format!(
+            "; {} urn:uuid reference(s) resolved to Type/id, {} unresolved",
+            s.references_resolved, s.references_unresolved
+        ));
+    }
+    note
 }

@@ -50,6 +50,9 @@ struct Summary {
     types: Vec<TypeReport>,
     failed: Vec<Failure>,
     skipped_files: Vec<PathBuf>,
+    /// What unpacking Bundle files did (absent when there were none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bundles: Option<flatfhir_core::BundleStats>,
     /// What happened to files already in DIR.
     output_dir: super::outdir::Outcome,
     rows: u64,
@@ -64,7 +67,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         return super::views::run(&args);
     }
     let start = std::time::Instant::now();
-    let plan = args.flatten.plan()?;
+    // Resources unpacked from Bundles are kept next to the spill file (see --spill-dir).
+    let plan = args
+        .flatten
+        .plan_in(Some(args.output.spill_dir.as_deref().unwrap_or(&args.out)))?;
     let mut opts = args.flatten.convert_options();
     opts.out_dir = args.out.clone();
     opts.write = args.output.write_options()?;
@@ -85,6 +91,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         types: Vec::new(),
         failed: Vec::new(),
         skipped_files: plan.skipped.clone(),
+        bundles: plan.bundles.as_ref().map(|b| b.stats().clone()),
         output_dir: super::outdir::Outcome::default(),
         rows: 0,
         input_bytes: 0,
@@ -202,7 +209,7 @@ fn describe(r: &TypeReport) -> String {
     } else {
         String::new()
     };
-    format!(
+    let mut line = format!(
         "{}: {} rows, {} columns, {:.1} MB in {:.2} s ({:.1} MB/s){rejected} -> {out}",
         r.resource_type,
         r.rows,
@@ -210,5 +217,24 @@ fn describe(r: &TypeReport) -> String {
         mb(r.input_bytes),
         r.seconds,
         mb(r.input_bytes) / r.seconds.max(1e-9),
-    )
+    );
+    // `--dates typed`: which columns became typed (the first few; `--json` lists all), and
+    // why each other date-like column did not.
+    const SHOWN: usize = 6;
+    let typed: Vec<_> = r.dates.iter().filter(|d| d.reason.is_none()).collect();
+    for d in typed.iter().take(SHOWN) {
+        line.push_str(&format!("\n  {}: {}", d.column, d.data_type));
+    }
+    if typed.len() > SHOWN {
+        line.push_str(&format!(
+            "\n  and {} more typed date/instant columns (--json lists them)",
+            typed.len() - SHOWN
+        ));
+    }
+    for d in &r.dates {
+        if let Some(why) = &d.reason {
+            line.push_str(&format!("\n  {}: stays text: {why}", d.column));
+        }
+    }
+    line
 }

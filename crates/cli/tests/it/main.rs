@@ -3,8 +3,10 @@
 mod support;
 
 mod bench;
+mod bundles;
 mod convert;
 mod convert_view;
+mod dates;
 mod export;
 mod fetch;
 mod messages;

@@ -292,7 +292,7 @@ fn skipped_files_are_named() {
         );
 }
 
-/// A FHIR Bundle or other multi-line JSON named on the command line (or named .ndjson) gets
+/// A FHIR Bundle read as NDJSON (`--bundles keep`) or other multi-line JSON named .ndjson gets
 /// the reason and what to do, not "truncated?".
 #[test]
 fn pretty_printed_json_is_recognised() {
@@ -301,16 +301,27 @@ fn pretty_printed_json_is_recognised() {
     let json = dir.path().join("bundle.json");
     std::fs::write(&json, bundle).unwrap();
     let out = tempfile::tempdir().unwrap();
+    // A Bundle file is converted (docs/columns.md, "Bundles"); with --bundles keep it is
+    // read as NDJSON, and the message says how to have it unpacked.
     flatfhir()
         .arg("convert")
         .arg(&json)
         .arg("-o")
         .arg(out.path())
         .assert()
+        .success();
+    assert!(out.path().join("Patient.parquet").is_file());
+    let out = tempfile::tempdir().unwrap();
+    flatfhir()
+        .args(["convert", "--bundles", "keep"])
+        .arg(&json)
+        .arg("-o")
+        .arg(out.path())
+        .assert()
         .code(1)
         .stderr(
-            predicate::str::contains("looks like a FHIR Bundle")
-                .and(predicate::str::contains("jq -c '.entry[].resource'")),
+            predicate::str::contains("it is a FHIR Bundle")
+                .and(predicate::str::contains("--bundles unpack")),
         );
 
     let named = dir.path().join("Patient.ndjson");
