@@ -38,6 +38,7 @@ mod reader;
 mod scan;
 mod schedule;
 mod schema;
+mod shard;
 mod stash;
 mod textchunk;
 mod writer;
@@ -57,6 +58,10 @@ pub use reader::{
 };
 pub use schedule::convert_groups;
 pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};
+pub use shard::{
+    DEFAULT_SHARD_BYTES, DocColumn, PathSeg, Position, SCHEMA_FORMAT, SCHEMA_VERSION, SchemaDoc,
+    Shard, ShardOutcome, TypeSchema, plan_shards, read_shard,
+};
 pub use stash::DEFAULT_MEMORY_BUDGET;
 pub use writer::{ColumnCodec, Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};
 

@@ -3,3 +3,4 @@
 mod numbering;
 mod property;
 mod read;
+mod shard;
