@@ -54,6 +54,7 @@ def _flatten_args(
     mmap: bool,
     memory_budget: int,
     spill_dir: Optional[str],
+    schema_doc: Any = None,
 ) -> Dict[str, Any]:
     if not sep:
         raise OptionsError("sep must not be empty")
@@ -74,7 +75,25 @@ def _flatten_args(
         "mmap": mmap,
         "memory_budget": memory_budget,
         "spill_dir": os.fspath(spill_dir) if spill_dir is not None else None,
+        "schema": _schema_text(schema_doc),
     }
+
+
+def _schema_text(doc: Any) -> Optional[str]:
+    """A schema document as JSON text: a :class:`flatfhir.scale.SchemaDocument`, a dict, JSON
+    text, or a path to a file written by ``flatfhir schema --save``."""
+    if doc is None:
+        return None
+    if hasattr(doc, "json") and isinstance(doc.json, str):
+        return doc.json
+    if isinstance(doc, dict):
+        return json.dumps(doc)
+    if isinstance(doc, str) and doc.lstrip().startswith("{"):
+        return doc
+    if isinstance(doc, (str, os.PathLike)):
+        with open(doc, encoding="utf-8") as f:
+            return f.read()
+    raise OptionsError(f"schema={doc!r}: expected a SchemaDocument, a dict, JSON text or a path")
 
 
 @dataclass(frozen=True)
@@ -245,6 +264,7 @@ def read(
     mmap: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
+    schema: Any = None,
     columns: Optional[Mapping[str, Any]] = None,
     views: Any = None,
     progress: ProgressArg = True,
@@ -258,7 +278,10 @@ def read(
     ``"skip"`` leaves bad lines out and lists them in ``result.rejected``), ``threads``
     (``None``: one per core), ``max_columns``, ``max_line_bytes``, ``mmap``,
     ``memory_budget`` and ``spill_dir`` (flattened data beyond the budget waits in an
-    unlinked temporary file there; default: the system's temporary directory).
+    unlinked temporary file there; default: the system's temporary directory). ``schema``
+    (a :class:`flatfhir.scale.SchemaDocument`, dict, JSON text or path of a document from
+    ``flatfhir schema --save``) fixes the columns, order and types; a value that does not
+    fit it raises :class:`~flatfhir.errors.BadLineError` with file and line.
 
     With ``columns`` (``{"Patient": {"id": "identifier[0].value", "gender": "gender"}}``) or
     ``views`` (SQL on FHIR ViewDefinitions), returns those views' tables instead (see
@@ -272,7 +295,7 @@ def read(
 
         return read_views(paths, columns=columns, views=views, max_line_bytes=max_line_bytes, mmap=mmap)
     flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes, mmap,
-                         memory_budget, spill_dir)
+                         memory_budget, spill_dir, schema)
     p = plan(paths, types=types, max_line_bytes=max_line_bytes, mmap=mmap)
     out = Tables()
     total = 2 * sum(_size(f) for f in p.groups.values())
@@ -332,6 +355,7 @@ def iter_batches(
     mmap: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
+    schema: Any = None,
     progress: ProgressArg = False,
 ) -> Iterator[pa.RecordBatch]:
     """Reads one resource type (``resource_type``; may be left out when the inputs hold only
@@ -344,7 +368,7 @@ def iter_batches(
     return iter(batch_reader(paths, resource_type, sep=sep, exclude=exclude, decimals=decimals,
                              on_error=on_error, threads=threads, max_columns=max_columns,
                              max_line_bytes=max_line_bytes, mmap=mmap, memory_budget=memory_budget,
-                             spill_dir=spill_dir, progress=progress))
+                             spill_dir=spill_dir, schema=schema, progress=progress))
 
 
 def batch_reader(
@@ -361,13 +385,14 @@ def batch_reader(
     mmap: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
+    schema: Any = None,
     progress: ProgressArg = False,
 ) -> pa.RecordBatchReader:
     """:func:`iter_batches` as a ``pyarrow.RecordBatchReader``: it has
     ``__arrow_c_stream__``, so polars (``pl.from_arrow``), DuckDB and pandas take it as a
     stream. Waits for the pass over the input (for the schema) before it returns."""
     flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes, mmap,
-                         memory_budget, spill_dir)
+                         memory_budget, spill_dir, schema)
     p = plan(paths, max_line_bytes=max_line_bytes, mmap=mmap)
     rt = _one_type(p.groups, resource_type)
     rep = Reporter(progress, 2 * _size(p.groups[rt]), rt)
@@ -438,6 +463,7 @@ def convert(
     mmap: bool = True,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
+    schema: Any = None,
     raise_on_error: bool = True,
     progress: ProgressArg = True,
 ) -> ConvertResult:
@@ -448,7 +474,7 @@ def convert(
     ``raise_on_error`` (default), the first failure is raised with the whole result attached
     as its ``result`` attribute."""
     flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes, mmap,
-                         memory_budget, spill_dir)
+                         memory_budget, spill_dir, schema)
     write = {"format": format, "compression": compression, "row_group_rows": row_group_rows}
     p = plan(paths, types=types, max_line_bytes=max_line_bytes, mmap=mmap)
     total = 2 * sum(_size(f) for f in p.groups.values())

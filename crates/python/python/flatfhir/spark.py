@@ -1,0 +1,183 @@
+"""flatfhir as a PySpark (4.x) Python Data Source: each shard of the input is one Spark
+partition, flattened in Rust on the executor and handed over as Arrow record batches.
+
+.. code-block:: python
+
+    from flatfhir.spark import register, infer_schema
+    register(spark)
+    doc = infer_schema(spark, "export/", "Observation")          # a Spark job over the shards
+    df = (spark.read.format("flatfhir")
+          .option("resourceType", "Observation")
+          .option("schemaJson", doc.json)                         # or .option("schema", "s.json")
+          .load("export/"))
+
+Without ``schema``/``schemaJson`` the data source computes the schema itself, shard after
+shard in one process (Spark calls a data source's ``schema()`` outside any job): fine for an
+export one machine reads in seconds; for larger ones run :func:`infer_schema` (or
+``flatfhir schema --save``) first. See ``docs/scale-out.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Iterator, List, Optional
+
+import pyarrow as pa
+from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
+from pyspark.sql.types import (
+    BooleanType,
+    DataType,
+    DoubleType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from . import scale
+from .errors import OptionsError
+
+_TYPES: Dict[pa.DataType, DataType] = {
+    pa.int64(): LongType(),
+    pa.float64(): DoubleType(),
+    pa.bool_(): BooleanType(),
+    pa.string(): StringType(),
+}
+
+
+def spark_schema(schema: pa.Schema) -> StructType:
+    """The Spark schema of a flattened table's Arrow schema (all columns nullable)."""
+    return StructType([StructField(f.name, _TYPES[f.type], True) for f in schema])
+
+
+def _flatten_options(options: Dict[str, str]) -> Dict[str, Any]:
+    o = {k.lower(): v for k, v in options.items()}
+    known = {"resourcetype", "path", "paths", "sep", "exclude", "decimals", "on_error", "onerror",
+             "shardbytes", "schema", "schemajson", "maxcolumns", "maxlinebytes"}
+    unknown = sorted(set(o) - known)
+    if unknown:
+        raise OptionsError(f"flatfhir data source: unknown option(s) {', '.join(unknown)}")
+    out: Dict[str, Any] = {
+        "sep": o.get("sep", "_"),
+        "exclude": [k for k in o.get("exclude", "").split(",") if k],
+        "decimals": o.get("decimals", "float"),
+        "on_error": o.get("on_error", o.get("onerror", "fail")),
+    }
+    if "maxcolumns" in o:
+        out["max_columns"] = int(o["maxcolumns"])
+    if "maxlinebytes" in o:
+        out["max_line_bytes"] = int(o["maxlinebytes"])
+    return out
+
+
+def _paths(options: Dict[str, str]) -> List[str]:
+    o = {k.lower(): v for k, v in options.items()}
+    if "paths" in o:
+        return list(json.loads(o["paths"]))
+    if "path" in o:
+        return [o["path"]]
+    raise OptionsError("flatfhir data source: no path given (load(path))")
+
+
+class ShardPartition(InputPartition):
+    """One shard (its JSON spec)."""
+
+    def __init__(self, spec: str) -> None:
+        super().__init__(spec)
+        self.spec = spec
+
+
+def _schema_doc(options: Dict[str, str], shards: List[scale.Shard],
+                flat: Dict[str, Any]) -> scale.SchemaDocument:
+    o = {k.lower(): v for k, v in options.items()}
+    if "schemajson" in o:
+        return scale.SchemaDocument(o["schemajson"])
+    if "schema" in o:
+        return scale.SchemaDocument.load(o["schema"])
+    return scale.merge_schemas(scale.shard_schema(s, **flat) for s in shards)
+
+
+class FlatfhirDataSource(DataSource):
+    """``spark.read.format("flatfhir")``: options ``resourceType`` (needed when the input
+    holds several types), ``schema`` (path of a schema document) or ``schemaJson`` (its
+    text), ``shardBytes`` (default 128 MiB), ``sep``, ``exclude`` (comma-separated root keys),
+    ``decimals`` (float/exact), ``on_error`` (fail/skip), ``maxColumns``, ``maxLineBytes``."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "flatfhir"
+
+    def _plan(self) -> List[scale.Shard]:
+        o = {k.lower(): v for k, v in self.options.items()}
+        shard_bytes = int(o.get("shardbytes", scale.DEFAULT_SHARD_BYTES))
+        return scale.plan_shards(_paths(self.options), o.get("resourcetype"),
+                                 shard_bytes=shard_bytes)
+
+    def schema(self) -> StructType:
+        shards = self._plan()
+        flat = _flatten_options(self.options)
+        doc = _schema_doc(self.options, shards, flat)
+        rt = shards[0].resource_type if shards else self.options.get("resourceType", "")
+        return spark_schema(_arrow_schema(doc, rt, flat))
+
+    def reader(self, schema: StructType) -> "FlatfhirReader":
+        return FlatfhirReader(self.options, self._plan())
+
+
+def _arrow_schema(doc: scale.SchemaDocument, rt: str, flat: Dict[str, Any]) -> pa.Schema:
+    kinds = {"int": 1, "frac": 2, "bool": 4, "string": 8, "bigint": 16}
+    fields = []
+    for c in doc.columns(rt):
+        k = sum(kinds[x] for x in c["kinds"])
+        if k == 1:
+            t = pa.int64()
+        elif k & ~3 == 0 and k & 2:
+            t = pa.float64() if flat["decimals"] == "float" else pa.string()
+        elif k == 4:
+            t = pa.bool_()
+        else:
+            t = pa.string()
+        fields.append(pa.field(c["name"], t))
+    return pa.schema(fields)
+
+
+class FlatfhirReader(DataSourceReader):
+    def __init__(self, options: Dict[str, str], shards: List[scale.Shard]) -> None:
+        self.options = dict(options)
+        self.shards = [s.spec for s in shards]
+        flat = _flatten_options(self.options)
+        self.doc = _schema_doc(self.options, shards, flat).json
+
+    def partitions(self) -> List[InputPartition]:
+        return [ShardPartition(s) for s in self.shards]
+
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        spec = partition.spec  # type: ignore[attr-defined]
+        got = scale.read_shard(spec, self.doc, **_flatten_options(self.options))
+        yield from got.table.to_batches()
+
+
+def register(spark: Any) -> None:
+    """Registers the ``flatfhir`` format with a SparkSession."""
+    spark.dataSource.register(FlatfhirDataSource)
+
+
+def infer_schema(spark: Any, paths: Any, resource_type: Optional[str] = None, *,
+                 shard_bytes: int = scale.DEFAULT_SHARD_BYTES, **flatten: Any) -> scale.SchemaDocument:
+    """The union schema as a Spark job: one task per shard computes its schema, the driver
+    merges them (the merge is associative and commutative, so the order tasks finish in does
+    not matter). Equals ``flatfhir schema --save`` up to where columns were first seen."""
+    shards = scale.plan_shards(paths, resource_type, shard_bytes=shard_bytes)
+    specs = [s.spec for s in shards]
+
+    def one(spec: str) -> str:
+        from flatfhir import scale as sc
+
+        return sc.shard_schema(spec, **flatten).schema.json
+
+    docs = spark.sparkContext.parallelize(specs, max(1, len(specs))).map(one).collect()
+    return scale.merge_schemas(docs)
+
+
+__all__ = ["FlatfhirDataSource", "infer_schema", "register", "spark_schema"]
