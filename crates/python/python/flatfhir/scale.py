@@ -72,7 +72,8 @@ class SchemaDocument:
             raise
 
     def to_dict(self) -> Dict[str, Any]:
-        return json.loads(self.json)
+        d: Dict[str, Any] = json.loads(self.json)
+        return d
 
     @property
     def types(self) -> List[str]:
@@ -80,7 +81,8 @@ class SchemaDocument:
 
     def columns(self, resource_type: str) -> List[Dict[str, Any]]:
         """The columns of one type, in output order."""
-        return self.to_dict()["types"][resource_type]["columns"]
+        cols: List[Dict[str, Any]] = self.to_dict()["types"][resource_type]["columns"]
+        return cols
 
     def rows(self, resource_type: str) -> int:
         return int(self.to_dict()["types"][resource_type]["rows"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import pyarrow as pa
 from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
@@ -36,6 +36,7 @@ from pyspark.sql.types import (
 )
 
 from . import scale
+from .spark_types import arrow_schema
 from .errors import OptionsError
 
 _TYPES: Dict[pa.DataType, DataType] = {
@@ -51,7 +52,7 @@ def spark_schema(schema: pa.Schema) -> StructType:
     return StructType([StructField(f.name, _TYPES[f.type], True) for f in schema])
 
 
-def _flatten_options(options: Dict[str, str]) -> Dict[str, Any]:
+def _flatten_options(options: Mapping[str, str]) -> Dict[str, Any]:
     o = {k.lower(): v for k, v in options.items()}
     known = {"resourcetype", "path", "paths", "sep", "exclude", "decimals", "on_error", "onerror",
              "shardbytes", "schema", "schemajson", "maxcolumns", "maxlinebytes"}
@@ -71,7 +72,7 @@ def _flatten_options(options: Dict[str, str]) -> Dict[str, Any]:
     return out
 
 
-def _paths(options: Dict[str, str]) -> List[str]:
+def _paths(options: Mapping[str, str]) -> List[str]:
     o = {k.lower(): v for k, v in options.items()}
     if "paths" in o:
         return list(json.loads(o["paths"]))
@@ -88,7 +89,7 @@ class ShardPartition(InputPartition):
         self.spec = spec
 
 
-def _schema_doc(options: Dict[str, str], shards: List[scale.Shard],
+def _schema_doc(options: Mapping[str, str], shards: List[scale.Shard],
                 flat: Dict[str, Any]) -> scale.SchemaDocument:
     o = {k.lower(): v for k, v in options.items()}
     if "schemajson" in o:
@@ -119,31 +120,14 @@ class FlatfhirDataSource(DataSource):
         flat = _flatten_options(self.options)
         doc = _schema_doc(self.options, shards, flat)
         rt = shards[0].resource_type if shards else self.options.get("resourceType", "")
-        return spark_schema(_arrow_schema(doc, rt, flat))
+        return spark_schema(arrow_schema(doc, rt, flat["decimals"]))
 
     def reader(self, schema: StructType) -> "FlatfhirReader":
         return FlatfhirReader(self.options, self._plan())
 
 
-def _arrow_schema(doc: scale.SchemaDocument, rt: str, flat: Dict[str, Any]) -> pa.Schema:
-    kinds = {"int": 1, "frac": 2, "bool": 4, "string": 8, "bigint": 16}
-    fields = []
-    for c in doc.columns(rt):
-        k = sum(kinds[x] for x in c["kinds"])
-        if k == 1:
-            t = pa.int64()
-        elif k & ~3 == 0 and k & 2:
-            t = pa.float64() if flat["decimals"] == "float" else pa.string()
-        elif k == 4:
-            t = pa.bool_()
-        else:
-            t = pa.string()
-        fields.append(pa.field(c["name"], t))
-    return pa.schema(fields)
-
-
 class FlatfhirReader(DataSourceReader):
-    def __init__(self, options: Dict[str, str], shards: List[scale.Shard]) -> None:
+    def __init__(self, options: Mapping[str, str], shards: List[scale.Shard]) -> None:
         self.options = dict(options)
         self.shards = [s.spec for s in shards]
         flat = _flatten_options(self.options)
