@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,7 +21,8 @@ pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (pip i
 
 @pytest.fixture(scope="module")
 def spark():
-    if subprocess.run(["java", "-version"], capture_output=True).returncode != 0:
+    if shutil.which("java") is None:
+        print("no Java runtime (java on PATH): skipping the Spark tests")
         pytest.skip("no Java runtime for Spark")
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
@@ -85,3 +87,21 @@ def test_schema_file_option_and_inferred_schema(spark, tmp_path):
     df2 = (spark.read.format("flatfhir").option("schema", str(subprocess_doc))
            .option("shardBytes", "100").load(str(f)))
     assert df2.toArrow().equals(df.toArrow())
+
+
+def test_skip_puts_rejected_lines_in_a_folder(spark, tmp_path):
+    f = tmp_path / "Basic.ndjson"
+    lines = [f'{{"resourceType":"Basic","id":"{i}"}}' for i in range(30)]
+    lines[7] = "{broken"
+    lines[22] = '{"resourceType":"Patient","id":"x"}'
+    f.write_text("\n".join(lines) + "\n")
+    rejected = tmp_path / "rejected"
+    df = (spark.read.format("flatfhir").option("on_error", "skip").option("shardBytes", "90")
+          .option("rejected", str(rejected)).load(str(f)))
+    rows = df.count()
+    found = [json.loads(l) for p in sorted(rejected.glob("*.ndjson")) for l in p.read_text().splitlines()]
+    # Rows in = rows out + rows rejected.
+    assert rows + len(found) == 30
+    assert rows == 28
+    assert all(r["file"].endswith("Basic.ndjson") and r["reason"] for r in found)
+    assert not list(rejected.glob(".*"))  # no temporary files left

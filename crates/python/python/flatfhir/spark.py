@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import pyarrow as pa
@@ -36,6 +37,7 @@ from pyspark.sql.types import (
 )
 
 from . import scale
+from ._engine import Rejected
 from .spark_types import arrow_schema
 from .errors import OptionsError
 
@@ -55,7 +57,7 @@ def spark_schema(schema: pa.Schema) -> StructType:
 def _flatten_options(options: Mapping[str, str]) -> Dict[str, Any]:
     o = {k.lower(): v for k, v in options.items()}
     known = {"resourcetype", "path", "paths", "sep", "exclude", "decimals", "on_error", "onerror",
-             "shardbytes", "schema", "schemajson", "maxcolumns", "maxlinebytes"}
+             "shardbytes", "schema", "schemajson", "maxcolumns", "maxlinebytes", "rejected"}
     unknown = sorted(set(o) - known)
     if unknown:
         raise OptionsError(f"flatfhir data source: unknown option(s) {', '.join(unknown)}")
@@ -103,7 +105,9 @@ class FlatfhirDataSource(DataSource):
     """``spark.read.format("flatfhir")``: options ``resourceType`` (needed when the input
     holds several types), ``schema`` (path of a schema document) or ``schemaJson`` (its
     text), ``shardBytes`` (default 128 MiB), ``sep``, ``exclude`` (comma-separated root keys),
-    ``decimals`` (float/exact), ``on_error`` (fail/skip), ``maxColumns``, ``maxLineBytes``."""
+    ``decimals`` (float/exact), ``on_error`` (fail/skip), ``maxColumns``, ``maxLineBytes``,
+    ``rejected`` (a folder for the lines ``on_error=skip`` leaves out: one NDJSON file of
+    ``{"file", "line", "reason"}`` per shard that has any)."""
 
     @classmethod
     def name(cls) -> str:
@@ -139,7 +143,30 @@ class FlatfhirReader(DataSourceReader):
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         spec = partition.spec  # type: ignore[attr-defined]
         got = scale.read_shard(spec, self.doc, **_flatten_options(self.options))
+        where = {k.lower(): v for k, v in self.options.items()}.get("rejected")
+        if got.rejected and where:
+            _write_rejected(where, scale.Shard.from_spec(spec), got.rejected)
         yield from got.table.to_batches()
+
+
+def _write_rejected(folder: str, shard: scale.Shard, rejected: List[Rejected]) -> None:
+    """One NDJSON file per shard that left lines out (``{"file", "line", "reason"}`` a line),
+    written under a temporary name and renamed, so a reader never sees half a file; a retried
+    task replaces its own file."""
+    os.makedirs(folder, exist_ok=True)
+    name = f"{shard.resource_type}-{shard.file_index:05d}-{shard.start:015d}.ndjson"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in rejected:
+                f.write(json.dumps({"file": r.file, "line": r.line, "reason": r.reason}) + "\n")
+        os.replace(tmp, os.path.join(folder, name))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def register(spark: Any) -> None:
