@@ -60,7 +60,7 @@ pub use schedule::convert_groups;
 pub use schema::{Column, Decimals, FirstSeen, column_type, type_name};
 pub use shard::{
     DEFAULT_SHARD_BYTES, DocColumn, PathSeg, Position, SCHEMA_FORMAT, SCHEMA_VERSION, SchemaDoc,
-    Shard, ShardOutcome, TypeSchema, plan_shards, read_shard,
+    Shard, ShardOutcome, TypeSchema, plan_shards, read_shard, read_texts,
 };
 pub use stash::DEFAULT_MEMORY_BUDGET;
 pub use writer::{ColumnCodec, Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};

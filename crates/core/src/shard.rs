@@ -568,6 +568,44 @@ pub fn read_shard(
     given: Option<&TypeSchema>,
     batch: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<ShardOutcome> {
+    let lines = ShardLines::open(shard, opts)?;
+    run(shard, lines, opts, given, batch)
+}
+
+/// Flattens lines held in memory (e.g. NDJSON text already in a DataFrame column) as
+/// [`read_shard`] flattens a shard: `shard.path` names them in errors and `shard.file_index`
+/// orders their columns among other calls' (`start`, `end` are ignored); `texts[0]` is line
+/// `first_line`. Blank texts are skipped (and counted).
+pub fn read_texts(
+    shard: &Shard,
+    texts: Vec<Vec<u8>>,
+    first_line: u64,
+    opts: &ConvertOptions,
+    given: Option<&TypeSchema>,
+    batch: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<ShardOutcome> {
+    let items: Vec<Item> = texts
+        .into_iter()
+        .enumerate()
+        .filter(|(_, t)| !t.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')))
+        .map(|(i, t)| (i as u64 + first_line, Ok(t)))
+        .collect();
+    run(
+        shard,
+        ShardLines::Memory(items.into_iter()),
+        opts,
+        given,
+        batch,
+    )
+}
+
+fn run(
+    shard: &Shard,
+    mut lines: ShardLines,
+    opts: &ConvertOptions,
+    given: Option<&TypeSchema>,
+    batch: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<ShardOutcome> {
     if opts.sep.is_empty() {
         return Err(Error::Options("the separator must not be empty".into()));
     }
@@ -595,7 +633,6 @@ pub fn read_shard(
     let mut rows = 0u64;
     let mut rejected = Vec::new();
     let mut scratch = String::new();
-    let mut lines = ShardLines::open(shard, opts)?;
     let mut chunk: Vec<Item> = Vec::new();
     loop {
         let more = lines.fill(&mut chunk)?;
@@ -698,6 +735,7 @@ type Item = (u64, std::result::Result<Vec<u8>, String>);
 /// everywhere else), or a byte range of a plain file by the Hadoop rule.
 enum ShardLines {
     Whole(LineReader, usize),
+    Memory(std::vec::IntoIter<Item>),
     Range {
         input: BufReader<File>,
         path: PathBuf,
@@ -744,6 +782,10 @@ impl ShardLines {
     /// Appends the next chunk's non-blank lines; `false` once the shard is done.
     fn fill(&mut self, out: &mut Vec<Item>) -> Result<bool> {
         match self {
+            Self::Memory(items) => {
+                out.extend(items.by_ref().take(CHUNK_LINES));
+                Ok(!items.as_slice().is_empty())
+            }
             Self::Whole(r, max_line_bytes) => {
                 let max_line_bytes = *max_line_bytes;
                 let Some(chunk) = r.next_chunk()? else {

@@ -34,6 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(shard::shard_schema, m)?)?;
     m.add_function(wrap_pyfunction!(shard::merge_schemas, m)?)?;
     m.add_function(wrap_pyfunction!(shard::read_shard, m)?)?;
+    m.add_function(wrap_pyfunction!(shard::read_texts, m)?)?;
     m.add_function(wrap_pyfunction!(views::run_views, m)?)?;
     m.add_class::<fetch::Client>()?;
     Ok(())

@@ -122,3 +122,64 @@ pub(crate) fn read_shard(
         .collect::<PyResult<Vec<_>>>()?;
     Ok((schema, batches, rejected_list(&out.rejected)))
 }
+
+/// Flattens NDJSON texts held in memory (`None`: no line), named `source` in errors, line
+/// `first_line` being `texts[0]`, columns ordered by `file_index` among calls. Without a schema in `flatten`: `(schema document, [], rejected)`; with
+/// one: `(pyarrow schema, [batch...], rejected)`.
+#[pyfunction]
+#[pyo3(signature = (texts, resource_type, source, file_index, first_line, flatten))]
+pub(crate) fn read_texts(
+    py: Python<'_>,
+    texts: Vec<Option<String>>,
+    resource_type: String,
+    source: String,
+    file_index: u32,
+    first_line: u64,
+    flatten: FlattenArgs,
+) -> PyResult<(Py<PyAny>, Vec<Py<PyAny>>, RejectedList)> {
+    let opts = flatten.options(PathBuf::from("."))?;
+    let shard = Shard {
+        resource_type: resource_type.clone(),
+        file_index,
+        path: PathBuf::from(source),
+        start: 0,
+        end: None,
+        typed_by_name: true,
+        reports_untyped: true,
+    };
+    let texts: Vec<Vec<u8>> = texts
+        .into_iter()
+        .map(|t| t.map(String::into_bytes).unwrap_or_default())
+        .collect();
+    let given = match &opts.schema {
+        Some(doc) => Some(doc.get(&resource_type).map_err(|e| errors::core(py, e))?),
+        None => None,
+    };
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let out = py
+        .detach(|| {
+            flatfhir_core::read_texts(&shard, texts, first_line, &opts, given, &mut |b| {
+                batches.push(b);
+                Ok(())
+            })
+        })
+        .map_err(|e| errors::core(py, e))?;
+    let rejected = rejected_list(&out.rejected);
+    match given {
+        None => {
+            let mut doc = SchemaDoc::new(&opts.sep, &opts.exclude);
+            doc.types.insert(resource_type, out.schema);
+            Ok((errors::obj(py, doc.to_json()), Vec::new(), rejected))
+        }
+        Some(t) => {
+            let arrow = t
+                .arrow_schema(opts.decimals)
+                .map_err(|e| errors::core(py, e))?;
+            let batches = batches
+                .into_iter()
+                .map(|b| b.to_pyarrow(py).map(Bound::unbind))
+                .collect::<PyResult<Vec<_>>>()?;
+            Ok((arrow.to_pyarrow(py)?.unbind(), batches, rejected))
+        }
+    }
+}

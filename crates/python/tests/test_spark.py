@@ -105,3 +105,23 @@ def test_skip_puts_rejected_lines_in_a_folder(spark, tmp_path):
     assert rows == 28
     assert all(r["file"].endswith("Basic.ndjson") and r["reason"] for r in found)
     assert not list(rejected.glob(".*"))  # no temporary files left
+
+
+def test_flatten_column_of_spark_read_text(spark, tmp_path):
+    import flatfhir
+    from flatfhir.spark import column_schema, flatten_column
+
+    f = tmp_path / "Basic.ndjson"
+    f.write_text("".join(f'{{"resourceType":"Basic","id":"{i}","n":{i},"a":[{i % 3}]}}\n'
+                         for i in range(100)))
+    df = spark.read.text(str(f)).repartition(1)
+    out = flatten_column(df, "Basic").toArrow()
+    want = flatfhir.read(f, progress=False)["Basic"]
+    assert out.column_names == want.column_names
+    assert out.cast(want.schema).equals(want)
+    doc = column_schema(df, "Basic")
+    assert doc.rows("Basic") == 100
+    # A value the given schema cannot hold fails, naming the partition's row.
+    bad = spark.createDataFrame([('{"resourceType":"Basic","n":"x"}',)], "value string")
+    with pytest.raises(Exception, match=r"value of partition \d+:1: column n is int64"):
+        flatten_column(bad, "Basic", doc).collect()

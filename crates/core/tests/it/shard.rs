@@ -361,3 +361,59 @@ fn foreign_documents_are_refused() {
             .contains("whose name is \"a_b\"")
     );
 }
+
+/// Texts held in memory flatten as the same lines in a file do; errors name the source and
+/// the line counted from `first_line`.
+#[test]
+fn texts_in_memory_flatten_like_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..20)
+        .map(|i| format!("{{\"resourceType\":\"Basic\",\"id\":\"{i}\",\"v\":[{i}]}}"))
+        .collect();
+    std::fs::write(dir.path().join("Basic.ndjson"), lines.join("\n") + "\n").unwrap();
+    let g = group(dir.path());
+    let opts = ConvertOptions::default();
+    let doc = infer_schema(&g, &opts, &NoProgress).unwrap().schema;
+    let shard = Shard {
+        resource_type: "Basic".into(),
+        file_index: 0,
+        path: "column value".into(),
+        start: 0,
+        end: None,
+        typed_by_name: true,
+        reports_untyped: true,
+    };
+    let texts: Vec<Vec<u8>> = lines.iter().map(|l| l.clone().into_bytes()).collect();
+    let mut none = |_: RecordBatch| Ok(());
+    let own = flatfhir_core::read_texts(&shard, texts.clone(), 1, &opts, None, &mut none)
+        .unwrap()
+        .schema;
+    assert_eq!(own, doc);
+    let mut got = Vec::new();
+    flatfhir_core::read_texts(&shard, texts, 1, &opts, Some(&doc), &mut |b| {
+        got.push(b);
+        Ok(())
+    })
+    .unwrap();
+    let mut want = Vec::new();
+    read_group(&g, &opts, &NoProgress, &mut |_| Ok(()), &mut |b| {
+        want.push(b);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(cells(&got), cells(&want));
+    let err = flatfhir_core::read_texts(
+        &shard,
+        vec![b"{\"resourceType\":\"Basic\",\"v\":[\"x\"]}".to_vec()],
+        41,
+        &opts,
+        Some(&doc),
+        &mut none,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "column value:41: column v_0 is int64 in the given schema, but this line has a string value"
+    );
+}

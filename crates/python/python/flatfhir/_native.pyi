@@ -35,6 +35,14 @@ def merge_schemas(docs: Sequence[str]) -> str: ...
 def read_shard(
     shard: str, flatten: dict[str, Any]
 ) -> tuple[pyarrow.Schema, list[pyarrow.RecordBatch], list[tuple[str, int, str]]]: ...
+def read_texts(
+    texts: Sequence[Optional[str]],
+    resource_type: str,
+    source: str,
+    file_index: int,
+    first_line: int,
+    flatten: dict[str, Any],
+) -> tuple[Any, list[pyarrow.RecordBatch], list[tuple[str, int, str]]]: ...
 def run_views(
     paths: Sequence[str],
     definitions: Sequence[tuple[str, str]],

@@ -219,6 +219,34 @@ def read_shard(
                       _rejected(s.resource_type, rejected))
 
 
+def read_texts(
+    texts: Iterable[Optional[str]],
+    resource_type: str,
+    schema: Any = None,
+    *,
+    source: str = "<texts>",
+    part: int = 0,
+    first_line: int = 1,
+    sep: str = "_",
+    exclude: Union[str, Iterable[str]] = (),
+    decimals: str = "float",
+    on_error: str = "fail",
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Union[ShardSchema, ShardTable]:
+    """Flattens NDJSON texts already in memory (e.g. a DataFrame column), one resource each
+    (``None`` or blank: no row). Without ``schema``, returns their :class:`ShardSchema`; with
+    it, their :class:`ShardTable`. Errors name ``source`` and the line ``first_line + i`` of
+    ``texts[i]``; ``part`` orders columns first seen in different calls (as a file index)."""
+    flat = _flat(sep, exclude, decimals, on_error, max_columns, max_line_bytes, schema)
+    got, batches, rejected = _native.read_texts(list(texts), resource_type, source, part,
+                                                first_line, flat)
+    rej = _rejected(resource_type, rejected)
+    if schema is None:
+        return ShardSchema(SchemaDocument(got), rej)
+    return ShardTable(pa.Table.from_batches(batches, schema=got), rej)
+
+
 __all__ = [
     "DEFAULT_SHARD_BYTES",
     "SchemaDocument",
@@ -228,5 +256,6 @@ __all__ = [
     "merge_schemas",
     "plan_shards",
     "read_shard",
+    "read_texts",
     "shard_schema",
 ]

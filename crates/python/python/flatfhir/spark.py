@@ -191,4 +191,53 @@ def infer_schema(spark: Any, paths: Any, resource_type: Optional[str] = None, *,
     return scale.merge_schemas(docs)
 
 
-__all__ = ["FlatfhirDataSource", "infer_schema", "register", "spark_schema"]
+def _texts_fn(column: str, resource_type: str, doc: Optional[str],
+              flatten: Dict[str, Any]) -> Any:
+    """The function mapInArrow runs per partition: each batch's texts, lines numbered on
+    through the partition, the partition's id ordering first-seen columns."""
+
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        from flatfhir import scale as sc
+
+        ctx = TaskContext.get()
+        part = ctx.partitionId() if ctx is not None else 0
+        line = 1
+        for b in batches:
+            texts = b.column(column).to_pylist()
+            got = sc.read_texts(texts, resource_type, doc, source=f"{column} of partition {part}",
+                                part=part, first_line=line, **flatten)
+            line += len(texts)
+            if doc is None:
+                yield pa.RecordBatch.from_pydict({"doc": [got.schema.json]})  # type: ignore[union-attr]
+            else:
+                yield from got.table.to_batches()  # type: ignore[union-attr]
+
+    return fn
+
+
+def column_schema(df: Any, resource_type: str, *, column: str = "value",
+                  **flatten: Any) -> scale.SchemaDocument:
+    """The union schema of NDJSON texts in a DataFrame column (e.g. ``spark.read.text``'s
+    ``value``), one task per partition, merged on the driver. Columns first seen in different
+    partitions are ordered by partition, then row."""
+    fn = _texts_fn(column, resource_type, None, flatten)
+    docs = [r["doc"] for r in df.select(column).mapInArrow(fn, "doc string").collect()]
+    return scale.merge_schemas(docs)
+
+
+def flatten_column(df: Any, resource_type: str, schema: Any = None, *, column: str = "value",
+                   **flatten: Any) -> Any:
+    """Flattens NDJSON texts in a DataFrame column with ``mapInArrow``: a DataFrame with the
+    schema's columns (computed with :func:`column_schema` when not given). A value that does
+    not fit the schema fails the task, naming the partition and its row."""
+    doc = column_schema(df, resource_type, column=column, **flatten) if schema is None \
+        else (schema if isinstance(schema, scale.SchemaDocument) else scale.SchemaDocument(schema))
+    arrow = arrow_schema(doc, resource_type, flatten.get("decimals", "float"))
+    fn = _texts_fn(column, resource_type, doc.json, flatten)
+    return df.select(column).mapInArrow(fn, spark_schema(arrow))
+
+
+__all__ = ["FlatfhirDataSource", "column_schema", "flatten_column", "infer_schema", "register",
+           "spark_schema"]
