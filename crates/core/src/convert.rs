@@ -62,6 +62,9 @@ pub struct ConvertOptions {
     /// Where that temporary file goes (`None`: the output directory). It is unlinked at
     /// once, so nothing is left behind even after a crash.
     pub spill_dir: Option<PathBuf>,
+    /// A precomputed union schema (`convert --schema`): the output has exactly its columns,
+    /// order and types, and a line that does not fit it is an error naming file and line.
+    pub schema: Option<std::sync::Arc<crate::shard::SchemaDoc>>,
 }
 
 /// Default for [`ConvertOptions::max_columns`]: well above real ExplanationOfBenefit and
@@ -83,6 +86,7 @@ impl Default for ConvertOptions {
             write: WriteOptions::default(),
             memory_budget: crate::stash::DEFAULT_MEMORY_BUDGET,
             spill_dir: None,
+            schema: None,
         }
     }
 }
@@ -125,6 +129,9 @@ pub struct SchemaReport {
     pub rejected_sample: Vec<RejectedLine>,
     /// Columns in output order.
     pub columns: Vec<Column>,
+    /// The same schema as a mergeable value, for a schema document (`flatfhir schema --save`).
+    #[serde(skip)]
+    pub schema: crate::shard::TypeSchema,
 }
 
 /// How many rejected lines a [`SchemaReport`] names.
@@ -258,6 +265,7 @@ pub fn infer_schema(
         rejected: s.rejected,
         rejected_sample: s.rejected_sample,
         columns,
+        schema: crate::shard::TypeSchema::from_union(&s.union, 0, s.rows, s.rejected),
     })
 }
 
@@ -518,7 +526,12 @@ struct ChunkOutcome {
 
 /// Does this line belong to the group? Files typed by name hold only the group's type (a line
 /// of another type is an error); sniffed files hold several, and the group takes its own.
-fn belongs(file: &InputFile, text: Option<&str>, rt: &str, scratch: &mut String) -> bool {
+pub(crate) fn belongs(
+    file: &InputFile,
+    text: Option<&str>,
+    rt: &str,
+    scratch: &mut String,
+) -> bool {
     if file.typed_by_name {
         return true;
     }
@@ -549,7 +562,22 @@ fn flatten_pass(
 ) -> Result<PassOutcome> {
     let rt = group.resource_type.as_str();
     let keep = rejects.is_some();
-    let mut union = UnionSchema::new(rt, &opts.sep);
+    let fit = match &opts.schema {
+        Some(doc) => {
+            if doc.sep != opts.sep || doc.exclude != opts.exclude {
+                return Err(Error::Options(format!(
+                    "the schema document was made with sep {:?} and exclude {:?}, not {:?} and {:?}",
+                    doc.sep, doc.exclude, opts.sep, opts.exclude
+                )));
+            }
+            Some(crate::shard::Fit::new(doc.get(rt)?, rt, opts)?)
+        }
+        None => None,
+    };
+    let mut union = match &fit {
+        Some(f) => f.base.clone(),
+        None => UnionSchema::new(rt, &opts.sep),
+    };
     union.dates = opts.dates;
     let mut rows = 0u64;
     let mut rejected = 0u64;
@@ -647,6 +675,23 @@ fn flatten_pass(
             col.first_seen.line += base;
         }
         let to_union = union.merge(&c.schema)?;
+        if let Some(fit) = &fit
+            && let Some(why) = fit.check(&union)
+        {
+            let file = &group.files[chunk.file];
+            let found = fit.first_misfit(
+                chunk.lines().map(|l| (l.number, l.bytes)),
+                chunk.file as u32,
+                rt,
+                opts,
+            );
+            let (line, reason) = found.map_or((base + 1, why), |(n, r)| (base + n, r));
+            return Err(Error::BadLine {
+                file: file.path.clone(),
+                line,
+                reason,
+            });
+        }
         rows += c.rows;
         for b in c.bad {
             // A line unpacked from a Bundle is named by its Bundle file, line and entry.

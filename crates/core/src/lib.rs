@@ -40,6 +40,7 @@ mod reader;
 mod scan;
 mod schedule;
 mod schema;
+mod shard;
 mod stash;
 mod textchunk;
 mod writer;
@@ -66,6 +67,10 @@ pub use schedule::convert_groups;
 pub use schema::{
     Column, Dates, Decimals, FirstSeen, column_type, column_type_with, instant_type,
     text_dates_reason, type_name,
+};
+pub use shard::{
+    DEFAULT_SHARD_BYTES, DocColumn, PathSeg, Position, SCHEMA_FORMAT, SCHEMA_VERSION, SchemaDoc,
+    Shard, ShardOutcome, TypeSchema, plan_shards, read_shard, read_texts,
 };
 pub use stash::DEFAULT_MEMORY_BUDGET;
 pub use writer::{ColumnCodec, Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};

@@ -34,17 +34,19 @@ pub(crate) struct FlattenArgs {
     max_line_bytes: usize,
     memory_budget: usize,
     spill_dir: Option<PathBuf>,
+    /// A precomputed schema document (JSON text), or `None`.
+    schema: Option<String>,
 }
 
 impl FlattenArgs {
-    fn read_options(&self) -> ReadOptions {
+    pub(crate) fn read_options(&self) -> ReadOptions {
         ReadOptions {
             max_line_bytes: self.max_line_bytes,
             ..ReadOptions::default()
         }
     }
 
-    fn options(&self, out_dir: PathBuf) -> PyResult<ConvertOptions> {
+    pub(crate) fn options(&self, out_dir: PathBuf) -> PyResult<ConvertOptions> {
         let bad = |what: &str, v: &str, allowed: &str| {
             pyo3::exceptions::PyValueError::new_err(format!(
                 "{what}={v:?}: expected one of {allowed}"
@@ -69,6 +71,14 @@ impl FlattenArgs {
             read: self.read_options(),
             memory_budget: self.memory_budget,
             spill_dir: self.spill_dir.clone(),
+            schema: match &self.schema {
+                Some(text) => Some(Arc::new(
+                    flatfhir_core::SchemaDoc::from_json(text).map_err(|e| {
+                        pyo3::exceptions::PyValueError::new_err(format!("schema: {e}"))
+                    })?,
+                )),
+                None => None,
+            },
             ..ConvertOptions::default()
         })
     }
@@ -118,7 +128,7 @@ impl WriteArgs {
     }
 }
 
-fn plan_groups(
+pub(crate) fn plan_groups(
     py: Python<'_>,
     paths: &[PathBuf],
     read: &ReadOptions,
@@ -166,7 +176,7 @@ pub(crate) fn plan(
     ))
 }
 
-fn group_of(
+pub(crate) fn group_of(
     py: Python<'_>,
     paths: &[PathBuf],
     read: &ReadOptions,

@@ -9,6 +9,7 @@
 mod engine;
 mod errors;
 mod fetch;
+mod shard;
 mod views;
 mod wait;
 
@@ -29,6 +30,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(engine::convert, m)?)?;
     m.add_function(wrap_pyfunction!(engine::schema, m)?)?;
     m.add_class::<engine::TypeReader>()?;
+    m.add_function(wrap_pyfunction!(shard::plan_shards, m)?)?;
+    m.add_function(wrap_pyfunction!(shard::shard_schema, m)?)?;
+    m.add_function(wrap_pyfunction!(shard::merge_schemas, m)?)?;
+    m.add_function(wrap_pyfunction!(shard::read_shard, m)?)?;
+    m.add_function(wrap_pyfunction!(shard::read_texts, m)?)?;
     m.add_function(wrap_pyfunction!(views::run_views, m)?)?;
     m.add_class::<fetch::Client>()?;
     Ok(())

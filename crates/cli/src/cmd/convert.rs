@@ -32,6 +32,12 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) overwrite: bool,
 
+    /// Flatten with this precomputed union schema (a document from `flatfhir schema --save`,
+    /// e.g. merged from shards): the tables get exactly its columns, order and types, and a
+    /// value that does not fit it is an error naming file and line (exit 1).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) schema: Option<PathBuf>,
+
     #[command(flatten)]
     pub(crate) output: OutputArgs,
 
@@ -75,6 +81,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     opts.out_dir = args.out.clone();
     opts.write = args.output.write_options()?;
     args.output.apply_spill(&mut opts);
+    if let Some(path) = &args.schema {
+        let doc = flatfhir_core::SchemaDoc::load(path)?;
+        for g in &plan.groups {
+            doc.get(&g.resource_type)
+                .map_err(|e| anyhow::anyhow!("--schema {}: {e}", path.display()))?;
+        }
+        opts.schema = Some(std::sync::Arc::new(doc));
+    }
     let outdir = super::outdir::OutDir::prepare(
         &args.out,
         &[],

@@ -17,6 +17,12 @@ const SHOW_REJECTED: usize = 5;
 pub(crate) struct Args {
     #[command(flatten)]
     pub(crate) flatten: FlattenArgs,
+
+    /// Also write the union schemas as a mergeable schema document (format
+    /// `flatfhir-schema` version 1, docs/scale-out.md), for `convert --schema` and the Spark
+    /// and Dask readers. Written atomically; not written when a type failed.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) save: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -64,6 +70,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     bar.finish();
+    if let Some(path) = &args.save
+        && failed == 0
+    {
+        let mut doc = flatfhir_core::SchemaDoc::new(&opts.sep, &opts.exclude);
+        for r in &reports {
+            doc.types.insert(r.resource_type.clone(), r.schema.clone());
+        }
+        save_atomically(path, doc.to_json().as_bytes())?;
+    }
     let json: Vec<JsonType<'_>> = reports.iter().map(to_json).collect();
     let mut out = std::io::stdout().lock();
     if args.flatten.json {
@@ -155,4 +170,21 @@ fn to_json(r: &SchemaReport) -> JsonType<'_> {
             })
             .collect(),
     }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+fn save_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }

@@ -4,3 +4,4 @@ mod bundle;
 mod numbering;
 mod property;
 mod read;
+mod shard;

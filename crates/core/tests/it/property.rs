@@ -250,7 +250,7 @@ fn value() -> impl Strategy<Value = Value> {
     })
 }
 
-fn resource() -> impl Strategy<Value = Value> {
+pub(crate) fn resource() -> impl Strategy<Value = Value> {
     prop::collection::vec((key(), value()), 0..5).prop_map(|kv| {
         let mut m = Map::new();
         m.insert("resourceType".into(), Value::from("Basic"));

@@ -53,6 +53,7 @@ def _flatten_args(
     max_line_bytes: int,
     memory_budget: int,
     spill_dir: Optional[str],
+    schema_doc: Any = None,
 ) -> Dict[str, Any]:
     if not sep:
         raise OptionsError("sep must not be empty")
@@ -72,7 +73,25 @@ def _flatten_args(
         "max_line_bytes": max_line_bytes,
         "memory_budget": memory_budget,
         "spill_dir": os.fspath(spill_dir) if spill_dir is not None else None,
+        "schema": _schema_text(schema_doc),
     }
+
+
+def _schema_text(doc: Any) -> Optional[str]:
+    """A schema document as JSON text: a :class:`flatfhir.scale.SchemaDocument`, a dict, JSON
+    text, or a path to a file written by ``flatfhir schema --save``."""
+    if doc is None:
+        return None
+    if hasattr(doc, "json") and isinstance(doc.json, str):
+        return doc.json
+    if isinstance(doc, dict):
+        return json.dumps(doc)
+    if isinstance(doc, str) and doc.lstrip().startswith("{"):
+        return doc
+    if isinstance(doc, (str, os.PathLike)):
+        with open(doc, encoding="utf-8") as f:
+            return f.read()
+    raise OptionsError(f"schema={doc!r}: expected a SchemaDocument, a dict, JSON text or a path")
 
 
 @dataclass(frozen=True)
@@ -242,6 +261,7 @@ def read(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
+    schema: Any = None,
     columns: Optional[Mapping[str, Any]] = None,
     views: Any = None,
     progress: ProgressArg = True,
@@ -255,7 +275,10 @@ def read(
     ``"skip"`` leaves bad lines out and lists them in ``result.rejected``), ``threads``
     (``None``: one per core), ``max_columns``, ``max_line_bytes``,
     ``memory_budget`` and ``spill_dir`` (flattened data beyond the budget waits in an
-    unlinked temporary file there; default: the system's temporary directory).
+    unlinked temporary file there; default: the system's temporary directory). ``schema``
+    (a :class:`flatfhir.scale.SchemaDocument`, dict, JSON text or path of a document from
+    ``flatfhir schema --save``) fixes the columns, order and types; a value that does not
+    fit it raises :class:`~flatfhir.errors.BadLineError` with file and line.
 
     With ``columns`` (``{"Patient": {"id": "identifier[0].value", "gender": "gender"}}``) or
     ``views`` (SQL on FHIR ViewDefinitions), returns those views' tables instead (see
@@ -269,7 +292,7 @@ def read(
 
         return read_views(paths, columns=columns, views=views, max_line_bytes=max_line_bytes)
     flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
-                         memory_budget, spill_dir)
+                         memory_budget, spill_dir, schema)
     p = plan(paths, types=types, max_line_bytes=max_line_bytes)
     out = Tables()
     total = 2 * sum(_size(f) for f in p.groups.values())
@@ -328,6 +351,7 @@ def iter_batches(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
+    schema: Any = None,
     progress: ProgressArg = False,
 ) -> Iterator[pa.RecordBatch]:
     """Reads one resource type (``resource_type``; may be left out when the inputs hold only
@@ -340,7 +364,7 @@ def iter_batches(
     return iter(batch_reader(paths, resource_type, sep=sep, exclude=exclude, decimals=decimals,
                              on_error=on_error, threads=threads, max_columns=max_columns,
                              max_line_bytes=max_line_bytes, memory_budget=memory_budget,
-                             spill_dir=spill_dir, progress=progress))
+                             spill_dir=spill_dir, schema=schema, progress=progress))
 
 
 def batch_reader(
@@ -356,13 +380,14 @@ def batch_reader(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
+    schema: Any = None,
     progress: ProgressArg = False,
 ) -> pa.RecordBatchReader:
     """:func:`iter_batches` as a ``pyarrow.RecordBatchReader``: it has
     ``__arrow_c_stream__``, so polars (``pl.from_arrow``), DuckDB and pandas take it as a
     stream. Waits for the pass over the input (for the schema) before it returns."""
     flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
-                         memory_budget, spill_dir)
+                         memory_budget, spill_dir, schema)
     p = plan(paths, max_line_bytes=max_line_bytes)
     rt = _one_type(p.groups, resource_type)
     rep = Reporter(progress, 2 * _size(p.groups[rt]), rt)
@@ -432,6 +457,7 @@ def convert(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
+    schema: Any = None,
     raise_on_error: bool = True,
     progress: ProgressArg = True,
 ) -> ConvertResult:
@@ -442,7 +468,7 @@ def convert(
     ``raise_on_error`` (default), the first failure is raised with the whole result attached
     as its ``result`` attribute."""
     flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
-                         memory_budget, spill_dir)
+                         memory_budget, spill_dir, schema)
     write = {"format": format, "compression": compression, "row_group_rows": row_group_rows}
     p = plan(paths, types=types, max_line_bytes=max_line_bytes)
     total = 2 * sum(_size(f) for f in p.groups.values())

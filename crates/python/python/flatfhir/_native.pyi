@@ -25,6 +25,24 @@ def schema(
     flatten: dict[str, Any],
     progress: Progress = None,
 ) -> list[tuple[str, Any]]: ...
+def plan_shards(
+    paths: Sequence[str], resource_type: str, shard_bytes: int, flatten: dict[str, Any]
+) -> list[str]: ...
+def shard_schema(
+    shard: str, flatten: dict[str, Any]
+) -> tuple[str, list[tuple[str, int, str]]]: ...
+def merge_schemas(docs: Sequence[str]) -> str: ...
+def read_shard(
+    shard: str, flatten: dict[str, Any]
+) -> tuple[pyarrow.Schema, list[pyarrow.RecordBatch], list[tuple[str, int, str]]]: ...
+def read_texts(
+    texts: Sequence[Optional[str]],
+    resource_type: str,
+    source: str,
+    file_index: int,
+    first_line: int,
+    flatten: dict[str, Any],
+) -> tuple[Any, list[pyarrow.RecordBatch], list[tuple[str, int, str]]]: ...
 def run_views(
     paths: Sequence[str],
     definitions: Sequence[tuple[str, str]],

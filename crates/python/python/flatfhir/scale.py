@@ -1,0 +1,260 @@
+"""Scale-out: flatten one export on many workers and get exactly the single-machine table.
+
+The input is cut into :class:`Shard`\\ s (:func:`plan_shards`: byte ranges of plain NDJSON cut
+at line boundaries by the Hadoop rule, gzip files whole). Each shard's union schema
+(:func:`shard_schema`) is a :class:`SchemaDocument`; :func:`merge_schemas` merges them in any
+order or tree into the whole input's schema; :func:`read_shard` then flattens a shard against
+it. The shards' tables, concatenated in shard order, are the table ``flatfhir convert`` writes.
+Shards and documents are plain JSON text, so they pickle and travel to Spark or Dask workers.
+See ``docs/scale-out.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Union
+
+import pyarrow as pa
+
+from . import _native
+from ._engine import (
+    DEFAULT_MAX_COLUMNS,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MEMORY_BUDGET,
+    PathArg,
+    Rejected,
+    _flatten_args,
+    _one_type,
+    _paths,
+    _schema_text,
+    plan,
+)
+from .errors import OptionsError
+
+#: Default shard size: 128 MiB (Hadoop's block size).
+DEFAULT_SHARD_BYTES = 128 * 1024 * 1024
+
+
+class SchemaDocument:
+    """A union schema document (format ``flatfhir-schema``, version 1): per resource type its
+    columns with JSON path, value kinds, non-null count and first-seen position. What
+    ``flatfhir schema --save`` writes and ``flatfhir convert --schema`` reads."""
+
+    def __init__(self, doc: Union[str, Dict[str, Any], "os.PathLike[str]"]) -> None:
+        text = _schema_text(doc)
+        assert text is not None
+        # Checked (format, version, paths) by the engine; merging one document is a no-op.
+        self.json: str = _native.merge_schemas([text])
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "SchemaDocument":
+        with open(path, encoding="utf-8") as f:
+            return cls(f.read())
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Writes the document atomically (a temporary file in the same directory, renamed)."""
+        path = os.fspath(path)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".schema-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.json)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def to_dict(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = json.loads(self.json)
+        return d
+
+    @property
+    def types(self) -> List[str]:
+        return list(self.to_dict()["types"])
+
+    def columns(self, resource_type: str) -> List[Dict[str, Any]]:
+        """The columns of one type, in output order."""
+        cols: List[Dict[str, Any]] = self.to_dict()["types"][resource_type]["columns"]
+        return cols
+
+    def rows(self, resource_type: str) -> int:
+        return int(self.to_dict()["types"][resource_type]["rows"])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SchemaDocument) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"SchemaDocument(types={self.types})"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A piece of one resource type's input, read by one task. ``end`` is ``None`` for a
+    whole file (gzip, or a file smaller than the shard size)."""
+
+    resource_type: str
+    path: str
+    file_index: int
+    start: int
+    end: Optional[int]
+    #: The shard as the engine reads it (JSON text).
+    spec: str = field(repr=False)
+
+    @classmethod
+    def from_spec(cls, spec: str) -> "Shard":
+        d = json.loads(spec)
+        return cls(d["resource_type"], d["path"], d["file_index"], d["start"], d["end"], spec)
+
+
+@dataclass
+class ShardSchema:
+    """One shard's schema and the lines it left out (``on_error="skip"``)."""
+
+    schema: SchemaDocument
+    rejected: List[Rejected]
+
+
+@dataclass
+class ShardTable:
+    """One shard flattened against the whole input's schema."""
+
+    table: pa.Table
+    rejected: List[Rejected]
+
+
+def plan_shards(
+    paths: PathArg,
+    resource_type: Optional[str] = None,
+    *,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> List[Shard]:
+    """The shards of one resource type (may be left out when the inputs hold one), in input
+    order: each plain file larger than ``shard_bytes`` in ranges of that size, others whole."""
+    if shard_bytes < 1:
+        raise OptionsError(f"shard_bytes={shard_bytes}: expected at least 1")
+    p = plan(paths, max_line_bytes=max_line_bytes)
+    rt = _one_type(p.groups, resource_type)
+    flat = _flatten_args("_", (), "float", "fail", None, DEFAULT_MAX_COLUMNS, max_line_bytes,
+                         DEFAULT_MEMORY_BUDGET, None)
+    return [Shard.from_spec(s) for s in _native.plan_shards(_paths(paths), rt, shard_bytes, flat)]
+
+
+def _flat(sep: str, exclude: Union[str, Iterable[str]], decimals: str, on_error: str,
+          max_columns: int, max_line_bytes: int, schema: Any = None) -> Dict[str, Any]:
+    return _flatten_args(sep, exclude, decimals, on_error, 1, max_columns, max_line_bytes, True,
+                         DEFAULT_MEMORY_BUDGET, None, schema)
+
+
+def _rejected(rt: str, got: List[Any]) -> List[Rejected]:
+    return [Rejected(rt, f, line, reason) for f, line, reason in got]
+
+
+def _spec(shard: Union[Shard, str]) -> Shard:
+    return Shard.from_spec(shard) if isinstance(shard, str) else shard
+
+
+def shard_schema(
+    shard: Union[Shard, str],
+    *,
+    sep: str = "_",
+    exclude: Union[str, Iterable[str]] = (),
+    decimals: str = "float",
+    on_error: str = "fail",
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> ShardSchema:
+    """Reads one shard and returns its union schema (and, with ``on_error="skip"``, the lines
+    left out). Line numbers are the file's own for a shard that starts at byte 0; otherwise
+    they count from the shard's start, and the reason says from which byte."""
+    s = _spec(shard)
+    doc, rejected = _native.shard_schema(
+        s.spec, _flat(sep, exclude, decimals, on_error, max_columns, max_line_bytes))
+    return ShardSchema(SchemaDocument(doc), _rejected(s.resource_type, rejected))
+
+
+def merge_schemas(docs: Iterable[Union[SchemaDocument, ShardSchema, str, Dict[str, Any]]]) -> SchemaDocument:
+    """Merges shard schemas (in any order or grouping: the merge is associative and
+    commutative) into the schema of their union."""
+    texts = []
+    for d in docs:
+        if isinstance(d, ShardSchema):
+            d = d.schema
+        text = _schema_text(d)
+        assert text is not None
+        texts.append(text)
+    if not texts:
+        raise OptionsError("merge_schemas: no documents given")
+    return SchemaDocument(_native.merge_schemas(texts))
+
+
+def read_shard(
+    shard: Union[Shard, str],
+    schema: Any,
+    *,
+    sep: str = "_",
+    exclude: Union[str, Iterable[str]] = (),
+    decimals: str = "float",
+    on_error: str = "fail",
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> ShardTable:
+    """Flattens one shard against ``schema`` (the merged :class:`SchemaDocument` of the whole
+    input): a table with exactly its columns and types. A value that does not fit raises
+    :class:`~flatfhir.errors.BadLineError` naming file and line."""
+    if schema is None:
+        raise OptionsError("read_shard needs the schema of the whole input (merge_schemas)")
+    s = _spec(shard)
+    arrow_schema, batches, rejected = _native.read_shard(
+        s.spec, _flat(sep, exclude, decimals, on_error, max_columns, max_line_bytes, schema))
+    return ShardTable(pa.Table.from_batches(batches, schema=arrow_schema),
+                      _rejected(s.resource_type, rejected))
+
+
+def read_texts(
+    texts: Iterable[Optional[str]],
+    resource_type: str,
+    schema: Any = None,
+    *,
+    source: str = "<texts>",
+    part: int = 0,
+    first_line: int = 1,
+    sep: str = "_",
+    exclude: Union[str, Iterable[str]] = (),
+    decimals: str = "float",
+    on_error: str = "fail",
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Union[ShardSchema, ShardTable]:
+    """Flattens NDJSON texts already in memory (e.g. a DataFrame column), one resource each
+    (``None`` or blank: no row). Without ``schema``, returns their :class:`ShardSchema`; with
+    it, their :class:`ShardTable`. Errors name ``source`` and the line ``first_line + i`` of
+    ``texts[i]``; ``part`` orders columns first seen in different calls (as a file index)."""
+    flat = _flat(sep, exclude, decimals, on_error, max_columns, max_line_bytes, schema)
+    got, batches, rejected = _native.read_texts(list(texts), resource_type, source, part,
+                                                first_line, flat)
+    rej = _rejected(resource_type, rejected)
+    if schema is None:
+        return ShardSchema(SchemaDocument(got), rej)
+    return ShardTable(pa.Table.from_batches(batches, schema=got), rej)
+
+
+__all__ = [
+    "DEFAULT_SHARD_BYTES",
+    "SchemaDocument",
+    "Shard",
+    "ShardSchema",
+    "ShardTable",
+    "merge_schemas",
+    "plan_shards",
+    "read_shard",
+    "read_texts",
+    "shard_schema",
+]

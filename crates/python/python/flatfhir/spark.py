@@ -1,0 +1,243 @@
+"""flatfhir as a PySpark (4.x) Python Data Source: each shard of the input is one Spark
+partition, flattened in Rust on the executor and handed over as Arrow record batches.
+
+.. code-block:: python
+
+    from flatfhir.spark import register, infer_schema
+    register(spark)
+    doc = infer_schema(spark, "export/", "Observation")          # a Spark job over the shards
+    df = (spark.read.format("flatfhir")
+          .option("resourceType", "Observation")
+          .option("schemaJson", doc.json)                         # or .option("schema", "s.json")
+          .load("export/"))
+
+Without ``schema``/``schemaJson`` the data source computes the schema itself, shard after
+shard in one process (Spark calls a data source's ``schema()`` outside any job): fine for an
+export one machine reads in seconds; for larger ones run :func:`infer_schema` (or
+``flatfhir schema --save``) first. See ``docs/scale-out.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Dict, Iterator, List, Mapping, Optional
+
+import pyarrow as pa
+from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
+from pyspark.sql.types import (
+    BooleanType,
+    DataType,
+    DoubleType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from . import scale
+from ._engine import Rejected
+from .spark_types import arrow_schema
+from .errors import OptionsError
+
+_TYPES: Dict[pa.DataType, DataType] = {
+    pa.int64(): LongType(),
+    pa.float64(): DoubleType(),
+    pa.bool_(): BooleanType(),
+    pa.string(): StringType(),
+}
+
+
+def spark_schema(schema: pa.Schema) -> StructType:
+    """The Spark schema of a flattened table's Arrow schema (all columns nullable)."""
+    return StructType([StructField(f.name, _TYPES[f.type], True) for f in schema])
+
+
+def _flatten_options(options: Mapping[str, str]) -> Dict[str, Any]:
+    o = {k.lower(): v for k, v in options.items()}
+    known = {"resourcetype", "path", "paths", "sep", "exclude", "decimals", "on_error", "onerror",
+             "shardbytes", "schema", "schemajson", "maxcolumns", "maxlinebytes", "rejected"}
+    unknown = sorted(set(o) - known)
+    if unknown:
+        raise OptionsError(f"flatfhir data source: unknown option(s) {', '.join(unknown)}")
+    out: Dict[str, Any] = {
+        "sep": o.get("sep", "_"),
+        "exclude": [k for k in o.get("exclude", "").split(",") if k],
+        "decimals": o.get("decimals", "float"),
+        "on_error": o.get("on_error", o.get("onerror", "fail")),
+    }
+    if "maxcolumns" in o:
+        out["max_columns"] = int(o["maxcolumns"])
+    if "maxlinebytes" in o:
+        out["max_line_bytes"] = int(o["maxlinebytes"])
+    return out
+
+
+def _paths(options: Mapping[str, str]) -> List[str]:
+    o = {k.lower(): v for k, v in options.items()}
+    if "paths" in o:
+        return list(json.loads(o["paths"]))
+    if "path" in o:
+        return [o["path"]]
+    raise OptionsError("flatfhir data source: no path given (load(path))")
+
+
+class ShardPartition(InputPartition):
+    """One shard (its JSON spec)."""
+
+    def __init__(self, spec: str) -> None:
+        super().__init__(spec)
+        self.spec = spec
+
+
+def _schema_doc(options: Mapping[str, str], shards: List[scale.Shard],
+                flat: Dict[str, Any]) -> scale.SchemaDocument:
+    o = {k.lower(): v for k, v in options.items()}
+    if "schemajson" in o:
+        return scale.SchemaDocument(o["schemajson"])
+    if "schema" in o:
+        return scale.SchemaDocument.load(o["schema"])
+    return scale.merge_schemas(scale.shard_schema(s, **flat) for s in shards)
+
+
+class FlatfhirDataSource(DataSource):
+    """``spark.read.format("flatfhir")``: options ``resourceType`` (needed when the input
+    holds several types), ``schema`` (path of a schema document) or ``schemaJson`` (its
+    text), ``shardBytes`` (default 128 MiB), ``sep``, ``exclude`` (comma-separated root keys),
+    ``decimals`` (float/exact), ``on_error`` (fail/skip), ``maxColumns``, ``maxLineBytes``,
+    ``rejected`` (a folder for the lines ``on_error=skip`` leaves out: one NDJSON file of
+    ``{"file", "line", "reason"}`` per shard that has any)."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "flatfhir"
+
+    def _plan(self) -> List[scale.Shard]:
+        o = {k.lower(): v for k, v in self.options.items()}
+        shard_bytes = int(o.get("shardbytes", scale.DEFAULT_SHARD_BYTES))
+        return scale.plan_shards(_paths(self.options), o.get("resourcetype"),
+                                 shard_bytes=shard_bytes)
+
+    def schema(self) -> StructType:
+        shards = self._plan()
+        flat = _flatten_options(self.options)
+        doc = _schema_doc(self.options, shards, flat)
+        rt = shards[0].resource_type if shards else self.options.get("resourceType", "")
+        return spark_schema(arrow_schema(doc, rt, flat["decimals"]))
+
+    def reader(self, schema: StructType) -> "FlatfhirReader":
+        return FlatfhirReader(self.options, self._plan())
+
+
+class FlatfhirReader(DataSourceReader):
+    def __init__(self, options: Mapping[str, str], shards: List[scale.Shard]) -> None:
+        self.options = dict(options)
+        self.shards = [s.spec for s in shards]
+        flat = _flatten_options(self.options)
+        self.doc = _schema_doc(self.options, shards, flat).json
+
+    def partitions(self) -> List[InputPartition]:
+        return [ShardPartition(s) for s in self.shards]
+
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        spec = partition.spec  # type: ignore[attr-defined]
+        got = scale.read_shard(spec, self.doc, **_flatten_options(self.options))
+        where = {k.lower(): v for k, v in self.options.items()}.get("rejected")
+        if got.rejected and where:
+            _write_rejected(where, scale.Shard.from_spec(spec), got.rejected)
+        yield from got.table.to_batches()
+
+
+def _write_rejected(folder: str, shard: scale.Shard, rejected: List[Rejected]) -> None:
+    """One NDJSON file per shard that left lines out (``{"file", "line", "reason"}`` a line),
+    written under a temporary name and renamed, so a reader never sees half a file; a retried
+    task replaces its own file."""
+    os.makedirs(folder, exist_ok=True)
+    name = f"{shard.resource_type}-{shard.file_index:05d}-{shard.start:015d}.ndjson"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in rejected:
+                f.write(json.dumps({"file": r.file, "line": r.line, "reason": r.reason}) + "\n")
+        os.replace(tmp, os.path.join(folder, name))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def register(spark: Any) -> None:
+    """Registers the ``flatfhir`` format with a SparkSession."""
+    spark.dataSource.register(FlatfhirDataSource)
+
+
+def infer_schema(spark: Any, paths: Any, resource_type: Optional[str] = None, *,
+                 shard_bytes: int = scale.DEFAULT_SHARD_BYTES, **flatten: Any) -> scale.SchemaDocument:
+    """The union schema as a Spark job: one task per shard computes its schema, the driver
+    merges them (the merge is associative and commutative, so the order tasks finish in does
+    not matter). Equals ``flatfhir schema --save`` up to where columns were first seen."""
+    shards = scale.plan_shards(paths, resource_type, shard_bytes=shard_bytes)
+    specs = [s.spec for s in shards]
+
+    def one(spec: str) -> str:
+        from flatfhir import scale as sc
+
+        return sc.shard_schema(spec, **flatten).schema.json
+
+    docs = spark.sparkContext.parallelize(specs, max(1, len(specs))).map(one).collect()
+    return scale.merge_schemas(docs)
+
+
+def _texts_fn(column: str, resource_type: str, doc: Optional[str],
+              flatten: Dict[str, Any]) -> Any:
+    """The function mapInArrow runs per partition: each batch's texts, lines numbered on
+    through the partition, the partition's id ordering first-seen columns."""
+
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        from flatfhir import scale as sc
+
+        ctx = TaskContext.get()
+        part = ctx.partitionId() if ctx is not None else 0
+        line = 1
+        for b in batches:
+            texts = b.column(column).to_pylist()
+            got = sc.read_texts(texts, resource_type, doc, source=f"{column} of partition {part}",
+                                part=part, first_line=line, **flatten)
+            line += len(texts)
+            if doc is None:
+                yield pa.RecordBatch.from_pydict({"doc": [got.schema.json]})  # type: ignore[union-attr]
+            else:
+                yield from got.table.to_batches()  # type: ignore[union-attr]
+
+    return fn
+
+
+def column_schema(df: Any, resource_type: str, *, column: str = "value",
+                  **flatten: Any) -> scale.SchemaDocument:
+    """The union schema of NDJSON texts in a DataFrame column (e.g. ``spark.read.text``'s
+    ``value``), one task per partition, merged on the driver. Columns first seen in different
+    partitions are ordered by partition, then row."""
+    fn = _texts_fn(column, resource_type, None, flatten)
+    docs = [r["doc"] for r in df.select(column).mapInArrow(fn, "doc string").collect()]
+    return scale.merge_schemas(docs)
+
+
+def flatten_column(df: Any, resource_type: str, schema: Any = None, *, column: str = "value",
+                   **flatten: Any) -> Any:
+    """Flattens NDJSON texts in a DataFrame column with ``mapInArrow``: a DataFrame with the
+    schema's columns (computed with :func:`column_schema` when not given). A value that does
+    not fit the schema fails the task, naming the partition and its row."""
+    doc = column_schema(df, resource_type, column=column, **flatten) if schema is None \
+        else (schema if isinstance(schema, scale.SchemaDocument) else scale.SchemaDocument(schema))
+    arrow = arrow_schema(doc, resource_type, flatten.get("decimals", "float"))
+    fn = _texts_fn(column, resource_type, doc.json, flatten)
+    return df.select(column).mapInArrow(fn, spark_schema(arrow))
+
+
+__all__ = ["FlatfhirDataSource", "column_schema", "flatten_column", "infer_schema", "register",
+           "spark_schema"]

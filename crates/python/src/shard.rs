@@ -1,0 +1,185 @@
+//! Scale-out from Python: planning shards, a shard's schema, merging schema documents and
+//! reading one shard against a given schema (what the Spark and Dask readers run on each
+//! task). Shards and schemas cross as JSON text, so they pickle and travel to workers as
+//! plain strings. Each call works on the calling thread without the GIL: a cluster runs one
+//! task per core.
+
+use std::path::PathBuf;
+
+use arrow_array::RecordBatch;
+use arrow_pyarrow::ToPyArrow;
+use flatfhir_core::{SchemaDoc, Shard};
+use pyo3::prelude::*;
+
+use crate::engine::{FlattenArgs, group_of};
+use crate::errors;
+
+fn value_error(what: &str, e: impl std::fmt::Display) -> PyErr {
+    pyo3::exceptions::PyValueError::new_err(format!("{what}: {e}"))
+}
+
+fn shard_of(text: &str) -> PyResult<Shard> {
+    serde_json::from_str(text).map_err(|e| value_error("not a flatfhir shard", e))
+}
+
+/// The shards of one type's inputs, in input order, as JSON texts.
+#[pyfunction]
+#[pyo3(signature = (paths, resource_type, shard_bytes, flatten))]
+pub(crate) fn plan_shards(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    resource_type: String,
+    shard_bytes: u64,
+    flatten: FlattenArgs,
+) -> PyResult<Vec<String>> {
+    let group = group_of(py, &paths, &flatten.read_options(), &resource_type)?;
+    let shards = py
+        .detach(|| flatfhir_core::plan_shards(&group, shard_bytes))
+        .map_err(|e| errors::core(py, e))?;
+    Ok(shards
+        .iter()
+        .map(|s| serde_json::to_string(s).expect("a shard serialises"))
+        .collect())
+}
+
+/// Rejected lines as `(file, line, reason)`.
+type RejectedList = Vec<(String, u64, String)>;
+
+fn rejected_list(rejected: &[flatfhir_core::RejectedLine]) -> RejectedList {
+    rejected
+        .iter()
+        .map(|r| (r.file.display().to_string(), r.line, r.reason.clone()))
+        .collect()
+}
+
+/// One shard's schema document (JSON text) and its rejected lines `[(file, line, reason)]`.
+#[pyfunction]
+#[pyo3(signature = (shard, flatten))]
+pub(crate) fn shard_schema(
+    py: Python<'_>,
+    shard: &str,
+    flatten: FlattenArgs,
+) -> PyResult<(String, RejectedList)> {
+    let shard = shard_of(shard)?;
+    let opts = flatten.options(PathBuf::from("."))?;
+    let out = py
+        .detach(|| flatfhir_core::read_shard(&shard, &opts, None, &mut |_| Ok(())))
+        .map_err(|e| errors::core(py, e))?;
+    let mut doc = SchemaDoc::new(&opts.sep, &opts.exclude);
+    doc.types.insert(shard.resource_type.clone(), out.schema);
+    Ok((doc.to_json(), rejected_list(&out.rejected)))
+}
+
+/// Merges schema documents (JSON texts) into one.
+#[pyfunction]
+pub(crate) fn merge_schemas(py: Python<'_>, docs: Vec<String>) -> PyResult<String> {
+    let mut it = docs.iter();
+    let first = it
+        .next()
+        .ok_or_else(|| value_error("merge_schemas", "no documents given"))?;
+    let mut doc = SchemaDoc::from_json(first).map_err(|e| errors::core(py, e))?;
+    for d in it {
+        let other = SchemaDoc::from_json(d).map_err(|e| errors::core(py, e))?;
+        doc.merge(&other).map_err(|e| errors::core(py, e))?;
+    }
+    Ok(doc.to_json())
+}
+
+/// Flattens one shard against the schema in `flatten["schema"]`: `(schema, [batch...],
+/// [(file, line, reason)])`, the batches as pyarrow record batches.
+#[pyfunction]
+#[pyo3(signature = (shard, flatten))]
+pub(crate) fn read_shard(
+    py: Python<'_>,
+    shard: &str,
+    flatten: FlattenArgs,
+) -> PyResult<(Py<PyAny>, Vec<Py<PyAny>>, RejectedList)> {
+    let shard = shard_of(shard)?;
+    let opts = flatten.options(PathBuf::from("."))?;
+    let doc = opts
+        .schema
+        .clone()
+        .ok_or_else(|| value_error("read_shard", "a schema is needed"))?;
+    let t = doc
+        .get(&shard.resource_type)
+        .map_err(|e| errors::core(py, e))?;
+    let arrow = t
+        .arrow_schema(opts.decimals)
+        .map_err(|e| errors::core(py, e))?;
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let out = py
+        .detach(|| {
+            flatfhir_core::read_shard(&shard, &opts, Some(t), &mut |b| {
+                batches.push(b);
+                Ok(())
+            })
+        })
+        .map_err(|e| errors::core(py, e))?;
+    let schema = arrow.to_pyarrow(py)?.unbind();
+    let batches = batches
+        .into_iter()
+        .map(|b| b.to_pyarrow(py).map(Bound::unbind))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((schema, batches, rejected_list(&out.rejected)))
+}
+
+/// Flattens NDJSON texts held in memory (`None`: no line), named `source` in errors, line
+/// `first_line` being `texts[0]`, columns ordered by `file_index` among calls. Without a schema in `flatten`: `(schema document, [], rejected)`; with
+/// one: `(pyarrow schema, [batch...], rejected)`.
+#[pyfunction]
+#[pyo3(signature = (texts, resource_type, source, file_index, first_line, flatten))]
+pub(crate) fn read_texts(
+    py: Python<'_>,
+    texts: Vec<Option<String>>,
+    resource_type: String,
+    source: String,
+    file_index: u32,
+    first_line: u64,
+    flatten: FlattenArgs,
+) -> PyResult<(Py<PyAny>, Vec<Py<PyAny>>, RejectedList)> {
+    let opts = flatten.options(PathBuf::from("."))?;
+    let shard = Shard {
+        resource_type: resource_type.clone(),
+        file_index,
+        path: PathBuf::from(source),
+        start: 0,
+        end: None,
+        typed_by_name: true,
+        reports_untyped: true,
+    };
+    let texts: Vec<Vec<u8>> = texts
+        .into_iter()
+        .map(|t| t.map(String::into_bytes).unwrap_or_default())
+        .collect();
+    let given = match &opts.schema {
+        Some(doc) => Some(doc.get(&resource_type).map_err(|e| errors::core(py, e))?),
+        None => None,
+    };
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let out = py
+        .detach(|| {
+            flatfhir_core::read_texts(&shard, texts, first_line, &opts, given, &mut |b| {
+                batches.push(b);
+                Ok(())
+            })
+        })
+        .map_err(|e| errors::core(py, e))?;
+    let rejected = rejected_list(&out.rejected);
+    match given {
+        None => {
+            let mut doc = SchemaDoc::new(&opts.sep, &opts.exclude);
+            doc.types.insert(resource_type, out.schema);
+            Ok((errors::obj(py, doc.to_json()), Vec::new(), rejected))
+        }
+        Some(t) => {
+            let arrow = t
+                .arrow_schema(opts.decimals)
+                .map_err(|e| errors::core(py, e))?;
+            let batches = batches
+                .into_iter()
+                .map(|b| b.to_pyarrow(py).map(Bound::unbind))
+                .collect::<PyResult<Vec<_>>>()?;
+            Ok((arrow.to_pyarrow(py)?.unbind(), batches, rejected))
+        }
+    }
+}

@@ -1,0 +1,127 @@
+"""The PySpark data source (flatfhir.spark) in a local[2] session: every type of the sample
+export, in at least four partitions where the file allows, equals the CLI's Parquet; the
+schema pass as a Spark job equals `flatfhir schema --save` (up to first-seen positions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import BDS, bds_types, need_shared
+
+pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (pip install pyspark)")
+
+
+@pytest.fixture(scope="module")
+def spark():
+    if shutil.which("java") is None:
+        print("no Java runtime (java on PATH): skipping the Spark tests")
+        pytest.skip("no Java runtime for Spark")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    from pyspark.sql import SparkSession
+
+    jvm = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    s = (SparkSession.builder.master("local[2]").appName("flatfhir-test")
+         .config("spark.ui.enabled", "false")
+         .config("spark.driver.extraJavaOptions", jvm)
+         .config("spark.executor.extraJavaOptions", jvm)
+         .config("spark.sql.shuffle.partitions", "2")
+         .getOrCreate())
+    from flatfhir.spark import register
+
+    register(s)
+    yield s
+    s.stop()
+
+
+def _strip(cols):
+    return [{k: v for k, v in c.items() if k != "first_seen"} for c in cols]
+
+
+@pytest.mark.parametrize("rtype", bds_types())
+def test_sample_types_through_spark_equal_the_cli(rtype, spark, cli, cli_bds, tmp_path):
+    need_shared()
+    from flatfhir.spark import infer_schema
+
+    src = BDS / f"{rtype}.ndjson"
+    shard_bytes = max(1, os.path.getsize(src) // 4 + 1)
+    doc = infer_schema(spark, str(src), rtype, shard_bytes=shard_bytes)
+    saved = tmp_path / "s.json"
+    subprocess.run([str(cli), "schema", "-q", "--save", str(saved), str(src)], check=True,
+                   stdout=subprocess.DEVNULL)
+    whole = json.loads(saved.read_text())["types"][rtype]
+    assert _strip(doc.columns(rtype)) == _strip(whole["columns"])
+
+    df = (spark.read.format("flatfhir").option("resourceType", rtype)
+          .option("schemaJson", doc.json).option("shardBytes", str(shard_bytes))
+          .load(str(src)))
+    if os.path.getsize(src) >= 4:
+        assert df.rdd.getNumPartitions() >= 4
+    got = df.toArrow()
+    want = pq.read_table(cli_bds / f"{rtype}.parquet")
+    assert got.column_names == want.column_names
+    # Spark hands back the same values and types (it may change nothing but metadata).
+    assert got.cast(want.schema).equals(want)
+    assert [f.type for f in got.schema] == [f.type for f in want.schema]
+
+
+def test_schema_file_option_and_inferred_schema(spark, tmp_path):
+    f = tmp_path / "Basic.ndjson"
+    f.write_text("".join(f'{{"resourceType":"Basic","id":"{i}","n":{i}}}\n' for i in range(50)))
+    df = spark.read.format("flatfhir").option("shardBytes", "100").load(str(f))
+    assert df.columns == ["resourceType", "id", "n"]
+    assert df.rdd.getNumPartitions() > 4
+    assert sorted(r.n for r in df.collect()) == list(range(50))
+    subprocess_doc = tmp_path / "doc.json"
+    from flatfhir import scale
+
+    scale.merge_schemas([scale.shard_schema(s) for s in scale.plan_shards(f)]).save(subprocess_doc)
+    df2 = (spark.read.format("flatfhir").option("schema", str(subprocess_doc))
+           .option("shardBytes", "100").load(str(f)))
+    assert df2.toArrow().equals(df.toArrow())
+
+
+def test_skip_puts_rejected_lines_in_a_folder(spark, tmp_path):
+    f = tmp_path / "Basic.ndjson"
+    lines = [f'{{"resourceType":"Basic","id":"{i}"}}' for i in range(30)]
+    lines[7] = "{broken"
+    lines[22] = '{"resourceType":"Patient","id":"x"}'
+    f.write_text("\n".join(lines) + "\n")
+    rejected = tmp_path / "rejected"
+    df = (spark.read.format("flatfhir").option("on_error", "skip").option("shardBytes", "90")
+          .option("rejected", str(rejected)).load(str(f)))
+    rows = df.count()
+    found = [json.loads(l) for p in sorted(rejected.glob("*.ndjson")) for l in p.read_text().splitlines()]
+    # Rows in = rows out + rows rejected.
+    assert rows + len(found) == 30
+    assert rows == 28
+    assert all(r["file"].endswith("Basic.ndjson") and r["reason"] for r in found)
+    assert not list(rejected.glob(".*"))  # no temporary files left
+
+
+def test_flatten_column_of_spark_read_text(spark, tmp_path):
+    import flatfhir
+    from flatfhir.spark import column_schema, flatten_column
+
+    f = tmp_path / "Basic.ndjson"
+    f.write_text("".join(f'{{"resourceType":"Basic","id":"{i}","n":{i},"a":[{i % 3}]}}\n'
+                         for i in range(100)))
+    df = spark.read.text(str(f)).repartition(1)
+    out = flatten_column(df, "Basic").toArrow()
+    want = flatfhir.read(f, progress=False)["Basic"]
+    assert out.column_names == want.column_names
+    assert out.cast(want.schema).equals(want)
+    doc = column_schema(df, "Basic")
+    assert doc.rows("Basic") == 100
+    # A value the given schema cannot hold fails, naming the partition's row.
+    bad = spark.createDataFrame([('{"resourceType":"Basic","n":"x"}',)], "value string")
+    with pytest.raises(Exception, match=r"value of partition \d+:1: column n is int64"):
+        flatten_column(bad, "Basic", doc).collect()
