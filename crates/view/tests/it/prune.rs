@@ -216,3 +216,19 @@ proptest! {
         prop_assert_eq!(viewed, convert, "{}", bad);
     }
 }
+
+/// The members the trie keeps besides the named ones: choice variants, `_name` elements,
+/// a leading type name, and whole values of columns.
+#[test]
+fn pruning_keeps_choices_extensions_and_whole_values() {
+    let line = r#"{"resourceType":"Observation","id":"o1","valueQuantity":{"value":1.50,"unit":"mg"},"_status":{"extension":[{"url":"u","valueString":"e"}]},"code":{"coding":[{"system":"x","code":"c","display":"d"}],"text":"t"},"subject":{"reference":"Patient/p1"}}"#;
+    for p in [
+        "value", "value.value", "status.extension.value", "Observation.code.text", "code",
+        "code.coding.where(system = 'x')", "subject.getReferenceKey(Patient)", "status.hasValue()",
+    ] {
+        let view = View::from_columns("v", "Observation", &[("c".into(), p.into())]).unwrap();
+        let pruned = rows(&view, line, true);
+        assert_eq!(pruned, rows(&view, line, false), "{p}");
+        assert_ne!(pruned, Ok(vec!["null|".to_string()]), "{p} found nothing");
+    }
+}
