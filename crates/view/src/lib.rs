@@ -40,6 +40,7 @@ mod prune;
 mod quantity;
 mod rows;
 mod run;
+mod stream;
 mod strict;
 pub mod table;
 mod temporal;

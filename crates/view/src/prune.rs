@@ -26,7 +26,10 @@ use crate::json::{Json, JsonError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PathKind {
-    /// Only the members its path names are built (the trie-guided fast path).
+    /// Evaluated while the walker streams over the line, with no tree (a plain member path
+    /// in a view made only of them; see the `stream` module).
+    Stream,
+    /// Only the members its path names are built (the trie-guided path).
     Trie,
     /// Whole subtrees of the members it names are built (an expression the analysis does not
     /// follow step by step); `whole_resource` when that is the entire resource.
@@ -37,9 +40,10 @@ pub enum PathKind {
 }
 
 impl PathKind {
-    /// A short label for reports: `trie`, `subtree` or `resource`.
+    /// A short label for reports: `stream`, `trie`, `subtree` or `resource`.
     pub fn label(self) -> &'static str {
         match self {
+            PathKind::Stream => "stream",
             PathKind::Trie => "trie",
             PathKind::Subtree {
                 whole_resource: false,

@@ -68,6 +68,8 @@ pub struct View {
     pub(crate) columns: Vec<ColumnDef>,
     /// The member paths the view reads: a line is built only along them.
     pub(crate) trie: Trie,
+    /// The streaming plan, when every path is a plain member path.
+    pub(crate) stream: Option<crate::stream::Plan>,
 }
 
 impl View {
@@ -176,6 +178,10 @@ impl View {
         let mut root = root;
         let mut wheres = wheres;
         let trie = analyse(&mut wheres, &mut root);
+        let stream = crate::stream::plan(wheres.is_empty(), &root);
+        if stream.is_some() {
+            mark_streamed(&mut root);
+        }
         Ok(View {
             name,
             resource,
@@ -184,6 +190,7 @@ impl View {
             root,
             columns: c.columns,
             trie,
+            stream,
         })
     }
 
@@ -230,10 +237,22 @@ impl View {
         context: &dyn Fn() -> String,
         each: &mut dyn FnMut(&[crate::rows::Row<'_>]),
     ) -> Result<bool> {
-        let r = self.parse(line).map_err(|source| Error::Json {
+        let json_err = |source| Error::Json {
             context: context(),
             source,
-        })?;
+        };
+        if let Some(plan) = &self.stream {
+            match plan.run(line, &self.resource).map_err(json_err)? {
+                crate::stream::Outcome::OtherType => return Ok(false),
+                crate::stream::Outcome::Row(values) => {
+                    each(&[plan.row(&values)]);
+                    return Ok(true);
+                }
+                // Walked again below, on a tree.
+                crate::stream::Outcome::General => {}
+            }
+        }
+        let r = self.parse(line).map_err(json_err)?;
         if r.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
             return Ok(false);
         }
@@ -272,6 +291,15 @@ impl View {
     /// The output columns, in output order.
     pub fn columns(&self) -> &[ColumnDef] {
         &self.columns
+    }
+}
+
+fn mark_streamed(s: &mut Select) {
+    for (c, _) in &mut s.columns {
+        c.kind = PathKind::Stream;
+    }
+    for sub in &mut s.selects {
+        mark_streamed(sub);
     }
 }
 
