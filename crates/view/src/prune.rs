@@ -125,20 +125,22 @@ impl Trie {
             Some(b'_') => (&key[1..], true),
             _ => (key, false),
         };
+        // The member's own node, and a choice element's (`value` for `valueQuantity`): when
+        // both are in the trie, the member is read by two paths and is built whole.
         let mut found = None;
+        let mut several = false;
         for (k, c) in &node.children {
-            if k.len() == name.len() && k == name {
-                found = Some(*c);
-                break;
-            }
-            // A choice element's typed name (`valueQuantity` for `value`).
-            if found.is_none()
-                && name.len() > k.len()
+            let exact = k.len() == name.len() && k == name;
+            let choice = name.len() > k.len()
                 && name.starts_with(k.as_str())
-                && name.as_bytes()[k.len()].is_ascii_uppercase()
-            {
+                && name.as_bytes()[k.len()].is_ascii_uppercase();
+            if exact || choice {
+                several |= found.is_some();
                 found = Some(*c);
             }
+        }
+        if several {
+            return Keep::Whole;
         }
         match found {
             Some(_) if ext => Keep::Whole,

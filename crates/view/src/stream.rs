@@ -34,14 +34,27 @@ struct Step {
 
 #[derive(Debug, Clone)]
 struct Col {
+    /// From the resource root (a `forEach` column's start with the `forEach` path).
     steps: Vec<Step>,
     collection: bool,
+    /// A column of the `forEach` select: its steps after the `forEach` path's.
+    each: Option<usize>,
 }
 
-/// A view compiled for streaming: its columns, in output order.
+/// The one `forEach`/`forEachOrNull` select a streamed view may have.
+#[derive(Debug, Clone)]
+struct Each {
+    /// Index of its pseudo-column (its path) in `cols`, after the output columns.
+    col: usize,
+    or_null: bool,
+}
+
+/// A view compiled for streaming: its columns in output order, then the `forEach` path.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     cols: Vec<Col>,
+    outputs: usize,
+    each: Option<Each>,
 }
 
 /// The steps of a plain member path, or `None` when the expression is anything else.
@@ -77,44 +90,80 @@ fn with_index(mut s: Vec<Step>, n: usize) -> Option<Vec<Step>> {
 }
 
 /// The streaming plan of a view, when every path of it is a plain member path: no `where`,
-/// no iteration, nested select or union, no constant, no typed evaluation.
+/// no union or nested select, at most one `forEach`/`forEachOrNull` (a plain path too) in a
+/// top-level select, no typed evaluation.
 pub(crate) fn plan(wheres_empty: bool, root: &Select) -> Option<Plan> {
     if !wheres_empty || !matches!(root.iter, Iter::Once) || !root.union.is_empty() {
         return None;
     }
+    if !root.columns.is_empty() {
+        return None;
+    }
     let mut cols = Vec::new();
-    let mut add = |s: &Select| -> Option<()> {
+    let mut each: Option<(Vec<Step>, bool)> = None;
+    for s in &root.selects {
+        if !s.selects.is_empty() || !s.union.is_empty() {
+            return None;
+        }
+        let prefix = match &s.iter {
+            Iter::Once => None,
+            Iter::ForEach(c) | Iter::ForEachOrNull(c) if each.is_none() && !c.typed => {
+                let p = steps(&c.expr).filter(|p| !p.is_empty())?;
+                each = Some((p.clone(), matches!(s.iter, Iter::ForEachOrNull(_))));
+                Some(p)
+            }
+            _ => return None,
+        };
         for (c, collection) in &s.columns {
             if c.typed {
                 return None;
             }
-            let steps = steps(&c.expr).filter(|s| !s.is_empty())?;
+            let own = steps(&c.expr).filter(|s| !s.is_empty())?;
+            let (steps, each) = match &prefix {
+                Some(p) => (p.iter().cloned().chain(own).collect(), Some(p.len())),
+                None => (own, None),
+            };
             cols.push(Col {
                 steps,
                 collection: *collection,
+                each,
             });
         }
-        Some(())
-    };
-    add(root)?;
-    for s in &root.selects {
-        let plain = matches!(s.iter, Iter::Once) && s.selects.is_empty() && s.union.is_empty();
-        if !plain {
-            return None;
-        }
-        add(s)?;
     }
-    (!cols.is_empty() && cols.len() < u16::MAX as usize).then_some(Plan { cols })
+    let outputs = cols.len();
+    let each = each.map(|(steps, or_null)| {
+        cols.push(Col {
+            steps,
+            collection: true,
+            each: None,
+        });
+        Each {
+            col: outputs,
+            or_null,
+        }
+    });
+    (outputs > 0 && cols.len() < u16::MAX as usize).then_some(Plan {
+        cols,
+        outputs,
+        each,
+    })
 }
 
 /// What streaming one line gave.
 pub(crate) enum Outcome<'a> {
     /// Not of the view's type.
     OtherType,
-    /// The row: per column, its values.
-    Row(Vec<Vec<Json<'a>>>),
+    /// The rows: per column, its values and (for `forEach` columns) the item each is from;
+    /// and the number of `forEach` items.
+    Rows(Values<'a>),
     /// The line needs the general path.
     General,
+}
+
+/// Per column, its values, each with the `forEach` item it came from; the item count.
+pub(crate) struct Values<'a> {
+    values: Vec<Vec<(u32, Json<'a>)>>,
+    items: u32,
 }
 
 /// A column position at a JSON node: column `c` has matched its first `k` steps here.
@@ -140,7 +189,9 @@ struct Walk<'a, 'p> {
     levels: Vec<Level>,
     /// Items seen per (column, step), for `[n]`.
     counts: Vec<Vec<usize>>,
-    values: Vec<Vec<Json<'a>>>,
+    values: Vec<Vec<(u32, Json<'a>)>>,
+    /// `forEach` items seen.
+    each_items: u32,
     general: bool,
     resource_type: Option<Cow<'a, str>>,
     /// Spare position vectors, reused across levels.
@@ -183,6 +234,19 @@ impl<'a> Walk<'a, '_> {
                 }
             }
             out.push((c, k));
+            if let Some(e) = &self.plan.each
+                && c as usize == e.col
+                && k as usize == self.plan.cols[e.col].steps.len()
+            {
+                // A `forEach` item: its columns start here, their indexes counted anew.
+                self.each_items += 1;
+                for (i, col) in self.plan.cols[..self.plan.outputs].iter().enumerate() {
+                    if let Some(base) = col.each {
+                        self.counts[i][base..].iter_mut().for_each(|n| *n = 0);
+                        out.push((i as u16, base as u16));
+                    }
+                }
+            }
         }
     }
 
@@ -208,7 +272,9 @@ impl Visitor for Walk<'_, '_> {
         self.resolve_item();
         let n = self.levels.len() - 1;
         let plan = self.plan;
-        let last = |&(c, k): &Pos| k as usize == plan.cols[c as usize].steps.len();
+        let last = |&(c, k): &Pos| {
+            (c as usize) < plan.outputs && k as usize == plan.cols[c as usize].steps.len()
+        };
         if self.levels[n].at.iter().any(last) {
             // An object as a column's value is written as JSON: the general path's.
             self.general = true;
@@ -328,7 +394,9 @@ impl Visitor for Walk<'_, '_> {
         self.resolve_item();
         let at = std::mem::take(&mut self.levels[n].at);
         let plan = self.plan;
-        let last = |&(c, k): &Pos| k as usize == plan.cols[c as usize].steps.len();
+        let last = |&(c, k): &Pos| {
+            (c as usize) < plan.outputs && k as usize == plan.cols[c as usize].steps.len()
+        };
         if at.iter().any(last) {
             let j = match value {
                 Scalar::Str(s) => Json::String(self.text(s)),
@@ -341,12 +409,14 @@ impl Visitor for Walk<'_, '_> {
                 }
             };
             for &(c, _) in at.iter().filter(|p| last(p)) {
+                let col = &plan.cols[c as usize];
+                let item = if col.each.is_some() { self.each_items } else { 0 };
                 let vals = &mut self.values[c as usize];
-                if !plan.cols[c as usize].collection && !vals.is_empty() {
+                if !col.collection && vals.last().is_some_and(|(i, _)| *i == item) {
                     // Several values in a single-valued column: the general path's error.
                     self.general = true;
                 }
-                vals.push(j.clone());
+                vals.push((item, j.clone()));
             }
         }
         // (A scalar where more steps follow has no members: nothing.)
@@ -359,7 +429,11 @@ impl Plan {
     /// Streams one line. Walker errors are returned as they are (the same as `convert`'s).
     pub(crate) fn run<'a>(&self, line: &'a str, resource: &str) -> Result<Outcome<'a>, JsonError> {
         let root = Level {
-            at: (0..self.cols.len() as u16).map(|c| (c, 0)).collect(),
+            // `forEach` columns start at each `forEach` item, not at the root.
+            at: (0..self.cols.len() as u16)
+                .filter(|&c| self.cols[c as usize].each.is_none())
+                .map(|c| (c, 0))
+                .collect(),
             ..Level::default()
         };
         let mut w = Walk {
@@ -367,7 +441,8 @@ impl Plan {
             plan: self,
             levels: vec![root],
             counts: self.cols.iter().map(|c| vec![0; c.steps.len()]).collect(),
-            values: vec![Vec::new(); self.cols.len()],
+            values: vec![Vec::new(); self.outputs],
+            each_items: 0,
             general: false,
             resource_type: None,
             spare: Vec::new(),
@@ -386,22 +461,44 @@ impl Plan {
                 Outcome::General
             });
         }
-        Ok(Outcome::Row(w.values))
+        Ok(Outcome::Rows(Values {
+            values: w.values,
+            items: w.each_items,
+        }))
     }
 
-    /// The row of a streamed line.
-    pub(crate) fn row<'a>(&self, values: &'a [Vec<Json<'a>>]) -> Row<'a> {
-        self.cols
-            .iter()
-            .zip(values)
-            .map(|(c, v)| {
-                let items = || v.iter().map(|j| Item::Node(j, None, None));
-                Cell(if c.collection {
-                    CellInner::List(items().collect())
-                } else {
-                    items().next().map_or(CellInner::Null, CellInner::One)
-                })
+    /// The rows of a streamed line: one, or one per `forEach` item (none when there is no
+    /// item, one with nulls for `forEachOrNull`).
+    pub(crate) fn rows<'a>(&self, v: &'a Values<'a>) -> Vec<Row<'a>> {
+        let cell = |c: &Col, vals: &'a [(u32, Json<'a>)], item: u32| {
+            let mut items = vals
+                .iter()
+                .filter(move |(i, _)| c.each.is_none() || *i == item)
+                .map(|(_, j)| Item::Node(j, None, None));
+            Cell(if c.collection {
+                CellInner::List(items.collect())
+            } else {
+                items.next().map_or(CellInner::Null, CellInner::One)
             })
-            .collect()
+        };
+        let row = |item: u32| -> Row<'a> {
+            self.cols[..self.outputs]
+                .iter()
+                .zip(&v.values)
+                .map(|(c, vals)| cell(c, vals, item))
+                .collect()
+        };
+        match &self.each {
+            None => vec![row(0)],
+            // Items are numbered from 1; 0 matches no `forEach` value.
+            Some(e) if v.items == 0 => {
+                if e.or_null {
+                    vec![row(0)]
+                } else {
+                    Vec::new()
+                }
+            }
+            Some(_) => (1..=v.items).map(row).collect(),
+        }
     }
 }

@@ -244,8 +244,8 @@ impl View {
         if let Some(plan) = &self.stream {
             match plan.run(line, &self.resource).map_err(json_err)? {
                 crate::stream::Outcome::OtherType => return Ok(false),
-                crate::stream::Outcome::Row(values) => {
-                    each(&[plan.row(&values)]);
+                crate::stream::Outcome::Rows(values) => {
+                    each(&plan.rows(&values));
                     return Ok(true);
                 }
                 // Walked again below, on a tree.
@@ -295,6 +295,9 @@ impl View {
 }
 
 fn mark_streamed(s: &mut Select) {
+    if let Iter::ForEach(c) | Iter::ForEachOrNull(c) = &mut s.iter {
+        c.kind = PathKind::Stream;
+    }
     for (c, _) in &mut s.columns {
         c.kind = PathKind::Stream;
     }

@@ -171,6 +171,16 @@ fn pruned_rows_equal_full_rows_on_fixtures() {
         let plain = View::from_json(&plain, "plain").unwrap();
         assert!(plain.path_kinds().iter().all(|(_, _, k)| k.label() == "stream"));
         all.push(plain);
+        // The benchmark's views (`benches/views`): streamed, `forEach` included.
+        let benches = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/views");
+        for name in ["obs4.json", "bp10.json"] {
+            let text = std::fs::read_to_string(benches.join(name)).unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            v["resource"] = serde_json::json!(rt);
+            let v = View::from_json(&v, name).unwrap();
+            assert!(v.path_kinds().iter().all(|(_, _, k)| k.label() == "stream"), "{name}");
+            all.push(v);
+        }
         all.extend(views.iter_mut().filter(|v| v.resource() == rt).map(|v| v.clone()));
         for line in std::fs::read_to_string(f).unwrap().lines() {
             for v in &all {
@@ -259,20 +269,31 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Streamed rows (no tree) equal the general evaluator's on the full tree, errors
-    /// included, for single-valued and collection columns.
+    /// included, for single-valued and collection columns, with and without a
+    /// `forEach`/`forEachOrNull` select.
     #[test]
     fn streamed_rows_equal_full_rows(
         line in resource(),
-        paths in prop::collection::vec((plain_path(), any::<bool>()), 1..4),
+        paths in prop::collection::vec((plain_path(), any::<bool>(), any::<bool>()), 1..5),
+        each in prop::option::of((plain_path(), any::<bool>())),
     ) {
-        let cols: Vec<serde_json::Value> = paths
-            .iter()
-            .enumerate()
-            .map(|(i, (p, coll))| serde_json::json!({"name": format!("c{i}"), "path": p, "collection": coll}))
-            .collect();
-        let v = serde_json::json!({"resource": "Observation", "select": [{"column": cols}]});
+        let col = |i: usize, p: &str, coll: bool| {
+            serde_json::json!({"name": format!("c{i}"), "path": p, "collection": coll})
+        };
+        let top: Vec<_> = paths.iter().enumerate()
+            .filter(|(_, p)| each.is_none() || !p.2)
+            .map(|(i, (p, coll, _))| col(i, p, *coll)).collect();
+        let inner: Vec<_> = paths.iter().enumerate()
+            .filter(|(_, p)| each.is_some() && p.2)
+            .map(|(i, (p, coll, _))| col(i, p, *coll)).collect();
+        let mut selects = vec![serde_json::json!({"column": top})];
+        if let Some((e, or_null)) = &each {
+            let key = if *or_null { "forEachOrNull" } else { "forEach" };
+            selects.push(serde_json::json!({key: e, "column": inner}));
+        }
+        let v = serde_json::json!({"resource": "Observation", "select": selects});
         let view = View::from_json(&v, "v").unwrap();
-        prop_assert!(view.path_kinds().iter().all(|(_, _, k)| k.label() == "stream"));
+        prop_assert!(view.path_kinds().iter().all(|(_, _, k)| k.label() == "stream"), "{:?}", view.path_kinds());
         prop_assert_eq!(rows(&view, &line, true), rows(&view, &line, false), "{}", line);
     }
 }
