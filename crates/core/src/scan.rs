@@ -97,11 +97,7 @@ const MAX_DEPTH: usize = 256;
 ///
 /// The line must hold exactly one JSON object (surrounding whitespace allowed). The error is a
 /// human-readable reason with the byte offset where it applies.
-pub fn walk<V: Visitor>(
-    line: &str,
-    visitor: &mut V,
-    scratch: &mut String,
-) -> Result<(), String> {
+pub fn walk<V: Visitor>(line: &str, visitor: &mut V, scratch: &mut String) -> Result<(), String> {
     walk_object(line, visitor, scratch).map_err(Reason::into_string)
 }
 

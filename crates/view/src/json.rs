@@ -139,7 +139,14 @@ mod tests {
     #[test]
     fn rejects_bad_json() {
         for bad in [
-            "", "{", "[1]", r#"{"a" 1}"#, r#"{"a":tru}"#, "{} 2", r#"{"a":"abc}"#, r#"{"a":01}"#,
+            "",
+            "{",
+            "[1]",
+            r#"{"a" 1}"#,
+            r#"{"a":tru}"#,
+            "{} 2",
+            r#"{"a":"abc}"#,
+            r#"{"a":01}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

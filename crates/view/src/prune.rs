@@ -251,7 +251,9 @@ impl Analysis {
                 }
                 out
             }
-            Expr::Choice { base, name, key, .. } => {
+            Expr::Choice {
+                base, name, key, ..
+            } => {
                 let base = self.reach(base, focus);
                 let mut out = Vec::new();
                 for &n in &base {
@@ -309,7 +311,9 @@ impl Analysis {
                         input
                     }
                     // Existence and counting look at items, not into them.
-                    Func::Exists | Func::Empty | Func::Count | Func::HasValue if args.is_empty() => {
+                    Func::Exists | Func::Empty | Func::Count | Func::HasValue
+                        if args.is_empty() =>
+                    {
                         Vec::new()
                     }
                     Func::Exists | Func::All => {
@@ -342,8 +346,10 @@ impl Analysis {
                     }
                     Func::Extension => {
                         self.arg_values(args, &both);
-                        let out: Vec<u32> =
-                            input.iter().map(|&n| self.trie.child(n, "extension")).collect();
+                        let out: Vec<u32> = input
+                            .iter()
+                            .map(|&n| self.trie.child(n, "extension"))
+                            .collect();
                         for &n in &out {
                             self.trie.mark_whole(n);
                         }
@@ -433,8 +439,7 @@ pub(crate) fn build<'a>(line: &'a str, trie: Option<&Trie>) -> Result<Json<'a>, 
         }],
     };
     let mut scratch = String::new();
-    flatfhir_core::walk::walk(line, &mut b, &mut scratch)
-        .map_err(|reason| JsonError { reason })?;
+    flatfhir_core::walk::walk(line, &mut b, &mut scratch).map_err(|reason| JsonError { reason })?;
     let root = b.frames.pop().map_or(Slot::Empty, |f| f.slot);
     Ok(match root {
         Slot::Empty => Json::Object(Vec::new()),

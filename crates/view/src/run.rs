@@ -248,12 +248,13 @@ fn chunk_rows(
     for line in chunk.lines() {
         let ctx = || format!("{}:{}", path.display(), line.number);
         // The length and UTF-8 checks `convert` makes, with its reasons.
-        let text = flatfhir_core::walk::line_text(line.bytes, max_line_bytes).map_err(|reason| {
-            Error::Json {
-                context: ctx(),
-                source: crate::json::JsonError { reason },
-            }
-        })?;
+        let text =
+            flatfhir_core::walk::line_text(line.bytes, max_line_bytes).map_err(|reason| {
+                Error::Json {
+                    context: ctx(),
+                    source: crate::json::JsonError { reason },
+                }
+            })?;
         if view.rows_for_line(text, &ctx, &mut each)? {
             resources += 1;
         }

@@ -361,13 +361,13 @@ impl Visitor for Walk<'_, '_> {
             return Ok(());
         }
         let n = self.levels.len() - 1;
-        if self.levels[n].root_type {
-            if let Scalar::Str(s) = value {
-                if self.resource_type.is_some() {
-                    self.general = true;
-                }
-                self.resource_type = Some(self.text(s));
+        if self.levels[n].root_type
+            && let Scalar::Str(s) = value
+        {
+            if self.resource_type.is_some() {
+                self.general = true;
             }
+            self.resource_type = Some(self.text(s));
         }
         match value {
             // No items, unless it is an element (an item that is an empty array).
@@ -410,7 +410,11 @@ impl Visitor for Walk<'_, '_> {
             };
             for &(c, _) in at.iter().filter(|p| last(p)) {
                 let col = &plan.cols[c as usize];
-                let item = if col.each.is_some() { self.each_items } else { 0 };
+                let item = if col.each.is_some() {
+                    self.each_items
+                } else {
+                    0
+                };
                 let vals = &mut self.values[c as usize];
                 if !col.collection && vals.last().is_some_and(|(i, _)| *i == item) {
                     // Several values in a single-valued column: the general path's error.

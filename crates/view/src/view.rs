@@ -176,7 +176,6 @@ impl View {
             }
         }
         let mut root = root;
-        let mut wheres = wheres;
         let trie = analyse(&mut wheres, &mut root);
         let stream = crate::stream::plan(wheres.is_empty(), &root);
         if stream.is_some() {

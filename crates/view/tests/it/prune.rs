@@ -34,8 +34,20 @@ fn rows(view: &View, line: &str, pruned: bool) -> Result<Vec<String>, String> {
 
 fn key() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
-        "a", "b", "code", "value", "valueQuantity", "valueString", "_a", "_value", "system",
-        "coding", "reference", "id", "extension", "url",
+        "a",
+        "b",
+        "code",
+        "value",
+        "valueQuantity",
+        "valueString",
+        "_a",
+        "_value",
+        "system",
+        "coding",
+        "reference",
+        "id",
+        "extension",
+        "url",
     ])
     .prop_map(str::to_string)
 }
@@ -82,8 +94,16 @@ fn path() -> impl Strategy<Value = String> {
         1 => Just("value.ofType(string)".to_string()),
     ];
     let end = prop::sample::select(vec![
-        "", ".exists()", ".empty()", ".join(',')", ".getReferenceKey()", ".count()",
-        ".children()", ".extension('x')", ".select(a)", ".descendants().count()",
+        "",
+        ".exists()",
+        ".empty()",
+        ".join(',')",
+        ".getReferenceKey()",
+        ".count()",
+        ".children()",
+        ".extension('x')",
+        ".select(a)",
+        ".descendants().count()",
     ]);
     (prop::collection::vec(step, 1..4), end).prop_map(|(s, e)| format!("{}{e}", s.join(".")))
 }
@@ -143,17 +163,31 @@ fn pruned_rows_equal_full_rows_on_fixtures() {
         .collect();
     files.sort();
     let paths = [
-        "id", "code.coding[0].code", "code.coding.where(system = 'http://loinc.org').code",
-        "subject.getReferenceKey()", "getResourceKey()", "value.ofType(Quantity).value",
-        "effective.ofType(dateTime)", "identifier.value.join(',')", "name.given.first()",
-        "extension.exists()", "category.coding.code", "meta", "text.empty()",
-        "component.code.coding.code", "type.coding.display", "item.sequence",
+        "id",
+        "code.coding[0].code",
+        "code.coding.where(system = 'http://loinc.org').code",
+        "subject.getReferenceKey()",
+        "getResourceKey()",
+        "value.ofType(Quantity).value",
+        "effective.ofType(dateTime)",
+        "identifier.value.join(',')",
+        "name.given.first()",
+        "extension.exists()",
+        "category.coding.code",
+        "meta",
+        "text.empty()",
+        "component.code.coding.code",
+        "type.coding.display",
+        "item.sequence",
     ];
     let mut checked = 0;
     for f in &files {
         let rt = f.file_stem().unwrap().to_str().unwrap().to_string();
-        let cols: Vec<(String, String)> =
-            paths.iter().enumerate().map(|(i, p)| (format!("c{i}"), p.to_string())).collect();
+        let cols: Vec<(String, String)> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("c{i}"), p.to_string()))
+            .collect();
         let mut all = vec![View::from_columns("gen", &rt, &cols).unwrap()];
         let each = serde_json::json!({"resource": rt, "select": [{"forEach": "component", "column": [
             {"name": "code", "path": "code.coding.first().code"},
@@ -169,7 +203,12 @@ fn pruned_rows_equal_full_rows_on_fixtures() {
             {"name": "ids", "path": "identifier.value", "collection": true},
             {"name": "displays", "path": "type.coding.display", "collection": true}]}]});
         let plain = View::from_json(&plain, "plain").unwrap();
-        assert!(plain.path_kinds().iter().all(|(_, _, k)| k.label() == "stream"));
+        assert!(
+            plain
+                .path_kinds()
+                .iter()
+                .all(|(_, _, k)| k.label() == "stream")
+        );
         all.push(plain);
         // The benchmark's views (`benches/views`): streamed, `forEach` included.
         let benches = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/views");
@@ -178,14 +217,27 @@ fn pruned_rows_equal_full_rows_on_fixtures() {
             let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
             v["resource"] = serde_json::json!(rt);
             let v = View::from_json(&v, name).unwrap();
-            assert!(v.path_kinds().iter().all(|(_, _, k)| k.label() == "stream"), "{name}");
+            assert!(
+                v.path_kinds().iter().all(|(_, _, k)| k.label() == "stream"),
+                "{name}"
+            );
             all.push(v);
         }
-        all.extend(views.iter_mut().filter(|v| v.resource() == rt).map(|v| v.clone()));
+        all.extend(
+            views
+                .iter_mut()
+                .filter(|v| v.resource() == rt)
+                .map(|v| v.clone()),
+        );
         for line in std::fs::read_to_string(f).unwrap().lines() {
             for v in &all {
                 // Non-collection columns may hold several values: the error must agree too.
-                assert_eq!(rows(v, line, true), rows(v, line, false), "{}: {line}", f.display());
+                assert_eq!(
+                    rows(v, line, true),
+                    rows(v, line, false),
+                    "{}: {line}",
+                    f.display()
+                );
                 checked += 1;
             }
         }
@@ -194,7 +246,11 @@ fn pruned_rows_equal_full_rows_on_fixtures() {
 }
 
 fn edit() -> impl Strategy<Value = (usize, u8, u8)> {
-    (any::<usize>(), 0u8..3, prop::sample::select(b"{}[]\",:\\ x0-e.\t\x01".to_vec()))
+    (
+        any::<usize>(),
+        0u8..3,
+        prop::sample::select(b"{}[]\",:\\ x0-e.\t\x01".to_vec()),
+    )
 }
 
 proptest! {
@@ -245,8 +301,14 @@ proptest! {
 fn pruning_keeps_choices_extensions_and_whole_values() {
     let line = r#"{"resourceType":"Observation","id":"o1","valueQuantity":{"value":1.50,"unit":"mg"},"_status":{"extension":[{"url":"u","valueString":"e"}]},"code":{"coding":[{"system":"x","code":"c","display":"d"}],"text":"t"},"subject":{"reference":"Patient/p1"}}"#;
     for p in [
-        "value", "value.value", "status.extension.value", "Observation.code.text", "code",
-        "code.coding.where(system = 'x')", "subject.getReferenceKey(Patient)", "status.hasValue()",
+        "value",
+        "value.value",
+        "status.extension.value",
+        "Observation.code.text",
+        "code",
+        "code.coding.where(system = 'x')",
+        "subject.getReferenceKey(Patient)",
+        "status.hasValue()",
     ] {
         let view = View::from_columns("v", "Observation", &[("c".into(), p.into())]).unwrap();
         let pruned = rows(&view, line, true);
