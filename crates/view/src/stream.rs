@@ -55,6 +55,8 @@ pub(crate) struct Plan {
     cols: Vec<Col>,
     outputs: usize,
     each: Option<Each>,
+    /// Where each column's step counters start in the counter buffer.
+    count_base: Vec<usize>,
 }
 
 /// The steps of a plain member path, or `None` when the expression is anything else.
@@ -142,10 +144,19 @@ pub(crate) fn plan(wheres_empty: bool, root: &Select) -> Option<Plan> {
             or_null,
         }
     });
+    let count_base = cols
+        .iter()
+        .scan(0, |at, c| {
+            let base = *at;
+            *at += c.steps.len();
+            Some(base)
+        })
+        .collect();
     (outputs > 0 && cols.len() < u16::MAX as usize).then_some(Plan {
         cols,
         outputs,
         each,
+        count_base,
     })
 }
 
@@ -160,10 +171,27 @@ pub(crate) enum Outcome<'a> {
     General,
 }
 
-/// Per column, its values, each with the `forEach` item it came from; the item count.
+/// The values of a line in the order found: column, the `forEach` item it came from (0
+/// outside one), value; and the number of `forEach` items.
 pub(crate) struct Values<'a> {
-    values: Vec<Vec<(u32, Json<'a>)>>,
+    values: Vec<(u16, u32, Json<'a>)>,
     items: u32,
+}
+
+/// Buffers reused from line to line (per thread): a line allocates only its values.
+#[derive(Default)]
+struct Scratch {
+    spare: Vec<Vec<Pos>>,
+    /// Items seen per (column, step), for `[n]`, at `Plan::count_base[column] + step`.
+    counts: Vec<usize>,
+    /// Per column, the `forEach` item of its last value (`u32::MAX`: none yet).
+    last: Vec<u32>,
+    levels: Vec<Level>,
+    unescaped: String,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// A column position at a JSON node: column `c` has matched its first `k` steps here.
@@ -187,9 +215,9 @@ struct Walk<'a, 'p> {
     line: &'a str,
     plan: &'p Plan,
     levels: Vec<Level>,
-    /// Items seen per (column, step), for `[n]`.
-    counts: Vec<Vec<usize>>,
-    values: Vec<Vec<(u32, Json<'a>)>>,
+    counts: Vec<usize>,
+    last: Vec<u32>,
+    values: Vec<(u16, u32, Json<'a>)>,
     /// `forEach` items seen.
     each_items: u32,
     general: bool,
@@ -227,7 +255,7 @@ impl<'a> Walk<'a, '_> {
         for &(c, k) in pending {
             let step = &self.plan.cols[c as usize].steps[k as usize - 1];
             if let Some(n) = step.index {
-                let seen = &mut self.counts[c as usize][k as usize - 1];
+                let seen = &mut self.counts[self.plan.count_base[c as usize] + k as usize - 1];
                 *seen += 1;
                 if *seen - 1 != n {
                     continue;
@@ -242,7 +270,11 @@ impl<'a> Walk<'a, '_> {
                 self.each_items += 1;
                 for (i, col) in self.plan.cols[..self.plan.outputs].iter().enumerate() {
                     if let Some(base) = col.each {
-                        self.counts[i][base..].iter_mut().for_each(|n| *n = 0);
+                        let at = self.plan.count_base[i];
+                        let len = self.plan.cols[i].steps.len();
+                        self.counts[at + base..at + len]
+                            .iter_mut()
+                            .for_each(|n| *n = 0);
                         out.push((i as u16, base as u16));
                     }
                 }
@@ -290,11 +322,17 @@ impl Visitor for Walk<'_, '_> {
         };
         let mut pending = self.vec();
         let level = &mut self.levels[n];
+        let nb = name.as_bytes();
         for &(c, k) in &level.at {
             let Some(step) = plan.cols[c as usize].steps.get(k as usize) else {
                 continue;
             };
-            if step.name == name {
+            let sb = step.name.as_bytes();
+            // Both a match and a choice variant start with the step's first byte.
+            if sb.first() != nb.first() {
+                continue;
+            }
+            if sb.len() == nb.len() && sb == nb {
                 if ext || level.matched.contains(&(c, k)) {
                     // A `_name` element, or the member again: the general path's.
                     self.general = true;
@@ -302,9 +340,7 @@ impl Visitor for Walk<'_, '_> {
                     level.matched.push((c, k));
                     pending.push((c, k + 1));
                 }
-            } else if name.len() > step.name.len()
-                && name.starts_with(step.name.as_str())
-                && name.as_bytes()[step.name.len()].is_ascii_uppercase()
+            } else if nb.len() > sb.len() && nb.starts_with(sb) && nb[sb.len()].is_ascii_uppercase()
             {
                 // A choice variant (`valueQuantity` for `value`).
                 self.general = true;
@@ -415,12 +451,13 @@ impl Visitor for Walk<'_, '_> {
                 } else {
                     0
                 };
-                let vals = &mut self.values[c as usize];
-                if !col.collection && vals.last().is_some_and(|(i, _)| *i == item) {
+                let last = &mut self.last[c as usize];
+                if !col.collection && *last == item {
                     // Several values in a single-valued column: the general path's error.
                     self.general = true;
                 }
-                vals.push((item, j.clone()));
+                *last = item;
+                self.values.push((c, item, j.clone()));
             }
         }
         // (A scalar where more steps follow has no members: nothing.)
@@ -432,28 +469,72 @@ impl Visitor for Walk<'_, '_> {
 impl Plan {
     /// Streams one line. Walker errors are returned as they are (the same as `convert`'s).
     pub(crate) fn run<'a>(&self, line: &'a str, resource: &str) -> Result<Outcome<'a>, JsonError> {
-        let root = Level {
-            // `forEach` columns start at each `forEach` item, not at the root.
-            at: (0..self.cols.len() as u16)
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.take();
+            let r = self.run_with(line, resource, &mut scratch);
+            cell.replace(scratch);
+            r
+        })
+    }
+
+    fn run_with<'a>(
+        &self,
+        line: &'a str,
+        resource: &str,
+        scratch: &mut Scratch,
+    ) -> Result<Outcome<'a>, JsonError> {
+        let mut spare = std::mem::take(&mut scratch.spare);
+        let mut at = spare.pop().unwrap_or_default();
+        // `forEach` columns start at each `forEach` item, not at the root.
+        at.extend(
+            (0..self.cols.len() as u16)
                 .filter(|&c| self.cols[c as usize].each.is_none())
-                .map(|c| (c, 0))
-                .collect(),
+                .map(|c| (c, 0)),
+        );
+        let mut levels = std::mem::take(&mut scratch.levels);
+        levels.clear();
+        levels.push(Level {
+            at,
             ..Level::default()
-        };
+        });
+        let mut counts = std::mem::take(&mut scratch.counts);
+        counts.clear();
+        counts.resize(
+            self.count_base
+                .last()
+                .map_or(0, |b| b + self.cols[self.cols.len() - 1].steps.len()),
+            0,
+        );
+        let mut last = std::mem::take(&mut scratch.last);
+        last.clear();
+        last.resize(self.outputs, u32::MAX);
         let mut w = Walk {
             line,
             plan: self,
-            levels: vec![root],
-            counts: self.cols.iter().map(|c| vec![0; c.steps.len()]).collect(),
-            values: vec![Vec::new(); self.outputs],
+            levels,
+            counts,
+            last,
+            values: Vec::with_capacity(self.outputs + 4),
             each_items: 0,
             general: false,
             resource_type: None,
-            spare: Vec::new(),
+            spare,
         };
-        let mut scratch = String::new();
-        flatfhir_core::walk::walk(line, &mut w, &mut scratch)
-            .map_err(|reason| JsonError { reason })?;
+        let walked = flatfhir_core::walk::walk(line, &mut w, &mut scratch.unescaped);
+        // Back to the scratch, for the next line.
+        for l in w.levels.drain(..) {
+            for mut v in [l.at, l.pending, l.matched] {
+                if v.capacity() > 0 {
+                    v.clear();
+                    w.spare.push(v);
+                }
+            }
+        }
+        scratch.spare = std::mem::take(&mut w.spare);
+        scratch.levels = std::mem::take(&mut w.levels);
+        scratch.counts = std::mem::take(&mut w.counts);
+        scratch.last = std::mem::take(&mut w.last);
+        walked.map_err(|reason| JsonError { reason })?;
         if w.general {
             return Ok(Outcome::General);
         }
@@ -474,11 +555,12 @@ impl Plan {
     /// The rows of a streamed line: one, or one per `forEach` item (none when there is no
     /// item, one with nulls for `forEachOrNull`).
     pub(crate) fn rows<'a>(&self, v: &'a Values<'a>) -> Vec<Row<'a>> {
-        let cell = |c: &Col, vals: &'a [(u32, Json<'a>)], item: u32| {
-            let mut items = vals
+        let cell = |col: usize, c: &Col, item: u32| {
+            let mut items = v
+                .values
                 .iter()
-                .filter(move |(i, _)| c.each.is_none() || *i == item)
-                .map(|(_, j)| Item::Node(j, None, None));
+                .filter(move |(k, i, _)| *k as usize == col && (c.each.is_none() || *i == item))
+                .map(|(_, _, j)| Item::Node(j, None, None));
             Cell(if c.collection {
                 CellInner::List(items.collect())
             } else {
@@ -488,8 +570,8 @@ impl Plan {
         let row = |item: u32| -> Row<'a> {
             self.cols[..self.outputs]
                 .iter()
-                .zip(&v.values)
-                .map(|(c, vals)| cell(c, vals, item))
+                .enumerate()
+                .map(|(i, c)| cell(i, c, item))
                 .collect()
         };
         match &self.each {
