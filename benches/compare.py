@@ -51,8 +51,15 @@ TOOLS = {
     "polars": "polars",
     "duckdb": "DuckDB",
     "pyarrow": "pyarrow",
+    "view4": "flatfhir view, 4 columns",
+    "duckdb-4col": "DuckDB, the same 4 columns",
+    "view10": "flatfhir view, 10 columns, forEach component",
+    "duckdb-unnest": "DuckDB, the same 10 columns, unnest",
 }
-PEERS = ("reference", "polars", "duckdb", "pyarrow")
+PEERS = ("reference", "polars", "duckdb", "pyarrow", "duckdb-4col", "duckdb-unnest")
+VIEWS = {"view4": "obs4.json", "view10": "bp10.json"}
+# Views only make sense on Observations.
+OBS_ONLY = ("view4", "duckdb-4col", "view10", "duckdb-unnest")
 
 # What each tool's output is, for the notes under the table.
 TOOL_NOTES = {
@@ -66,6 +73,14 @@ TOOL_NOTES = {
     "duckdb": "COPY (SELECT * FROM read_ndjson_auto(path, sample_size=-1)) TO out (FORMAT parquet, COMPRESSION zstd): "
     "nested structs/lists, not flattened",
     "pyarrow": "pyarrow.json.read_json + pq.write_table(compression=zstd): nested structs/lists, not flattened",
+    "view4": "flatfhir convert DIR --view benches/views/obs4.json --out OUT --quiet (subject.reference, "
+    "code.coding[0].code, valueQuantity.value, effectiveDateTime; typed), zstd",
+    "duckdb-4col": "COPY (SELECT json_extract_string(json, '$.subject.reference'), json_extract_string(json, "
+    "'$.code.coding[0].code'), json_extract(json, '$.valueQuantity.value')::DOUBLE, json_extract_string(json, "
+    "'$.effectiveDateTime') FROM read_json_objects(path, format='newline_delimited')) TO out (zstd)",
+    "view10": "flatfhir convert DIR --view benches/views/bp10.json: 5 resource columns and 5 per component "
+    "(forEach component), zstd",
+    "duckdb-unnest": "the same 10 columns with unnest(json_extract(json, '$.component[*]')), zstd",
 }
 
 
@@ -216,6 +231,39 @@ def run_duckdb(inp: Path, out_dir: Path, threads: int):
     con.close()
 
 
+DUCKDB_4COL = """SELECT json_extract_string(json, '$.subject.reference') AS subject,
+  json_extract_string(json, '$.code.coding[0].code') AS code,
+  json_extract(json, '$.valueQuantity.value')::DOUBLE AS value,
+  json_extract_string(json, '$.effectiveDateTime') AS effective
+FROM read_json_objects({src}, format='newline_delimited')"""
+
+DUCKDB_UNNEST = """SELECT json_extract_string(json, '$.id') AS id,
+  json_extract_string(json, '$.subject.reference') AS subject,
+  json_extract_string(json, '$.effectiveDateTime') AS effective,
+  json_extract_string(json, '$.status') AS status,
+  json_extract_string(json, '$.code.coding[0].code') AS code,
+  json_extract_string(c, '$.code.coding[0].code') AS component_code,
+  json_extract_string(c, '$.code.coding[0].display') AS component_display,
+  json_extract(c, '$.valueQuantity.value')::DOUBLE AS value,
+  json_extract_string(c, '$.valueQuantity.unit') AS unit,
+  json_extract_string(c, '$.valueQuantity.code') AS unit_code
+FROM (SELECT json, unnest(json_extract(json, '$.component[*]')) AS c
+      FROM read_json_objects({src}, format='newline_delimited'))"""
+
+
+def run_duckdb_query(inp: Path, out_dir: Path, threads: int, query: str):
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET threads={int(threads)}")
+    q = lambda p: "'" + str(p).replace("'", "''") + "'"  # noqa: E731
+    con.execute(
+        f"COPY ({query.format(src=q(inp))}) "
+        f"TO {q(out_dir / (inp.stem + '.parquet'))} (FORMAT parquet, COMPRESSION zstd)"
+    )
+    con.close()
+
+
 def run_pyarrow(inp: Path, out_dir: Path):
     import pyarrow.json as pj
     import pyarrow.parquet as pq
@@ -238,6 +286,10 @@ def cmd_run_peer(argv):
         run_polars(a.input, a.out_dir)
     elif a.tool == "duckdb":
         run_duckdb(a.input, a.out_dir, a.duckdb_threads)
+    elif a.tool == "duckdb-4col":
+        run_duckdb_query(a.input, a.out_dir, a.duckdb_threads, DUCKDB_4COL)
+    elif a.tool == "duckdb-unnest":
+        run_duckdb_query(a.input, a.out_dir, a.duckdb_threads, DUCKDB_UNNEST)
     else:
         run_pyarrow(a.input, a.out_dir)
 
@@ -405,6 +457,9 @@ def tool_command(tool: str, flatfhir: Path, inp_dir: Path, inp_file: Path, out: 
         return [str(flatfhir), "convert", "--threads", "1", str(inp_dir), "--out", str(out), "--quiet"], True
     if tool == "flatfhir-schema":
         return [str(flatfhir), "schema", "-q", str(inp_dir)], True
+    if tool in VIEWS:
+        view = Path(__file__).resolve().parent / "views" / VIEWS[tool]
+        return [str(flatfhir), "convert", str(inp_dir), "--view", str(view), "--out", str(out), "--quiet"], True
     return [sys.executable, str(Path(__file__).resolve()), "run-peer", tool, str(inp_file), str(out),
             "--duckdb-threads", str(a.duckdb_threads)], True
 
@@ -531,6 +586,8 @@ def cmd_bench(argv):
             i["lines"] = sum(buf.count(b"\n") for buf in iter(lambda: fh.read(1 << 24), b""))
 
     def skip_reason(tool, spec):
+        if tool in OBS_ONLY and not spec.startswith("obs"):
+            return "a view of Observations"
         if tool == "reference" and not a.all_peers and inputs[spec]["bytes"] > 500e6:
             return "needs ~6-7 GB RAM per GB of input; --all-peers runs it"
         return None
@@ -606,6 +663,11 @@ def cmd_bench(argv):
             ratios.append(["**flatfhir ÷ DuckDB**"] + [ratio_cell(summary[s]["flatfhir"], summary[s]["duckdb"]) for s in specs])
         if "flatfhir" in tools and "reference" in tools:
             ratios.append(["**flatfhir ÷ reference**"] + [ratio_cell(summary[s]["flatfhir"], summary[s]["reference"]) for s in specs])
+        for a_, b_, label in (("view4", "duckdb-4col", "view 4 columns ÷ DuckDB 4 columns"),
+                              ("view4", "flatfhir", "view 4 columns ÷ flatfhir convert"),
+                              ("view10", "duckdb-unnest", "view 10 columns forEach ÷ DuckDB unnest")):
+            if a_ in tools and b_ in tools:
+                ratios.append([f"**{label}**"] + [ratio_cell(summary[s][a_], summary[s][b_]) for s in specs])
         if "flatfhir" in tools and "flatfhir-1t" in tools:
             ratios.append([f"**flatfhir {machine['nproc_usable']} threads ÷ 1 thread**"]
                           + [ratio_cell(summary[s]["flatfhir"], summary[s]["flatfhir-1t"]) for s in specs])

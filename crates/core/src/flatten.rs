@@ -8,7 +8,7 @@ use crate::scan::{self, Reason, Scalar, Visitor};
 use crate::schema::{ColumnStats, FirstSeen, NO_COLUMN, PathTrie, ROOT, kind};
 
 /// Checks length and UTF-8; the JSON itself is checked while walking.
-pub(crate) fn line_text(bytes: &[u8], max_line_bytes: usize) -> Result<&str, String> {
+pub fn line_text(bytes: &[u8], max_line_bytes: usize) -> Result<&str, String> {
     if bytes.len() > max_line_bytes {
         return Err(format!(
             "line is {} bytes, longer than the limit of {} (--max-line-bytes)",

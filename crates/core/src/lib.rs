@@ -79,6 +79,16 @@ pub use writer::{ColumnCodec, Compression, OutputFormat, TableWriter, WriteOptio
 #[doc(hidden)]
 pub mod fuzzing;
 
+/// The validating JSON walker every input line is read with, for crates that read the same
+/// lines (the view engine): one JSON parser, so a line `convert` rejects is rejected by a view
+/// with the same reason. [`walk::walk`] reports an NDJSON line's keys, array indexes and
+/// leaves (numbers with their source text) to a [`walk::Visitor`] without building a tree;
+/// [`walk::line_text`] is the length and UTF-8 check `convert` makes before it.
+pub mod walk {
+    pub use crate::flatten::line_text;
+    pub use crate::scan::{Reason, Scalar, Visitor, walk};
+}
+
 /// Entry points to the hot paths for the criterion benchmarks in `benches/`. Not a stable API.
 #[doc(hidden)]
 pub mod hot {

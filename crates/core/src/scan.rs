@@ -10,11 +10,16 @@
 
 /// A leaf value, borrowed from the line (or from the walker's unescape buffer).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Scalar<'a> {
+pub enum Scalar<'a> {
     /// A string, unescaped.
     Str(&'a str),
     /// A number: its source text and whether it is an integer (no fraction, no exponent).
-    Num { raw: &'a str, int: bool },
+    Num {
+        /// The number's text as written (`1.50`).
+        raw: &'a str,
+        /// No fraction and no exponent.
+        int: bool,
+    },
     /// `true` or `false`.
     Bool(bool),
     /// `null`.
@@ -35,11 +40,11 @@ pub(crate) enum Scalar<'a> {
 /// two; the extra allocation is made only for a rejected line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::box_collection)]
-pub(crate) struct Reason(Box<String>);
+pub struct Reason(Box<String>);
 
 impl Reason {
     /// The message.
-    pub(crate) fn into_string(self) -> String {
+    pub fn into_string(self) -> String {
         *self.0
     }
 }
@@ -59,7 +64,7 @@ impl From<&str> for Reason {
 }
 
 /// Receives the structure of a line as the walker reads it.
-pub(crate) trait Visitor {
+pub trait Visitor {
     /// Entering the value of object member `key` at `depth` (1 for the root object's members).
     /// Returns `false` to skip the value (it is still validated).
     fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, Reason>;
@@ -92,11 +97,7 @@ const MAX_DEPTH: usize = 256;
 ///
 /// The line must hold exactly one JSON object (surrounding whitespace allowed). The error is a
 /// human-readable reason with the byte offset where it applies.
-pub(crate) fn walk<V: Visitor>(
-    line: &str,
-    visitor: &mut V,
-    scratch: &mut String,
-) -> Result<(), String> {
+pub fn walk<V: Visitor>(line: &str, visitor: &mut V, scratch: &mut String) -> Result<(), String> {
     walk_object(line, visitor, scratch).map_err(Reason::into_string)
 }
 

@@ -244,35 +244,4 @@ impl Expr {
             _ => {}
         }
     }
-
-    /// Whether the expression may return its focus itself (so the whole resource when run on
-    /// it): `$this`, or a filter such as `where(...)` or `first()` applied to it.
-    pub(crate) fn may_return_focus(&self) -> bool {
-        match self {
-            Expr::This => true,
-            Expr::Call(b, f, _) => match f {
-                Func::Iif | Func::Select => true,
-                Func::Where
-                | Func::First
-                | Func::Last
-                | Func::Tail
-                | Func::Skip
-                | Func::Take
-                | Func::Single
-                | Func::Distinct
-                | Func::OfType(_)
-                | Func::As(_)
-                | Func::Trace
-                | Func::Intersect
-                | Func::Exclude
-                | Func::Sort => b.may_return_focus(),
-                Func::Union | Func::Combine | Func::Repeat | Func::Aggregate => true,
-                _ => false,
-            },
-            Expr::Indexer(b, _) => b.may_return_focus(),
-            Expr::Total => true,
-            Expr::Bin(BinOp::Union, l, r) => l.may_return_focus() || r.may_return_focus(),
-            _ => false,
-        }
-    }
 }

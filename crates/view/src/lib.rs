@@ -1,8 +1,9 @@
 //! SQL on FHIR ViewDefinitions with FHIRPath evaluated directly on FHIR JSON.
 //!
 //! A [`View`] is compiled once (every FHIRPath parsed into an AST, constants resolved, the
-//! view validated), then run on each resource, which is parsed by the borrowing parser in
-//! [`json`]. No typed object model is involved: choice types are found on the raw JSON
+//! view validated, its paths gathered into a trie), then run on each resource, which core's
+//! validating walker (the parser `convert` uses) turns into a borrowed [`json`] tree holding
+//! only the members the view's paths read. No typed object model is involved: choice types are found on the raw JSON
 //! (`value.ofType(Quantity)` reads `valueQuantity`), and a compact FHIR R4 model (the `model`
 //! module, internal) types the nodes an expression reaches only where its answer depends on
 //! types. Decimals are exact, dates keep their precision; [`fhirpath::Expression`] evaluates a
@@ -35,15 +36,18 @@ pub mod json;
 mod lexer;
 mod model;
 mod parser;
+mod prune;
 mod quantity;
 mod rows;
 mod run;
+mod stream;
 mod strict;
 pub mod table;
 mod temporal;
 mod view;
 
 pub use error::{Error, Result, SyntaxError};
+pub use prune::PathKind;
 pub use rows::{Cell, Row, Scalar};
 pub use run::{
     Format, Report, ViewReport, output_file_name, run_views, run_views_cancellable, run_views_with,

@@ -296,16 +296,14 @@ fn chunk_rows(
             let (at, why) = flatfhir_core::line_origin(path, line.number);
             return Err(Error::Output(format!("{at}: {}", why.unwrap_or_default())));
         }
-        if line.bytes.len() > max_line_bytes {
-            return Err(Error::Output(format!(
-                "{}: line is {} bytes, longer than the limit of {} (--max-line-bytes)",
-                ctx(),
-                line.bytes.len(),
-                max_line_bytes
-            )));
-        }
-        let text = std::str::from_utf8(line.bytes)
-            .map_err(|_| Error::Output(format!("{}: not UTF-8", ctx())))?;
+        // The length and UTF-8 checks `convert` makes, with its reasons.
+        let text =
+            flatfhir_core::walk::line_text(line.bytes, max_line_bytes).map_err(|reason| {
+                Error::Json {
+                    context: ctx(),
+                    source: crate::json::JsonError { reason },
+                }
+            })?;
         if view.rows_for_line(text, &ctx, &mut each)? {
             resources += 1;
         }

@@ -6,6 +6,7 @@ use crate::ast::Expr;
 use crate::error::{Error, Result};
 use crate::json::Json;
 use crate::parser;
+use crate::prune::{Analysis, PathKind, ROOT, Trie};
 
 /// An output column of a view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub(crate) struct Compiled {
     pub(crate) typed: bool,
     pub(crate) src: String,
     pub(crate) location: String,
+    /// How it reads the resource (set when the view's trie is built).
+    pub(crate) kind: PathKind,
 }
 
 /// How a select iterates its focus.
@@ -63,11 +66,10 @@ pub struct View {
     pub(crate) wheres: Vec<Compiled>,
     pub(crate) root: Select,
     pub(crate) columns: Vec<ColumnDef>,
-    /// Member names any path can reach.
-    pub(crate) keys: rustc_hash::FxHashSet<String>,
-    /// Root members outside `keys` can be skipped when parsing (no path needs the whole
-    /// resource).
-    pub(crate) root_filter: bool,
+    /// The member paths the view reads: a line is built only along them.
+    pub(crate) trie: Trie,
+    /// The streaming plan, when every path is a plain member path.
+    pub(crate) stream: Option<crate::stream::Plan>,
 }
 
 impl View {
@@ -173,7 +175,12 @@ impl View {
                 return Err(c.invalid(&format!("duplicate column name '{}'", col.name)));
             }
         }
-        let (keys, root_filter) = reachable_keys(&wheres, &root);
+        let mut root = root;
+        let trie = analyse(&mut wheres, &mut root);
+        let stream = crate::stream::plan(wheres.is_empty(), &root);
+        if stream.is_some() {
+            mark_streamed(&mut root);
+        }
         Ok(View {
             name,
             resource,
@@ -181,61 +188,70 @@ impl View {
             wheres,
             root,
             columns: c.columns,
-            keys,
-            root_filter,
+            trie,
+            stream,
         })
     }
 
-    /// Whether an object member named `key` can matter to this view (a name some path uses,
-    /// or a choice element of one: `valueQuantity` when `value` is used).
-    fn needs_key(&self, key: &str) -> bool {
-        // A primitive's extensions (`_birthDate`) go with the primitive.
-        // (A byte test: `strip_prefix('_')` with a char builds a searcher per key.)
-        let key = if key.as_bytes().first() == Some(&b'_') {
-            &key[1..]
-        } else {
-            key
-        };
-        if self.keys.contains(key) {
-            return true;
-        }
-        key.char_indices()
-            .skip(1)
-            .find(|(_, c)| c.is_ascii_uppercase())
-            .is_some_and(|(i, _)| self.keys.contains(&key[..i]))
-    }
-
-    /// Parses one resource for this view, skipping root members no path can reach (unless a
-    /// path may need the whole resource).
+    /// Parses one resource for this view with core's walker, building only the members
+    /// some path of the view reads (see [`View::path_kinds`]); the rest is validated and
+    /// skipped. Errors are the walker's, the same `convert` gives for the line.
     pub fn parse<'a>(
         &self,
         line: &'a str,
     ) -> std::result::Result<Json<'a>, crate::json::JsonError> {
-        if self.root_filter {
-            crate::json::parse_filtered(line, &|k| self.needs_key(k))
-        } else {
-            crate::json::parse(line)
+        crate::prune::build(line, Some(&self.trie))
+    }
+
+    /// How each path of the view reads the resource, in view order: its location
+    /// (`column 'code'`, `select[0].forEach`, `where[0]`), its FHIRPath, and whether it took
+    /// the trie-guided path (only the members it names are built) or reads whole subtrees.
+    pub fn path_kinds(&self) -> Vec<(String, String, PathKind)> {
+        fn visit(s: &Select, out: &mut Vec<(String, String, PathKind)>) {
+            match &s.iter {
+                Iter::ForEach(c) | Iter::ForEachOrNull(c) => out.push(entry(c)),
+                Iter::Repeat(ps) => out.extend(ps.iter().map(entry)),
+                Iter::Once => {}
+            }
+            out.extend(s.columns.iter().map(|(c, _)| entry(c)));
+            for sub in s.selects.iter().chain(&s.union) {
+                visit(sub, out);
+            }
         }
+        fn entry(c: &Compiled) -> (String, String, PathKind) {
+            (c.location.clone(), c.src.clone(), c.kind)
+        }
+        let mut out: Vec<_> = self.wheres.iter().map(entry).collect();
+        visit(&self.root, &mut out);
+        out
     }
 
     /// Parses one NDJSON line and runs the view on it, calling `each` with its rows (not
     /// called for resources of another type). Returns whether the resource was of the view's
-    /// type. Root members no path can reach are skipped while parsing (see [`View::parse`]).
+    /// type. Members no path reads are skipped while parsing (see [`View::parse`]).
     /// `context` labels JSON errors (e.g. `file:line`).
-    ///
-    /// (Skipping unreachable members at every depth was measured too: on compact resources
-    /// such as Synthea Observations the per-member check costs more than it saves, and the
-    /// bulky parts, like the narrative `text`, sit at the root.)
     pub fn rows_for_line(
         &self,
         line: &str,
         context: &dyn Fn() -> String,
         each: &mut dyn FnMut(&[crate::rows::Row<'_>]),
     ) -> Result<bool> {
-        let r = self.parse(line).map_err(|source| Error::Json {
+        let json_err = |source| Error::Json {
             context: context(),
             source,
-        })?;
+        };
+        if let Some(plan) = &self.stream {
+            match plan.run(line, &self.resource).map_err(json_err)? {
+                crate::stream::Outcome::OtherType => return Ok(false),
+                crate::stream::Outcome::Rows(values) => {
+                    each(&plan.rows(&values));
+                    return Ok(true);
+                }
+                // Walked again below, on a tree.
+                crate::stream::Outcome::General => {}
+            }
+        }
+        let r = self.parse(line).map_err(json_err)?;
         if r.get("resourceType").and_then(Json::as_str) != Some(self.resource.as_str()) {
             return Ok(false);
         }
@@ -277,57 +293,50 @@ impl View {
     }
 }
 
-/// The member names the view's paths use, and whether root members outside them can be
-/// skipped (no `%resource`, no column that can return the resource itself).
-fn reachable_keys(wheres: &[Compiled], root: &Select) -> (rustc_hash::FxHashSet<String>, bool) {
-    use crate::ast::Func;
-    let mut keys: rustc_hash::FxHashSet<String> = ["resourceType", "id"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut whole = false;
-    let mut visit = |c: &Compiled, keys: &mut rustc_hash::FxHashSet<String>| {
-        c.expr.walk(&mut |e| match e {
-            Expr::Member(_, n) => {
-                keys.insert(n.clone());
+fn mark_streamed(s: &mut Select) {
+    if let Iter::ForEach(c) | Iter::ForEachOrNull(c) = &mut s.iter {
+        c.kind = PathKind::Stream;
+    }
+    for (c, _) in &mut s.columns {
+        c.kind = PathKind::Stream;
+    }
+    for sub in &mut s.selects {
+        mark_streamed(sub);
+    }
+}
+
+/// Builds the view's trie from its paths and records how each reads the resource.
+fn analyse(wheres: &mut [Compiled], root: &mut Select) -> Trie {
+    fn select(a: &mut Analysis, s: &mut Select, focus: &[u32]) {
+        let focus: Vec<u32> = match &mut s.iter {
+            Iter::Once => focus.to_vec(),
+            Iter::ForEach(c) | Iter::ForEachOrNull(c) => {
+                let (nodes, kind) = a.iterate(&c.expr, focus);
+                c.kind = kind;
+                nodes
             }
-            Expr::Choice { name, key, .. } => {
-                keys.insert(name.clone());
-                keys.insert(key.clone());
+            Iter::Repeat(ps) => {
+                // Followed recursively: everything under the focus may be reached.
+                let kind = a.whole(focus);
+                for p in ps.iter_mut() {
+                    p.kind = kind;
+                }
+                focus.to_vec()
             }
-            Expr::Call(_, Func::Extension, _) => {
-                keys.insert("extension".into());
-                keys.insert("url".into());
-            }
-            Expr::Call(_, Func::GetReferenceKey(_), _) => {
-                keys.insert("reference".into());
-            }
-            Expr::Resource | Expr::Call(_, Func::Children | Func::Descendants, _) => whole = true,
-            _ => {}
-        });
-    };
-    fn all<'s>(s: &'s Select, root_level: bool, out: &mut Vec<(&'s Compiled, bool)>) {
-        let inner_root = root_level && matches!(s.iter, Iter::Once);
-        match &s.iter {
-            Iter::ForEach(c) | Iter::ForEachOrNull(c) => out.push((c, root_level)),
-            Iter::Repeat(ps) => out.extend(ps.iter().map(|c| (c, root_level))),
-            Iter::Once => {}
+        };
+        for (c, _) in &mut s.columns {
+            c.kind = a.value(&c.expr, &focus);
         }
-        out.extend(s.columns.iter().map(|(c, _)| (c, inner_root)));
-        for sub in s.selects.iter().chain(&s.union) {
-            all(sub, inner_root, out);
+        for sub in s.selects.iter_mut().chain(s.union.iter_mut()) {
+            select(a, sub, &focus);
         }
     }
-    let mut exprs: Vec<(&Compiled, bool)> = wheres.iter().map(|w| (w, false)).collect();
-    all(root, true, &mut exprs);
-    let mut returns_root = false;
-    for (c, at_root) in exprs {
-        visit(c, &mut keys);
-        if at_root && c.expr.may_return_focus() {
-            returns_root = true;
-        }
+    let mut a = Analysis::default();
+    for w in wheres.iter_mut() {
+        w.kind = a.value(&w.expr, &[ROOT]);
     }
-    (keys, !whole && !returns_root)
+    select(&mut a, root, &[ROOT]);
+    a.trie
 }
 
 struct Compiler {
@@ -350,6 +359,7 @@ impl Compiler {
         let resolve = |n: &str| names.iter().position(|c| c == n);
         match parser::parse(src, &resolve) {
             Ok(expr) => Ok(Compiled {
+                kind: PathKind::Trie,
                 typed: crate::eval::needs_types(&expr),
                 expr,
                 src: src.to_string(),

@@ -217,10 +217,21 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let views: Vec<serde_json::Value> = report
             .views
             .iter()
-            .map(|v| {
+            .zip(&views)
+            .map(|(v, view)| {
+                // How each path reads a resource: `trie` (only the members it names are
+                // built), `subtree` or `resource` (whole subtrees, or the whole resource).
+                let reads: Vec<serde_json::Value> = view
+                    .path_kinds()
+                    .into_iter()
+                    .map(|(at, expr, kind)| {
+                        serde_json::json!({"at": at, "expr": expr, "reads": kind.label()})
+                    })
+                    .collect();
                 serde_json::json!({
                     "view": v.view, "path": v.path, "resources": v.resources,
                     "rows": v.rows, "mismatches": v.mismatches, "input_bytes": v.input_bytes,
+                    "paths": reads,
                 })
             })
             .collect();

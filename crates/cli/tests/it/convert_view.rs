@@ -192,3 +192,51 @@ fn a_view_never_replaces_its_own_input() {
         );
     }
 }
+
+/// `--json` says how each path reads a line: a view of plain paths is streamed, one with a
+/// function the analysis follows is evaluated on a pruned tree, `children()` reads subtrees.
+#[test]
+fn json_summary_says_how_each_path_reads_a_line() {
+    let dir = input();
+    let out = dir.path().join("out");
+    let run = |cols: &[&str]| -> serde_json::Value {
+        let mut cmd = flatfhir();
+        cmd.arg("convert").arg(dir.path()).arg("--out").arg(&out);
+        for c in cols {
+            cmd.args(["--column", c]);
+        }
+        let o = cmd
+            .args(["--json", "--quiet", "--overwrite"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let reads = |v: &serde_json::Value| -> Vec<String> {
+        v["views"][0]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}={}",
+                    p["expr"].as_str().unwrap(),
+                    p["reads"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let v = run(&["Patient:g=gender", "Patient:m=maritalStatus.coding[0].code"]);
+    assert_eq!(
+        reads(&v),
+        ["gender=stream", "maritalStatus.coding[0].code=stream"]
+    );
+    let v = run(&[
+        "Patient:k=getResourceKey()",
+        "Patient:c=maritalStatus.children()",
+    ]);
+    assert_eq!(
+        reads(&v),
+        ["getResourceKey()=trie", "maritalStatus.children()=subtree"]
+    );
+}

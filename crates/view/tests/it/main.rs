@@ -2,4 +2,5 @@
 
 mod conformance;
 mod fhirpath_suite;
+mod prune;
 mod run;
