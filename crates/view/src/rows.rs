@@ -122,11 +122,13 @@ impl<'a> Cell<'a> {
         }
     }
 
-    /// The values of a collection cell (empty for null).
-    pub fn list(&self) -> Vec<Scalar<'_>> {
+    /// The items of a collection cell (empty for null). An item without a value (a primitive
+    /// that has only an extension, as in `given: [null, "B"]` with `_given`) is `None`, so it
+    /// keeps its place in the list as a null, as the NDJSON and CSV outputs write it.
+    pub fn list(&self) -> Vec<Option<Scalar<'_>>> {
         match &self.0 {
-            CellInner::List(items) => items.iter().filter_map(scalar).collect(),
-            CellInner::One(it) => scalar(it).into_iter().collect(),
+            CellInner::List(items) => items.iter().map(scalar).collect(),
+            CellInner::One(it) => vec![scalar(it)],
             CellInner::Null => Vec::new(),
         }
     }

@@ -88,7 +88,7 @@ impl Kinds {
     /// Records every value of a row's cell.
     pub fn observe_cell(&mut self, cell: &crate::rows::Cell<'_>) {
         if cell.is_list() {
-            for v in cell.list() {
+            for v in cell.list().into_iter().flatten() {
                 self.observe(v);
             }
         } else if let Some(v) = cell.scalar() {
@@ -266,8 +266,13 @@ impl BatchBuilder {
                     let values = cell.list();
                     let inner = lb.values();
                     for v in values {
-                        if !push_any(inner.as_any_mut(), *t, v, &mut self.buf) {
-                            self.mismatches += 1;
+                        match v {
+                            Some(v) => {
+                                if !push_any(inner.as_any_mut(), *t, v, &mut self.buf) {
+                                    self.mismatches += 1;
+                                }
+                            }
+                            None => push_null(inner.as_any_mut(), *t),
                         }
                     }
                     lb.append(!cell.is_null());
@@ -353,6 +358,32 @@ fn push_any(b: &mut dyn std::any::Any, t: ValueType, v: Scalar<'_>, buf: &mut St
                 b.append_value(buf.as_str());
             }
             true
+        }
+    }
+}
+
+/// Appends a null item to a list column's values (an item without a value).
+fn push_null(b: &mut dyn std::any::Any, t: ValueType) {
+    match t {
+        ValueType::Boolean => {
+            if let Some(b) = b.downcast_mut::<BooleanBuilder>() {
+                b.append_null();
+            }
+        }
+        ValueType::Int64 => {
+            if let Some(b) = b.downcast_mut::<Int64Builder>() {
+                b.append_null();
+            }
+        }
+        ValueType::Float64 => {
+            if let Some(b) = b.downcast_mut::<Float64Builder>() {
+                b.append_null();
+            }
+        }
+        ValueType::Utf8 => {
+            if let Some(b) = b.downcast_mut::<StringBuilder>() {
+                b.append_null();
+            }
         }
     }
 }

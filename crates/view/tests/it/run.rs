@@ -269,3 +269,52 @@ fn a_cancelled_run_stops_and_writes_nothing() {
         2
     );
 }
+
+/// A list item that has only an extension (`given: [null, "B"]` with `_given`) keeps its place
+/// as a null in Parquet, as NDJSON writes it; it was dropped from the Parquet list, which then
+/// held `["B"]` and no longer lined up with the resource.
+#[test]
+fn a_list_item_without_a_value_stays_a_null_in_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("Patient.ndjson");
+    std::fs::write(
+        &input,
+        r#"{"resourceType":"Patient","id":"p1","name":[{"given":[null,"B"],"_given":[{"extension":[{"url":"u","valueString":"x"}]},null]}]}
+"#,
+    )
+    .unwrap();
+    let view = View::from_json_str(
+        r#"{"name": "pt", "resource": "Patient", "select": [{"column": [
+            {"name": "given", "path": "name.given", "collection": true}
+        ]}]}"#,
+        "pt",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    run_views(
+        std::slice::from_ref(&input),
+        std::slice::from_ref(&view),
+        &out,
+        Format::Ndjson,
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(out.join("pt.ndjson")).unwrap();
+    assert_eq!(text.trim_end(), r#"{"given":[null,"B"]}"#);
+    run_views(&[input], &[view], &out, Format::Parquet).unwrap();
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(File::open(out.join("pt.parquet")).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    let given = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap();
+    let items = given.value(0);
+    let items = items.as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.is_null(0));
+    assert_eq!(items.value(1), "B");
+}
