@@ -147,6 +147,9 @@ impl Trie {
             Some(c) => Keep::At(c),
             // Resources inside resources (contained, Bundle entries) are typed by it.
             None if key == "resourceType" => Keep::Whole,
+            // The resource's id names it in an evaluation error (`Observation/x`), as the
+            // full tree does.
+            None if n == ROOT && key == "id" => Keep::Whole,
             None => Keep::Skip,
         }
     }

@@ -134,6 +134,23 @@ proptest! {
     }
 }
 
+/// Found by `pruned_rows_equal_full_rows`: an evaluation error names the resource by its id
+/// (`Observation/x`), which the pruned tree dropped when no column read `id`.
+#[test]
+fn pruned_errors_name_the_resource_like_full_ones() {
+    let v = serde_json::json!({"resource": "Observation", "select": [{"column": [
+        {"name": "c0", "path": "value.ofType(Quantity)", "collection": true}
+    ]}]});
+    let view = View::from_json(&v, "v").unwrap();
+    let line = r#"{"resourceType":"Observation","id":"x","_value":1.50}"#;
+    let pruned = rows(&view, line, true);
+    assert_eq!(pruned, rows(&view, line, false));
+    assert!(
+        format!("{pruned:?}").contains("Observation/x"),
+        "{pruned:?}"
+    );
+}
+
 /// The shared fixtures: every line, the example views and a view of many paths per type,
 /// pruned and in full.
 #[test]
