@@ -584,7 +584,9 @@ async fn status(
             );
         }
         if p <= shared.config.polls_before_ready {
-            let pct = p * 100 / (shared.config.polls_before_ready + 1);
+            // In u64: a job that is never ready (`polls_before_ready: u32::MAX`) must not
+            // overflow the percentage.
+            let pct = u64::from(p) * 100 / (u64::from(shared.config.polls_before_ready) + 1);
             return (
                 StatusCode::ACCEPTED,
                 [
