@@ -14,20 +14,20 @@ use crate::redact::Secret;
 /// Redirects followed per request before giving up.
 const MAX_REDIRECTS: usize = 10;
 
-/// A response that sends nothing for this long fails (and is retried where that is safe).
+/// A file download that sends nothing for this long fails (and is retried); every other
+/// request (kick-off, status, manifest, token, DELETE: small answers) must finish within it.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A configured HTTP client.
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
+    /// No read timeout on the client: reqwest's reads the clock twice and resets a timer for
+    /// every HTTP chunk of a body (one per NDJSON line on some servers; in `perf`, clock reads
+    /// and timer resets were ~6 % of such a download's samples). [`Http::send`] gives each
+    /// request a total timeout instead; a file download's headers are bounded in
+    /// [`Http::send_download`] and its body by the download's own stall watchdog. One client,
+    /// not two: each loads the system's root certificates (~500 syscalls, a few ms).
     client: reqwest::Client,
-    /// The same settings without reqwest's read timeout, for the bodies of downloaded files:
-    /// that timeout reads the clock twice and resets a timer for every HTTP chunk (one per
-    /// NDJSON line on some servers; in `perf`, clock reads and timer resets were ~6 % of such
-    /// a download's samples). Their headers are bounded
-    /// by [`READ_TIMEOUT`] in [`Http::send_download`] and their bodies by the download's own
-    /// stall watchdog.
-    files: reqwest::Client,
 }
 
 impl Http {
@@ -49,27 +49,19 @@ impl Http {
             }
             None => Vec::new(),
         };
-        let build = |read_timeout: Option<Duration>| {
-            let mut builder = reqwest::Client::builder()
-                .user_agent(concat!("flatfhir/", env!("CARGO_PKG_VERSION")))
-                .default_headers(default_headers.clone())
-                // Redirects are followed by hand so the token is dropped on a host change.
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(30));
-            if let Some(t) = read_timeout {
-                builder = builder.read_timeout(t);
-            }
-            for c in &roots {
-                builder = builder.add_root_certificate(c.clone());
-            }
-            builder
-                .build()
-                .map_err(|e| Error::Usage(format!("building the HTTP client: {}", e.without_url())))
-        };
-        Ok(Self {
-            client: build(Some(READ_TIMEOUT))?,
-            files: build(None)?,
-        })
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("flatfhir/", env!("CARGO_PKG_VERSION")))
+            .default_headers(default_headers)
+            // Redirects are followed by hand so the token is dropped on a host change.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30));
+        for c in roots {
+            builder = builder.add_root_certificate(c);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Error::Usage(format!("building the HTTP client: {}", e.without_url())))?;
+        Ok(Self { client })
     }
 
     /// Send a request, following redirects by hand. `Authorization: Bearer` goes only to the
@@ -82,7 +74,10 @@ impl Http {
         token: Option<&Secret>,
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<(Url, Response)> {
-        send_with(&self.client, method, url, token, build).await
+        send_with(&self.client, method, url, token, |r| {
+            build(r).timeout(READ_TIMEOUT)
+        })
+        .await
     }
 
     /// [`send`](Self::send) for a file download: the headers must arrive within
@@ -95,7 +90,7 @@ impl Http {
     ) -> Result<(Url, Response)> {
         tokio::time::timeout(
             READ_TIMEOUT,
-            send_with(&self.files, Method::GET, url, token, build),
+            send_with(&self.client, Method::GET, url, token, build),
         )
         .await
         .unwrap_or_else(|_| {
