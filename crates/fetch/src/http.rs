@@ -14,9 +14,19 @@ use crate::redact::Secret;
 /// Redirects followed per request before giving up.
 const MAX_REDIRECTS: usize = 10;
 
+/// A file download that sends nothing for this long fails (and is retried); every other
+/// request (kick-off, status, manifest, token, DELETE: small answers) must finish within it.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A configured HTTP client.
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
+    /// No read timeout on the client: reqwest's reads the clock twice and resets a timer for
+    /// every HTTP chunk of a body (one per NDJSON line on some servers; in `perf`, clock reads
+    /// and timer resets were ~6 % of such a download's samples). [`Http::send`] gives each
+    /// request a total timeout instead; a file download's headers are bounded in
+    /// [`Http::send_download`] and its body by the download's own stall watchdog. One client,
+    /// not two: each loads the system's root certificates (~500 syscalls, a few ms).
     client: reqwest::Client,
 }
 
@@ -30,21 +40,23 @@ impl Http {
                 .map_err(|e| Error::Usage(format!("--header {k}: {e}")))?;
             default_headers.insert(name, value);
         }
+        let roots = match ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    Error::Usage(format!("--ca-cert {}: {}", path.display(), e.without_url()))
+                })?
+            }
+            None => Vec::new(),
+        };
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("flatfhir/", env!("CARGO_PKG_VERSION")))
             .default_headers(default_headers)
             // Redirects are followed by hand so the token is dropped on a host change.
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300));
-        if let Some(path) = ca_cert {
-            let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::Usage(format!("--ca-cert {}: {}", path.display(), e.without_url()))
-            })?;
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
+            .connect_timeout(Duration::from_secs(30));
+        for c in roots {
+            builder = builder.add_root_certificate(c);
         }
         let client = builder
             .build()
@@ -62,37 +74,69 @@ impl Http {
         token: Option<&Secret>,
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<(Url, Response)> {
-        let origin = url.origin();
-        let mut current = url.clone();
-        for _ in 0..=MAX_REDIRECTS {
-            let mut req = build(self.client.request(method.clone(), current.clone()));
-            if let Some(t) = token
-                && current.origin() == origin
-            {
-                let mut v =
-                    HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
-                        Error::Usage("the access token is not a valid header value".into())
-                    })?;
-                v.set_sensitive(true);
-                req = req.header(AUTHORIZATION, v);
-            }
-            let resp = req.send().await.map_err(|e| Error::http(&current, e))?;
-            if resp.status().is_redirection()
-                && let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok())
-            {
-                current = current.join(loc).map_err(|e| Error::Download {
-                    url: current.clone().into(),
-                    reason: format!("bad redirect Location: {e}"),
-                })?;
-                continue;
-            }
-            return Ok((current, resp));
-        }
-        Err(Error::Download {
-            url: url.clone().into(),
-            reason: "too many redirects".into(),
+        send_with(&self.client, method, url, token, |r| {
+            build(r).timeout(READ_TIMEOUT)
+        })
+        .await
+    }
+
+    /// [`send`](Self::send) for a file download: the headers must arrive within
+    /// [`READ_TIMEOUT`]; the body has no read timeout of its own (the caller watches it).
+    pub(crate) async fn send_download(
+        &self,
+        url: &Url,
+        token: Option<&Secret>,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<(Url, Response)> {
+        tokio::time::timeout(
+            READ_TIMEOUT,
+            send_with(&self.client, Method::GET, url, token, build),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Download {
+                url: url.clone().into(),
+                reason: format!("no response within {} s", READ_TIMEOUT.as_secs()),
+            })
         })
     }
+}
+
+async fn send_with(
+    client: &reqwest::Client,
+    method: Method,
+    url: &Url,
+    token: Option<&Secret>,
+    build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<(Url, Response)> {
+    let origin = url.origin();
+    let mut current = url.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let mut req = build(client.request(method.clone(), current.clone()));
+        if let Some(t) = token
+            && current.origin() == origin
+        {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
+                .map_err(|_| Error::Usage("the access token is not a valid header value".into()))?;
+            v.set_sensitive(true);
+            req = req.header(AUTHORIZATION, v);
+        }
+        let resp = req.send().await.map_err(|e| Error::http(&current, e))?;
+        if resp.status().is_redirection()
+            && let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok())
+        {
+            current = current.join(loc).map_err(|e| Error::Download {
+                url: current.clone().into(),
+                reason: format!("bad redirect Location: {e}"),
+            })?;
+            continue;
+        }
+        return Ok((current, resp));
+    }
+    Err(Error::Download {
+        url: url.clone().into(),
+        reason: "too many redirects".into(),
+    })
 }
 
 /// Response headers as a JSON object, for `log.ndjson`. Credentials never appear in response

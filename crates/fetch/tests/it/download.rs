@@ -498,3 +498,37 @@ fn assert_standard_output_at_100(out: &std::path::Path) {
     assert_eq!(lines(out, "1.Observation.ndjson"), 7);
     assert_eq!(lines(out, "1.Condition.ndjson"), 3);
 }
+
+/// A body that stops arriving fails after the read timeout (300 s without a byte, watched by
+/// the download itself since reqwest's per-chunk read timeout was dropped for file bodies),
+/// is retried, and when it never resumes the file fails with a message that says why.
+/// Paused time: the server's 400 s pause before each chunk and the 300 s pass at once.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_body_times_out_and_is_retried() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.faults.slow_chunks = Some(std::time::Duration::from_secs(400));
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(&server, out.path());
+    o.conn.timing.retries = 1;
+    let t = tokio::time::Instant::now();
+    let s = run(o).await.unwrap();
+    assert!(!s.failed.is_empty());
+    for (file, reason) in &s.failed {
+        assert!(reason.contains("no data for 300 s"), "{file}: {reason}");
+    }
+    // Two attempts of 300 s each (had the watchdog waited 400 s, the first chunk would have
+    // arrived and the download gone on, 1 KiB per 400 s, without failing).
+    assert!(
+        t.elapsed() >= std::time::Duration::from_secs(600),
+        "{:?}",
+        t.elapsed()
+    );
+    let log = read(out.path(), "log.ndjson");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("download_retry") && l.contains("no data for 300 s")),
+        "{log}"
+    );
+}
