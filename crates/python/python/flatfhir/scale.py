@@ -149,7 +149,7 @@ def plan_shards(
 
 def _flat(sep: str, exclude: Union[str, Iterable[str]], decimals: str, on_error: str,
           max_columns: int, max_line_bytes: int, schema: Any = None) -> Dict[str, Any]:
-    return _flatten_args(sep, exclude, decimals, on_error, 1, max_columns, max_line_bytes, True,
+    return _flatten_args(sep, exclude, decimals, on_error, 1, max_columns, max_line_bytes,
                          DEFAULT_MEMORY_BUDGET, None, schema)
 
 
