@@ -1223,11 +1223,7 @@ impl<'m> Parser<'m> {
         let stack = vec![b'{'];
         let mut first_key = Key::Other;
         if self.peek()? == Some(b'"') {
-            self.key.clear();
-            let mut key = std::mem::take(&mut self.key);
-            let r = self.string(&mut key)?;
-            self.key = key;
-            if let Err(e) = r {
+            if let Err(e) = self.read_key()? {
                 return Ok(Err(e));
             }
             out.extend_from_slice(&self.key);
@@ -1297,33 +1293,51 @@ impl<'m> Parser<'m> {
         })
     }
 
+    /// One step of an object's member loop: past a `,` (not before the first member) to the
+    /// next member's key, read into `self.key` (quotes included), and its `:`. `Ok(false)`
+    /// when the object's `}` was consumed instead.
+    #[inline]
+    fn next_member(&mut self, first: &mut bool) -> Result<Parse<bool>> {
+        match self.peek()? {
+            None => return Ok(Err(Broken(Kind::Truncated))),
+            Some(b'}') => {
+                self.pos += 1;
+                return Ok(Ok(false));
+            }
+            Some(b',') if !*first => self.pos += 1,
+            Some(b'"') if *first => {}
+            Some(_) => return Ok(Err(Broken(Kind::NotJson))),
+        }
+        *first = false;
+        if self.peek()? != Some(b'"') {
+            return Ok(Err(Broken(Kind::NotJson)));
+        }
+        if let Err(e) = self.read_key()? {
+            return Ok(Err(e));
+        }
+        if let Err(e) = self.expect(b':')? {
+            return Ok(Err(e));
+        }
+        Ok(Ok(true))
+    }
+
+    /// Reads the string at the cursor (a member name) into `self.key`, quotes included.
+    fn read_key(&mut self) -> Result<Parse<()>> {
+        self.key.clear();
+        let mut key = std::mem::take(&mut self.key);
+        let r = self.string(&mut key)?;
+        self.key = key;
+        Ok(r)
+    }
+
     /// The members of a Bundle after its `resourceType`, up to its closing brace.
     /// With `first`, no member has been read yet (the object's `{` just consumed).
     fn bundle_members(&mut self, sink: &mut dyn Emit, mut first: bool) -> Result<Parse<()>> {
         loop {
-            match self.peek()? {
-                None => return Ok(Err(Broken(Kind::Truncated))),
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(Ok(()));
-                }
-                Some(b',') if !first => self.pos += 1,
-                Some(b'"') if first => {}
-                Some(_) => return Ok(Err(Broken(Kind::NotJson))),
-            }
-            first = false;
-            if self.peek()? != Some(b'"') {
-                return Ok(Err(Broken(Kind::NotJson)));
-            }
-            self.key.clear();
-            let mut key = std::mem::take(&mut self.key);
-            let r = self.string(&mut key)?;
-            self.key = key;
-            if let Err(e) = r {
-                return Ok(Err(e));
-            }
-            if let Err(e) = self.expect(b':')? {
-                return Ok(Err(e));
+            match self.next_member(&mut first)? {
+                Ok(true) => {}
+                Ok(false) => return Ok(Ok(())),
+                Err(e) => return Ok(Err(e)),
             }
             let r = if self.key == b"\"entry\"" {
                 self.entries(sink)?
@@ -1444,29 +1458,10 @@ impl<'m> Parser<'m> {
     ) -> Result<Parse<()>> {
         let mut first = true;
         loop {
-            match self.peek()? {
-                None => return Ok(Err(Broken(Kind::Truncated))),
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(Ok(()));
-                }
-                Some(b',') if !first => self.pos += 1,
-                Some(b'"') if first => {}
-                Some(_) => return Ok(Err(Broken(Kind::NotJson))),
-            }
-            first = false;
-            if self.peek()? != Some(b'"') {
-                return Ok(Err(Broken(Kind::NotJson)));
-            }
-            self.key.clear();
-            let mut key = std::mem::take(&mut self.key);
-            let r = self.string(&mut key)?;
-            self.key = key;
-            if let Err(e) = r {
-                return Ok(Err(e));
-            }
-            if let Err(e) = self.expect(b':')? {
-                return Ok(Err(e));
+            match self.next_member(&mut first)? {
+                Ok(true) => {}
+                Ok(false) => return Ok(Ok(())),
+                Err(e) => return Ok(Err(e)),
             }
             if self.key == b"\"resource\"" {
                 self.peek()?;

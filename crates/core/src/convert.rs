@@ -278,37 +278,16 @@ pub fn convert_group(
     opts: &ConvertOptions,
     progress: &dyn Progress,
 ) -> Result<TypeReport> {
-    if opts.sep.is_empty() {
-        return Err(Error::Options("the separator must not be empty".into()));
-    }
     let start = Instant::now();
-    let pool = pool(opts.threads)?;
     let rt = &group.resource_type;
-    let rejects = match opts.on_error {
-        OnError::Skip => Some(RejectSink::create(&opts.out_dir.join("_rejected"), rt)?),
-        OnError::Fail => None,
-    };
-    let spill_dir = opts.spill_dir.as_ref().unwrap_or(&opts.out_dir);
-    let stash = Stash::new(spill_dir, opts.memory_budget);
     let t1 = Timers::default();
-    let pass = flatten_pass(
-        &pool,
-        group,
-        opts,
-        progress,
-        rejects.as_ref(),
-        Some(&stash),
-        &t1,
-    )?;
-    let rejected_file = match rejects {
-        Some(r) => r.finish()?,
-        None => None,
-    };
-    let input_bytes = group
-        .files
-        .iter()
-        .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
-        .sum();
+    let HeldPass {
+        pool,
+        pass,
+        stash,
+        rejected_file,
+    } = held_pass(group, opts, progress, &t1)?;
+    let input_bytes = input_bytes(group);
     let paths: Vec<PathBuf> = group.files.iter().map(|f| f.path.clone()).collect();
     let mut report = TypeReport {
         resource_type: rt.clone(),
@@ -381,32 +360,14 @@ pub fn read_group(
     start: &mut dyn FnMut(&arrow_schema::SchemaRef) -> Result<()>,
     batch: &mut dyn FnMut(arrow_array::RecordBatch) -> Result<()>,
 ) -> Result<ReadReport> {
-    if opts.sep.is_empty() {
-        return Err(Error::Options("the separator must not be empty".into()));
-    }
     let began = Instant::now();
-    let pool = pool(opts.threads)?;
     let rt = &group.resource_type;
-    let rejects = match opts.on_error {
-        OnError::Skip => Some(RejectSink::create(&opts.out_dir.join("_rejected"), rt)?),
-        OnError::Fail => None,
-    };
-    let spill_dir = opts.spill_dir.as_ref().unwrap_or(&opts.out_dir);
-    let stash = Stash::new(spill_dir, opts.memory_budget);
-    let timers = Timers::default();
-    let pass = flatten_pass(
-        &pool,
-        group,
-        opts,
-        progress,
-        rejects.as_ref(),
-        Some(&stash),
-        &timers,
-    )?;
-    let rejected_file = match rejects {
-        Some(r) => r.finish()?,
-        None => None,
-    };
+    let HeldPass {
+        pool,
+        pass,
+        stash,
+        rejected_file,
+    } = held_pass(group, opts, progress, &Timers::default())?;
     let spilled_bytes = stash.spilled_bytes();
     let arrow = pass.union.arrow_schema(opts.decimals);
     start(&arrow)?;
@@ -463,16 +424,71 @@ pub fn read_group(
         files: group.files.iter().map(|f| f.path.clone()).collect(),
         rows,
         columns: pass.union.columns.len(),
-        input_bytes: group
-            .files
-            .iter()
-            .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
-            .sum(),
+        input_bytes: input_bytes(group),
         seconds: began.elapsed().as_secs_f64(),
         rejected: pass.rejected,
         rejected_file,
         spilled_bytes,
     })
+}
+
+/// The pass of [`convert_group`] and [`read_group`], with what it leaves for the write or the
+/// read: the thread pool, the flattened chunks held in the stash, and the rejected lines'
+/// records (`<out_dir>/_rejected/`, with [`OnError::Skip`]).
+struct HeldPass {
+    pool: rayon::ThreadPool,
+    pass: PassOutcome,
+    stash: Stash,
+    rejected_file: Option<PathBuf>,
+}
+
+fn held_pass(
+    group: &TypeGroup,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+    timers: &Timers,
+) -> Result<HeldPass> {
+    if opts.sep.is_empty() {
+        return Err(Error::Options("the separator must not be empty".into()));
+    }
+    let pool = pool(opts.threads)?;
+    let rejects = match opts.on_error {
+        OnError::Skip => Some(RejectSink::create(
+            &opts.out_dir.join("_rejected"),
+            &group.resource_type,
+        )?),
+        OnError::Fail => None,
+    };
+    let spill_dir = opts.spill_dir.as_ref().unwrap_or(&opts.out_dir);
+    let stash = Stash::new(spill_dir, opts.memory_budget);
+    let pass = flatten_pass(
+        &pool,
+        group,
+        opts,
+        progress,
+        rejects.as_ref(),
+        Some(&stash),
+        timers,
+    )?;
+    let rejected_file = match rejects {
+        Some(r) => r.finish()?,
+        None => None,
+    };
+    Ok(HeldPass {
+        pool,
+        pass,
+        stash,
+        rejected_file,
+    })
+}
+
+/// The group's input size as stored (0 for a file that can no longer be read).
+fn input_bytes(group: &TypeGroup) -> u64 {
+    group
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
+        .sum()
 }
 
 fn pool(threads: usize) -> Result<rayon::ThreadPool> {
