@@ -19,7 +19,7 @@ use flatfhir_core::{
 use pyo3::prelude::*;
 
 use crate::errors;
-use crate::wait::{Shared, recv};
+use crate::wait::{Shared, drain, recv};
 
 /// Flattening options, as the Python layer passes them (a dict with every key).
 #[derive(Debug, FromPyObject)]
@@ -488,33 +488,14 @@ pub(crate) fn convert(
             let _ = tx.send((k, r));
         });
     });
-    let rx = Mutex::new(Some(rx));
-    let mut out: Vec<(String, Py<PyAny>)> = Vec::new();
-    let mut failure = None;
-    loop {
-        match recv(py, &rx, &shared, progress.as_ref(), &mut |_| Ok(())) {
-            Ok(Some((k, r))) => {
-                let v = match r {
-                    Ok(rep) => type_report(py, &rep)?,
-                    Err(flatfhir_core::Error::Cancelled) => continue,
-                    Err(e) => errors::core(py, e).into_value(py).into_any(),
-                };
-                out.push((names[k].clone(), v));
-            }
-            Ok(None) => break,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    py.detach(move || {
-        let _ = worker.join();
-    });
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    drain(py, rx, &shared, progress.as_ref(), worker, |(k, r)| {
+        let v = match r {
+            Ok(rep) => type_report(py, &rep)?,
+            Err(flatfhir_core::Error::Cancelled) => return Ok(None),
+            Err(e) => errors::core(py, e).into_value(py).into_any(),
+        };
+        Ok(Some((names[k].clone(), v)))
+    })
 }
 
 fn schema_report(py: Python<'_>, r: &SchemaReport) -> PyResult<Py<PyAny>> {
@@ -563,30 +544,11 @@ pub(crate) fn schema(
             }
         }
     });
-    let rx = Mutex::new(Some(rx));
-    let mut out = Vec::new();
-    let mut failure = None;
-    loop {
-        match recv(py, &rx, &shared, progress.as_ref(), &mut |_| Ok(())) {
-            Ok(Some((t, r))) => {
-                let v = match r {
-                    Ok(rep) => schema_report(py, &rep)?,
-                    Err(e) => errors::core(py, e).into_value(py).into_any(),
-                };
-                out.push((t, v));
-            }
-            Ok(None) => break,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    py.detach(move || {
-        let _ = worker.join();
-    });
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    drain(py, rx, &shared, progress.as_ref(), worker, |(t, r)| {
+        let v = match r {
+            Ok(rep) => schema_report(py, &rep)?,
+            Err(e) => errors::core(py, e).into_value(py).into_any(),
+        };
+        Ok(Some((t, v)))
+    })
 }

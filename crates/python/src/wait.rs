@@ -89,3 +89,33 @@ pub(crate) fn recv<T: Send>(
         }
     }
 }
+
+/// Receives every result of `worker` until its channel closes, turning each with `each`
+/// (`None` leaves it out), then joins the worker with the GIL released. A failure while
+/// waiting (Ctrl-C, a progress callback) stops the work, which is then joined, and is
+/// returned; an error from `each` is returned at once.
+pub(crate) fn drain<T: Send, U>(
+    py: Python<'_>,
+    rx: Receiver<T>,
+    shared: &Arc<Shared>,
+    progress: Option<&Bound<'_, PyAny>>,
+    worker: std::thread::JoinHandle<()>,
+    mut each: impl FnMut(T) -> PyResult<Option<U>>,
+) -> PyResult<Vec<U>> {
+    let rx = Mutex::new(Some(rx));
+    let mut out = Vec::new();
+    let failure = loop {
+        match recv(py, &rx, shared, progress, &mut |_| Ok(())) {
+            Ok(Some(v)) => out.extend(each(v)?),
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    py.detach(move || {
+        let _ = worker.join();
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
