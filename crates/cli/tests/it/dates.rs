@@ -139,7 +139,7 @@ fn pandas_and_duckdb_read_the_same_instants_as_python() {
     let python = root().join(".venv/bin/python");
     if !python.is_file() {
         eprintln!(
-            "skipped: {} is absent (python3 -m venv .venv && .venv/bin/pip install pandas pyarrow duckdb)",
+            "SKIPPED: {} is absent (python3 -m venv .venv && .venv/bin/pip install pandas pyarrow duckdb)",
             python.display()
         );
         return;
