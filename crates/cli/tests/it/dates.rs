@@ -144,6 +144,17 @@ fn pandas_and_duckdb_read_the_same_instants_as_python() {
         );
         return;
     }
+    let import = Command::new(&python)
+        .args(["-c", "import pandas, pyarrow, duckdb"])
+        .output()
+        .unwrap();
+    if !import.status.success() {
+        eprintln!(
+            "SKIPPED: {} cannot import pandas, pyarrow and duckdb (scripts/test-all installs them)",
+            python.display()
+        );
+        return;
+    }
     let out = tempfile::tempdir().unwrap();
     flatfhir()
         .args(["convert", "-q", "--dates", "typed"])
