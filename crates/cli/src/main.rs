@@ -4,9 +4,9 @@
 mod cmd;
 mod log;
 
-/// mimalloc, told to keep freed pages and to use 4 KiB pages (see [`tune_memory`]). Against
-/// glibc malloc on the same pipeline (2026-12-02): ExplanationOfBenefit 100 MB 0.31 s vs
-/// 0.39 s, Observation 74 MB 0.12 s vs 0.13 s, 1 GB 1.66 s vs 1.71 s.
+/// mimalloc, told to keep freed pages and to use 4 KiB pages (see [`tune_memory`]): faster
+/// than glibc malloc on the same pipeline, most on wide types (docs/performance.md,
+/// "Design choices").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -16,10 +16,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   docs/architecture.md), so keeping it costs nothing and saves re-faulting it every batch.
 /// - Transparent huge pages are off for the process (Linux), unless `MIMALLOC_ALLOW_THP` is
 ///   set. mimalloc asks for huge pages on all its memory, so every first touch made the
-///   kernel clear 2 MiB: peak RSS doubled (74 MB input: 150 MB → 88 MB without), and on a VM
-///   whose host reclaims free memory (virtio-balloon page reporting) each huge fault also
-///   waits for the host, which made short conversions up to 2× slower
-///   (docs/performance.md, "How single runs vary, and why").
+///   kernel clear 2 MiB, which raised peak RSS, and on a VM whose host reclaims free memory
+///   (virtio-balloon page reporting) each huge fault also waits for the host, which made short
+///   conversions slower depending on what ran before (docs/performance.md, "Design choices").
 #[allow(unsafe_code)]
 fn tune_memory() {
     /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3): -1 means never purge.

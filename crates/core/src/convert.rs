@@ -777,27 +777,24 @@ fn flatten_pass(
 
 /// Columns whose values take at most this many bytes plain-encoded over the whole input
 /// ([`UnionSchema::plain_bytes`]) are written uncompressed: a column chunk then grows by at
-/// most about this much. Measured on the sample ExplanationOfBenefit file (18 MB, 1,031
-/// columns, one row group): zstd made its column chunks of up to 512 bytes 3 % larger, not
-/// smaller, and setting up zstd's contexts for each column (a trapped `cpuid` on a VM) was a
-/// fifth of the conversion's CPU time. With this limit 512 columns go uncompressed: one
-/// thread 0.124 → 0.098 s, file +0.4 %. On 100 MB of ExplanationOfBenefit, 105 columns.
+/// most about this much. zstd makes column chunks this small larger, not smaller, and setting
+/// up its contexts for each column (a trapped `cpuid` on a VM) is a large share of a wide
+/// table's CPU time (measured on ExplanationOfBenefit: docs/performance.md, "Design choices").
 const SMALL_COLUMN_BYTES: u64 = 1024;
 
 /// With zstd asked for, a column whose values take at most this many bytes plain-encoded over
 /// the whole input (and more than [`SMALL_COLUMN_BYTES`]), and whose distinct texts take
 /// little ([`SNAPPY_STORED_BYTES`]), is written with Snappy instead: on such column chunks
 /// (a small dictionary, runs of indices) Snappy does about as well as zstd, and needs none
-/// of the two contexts zstd sets up per column and row group (~40 µs a column on a VM,
-/// where each context's `cpuid` traps). See [`column_codecs`].
+/// of the two contexts zstd sets up per column and row group (slow on a VM, where each
+/// context's `cpuid` traps). See [`column_codecs`].
 const SNAPPY_COLUMN_BYTES: u64 = 8 * 1024;
 
 /// The limit on a Snappy column's kept texts ([`UnionSchema::stored_bytes`]: a run of one
 /// value counted once, so at least what its distinct values take). Without it, columns of
 /// a few KiB of distinct names or addresses (small types such as Patient) went to Snappy
-/// too, and zstd's entropy coding had made them up to 18 % smaller. On 100 MB of
-/// ExplanationOfBenefit 526 of 1,031 columns qualify (file +0.2 %); on the 17-type sample
-/// export 463 of 1,766 column chunks (files +0.2 %, Patient +2.5 %).
+/// too, where zstd's entropy coding makes them clearly smaller (how many columns qualify
+/// and what the files gain: docs/performance.md, "Design choices").
 const SNAPPY_STORED_BYTES: u64 = 1024;
 
 /// The codec of each union column: small columns uncompressed, a little larger ones of

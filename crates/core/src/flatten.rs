@@ -16,7 +16,7 @@ pub fn line_text(bytes: &[u8], max_line_bytes: usize) -> Result<&str, String> {
             max_line_bytes
         ));
     }
-    // SIMD validation: std's check was 4-5 % of a conversion's cycles on Observations.
+    // SIMD validation: std's check was a visible share of a conversion (docs/performance.md).
     simdutf8::compat::from_utf8(bytes)
         .map_err(|e| format!("not valid UTF-8 at byte {}", e.valid_up_to()))
 }
@@ -325,8 +325,7 @@ const NEW_NODE: NodeState = NodeState {
 ///
 /// Both halves are one `u64`, always read and written whole: written as two `u32` fields
 /// and read back as one value (each push onto the stack), the store could not be forwarded
-/// to the load, which stalled the walk (in `perf`, 29 % of the samples in `Walker::object`,
-/// about a seventh of the pass).
+/// to the load, which stalled the walk (docs/performance.md, "Design choices").
 #[derive(Debug, Clone, Copy)]
 struct Frame(u64);
 

@@ -302,7 +302,7 @@ impl LineReader {
             // appended meanwhile are left for the next run), as the bare `File`: `fill`
             // counts the bytes, because a wrapper without its own `read_buf` would make
             // `read_to_end` zero every buffer before each read (a `memset` of the whole
-            // input, ~5 % of a conversion's instructions).
+            // input; docs/performance.md, "Design choices").
             file.seek(SeekFrom::Start(0)).map_err(read_err)?;
             Box::new(file.take(len))
         } else {

@@ -137,7 +137,7 @@ enum Sink {
         file: SerializedFileWriter<BufWriter<File>>,
         /// One writer factory per column, so that each column's task creates its own writers:
         /// creating a writer sets up zstd contexts, which ask the CPU for its features, which
-        /// a VM traps (~20 µs a writer, 40 ms for a 1,000-column table done in one loop).
+        /// a VM traps (tens of ms for a 1,000-column table done in one loop; docs/performance.md).
         factories: Vec<ArrowRowGroupWriterFactory>,
         /// Each column's descriptor and writer properties, for text chunks.
         descrs: Vec<ColumnDescPtr>,
@@ -215,9 +215,9 @@ impl TableWriter {
 
     /// Like [`create`](Self::create), with Parquet column `i` compressed as `codecs[i]` says
     /// (missing entries: as `opts` says). Meant for columns so small that the file's codec
-    /// does them no good: zstd makes column chunks under ~500 bytes larger, not smaller, and
+    /// does them no good: zstd makes the smallest column chunks larger, not smaller, and
     /// sets up a compression and a decompression context for every column of every row
-    /// group (~20 µs each on a VM, where the `cpuid` in each traps), while Snappy needs no
+    /// group (slow on a VM, where the `cpuid` in each traps), while Snappy needs no
     /// set-up and compresses a few KiB of few distinct values about as well as zstd does.
     /// Each Parquet column chunk records its own codec, so readers need nothing special.
     /// Arrow IPC output ignores it.
@@ -820,8 +820,7 @@ impl ColumnContext<'_> {
 /// the Arrow schema parquet would encode into each factory's file. A column gets props with
 /// the codec `codecs` gives it (a column chunk records its own codec). They are built in
 /// parallel, between the last chunk of the pass and the first column's encoding, where the
-/// other core would wait: for 1,031 columns 4.5 ms one by one with the schema encoded,
-/// 1.6 ms now (first build in a process; 1.5-2.0 → 0.6-1.0 ms when repeated).
+/// other core would wait (docs/performance.md, "Design choices").
 fn column_factories(
     schema: &Schema,
     props: &WriterProperties,

@@ -22,11 +22,11 @@ pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
     /// No read timeout on the client: reqwest's reads the clock twice and resets a timer for
-    /// every HTTP chunk of a body (one per NDJSON line on some servers; in `perf`, clock reads
-    /// and timer resets were ~6 % of such a download's samples). [`Http::send`] gives each
+    /// every HTTP chunk of a body (one per NDJSON line on some servers; a visible share of such
+    /// a download's profile: docs/performance.md, "Design choices"). [`Http::send`] gives each
     /// request a total timeout instead; a file download's headers are bounded in
     /// [`Http::send_download`] and its body by the download's own stall watchdog. One client,
-    /// not two: each loads the system's root certificates (~500 syscalls, a few ms).
+    /// not two: each loads the system's root certificates (hundreds of syscalls).
     client: reqwest::Client,
 }
 

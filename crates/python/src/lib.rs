@@ -18,8 +18,8 @@ use pyo3::prelude::*;
 // No `#[global_allocator]`: the module uses the system allocator, like the Python process
 // around it. mimalloc (the binary's allocator) madvises its memory for transparent huge pages,
 // and on this project's VMs (THP "madvise") every first touch of the ~0.8 GB a 1 GB read keeps
-// then cleared 2 MiB at a time: `flatfhir.read` of 1 GB took 2.56 s with it and 0.77 s with
-// huge pages off (docs/performance.md, "Python"). The binary turns THP off for its whole
+// then cleared 2 MiB at a time, which made `flatfhir.read` about three times slower
+// (docs/performance.md, "Design choices"). The binary turns THP off for its whole
 // process; a library must not do that to its host.
 
 /// The native module.

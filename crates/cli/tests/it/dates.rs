@@ -139,7 +139,18 @@ fn pandas_and_duckdb_read_the_same_instants_as_python() {
     let python = root().join(".venv/bin/python");
     if !python.is_file() {
         eprintln!(
-            "skipped: {} is absent (python3 -m venv .venv && .venv/bin/pip install pandas pyarrow duckdb)",
+            "SKIPPED: {} is absent (python3 -m venv .venv && .venv/bin/pip install pandas pyarrow duckdb)",
+            python.display()
+        );
+        return;
+    }
+    let import = Command::new(&python)
+        .args(["-c", "import pandas, pyarrow, duckdb"])
+        .output()
+        .unwrap();
+    if !import.status.success() {
+        eprintln!(
+            "SKIPPED: {} cannot import pandas, pyarrow and duckdb (scripts/test-all installs them)",
             python.display()
         );
         return;

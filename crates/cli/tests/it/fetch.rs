@@ -407,7 +407,7 @@ fn downloads_write_in_large_blocks() {
         .args(["-f", "-o", "/dev/null", "true"])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: strace is not installed or may not trace here");
+        eprintln!("SKIPPED: strace is not installed or may not trace here");
         return;
     }
     let env = start(|c| {

@@ -415,7 +415,7 @@ fn progress_bar_counts_input_mb() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: `script` (util-linux) is not installed, so no pseudo-terminal");
+        eprintln!("SKIPPED: `script` (util-linux) is not installed, so no pseudo-terminal");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -463,7 +463,7 @@ fn warnings_stay_readable_above_the_progress_display() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: tmux is not installed, so no terminal to read back");
+        eprintln!("SKIPPED: tmux is not installed, so no terminal to read back");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -178,7 +178,7 @@ fn an_unwritable_output_directory_is_refused_before_the_pass() {
     {
         PathBuf::from("/sys/kernel")
     } else {
-        eprintln!("skipped: no directory here refuses new files (root without /sys)");
+        eprintln!("SKIPPED: no directory here refuses new files (root without /sys)");
         return;
     };
     // A bad line on line 2 and every chunk spilled to the output directory: the old code

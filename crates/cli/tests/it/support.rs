@@ -23,13 +23,18 @@ pub(crate) fn fixture(rel: &str) -> PathBuf {
     root().join("fixtures").join(rel)
 }
 
-/// `../shared`, or `None` (with a printed reason) when it is absent.
+/// `../shared` (or `$FLATFHIR_SHARED` when set), or `None` when it is absent, after printing
+/// the `SKIPPED: reason` line that `scripts/test-all` counts.
 pub(crate) fn shared() -> Option<PathBuf> {
-    let p = root().join("../shared");
+    let p =
+        std::env::var_os("FLATFHIR_SHARED").map_or_else(|| root().join("../shared"), PathBuf::from);
     if p.join("fixtures/bds-r4").is_dir() {
         Some(p.canonicalize().unwrap())
     } else {
-        eprintln!("skipped: ../shared/fixtures/bds-r4 is not present next to the project");
+        eprintln!(
+            "SKIPPED: {} is absent (../shared; or set FLATFHIR_SHARED)",
+            p.join("fixtures/bds-r4").display()
+        );
         None
     }
 }

@@ -405,7 +405,7 @@ async fn files_are_created_with_the_umask() {
                 .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         })
     else {
-        eprintln!("skipped: no /proc/self/status to read the umask from");
+        eprintln!("SKIPPED: no /proc/self/status to read the umask from");
         return;
     };
     let data = data_dir();

@@ -143,7 +143,7 @@ fn sql_on_fhir_conformance() {
     let dir = suite_dir();
     let Ok(entries) = std::fs::read_dir(&dir) else {
         eprintln!(
-            "SKIPPED sql_on_fhir_conformance: suite not found at {} (../shared is absent)",
+            "SKIPPED: the SQL on FHIR suite is not at {} (../shared is absent; or set FLATFHIR_SHARED)",
             dir.display()
         );
         return;

@@ -353,7 +353,7 @@ fn fhirpath_r4_suite() {
     let dir = suite_dir();
     let Ok(xml) = std::fs::read_to_string(dir.join("tests-fhir-r4.xml")) else {
         eprintln!(
-            "SKIPPED fhirpath_r4_suite: suite not found at {} (../shared is absent)",
+            "SKIPPED: the FHIRPath R4 suite is not at {} (../shared is absent; or set FLATFHIR_SHARED)",
             dir.display()
         );
         return;

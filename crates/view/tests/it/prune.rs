@@ -162,7 +162,10 @@ fn pruned_rows_equal_full_rows_on_fixtures() {
         )
         .join("fixtures/bds-r4");
     if !dir.is_dir() {
-        eprintln!("skipped: {} is absent (set FLATFHIR_SHARED)", dir.display());
+        eprintln!(
+            "SKIPPED: {} is absent (../shared; or set FLATFHIR_SHARED)",
+            dir.display()
+        );
         return;
     }
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/views");
