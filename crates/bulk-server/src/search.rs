@@ -378,13 +378,15 @@ async fn search(
         })
         .filter(|(_, r)| {
             updated.iter().all(|(op, val)| {
-                r.last_updated.as_deref().is_some_and(|lu| match op.as_str() {
-                    "ge" => lu >= val.as_str(),
-                    "gt" => lu > val.as_str(),
-                    "le" => lu <= val.as_str(),
-                    "lt" => lu < val.as_str(),
-                    _ => lu == val.as_str(),
-                })
+                r.last_updated
+                    .as_deref()
+                    .is_some_and(|lu| match op.as_str() {
+                        "ge" => lu >= val.as_str(),
+                        "gt" => lu > val.as_str(),
+                        "le" => lu <= val.as_str(),
+                        "lt" => lu < val.as_str(),
+                        _ => lu == val.as_str(),
+                    })
             })
         })
         .collect();

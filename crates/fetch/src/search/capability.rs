@@ -84,7 +84,8 @@ impl Capability {
                 .into_iter()
                 .flatten()
                 .any(is_export);
-            cap.system_params.extend(names(&rest["searchParam"], "name"));
+            cap.system_params
+                .extend(names(&rest["searchParam"], "name"));
             for r in rest["resource"].as_array().into_iter().flatten() {
                 let Some(t) = r["type"].as_str() else {
                     continue;
@@ -114,20 +115,18 @@ impl Capability {
                 continue;
             };
             if !caps.search {
-                out.push(format!("the server does not offer search on {t} (no search-type interaction)"));
+                out.push(format!(
+                    "the server does not offer search on {t} (no search-type interaction)"
+                ));
                 continue;
             }
             for (k, v) in &q.params {
                 // `code:text` → `code`; `subject.name` (chained) → `subject`.
                 let name = k.split([':', '.']).next().unwrap_or(k);
-                let listed = |set: &BTreeSet<String>, v: &str| {
-                    set.contains(v) || set.contains("*")
-                };
+                let listed = |set: &BTreeSet<String>, v: &str| set.contains(v) || set.contains("*");
                 match name {
                     "_include" => {
-                        if !listed(&caps.includes, v)
-                            && v.split(':').next() == Some(t.as_str())
-                        {
+                        if !listed(&caps.includes, v) && v.split(':').next() == Some(t.as_str()) {
                             out.push(format!("_include={v}: not in {t}'s searchInclude"));
                         }
                     }
@@ -166,11 +165,26 @@ mod tests {
         assert!(cap.export);
         let base: url::Url = "http://h/fhir".parse().unwrap();
         let q = |s| Query::parse(s, &base).unwrap();
-        assert!(cap.problems(&q("Observation?patient=1&_count=5&_id=x&_include=Observation:patient")).is_empty());
-        assert_eq!(cap.problems(&q("Observation?code=1")), ["Observation has no search parameter code"]);
-        assert_eq!(cap.problems(&q("Observation?_include=Observation:performer")).len(), 1);
+        assert!(
+            cap.problems(&q(
+                "Observation?patient=1&_count=5&_id=x&_include=Observation:patient"
+            ))
+            .is_empty()
+        );
+        assert_eq!(
+            cap.problems(&q("Observation?code=1")),
+            ["Observation has no search parameter code"]
+        );
+        assert_eq!(
+            cap.problems(&q("Observation?_include=Observation:performer"))
+                .len(),
+            1
+        );
         assert_eq!(cap.problems(&q("Patient")).len(), 1);
-        assert_eq!(cap.problems(&q("Condition")), ["the server lists no resource type Condition"]);
+        assert_eq!(
+            cap.problems(&q("Condition")),
+            ["the server lists no resource type Condition"]
+        );
         assert!(!Capability::parse(&serde_json::json!({"rest": []})).export);
     }
 }

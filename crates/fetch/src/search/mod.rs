@@ -78,13 +78,11 @@ pub enum Error {
     },
     /// A next link to another origin, which would receive the token.
     #[error(
-        "search page {page}: its next link goes to another origin ({next}); the access token \
+        "a next link goes to another origin than the FHIR server ({next}); the access token \
          goes only to the FHIR server, so the link was not followed (--next-origin rewrite \
-         sends the request to the FHIR server's origin instead)"
+         sends the request to the FHIR server's origin instead; --resume continues from it)"
     )]
     OtherOrigin {
-        /// The page whose link it is.
-        page: RedactedUrl,
         /// The link.
         next: RedactedUrl,
     },
@@ -333,7 +331,10 @@ fn new_job(opts: &SearchOptions, queries: &[Query]) -> SearchJob {
 /// # Errors
 /// A query that cannot be parsed, a type or parameter the server does not support (without
 /// `force`), auth failures, local I/O, a directory holding another job.
-pub async fn search(opts: SearchOptions, observer: Arc<dyn SearchObserver>) -> Result<SearchSummary> {
+pub async fn search(
+    opts: SearchOptions,
+    observer: Arc<dyn SearchObserver>,
+) -> Result<SearchSummary> {
     let started = Instant::now();
     let dir = opts.out_dir.clone();
     let base = opts.conn.fhir_url.clone();
@@ -491,7 +492,9 @@ async fn check_capability(
                 RedactedUrl::new(url.clone())
             );
             tracing::warn!("{message}");
-            crawl.log.emit("capability_unreadable", json!({"message": message}));
+            crawl
+                .log
+                .emit("capability_unreadable", json!({"message": message}));
             crawl.observe(SearchEvent::Warning { message });
             crawl.observe(SearchEvent::Capability {
                 export_offered: None,
@@ -633,10 +636,25 @@ async fn crawl_query(
         if capped_pages || capped_resources {
             return end_query(crawl, out, qi, QueryStatus::Capped);
         }
-        let url = Url::parse(&next).map_err(|e| Error::State(format!("bad next URL in the state: {e}")))?;
+        let url = Url::parse(&next)
+            .map_err(|e| Error::State(format!("bad next URL in the state: {e}")))?;
+        let url = match admit(url, &s.base, s.next_origin) {
+            Ok(u) => u,
+            Err(e) => {
+                let reason = e.to_string();
+                crawl.log.emit(
+                    "page_error",
+                    json!({"query": q.query, "url": redacted(&next), "message": reason}),
+                );
+                return end_query(crawl, out, qi, QueryStatus::Failed { reason });
+            }
+        };
         let body = match page::get(crawl, &url).await {
             Ok(b) => b,
-            Err(e @ (Error::Page { .. } | Error::Fetch(crate::Error::Http { .. } | crate::Error::Download { .. }))) => {
+            Err(
+                e @ (Error::Page { .. }
+                | Error::Fetch(crate::Error::Http { .. } | crate::Error::Download { .. })),
+            ) => {
                 let reason = crate::scrub(&e.to_string()).into_owned();
                 crawl.log.emit(
                     "page_error",
@@ -673,7 +691,7 @@ async fn crawl_query(
         } else {
             match &parsed.next {
                 None => None,
-                Some(link) => match resolve_next(&url, link, &s.base, s.next_origin) {
+                Some(link) => match resolve_next(&url, link) {
                     Ok(u) => Some(u),
                     Err(e) => {
                         let reason = e.to_string();
@@ -766,36 +784,33 @@ fn end_query(crawl: &Crawl, out: &mut Output, qi: usize, status: QueryStatus) ->
 }
 
 /// A next link resolved against the page's URL (RFC 3986: `Observation?...` and `?...` are
-/// relative to the page, not to the FHIR base). The token goes only to the FHIR server: a
-/// link to another origin is refused, or with [`NextOrigin::Rewrite`] sent to the FHIR
-/// server's origin.
-fn resolve_next(page: &Url, link: &str, base: &Url, policy: NextOrigin) -> Result<Url> {
-    let mut next = page.join(link).map_err(|e| Error::Bundle {
+/// relative to the page, not to the FHIR base).
+fn resolve_next(page: &Url, link: &str) -> Result<Url> {
+    page.join(link).map_err(|e| Error::Bundle {
         url: RedactedUrl::new(page.clone()),
         reason: format!("next link {link:?} is not a URL: {e}"),
-    })?;
+    })
+}
+
+/// The URL a page is fetched from. The token goes only to the FHIR server: a URL of another
+/// origin (scheme, host, port) is refused, or with [`NextOrigin::Rewrite`] sent to the FHIR
+/// server's origin (path and query kept). Checked before each request, so a refused link
+/// stays the query's next page, and `--resume --next-origin rewrite` continues from it.
+fn admit(mut next: Url, base: &Url, policy: NextOrigin) -> Result<Url> {
     if next.origin() == base.origin() {
         return Ok(next);
     }
-    match policy {
-        NextOrigin::Refuse => Err(Error::OtherOrigin {
-            page: RedactedUrl::new(page.clone()),
-            next: RedactedUrl::new(next),
-        }),
-        NextOrigin::Rewrite => {
-            let fixed = next.set_scheme(base.scheme()).is_ok()
-                && next.set_host(base.host_str()).is_ok()
-                && next.set_port(base.port()).is_ok();
-            if fixed && next.origin() == base.origin() {
-                Ok(next)
-            } else {
-                Err(Error::OtherOrigin {
-                    page: RedactedUrl::new(page.clone()),
-                    next: RedactedUrl::new(next),
-                })
-            }
+    if policy == NextOrigin::Rewrite {
+        let fixed = next.set_scheme(base.scheme()).is_ok()
+            && next.set_host(base.host_str()).is_ok()
+            && next.set_port(base.port()).is_ok();
+        if fixed && next.origin() == base.origin() {
+            return Ok(next);
         }
     }
+    Err(Error::OtherOrigin {
+        next: RedactedUrl::new(next),
+    })
 }
 
 /// `DIR/manifest.json` in the Bulk Data manifest's shape: `transactionTime` (the crawl's
@@ -880,14 +895,30 @@ mod tests {
     #[test]
     fn next_links_resolve_against_the_page() {
         let base: Url = "https://h.example/fhir".parse().unwrap();
-        let page: Url = "https://h.example/fhir/Observation?patient=1".parse().unwrap();
-        let r = |l| resolve_next(&page, l, &base, NextOrigin::Refuse).map(|u| u.to_string());
-        assert_eq!(r("Observation?_offset=5").unwrap(), "https://h.example/fhir/Observation?_offset=5");
-        assert_eq!(r("?_offset=5").unwrap(), "https://h.example/fhir/Observation?_offset=5");
-        assert!(matches!(r("https://evil.example/fhir/Observation?x"), Err(Error::OtherOrigin { .. })));
+        let page: Url = "https://h.example/fhir/Observation?patient=1"
+            .parse()
+            .unwrap();
+        let r = |l| {
+            resolve_next(&page, l)
+                .and_then(|u| admit(u, &base, NextOrigin::Refuse))
+                .map(|u| u.to_string())
+        };
+        assert_eq!(
+            r("Observation?_offset=5").unwrap(),
+            "https://h.example/fhir/Observation?_offset=5"
+        );
+        assert_eq!(
+            r("?_offset=5").unwrap(),
+            "https://h.example/fhir/Observation?_offset=5"
+        );
+        assert!(matches!(
+            r("https://evil.example/fhir/Observation?x"),
+            Err(Error::OtherOrigin { .. })
+        ));
         // A downgrade to http is another origin too.
         assert!(r("http://h.example/fhir/Observation?x").is_err());
-        let fixed = resolve_next(&page, "http://internal:8080/fhir/Observation?x=1", &base, NextOrigin::Rewrite).unwrap();
+        let other: Url = "http://internal:8080/fhir/Observation?x=1".parse().unwrap();
+        let fixed = admit(other, &base, NextOrigin::Rewrite).unwrap();
         assert_eq!(fixed.as_str(), "https://h.example/fhir/Observation?x=1");
     }
 }

@@ -60,7 +60,15 @@ pub(crate) async fn get(crawl: &Crawl, url: &Url) -> Result<String> {
                 failures += 1;
                 let wait = crawl.timing.backoff(failures);
                 let why = crate::Error::http(url, e).to_string();
-                retrying(crawl, url, Some(status.as_u16()), None, &why, wait, failures);
+                retrying(
+                    crawl,
+                    url,
+                    Some(status.as_u16()),
+                    None,
+                    &why,
+                    wait,
+                    failures,
+                );
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -77,7 +85,15 @@ pub(crate) async fn get(crawl: &Crawl, url: &Url) -> Result<String> {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok());
             let why = format!("HTTP {status}: {}", outcome_text(&body));
-            retrying(crawl, url, Some(status.as_u16()), retry_after, &why, wait, failures);
+            retrying(
+                crawl,
+                url,
+                Some(status.as_u16()),
+                retry_after,
+                &why,
+                wait,
+                failures,
+            );
             tokio::time::sleep(wait).await;
             continue;
         }
@@ -201,7 +217,9 @@ pub(crate) fn parse(body: &str, url: &Url, match_budget: Option<u64>) -> Result<
         } else {
             String::new()
         };
-        return Err(bad(format!("expected a searchset Bundle, got {what}{text}")));
+        return Err(bad(format!(
+            "expected a searchset Bundle, got {what}{text}"
+        )));
     }
     let mut warnings = Vec::new();
     if b.bundle_type.as_deref() != Some("searchset") {
@@ -230,7 +248,9 @@ pub(crate) fn parse(body: &str, url: &Url, match_budget: Option<u64>) -> Result<
             id: None,
         });
         let Some(rt) = head.resource_type else {
-            warnings.push(format!("entry {i}'s resource has no resourceType; left out"));
+            warnings.push(format!(
+                "entry {i}'s resource has no resourceType; left out"
+            ));
             continue;
         };
         let outcome = mode.as_deref() == Some("outcome");
@@ -293,7 +313,10 @@ mod tests {
     #[test]
     fn compact_keeps_strings_numbers_and_order() {
         let raw = "{\n  \"z\": \"a b\\\" {c}\",\n  \"a\": 1.50e3 ,\"m\":[ 1, 2 ]}";
-        assert_eq!(compact(raw), "{\"z\":\"a b\\\" {c}\",\"a\":1.50e3,\"m\":[1,2]}");
+        assert_eq!(
+            compact(raw),
+            "{\"z\":\"a b\\\" {c}\",\"a\":1.50e3,\"m\":[1,2]}"
+        );
     }
 
     #[test]
@@ -315,7 +338,11 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            [("OperationOutcome", false, true), ("Observation", false, false), ("Patient", true, false)]
+            [
+                ("OperationOutcome", false, true),
+                ("Observation", false, false),
+                ("Patient", true, false)
+            ]
         );
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
         let e = parse(r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"x","diagnostics":"nope"}]}"#, &url, None).err().unwrap();

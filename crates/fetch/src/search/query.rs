@@ -146,8 +146,11 @@ mod tests {
 
     #[test]
     fn forms() {
-        let q = Query::parse("Observation?patient=123&_include=Observation:subject", &base())
-            .unwrap();
+        let q = Query::parse(
+            "Observation?patient=123&_include=Observation:subject",
+            &base(),
+        )
+        .unwrap();
         assert_eq!(q.resource_type.as_deref(), Some("Observation"));
         assert_eq!(q.params.len(), 2);
         assert_eq!(
@@ -155,7 +158,10 @@ mod tests {
             "https://h.example/fhir/Observation?patient=123&_include=Observation%3Asubject&_count=200"
         );
         let q = Query::parse("/Patient", &base()).unwrap();
-        assert_eq!(q.url(&base(), None).as_str(), "https://h.example/fhir/Patient");
+        assert_eq!(
+            q.url(&base(), None).as_str(),
+            "https://h.example/fhir/Patient"
+        );
         let q = Query::parse("?_type=Patient,Condition&_count=5", &base()).unwrap();
         assert_eq!(q.types(), ["Patient", "Condition"]);
         assert_eq!(

@@ -206,7 +206,8 @@ impl Output {
                         .write(true)
                         .open(&part)
                         .map_err(|e| FetchError::io(&part, e))?;
-                    file.set_len(f.bytes).map_err(|e| FetchError::io(&part, e))?;
+                    file.set_len(f.bytes)
+                        .map_err(|e| FetchError::io(&part, e))?;
                     file.sync_all().map_err(|e| FetchError::io(&part, e))?;
                 }
                 Ok(m) => {
@@ -308,7 +309,11 @@ impl Output {
 
     /// Append a page's lines and make them durable, then record them (and whatever `update`
     /// changes, e.g. the query's next URL) in the saved state. Full parts are published.
-    pub(crate) fn commit(&mut self, lines: &[Line], update: impl FnOnce(&mut SearchJob)) -> Result<()> {
+    pub(crate) fn commit(
+        &mut self,
+        lines: &[Line],
+        update: impl FnOnce(&mut SearchJob),
+    ) -> Result<()> {
         let mut touched: Vec<usize> = Vec::new();
         let mut grouped: BTreeMap<(Item, String), Vec<&Line>> = BTreeMap::new();
         for l in lines {
