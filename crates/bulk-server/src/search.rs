@@ -462,7 +462,7 @@ async fn search(
         let relative = match cfg.next_links {
             NextLinks::Absolute => false,
             NextLinks::Relative => true,
-            NextLinks::Alternate => page_no % 2 == 0,
+            NextLinks::Alternate => page_no.is_multiple_of(2),
         } && !cfg.next_link_other_origin;
         let url = match (&rtype, relative) {
             (Some(t), true) => format!("{t}?{q}"),

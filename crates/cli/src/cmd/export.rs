@@ -142,7 +142,7 @@ struct ExportSummary {
 /// What `export` runs: a Bulk Data export, or a search crawl (`--search`).
 enum Job {
     Fetch(Box<flatfhir_fetch::Options>),
-    Search(flatfhir_fetch::search::SearchOptions),
+    Search(Box<flatfhir_fetch::search::SearchOptions>),
 }
 
 /// What it produced.
@@ -168,7 +168,7 @@ async fn run_job(job: Job, pipeline: Arc<Pipeline>, quiet: bool) -> anyhow::Resu
                     display: Arc::clone(&pipeline.display),
                     quiet,
                 });
-            let s = flatfhir_fetch::search::search(opts, observer).await?;
+            let s = flatfhir_fetch::search::search(*opts, observer).await?;
             if s.failed.is_empty() {
                 for (resource_type, files) in &s.outputs {
                     flatfhir_fetch::Observer::on_event(
@@ -270,13 +270,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "--queries FILE holds no query (give --search QUERY or queries in the file)",
             ));
         }
-        Job::Search(args.crawl.options(
+        Job::Search(Box::new(args.crawl.options(
             conn,
             &out,
             queries,
             args.export.resume,
             args.export.lenient,
-        ))
+        )))
     } else {
         Job::Fetch(Box::new(args.export.options(conn)?))
     };
