@@ -7,12 +7,12 @@ version=$("$bin" --version)
 {
   echo "# CLI reference"
   echo
-  echo "Generated from \`flatfhir <command> --help\` ($version) by \`docs/gen-cli.sh\`. Exit codes are listed per command in [architecture.md](architecture.md) and [fetch.md](fetch.md)."
+  echo "Generated from \`flatfhir <command> --help\` ($version) by \`docs/gen-cli.sh\`. Exit codes are listed per command in [architecture.md](architecture.md), [fetch.md](fetch.md) and [search.md](search.md)."
   echo
   echo '```text'
   COLUMNS=100 "$bin" --help
   echo '```'
-  for sub in convert schema bench fetch status cancel export; do
+  for sub in convert schema bench fetch search status cancel export; do
     echo
     echo "## flatfhir $sub"
     echo
