@@ -54,6 +54,8 @@ pub enum PageFault {
     ServerError,
     /// 429 with `Retry-After` of this many seconds.
     RateLimit(u64),
+    /// The page's next link points at the page itself (a server whose paging loops).
+    LoopingNext,
 }
 
 /// Search settings of the test server.
@@ -455,7 +457,12 @@ async fn search(
             .cloned()
             .collect();
         next.push(("_count".into(), count.to_string()));
-        next.push(("_offset".into(), (offset + count).to_string()));
+        let next_offset = if fault == Some(PageFault::LoopingNext) {
+            offset
+        } else {
+            offset + count
+        };
+        next.push(("_offset".into(), next_offset.to_string()));
         let q = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&next)
             .finish();

@@ -623,6 +623,8 @@ async fn crawl_query(
     s: &Settings,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
+    // Pages read in this run: a next link back to one of them would loop forever.
+    let mut visited: std::collections::HashSet<Url> = std::collections::HashSet::new();
     loop {
         let q = out.job.queries[qi].clone();
         if q.status != QueryStatus::Running {
@@ -691,7 +693,20 @@ async fn crawl_query(
         } else {
             match &parsed.next {
                 None => None,
-                Some(link) => match resolve_next(&url, link) {
+                Some(link) => match resolve_next(&url, link).and_then(|u| {
+                    if u == url || visited.contains(&u) {
+                        Err(Error::Bundle {
+                            url: RedactedUrl::new(url.clone()),
+                            reason: format!(
+                                "its next link leads back to a page already read ({}): the \
+                                 server's paging loops",
+                                RedactedUrl::new(u)
+                            ),
+                        })
+                    } else {
+                        Ok(u)
+                    }
+                }) {
                     Ok(u) => Some(u),
                     Err(e) => {
                         let reason = e.to_string();
@@ -733,6 +748,7 @@ async fn crawl_query(
                 text: e.text,
             });
         }
+        visited.insert(url.clone());
         let page_no = q.pages + 1;
         let next_text = next_url.as_ref().map(ToString::to_string);
         out.commit(&lines, |job| {

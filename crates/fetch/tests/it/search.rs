@@ -493,3 +493,57 @@ async fn search_needs_the_token_when_auth_is_on() {
     let s = crawl(o).await.unwrap();
     assert!(s.failed[0].1.contains("HTTP 401"), "{:?}", s.failed);
 }
+
+/// A server whose next link leads back to a page already read would keep a crawl busy
+/// forever: the query fails, saying so, with the pages before it kept.
+#[tokio::test]
+async fn a_looping_next_link_fails_the_query() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.search.faults = vec![(2, PageFault::LoopingNext)];
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = opts(&server, out.path(), &["Observation"]);
+    o.count = Some(2);
+    let s = crawl(o).await.unwrap();
+    assert_eq!(s.failed.len(), 1, "{s:?}");
+    assert!(s.failed[0].1.contains("paging loops"), "{:?}", s.failed);
+    assert_eq!(s.types["Observation"], 2);
+    assert_eq!(server.search_requests(), 2);
+}
+
+/// Files are closed at `lines_per_file` (at a page's end) and renamed into place; a crash
+/// after such a rename but before the state recorded it is recognised on `--resume`.
+#[tokio::test]
+async fn full_files_are_published_and_a_rename_before_the_state_save_is_recognised() {
+    let data = data_dir();
+    let server = TestServer::start(config(data.path())).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = opts(&server, out.path(), &["Observation"]);
+    o.count = Some(2);
+    o.lines_per_file = 3;
+    o.max_pages = Some(3);
+    crawl(o).await.unwrap();
+    // Pages of 2: the first file closes at 4 lines, the second holds the third page.
+    assert_eq!(out_lines(out.path(), "1.Observation.ndjson").len(), 4);
+    assert_eq!(out_lines(out.path(), "2.Observation.ndjson").len(), 2);
+    no_leftovers(out.path());
+    // Pretend the crawl died between the rename of file 2 and the state save.
+    let state_path = out.path().join(search::SEARCH_STATE_FILE);
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["files"][1]["published"] = false.into();
+    state["finished"] = false.into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    let mut o = opts(&server, out.path(), &[]);
+    o.resume = true;
+    o.lines_per_file = 3;
+    let s = crawl(o).await.unwrap();
+    assert!(s.complete(), "{s:?}");
+    let mut all = Vec::new();
+    for n in 1..=3 {
+        all.extend(out_lines(out.path(), &format!("{n}.Observation.ndjson")));
+    }
+    assert_eq!(all, data_lines(data.path(), "Observation"));
+    no_leftovers(out.path());
+}
