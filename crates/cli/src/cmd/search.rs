@@ -292,3 +292,66 @@ pub(crate) fn report(s: &SearchSummary, quiet: bool, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     }
 }
+
+/// `flatfhir status` on a crawl's directory: each query's state, pages and next URL.
+pub(crate) fn show_state(job: &SearchJob, json: bool) -> anyhow::Result<ExitCode> {
+    let redact = |u: &str| {
+        u.parse::<url::Url>().map_or_else(
+            |_| u.to_owned(),
+            |u| flatfhir_fetch::RedactedUrl::new(u).to_string(),
+        )
+    };
+    if json {
+        let v = serde_json::json!({
+            "kind": "search", "fhirUrl": redact(&job.fhir_url), "started": job.started,
+            "finished": job.finished,
+            "queries": job.queries.iter().map(|q| serde_json::json!({
+                "query": q.query, "status": q.status, "pages": q.pages, "matches": q.matches,
+                "included": q.included, "outcomes": q.outcomes, "duplicates": q.duplicates,
+                "next": q.next.as_deref().map(redact),
+            })).collect::<Vec<_>>(),
+            "files": job.files.iter().map(|f| serde_json::json!({
+                "path": f.path, "resources": f.lines, "published": f.published,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "search crawl of {} started {}{}",
+        redact(&job.fhir_url),
+        job.started,
+        if job.finished {
+            ", finished"
+        } else {
+            ", not finished (continue with --resume)"
+        }
+    );
+    for q in &job.queries {
+        let state = match &q.status {
+            QueryStatus::Running => "running".to_owned(),
+            QueryStatus::Done => "done".to_owned(),
+            QueryStatus::Capped => "capped".to_owned(),
+            QueryStatus::Failed { reason } => format!("failed: {reason}"),
+        };
+        println!(
+            "  {}: {state}; {} page(s), {} matches, {} included, {} duplicates{}",
+            q.query,
+            q.pages,
+            q.matches,
+            q.included,
+            q.duplicates,
+            q.next
+                .as_deref()
+                .map_or_else(String::new, |n| format!("; next {}", redact(n)))
+        );
+    }
+    let resources: u64 = job
+        .files
+        .iter()
+        .filter(|f| f.item == flatfhir_fetch::search::Item::Output)
+        .map(|f| f.lines)
+        .sum();
+    println!("files: {}; {resources} resources", job.files.len());
+    Ok(ExitCode::SUCCESS)
+}

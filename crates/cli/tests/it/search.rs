@@ -147,7 +147,8 @@ fn export_search_crawls_and_converts() {
 }
 
 /// Exit codes: 4 when capped (and the summary says so), 1 with the reason when the server
-/// lists no such parameter (nothing crawled), 64 for a malformed query; the `$export` hint.
+/// lists no such parameter (nothing crawled), 64 for a malformed query; the `$export` hint;
+/// `status` shows a crawl's state.
 #[test]
 fn exit_codes_caps_refusals_and_the_export_hint() {
     let env = start(|_| {});
@@ -158,6 +159,15 @@ fn exit_codes_caps_refusals_and_the_export_hint() {
         .code(4)
         .stderr(predicate::str::contains("capped: Observation stopped"))
         .stderr(predicate::str::contains("offers Bulk Data $export"));
+    Command::cargo_bin("flatfhir")
+        .unwrap()
+        .args(["status", "--out"])
+        .arg(tmp.path().join("a"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "Observation: capped; 2 page(s), 10 matches",
+        ));
     env.cmd("search", &tmp.path().join("a"))
         .args(["--resume"])
         .assert()
