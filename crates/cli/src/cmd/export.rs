@@ -294,6 +294,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             redacted(&job.fhir_url)
         );
     }
+    if searching
+        && !args.export.resume
+        && out.join(flatfhir_fetch::search::SEARCH_STATE_FILE).exists()
+    {
+        // Said before the tables directory is checked, as for an export above.
+        anyhow::bail!(
+            "{} already holds a search crawl; continue it with --resume, or choose another --out",
+            out.display()
+        );
+    }
     let views = args.views.build()?;
     let (view_format, view_write) = super::views::output_format(&args.output)?;
     // Types without a view are flattened whole, which Parquet and Arrow can hold.

@@ -144,6 +144,20 @@ fn export_search_crawls_and_converts() {
     let pats = read_parquet(&out.join("tables/Patient.parquet"));
     assert!(!obs.rows.is_empty());
     assert_eq!(pats.rows.len(), 6, "each included Patient once");
+    // Again into the same DIR: refused before anything is touched; --resume is the way.
+    env.cmd("export", &out)
+        .args(["--search", "Condition"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already holds a search crawl"));
+    env.cmd("export", &out)
+        .args([
+            "--search",
+            "Observation?_include=Observation:subject",
+            "--resume",
+        ])
+        .assert()
+        .success();
 }
 
 /// Exit codes: 4 when capped (and the summary says so), 1 with the reason when the server
