@@ -154,6 +154,9 @@ async fn smart_configuration(State(shared): S) -> Response {
 }
 
 async fn metadata(State(shared): S) -> Response {
+    if shared.config.search.no_metadata {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let (resources, operations) = crate::search::capability(&shared);
     let body = json!({
         "resourceType": "CapabilityStatement",

@@ -79,6 +79,8 @@ pub struct SearchConfig {
     pub faults: Vec<(usize, PageFault)>,
     /// Spread each Bundle over many lines (a pretty-printing server).
     pub pretty: bool,
+    /// `metadata` answers 404 (a server that hides its CapabilityStatement).
+    pub no_metadata: bool,
 }
 
 impl Default for SearchConfig {
@@ -92,6 +94,7 @@ impl Default for SearchConfig {
             warning_outcome: false,
             faults: Vec::new(),
             pretty: false,
+            no_metadata: false,
         }
     }
 }

@@ -483,12 +483,29 @@ async fn check_capability(
     force: bool,
 ) -> Result<Option<bool>> {
     let url = crate::auth::join(base, "metadata");
-    let cap = match page::get_json(crawl, &url).await {
-        Ok(v) if v["resourceType"] == "CapabilityStatement" => Capability::parse(&v),
-        Ok(_) | Err(_) => {
+    let unreadable = match page::get_json(crawl, &url).await {
+        Ok(v) if v["resourceType"] == "CapabilityStatement" => Ok(Capability::parse(&v)),
+        Ok(v) => Err(format!(
+            "it answered a {} instead",
+            v["resourceType"]
+                .as_str()
+                .unwrap_or("document without resourceType")
+        )),
+        // The server's answer: a status, a broken body, a dropped connection.
+        Err(
+            e @ (Error::Page { .. }
+            | Error::Bundle { .. }
+            | Error::Fetch(crate::Error::Http { .. } | crate::Error::Download { .. })),
+        ) => Err(crate::scrub(&e.to_string()).into_owned()),
+        // Auth and local failures would fail every page too: said once, here.
+        Err(e) => return Err(e),
+    };
+    let cap = match unreadable {
+        Ok(cap) => cap,
+        Err(why) => {
             let message = format!(
-                "could not read the server's CapabilityStatement ({}); searched types and \
-                 parameters are not checked",
+                "could not read the server's CapabilityStatement ({}: {why}); searched types \
+                 and parameters are not checked",
                 RedactedUrl::new(url.clone())
             );
             tracing::warn!("{message}");

@@ -547,3 +547,51 @@ async fn full_files_are_published_and_a_rename_before_the_state_save_is_recognis
     assert_eq!(all, data_lines(data.path(), "Observation"));
     no_leftovers(out.path());
 }
+
+/// A server that hides its CapabilityStatement: a warning (with the reason), nothing is
+/// checked, and the crawl runs. Failing credentials stop the crawl with the auth error
+/// before any search request, instead of being taken for an unreadable CapabilityStatement.
+#[tokio::test]
+async fn unreadable_metadata_warns_and_bad_credentials_stop() {
+    let data = data_dir();
+    let mut cfg = config(data.path());
+    cfg.search.no_metadata = true;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let seen = Seen::default();
+    let s = search::search(opts(&server, out.path(), &["Patient"]), seen.observer())
+        .await
+        .unwrap();
+    assert_eq!(s.export_offered, None);
+    assert_eq!(s.types["Patient"], 5);
+    let warned = seen.0.lock().unwrap().iter().any(|e| {
+        matches!(e, SearchEvent::Warning { message } if message.contains("CapabilityStatement") && message.contains("HTTP 404"))
+    });
+    assert!(warned);
+    assert!(log_events(out.path()).contains(&"capability_unreadable".to_owned()));
+
+    let server = TestServer::start(config(data.path())).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = opts(&server, out.path(), &["Patient"]);
+    o.conn = flatfhir_fetch::Connection::new(
+        server.base_url().parse().unwrap(),
+        flatfhir_fetch::Credentials::ClientSecret {
+            client_id: "secret-client".into(),
+            secret: flatfhir_fetch::Secret::new("wrong-secret"),
+            form_post: false,
+        },
+    );
+    o.conn.timing = fast_timing();
+    let e = crawl(o).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Fetch(flatfhir_fetch::Error::Token { .. })),
+        "{e}"
+    );
+    assert_eq!(server.search_requests(), 0);
+    let events = log_events(out.path());
+    assert!(
+        !events.contains(&"capability_unreadable".to_owned()),
+        "{events:?}"
+    );
+    assert_eq!(events.last().map(String::as_str), Some("search_failed"));
+}
