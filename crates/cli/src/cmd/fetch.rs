@@ -572,7 +572,8 @@ impl Display {
         }
     }
 
-    fn line(&self, text: &str) {
+    /// A status line: the bar's message on a TTY (replaced by the next), a line otherwise.
+    pub(crate) fn line(&self, text: &str) {
         if let Some(b) = &self.bar {
             b.set_message(text.to_owned());
         } else if self.plain {

@@ -165,7 +165,7 @@ impl SearchObserver for Progress {
                 matches,
                 included,
                 duplicates,
-            } => self.display.println(&format!(
+            } => self.display.line(&format!(
                 "{query}: page {page}: {matches} matches, {included} included, {duplicates} duplicates left out"
             )),
             SearchEvent::Retrying { what, wait } => self.display.println(&format!(

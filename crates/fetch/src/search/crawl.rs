@@ -306,7 +306,17 @@ pub(crate) fn summarize(
             })
             .collect(),
         capped: job.queries.iter().any(|q| q.status == QueryStatus::Capped),
-        queries: job.queries.clone(),
+        // Redacted as everywhere outside the state file (which needs them whole for --resume).
+        queries: job
+            .queries
+            .iter()
+            .map(|q| {
+                let mut q = q.clone();
+                q.first_url = redacted(&q.first_url);
+                q.next = q.next.as_deref().map(redacted);
+                q
+            })
+            .collect(),
         seconds: started.elapsed().as_secs_f64(),
     }
 }
