@@ -595,3 +595,53 @@ async fn unreadable_metadata_warns_and_bad_credentials_stop() {
     );
     assert_eq!(events.last().map(String::as_str), Some("search_failed"));
 }
+
+/// The test server's search parameters: `_lastUpdated` with a prefix, `_id` lists and
+/// `patient`, through the whole crawl (the written resources are exactly the matches).
+#[tokio::test]
+async fn search_parameters_select_the_matches() {
+    let data = tempfile::tempdir().unwrap();
+    let obs: String = [("o1", "p1", "2024-01-01"), ("o2", "p1", "2025-01-01"), ("o3", "p2", "2026-01-01")]
+        .iter()
+        .map(|(id, p, d)| {
+            format!(
+                "{{\"resourceType\":\"Observation\",\"id\":\"{id}\",\"meta\":{{\"lastUpdated\":\"{d}T00:00:00Z\"}},\"subject\":{{\"reference\":\"Patient/{p}\"}}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(data.path().join("Observation.ndjson"), obs).unwrap();
+    std::fs::write(
+        data.path().join("Patient.ndjson"),
+        "{\"resourceType\":\"Patient\",\"id\":\"p1\"}\n{\"resourceType\":\"Patient\",\"id\":\"p2\"}\n",
+    )
+    .unwrap();
+    let server = TestServer::start(config(data.path())).await.unwrap();
+    for (query, want) in [
+        (
+            "Observation?_lastUpdated=gt2024-06-01T00:00:00Z",
+            vec!["o2", "o3"],
+        ),
+        (
+            "Observation?_lastUpdated=le2025-01-01T00:00:00Z",
+            vec!["o1", "o2"],
+        ),
+        ("Observation?_id=o1,o3&patient=Patient/p1", vec!["o1"]),
+        ("Observation?subject=p2", vec!["o3"]),
+        ("Patient?_id=p2", vec!["p2"]),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let s = crawl(opts(&server, out.path(), &[query])).await.unwrap();
+        assert!(s.complete(), "{query}: {s:?}");
+        let rtype = query.split('?').next().unwrap();
+        let ids: Vec<String> = out_lines(out.path(), &format!("1.{rtype}.ndjson"))
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(ids, want, "{query}");
+    }
+}
