@@ -212,3 +212,51 @@ fn exit_codes_caps_refusals_and_the_export_hint() {
         .success()
         .stderr(predicate::str::contains("$export").not());
 }
+
+/// A refused bearer token (401 on `metadata` and on the page) is never shown: not on stdout,
+/// stderr, in `log.ndjson`, the crawl state or any other file of DIR.
+#[test]
+fn a_refused_bearer_token_is_never_shown() {
+    let env = start(|_| {});
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let token = "bearer-value-4711-do-not-print";
+    let run = Command::cargo_bin("flatfhir")
+        .unwrap()
+        .args([
+            "search",
+            "Patient",
+            "--json",
+            "--min-wait",
+            "5ms",
+            "--fhir-url",
+        ])
+        .arg(env.server.base_url())
+        .arg("--out")
+        .arg(&out)
+        .env("FLATFHIR_BEARER_TOKEN", token)
+        .env_remove("FLATFHIR_PRIVATE_KEY")
+        .env_remove("FLATFHIR_CLIENT_SECRET")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("HTTP 401"));
+    let o = run.get_output();
+    let mut seen = String::from_utf8_lossy(&o.stdout).into_owned();
+    seen.push_str(&String::from_utf8_lossy(&o.stderr));
+    let mut files = vec![out.clone()];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            seen.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+        }
+    }
+    assert!(seen.contains("search_failed"), "the log was written");
+    assert!(!seen.contains(token), "the token was shown");
+    // The token did reach the FHIR server (it was refused there).
+    assert!(env.server.requests().iter().any(|r| {
+        r.authorization
+            .as_deref()
+            .is_some_and(|a| a.ends_with(token))
+    }));
+}
