@@ -25,7 +25,7 @@ use super::fetch::{ConnArgs, Display, ExportArgs, report};
 Secrets can come from the environment: FLATFHIR_PRIVATE_KEY, FLATFHIR_CLIENT_SECRET, FLATFHIR_BEARER_TOKEN.\n\
 The tables directory follows convert's rule: earlier tables are refused unless --overwrite (or --resume).\n\
 Exit codes: 0 success; 1 failure (a download or a conversion; also a DIR refused); 3 converted, but the server reported \
-error/fatal issues; 130 interrupted (SIGINT), 143 (SIGTERM)."
+error/fatal issues; 4 (--search) a query stopped at --max-pages/--max-resources; 130 interrupted (SIGINT), 143 (SIGTERM)."
 )]
 pub(crate) struct Args {
     #[command(flatten)]
