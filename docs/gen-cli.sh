@@ -16,7 +16,7 @@ subs=$(COLUMNS=100 "$bin" --help | awk '/^Commands:/ { on = 1; next } on && /^$/
 {
   echo "# CLI reference"
   echo
-  echo "Generated from \`flatfhir <command> --help\` ($version) by \`docs/gen-cli.sh\`; a test keeps it in sync. Exit codes are listed per command in [architecture.md](architecture.md) and [fetch.md](fetch.md)."
+  echo "Generated from \`flatfhir <command> --help\` ($version) by \`docs/gen-cli.sh\`; a test keeps it in sync. Exit codes are listed per command in [architecture.md](architecture.md), [fetch.md](fetch.md) and [search.md](search.md)."
   echo
   echo '```text'
   COLUMNS=100 "$bin" --help

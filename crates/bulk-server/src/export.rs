@@ -90,6 +90,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(export_group).post(export_group),
         )
         .route("/jobs/{id}", get(status).delete(delete_job))
+        .route("/fhir", get(crate::search::system_search))
+        .route("/fhir/", get(crate::search::system_search))
+        .route("/fhir/{rtype}", get(crate::search::type_search))
         .route("/files/{job}/{idx}", get(download))
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), record))
         .with_state(shared)
@@ -151,6 +154,10 @@ async fn smart_configuration(State(shared): S) -> Response {
 }
 
 async fn metadata(State(shared): S) -> Response {
+    if shared.config.search.no_metadata {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let (resources, operations) = crate::search::capability(&shared);
     let body = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -163,7 +170,9 @@ async fn metadata(State(shared): S) -> Response {
             "security": {"extension": [{
                 "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
                 "extension": [{"url": "token", "valueUri": format!("{}/auth/token", shared.origin)}]
-            }]}
+            }]},
+            "resource": resources,
+            "operation": operations
         }]
     });
     (
@@ -255,6 +264,14 @@ fn kickoff(
 ) -> Response {
     if let Err(r) = auth::check_bearer(&shared, &headers) {
         return r;
+    }
+    if !shared.config.search.export_offered {
+        return fhir_error(
+            StatusCode::NOT_FOUND,
+            "error",
+            "not-supported",
+            "this server does not offer $export",
+        );
     }
     let prefer = headers
         .get("prefer")

@@ -21,6 +21,7 @@
 mod auth;
 pub mod demo;
 mod export;
+mod search;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use auth::RegisteredClient;
+pub use search::{NextLinks, PageFault, SearchConfig};
 
 /// How the server encodes `Retry-After` on a 429.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +184,8 @@ pub struct Config {
     pub chunk_per_line: bool,
     /// Serve the FHIR listener over HTTPS (the other host stays plain HTTP).
     pub tls: Option<Tls>,
+    /// FHIR search (`GET [base]/{Type}?...`) and whether `$export` is offered.
+    pub search: SearchConfig,
 }
 
 impl Config {
@@ -200,6 +204,7 @@ impl Config {
             faults: Faults::default(),
             chunk_per_line: false,
             tls: None,
+            search: SearchConfig::default(),
         }
     }
 }
@@ -249,6 +254,7 @@ pub(crate) struct Shared {
     pub(crate) origin: String,
     pub(crate) other_origin: String,
     pub(crate) state: Mutex<State>,
+    pub(crate) search: search::SearchState,
 }
 
 impl Shared {
@@ -299,6 +305,7 @@ impl TestServer {
             origin: format!("{scheme}://127.0.0.1:{main_port}"),
             other_origin: format!("http://localhost:{other_port}"),
             state: Mutex::new(State::default()),
+            search: search::SearchState::default(),
         });
         let router = export::router(Arc::clone(&shared));
         let r2 = router.clone();
@@ -346,6 +353,15 @@ impl TestServer {
     #[must_use]
     pub fn kickoff_params(&self) -> Vec<Vec<(String, String)>> {
         self.shared.lock().kickoff_params.clone()
+    }
+
+    /// Number of search requests answered (type and system level, faults included).
+    #[must_use]
+    pub fn search_requests(&self) -> usize {
+        self.shared
+            .search
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Number of token requests answered (including failures).

@@ -75,6 +75,8 @@ enum Command {
     Schema(cmd::schema::Args),
     /// Run a FHIR Bulk Data export into a directory (SMART Backend Services auth, resumable).
     Fetch(Box<cmd::fetch::Args>),
+    /// Crawl FHIR searches (for servers without $export) into the layout `fetch` writes.
+    Search(Box<cmd::search::Args>),
     /// Show the export job recorded in a directory.
     Status(Box<cmd::status::Args>),
     /// Delete the export recorded in a directory on the server.
@@ -148,6 +150,7 @@ impl Command {
             Command::Bench(a) => a.flatten.quiet,
             Command::Fetch(a) => a.export.quiet,
             Command::Export(a) => a.export.quiet,
+            Command::Search(a) => a.quiet,
             Command::Status(_) | Command::Cancel(_) => false,
         }
     }
@@ -174,6 +177,7 @@ fn main() -> ExitCode {
         }
         Command::Schema(args) => cmd::schema::run(args),
         Command::Fetch(args) => cmd::fetch::run(*args),
+        Command::Search(args) => cmd::search::run(*args),
         Command::Status(args) => cmd::status::run(*args),
         Command::Cancel(args) => cmd::cancel::run(*args),
         Command::Export(args) => cmd::export::run(*args),

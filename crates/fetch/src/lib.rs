@@ -36,6 +36,7 @@ mod log;
 mod manifest;
 mod poll;
 mod redact;
+pub mod search;
 
 /// Entry points for the fuzz targets in `fuzz/`. Not a stable API.
 #[doc(hidden)]

@@ -7,7 +7,11 @@
 //!     [--polls-before-ready N] [--token-uses N] [--transient-status-errors N]
 //!     [--slow-chunks-ms MS] [--drop-mid-file] [--deleted] [--failing-type T]...
 //!     [--kickoff-failure] [--fatal-status-error] [--signed-urls]
+//!     [--no-export] [--next-links absolute|relative|alternate] [--search-count N] [--search-warning]
 //! ```
+//! The last line sets up FHIR search (see `docs/search.md`): `$export` switched off (and left
+//! out of `metadata`), the form of next links, the default page size, and a warning outcome
+//! entry on every search's first page.
 //! `--gzip` compresses downloads for clients whose `Accept-Encoding` offers gzip;
 //! `--chunk-per-line` sends one HTTP chunk per NDJSON line (as the SMART reference server does).
 //! The fault flags switch on the [`Faults`] of the same names (the Python package's tests
@@ -20,7 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use flatfhir_bulk_server::demo::{self, DemoKey};
-use flatfhir_bulk_server::{Config, Faults, Gzip, RegisteredClient, TestServer};
+use flatfhir_bulk_server::{Config, Faults, Gzip, NextLinks, RegisteredClient, TestServer};
 
 fn value(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -61,7 +65,8 @@ fn main() -> ExitCode {
                  flatfhir-bulk-server serve --data DIR [--open] [--lines-per-file N] [--gzip] [--chunk-per-line]\n         \
                  [--polls-before-ready N] [--token-uses N] [--transient-status-errors N]\n         \
                  [--slow-chunks-ms MS] [--drop-mid-file] [--deleted] [--failing-type T]...\n         \
-                 [--kickoff-failure] [--fatal-status-error] [--signed-urls]";
+                 [--kickoff-failure] [--fatal-status-error] [--signed-urls]\n         \
+                 [--no-export] [--next-links absolute|relative|alternate] [--search-count N] [--search-warning]";
     match args.first().map(String::as_str) {
         Some("generate") => {
             let (Some(n), Some(out)) = (value(&args, "--patients"), value(&args, "--out")) else {
@@ -103,6 +108,20 @@ fn main() -> ExitCode {
                 cfg.polls_before_ready = n;
             }
             cfg.faults = faults(&args);
+            cfg.search.export_offered = !args.iter().any(|a| a == "--no-export");
+            cfg.search.warning_outcome = args.iter().any(|a| a == "--search-warning");
+            if let Some(n) = value(&args, "--search-count").and_then(|s| s.parse().ok()) {
+                cfg.search.default_count = n;
+            }
+            match value(&args, "--next-links").as_deref() {
+                None | Some("absolute") => {}
+                Some("relative") => cfg.search.next_links = NextLinks::Relative,
+                Some("alternate") => cfg.search.next_links = NextLinks::Alternate,
+                Some(other) => {
+                    eprintln!("--next-links: {other:?} is not absolute, relative or alternate");
+                    return ExitCode::from(2);
+                }
+            }
             if !args.iter().any(|a| a == "--open") {
                 let key = DemoKey::generate();
                 let pem = PathBuf::from(&data).join("demo-client.pem");

@@ -285,7 +285,10 @@ pub(crate) fn is_layout_file(path: &std::path::Path) -> bool {
         .unwrap_or_default();
     matches!(
         name.as_ref(),
-        "manifest.json" | "log.ndjson" | flatfhir_fetch::JOB_FILE
+        "manifest.json"
+            | "log.ndjson"
+            | flatfhir_fetch::JOB_FILE
+            | flatfhir_fetch::search::SEARCH_STATE_FILE
     ) || path
         .extension()
         .is_some_and(|e| e == "parquet" || e == "arrow")

@@ -25,13 +25,26 @@ use super::fetch::{ConnArgs, Display, ExportArgs, report};
 Secrets can come from the environment: FLATFHIR_PRIVATE_KEY, FLATFHIR_CLIENT_SECRET, FLATFHIR_BEARER_TOKEN.\n\
 The tables directory follows convert's rule: earlier tables are refused unless --overwrite (or --resume).\n\
 Exit codes: 0 success; 1 failure (a download or a conversion; also a DIR refused); 3 converted, but the server reported \
-error/fatal issues; 130 interrupted (SIGINT), 143 (SIGTERM)."
+error/fatal issues; 4 (--search) a query stopped at --max-pages/--max-resources; 130 interrupted (SIGINT), 143 (SIGTERM)."
 )]
 pub(crate) struct Args {
     #[command(flatten)]
     conn: ConnArgs,
     #[command(flatten)]
     pub(crate) export: ExportArgs,
+    /// Crawl this FHIR search instead of running `$export` (repeatable), e.g.
+    /// 'Observation?patient=123&_include=Observation:subject'; every type is converted once
+    /// the crawl ends. See `flatfhir search`
+    #[arg(
+        long = "search",
+        value_name = "QUERY",
+        conflicts_with_all = ["system", "group", "types", "since", "until", "elements",
+            "type_filters", "patients", "include_associated_data", "params", "post",
+            "allow_partial_manifests", "delete_on_success", "max_wait"]
+    )]
+    search: Vec<String>,
+    #[command(flatten)]
+    crawl: super::search::CrawlArgs,
     /// Where the tables go (default: DIR/tables)
     #[arg(long, value_name = "DIR")]
     tables: Option<PathBuf>,
@@ -112,7 +125,11 @@ impl flatfhir_fetch::Observer for Pipeline {
 
 #[derive(Debug, serde::Serialize)]
 struct ExportSummary {
-    fetch: flatfhir_fetch::Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fetch: Option<flatfhir_fetch::Summary>,
+    /// With `--search`: the crawl's summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search: Option<flatfhir_fetch::search::SearchSummary>,
     tables: Vec<TypeReport>,
     views: Vec<serde_json::Value>,
     failed_conversions: Vec<(String, String)>,
@@ -122,7 +139,58 @@ struct ExportSummary {
     tables_dir: super::outdir::Outcome,
 }
 
+/// What `export` runs: a Bulk Data export, or a search crawl (`--search`).
+enum Job {
+    Fetch(Box<flatfhir_fetch::Options>),
+    Search(Box<flatfhir_fetch::search::SearchOptions>),
+}
+
+/// What it produced.
+enum Crawled {
+    Fetch(flatfhir_fetch::Summary),
+    Search(flatfhir_fetch::search::SearchSummary),
+}
+
+/// Run the job. A search crawl's types are handed to the converter when the crawl ends (an
+/// `_include` of a later page may still add to any type until then), and only when no query
+/// failed: converting a crawl with a hole would make tables that look complete.
+async fn run_job(job: Job, pipeline: Arc<Pipeline>, quiet: bool) -> anyhow::Result<Crawled> {
+    match job {
+        Job::Fetch(opts) => {
+            let observer: Arc<dyn flatfhir_fetch::Observer> = pipeline;
+            Ok(Crawled::Fetch(
+                flatfhir_fetch::fetch(*opts, observer).await?,
+            ))
+        }
+        Job::Search(opts) => {
+            let observer: Arc<dyn flatfhir_fetch::search::SearchObserver> =
+                Arc::new(super::search::Progress {
+                    display: Arc::clone(&pipeline.display),
+                    quiet,
+                });
+            let s = flatfhir_fetch::search::search(*opts, observer).await?;
+            if s.failed.is_empty() {
+                for (resource_type, files) in &s.outputs {
+                    flatfhir_fetch::Observer::on_event(
+                        pipeline.as_ref(),
+                        &Event::TypeComplete {
+                            resource_type: resource_type.clone(),
+                            files: files.clone(),
+                        },
+                    );
+                }
+            } else {
+                pipeline.display.println(
+                    "not converted: queries failed, so the crawl is incomplete; finish it with --resume",
+                );
+            }
+            Ok(Crawled::Search(s))
+        }
+    }
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let searching = !args.search.is_empty() || args.crawl.queries_file.is_some();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let out = args.export.out.clone();
     let quiet = args.export.quiet;
@@ -179,7 +247,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         conn.timing.max_poll_wait = std::time::Duration::from_secs(2);
         demo_server = Some(server);
         conn
+    } else if searching {
+        let job = if args.export.resume {
+            flatfhir_fetch::search::SearchJob::load(&out)?
+        } else {
+            None
+        };
+        args.conn.connection(job.as_ref())?
     } else {
+        super::search::refuse_crawl_dir(&out)?;
         let job = if args.export.resume {
             flatfhir_fetch::JobState::load(&out)?
         } else {
@@ -187,7 +263,23 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         args.conn.connection(job.as_ref())?
     };
-    let opts = args.export.options(conn)?;
+    let job = if searching {
+        let queries = args.crawl.queries(&args.search, &conn.fhir_url)?;
+        if queries.is_empty() && !args.export.resume {
+            return Err(super::common::usage(
+                "--queries FILE holds no query (give --search QUERY or queries in the file)",
+            ));
+        }
+        Job::Search(Box::new(args.crawl.options(
+            conn,
+            &out,
+            queries,
+            args.export.resume,
+            args.export.lenient,
+        )))
+    } else {
+        Job::Fetch(Box::new(args.export.options(conn)?))
+    };
 
     if !args.export.resume
         && !args.demo
@@ -200,6 +292,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             out.display(),
             job.phase,
             redacted(&job.fhir_url)
+        );
+    }
+    if searching
+        && !args.export.resume
+        && out.join(flatfhir_fetch::search::SEARCH_STATE_FILE).exists()
+    {
+        // Said before the tables directory is checked, as for an export above.
+        anyhow::bail!(
+            "{} already holds a search crawl; continue it with --resume, or choose another --out",
+            out.display()
         );
     }
     let views = args.views.build()?;
@@ -351,12 +453,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         display: Arc::clone(&display),
         tx: Mutex::new(Some(tx)),
     });
-    let observer: Arc<dyn flatfhir_fetch::Observer> = pipeline.clone();
     let result = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("listening for SIGTERM")?;
         anyhow::Ok(tokio::select! {
-            r = flatfhir_fetch::fetch(opts, observer) => Ok(r),
+            r = run_job(job, Arc::clone(&pipeline), quiet) => Ok(r),
             _ = tokio::signal::ctrl_c() => Err(super::fetch::EXIT_INTERRUPTED),
             _ = term.recv() => Err(EXIT_TERMINATED),
         })
@@ -415,10 +516,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
     };
-    let fetch_summary = result?;
-    let code = report(&fetch_summary, quiet, false);
+    let (fetch_summary, search_summary, code) = match result? {
+        Crawled::Fetch(s) => {
+            let code = report(&s, quiet, false);
+            (Some(s), None, code)
+        }
+        Crawled::Search(s) => {
+            let code = super::search::report(&s, quiet, false);
+            (None, Some(s), code)
+        }
+    };
     let summary = ExportSummary {
         fetch: fetch_summary,
+        search: search_summary,
         tables: tables_done,
         views: view_reports
             .iter()

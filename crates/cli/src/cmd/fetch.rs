@@ -178,13 +178,64 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The FHIR URL and non-secret auth settings a directory recorded: an export's job state or
+/// a search crawl's state, so `--resume`, `status` and `cancel` need no connection flags.
+pub(crate) trait Recorded {
+    /// FHIR base URL.
+    fn fhir_url(&self) -> &str;
+    /// Client id.
+    fn client_id(&self) -> Option<&String>;
+    /// Key id.
+    fn kid(&self) -> Option<&String>;
+    /// Private key path.
+    fn private_key_path(&self) -> Option<&PathBuf>;
+    /// Token endpoint.
+    fn token_url(&self) -> Option<&str>;
+}
+
+impl Recorded for JobState {
+    fn fhir_url(&self) -> &str {
+        &self.fhir_url
+    }
+    fn client_id(&self) -> Option<&String> {
+        self.client_id.as_ref()
+    }
+    fn kid(&self) -> Option<&String> {
+        self.kid.as_ref()
+    }
+    fn private_key_path(&self) -> Option<&PathBuf> {
+        self.private_key_path.as_ref()
+    }
+    fn token_url(&self) -> Option<&str> {
+        self.token_url.as_deref()
+    }
+}
+
+impl Recorded for flatfhir_fetch::search::SearchJob {
+    fn fhir_url(&self) -> &str {
+        &self.fhir_url
+    }
+    fn client_id(&self) -> Option<&String> {
+        self.client_id.as_ref()
+    }
+    fn kid(&self) -> Option<&String> {
+        self.kid.as_ref()
+    }
+    fn private_key_path(&self) -> Option<&PathBuf> {
+        self.private_key_path.as_ref()
+    }
+    fn token_url(&self) -> Option<&str> {
+        self.token_url.as_deref()
+    }
+}
+
 impl ConnArgs {
     /// Build a connection; `job` supplies the FHIR URL and non-secret auth settings recorded
     /// at kick-off when the flags leave them out.
-    pub(crate) fn connection(&self, job: Option<&JobState>) -> anyhow::Result<Connection> {
+    pub(crate) fn connection<R: Recorded>(&self, job: Option<&R>) -> anyhow::Result<Connection> {
         let fhir_url = match (&self.fhir_url, job) {
             (Some(u), _) => u.clone(),
-            (None, Some(j)) => j.fhir_url.parse().context("job state: FHIR URL")?,
+            (None, Some(j)) => j.fhir_url().parse().context("job state: FHIR URL")?,
             (None, None) => {
                 return Err(usage(
                     "--fhir-url is required (or FLATFHIR_FHIR_URL): the server's FHIR base URL",
@@ -194,11 +245,15 @@ impl ConnArgs {
         let client_id = self
             .client_id
             .clone()
-            .or_else(|| job.and_then(|j| j.client_id.clone()));
-        let kid = self.kid.clone().or_else(|| job.and_then(|j| j.kid.clone()));
-        let key_source = self.private_key.as_ref().map(|h| h.0.clone()).or_else(|| {
-            job.and_then(|j| j.private_key_path.as_ref().map(|p| p.display().to_string()))
-        });
+            .or_else(|| job.and_then(|j| j.client_id().cloned()));
+        let kid = self
+            .kid
+            .clone()
+            .or_else(|| job.and_then(|j| j.kid().cloned()));
+        let key_source =
+            self.private_key.as_ref().map(|h| h.0.clone()).or_else(|| {
+                job.and_then(|j| j.private_key_path().map(|p| p.display().to_string()))
+            });
         let alg = self
             .alg
             .as_deref()
@@ -233,10 +288,10 @@ impl ConnArgs {
         };
         let mut conn = Connection::new(fhir_url, credentials);
         conn.scope.clone_from(&self.scope);
-        conn.token_url = self.token_url.clone().or_else(|| {
-            job.and_then(|j| j.token_url.as_deref())
-                .and_then(|u| u.parse().ok())
-        });
+        conn.token_url = self
+            .token_url
+            .clone()
+            .or_else(|| job.and_then(|j| j.token_url()).and_then(|u| u.parse().ok()));
         conn.ca_cert.clone_from(&self.ca_cert);
         conn.private_key_path = key_path;
         for h in &self.headers {
@@ -318,7 +373,7 @@ pub(crate) struct ExportArgs {
     param_style: Style,
     /// Ask the server to ignore unsupported parameters (`Prefer: handling=lenient`)
     #[arg(long)]
-    lenient: bool,
+    pub(crate) lenient: bool,
     /// Ask for manifest pages while the export runs (STU3 `allowPartialManifests`)
     #[arg(long)]
     allow_partial_manifests: bool,
@@ -407,6 +462,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    super::search::refuse_crawl_dir(&args.export.out)?;
     let conn = args.conn.connection(job.as_ref())?;
     let opts = args.export.options(conn)?;
     let display = Display::new(args.export.quiet);
@@ -516,7 +572,8 @@ impl Display {
         }
     }
 
-    fn line(&self, text: &str) {
+    /// A status line: the bar's message on a TTY (replaced by the next), a line otherwise.
+    pub(crate) fn line(&self, text: &str) {
         if let Some(b) = &self.bar {
             b.set_message(text.to_owned());
         } else if self.plain {

@@ -10,5 +10,6 @@ pub(crate) mod export;
 pub(crate) mod fetch;
 pub(crate) mod outdir;
 pub(crate) mod schema;
+pub(crate) mod search;
 pub(crate) mod status;
 pub(crate) mod views;

@@ -1,5 +1,5 @@
 //! `flatfhir status`: show the export job recorded in DIR and, while it is still running on the
-//! server, one poll of its status.
+//! server, one poll of its status; for a search crawl's DIR, the crawl's state.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +26,12 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !args.out.join(flatfhir_fetch::JOB_FILE).exists()
+        && let Some(crawl) = flatfhir_fetch::search::SearchJob::load(&args.out)?
+    {
+        // A search crawl: its state is all there is (nothing runs on the server).
+        return super::search::show_state(&crawl, args.json);
+    }
     let job = JobState::load(&args.out)?
         .with_context(|| format!("{} holds no export job", args.out.display()))?;
     let conn = if args.offline {

@@ -13,4 +13,5 @@ mod fetch;
 mod messages;
 mod output;
 mod schema;
+mod search;
 mod secrets;

@@ -5,6 +5,7 @@ mod download;
 mod kickoff;
 mod poll;
 mod resume;
+mod search;
 mod secrets;
 mod story;
 mod support;
