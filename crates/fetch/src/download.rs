@@ -20,14 +20,15 @@ use reqwest::StatusCode;
 use serde_json::json;
 use url::Url;
 
+use crate::ctx::Ctx;
 use crate::durable;
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::http::{READ_TIMEOUT, headers_json, outcome_text};
 use crate::job::{FileState, part_path};
 use crate::manifest::ItemType;
 use crate::poll::body_json;
 use crate::redact::RedactedUrl;
-use crate::{Ctx, Event};
 
 /// Bytes collected before one `writev` to `.part`.
 const WRITE_BUF: usize = 1 << 20;

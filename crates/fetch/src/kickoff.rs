@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::Ctx;
+use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::http::{headers_json, outcome_text};
 use crate::poll::body_json;
@@ -85,6 +85,37 @@ impl Default for KickoffParams {
             lenient: false,
             allow_partial_manifests: false,
         }
+    }
+}
+
+impl KickoffParams {
+    with! {
+        /// Export level.
+        with_level: level: Level;
+        /// `_type`.
+        with_types: types: Vec<String>;
+        /// `_since`.
+        with_since: since: Option<String>;
+        /// `_until` (STU3).
+        with_until: until: Option<String>;
+        /// `_elements`.
+        with_elements: elements: Vec<String>;
+        /// `_typeFilter`, one per filter.
+        with_type_filters: type_filters: Vec<String>;
+        /// `patient` references (forces POST).
+        with_patients: patients: Vec<String>;
+        /// `includeAssociatedData`.
+        with_include_associated_data: include_associated_data: Vec<String>;
+        /// `_outputFormat`.
+        with_output_format: output_format: String;
+        /// Any other parameters.
+        with_extra: extra: Vec<(String, String)>;
+        /// Parameter style.
+        with_style: style: ParamStyle;
+        /// `Prefer: handling=lenient`.
+        with_lenient: lenient: bool;
+        /// `allowPartialManifests=true` (STU3).
+        with_allow_partial_manifests: allow_partial_manifests: bool;
     }
 }
 
@@ -231,7 +262,7 @@ pub(crate) async fn kickoff(ctx: &Ctx, base: &Url) -> Result<Url> {
         {
             let wait = ctx.opts.timing.wait_for(&headers, attempt);
             attempt += 1;
-            ctx.observe(crate::Event::Retrying {
+            ctx.observe(crate::event::Event::Retrying {
                 what: format!("kick-off: HTTP {status}"),
                 wait,
             });

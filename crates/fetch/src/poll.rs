@@ -8,10 +8,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use url::Url;
 
+use crate::ctx::Ctx;
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::http::{headers_json, is_transient, outcome_text};
 use crate::redact::RedactedUrl;
-use crate::{Ctx, Event};
 
 /// Waiting and retry policy. Tests use milliseconds.
 #[derive(Debug, Clone)]
@@ -74,6 +75,17 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 impl Timing {
+    with! {
+        /// Shortest wait between polls or retries.
+        with_min_wait: min_wait: Duration;
+        /// Longest single wait.
+        with_max_poll_wait: max_poll_wait: Duration;
+        /// Give up when the export is not complete after this long.
+        with_give_up_after: give_up_after: Option<Duration>;
+        /// Retries per request for transient failures.
+        with_retries: retries: u32;
+    }
+
     /// Clamp a wait to `[min_wait, max_poll_wait]`.
     #[must_use]
     pub fn clamp(&self, d: Duration) -> Duration {
