@@ -16,6 +16,8 @@ use crate::job::{JOB_FILE, JobState, Phase};
 use crate::kickoff::KickoffParams;
 use crate::options::{Connection, DEFAULT_MAX_LINE_BYTES};
 use crate::redact::RedactedUrl;
+use crate::redact::Secret;
+use crate::retry::{Retries, send_with_token};
 
 /// What a DELETE of the status URL found.
 pub(crate) enum Deleted {
@@ -27,37 +29,33 @@ pub(crate) enum Deleted {
 
 /// DELETE the status URL.
 pub(crate) async fn delete_export(ctx: &Ctx, status_url: &Url) -> Result<Deleted> {
-    let mut renewals = 0u32;
-    loop {
-        let token = ctx.auth.token().await?;
-        let (_, resp) = ctx
-            .http
-            .send(Method::DELETE, status_url, token.as_ref(), |r| {
-                r.header("accept", "application/fhir+json")
-            })
-            .await?;
-        let s = resp.status();
-        if s == StatusCode::UNAUTHORIZED
-            && ctx
-                .auth
-                .renew_after_401(token.as_ref(), &mut renewals)
+    let mut retries = Retries::new(&ctx.opts.timing);
+    let resp = send_with_token(
+        &ctx.auth,
+        true,
+        &mut retries,
+        |token: Option<Secret>| async move {
+            ctx.http
+                .send(Method::DELETE, status_url, token.as_ref(), |r| {
+                    r.header("accept", "application/fhir+json")
+                })
                 .await
-        {
-            continue;
-        }
-        if s.is_success() {
-            return Ok(Deleted::Yes);
-        }
-        let text = resp.text().await.unwrap_or_default();
-        if s == StatusCode::NOT_FOUND {
-            return Ok(Deleted::NotFound(http::outcome_text(&text)));
-        }
-        return Err(Error::Status {
-            url: RedactedUrl::new(status_url.clone()),
-            status: s.as_u16(),
-            message: format!("DELETE refused: {}", http::outcome_text(&text)),
-        });
+        },
+    )
+    .await??;
+    let s = resp.status();
+    if s.is_success() {
+        return Ok(Deleted::Yes);
     }
+    let text = resp.text().await.unwrap_or_default();
+    if s == StatusCode::NOT_FOUND {
+        return Ok(Deleted::NotFound(http::outcome_text(&text)));
+    }
+    Err(Error::Status {
+        url: RedactedUrl::new(status_url.clone()),
+        status: s.as_u16(),
+        message: format!("DELETE refused: {}", http::outcome_text(&text)),
+    })
 }
 
 fn job_and_ctx(dir: &Path, conn: Connection) -> Result<(JobState, Url, Ctx)> {

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::event::{Event, Observer};
 use crate::kickoff::KickoffParams;
 use crate::options::Connection;
-use crate::poll::Timing;
+use crate::retry::Timing;
 use crate::{auth, http, log};
 
 #[derive(Debug)]

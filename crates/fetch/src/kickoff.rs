@@ -7,9 +7,12 @@ use url::Url;
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::http::{headers_json, outcome_text};
 use crate::poll::body_json;
 use crate::redact::RedactedUrl;
+use crate::redact::Secret;
+use crate::retry::{Retries, send_with_token};
 
 /// Export level.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,42 +230,37 @@ pub(crate) async fn kickoff(ctx: &Ctx, base: &Url) -> Result<Url> {
     let cap = crate::auth::get_json(&ctx.http, &crate::auth::join(base, "metadata"))
         .await
         .unwrap_or(Value::Null);
-    let mut renewals = 0u32;
-    let mut attempt = 0;
+    let mut retries = Retries::new(&ctx.opts.timing);
     loop {
-        let token = ctx.auth.token().await?;
         let method = if post { Method::POST } else { Method::GET };
-        let (_, resp) = ctx
-            .http
-            .send(method, &url, token.as_ref(), |r| {
-                let r = r
-                    .header("accept", "application/fhir+json")
-                    .header("prefer", prefer);
-                match &body {
-                    Some(b) => r
-                        .header("content-type", "application/fhir+json")
-                        .body(b.clone()),
-                    None => r,
-                }
-            })
-            .await?;
+        let (method, target, body) = (&method, &url, &body);
+        let resp = send_with_token(
+            &ctx.auth,
+            true,
+            &mut retries,
+            |token: Option<Secret>| async move {
+                ctx.http
+                    .send(method.clone(), target, token.as_ref(), |r| {
+                        let r = r
+                            .header("accept", "application/fhir+json")
+                            .header("prefer", prefer);
+                        match body {
+                            Some(b) => r
+                                .header("content-type", "application/fhir+json")
+                                .body(b.clone()),
+                            None => r,
+                        }
+                    })
+                    .await
+            },
+        )
+        .await??;
         let status = resp.status();
         let headers = resp.headers().clone();
-        if status == StatusCode::UNAUTHORIZED
-            && ctx
-                .auth
-                .renew_after_401(token.as_ref(), &mut renewals)
-                .await
-        {
-            continue;
-        }
-        if (status == StatusCode::SERVICE_UNAVAILABLE
-            || (status == StatusCode::TOO_MANY_REQUESTS && headers.contains_key("retry-after")))
-            && attempt < ctx.opts.timing.retries
-        {
-            let wait = ctx.opts.timing.wait_for(&headers, attempt);
-            attempt += 1;
-            ctx.observe(crate::event::Event::Retrying {
+        let busy = status == StatusCode::SERVICE_UNAVAILABLE
+            || (status == StatusCode::TOO_MANY_REQUESTS && headers.contains_key("retry-after"));
+        if busy && let Some(wait) = retries.next(Some(&headers)) {
+            ctx.observe(Event::Retrying {
                 what: format!("kick-off: HTTP {status}"),
                 wait,
             });

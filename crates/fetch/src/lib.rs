@@ -16,7 +16,8 @@
 //! Modules (private; their public items are re-exported here): `options` (what a run is
 //! given), `run` (one export, start to end), `control` (status and cancel of a recorded job),
 //! `event`, `summary`, `auth`, `kickoff`, `poll`, `download`, `manifest`, `job` (the job
-//! state), `log` (`log.ndjson`), `http`, `redact`, `durable`, `clock`.
+//! state), `log` (`log.ndjson`), `http`, `retry` (the one retry policy), `redact`, `durable`,
+//! `clock`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), flatfhir_fetch::Error> {
@@ -63,6 +64,7 @@ mod manifest;
 mod options;
 mod poll;
 mod redact;
+mod retry;
 mod run;
 mod summary;
 
@@ -78,7 +80,7 @@ pub use job::{FileState, FileStatus, JOB_FILE, JobState, Phase};
 pub use kickoff::{KickoffParams, Level, ParamStyle};
 pub use manifest::ItemType;
 pub use options::{Connection, DEFAULT_MAX_LINE_BYTES, Options};
-pub use poll::{Timing, parse_percent, parse_retry_after};
 pub use redact::{RedactedUrl, Secret, register_secret, scrub};
+pub use retry::Timing;
 pub use run::fetch;
 pub use summary::{Issue, Summary};

@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::auth::Credentials;
 use crate::kickoff::KickoffParams;
-use crate::poll::Timing;
+use crate::retry::Timing;
 
 /// Default line cap: 64 MiB (a Bundle or a resource with inline attachments can be large).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
