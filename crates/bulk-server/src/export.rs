@@ -802,17 +802,23 @@ async fn download(
             .map(|a| body.slice(a..(a + size).min(cut)))
             .collect()
     };
+    // Counted open from here until the stream is dropped (after its last chunk).
+    let open = OpenBodies::open(&shared);
+    let together = faults.downloads_together;
     let stream = futures_util::stream::unfold(
-        (chunks.into_iter(), drop_half, false),
-        move |(mut it, drop_half, done)| async move {
+        (chunks.into_iter(), drop_half, false, open),
+        move |(mut it, drop_half, done, open)| async move {
             if done {
                 return None;
+            }
+            if together > 0 {
+                open.wait_for(together).await;
             }
             if let Some(c) = it.next() {
                 if let Some(d) = slow {
                     tokio::time::sleep(d).await;
                 }
-                Some((Ok::<Bytes, std::io::Error>(c), (it, drop_half, false)))
+                Some((Ok::<Bytes, std::io::Error>(c), (it, drop_half, false, open)))
             } else if drop_half {
                 // Let hyper flush what was sent, so the client really holds half a file.
                 tokio::time::sleep(Duration::from_millis(30)).await;
@@ -820,7 +826,7 @@ async fn download(
                 // truncated response, as with a proxy timeout.
                 Some((
                     Err(std::io::Error::other("simulated dropped connection")),
-                    (it, drop_half, true),
+                    (it, drop_half, true, open),
                 ))
             } else {
                 None
@@ -850,4 +856,69 @@ async fn download(
         h.insert("content-encoding", HeaderValue::from_static("gzip"));
     }
     resp
+}
+
+/// File bodies being sent right now, and the most there ever were at once: tests count
+/// parallel downloads with it instead of timing them.
+#[derive(Debug, Default)]
+pub(crate) struct OpenBodies {
+    /// (open now, most at once, the [`Faults::downloads_together`](crate::Faults) gate has opened).
+    counts: std::sync::Mutex<(usize, usize, bool)>,
+    changed: tokio::sync::Notify,
+}
+
+/// One open body; dropping it closes it.
+pub(crate) struct OpenBody(Arc<Shared>);
+
+impl OpenBodies {
+    fn open(shared: &Arc<Shared>) -> OpenBody {
+        let mut c = shared.bodies.lock();
+        c.0 += 1;
+        c.1 = c.1.max(c.0);
+        drop(c);
+        shared.bodies.changed.notify_waiters();
+        OpenBody(Arc::clone(shared))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, usize, bool)> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most bodies that were open at once.
+    pub(crate) fn most(&self) -> usize {
+        self.lock().1
+    }
+}
+
+impl OpenBody {
+    /// Holds the body until `n` bodies are open at once (a gate that opens once, for every
+    /// body, and stays open). A client that never has `n` downloads running is given up on
+    /// after 10 s, so a test fails on [`OpenBodies::most`] instead of hanging.
+    async fn wait_for(&self, n: usize) {
+        let bodies = &self.0.bodies;
+        let wait = async {
+            loop {
+                let changed = bodies.changed.notified();
+                {
+                    let mut c = bodies.lock();
+                    if c.2 || c.0 >= n {
+                        c.2 = true;
+                        break;
+                    }
+                }
+                changed.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+        bodies.lock().2 = true;
+        bodies.changed.notify_waiters();
+    }
+}
+
+impl Drop for OpenBody {
+    fn drop(&mut self) {
+        self.0.bodies.lock().0 -= 1;
+    }
 }

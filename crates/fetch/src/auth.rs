@@ -3,7 +3,11 @@
 //! credential kinds (client secret, fixed bearer token, none) share the same [`Credentials`].
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// tokio's clock: the real one, except in tests with paused time, where token lifetimes then
+// pass with the virtual time the waits take.
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

@@ -1,7 +1,9 @@
 //! The status-polling loop that turns 202s, 429/503s and transient errors into a manifest,
 //! and the `X-Progress` percentage. How long each wait is comes from [`crate::retry`].
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

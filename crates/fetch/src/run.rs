@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+// tokio's clock (the real one outside tests with paused time): `--max-wait` and the run's
+// duration count the same time the waits do.
+use tokio::time::Instant;
 
 use serde_json::json;
 use url::Url;
