@@ -6,6 +6,8 @@ use assert_cmd::Command;
 use flatfhir_bulk_server::{Config, RegisteredClient, TestServer};
 use predicates::prelude::*;
 
+use crate::support::Created;
+
 fn keys() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fetch/tests/it/keys")
 }
@@ -230,6 +232,7 @@ fn ctrl_c_leaves_a_resumable_directory() {
         c.faults.slow_chunks = Some(std::time::Duration::from_millis(300));
     });
     let out = tempfile::tempdir().unwrap();
+    let created = Created::watch(out.path());
     let bin = assert_cmd::cargo::cargo_bin("flatfhir");
     let mut child = std::process::Command::new(&bin)
         .args([
@@ -257,20 +260,10 @@ fn ctrl_c_leaves_a_resumable_directory() {
         .env_remove("FLATFHIR_PRIVATE_KEY")
         .spawn()
         .unwrap();
-    // Wait (bounded) until downloads have started, then interrupt.
-    let started = std::time::Instant::now();
-    while !env
-        .server()
-        .requests()
-        .iter()
-        .any(|r| r.path.starts_with("/files/"))
-    {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "downloads never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // Wait until the first download has begun (its `.part` file appears: an event, not a
+    // time); its body is slow, so the interrupt comes while it streams.
+    let seen = created.wait_for(1, &mut child, |n| n.ends_with(".part"));
+    assert!(seen[0].ends_with(".part"), "{seen:?}");
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
