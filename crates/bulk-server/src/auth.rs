@@ -1,7 +1,9 @@
 //! SMART Backend Services on the server side: the token endpoint (verifying `private_key_jwt`
 //! client assertions against registered JWKS, or a client secret) and bearer-token checks.
 
-use std::time::Instant;
+// tokio's clock: the real one, except in tests with paused time, where tokens expire in
+// virtual time.
+use tokio::time::Instant;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -1,12 +1,13 @@
-//! The Bulk Data endpoints: discovery, `$export` kick-off, status/manifest, file download and
-//! DELETE, with the fault switches of [`crate::Faults`] applied. Auth lives in `auth`.
+//! The Bulk Data endpoints: discovery (`.well-known/smart-configuration`, `metadata`),
+//! `$export` kick-off, status polling and manifests, and DELETE, with the fault switches of
+//! [`crate::Faults`] applied; every request is recorded for the tests. The files a job
+//! serves are built in `files` and served in `download`; tokens are checked in `auth`.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -14,47 +15,44 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::{Gzip, RetryAfter, SeenRequest, Shared, auth};
+use crate::{RetryAfter, SeenRequest, Shared, auth};
 
-type S = State<Arc<Shared>>;
+mod download;
+mod files;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Output,
-    Error,
-    Deleted,
-}
+pub(crate) use download::OpenBodies;
+use files::{FileSpec, Kind, build_files};
 
-#[derive(Debug)]
-struct FileSpec {
-    kind: Kind,
-    rtype: String,
-    /// The NDJSON as served without compression.
-    plain: Bytes,
-    /// gzip of `plain` (when the server compresses at all).
-    gzip: Option<Bytes>,
-    /// `count` in the manifest entry, if any.
-    manifest_count: Option<usize>,
-    /// Answer downloads with an OperationOutcome line with this text (`fileError`).
-    file_error: Option<String>,
-}
+/// The state every handler gets: the server's config and its mutable state.
+type AppState = State<Arc<Shared>>;
 
+/// An export job, from kick-off until it is deleted.
 #[derive(Debug)]
 pub(crate) struct Job {
+    /// DELETEd: status and files answer 404 from now on.
     pub(crate) deleted: bool,
+    /// Status polls so far (the job is ready after [`Config::polls_before_ready`](crate::Config)).
     polls: u32,
+    /// Complete manifests handed out: each has fresh file URLs (`?g=`), as a re-poll would.
     manifests_served: u32,
+    /// Its files, in manifest order.
     files: Vec<FileSpec>,
+    /// The kick-off URL, for the manifest's `request`.
     request: String,
+    /// The manifest's `transactionTime`.
     transaction_time: String,
 }
 
+/// Download attempts of one file, for the faults that strike once.
 #[derive(Debug, Default)]
 pub(crate) struct Attempts {
-    requests: u32,
-    dropped: bool,
+    /// Requests so far (the 429 fault answers the first).
+    pub(super) requests: u32,
+    /// The mid-file drop has happened.
+    pub(super) dropped: bool,
 }
 
+/// An OperationOutcome with one issue, as JSON text.
 pub(crate) fn outcome(severity: &str, code: &str, text: &str) -> String {
     json!({
         "resourceType": "OperationOutcome",
@@ -63,6 +61,7 @@ pub(crate) fn outcome(severity: &str, code: &str, text: &str) -> String {
     .to_string()
 }
 
+/// An error answer whose body is an OperationOutcome.
 fn fhir_error(status: StatusCode, severity: &str, code: &str, text: &str) -> Response {
     (
         status,
@@ -72,6 +71,8 @@ fn fhir_error(status: StatusCode, severity: &str, code: &str, text: &str) -> Res
         .into_response()
 }
 
+/// Every route of the FHIR server and of the "other host", each request recorded by
+/// [`record`].
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(
@@ -93,12 +94,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/fhir", get(crate::search::system_search))
         .route("/fhir/", get(crate::search::system_search))
         .route("/fhir/{rtype}", get(crate::search::type_search))
-        .route("/files/{job}/{idx}", get(download))
+        .route("/files/{job}/{idx}", get(download::download))
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), record))
         .with_state(shared)
 }
 
-async fn record(State(shared): S, req: Request, next: Next) -> Response {
+/// Middleware: records each request with the status of its answer ([`crate::TestServer::requests`]).
+async fn record(State(shared): AppState, req: Request, next: Next) -> Response {
     // Built in a block: `&Request` is not `Send` and must not live across the await.
     let mut seen = {
         let h = |name: &str| {
@@ -138,7 +140,8 @@ async fn record(State(shared): S, req: Request, next: Next) -> Response {
     resp
 }
 
-async fn smart_configuration(State(shared): S) -> Response {
+/// `.well-known/smart-configuration` (404 with the `no_smart_configuration` fault).
+async fn smart_configuration(State(shared): AppState) -> Response {
     if shared.config.faults.no_smart_configuration {
         return StatusCode::NOT_FOUND.into_response();
     }
@@ -153,7 +156,9 @@ async fn smart_configuration(State(shared): S) -> Response {
     .into_response()
 }
 
-async fn metadata(State(shared): S) -> Response {
+/// The CapabilityStatement, with the SMART `oauth-uris` extension naming the token endpoint,
+/// the searchable types and `$export` (unless turned off). 404 when `metadata` is hidden.
+async fn metadata(State(shared): AppState) -> Response {
     if shared.config.search.no_metadata {
         return StatusCode::NOT_FOUND.into_response();
     }
@@ -182,10 +187,12 @@ async fn metadata(State(shared): S) -> Response {
         .into_response()
 }
 
-async fn token(State(shared): S, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /auth/token`: see [`auth::token_endpoint`].
+async fn token(State(shared): AppState, headers: HeaderMap, body: Bytes) -> Response {
     auth::token_endpoint(&shared, &headers, &body)
 }
 
+/// The `$export` level kicked off (all three export the same data here).
 #[derive(Debug, Clone, Copy)]
 enum Level {
     System,
@@ -193,16 +200,19 @@ enum Level {
     Group,
 }
 
-async fn export_system(st: S, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Response {
+/// `[GET|POST] /$export`.
+async fn export_system(st: AppState, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Response {
     kickoff(st, Level::System, m, h, q, b)
 }
 
-async fn export_patient(st: S, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Response {
+/// `[GET|POST] /Patient/$export`.
+async fn export_patient(st: AppState, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Response {
     kickoff(st, Level::Patient, m, h, q, b)
 }
 
+/// `[GET|POST] /Group/{id}/$export`.
 async fn export_group(
-    st: S,
+    st: AppState,
     Path(_id): Path<String>,
     m: Method,
     h: HeaderMap,
@@ -254,8 +264,10 @@ fn kickoff_params(
     Ok(params)
 }
 
+/// The kick-off: checks the token and `Prefer: respond-async`, refuses unsupported
+/// parameters, builds the job's files and answers 202 with `Content-Location`.
 fn kickoff(
-    State(shared): S,
+    State(shared): AppState,
     level: Level,
     method: Method,
     headers: HeaderMap,
@@ -342,7 +354,7 @@ fn kickoff(
             manifests_served: 0,
             files,
             request,
-            transaction_time: httpdate_to_instant(SystemTime::now()),
+            transaction_time: fhir_instant(SystemTime::now()),
         },
     );
     let location = if shared.config.faults.relative_content_location {
@@ -354,7 +366,7 @@ fn kickoff(
 }
 
 /// A FHIR instant for "now" (seconds precision, UTC).
-fn httpdate_to_instant(t: SystemTime) -> String {
+fn fhir_instant(t: SystemTime) -> String {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -383,134 +395,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// The file's bytes: (plain NDJSON, its gzip when the server compresses).
-fn encode(shared: &Shared, lines: &[String]) -> (Bytes, Option<Bytes>) {
-    let mut text = if shared.config.faults.messy_ndjson {
-        // CRLF, a blank line in the middle, no final newline.
-        let mut t = lines.join("\r\n");
-        if let Some(pos) = t.find("\r\n") {
-            t.insert_str(pos, "\r\n");
-        }
-        t
-    } else {
-        let mut t = lines.join("\n");
-        t.push('\n');
-        t
-    };
-    if lines.is_empty() {
-        text.clear();
-    }
-    let gzip = (shared.config.gzip != Gzip::Off).then(|| {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(text.as_bytes()).expect("in-memory write");
-        Bytes::from(enc.finish().expect("in-memory write"))
-    });
-    (Bytes::from(text.into_bytes()), gzip)
-}
-
-fn build_files(shared: &Shared, types: &[String]) -> Result<Vec<FileSpec>, String> {
-    let cfg = &shared.config;
-    let mut names: Vec<_> = std::fs::read_dir(&cfg.data_dir)
-        .map_err(|e| format!("reading {}: {e}", cfg.data_dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
-        .collect();
-    names.sort();
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    for path in names {
-        let rtype = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        if !types.is_empty() && !types.contains(&rtype) {
-            continue;
-        }
-        if cfg.faults.failing_types.contains(&rtype) {
-            errors.push(outcome(
-                "error",
-                "processing",
-                &format!("Failed to generate {rtype} export file"),
-            ));
-            continue;
-        }
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let lines: Vec<String> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_owned)
-            .collect();
-        for (i, chunk) in lines.chunks(cfg.lines_per_file.max(1)).enumerate() {
-            let n = i + 1;
-            let is = |list: &[(String, usize)]| list.iter().any(|(t, k)| *t == rtype && *k == n);
-            if is(&cfg.faults.failed_files) {
-                // SMART's some_file_generation_failed: the error entry carries the failed
-                // file's count, the error file one OperationOutcome.
-                let (plain, gzip) = encode(
-                    shared,
-                    &[outcome(
-                        "error",
-                        "processing",
-                        &format!("Failed to export {n}.{rtype}.ndjson"),
-                    )],
-                );
-                files.push(FileSpec {
-                    kind: Kind::Error,
-                    rtype: "OperationOutcome".into(),
-                    plain,
-                    gzip,
-                    manifest_count: Some(chunk.len()),
-                    file_error: None,
-                });
-                continue;
-            }
-            let (plain, gzip) = encode(shared, chunk);
-            files.push(FileSpec {
-                kind: Kind::Output,
-                rtype: rtype.clone(),
-                plain,
-                gzip,
-                manifest_count: Some(chunk.len()),
-                file_error: is(&cfg.faults.file_error)
-                    .then(|| format!("Simulated file error: {n}.{rtype}.ndjson could not be read")),
-            });
-        }
-    }
-    if !errors.is_empty() {
-        let (plain, gzip) = encode(shared, &errors);
-        files.push(FileSpec {
-            kind: Kind::Error,
-            rtype: "OperationOutcome".into(),
-            plain,
-            gzip,
-            manifest_count: None,
-            file_error: None,
-        });
-    }
-    if cfg.faults.deleted {
-        let bundle = json!({
-            "resourceType": "Bundle", "type": "transaction",
-            "entry": [
-                {"request": {"method": "DELETE", "url": "Patient/deleted-1"}},
-                {"request": {"method": "DELETE", "url": "Patient/deleted-2"}}
-            ]
-        });
-        let (plain, gzip) = encode(shared, &[bundle.to_string()]);
-        files.push(FileSpec {
-            kind: Kind::Deleted,
-            rtype: "Bundle".into(),
-            plain,
-            gzip,
-            manifest_count: None,
-            file_error: None,
-        });
-    }
-    Ok(files)
-}
-
+/// The `Retry-After` text of a 429, in the form the fault asks for.
 fn retry_after_value(r: &RetryAfter) -> String {
     let now = SystemTime::now();
     match r {
@@ -529,6 +414,7 @@ fn retry_after_value(r: &RetryAfter) -> String {
     }
 }
 
+/// A 429 with a `Retry-After`.
 fn too_many(r: &RetryAfter) -> Response {
     let mut resp = fhir_error(
         StatusCode::TOO_MANY_REQUESTS,
@@ -542,8 +428,10 @@ fn too_many(r: &RetryAfter) -> Response {
     resp
 }
 
+/// `GET /jobs/{id}` (`?page=N` for later manifest pages): 202 with `X-Progress` until the
+/// job is ready, then the manifest; the poll faults (429s, transient and fatal errors) first.
 async fn status(
-    State(shared): S,
+    State(shared): AppState,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -622,6 +510,7 @@ async fn status(
     ([("content-type", "application/json")], manifest.to_string()).into_response()
 }
 
+/// Manifest page `page` of a job; `generation` makes its file URLs differ from earlier ones.
 fn manifest(shared: &Shared, id: &str, job: &Job, page: usize, generation: u32) -> Value {
     let faults = &shared.config.faults;
     let per_page = shared.config.page_size.unwrap_or(usize::MAX).max(1);
@@ -676,7 +565,12 @@ fn manifest(shared: &Shared, id: &str, job: &Job, page: usize, generation: u32) 
     m
 }
 
-async fn delete_job(State(shared): S, Path(id): Path<String>, headers: HeaderMap) -> Response {
+/// `DELETE /jobs/{id}`: 202, then 404 for the job and its files.
+async fn delete_job(
+    State(shared): AppState,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = auth::check_bearer(&shared, &headers) {
         return r;
     }
@@ -695,176 +589,4 @@ async fn delete_job(State(shared): S, Path(id): Path<String>, headers: HeaderMap
             "no such export",
         ),
     }
-}
-
-#[allow(clippy::too_many_lines)]
-async fn download(
-    State(shared): S,
-    Path((job_id, idx)): Path<(String, usize)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let faults = &shared.config.faults;
-    let host = headers
-        .get("host")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let on_other_host = shared.other_origin.ends_with(host);
-    if !on_other_host && faults.redirect_to_other_host {
-        let q = query
-            .as_deref()
-            .map_or_else(String::new, |q| format!("?{q}"));
-        let to = format!("{}/files/{job_id}/{idx}{q}", shared.other_origin);
-        return (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response();
-    }
-    // The object store behind a redirect uses signed URLs, not the FHIR server's tokens.
-    let needs_token = !on_other_host && shared.config.requires_access_token;
-    if needs_token && let Err(r) = auth::check_bearer(&shared, &headers) {
-        return r;
-    }
-    let generation: u32 = query
-        .as_deref()
-        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "g"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let range_start: Option<usize> = headers
-        .get("range")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes="))
-        .and_then(|v| v.strip_suffix('-'))
-        .and_then(|v| v.parse().ok());
-    let accepts_gzip = headers
-        .get("accept-encoding")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
-    let (body, gzipped, drop_half) = {
-        let mut st = shared.lock();
-        let Some(job) = st.jobs.get(&job_id) else {
-            return fhir_error(StatusCode::NOT_FOUND, "error", "not-found", "no such file");
-        };
-        if job.deleted {
-            return fhir_error(
-                StatusCode::NOT_FOUND,
-                "error",
-                "not-found",
-                "export was deleted",
-            );
-        }
-        let Some(file) = job.files.get(idx) else {
-            return fhir_error(StatusCode::NOT_FOUND, "error", "not-found", "no such file");
-        };
-        if faults.expire_links_once && generation == 0 {
-            return fhir_error(
-                StatusCode::GONE,
-                "error",
-                "expired",
-                "this link has expired",
-            );
-        }
-        if let Some(message) = &file.file_error {
-            // SMART's fileError: a 200 whose body is an OperationOutcome, not the resources.
-            let text = outcome("error", "processing", message) + "\n";
-            return (
-                StatusCode::OK,
-                [("content-type", "application/fhir+ndjson")],
-                text,
-            )
-                .into_response();
-        }
-        let (body, gzipped) = match (shared.config.gzip, &file.gzip) {
-            (Gzip::WithHeader | Gzip::Silent, Some(gz)) => (gz.clone(), true),
-            (Gzip::Negotiated, Some(gz)) if accepts_gzip => (gz.clone(), true),
-            _ => (file.plain.clone(), false),
-        };
-        let a = st.attempts.entry((job_id.clone(), idx)).or_default();
-        a.requests += 1;
-        if a.requests == 1
-            && let Some(r) = &faults.rate_limit_downloads
-        {
-            return too_many(r);
-        }
-        let drop_half = faults.drop_mid_file && range_start.is_none() && !a.dropped;
-        if drop_half {
-            a.dropped = true;
-        }
-        (body, gzipped, drop_half)
-    };
-    let total = body.len();
-    let start = range_start.unwrap_or(0).min(total);
-    let status = if range_start.is_some() {
-        StatusCode::PARTIAL_CONTENT
-    } else {
-        StatusCode::OK
-    };
-    let cut = if drop_half { total / 2 } else { total };
-    let slow = faults.slow_chunks;
-    let per_line = shared.config.chunk_per_line && !gzipped;
-    let chunks: Vec<Bytes> = if per_line {
-        let part = body.slice(start..cut);
-        let mut out = Vec::new();
-        let mut from = 0;
-        while from < part.len() {
-            let end = part[from..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(part.len(), |i| from + i + 1);
-            out.push(part.slice(from..end));
-            from = end;
-        }
-        out
-    } else {
-        let size = if slow.is_some() { 1024 } else { 64 * 1024 };
-        (start..cut)
-            .step_by(size)
-            .map(|a| body.slice(a..(a + size).min(cut)))
-            .collect()
-    };
-    let stream = futures_util::stream::unfold(
-        (chunks.into_iter(), drop_half, false),
-        move |(mut it, drop_half, done)| async move {
-            if done {
-                return None;
-            }
-            if let Some(c) = it.next() {
-                if let Some(d) = slow {
-                    tokio::time::sleep(d).await;
-                }
-                Some((Ok::<Bytes, std::io::Error>(c), (it, drop_half, false)))
-            } else if drop_half {
-                // Let hyper flush what was sent, so the client really holds half a file.
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                // An error mid-body makes hyper abort the connection: the client sees a
-                // truncated response, as with a proxy timeout.
-                Some((
-                    Err(std::io::Error::other("simulated dropped connection")),
-                    (it, drop_half, true),
-                ))
-            } else {
-                None
-            }
-        },
-    );
-    let mut resp = Response::new(Body::from_stream(stream));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        "content-type",
-        HeaderValue::from_static("application/fhir+ndjson"),
-    );
-    h.insert("accept-ranges", HeaderValue::from_static("bytes"));
-    if !per_line {
-        h.insert("content-length", HeaderValue::from(total - start));
-    }
-    if range_start.is_some()
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "bytes {start}-{}/{total}",
-            total.saturating_sub(1)
-        ))
-    {
-        h.insert("content-range", v);
-    }
-    if gzipped && shared.config.gzip != Gzip::Silent {
-        h.insert("content-encoding", HeaderValue::from_static("gzip"));
-    }
-    resp
 }

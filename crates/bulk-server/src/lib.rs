@@ -104,6 +104,9 @@ pub struct Faults {
     pub drop_mid_file: bool,
     /// Sleep this long between 1 KiB chunks of every download.
     pub slow_chunks: Option<Duration>,
+    /// Hold every file body until this many are being sent at once (once; 0: off), so a test
+    /// proves parallel downloads by [`TestServer::most_downloads_at_once`], not by the clock.
+    pub downloads_together: usize,
     /// `Content-Location` is a relative reference.
     pub relative_content_location: bool,
     /// File URLs answer 307 to the other listener (`localhost` instead of `127.0.0.1`).
@@ -255,6 +258,7 @@ pub(crate) struct Shared {
     pub(crate) other_origin: String,
     pub(crate) state: Mutex<State>,
     pub(crate) search: search::SearchState,
+    pub(crate) bodies: export::OpenBodies,
 }
 
 impl Shared {
@@ -306,6 +310,7 @@ impl TestServer {
             other_origin: format!("http://localhost:{other_port}"),
             state: Mutex::new(State::default()),
             search: search::SearchState::default(),
+            bodies: export::OpenBodies::default(),
         });
         let router = export::router(Arc::clone(&shared));
         let r2 = router.clone();
@@ -362,6 +367,12 @@ impl TestServer {
             .search
             .requests
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The most file bodies that were being sent at once.
+    #[must_use]
+    pub fn most_downloads_at_once(&self) -> usize {
+        self.shared.bodies.most()
     }
 
     /// Number of token requests answered (including failures).

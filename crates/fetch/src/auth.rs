@@ -3,7 +3,11 @@
 //! credential kinds (client secret, fixed bearer token, none) share the same [`Credentials`].
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// tokio's clock: the real one, except in tests with paused time, where token lifetimes then
+// pass with the virtual time the waits take.
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -14,8 +18,8 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::http::Http;
-use crate::poll::Timing;
 use crate::redact::{RedactedUrl, Secret, register_secret, scrub};
+use crate::retry::{Retries, Timing};
 
 /// A private key that signs client assertions.
 pub struct SigningKey {
@@ -535,7 +539,7 @@ impl Authenticator {
 
     async fn request_token(&self) -> Result<(Secret, Duration)> {
         let token_url = self.token_url().await?;
-        let mut attempt = 0;
+        let mut retries = Retries::new(&self.timing);
         loop {
             let mut form: Vec<(&str, String)> = vec![
                 ("grant_type", "client_credentials".into()),
@@ -599,24 +603,23 @@ impl Authenticator {
                 .await;
             let resp = match sent {
                 Ok((_, r)) => r,
-                Err(e) if attempt < self.timing.retries => {
+                Err(e) => {
+                    let Some(wait) = retries.next(None) else {
+                        return Err(e);
+                    };
                     tracing::warn!("token request failed ({e}); retrying");
-                    tokio::time::sleep(self.timing.backoff(attempt)).await;
-                    attempt += 1;
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
-                Err(e) => return Err(e),
             };
             let status = resp.status();
             let headers = resp.headers().clone();
             let text = resp.text().await.map_err(|e| Error::http(&token_url, e))?;
             if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
-                && attempt < self.timing.retries
+                && let Some(wait) = retries.next(Some(&headers))
             {
-                let wait = self.timing.wait_for(&headers, attempt);
                 tracing::warn!("token endpoint answered {status}; retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
-                attempt += 1;
                 continue;
             }
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

@@ -20,14 +20,17 @@ use reqwest::StatusCode;
 use serde_json::json;
 use url::Url;
 
+use crate::ctx::Ctx;
 use crate::durable;
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::http::{READ_TIMEOUT, headers_json, outcome_text};
 use crate::job::{FileState, part_path};
 use crate::manifest::ItemType;
 use crate::poll::body_json;
 use crate::redact::RedactedUrl;
-use crate::{Ctx, Event};
+use crate::redact::Secret;
+use crate::retry::{Retries, send_with_token};
 
 /// Bytes collected before one `writev` to `.part`.
 const WRITE_BUF: usize = 1 << 20;
@@ -189,54 +192,46 @@ async fn transfer(
         out.truncate()?;
         check.reset();
     }
-    let mut failures = 0u32;
-    let mut renewals = 0u32;
+    let mut retries = Retries::new(&ctx.opts.timing);
     loop {
         let have = out.len;
-        let token = if file.requires_token {
-            ctx.auth.token().await?
-        } else {
-            None
-        };
-        let sent = ctx
-            .http
-            .send_download(url, token.as_ref(), |r| {
-                // HAPI answers Binary URLs with XML unless asked for NDJSON.
-                let r = r.header("accept", "application/fhir+ndjson");
-                if have > 0 {
-                    // `.part` holds decoded bytes: continue at that offset of the identity
-                    // representation (an offset into a gzip stream cannot be decoded).
-                    r.header("range", format!("bytes={have}-"))
-                        .header("accept-encoding", "identity")
-                } else {
-                    r
-                }
-            })
-            .await;
+        // The token goes only where the manifest says it is required; a 401 then means it
+        // expired mid-export, and the request is sent again with a new one.
+        let sent = send_with_token(
+            &ctx.auth,
+            file.requires_token,
+            &mut retries,
+            |token: Option<Secret>| async move {
+                ctx.http
+                    .send_download(url, token.as_ref(), |r| {
+                        // HAPI answers Binary URLs with XML unless asked for NDJSON.
+                        let r = r.header("accept", "application/fhir+ndjson");
+                        if have > 0 {
+                            // `.part` holds decoded bytes: continue at that offset of the identity
+                            // representation (an offset into a gzip stream cannot be decoded).
+                            r.header("range", format!("bytes={have}-"))
+                                .header("accept-encoding", "identity")
+                        } else {
+                            r
+                        }
+                    })
+                    .await
+            },
+        )
+        .await?;
         let resp = match sent {
-            Ok((_, r)) => r,
+            Ok(r) => r,
             Err(e) => {
-                if failures >= ctx.opts.timing.retries {
+                let Some(wait) = retries.next(None) else {
                     return Err(Attempt::Other(e));
-                }
-                let wait = ctx.opts.timing.backoff(failures);
-                failures += 1;
-                retrying(ctx, file, shown, None, None, &e.to_string(), wait, failures);
+                };
+                let attempt = retries.failures();
+                retrying(ctx, file, shown, None, None, &e.to_string(), wait, attempt);
                 tokio::time::sleep(wait).await;
                 continue;
             }
         };
         let status = resp.status();
-        if status == StatusCode::UNAUTHORIZED
-            && file.requires_token
-            && ctx
-                .auth
-                .renew_after_401(token.as_ref(), &mut renewals)
-                .await
-        {
-            // The token expired mid-export: retry with a new one.
-            continue;
-        }
         let headers = resp.headers().clone();
         match status {
             StatusCode::OK => {
@@ -284,10 +279,8 @@ async fn transfer(
                     ctx.throttle();
                 }
                 let retryable = s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error();
-                if retryable && failures < ctx.opts.timing.retries {
-                    // Retry-After on 429/503 is honoured (clamped to the configured range).
-                    let wait = ctx.opts.timing.wait_for(&headers, failures);
-                    failures += 1;
+                // Retry-After on 429/503 is honoured (clamped to the configured range).
+                if retryable && let Some(wait) = retries.next(Some(&headers)) {
                     let retry_after = headers
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok());
@@ -299,7 +292,7 @@ async fn transfer(
                         retry_after,
                         &format!("HTTP {s}"),
                         wait,
-                        failures,
+                        retries.failures(),
                     );
                     tokio::time::sleep(wait).await;
                     continue;
@@ -377,12 +370,11 @@ async fn transfer(
                     check.reset();
                 }
                 // A dropped connection: keep the bytes and continue with a Range request.
-                if failures >= ctx.opts.timing.retries {
+                let Some(wait) = retries.next(None) else {
                     return Err(Attempt::Other(e));
-                }
-                let wait = ctx.opts.timing.backoff(failures);
-                failures += 1;
-                retrying(ctx, file, shown, None, None, &e.to_string(), wait, failures);
+                };
+                let attempt = retries.failures();
+                retrying(ctx, file, shown, None, None, &e.to_string(), wait, attempt);
                 tokio::time::sleep(wait).await;
             }
         }

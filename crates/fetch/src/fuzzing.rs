@@ -6,7 +6,8 @@ use std::path::Path;
 
 use url::Url;
 
-use crate::{Issue, ItemType};
+use crate::manifest::ItemType;
+use crate::summary::Issue;
 
 /// One file of a manifest, as the manifest reader kept it.
 #[derive(Debug, Clone)]
@@ -69,5 +70,5 @@ pub fn is_transient(body: &str) -> bool {
 
 /// The issues of an export's error file `rel` under `dir`.
 pub fn read_issues(dir: &Path, rel: &str) -> Vec<Issue> {
-    crate::read_issues(dir, rel)
+    crate::summary::read_issues(dir, rel)
 }

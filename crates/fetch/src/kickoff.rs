@@ -5,11 +5,14 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::Ctx;
+use crate::ctx::Ctx;
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::http::{headers_json, outcome_text};
 use crate::poll::body_json;
 use crate::redact::RedactedUrl;
+use crate::redact::Secret;
+use crate::retry::{Retries, send_with_token};
 
 /// Export level.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +88,37 @@ impl Default for KickoffParams {
             lenient: false,
             allow_partial_manifests: false,
         }
+    }
+}
+
+impl KickoffParams {
+    with! {
+        /// Export level.
+        with_level: level: Level;
+        /// `_type`.
+        with_types: types: Vec<String>;
+        /// `_since`.
+        with_since: since: Option<String>;
+        /// `_until` (STU3).
+        with_until: until: Option<String>;
+        /// `_elements`.
+        with_elements: elements: Vec<String>;
+        /// `_typeFilter`, one per filter.
+        with_type_filters: type_filters: Vec<String>;
+        /// `patient` references (forces POST).
+        with_patients: patients: Vec<String>;
+        /// `includeAssociatedData`.
+        with_include_associated_data: include_associated_data: Vec<String>;
+        /// `_outputFormat`.
+        with_output_format: output_format: String;
+        /// Any other parameters.
+        with_extra: extra: Vec<(String, String)>;
+        /// Parameter style.
+        with_style: style: ParamStyle;
+        /// `Prefer: handling=lenient`.
+        with_lenient: lenient: bool;
+        /// `allowPartialManifests=true` (STU3).
+        with_allow_partial_manifests: allow_partial_manifests: bool;
     }
 }
 
@@ -196,42 +230,37 @@ pub(crate) async fn kickoff(ctx: &Ctx, base: &Url) -> Result<Url> {
     let cap = crate::auth::get_json(&ctx.http, &crate::auth::join(base, "metadata"))
         .await
         .unwrap_or(Value::Null);
-    let mut renewals = 0u32;
-    let mut attempt = 0;
+    let mut retries = Retries::new(&ctx.opts.timing);
     loop {
-        let token = ctx.auth.token().await?;
         let method = if post { Method::POST } else { Method::GET };
-        let (_, resp) = ctx
-            .http
-            .send(method, &url, token.as_ref(), |r| {
-                let r = r
-                    .header("accept", "application/fhir+json")
-                    .header("prefer", prefer);
-                match &body {
-                    Some(b) => r
-                        .header("content-type", "application/fhir+json")
-                        .body(b.clone()),
-                    None => r,
-                }
-            })
-            .await?;
+        let (method, target, body) = (&method, &url, &body);
+        let resp = send_with_token(
+            &ctx.auth,
+            true,
+            &mut retries,
+            |token: Option<Secret>| async move {
+                ctx.http
+                    .send(method.clone(), target, token.as_ref(), |r| {
+                        let r = r
+                            .header("accept", "application/fhir+json")
+                            .header("prefer", prefer);
+                        match body {
+                            Some(b) => r
+                                .header("content-type", "application/fhir+json")
+                                .body(b.clone()),
+                            None => r,
+                        }
+                    })
+                    .await
+            },
+        )
+        .await??;
         let status = resp.status();
         let headers = resp.headers().clone();
-        if status == StatusCode::UNAUTHORIZED
-            && ctx
-                .auth
-                .renew_after_401(token.as_ref(), &mut renewals)
-                .await
-        {
-            continue;
-        }
-        if (status == StatusCode::SERVICE_UNAVAILABLE
-            || (status == StatusCode::TOO_MANY_REQUESTS && headers.contains_key("retry-after")))
-            && attempt < ctx.opts.timing.retries
-        {
-            let wait = ctx.opts.timing.wait_for(&headers, attempt);
-            attempt += 1;
-            ctx.observe(crate::Event::Retrying {
+        let busy = status == StatusCode::SERVICE_UNAVAILABLE
+            || (status == StatusCode::TOO_MANY_REQUESTS && headers.contains_key("retry-after"));
+        if busy && let Some(wait) = retries.next(Some(&headers)) {
+            ctx.observe(Event::Retrying {
                 what: format!("kick-off: HTTP {status}"),
                 wait,
             });

@@ -51,7 +51,7 @@ impl EventLog {
             .clone();
         let line = json!({
             "exportId": export_id,
-            "timestamp": crate::now_instant_ms(),
+            "timestamp": crate::clock::now_instant_ms(),
             "eventId": event_id,
             "eventDetail": detail,
         });

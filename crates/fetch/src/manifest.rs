@@ -1,8 +1,12 @@
 //! The completion manifest, read leniently: every field optional, `error` and STU4 `outcome`
-//! merged, a missing `requiresAccessToken` meaning true, `link[relation=next]` paging.
+//! merged, a missing `requiresAccessToken` meaning true, `link[relation=next]` paging; and
+//! `manifest.json`, the pages of a paged manifest merged into one.
 
 use serde_json::Value;
 use url::Url;
+
+use crate::durable;
+use crate::error::{Error, Result};
 
 /// Which list of the manifest an entry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -95,6 +99,46 @@ impl Manifest {
             next,
         })
     }
+}
+
+/// Adds a manifest page to the merged manifest: the first page as received (without its
+/// `link`), then each later page's `output`, `deleted` and `error` entries appended, so
+/// `manifest.json` lists every file of a paged export.
+pub(crate) fn merge_manifest_page(
+    merged: &mut Option<serde_json::Value>,
+    page: &serde_json::Value,
+) {
+    match merged {
+        None => {
+            let mut first = page.clone();
+            if let Some(o) = first.as_object_mut() {
+                o.remove("link");
+            }
+            *merged = Some(first);
+        }
+        Some(all) => {
+            let Some(all) = all.as_object_mut() else {
+                return;
+            };
+            for key in ["output", "deleted", "error"] {
+                let Some(more) = page.get(key).and_then(|v| v.as_array()) else {
+                    continue;
+                };
+                let list = all
+                    .entry(key)
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let Some(list) = list.as_array_mut() {
+                    list.extend(more.iter().cloned());
+                }
+            }
+        }
+    }
+}
+
+/// Writes `DIR/manifest.json` atomically and durably.
+pub(crate) fn write_manifest(dir: &std::path::Path, manifest: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Job(e.to_string()))?;
+    durable::write_atomic(&dir.join("manifest.json"), &text, true)
 }
 
 #[cfg(test)]

@@ -90,14 +90,10 @@ pub(crate) enum DuplicatesArg {
     First,
 }
 
-/// Flags that decide how lines are read and flattened.
+/// Flags that decide how resources become columns: shared by `convert`, `schema`, `bench`,
+/// `views` (through [`FlattenArgs`]) and `export`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct FlattenArgs {
-    /// NDJSON files, Bundle files or directories (`*.ndjson`, `*.ndjson.gz`, `*.jsonl`, and
-    /// `*.json` / `*.json.gz` that hold a Bundle; `error/` and `deleted/` are not read).
-    #[arg(required = true, value_name = "INPUT")]
-    pub(crate) inputs: Vec<PathBuf>,
-
+pub(crate) struct ColumnArgs {
     /// Separator between path parts in column names.
     #[arg(long, default_value = "_", value_name = "SEP")]
     pub(crate) sep: String,
@@ -105,15 +101,6 @@ pub(crate) struct FlattenArgs {
     /// Root keys to leave out, e.g. `text` (the XHTML narrative).
     #[arg(long, value_delimiter = ',', value_name = "KEY,...")]
     pub(crate) exclude: Vec<String>,
-
-    /// Only these resource types, comma-separated.
-    #[arg(
-        long,
-        visible_alias = "type",
-        value_delimiter = ',',
-        value_name = "TYPE,..."
-    )]
-    pub(crate) types: Vec<String>,
 
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
@@ -126,6 +113,52 @@ pub(crate) struct FlattenArgs {
     /// How to store FHIR dates and instants (see docs/columns.md, "Dates").
     #[arg(long, value_enum, default_value = "text", value_name = "MODE")]
     pub(crate) dates: DatesArg,
+
+    /// Refuse a resource type whose schema is wider than this.
+    #[arg(long, default_value_t = flatfhir_core::DEFAULT_MAX_COLUMNS, value_name = "N")]
+    pub(crate) max_columns: usize,
+}
+
+impl ColumnArgs {
+    /// The conversion options these flags set; the rest are defaults.
+    pub(crate) fn convert_options(&self) -> ConvertOptions {
+        ConvertOptions {
+            sep: self.sep.clone(),
+            exclude: self.exclude.clone(),
+            decimals: match self.decimals {
+                DecimalsArg::Float => Decimals::Float,
+                DecimalsArg::Exact => Decimals::Exact,
+            },
+            dates: match self.dates {
+                DatesArg::Text => Dates::Text,
+                DatesArg::Typed => Dates::Typed,
+            },
+            threads: self.threads.unwrap_or(0),
+            max_columns: self.max_columns,
+            ..ConvertOptions::default()
+        }
+    }
+}
+
+/// Flags that decide how lines are read and flattened.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FlattenArgs {
+    /// NDJSON files, Bundle files or directories (`*.ndjson`, `*.ndjson.gz`, `*.jsonl`, and
+    /// `*.json` / `*.json.gz` that hold a Bundle; `error/` and `deleted/` are not read).
+    #[arg(required = true, value_name = "INPUT")]
+    pub(crate) inputs: Vec<PathBuf>,
+
+    /// Only these resource types, comma-separated.
+    #[arg(
+        long,
+        visible_alias = "type",
+        value_delimiter = ',',
+        value_name = "TYPE,..."
+    )]
+    pub(crate) types: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) columns: ColumnArgs,
 
     /// What to do with a bad line.
     #[arg(long, value_enum, default_value = "fail", value_name = "MODE")]
@@ -149,10 +182,6 @@ pub(crate) struct FlattenArgs {
     #[arg(long, value_enum, default_value = "keep", value_name = "MODE")]
     pub(crate) bundle_duplicates: DuplicatesArg,
 
-    /// Refuse a resource type whose schema is wider than this.
-    #[arg(long, default_value_t = flatfhir_core::DEFAULT_MAX_COLUMNS, value_name = "N")]
-    pub(crate) max_columns: usize,
-
     /// No progress bar and no per-type lines on stderr.
     #[arg(long, short)]
     pub(crate) quiet: bool,
@@ -172,24 +201,12 @@ impl FlattenArgs {
 
     pub(crate) fn convert_options(&self) -> ConvertOptions {
         ConvertOptions {
-            sep: self.sep.clone(),
-            exclude: self.exclude.clone(),
-            decimals: match self.decimals {
-                DecimalsArg::Float => Decimals::Float,
-                DecimalsArg::Exact => Decimals::Exact,
-            },
-            dates: match self.dates {
-                DatesArg::Text => Dates::Text,
-                DatesArg::Typed => Dates::Typed,
-            },
             on_error: match self.on_error {
                 OnErrorArg::Fail => OnError::Fail,
                 OnErrorArg::Skip => OnError::Skip,
             },
-            threads: self.threads.unwrap_or(0),
-            max_columns: self.max_columns,
             read: self.read_options(),
-            ..ConvertOptions::default()
+            ..self.columns.convert_options()
         }
     }
 
@@ -203,7 +220,7 @@ impl FlattenArgs {
     /// [`plan`](Self::plan), keeping resources unpacked from Bundles in `temp_dir` (when it
     /// exists; else the system's temporary directory).
     pub(crate) fn plan_in(&self, temp_dir: Option<&std::path::Path>) -> anyhow::Result<Plan> {
-        if self.sep.is_empty() {
+        if self.columns.sep.is_empty() {
             return Err(usage("--sep must not be empty"));
         }
         let bundles = BundleOptions {

@@ -10,12 +10,10 @@ use std::sync::{Arc, Mutex, mpsc};
 use anyhow::Context as _;
 use flatfhir_bulk_server::demo::{self, DemoKey};
 use flatfhir_bulk_server::{Config, RegisteredClient, TestServer};
-use flatfhir_core::{
-    ConvertOptions, Decimals, InputFile, NoProgress, TypeGroup, TypeReport, convert_group,
-};
+use flatfhir_core::{ConvertOptions, InputFile, NoProgress, TypeGroup, TypeReport, convert_group};
 use flatfhir_fetch::{Connection, Credentials, Event, SigningKey};
 
-use super::common::{DecimalsArg, OutputArgs};
+use super::common::{ColumnArgs, OutputArgs};
 use super::fetch::{ConnArgs, Display, ExportArgs, report};
 
 /// Arguments of `flatfhir export`.
@@ -50,18 +48,8 @@ pub(crate) struct Args {
     tables: Option<PathBuf>,
     #[command(flatten)]
     output: OutputArgs,
-    /// Separator between path parts in column names
-    #[arg(long, default_value = "_", value_name = "SEP")]
-    sep: String,
-    /// Root keys to leave out, e.g. `text`
-    #[arg(long, value_delimiter = ',', value_name = "KEY,...")]
-    exclude: Vec<String>,
-    /// How to store numbers that have a fraction
-    #[arg(long, value_enum, default_value = "float", value_name = "MODE")]
-    decimals: DecimalsArg,
-    /// Worker threads for flattening (default: one per core)
-    #[arg(long, value_name = "N", value_parser = super::common::at_least_one)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    columns: ColumnArgs,
     /// Replace the tables of an earlier run in the tables directory (as `convert --overwrite`)
     #[arg(long)]
     overwrite: bool,
@@ -354,15 +342,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
     let mut convert_opts = ConvertOptions {
         out_dir: tables,
-        sep: args.sep.clone(),
-        exclude: args.exclude.clone(),
-        decimals: match args.decimals {
-            DecimalsArg::Float => Decimals::Float,
-            DecimalsArg::Exact => Decimals::Exact,
-        },
-        threads: args.threads.unwrap_or(0),
         write: flatten_write.clone().unwrap_or_default(),
-        ..ConvertOptions::default()
+        ..args.columns.convert_options()
     };
     args.output.apply_spill(&mut convert_opts);
     let convert_opts_dir = convert_opts.out_dir.clone();

@@ -173,7 +173,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let inputs = &args.flatten.inputs;
     let read = args.flatten.read_options();
     let run = || run_views_with(inputs, &views, &args.out, format, &write, &read);
-    let report = match args.flatten.threads {
+    let report = match args.flatten.columns.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
             .build()?

@@ -333,6 +333,51 @@ fn demo_exports_and_converts_every_type() {
     assert_eq!(patients.lines().count(), 5);
 }
 
+/// `export` takes convert's column flags (one shared clap struct), and they reach the
+/// conversion: `--dates typed`, `--sep` and `--max-columns` (`--dates` and `--max-columns`
+/// were convert's only).
+#[test]
+fn export_takes_converts_column_flags() {
+    let out = tempfile::tempdir().unwrap();
+    let assert = Command::cargo_bin("flatfhir")
+        .unwrap()
+        .args(["export", "--demo", "--patients", "5", "--json", "--quiet"])
+        .args(["--type", "Patient", "--dates", "typed", "--sep", "."])
+        .arg("--out")
+        .arg(out.path())
+        .assert()
+        .success();
+    let summary: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    let dates = summary["tables"][0]["dates"].as_array().unwrap();
+    assert!(
+        dates
+            .iter()
+            .any(|d| d["column"] == "birthDate" && d["type"] == "date32"),
+        "{dates:?}"
+    );
+    let file = std::fs::File::open(out.path().join("tables/Patient.parquet")).unwrap();
+    let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .schema()
+        .clone();
+    let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+    assert!(names.iter().any(|n| n.starts_with("name.0.")), "{names:?}");
+
+    let out = tempfile::tempdir().unwrap();
+    let assert = Command::cargo_bin("flatfhir")
+        .unwrap()
+        .args(["export", "--demo", "--patients", "5", "--quiet", "--json"])
+        .args(["--type", "Patient", "--max-columns", "3"])
+        .arg("--out")
+        .arg(out.path())
+        .assert()
+        .code(1);
+    let summary: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    let failed = summary["failed_conversions"].to_string();
+    assert!(failed.contains("max-columns"), "{failed}");
+    assert!(!out.path().join("tables/Patient.parquet").exists());
+}
+
 #[test]
 fn export_help_builds() {
     // clap's debug assertions (unique argument ids, etc.) run when the command is built.

@@ -6,6 +6,8 @@ use assert_cmd::Command;
 use flatfhir_bulk_server::{Config, RegisteredClient, TestServer};
 use predicates::prelude::*;
 
+use crate::support::Created;
+
 fn keys() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fetch/tests/it/keys")
 }
@@ -225,11 +227,14 @@ fn help_names_the_secret_environment_variables() {
 
 #[test]
 fn ctrl_c_leaves_a_resumable_directory() {
+    // The server holds every file body until two are open at once; with `--parallel 1`
+    // that never happens, so the first file is still downloading when the interrupt comes.
     let env = start(|c| {
         c.lines_per_file = 1;
-        c.faults.slow_chunks = Some(std::time::Duration::from_millis(300));
+        c.faults.downloads_together = 2;
     });
     let out = tempfile::tempdir().unwrap();
+    let created = Created::watch(out.path());
     let bin = assert_cmd::cargo::cargo_bin("flatfhir");
     let mut child = std::process::Command::new(&bin)
         .args([
@@ -257,20 +262,10 @@ fn ctrl_c_leaves_a_resumable_directory() {
         .env_remove("FLATFHIR_PRIVATE_KEY")
         .spawn()
         .unwrap();
-    // Wait (bounded) until downloads have started, then interrupt.
-    let started = std::time::Instant::now();
-    while !env
-        .server()
-        .requests()
-        .iter()
-        .any(|r| r.path.starts_with("/files/"))
-    {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "downloads never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // Wait until the first download has begun (its `.part` file appears: an event, not a
+    // time).
+    let seen = created.wait_for(1, &mut child, |n| n.ends_with(".part"));
+    assert!(seen[0].ends_with(".part"), "{seen:?}");
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -286,7 +281,10 @@ fn ctrl_c_leaves_a_resumable_directory() {
             n.ends_with(".ndjson") && n != "log.ndjson"
         })
         .count();
-    assert!(finished < 7, "the interrupt came too late to test anything");
+    assert_eq!(
+        finished, 0,
+        "a file was finished although its body was held"
+    );
     // The log says the run was interrupted (and not that it completed).
     let log = std::fs::read_to_string(out.path().join("log.ndjson")).unwrap();
     let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();

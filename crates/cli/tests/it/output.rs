@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use predicates::prelude::PredicateBooleanExt as _;
 use predicates::str::contains;
 
-use crate::support::{fixture, flatfhir, read_parquet};
+use crate::support::{Created, fixture, flatfhir, read_parquet};
 
 fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("flatfhir")
@@ -262,7 +262,7 @@ fn interrupt_convert(signal: &str, want_code: i32) {
     };
     // Wait for both unfinished `_rejected/` files: an event (inotify), not a time; the child
     // cannot get past them without more input.
-    let seen = created.wait_for(2, &mut child);
+    let seen = created.wait_for(2, &mut child, |n| n.starts_with('.') && n.ends_with(".tmp"));
     assert!(
         seen.iter().all(|n| n.ends_with(".flatfhir.tmp")),
         "{seen:?}"
@@ -288,68 +288,6 @@ fn interrupt_convert(signal: &str, want_code: i32) {
     );
     assert_eq!(temp_files(&rejected), Vec::<String>::new());
     assert_eq!(temp_files(&out), Vec::<String>::new());
-}
-
-/// Files created in a directory, as inotify reports them.
-struct Created {
-    fd: std::os::fd::OwnedFd,
-}
-
-#[allow(unsafe_code)]
-impl Created {
-    fn watch(dir: &Path) -> Self {
-        use std::os::fd::FromRawFd as _;
-        use std::os::unix::ffi::OsStrExt as _;
-        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
-        // SAFETY: plain system calls on a new descriptor and a NUL-terminated path.
-        unsafe {
-            let fd = libc::inotify_init1(libc::IN_CLOEXEC);
-            assert!(fd >= 0, "inotify_init1");
-            let wd = libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_CREATE);
-            assert!(wd >= 0, "inotify_add_watch");
-            Self {
-                fd: std::os::fd::OwnedFd::from_raw_fd(fd),
-            }
-        }
-    }
-
-    /// Blocks until `n` hidden `*.tmp` files were created; panics if `child` ends first.
-    /// (poll's 60 s are a guard against a hang, not a measurement.)
-    fn wait_for(&self, n: usize, child: &mut std::process::Child) -> Vec<String> {
-        use std::os::fd::AsRawFd as _;
-        let mut names = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        while names.len() < n {
-            let mut p = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&raw mut p, 1, 60_000) };
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("convert ended before creating its files: {status}");
-            }
-            assert!(ready > 0, "no file created in 60 s (seen: {names:?})");
-            // SAFETY: reads into a buffer of the given length.
-            let len =
-                unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            assert!(len > 0, "inotify read");
-            let mut at = 0;
-            while at < len as usize {
-                // struct inotify_event: wd i32, mask u32, cookie u32, len u32, name[len].
-                let name_len =
-                    u32::from_ne_bytes(buf[at + 12..at + 16].try_into().unwrap()) as usize;
-                let raw = &buf[at + 16..at + 16 + name_len];
-                let name = String::from_utf8_lossy(raw.split(|&b| b == 0).next().unwrap_or(raw));
-                if name.starts_with('.') && name.ends_with(".tmp") {
-                    names.push(name.into_owned());
-                }
-                at += 16 + name_len;
-            }
-        }
-        names
-    }
 }
 
 #[test]

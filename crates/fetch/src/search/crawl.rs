@@ -283,7 +283,7 @@ pub(crate) fn summarize(
                     .or_default()
                     .push(dir.join(&f.path));
             }
-            Item::Error => issues.extend(crate::read_issues(dir, &f.path)),
+            Item::Error => issues.extend(crate::summary::read_issues(dir, &f.path)),
         }
     }
     SearchSummary {

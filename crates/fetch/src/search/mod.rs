@@ -287,7 +287,7 @@ fn new_job(opts: &SearchOptions, queries: &[Query]) -> SearchJob {
     SearchJob {
         version: 1,
         fhir_url: opts.conn.fhir_url.to_string(),
-        started: crate::now_instant_ms(),
+        started: crate::clock::now_instant_ms(),
         count: opts.count,
         queries: queries
             .iter()

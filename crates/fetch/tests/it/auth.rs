@@ -181,23 +181,30 @@ async fn token_expiring_mid_export_is_renewed_on_401() {
     assert!(server.token_calls() >= 2, "no re-authentication");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Paused time: token lifetimes (client and server) and the poll waits pass in virtual time,
+/// so the test takes no 3 s and its margins cannot be eaten by a loaded machine.
+#[tokio::test(start_paused = true)]
 async fn token_is_refreshed_before_expiry() {
     let data = data_dir();
     let mut cfg = config(data.path());
-    // 2-second tokens are refreshed at 80% of their life (1.6 s); five 600 ms downloads one
-    // after another outlast that, leaving 0.4 s of margin before a stale token would be sent.
+    // 2-second tokens are refreshed at 80% of their life (1.6 s); polls 600 ms apart (the
+    // shortest wait) run past 3 s, so a token kept past its life would be sent stale.
     cfg.token_lifetime = std::time::Duration::from_secs(2);
-    cfg.polls_before_ready = 3;
-    cfg.faults.slow_chunks = Some(std::time::Duration::from_millis(600));
-    cfg.lines_per_file = 1;
+    cfg.polls_before_ready = 6;
     let server = TestServer::start(cfg).await.unwrap();
     let out = tempfile::tempdir().unwrap();
     let mut o = options(&server, out.path());
     o.kickoff.types = vec!["Patient".into()];
-    o.parallel = 1;
+    o.conn.timing.min_wait = std::time::Duration::from_millis(600);
+    o.conn.timing.max_poll_wait = std::time::Duration::from_millis(600);
+    let t = tokio::time::Instant::now();
     let s = run(o).await.unwrap();
-    assert_eq!(s.resources, 5);
+    assert_eq!(s.resources, 5, "{:?}", s.failed);
+    assert!(
+        t.elapsed() >= std::time::Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(server.token_calls() >= 2, "token never refreshed");
     assert_eq!(
         server.requests().iter().filter(|r| r.status == 401).count(),

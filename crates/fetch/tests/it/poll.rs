@@ -1,6 +1,6 @@
 //! Polling: progress, transient errors, failures, odd Retry-After values, paged manifests.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flatfhir_bulk_server::{RetryAfter, TestServer};
 use flatfhir_fetch::Error;
@@ -74,7 +74,10 @@ async fn fatal_status_error_fails_with_its_text() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Retry-After values of hours (as seconds, an epoch second or an HTTP-date) are clamped to
+/// `max_poll_wait` (50 ms here): hours would stall, no wait at all would storm. Paused time:
+/// the test checks the waits the client chose, not how long it took.
+#[tokio::test(start_paused = true)]
 async fn odd_retry_after_values_neither_stall_nor_storm() {
     let data = data_dir();
     for ra in [
@@ -87,18 +90,23 @@ async fn odd_retry_after_values_neither_stall_nor_storm() {
         cfg.faults.rate_limit_downloads = Some(ra.clone());
         let server = TestServer::start(cfg).await.unwrap();
         let out = tempfile::tempdir().unwrap();
-        let t = Instant::now();
-        let s = run(options(&server, out.path()))
+        let events = Events::default();
+        let s = flatfhir_fetch::fetch(options(&server, out.path()), events.observer())
             .await
             .unwrap_or_else(|e| panic!("{ra:?}: {e}"));
-        let took = t.elapsed();
         assert_eq!(s.resources, 15, "{ra:?}");
-        // Clamped to max_poll_wait (50 ms): hours would stall; no wait at all would storm.
-        assert!(took < Duration::from_secs(10), "{ra:?} took {took:?}");
-        assert!(
-            took >= Duration::from_millis(100),
-            "{ra:?} did not wait: {took:?}"
-        );
+        let waits: Vec<Duration> = events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                flatfhir_fetch::Event::Retrying { wait, .. } => Some(*wait),
+                _ => None,
+            })
+            .collect();
+        // One wait per 429 (3 polls, 6 downloads), each the clamped maximum.
+        assert_eq!(waits, vec![Duration::from_millis(50); 3 + 6], "{ra:?}");
         assert_eq!(
             server.requests().iter().filter(|r| r.status == 429).count(),
             3 + 6,
@@ -107,7 +115,8 @@ async fn odd_retry_after_values_neither_stall_nor_storm() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Paused time: the 200 ms of `--max-wait` pass as the poll waits do, in virtual time.
+#[tokio::test(start_paused = true)]
 async fn max_wait_gives_up() {
     let data = data_dir();
     let mut cfg = config(data.path());

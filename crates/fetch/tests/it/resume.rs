@@ -46,7 +46,8 @@ async fn resume_continues_partial_files_with_range() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Paused time: `--max-wait` passes in virtual time.
+#[tokio::test(start_paused = true)]
 async fn resume_while_still_polling() {
     let data = data_dir();
     let mut cfg = config(data.path());
