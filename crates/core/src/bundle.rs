@@ -330,7 +330,10 @@ fn open(path: &Path) -> io::Result<Box<dyn Read + Send>> {
         let gz = crate::remote::is_gzip(path)?;
         let f = crate::remote::open(path, 0)?;
         return Ok(if gz {
-            Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(1 << 16, f)))
+            Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
+                1 << 16,
+                f,
+            )))
         } else {
             f
         });

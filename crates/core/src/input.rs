@@ -239,20 +239,21 @@ fn remote_input(
     match remote::stat(url).map_err(|e| input_err(format!("cannot open: {e}")))? {
         RemoteStat::Object(_) => files.push(url.into()),
         RemoteStat::Prefix => {
-            let objects =
-                remote::list(url).map_err(|e| input_err(format!("cannot list: {e}")))?;
+            let objects = remote::list(url).map_err(|e| input_err(format!("cannot list: {e}")))?;
             for o in objects {
                 let mut parts: Vec<&str> = o.relative.split('/').collect();
                 let name = parts.pop().unwrap_or_default();
-                let hidden_dir = parts.iter().any(|d| {
-                    matches!(*d, "error" | "deleted" | "_rejected") || d.starts_with('.')
-                });
+                let hidden_dir = parts
+                    .iter()
+                    .any(|d| matches!(*d, "error" | "deleted" | "_rejected") || d.starts_with('.'));
                 let path = PathBuf::from(&o.url);
                 if hidden_dir || name.is_empty() {
                     continue;
                 } else if is_ndjson_name(name) {
                     files.push(path);
-                } else if bundle::is_json_name(name) && name != "manifest.json" && !name.starts_with('.')
+                } else if bundle::is_json_name(name)
+                    && name != "manifest.json"
+                    && !name.starts_with('.')
                 {
                     json.push(path);
                 } else {
@@ -307,7 +308,8 @@ fn walk_dir(
 pub fn why_not_ndjson(path: &Path) -> String {
     use std::io::Read as _;
     let mut head = Vec::new();
-    if let Err(e) = crate::remote::open(path, 0).and_then(|f| f.take(64 << 10).read_to_end(&mut head))
+    if let Err(e) =
+        crate::remote::open(path, 0).and_then(|f| f.take(64 << 10).read_to_end(&mut head))
     {
         return format!("cannot read it: {e}");
     }

@@ -93,11 +93,16 @@ pub(crate) fn open(path: &Path, offset: u64) -> io::Result<Box<dyn Read + Send>>
 }
 
 /// The size of a local file or an object.
-pub(crate) fn len(path: &Path) -> io::Result<u64> {
+///
+/// # Errors
+/// It cannot be found or read.
+pub fn len(path: &Path) -> io::Result<u64> {
     match url_of(path) {
         Some(url) => match remote(url)?.stat(url)? {
             RemoteStat::Object(n) => Ok(n),
-            RemoteStat::Prefix => Err(io::Error::other(format!("{url} is a prefix, not an object"))),
+            RemoteStat::Prefix => Err(io::Error::other(format!(
+                "{url} is a prefix, not an object"
+            ))),
         },
         None => std::fs::metadata(path).map(|m| m.len()),
     }
@@ -134,7 +139,10 @@ mod tests {
     #[test]
     fn urls_are_told_from_paths() {
         assert_eq!(url_of(Path::new("s3://b/k")), Some("s3://b/k"));
-        assert_eq!(url_of(Path::new("abfs://c@a.dfs.core.windows.net/x")).is_some(), true);
+        assert_eq!(
+            url_of(Path::new("abfs://c@a.dfs.core.windows.net/x")).is_some(),
+            true
+        );
         assert_eq!(url_of(Path::new("C://x")), None);
         assert_eq!(url_of(Path::new("export/Patient.ndjson")), None);
         assert_eq!(url_of(Path::new("s3://")), None);
