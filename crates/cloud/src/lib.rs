@@ -19,7 +19,9 @@ mod upload;
 
 pub use location::{Location, is_url, local_path};
 pub use read::{ObjectInput, install};
-pub use upload::{Uploaded, abort_uploads, delete, get, list, list_tagged, put, upload_file};
+pub use upload::{
+    Uploaded, abort_uploads, delete, get, list, list_tagged, put, upload_file, upload_reader,
+};
 
 /// Errors of object-storage access; every message names the URL and has secrets removed.
 #[derive(Debug, thiserror::Error)]

@@ -100,20 +100,51 @@ pub fn upload_file(local: &Path, url: &str) -> Result<Uploaded> {
     let loc = Location::parse(url)?;
     let flight = Flight::start(url)?;
     let (local, url2) = (local.to_path_buf(), url.to_string());
-    let r = runtime::run(async move {
-        let r = upload(loc, &local, &url2).await;
+    runtime::run(async move {
+        let name = local.display().to_string();
+        let r = match tokio::fs::File::open(&local).await {
+            Ok(file) => upload(loc, file, &name, &url2, PART_BYTES).await,
+            Err(source) => Err(Error::Local { path: name, source }),
+        };
         drop(flight);
         r
-    });
-    r
+    })
 }
 
-async fn upload(loc: Location, local: &Path, url: &str) -> Result<Uploaded> {
+/// Uploads what `source` yields to `url`, in parts of `part_bytes` (at least 5 MiB for S3),
+/// as [`upload_file`] does; `name` names the source in errors. A read error of the source
+/// aborts the upload.
+///
+/// # Errors
+/// As [`upload_file`].
+pub fn upload_reader<R>(source: R, name: &str, url: &str, part_bytes: usize) -> Result<Uploaded>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let loc = Location::parse(url)?;
+    let flight = Flight::start(url)?;
+    let (name, url2) = (name.to_string(), url.to_string());
+    runtime::run(async move {
+        let r = upload(loc, source, &name, &url2, part_bytes).await;
+        drop(flight);
+        r
+    })
+}
+
+async fn upload<R>(
+    loc: Location,
+    mut file: R,
+    name: &str,
+    url: &str,
+    part_bytes: usize,
+) -> Result<Uploaded>
+where
+    R: tokio::io::AsyncRead + Unpin + Send,
+{
     let local_err = |source| Error::Local {
-        path: local.display().to_string(),
+        path: name.to_string(),
         source,
     };
-    let mut file = tokio::fs::File::open(local).await.map_err(local_err)?;
     let mut upload = loc
         .store
         .put_multipart(&loc.path)
@@ -123,13 +154,13 @@ async fn upload(loc: Location, local: &Path, url: &str) -> Result<Uploaded> {
         let mut size = 0u64;
         let mut pending = FuturesUnordered::new();
         loop {
-            let mut buf = Vec::with_capacity(PART_BYTES);
+            let mut buf = Vec::with_capacity(part_bytes);
             (&mut file)
-                .take(PART_BYTES as u64)
+                .take(part_bytes as u64)
                 .read_to_end(&mut buf)
                 .await
                 .map_err(local_err)?;
-            let last = buf.len() < PART_BYTES;
+            let last = buf.len() < part_bytes;
             if !buf.is_empty() || size == 0 {
                 size += buf.len() as u64;
                 pending.push(upload.put_part(PutPayload::from(buf)));

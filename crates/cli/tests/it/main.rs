@@ -4,6 +4,7 @@ mod support;
 
 mod bench;
 mod bundles;
+mod cloud;
 mod convert;
 mod convert_view;
 mod dates;

@@ -23,9 +23,10 @@ pub(crate) fn fixture(rel: &str) -> PathBuf {
     root().join("fixtures").join(rel)
 }
 
-/// `../shared`, or `None` (with a printed reason) when it is absent.
+/// `../shared` (or `$FLATFHIR_SHARED`), or `None` (with a printed reason) when it is absent.
 pub(crate) fn shared() -> Option<PathBuf> {
-    let p = root().join("../shared");
+    let p =
+        std::env::var_os("FLATFHIR_SHARED").map_or_else(|| root().join("../shared"), PathBuf::from);
     if p.join("fixtures/bds-r4").is_dir() {
         Some(p.canonicalize().unwrap())
     } else {
