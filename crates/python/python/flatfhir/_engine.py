@@ -26,10 +26,25 @@ DEFAULT_MAX_COLUMNS = 20_000
 DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
 
 
+def _path(p: Union[str, "os.PathLike[str]"]) -> str:
+    """A path or URL as the native module takes it: ``file://`` URLs become local paths;
+    object-store URLs (``s3://``, ``gs://``, ``az://``, ``abfss://``) stay as they are."""
+    text = os.fspath(p)
+    if text.startswith("file://"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        u = urlparse(text)
+        if u.netloc not in ("", "localhost"):
+            raise OptionsError(f"{text}: a file:// URL names a local path (file:///abs/path)")
+        return url2pathname(u.path)
+    return text
+
+
 def _paths(paths: PathArg) -> List[str]:
     if isinstance(paths, (str, os.PathLike)):
-        return [os.fspath(paths)]
-    out = [os.fspath(p) for p in paths]
+        return [_path(paths)]
+    out = [_path(p) for p in paths]
     if not out:
         raise OptionsError("no input paths given")
     return out
