@@ -223,10 +223,11 @@ fn aws_profile(mut b: AmazonS3Builder, root: &str) -> Result<AmazonS3Builder> {
             }
         }
     }
-    if !env_set("AWS_REGION") && !env_set("AWS_DEFAULT_REGION") {
-        if let Some(r) = get(&config, "region") {
-            b = b.with_region(r);
-        }
+    if !env_set("AWS_REGION")
+        && !env_set("AWS_DEFAULT_REGION")
+        && let Some(r) = get(&config, "region")
+    {
+        b = b.with_region(r);
     }
     Ok(b)
 }

@@ -192,13 +192,13 @@ where
         Ok(_) => Err(Error::Interrupted { url: url.into() }),
         Err(e) => Err(e),
     };
-    if outcome.is_err() {
-        if let Err(e) = upload.abort().await {
-            tracing::warn!(
-                "{url}: could not abort the multipart upload ({}); its parts stay invisible until the bucket's lifecycle rule removes them",
-                crate::redact::redact(&e.to_string())
-            );
-        }
+    if outcome.is_err()
+        && let Err(e) = upload.abort().await
+    {
+        tracing::warn!(
+            "{url}: could not abort the multipart upload ({}); its parts stay invisible until the bucket's lifecycle rule removes them",
+            crate::redact::redact(&e.to_string())
+        );
     }
     outcome
 }

@@ -139,10 +139,7 @@ mod tests {
     #[test]
     fn urls_are_told_from_paths() {
         assert_eq!(url_of(Path::new("s3://b/k")), Some("s3://b/k"));
-        assert_eq!(
-            url_of(Path::new("abfs://c@a.dfs.core.windows.net/x")).is_some(),
-            true
-        );
+        assert!(url_of(Path::new("abfs://c@a.dfs.core.windows.net/x")).is_some());
         assert_eq!(url_of(Path::new("C://x")), None);
         assert_eq!(url_of(Path::new("export/Patient.ndjson")), None);
         assert_eq!(url_of(Path::new("s3://")), None);
