@@ -244,6 +244,7 @@ fn remove_unfinished_files_on_signal() {
             // Multipart uploads in flight (an object-store --out): aborted, so no object
             // appears.
             let aborted = flatfhir_cloud::abort_uploads();
+            cmd::remote_out::remove_staging();
             // Resources unpacked from Bundles (temporary, hidden directories).
             flatfhir_core::remove_unpacked();
             let uploads = if aborted > 0 {

@@ -31,6 +31,31 @@ impl tokio::io::AsyncRead for Breaks {
     }
 }
 
+/// Yields `left` bytes, then never anything more (and says so once).
+struct Stalls {
+    left: usize,
+    stalled: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl tokio::io::AsyncRead for Stalls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.left == 0 {
+            if let Some(tx) = self.stalled.take() {
+                let _ = tx.send(());
+            }
+            return Poll::Pending;
+        }
+        let n = self.left.min(buf.remaining()).min(1 << 16);
+        buf.put_slice(&vec![b'y'; n]);
+        self.left -= n;
+        Poll::Ready(Ok(()))
+    }
+}
+
 #[test]
 fn s3_uploads_are_whole_or_absent_and_reads_stream() {
     let Some(moto) = moto::Moto::start("s3_uploads_are_whole_or_absent_and_reads_stream") else {
@@ -103,8 +128,34 @@ fn s3_uploads_are_whole_or_absent_and_reads_stream() {
     assert!(err.contains("s3://no-such-bucket/k"), "{err}");
     assert!(!err.contains(moto::SECRET), "{err}");
 
-    // After an interruption (the binary's SIGINT handler), no upload starts.
-    assert_eq!(flatfhir_cloud::abort_uploads(), 0);
+    // An upload in flight (its first part sent, its source stalled) when the process is
+    // interrupted (the binary's SIGINT handler calls abort_uploads): aborted, no object.
+    let (stalled_tx, stalled_rx) = std::sync::mpsc::channel();
+    let uploading = std::thread::spawn(move || {
+        flatfhir_cloud::upload_reader(
+            Stalls {
+                left: (5 << 20) + 10,
+                stalled: Some(stalled_tx),
+            },
+            "stalled source",
+            "s3://bkt/t/D.parquet",
+            5 << 20,
+        )
+    });
+    stalled_rx.recv().unwrap();
+    assert_eq!(flatfhir_cloud::abort_uploads(), 1);
+    let err = uploading.join().unwrap().unwrap_err();
+    assert!(
+        matches!(err, flatfhir_cloud::Error::Interrupted { .. }),
+        "{err}"
+    );
+    assert!(
+        flatfhir_cloud::get("s3://bkt/t/D.parquet")
+            .unwrap_err()
+            .is_not_found()
+    );
+
+    // After an interruption, no upload starts.
     let err = flatfhir_cloud::upload_file(&local, "s3://bkt/t/C.parquet").unwrap_err();
     assert!(
         matches!(err, flatfhir_cloud::Error::Interrupted { .. }),

@@ -16,6 +16,7 @@
 //!   appears whole or not at all.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::Context as _;
 
@@ -47,6 +48,21 @@ pub(crate) struct RemoteOut {
     existing: Vec<Entry>,
     staging: tempfile::TempDir,
     written: Vec<Entry>,
+}
+
+/// The live staging directory, for [`remove_staging`].
+static STAGING: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Removes the staging directory of a run being interrupted (SIGINT/SIGTERM handler: the
+/// process exits without running destructors).
+pub(crate) fn remove_staging() {
+    let dir = STAGING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 fn is_table(rel: &str) -> bool {
@@ -115,6 +131,9 @@ impl RemoteOut {
                     parent.display()
                 )
             })?;
+        *STAGING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(staging.path().into());
         Ok(Self {
             url,
             previous,
