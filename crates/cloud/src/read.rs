@@ -97,6 +97,24 @@ impl RemoteInput for ObjectInput {
         Ok(found)
     }
 
+    fn read_range(&self, url: &str, start: u64, end: u64) -> io::Result<Vec<u8>> {
+        let loc = Location::parse(url).map_err(io_err)?;
+        let u = url.to_string();
+        runtime::run(async move {
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(start..end)),
+                ..Default::default()
+            };
+            let r = loc.store.get_opts(&loc.path, opts).await;
+            match r {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            }
+            .map(|b| b.to_vec())
+            .map_err(|e| io_err(crate::Error::store(&u, &e)))
+        })
+    }
+
     fn open(&self, url: &str, offset: u64) -> io::Result<Box<dyn Read + Send>> {
         let loc = Location::parse(url).map_err(io_err)?;
         let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);

@@ -113,6 +113,10 @@ fn s3_uploads_are_whole_or_absent_and_reads_stream() {
     );
     let err = input.stat("s3://bkt/nothing-here").unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    assert_eq!(
+        input.read_range("s3://bkt/t/A.parquet", 0, 2).unwrap(),
+        data[..2]
+    );
     let mut tail = Vec::new();
     input
         .open("s3://bkt/t/A.parquet", 12_345_678)

@@ -45,6 +45,15 @@ pub trait RemoteInput: Send + Sync + std::fmt::Debug {
     fn list(&self, url: &str) -> io::Result<Vec<RemoteObject>>;
     /// The object's bytes from `offset` to its end, streamed (ranged GETs).
     fn open(&self, url: &str, offset: u64) -> io::Result<Box<dyn Read + Send>>;
+    /// Bytes `start..end` of the object (fewer at its end): one bounded request, for peeking
+    /// at magic bytes without starting a whole download.
+    fn read_range(&self, url: &str, start: u64, end: u64) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open(url, start)?
+            .take(end.saturating_sub(start))
+            .read_to_end(&mut out)?;
+        Ok(out)
+    }
 }
 
 static REMOTE: OnceLock<Arc<dyn RemoteInput>> = OnceLock::new();
@@ -120,6 +129,14 @@ pub(crate) fn list(url: &str) -> io::Result<Vec<RemoteObject>> {
 
 /// Whether the file starts with the gzip magic bytes.
 pub(crate) fn is_gzip(path: &Path) -> io::Result<bool> {
+    if let Some(url) = url_of(path) {
+        let remote = remote(url)?;
+        // An empty object has no range to ask for.
+        if matches!(remote.stat(url)?, RemoteStat::Object(0)) {
+            return Ok(false);
+        }
+        return Ok(remote.read_range(url, 0, 2)? == [0x1f, 0x8b]);
+    }
     let mut f = open(path, 0)?;
     let mut magic = [0u8; 2];
     let mut n = 0;

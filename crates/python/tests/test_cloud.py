@@ -11,6 +11,7 @@ JVM starts), so Spark's Python workers inherit it as they would on a configured 
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import socket
@@ -86,6 +87,8 @@ def bucket() -> Iterator[str]:
                 s3.upload_file(str(f), "flatfhir-py", f"export/{f.name}")
         s3.put_object(Bucket="flatfhir-py", Key="small/Basic.ndjson", Body="".join(
             f'{{"resourceType":"Basic","id":"{i}","n":{i}}}\n' for i in range(60)).encode())
+        s3.put_object(Bucket="flatfhir-py", Key="gz/Basic.ndjson.gz", Body=gzip.compress("".join(
+            f'{{"resourceType":"Basic","id":"{i}","n":{i}}}\n' for i in range(60)).encode()))
         yield "s3://flatfhir-py"
     finally:
         proc.kill()
@@ -109,6 +112,16 @@ def test_scale_plans_byte_ranges_of_objects_and_lists_prefixes(bucket):
     # flatfhir.read takes the URL too (a prefix, listed like a directory).
     whole = flatfhir.read(f"{bucket}/small/", progress=False)["Basic"]
     assert whole.equals(table)
+
+
+def test_gzip_objects_are_one_whole_shard(bucket):
+    from flatfhir import scale
+
+    shards = scale.plan_shards(f"{bucket}/gz/", "Basic", shard_bytes=100)
+    assert len(shards) == 1 and shards[0].end is None
+    doc = scale.merge_schemas([scale.shard_schema(shards[0])])
+    t = scale.read_shard(shards[0], doc).table
+    assert t.column("n").to_pylist() == list(range(60))
 
 
 def test_missing_object_names_the_url_and_no_secret(bucket):
