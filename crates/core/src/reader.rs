@@ -282,8 +282,8 @@ impl LineReader {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(url) = crate::remote::url_of(path) {
-            return Self::open_remote(path, url, opts);
+        if crate::remote::url_of(path).is_some() {
+            return Self::open_remote(path, opts);
         }
         let mut file = File::open(path).map_err(read_err)?;
         let mut magic = [0u8; 2];
@@ -345,14 +345,13 @@ impl LineReader {
 
     /// Opens an object-store URL: streamed from its start (one ranged GET, resumed on a
     /// broken connection by the installed reader), read as a stream (gzip by magic bytes).
-    fn open_remote(path: &Path, url: &str, opts: &ReadOptions) -> Result<Self> {
+    fn open_remote(path: &Path, opts: &ReadOptions) -> Result<Self> {
         let read_err = |source| Error::Read {
             path: path.to_path_buf(),
             source,
         };
         let file_len = crate::remote::len(path).map_err(read_err)?;
         let mut src = crate::remote::open(path, 0).map_err(read_err)?;
-        let _ = url;
         let mut magic = [0u8; 2];
         let mut got = 0;
         while got < 2 {
