@@ -170,6 +170,8 @@ fn main() -> ExitCode {
         }
     };
     log::install(cli.command.quiet());
+    // Inputs and outputs may be object-store URLs (s3://, gs://, az://; see docs/scale-out.md).
+    flatfhir_cloud::install();
     let result = match cli.command {
         Command::Convert(args) => {
             remove_unfinished_files_on_signal();
@@ -242,10 +244,19 @@ fn remove_unfinished_files_on_signal() {
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             let removed = flatfhir_core::outfile::abandon_all();
+            // Multipart uploads in flight (an object-store --out): aborted, so no object
+            // appears.
+            let aborted = flatfhir_cloud::abort_uploads();
+            cmd::remote_out::remove_staging();
             // Resources unpacked from Bundles (temporary, hidden directories).
             flatfhir_core::remove_unpacked();
+            let uploads = if aborted > 0 {
+                format!(", aborted {aborted} upload(s)")
+            } else {
+                String::new()
+            };
             eprintln!(
-                "interrupted: removed {removed} unfinished output file(s); finished tables are complete"
+                "interrupted: removed {removed} unfinished output file(s){uploads}; finished tables are complete"
             );
             std::process::exit(128 + signal);
         }

@@ -326,6 +326,18 @@ pub(crate) fn starts_as_bundle(path: &Path) -> bool {
 
 /// Opens a file, decompressing gzip (by magic bytes).
 fn open(path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    if crate::remote::url_of(path).is_some() {
+        let gz = crate::remote::is_gzip(path)?;
+        let f = crate::remote::open(path, 0)?;
+        return Ok(if gz {
+            Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
+                1 << 16,
+                f,
+            )))
+        } else {
+            f
+        });
+    }
     let mut f = File::open(path)?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic)?;
@@ -521,12 +533,8 @@ const BATCH_BYTES: u64 = 64 << 20;
 /// The size (expected once decompressed) of a file that may be unpacked in memory, up to
 /// [`BATCH_BYTES`].
 fn small_size(path: &Path) -> Option<u64> {
-    let len = std::fs::metadata(path).ok()?.len();
-    let mut magic = [0u8; 2];
-    let gz = File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && magic == [0x1f, 0x8b];
+    let len = crate::remote::len(path).ok()?;
+    let gz = crate::remote::is_gzip(path).ok()?;
     // Gzip-compressed Bundles expand about eightfold.
     let estimate = if gz { len.saturating_mul(8) } else { len };
     (estimate <= BATCH_BYTES).then_some(estimate)

@@ -487,7 +487,7 @@ fn input_bytes(group: &TypeGroup) -> u64 {
     group
         .files
         .iter()
-        .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
+        .map(|f| crate::remote::len(&f.path).unwrap_or(0))
         .sum()
 }
 

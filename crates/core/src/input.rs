@@ -119,6 +119,10 @@ pub fn plan_with(inputs: &[PathBuf], read: &ReadOptions, bundles: &BundleOptions
     let mut plan = Plan::default();
     let mut json_in_dirs = Vec::new();
     for input in inputs {
+        if let Some(url) = crate::remote::url_of(input) {
+            remote_input(url, &mut files, &mut plan.skipped, &mut json_in_dirs)?;
+            continue;
+        }
         let meta = std::fs::metadata(input).map_err(|e| Error::Input {
             path: input.clone(),
             reason: format!("cannot open: {e}"),
@@ -219,6 +223,48 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// A URL: one object, or a prefix listed like a directory (the rules of [`walk_dir`] applied
+/// to the keys below it).
+fn remote_input(
+    url: &str,
+    files: &mut Vec<PathBuf>,
+    skipped: &mut Vec<PathBuf>,
+    json: &mut Vec<PathBuf>,
+) -> Result<()> {
+    use crate::remote::{self, RemoteStat};
+    let input_err = |reason: String| Error::Input {
+        path: url.into(),
+        reason,
+    };
+    match remote::stat(url).map_err(|e| input_err(format!("cannot open: {e}")))? {
+        RemoteStat::Object(_) => files.push(url.into()),
+        RemoteStat::Prefix => {
+            let objects = remote::list(url).map_err(|e| input_err(format!("cannot list: {e}")))?;
+            for o in objects {
+                let mut parts: Vec<&str> = o.relative.split('/').collect();
+                let name = parts.pop().unwrap_or_default();
+                let hidden_dir = parts
+                    .iter()
+                    .any(|d| matches!(*d, "error" | "deleted" | "_rejected") || d.starts_with('.'));
+                let path = PathBuf::from(&o.url);
+                if hidden_dir || name.is_empty() {
+                    continue;
+                } else if is_ndjson_name(name) {
+                    files.push(path);
+                } else if bundle::is_json_name(name)
+                    && name != "manifest.json"
+                    && !name.starts_with('.')
+                {
+                    json.push(path);
+                } else {
+                    skipped.push(path);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn walk_dir(
     dir: &Path,
     files: &mut Vec<PathBuf>,
@@ -262,7 +308,8 @@ fn walk_dir(
 pub fn why_not_ndjson(path: &Path) -> String {
     use std::io::Read as _;
     let mut head = Vec::new();
-    if let Err(e) = std::fs::File::open(path).and_then(|f| f.take(64 << 10).read_to_end(&mut head))
+    if let Err(e) =
+        crate::remote::open(path, 0).and_then(|f| f.take(64 << 10).read_to_end(&mut head))
     {
         return format!("cannot read it: {e}");
     }

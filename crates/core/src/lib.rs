@@ -37,6 +37,7 @@ mod flatten;
 mod input;
 pub mod outfile;
 mod reader;
+pub mod remote;
 mod scan;
 mod schedule;
 mod schema;

@@ -282,6 +282,9 @@ impl LineReader {
             path: path.to_path_buf(),
             source,
         };
+        if crate::remote::url_of(path).is_some() {
+            return Self::open_remote(path, opts);
+        }
         let mut file = File::open(path).map_err(read_err)?;
         let mut magic = [0u8; 2];
         let mut got = 0;
@@ -336,6 +339,58 @@ impl LineReader {
             overlong_seen: 0,
             chunk_bytes: opts.chunk_bytes,
             file_len,
+            sized: false,
+        })
+    }
+
+    /// Opens an object-store URL: streamed from its start (one ranged GET, resumed on a
+    /// broken connection by the installed reader), read as a stream (gzip by magic bytes).
+    fn open_remote(path: &Path, opts: &ReadOptions) -> Result<Self> {
+        let read_err = |source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file_len = crate::remote::len(path).map_err(read_err)?;
+        let mut src = crate::remote::open(path, 0).map_err(read_err)?;
+        let mut magic = [0u8; 2];
+        let mut got = 0;
+        while got < 2 {
+            let n = src.read(&mut magic[got..]).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let read_bytes = Arc::new(AtomicU64::new(0));
+        let gzip = got == 2 && magic == [0x1f, 0x8b];
+        let counted = Counting {
+            inner: io::Cursor::new(magic[..got].to_vec()).chain(src),
+            count: Arc::clone(&read_bytes),
+        };
+        let src: Box<dyn Read + Send> = if gzip {
+            Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
+                1 << 16,
+                counted,
+            )))
+        } else {
+            Box::new(counted)
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            src,
+            plain_len: None,
+            opts: opts.clone(),
+            carry: Vec::new(),
+            next_line: 1,
+            at_start: true,
+            eof: false,
+            overlong_sink: None,
+            read_bytes,
+            spare: Vec::new(),
+            numbering: true,
+            overlong_seen: 0,
+            chunk_bytes: opts.chunk_bytes,
+            file_len: Some(file_len),
             sized: false,
         })
     }

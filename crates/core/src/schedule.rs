@@ -117,6 +117,17 @@ fn thread_count(threads: usize) -> usize {
 fn is_small(group: &TypeGroup, limit: u64) -> bool {
     let mut total = 0u64;
     for f in &group.files {
+        if crate::remote::url_of(&f.path).is_some() {
+            // An object: its size from the listing, gzip from its first bytes.
+            let Ok(len) = crate::remote::len(&f.path) else {
+                return false;
+            };
+            total = total.saturating_add(len);
+            if total > limit || !matches!(crate::remote::is_gzip(&f.path), Ok(false)) {
+                return false;
+            }
+            continue;
+        }
         let Ok(mut file) = File::open(&f.path) else {
             return false;
         };

@@ -9,8 +9,7 @@
 //! gives the same document.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
@@ -486,25 +485,10 @@ pub struct Shard {
 }
 
 fn is_gzip(path: &Path) -> Result<bool> {
-    let mut magic = [0u8; 2];
-    let mut f = File::open(path).map_err(|source| Error::Read {
+    crate::remote::is_gzip(path).map_err(|source| Error::Read {
         path: path.into(),
         source,
-    })?;
-    let mut n = 0;
-    while n < 2 {
-        match f.read(&mut magic[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(source) => {
-                return Err(Error::Read {
-                    path: path.into(),
-                    source,
-                });
-            }
-        }
-    }
-    Ok(n == 2 && magic == [0x1f, 0x8b])
+    })
 }
 
 /// Splits a type's files into shards of about `shard_bytes` (gzip files whole), in input
@@ -517,12 +501,10 @@ pub fn plan_shards(group: &TypeGroup, shard_bytes: u64) -> Result<Vec<Shard>> {
     }
     let mut out = Vec::new();
     for (i, f) in group.files.iter().enumerate() {
-        let len = std::fs::metadata(&f.path)
-            .map_err(|source| Error::Read {
-                path: f.path.clone(),
-                source,
-            })?
-            .len();
+        let len = crate::remote::len(&f.path).map_err(|source| Error::Read {
+            path: f.path.clone(),
+            source,
+        })?;
         let shard = |start, end| Shard {
             resource_type: group.resource_type.clone(),
             file_index: i as u32,
@@ -737,7 +719,7 @@ enum ShardLines {
     Whole(LineReader, usize),
     Memory(std::vec::IntoIter<Item>),
     Range {
-        input: BufReader<File>,
+        input: BufReader<Box<dyn Read + Send>>,
         path: PathBuf,
         /// Offset of the next line.
         at: u64,
@@ -760,8 +742,9 @@ impl ShardLines {
             path: shard.path.clone(),
             source,
         };
-        let mut f = File::open(&shard.path).map_err(read_err)?;
-        f.seek(SeekFrom::Start(shard.start)).map_err(read_err)?;
+        // A ranged read from the shard's start (a ranged GET for an object), stopped
+        // after the line that crosses `end`.
+        let f = crate::remote::open(&shard.path, shard.start).map_err(read_err)?;
         let mut input = BufReader::with_capacity(1 << 20, f);
         let mut at = shard.start;
         if shard.start > 0 {

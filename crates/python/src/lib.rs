@@ -26,6 +26,9 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Paths may be object-store URLs (s3://, gs://, az://, abfss://): read through the same
+    // Rust code as the CLI's (flatfhir-cloud), with ranged GETs for shards.
+    flatfhir_cloud::install();
     m.add_function(wrap_pyfunction!(engine::plan, m)?)?;
     m.add_function(wrap_pyfunction!(engine::convert, m)?)?;
     m.add_function(wrap_pyfunction!(engine::schema, m)?)?;

@@ -145,7 +145,10 @@ impl ColumnArgs {
 pub(crate) struct FlattenArgs {
     /// NDJSON files, Bundle files or directories (`*.ndjson`, `*.ndjson.gz`, `*.jsonl`, and
     /// `*.json` / `*.json.gz` that hold a Bundle; `error/` and `deleted/` are not read).
-    #[arg(required = true, value_name = "INPUT")]
+    /// Each may be an object-store URL, read like a file or a directory:
+    /// `s3://bucket/export/`, `gs://…`, `az://container/…`, `abfss://container@account.dfs.core.windows.net/…`
+    /// (credentials from the cloud's standard chain; see docs/scale-out.md), or `file://…`.
+    #[arg(required = true, value_name = "INPUT", value_parser = location_arg)]
     pub(crate) inputs: Vec<PathBuf>,
 
     /// Only these resource types, comma-separated.
@@ -515,12 +518,21 @@ impl OutputArgs {
     }
 }
 
+/// A path or URL argument: `file://` URLs become local paths; others are kept as given.
+pub(crate) fn location_arg(text: &str) -> Result<PathBuf, String> {
+    if text.starts_with("file://") {
+        return flatfhir_cloud::local_path(text)
+            .ok_or_else(|| format!("{text}: not a valid file:// URL (file:///absolute/path)"));
+    }
+    Ok(PathBuf::from(text))
+}
+
 /// Total size of the planned input files.
 pub(crate) fn input_bytes(plan: &Plan) -> u64 {
     plan.groups
         .iter()
         .flat_map(|g| &g.files)
-        .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
+        .map(|f| flatfhir_core::remote::len(&f.path).unwrap_or(0))
         .sum()
 }
 

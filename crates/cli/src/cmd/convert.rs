@@ -22,8 +22,11 @@ pub(crate) struct Args {
     #[command(flatten)]
     pub(crate) flatten: FlattenArgs,
 
-    /// Output directory (created if missing).
-    #[arg(long, short, value_name = "DIR")]
+    /// Output directory (created if missing), or an object-store prefix (`s3://bucket/tables/`,
+    /// `gs://…`, `az://…`, `abfss://…`): each table is then staged locally (under
+    /// --spill-dir or the temporary directory) and uploaded by a multipart upload that
+    /// completes only when the file is whole, so a table appears whole or not at all.
+    #[arg(long, short, value_name = "DIR", value_parser = super::common::location_arg)]
     pub(crate) out: PathBuf,
 
     /// Replace the tables of an earlier run in DIR: same-named files are replaced, and the
@@ -69,16 +72,34 @@ struct Summary {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let remote_out = flatfhir_core::remote::url_of(&args.out).map(str::to_string);
     if args.views.any() {
+        if remote_out.is_some() {
+            anyhow::bail!(
+                "--view/--views write to a local --out only; write the views to a directory and copy them"
+            );
+        }
         return super::views::run(&args);
     }
     let start = std::time::Instant::now();
+    // An object-store --out: checked before any input is read; tables are staged locally.
+    let mut remote = match &remote_out {
+        Some(url) => Some(super::remote_out::RemoteOut::prepare(
+            url,
+            args.overwrite,
+            args.output.spill_dir.as_deref(),
+        )?),
+        None => None,
+    };
+    let out_dir = remote
+        .as_ref()
+        .map_or_else(|| args.out.clone(), |r| r.staging().to_path_buf());
     // Resources unpacked from Bundles are kept next to the spill file (see --spill-dir).
     let plan = args
         .flatten
-        .plan_in(Some(args.output.spill_dir.as_deref().unwrap_or(&args.out)))?;
+        .plan_in(Some(args.output.spill_dir.as_deref().unwrap_or(&out_dir)))?;
     let mut opts = args.flatten.convert_options();
-    opts.out_dir = args.out.clone();
+    opts.out_dir = out_dir.clone();
     opts.write = args.output.write_options()?;
     args.output.apply_spill(&mut opts);
     if let Some(path) = &args.schema {
@@ -89,13 +110,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         opts.schema = Some(std::sync::Arc::new(doc));
     }
-    let outdir = super::outdir::OutDir::prepare(
-        &args.out,
-        &[],
-        args.overwrite,
-        args.output.spill_dir.as_deref(),
-        "--overwrite",
-    )?;
+    let outdir = match remote {
+        Some(_) => None,
+        None => Some(super::outdir::OutDir::prepare(
+            &args.out,
+            &[],
+            args.overwrite,
+            args.output.spill_dir.as_deref(),
+            "--overwrite",
+        )?),
+    };
 
     let total = input_bytes(&plan);
     let quiet = args.flatten.quiet;
@@ -123,6 +147,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(next) = plan.groups.get(k + 1) {
             bar.message(next.resource_type.clone());
         }
+        // An object-store --out: the type's files are uploaded now (a failed upload fails
+        // the type; its object does not appear).
+        let result = match (result, remote.as_mut()) {
+            (Ok(r), Some(remote)) => upload_report(remote, r)
+                .map_err(|e| flatfhir_core::Error::Options(crate::error_text(&e))),
+            (result, _) => result,
+        };
         match result {
             Ok(r) => {
                 if !quiet {
@@ -144,7 +175,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     });
     bar.finish();
-    summary.output_dir = outdir.finish(&written_files(&summary.types), true)?;
+    summary.output_dir = match (outdir, remote) {
+        (Some(outdir), _) => outdir.finish(&written_files(&summary.types), true)?,
+        (None, Some(remote)) => remote.finish(true)?,
+        (None, None) => unreachable!("one of a local and a remote output"),
+    };
     summary.seconds = start.elapsed().as_secs_f64();
     if !quiet {
         if let Some(line) = summary.output_dir.describe() {
@@ -198,6 +233,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Uploads a converted type's files to the object-store prefix and points its report at
+/// the objects.
+fn upload_report(
+    remote: &mut super::remote_out::RemoteOut,
+    mut r: TypeReport,
+) -> anyhow::Result<TypeReport> {
+    if let Some(table) = &r.output {
+        r.output = Some(remote.upload(table)?);
+    }
+    if let Some(lines) = &r.rejected_file {
+        let errors = lines.with_file_name(format!("{}.errors.ndjson", r.resource_type));
+        if errors.exists() {
+            remote.upload(&errors)?;
+        }
+        r.rejected_file = Some(remote.upload(lines)?);
+    }
+    Ok(r)
 }
 
 /// Every file the converted types wrote: tables and `_rejected/` files.

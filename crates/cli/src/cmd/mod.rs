@@ -9,6 +9,7 @@ pub(crate) mod demo;
 pub(crate) mod export;
 pub(crate) mod fetch;
 pub(crate) mod outdir;
+pub(crate) mod remote_out;
 pub(crate) mod schema;
 pub(crate) mod search;
 pub(crate) mod status;

@@ -5,6 +5,7 @@ mod support;
 mod bench;
 mod bundles;
 mod cli_docs;
+mod cloud;
 mod convert;
 mod convert_view;
 mod dates;

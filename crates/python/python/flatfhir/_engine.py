@@ -26,10 +26,25 @@ DEFAULT_MAX_COLUMNS = 20_000
 DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
 
 
+def _path(p: Union[str, "os.PathLike[str]"]) -> str:
+    """A path or URL as the native module takes it: ``file://`` URLs become local paths;
+    object-store URLs (``s3://``, ``gs://``, ``az://``, ``abfss://``) stay as they are."""
+    text = os.fspath(p)
+    if text.startswith("file://"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        u = urlparse(text)
+        if u.netloc not in ("", "localhost"):
+            raise OptionsError(f"{text}: a file:// URL names a local path (file:///abs/path)")
+        return url2pathname(u.path)
+    return text
+
+
 def _paths(paths: PathArg) -> List[str]:
     if isinstance(paths, (str, os.PathLike)):
-        return [os.fspath(paths)]
-    out = [os.fspath(p) for p in paths]
+        return [_path(paths)]
+    out = [_path(p) for p in paths]
     if not out:
         raise OptionsError("no input paths given")
     return out
@@ -466,7 +481,12 @@ def convert(
     Rejected lines (``on_error="skip"``) go to ``out/_rejected/`` and into
     ``result.rejected``. A type that fails writes nothing and the others go on; then, with
     ``raise_on_error`` (default), the first failure is raised with the whole result attached
-    as its ``result`` attribute."""
+    as its ``result`` attribute. The inputs may be object-store URLs; ``out`` is a local
+    directory (for an object-store prefix, use the CLI: ``flatfhir convert ... --out s3://...``)."""
+    out = _path(out)
+    if "://" in out:
+        raise OptionsError(f"{out}: flatfhir.convert writes to a local directory; to write "
+                           "tables to object storage use the CLI (flatfhir convert --out URL)")
     flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
                          memory_budget, spill_dir, schema)
     write = {"format": format, "compression": compression, "row_group_rows": row_group_rows}
@@ -474,7 +494,7 @@ def convert(
     total = 2 * sum(_size(f) for f in p.groups.values())
     result = ConvertResult()
     with Reporter(progress, total, "flatfhir convert") as rep:
-        got = _native.convert(_paths(paths), list(p.groups), os.fspath(out), flat, write, rep.hook)
+        got = _native.convert(_paths(paths), list(p.groups), out, flat, write, rep.hook)
     for rt, r in got:
         if isinstance(r, BaseException):
             result.failed[rt] = r
