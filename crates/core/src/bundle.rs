@@ -117,6 +117,33 @@ impl BundleInputs {
     pub fn sources(&self) -> &[PathBuf] {
         &self.sources
     }
+
+    /// Whether `path` is one of the temporary files unpacked into (a group's input).
+    pub fn holds(&self, path: &Path) -> bool {
+        self.registered.iter().any(|p| p == path)
+    }
+
+    /// The Bundle files the lines of the unpacked file `path` came from, in reading order
+    /// (empty for a path that is not one of them).
+    pub fn sources_of(&self, path: &Path) -> Vec<PathBuf> {
+        let Some(o) = origins(path).filter(|_| self.holds(path)) else {
+            return Vec::new();
+        };
+        let Ok(index) = std::fs::read(&o.index) else {
+            return o.sources.to_vec();
+        };
+        let mut seen = vec![false; o.sources.len()];
+        let mut out = Vec::new();
+        for rec in index.chunks_exact(16) {
+            let k = u32::from_le_bytes(rec[0..4].try_into().expect("4 bytes")) as usize;
+            if let Some(false) = seen.get(k) {
+                seen[k] = true;
+                out.push(o.sources[k].clone());
+            }
+        }
+        out.sort_by_key(|p| o.sources.iter().position(|q| q == p));
+        out
+    }
 }
 
 impl Drop for BundleInputs {
