@@ -1726,7 +1726,7 @@ mod tests {
         let fillers = [b'a', b'!', b'#', b'[', b']', b'\t', 0x0b, 0xff, 0x80, b' '];
         for len in 0..80 {
             for at in 0..=len {
-                for &stop in &[b'"', b'\\', b'\n', b'x'] {
+                for &stop in b"\"\\\nx" {
                     for &fill in &fillers {
                         let mut hay = vec![fill; len];
                         if at < len {
