@@ -13,8 +13,8 @@ use arrow_array::RecordBatch;
 use arrow_pyarrow::ToPyArrow;
 use arrow_schema::SchemaRef;
 use flatfhir_core::{
-    Compression, ConvertOptions, Decimals, OnError, OutputFormat, ReadOptions, ReadReport,
-    SchemaReport, TypeGroup, TypeReport, WriteOptions,
+    BundleMode, BundleOptions, Compression, ConvertOptions, Decimals, Duplicates, OnError,
+    OutputFormat, ReadOptions, ReadReport, SchemaReport, TypeGroup, TypeReport, WriteOptions,
 };
 use pyo3::prelude::*;
 
@@ -36,9 +36,40 @@ pub(crate) struct FlattenArgs {
     spill_dir: Option<PathBuf>,
     /// A precomputed schema document (JSON text), or `None`.
     schema: Option<String>,
+    /// Which files are Bundles: `auto`, `unpack` or `keep` (the CLI's `--bundles`).
+    bundles: String,
+    /// Rewrite `urn:uuid:` references to `Type/id` (`--resolve-references`).
+    resolve_references: bool,
+    /// Duplicate (type, id) across Bundle entries: `keep` or `first` (`--bundle-duplicates`).
+    bundle_duplicates: String,
 }
 
 impl FlattenArgs {
+    /// How Bundle files are unpacked; the unpacked resources wait in `spill_dir` (else the
+    /// system's temporary directory) while the inputs are in use.
+    pub(crate) fn bundle_options(&self) -> PyResult<BundleOptions> {
+        let bad = |what: &str, v: &str, allowed: &str| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "{what}={v:?}: expected one of {allowed}"
+            ))
+        };
+        Ok(BundleOptions {
+            mode: match self.bundles.as_str() {
+                "auto" => BundleMode::Auto,
+                "unpack" => BundleMode::Unpack,
+                "keep" => BundleMode::Keep,
+                v => return Err(bad("bundles", v, "'auto', 'unpack', 'keep'")),
+            },
+            resolve_references: self.resolve_references,
+            duplicates: match self.bundle_duplicates.as_str() {
+                "keep" => Duplicates::Keep,
+                "first" => Duplicates::First,
+                v => return Err(bad("bundle_duplicates", v, "'keep', 'first'")),
+            },
+            temp_dir: self.spill_dir.clone(),
+        })
+    }
+
     pub(crate) fn read_options(&self) -> ReadOptions {
         ReadOptions {
             max_line_bytes: self.max_line_bytes,
@@ -139,41 +170,118 @@ pub(crate) fn plan_groups(
         .map_err(|e| errors::core(py, e))
 }
 
-/// Groups the inputs by resource type: `([(type, [file, ...]), ...], skipped, empty)`.
-#[pyfunction]
-#[pyo3(signature = (paths, max_line_bytes))]
-#[allow(clippy::type_complexity)]
-pub(crate) fn plan(
-    py: Python<'_>,
-    paths: Vec<PathBuf>,
-    max_line_bytes: usize,
-) -> PyResult<(Vec<(String, Vec<String>)>, Vec<String>, Vec<String>)> {
-    let read = ReadOptions {
-        max_line_bytes,
-        ..ReadOptions::default()
-    };
-    let p = plan_groups(py, &paths, &read)?;
-    let show = |v: &[PathBuf]| {
-        v.iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-    };
-    Ok((
-        p.groups
+/// The inputs grouped by resource type, planned once: Bundle files are unpacked here, and
+/// their temporary files live as long as this object (every reader, conversion and schema
+/// pass made from it reads them), so a Bundle folder is read once whatever the number of
+/// types.
+#[pyclass(module = "flatfhir._native", frozen)]
+pub(crate) struct Inputs {
+    plan: flatfhir_core::Plan,
+}
+
+impl Inputs {
+    fn group(&self, py: Python<'_>, rt: &str) -> PyResult<TypeGroup> {
+        self.plan
+            .groups
             .iter()
-            .map(|g| {
-                (
-                    g.resource_type.clone(),
-                    g.files
-                        .iter()
-                        .map(|f| f.path.display().to_string())
-                        .collect(),
+            .find(|g| g.resource_type == rt)
+            .cloned()
+            .ok_or_else(|| {
+                let found: Vec<&str> = self
+                    .plan
+                    .groups
+                    .iter()
+                    .map(|g| g.resource_type.as_str())
+                    .collect();
+                errors::make(
+                    py,
+                    "InputError",
+                    format!("no input of type {rt} (found: {})", found.join(", ")),
+                    &[],
                 )
             })
-            .collect(),
-        show(&p.skipped),
-        show(&p.empty),
-    ))
+    }
+
+    /// The groups named in `types` (all when empty), and what keeps their Bundle files alive.
+    fn selected(&self, types: &[String]) -> flatfhir_core::Plan {
+        let mut plan = self.plan.clone();
+        if !types.is_empty() {
+            plan.groups.retain(|g| types.contains(&g.resource_type));
+        }
+        plan
+    }
+}
+
+#[pymethods]
+impl Inputs {
+    /// `[(type, [file, ...]), ...]`: the files each type is read from, a Bundle file named
+    /// for the resources unpacked from it.
+    fn groups(&self) -> Vec<(String, Vec<String>)> {
+        let bundles = self.plan.bundles.as_deref();
+        self.plan
+            .groups
+            .iter()
+            .map(|g| {
+                let mut files: Vec<String> = Vec::new();
+                for f in &g.files {
+                    let named: Vec<std::path::PathBuf> = match bundles {
+                        Some(b) if b.holds(&f.path) => b.sources_of(&f.path),
+                        _ => vec![f.path.clone()],
+                    };
+                    for p in named {
+                        let p = p.display().to_string();
+                        if !files.contains(&p) {
+                            files.push(p);
+                        }
+                    }
+                }
+                (g.resource_type.clone(), files)
+            })
+            .collect()
+    }
+
+    /// Files in the given directories that are not inputs.
+    fn skipped(&self) -> Vec<String> {
+        show(&self.plan.skipped)
+    }
+
+    /// Files that held no resource.
+    fn empty(&self) -> Vec<String> {
+        show(&self.plan.empty)
+    }
+
+    /// What unpacking Bundles did (a dict of counts), or `None` when no file was a Bundle.
+    fn bundles(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let Some(b) = self.plan.bundles.as_deref() else {
+            return Ok(None);
+        };
+        let s = b.stats();
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("files", s.files)?;
+        d.set_item("bundles", s.bundles)?;
+        d.set_item("resources", s.resources)?;
+        d.set_item("bad_entries", s.bad_entries)?;
+        d.set_item("duplicates", s.duplicates)?;
+        d.set_item("references_resolved", s.references_resolved)?;
+        d.set_item("references_unresolved", s.references_unresolved)?;
+        Ok(Some(d.into_any().unbind()))
+    }
+}
+
+fn show(v: &[PathBuf]) -> Vec<String> {
+    v.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// Plans the inputs (see [`Inputs`]).
+#[pyfunction]
+#[pyo3(signature = (paths, flatten))]
+pub(crate) fn plan(py: Python<'_>, paths: Vec<PathBuf>, flatten: FlattenArgs) -> PyResult<Inputs> {
+    let read = flatten.read_options();
+    let bundles = flatten.bundle_options()?;
+    let plan = py
+        .detach(move || flatfhir_core::plan_with(&paths, &read, &bundles))
+        .map_err(|e| errors::core(py, e))?;
+    Ok(Inputs { plan })
 }
 
 pub(crate) fn group_of(
@@ -183,6 +291,22 @@ pub(crate) fn group_of(
     rt: &str,
 ) -> PyResult<TypeGroup> {
     let plan = plan_groups(py, paths, read)?;
+    if let Some(b) = &plan.bundles {
+        // Their unpacked files would not outlive this plan.
+        return Err(errors::make(
+            py,
+            "InputError",
+            format!(
+                "{} is a Bundle file; shards are made of NDJSON files (read Bundles with \
+                 flatfhir.read or convert them to NDJSON/Parquet first)",
+                b.sources()
+                    .first()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+            &[],
+        ));
+    }
     let found: Vec<String> = plan
         .groups
         .iter()
@@ -277,17 +401,19 @@ impl TypeReader {
     /// Starts reading `resource_type` from `paths`; `out_dir` receives `_rejected/` (with
     /// `on_error="skip"`) and, without a `spill_dir`, the unlinked spill file.
     #[new]
-    #[pyo3(signature = (paths, resource_type, flatten, out_dir, bound))]
+    #[pyo3(signature = (inputs, resource_type, flatten, out_dir, bound))]
     fn new(
         py: Python<'_>,
-        paths: Vec<PathBuf>,
+        inputs: PyRef<'_, Inputs>,
         resource_type: String,
         flatten: FlattenArgs,
         out_dir: PathBuf,
         bound: usize,
     ) -> PyResult<Self> {
         let opts = flatten.options(out_dir)?;
-        let group = group_of(py, &paths, &opts.read, &resource_type)?;
+        let group = inputs.group(py, &resource_type)?;
+        // Unpacked Bundle files stay until the worker is done with them.
+        let keep = inputs.plan.bundles.clone();
         let shared = Arc::new(Shared::default());
         let (tx, rx) = sync_channel::<Msg>(bound.max(1));
         let s = Arc::clone(&shared);
@@ -303,6 +429,7 @@ impl TypeReader {
                     &mut |b| tx.send(Msg::Batch(b)).map_err(gone),
                 );
                 let _ = tx.send(Msg::Done(r));
+                drop(keep);
             })
             .map_err(|e| {
                 pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start a thread: {e}"))
@@ -454,10 +581,10 @@ fn type_report(py: Python<'_>, r: &TypeReport) -> PyResult<Py<PyAny>> {
 /// types side by side as the CLI does. Returns `[(type, report dict | exception)]` in type
 /// order: a type's failure is its own result.
 #[pyfunction]
-#[pyo3(signature = (paths, types, out_dir, flatten, write, progress=None))]
+#[pyo3(signature = (inputs, types, out_dir, flatten, write, progress=None))]
 pub(crate) fn convert(
     py: Python<'_>,
-    paths: Vec<PathBuf>,
+    inputs: PyRef<'_, Inputs>,
     types: Vec<String>,
     out_dir: PathBuf,
     flatten: FlattenArgs,
@@ -466,10 +593,7 @@ pub(crate) fn convert(
 ) -> PyResult<Vec<(String, Py<PyAny>)>> {
     let mut opts = flatten.options(out_dir.clone())?;
     opts.write = write.options()?;
-    let mut plan = plan_groups(py, &paths, &opts.read)?;
-    if !types.is_empty() {
-        plan.groups.retain(|g| types.contains(&g.resource_type));
-    }
+    let plan = inputs.selected(&types);
     std::fs::create_dir_all(&out_dir).map_err(|e| {
         errors::make(
             py,
@@ -478,13 +602,17 @@ pub(crate) fn convert(
             &[("path", errors::obj(py, out_dir.display().to_string()))],
         )
     })?;
-    let groups = plan.groups;
-    let names: Vec<String> = groups.iter().map(|g| g.resource_type.clone()).collect();
+    let names: Vec<String> = plan
+        .groups
+        .iter()
+        .map(|g| g.resource_type.clone())
+        .collect();
     let shared = Arc::new(Shared::default());
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<TypeReport, flatfhir_core::Error>)>();
     let s = Arc::clone(&shared);
+    // The plan (and the unpacked Bundle files it keeps) goes with the worker.
     let worker = std::thread::spawn(move || {
-        flatfhir_core::convert_groups(&groups, &opts, &*s, |k, r| {
+        flatfhir_core::convert_groups(&plan.groups, &opts, &*s, |k, r| {
             let _ = tx.send((k, r));
         });
     });
@@ -518,19 +646,16 @@ fn schema_report(py: Python<'_>, r: &SchemaReport) -> PyResult<Py<PyAny>> {
 /// The union schema of each type: `[(type, report dict | exception)]`; the columns come as
 /// JSON text (`columns_json`), in output order.
 #[pyfunction]
-#[pyo3(signature = (paths, types, flatten, progress=None))]
+#[pyo3(signature = (inputs, types, flatten, progress=None))]
 pub(crate) fn schema(
     py: Python<'_>,
-    paths: Vec<PathBuf>,
+    inputs: PyRef<'_, Inputs>,
     types: Vec<String>,
     flatten: FlattenArgs,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Vec<(String, Py<PyAny>)>> {
     let opts = flatten.options(PathBuf::from("."))?;
-    let mut plan = plan_groups(py, &paths, &opts.read)?;
-    if !types.is_empty() {
-        plan.groups.retain(|g| types.contains(&g.resource_type));
-    }
+    let plan = inputs.selected(&types);
     let shared = Arc::new(Shared::default());
     let (tx, rx) =
         std::sync::mpsc::channel::<(String, Result<SchemaReport, flatfhir_core::Error>)>();

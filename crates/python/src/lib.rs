@@ -33,6 +33,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(engine::convert, m)?)?;
     m.add_function(wrap_pyfunction!(engine::schema, m)?)?;
     m.add_class::<engine::TypeReader>()?;
+    m.add_class::<engine::Inputs>()?;
     m.add_function(wrap_pyfunction!(shard::plan_shards, m)?)?;
     m.add_function(wrap_pyfunction!(shard::shard_schema, m)?)?;
     m.add_function(wrap_pyfunction!(shard::merge_schemas, m)?)?;

@@ -69,6 +69,9 @@ def _flatten_args(
     memory_budget: int,
     spill_dir: Optional[str],
     schema_doc: Any = None,
+    bundles: str = "auto",
+    resolve_references: bool = False,
+    bundle_duplicates: str = "keep",
 ) -> Dict[str, Any]:
     if not sep:
         raise OptionsError("sep must not be empty")
@@ -76,6 +79,10 @@ def _flatten_args(
         raise OptionsError(f"decimals={decimals!r}: expected 'float' or 'exact'")
     if on_error not in ("fail", "skip"):
         raise OptionsError(f"on_error={on_error!r}: expected 'fail' or 'skip'")
+    if bundles not in ("auto", "unpack", "keep"):
+        raise OptionsError(f"bundles={bundles!r}: expected 'auto', 'unpack' or 'keep'")
+    if bundle_duplicates not in ("keep", "first"):
+        raise OptionsError(f"bundle_duplicates={bundle_duplicates!r}: expected 'keep' or 'first'")
     if threads is not None and threads < 1:
         raise OptionsError(f"threads={threads}: expected at least 1 (or None: one per core)")
     return {
@@ -89,6 +96,9 @@ def _flatten_args(
         "memory_budget": memory_budget,
         "spill_dir": os.fspath(spill_dir) if spill_dir is not None else None,
         "schema": _schema_text(schema_doc),
+        "bundles": bundles,
+        "resolve_references": bool(resolve_references),
+        "bundle_duplicates": bundle_duplicates,
     }
 
 
@@ -119,15 +129,33 @@ class Plan:
     skipped: List[str]
     #: Empty files.
     empty: List[str]
+    #: What unpacking FHIR Bundles did (counts: ``files``, ``bundles``, ``resources``,
+    #: ``bad_entries``, ``duplicates``, ``references_resolved``, ``references_unresolved``);
+    #: ``None`` when no input was a Bundle.
+    bundles: Optional[Dict[str, int]] = None
 
 
 def plan(paths: PathArg, *, types: Union[None, str, Iterable[str]] = None,
-         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Plan:
-    """Finds the NDJSON inputs in ``paths`` (files or directories, plain or gzip; ``error/``,
-    ``deleted/`` and ``manifest.json`` are skipped) and groups them by resource type. With
-    ``types``, keeps only those and raises :class:`InputError` for a type with no input."""
-    groups, skipped, empty = _native.plan(_paths(paths), max_line_bytes)
-    by_type = dict(groups)
+         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, bundles: str = "auto",
+         resolve_references: bool = False, bundle_duplicates: str = "keep") -> Plan:
+    """Finds the inputs in ``paths`` (NDJSON files or directories, plain or gzip; ``error/``,
+    ``deleted/`` and ``manifest.json`` are skipped; FHIR Bundle files as ``bundles`` says) and
+    groups them by resource type. With ``types``, keeps only those and raises
+    :class:`InputError` for a type with no input. A type's files name the Bundle files its
+    resources were unpacked from."""
+    flat = _flatten_args("_", (), "float", "fail", None, DEFAULT_MAX_COLUMNS, max_line_bytes,
+                         DEFAULT_MEMORY_BUDGET, None, None, bundles, resolve_references,
+                         bundle_duplicates)
+    return _plan(paths, types, flat)[1]
+
+
+def _plan(paths: PathArg, types: Union[None, str, Iterable[str]],
+          flat: Dict[str, Any]) -> "tuple[Any, Plan]":
+    """The native plan (which keeps unpacked Bundles alive while it is in use) and its
+    description."""
+    inputs = _native.plan(_paths(paths), flat)
+    by_type = dict(inputs.groups())
+    skipped, empty = inputs.skipped(), inputs.empty()
     wanted = _types(types)
     for t in wanted:
         if t not in by_type:
@@ -140,7 +168,7 @@ def plan(paths: PathArg, *, types: Union[None, str, Iterable[str]] = None,
     if not by_type:
         raise InputError(f"no NDJSON input found in {', '.join(_paths(paths))}", path=None,
                          reason="no NDJSON input")
-    return Plan(by_type, skipped, empty)
+    return inputs, Plan(by_type, skipped, empty, inputs.bundles())
 
 
 def _size(files: Iterable[str]) -> int:
@@ -193,11 +221,14 @@ class Tables(Dict[str, pa.Table]):
 
     rejected: List[Rejected]
     reports: Dict[str, Dict[str, Any]]
+    #: What unpacking FHIR Bundles did (see :class:`Plan`), or ``None``.
+    bundles: Optional[Dict[str, int]]
 
     def __init__(self) -> None:
         super().__init__()
         self.rejected = []
         self.reports = {}
+        self.bundles = None
 
     def to_pandas(self, **kwargs: Any) -> Dict[str, Any]:
         """Each table as a pandas DataFrame (``pyarrow.Table.to_pandas(**kwargs)``)."""
@@ -213,13 +244,13 @@ class Tables(Dict[str, pa.Table]):
 class _Stream:
     """One resource type, read batch by batch from the engine."""
 
-    def __init__(self, files: Sequence[str], resource_type: str, flat: Dict[str, Any],
+    def __init__(self, inputs: Any, resource_type: str, flat: Dict[str, Any],
                  bound: int, reporter: Reporter) -> None:
         self.resource_type = resource_type
         self._tmp = tempfile.mkdtemp(prefix="flatfhir-read-", dir=flat["spill_dir"])
         self._reporter = reporter
         try:
-            self._native = _native.TypeReader(list(files), resource_type, flat, self._tmp, bound)
+            self._native = _native.TypeReader(inputs, resource_type, flat, self._tmp, bound)
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise
@@ -277,6 +308,9 @@ def read(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
     schema: Any = None,
+    bundles: str = "auto",
+    resolve_references: bool = False,
+    bundle_duplicates: str = "keep",
     columns: Optional[Mapping[str, Any]] = None,
     views: Any = None,
     progress: ProgressArg = True,
@@ -295,6 +329,13 @@ def read(
     ``flatfhir schema --save``) fixes the columns, order and types; a value that does not
     fit it raises :class:`~flatfhir.errors.BadLineError` with file and line.
 
+    FHIR Bundles (``*.json`` / ``*.json.gz``, pretty or one line; one per NDJSON line with
+    ``bundles="unpack"``) give their ``entry[].resource`` as if they were NDJSON lines, as
+    the CLI does: ``bundles`` (``"auto"``, ``"unpack"`` or ``"keep"``, the CLI's
+    ``--bundles``), ``resolve_references`` (rewrite ``urn:uuid:`` references to
+    ``Type/id``) and ``bundle_duplicates`` (``"keep"`` or ``"first"``); the counts are in
+    ``result.bundles``. A bad entry is named by its Bundle file, line and ``entry[i]``.
+
     With ``columns`` (``{"Patient": {"id": "identifier[0].value", "gender": "gender"}}``) or
     ``views`` (SQL on FHIR ViewDefinitions), returns those views' tables instead (see
     :func:`read_views`).
@@ -307,14 +348,16 @@ def read(
 
         return read_views(paths, columns=columns, views=views, max_line_bytes=max_line_bytes)
     flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
-                         memory_budget, spill_dir, schema)
-    p = plan(paths, types=types, max_line_bytes=max_line_bytes)
+                         memory_budget, spill_dir, schema, bundles, resolve_references,
+                         bundle_duplicates)
+    inputs, p = _plan(paths, types, flat)
     out = Tables()
+    out.bundles = p.bundles
     total = 2 * sum(_size(f) for f in p.groups.values())
     with Reporter(progress, total, "flatfhir") as rep:
-        for rt, files in p.groups.items():
+        for rt in p.groups:
             rep.describe(rt)
-            s = _Stream(files, rt, flat, 16, rep)
+            s = _Stream(inputs, rt, flat, 16, rep)
             try:
                 schema = s.schema
                 batches = list(s)
@@ -367,6 +410,9 @@ def iter_batches(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
     schema: Any = None,
+    bundles: str = "auto",
+    resolve_references: bool = False,
+    bundle_duplicates: str = "keep",
     progress: ProgressArg = False,
 ) -> Iterator[pa.RecordBatch]:
     """Reads one resource type (``resource_type``; may be left out when the inputs hold only
@@ -379,7 +425,9 @@ def iter_batches(
     return iter(batch_reader(paths, resource_type, sep=sep, exclude=exclude, decimals=decimals,
                              on_error=on_error, threads=threads, max_columns=max_columns,
                              max_line_bytes=max_line_bytes, memory_budget=memory_budget,
-                             spill_dir=spill_dir, schema=schema, progress=progress))
+                             spill_dir=spill_dir, schema=schema, bundles=bundles,
+                             resolve_references=resolve_references,
+                             bundle_duplicates=bundle_duplicates, progress=progress))
 
 
 def batch_reader(
@@ -396,17 +444,21 @@ def batch_reader(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
     schema: Any = None,
+    bundles: str = "auto",
+    resolve_references: bool = False,
+    bundle_duplicates: str = "keep",
     progress: ProgressArg = False,
 ) -> pa.RecordBatchReader:
     """:func:`iter_batches` as a ``pyarrow.RecordBatchReader``: it has
     ``__arrow_c_stream__``, so polars (``pl.from_arrow``), DuckDB and pandas take it as a
     stream. Waits for the pass over the input (for the schema) before it returns."""
     flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
-                         memory_budget, spill_dir, schema)
-    p = plan(paths, max_line_bytes=max_line_bytes)
+                         memory_budget, spill_dir, schema, bundles, resolve_references,
+                         bundle_duplicates)
+    inputs, p = _plan(paths, None, flat)
     rt = _one_type(p.groups, resource_type)
     rep = Reporter(progress, 2 * _size(p.groups[rt]), rt)
-    s = _Stream(p.groups[rt], rt, flat, 2, rep)
+    s = _Stream(inputs, rt, flat, 2, rep)
     try:
         schema = s.schema
     except BaseException:
@@ -449,6 +501,8 @@ class ConvertResult:
     types: List[TypeReport] = field(default_factory=list)
     rejected: List[Rejected] = field(default_factory=list)
     failed: Dict[str, BaseException] = field(default_factory=dict)
+    #: What unpacking FHIR Bundles did (see :class:`Plan`), or ``None``.
+    bundles: Optional[Dict[str, int]] = None
 
     @property
     def rows(self) -> int:
@@ -473,6 +527,9 @@ def convert(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Optional[str] = None,
     schema: Any = None,
+    bundles: str = "auto",
+    resolve_references: bool = False,
+    bundle_duplicates: str = "keep",
     raise_on_error: bool = True,
     progress: ProgressArg = True,
 ) -> ConvertResult:
@@ -481,20 +538,23 @@ def convert(
     Rejected lines (``on_error="skip"``) go to ``out/_rejected/`` and into
     ``result.rejected``. A type that fails writes nothing and the others go on; then, with
     ``raise_on_error`` (default), the first failure is raised with the whole result attached
-    as its ``result`` attribute. The inputs may be object-store URLs; ``out`` is a local
-    directory (for an object-store prefix, use the CLI: ``flatfhir convert ... --out s3://...``)."""
+    as its ``result`` attribute. Bundle options (``bundles``, ``resolve_references``,
+    ``bundle_duplicates``) as for :func:`read`; the counts are in ``result.bundles``. The
+    inputs may be object-store URLs; ``out`` is a local directory (for an object-store
+    prefix, use the CLI: ``flatfhir convert ... --out s3://...``)."""
     out = _path(out)
     if "://" in out:
         raise OptionsError(f"{out}: flatfhir.convert writes to a local directory; to write "
                            "tables to object storage use the CLI (flatfhir convert --out URL)")
     flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
-                         memory_budget, spill_dir, schema)
+                         memory_budget, spill_dir, schema, bundles, resolve_references,
+                         bundle_duplicates)
     write = {"format": format, "compression": compression, "row_group_rows": row_group_rows}
-    p = plan(paths, types=types, max_line_bytes=max_line_bytes)
+    inputs, p = _plan(paths, types, flat)
     total = 2 * sum(_size(f) for f in p.groups.values())
-    result = ConvertResult()
+    result = ConvertResult(bundles=p.bundles)
     with Reporter(progress, total, "flatfhir convert") as rep:
-        got = _native.convert(_paths(paths), list(p.groups), out, flat, write, rep.hook)
+        got = _native.convert(inputs, list(p.groups), out, flat, write, rep.hook)
     for rt, r in got:
         if isinstance(r, BaseException):
             result.failed[rt] = r
@@ -548,16 +608,21 @@ def schema(
     threads: Optional[int] = None,
     max_columns: int = DEFAULT_MAX_COLUMNS,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    bundles: str = "auto",
+    resolve_references: bool = False,
+    bundle_duplicates: str = "keep",
     progress: ProgressArg = True,
 ) -> Dict[str, TypeSchema]:
     """The union schema of each resource type: every column with its type, non-null count and
-    where it was first seen (every resource is read; nothing is sampled)."""
+    where it was first seen (every resource is read; nothing is sampled). Bundle options as
+    for :func:`read`; a column first seen in a Bundle is named by the Bundle file and line."""
     flat = _flatten_args(sep, exclude, decimals, on_error, threads, max_columns, max_line_bytes,
-                         DEFAULT_MEMORY_BUDGET, None)
-    p = plan(paths, types=types, max_line_bytes=max_line_bytes)
+                         DEFAULT_MEMORY_BUDGET, None, None, bundles, resolve_references,
+                         bundle_duplicates)
+    inputs, p = _plan(paths, types, flat)
     total = sum(_size(f) for f in p.groups.values())
     with Reporter(progress, total, "flatfhir schema") as rep:
-        got = _native.schema(_paths(paths), list(p.groups), flat, rep.hook)
+        got = _native.schema(inputs, list(p.groups), flat, rep.hook)
     out: Dict[str, TypeSchema] = {}
     for rt, r in got:
         if isinstance(r, BaseException):

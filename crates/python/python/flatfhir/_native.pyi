@@ -8,11 +8,17 @@ __version__: str
 
 Progress = Optional[Callable[[int], Any]]
 
-def plan(
-    paths: Sequence[str], max_line_bytes: int
-) -> tuple[list[tuple[str, list[str]]], list[str], list[str]]: ...
+class Inputs:
+    """Inputs planned once; unpacked Bundle files live as long as this object."""
+
+    def groups(self) -> list[tuple[str, list[str]]]: ...
+    def skipped(self) -> list[str]: ...
+    def empty(self) -> list[str]: ...
+    def bundles(self) -> Optional[dict[str, int]]: ...
+
+def plan(paths: Sequence[str], flatten: dict[str, Any]) -> Inputs: ...
 def convert(
-    paths: Sequence[str],
+    inputs: Inputs,
     types: Sequence[str],
     out_dir: str,
     flatten: dict[str, Any],
@@ -20,7 +26,7 @@ def convert(
     progress: Progress = None,
 ) -> list[tuple[str, Any]]: ...
 def schema(
-    paths: Sequence[str],
+    inputs: Inputs,
     types: Sequence[str],
     flatten: dict[str, Any],
     progress: Progress = None,
@@ -54,7 +60,7 @@ def run_views(
 class TypeReader:
     def __init__(
         self,
-        paths: Sequence[str],
+        inputs: Inputs,
         resource_type: str,
         flatten: dict[str, Any],
         out_dir: str,
