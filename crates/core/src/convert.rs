@@ -1372,7 +1372,11 @@ mod tests {
         assert_eq!(one.current_num_threads(), 1, "not the idle 2-thread pool");
         drop(one); // beyond the limit: the 2-thread pool stays
         let again = pools.lend(2).unwrap();
-        assert_eq!(thread_ids(&again), a_ids, "the idle pool comes back with its threads");
+        assert_eq!(
+            thread_ids(&again),
+            a_ids,
+            "the idle pool comes back with its threads"
+        );
     }
 
     /// A column that holds a few bytes over the whole input is stored uncompressed, one that

@@ -558,11 +558,7 @@ impl LineReader {
 
     /// A buffer for the next chunk, starting with the carried-over partial line.
     fn take_buffer(&mut self) -> Vec<u8> {
-        let mut buf = self
-            .spare
-            .pop()
-            .or_else(kept_buffer)
-            .unwrap_or_default();
+        let mut buf = self.spare.pop().or_else(kept_buffer).unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(&self.carry);
         self.carry.clear();

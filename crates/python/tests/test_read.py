@@ -265,7 +265,7 @@ def test_small_tables_go_to_pandas_on_the_calling_thread():
     assert small.calls == [{"use_threads": False}]
     assert large.calls == [{}], "pyarrow's default (threads) for large tables"
     # The caller's choice wins, and other options pass through.
-    flatfhir.to_pandas(small, use_threads=True, strings_to_categorical=True)
+    flatfhir.to_pandas({"Patient": small}, use_threads=True, strings_to_categorical=True)
     assert small.calls[-1] == {"use_threads": True, "strings_to_categorical": True}
 
 
