@@ -199,7 +199,7 @@ def main() -> None:
         lines.append(f"- the same in CPU time (all threads; less sensitive to the host's load): "
                      f"flatfhir {cpu[ours] * 1000:.1f} ms, reference {cpu[nb] * 1000:.0f} ms: "
                      f"{cpu[nb] / cpu[ours]:.1f}x")
-        lines.append(f"- the same as whole processes (interpreter start and imports included, 5 jobs "
+        lines.append(f"- the same as whole processes (interpreter start and imports included, {a.reps} jobs "
                      f"each): {med[nb] / med['notebook: flatfhir']:.1f}x")
     report = "\n".join(lines)
     print(report)
