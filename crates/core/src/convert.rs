@@ -436,7 +436,7 @@ pub fn read_group(
 /// read: the thread pool, the flattened chunks held in the stash, and the rejected lines'
 /// records (`<out_dir>/_rejected/`, with [`OnError::Skip`]).
 struct HeldPass {
-    pool: rayon::ThreadPool,
+    pool: Pool<'static>,
     pass: PassOutcome,
     stash: Stash,
     rejected_file: Option<PathBuf>,
@@ -491,12 +491,81 @@ fn input_bytes(group: &TypeGroup) -> u64 {
         .sum()
 }
 
-fn pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("flatfhir-{i}"))
-        .build()
-        .map_err(|e| Error::Options(format!("cannot start {threads} threads: {e}")))
+/// Thread pools kept between passes, process-wide (see [`Pools`]).
+static POOLS: Pools = Pools::new(4);
+
+/// Thread pools kept between passes, each lent to one pass at a time (so passes that run
+/// side by side never share one), at most `limit` of them.
+///
+/// Starting a pool starts its threads, and its first jobs wait for them to be scheduled;
+/// in a notebook that reads a small export again and again (or a conversion of many small
+/// types) that start-up was paid on every call. An idle pool's threads sleep.
+struct Pools {
+    limit: usize,
+    idle: Mutex<Vec<(usize, rayon::ThreadPool)>>,
+}
+
+impl Pools {
+    const fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A pool of `threads` threads (0: as many as rayon picks, see
+    /// [`crate::schedule::thread_count`]): an idle one, or a new one. It comes back here
+    /// when dropped.
+    fn lend(&self, threads: usize) -> Result<Pool<'_>> {
+        // Keyed by the count 0 resolves to now (`RAYON_NUM_THREADS` may have changed).
+        let threads = crate::schedule::thread_count(threads);
+        let idle = self.idle.lock().ok().and_then(|mut idle| {
+            let at = idle.iter().rposition(|(n, _)| *n == threads)?;
+            Some(idle.swap_remove(at).1)
+        });
+        let pool = match idle {
+            Some(p) => p,
+            None => rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("flatfhir-{i}"))
+                .build()
+                .map_err(|e| Error::Options(format!("cannot start {threads} threads: {e}")))?,
+        };
+        Ok(Pool {
+            owner: self,
+            threads,
+            pool: Some(pool),
+        })
+    }
+}
+
+/// A pool lent by [`Pools::lend`].
+struct Pool<'a> {
+    owner: &'a Pools,
+    threads: usize,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl std::ops::Deref for Pool<'_> {
+    type Target = rayon::ThreadPool;
+
+    fn deref(&self) -> &rayon::ThreadPool {
+        self.pool.as_ref().expect("a pool is held until dropped")
+    }
+}
+
+impl Drop for Pool<'_> {
+    fn drop(&mut self) {
+        if let (Some(pool), Ok(mut idle)) = (self.pool.take(), self.owner.idle.lock())
+            && idle.len() < self.owner.limit
+        {
+            idle.push((self.threads, pool));
+        }
+    }
+}
+
+fn pool(threads: usize) -> Result<Pool<'static>> {
+    POOLS.lend(threads)
 }
 
 /// The outcome of the pass over the input.
@@ -1033,6 +1102,9 @@ where
                     }
                 }
             }
+            while let Ok(buf) = returned.try_recv() {
+                crate::reader::keep_buffer(buf);
+            }
         });
         let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, Option<(Chunk, T)>)>();
         let process = &process;
@@ -1089,7 +1161,10 @@ where
                 }
                 consume(&chunk, r)?;
                 if let Some(buf) = chunk.data.into_vec() {
-                    let _ = give_back.send(buf);
+                    // Once the reader has finished, its buffers wait for the next one.
+                    if let Err(back) = give_back.send(buf) {
+                        crate::reader::keep_buffer(back.0);
+                    }
                 }
             }
         })
@@ -1268,6 +1343,38 @@ mod tests {
     use crate::input::InputFile;
     use parquet::basic::Compression as Pq;
     use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    /// The OS threads of a pool.
+    fn thread_ids(pool: &rayon::ThreadPool) -> Vec<std::thread::ThreadId> {
+        let mut ids: Vec<_> = pool.broadcast(|_| std::thread::current().id());
+        ids.sort_by_key(|id| format!("{id:?}"));
+        ids
+    }
+
+    /// A pool given back is lent again, with the same threads; a pool lent out is never lent
+    /// twice at once; pools beyond the limit are dropped; a pool is lent only for its thread
+    /// count.
+    #[test]
+    fn pools_are_kept_and_lent_one_at_a_time() {
+        let pools = Pools::new(1);
+        let a = pools.lend(2).unwrap();
+        assert_eq!(a.current_num_threads(), 2);
+        let a_ids = thread_ids(&a);
+        let b = pools.lend(2).unwrap();
+        assert_ne!(thread_ids(&b), a_ids, "a pool in use is not lent again");
+        drop(a);
+        drop(b); // beyond the limit of 1: dropped
+        assert_eq!(pools.idle.lock().unwrap().len(), 1);
+        let one = pools.lend(1).unwrap();
+        assert_eq!(one.current_num_threads(), 1, "not the idle 2-thread pool");
+        drop(one); // beyond the limit: the 2-thread pool stays
+        let again = pools.lend(2).unwrap();
+        assert_eq!(
+            thread_ids(&again),
+            a_ids,
+            "the idle pool comes back with its threads"
+        );
+    }
 
     /// A column that holds a few bytes over the whole input is stored uncompressed, one that
     /// holds a few KiB of few distinct texts with Snappy when zstd is asked for, and the

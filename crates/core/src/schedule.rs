@@ -100,7 +100,7 @@ fn side_by_side<F>(
 
 /// Threads a conversion with `threads` uses: as given, or for 0 what rayon picks
 /// (`RAYON_NUM_THREADS`, else one per core).
-fn thread_count(threads: usize) -> usize {
+pub(crate) fn thread_count(threads: usize) -> usize {
     if threads > 0 {
         return threads;
     }

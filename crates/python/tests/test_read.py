@@ -243,3 +243,54 @@ def test_a_type_whose_every_line_is_rejected_is_an_empty_table(tmp_path):
     got = flatfhir.read(bad, on_error="skip", progress=False)
     assert got["Patient"].num_rows == 0
     assert [(r.line, r.resource_type) for r in got.rejected] == [(1, "Patient")]
+
+
+class _RecordingTable:
+    """Stands in for a pyarrow.Table: records the options of ``to_pandas``."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.calls: list = []
+
+    def to_pandas(self, **kwargs):
+        self.calls.append(kwargs)
+        return kwargs
+
+
+def test_small_tables_go_to_pandas_on_the_calling_thread():
+    from flatfhir._engine import SMALL_TABLE_BYTES
+
+    small, large = _RecordingTable(1000), _RecordingTable(SMALL_TABLE_BYTES)
+    flatfhir.to_pandas({"Patient": small, "Observation": large})
+    assert small.calls == [{"use_threads": False}]
+    assert large.calls == [{}], "pyarrow's default (threads) for large tables"
+    # The caller's choice wins, and other options pass through.
+    flatfhir.to_pandas({"Patient": small}, use_threads=True, strings_to_categorical=True)
+    assert small.calls[-1] == {"use_threads": True, "strings_to_categorical": True}
+
+
+def test_to_pandas_values_do_not_depend_on_threads():
+    tables = flatfhir.read(FIXTURES / "basic", progress=False)
+    for t, frame in tables.to_pandas().items():
+        assert frame.equals(tables[t].to_pandas(use_threads=True)), t
+
+
+def test_a_temporary_directory_only_for_rejected_lines(monkeypatch, tmp_path):
+    import tempfile
+
+    made = []
+    real = tempfile.mkdtemp
+
+    def spy(*args, **kwargs):
+        d = real(*args, **kwargs)
+        made.append(d)
+        return d
+
+    monkeypatch.setattr(tempfile, "mkdtemp", spy)
+    assert flatfhir.read(FIXTURES / "basic", progress=False)["Patient"].num_rows == 3
+    assert made == [], "on_error='fail' writes no rejected lines: no directory of its own"
+    bad = tmp_path / "Patient.ndjson"
+    bad.write_text('{"resourceType":"Patient","id":"a"}\n{"resourceType":"Patient","id":\n')
+    got = flatfhir.read(bad, on_error="skip", progress=False)
+    assert len(made) == 1 and not os.path.exists(made[0]), "made for _rejected/, then removed"
+    assert [r.line for r in got.rejected] == [2]

@@ -17,6 +17,7 @@ from . import errors
 from ._engine import (
     ConvertResult,
     Plan,
+    SMALL_TABLE_BYTES,
     Rejected,
     SchemaColumn,
     Tables,
@@ -60,6 +61,7 @@ __all__ = [
     "InputError",
     "Plan",
     "Rejected",
+    "SMALL_TABLE_BYTES",
     "SchemaColumn",
     "ServerError",
     "Tables",
