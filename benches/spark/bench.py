@@ -168,7 +168,14 @@ def run_cli(flatfhir: Path, inp_dir: Path, out: Path) -> dict:
             "cpu_s": ru.ru_utime + ru.ru_stime}
 
 
-def run_flatfhir(spark, file: Path, rtype: str, parts: int, out: Path, codec: str) -> dict:
+def _write(df, out: Path, codec: str, noop: bool) -> None:
+    if noop:  # every row is produced, nothing is written: the reading side alone
+        df.write.format("noop").mode("overwrite").save()
+    else:
+        df.write.option("compression", codec).parquet(str(out))
+
+
+def run_flatfhir(spark, file: Path, rtype: str, parts: int, out: Path, codec: str, noop: bool = False) -> dict:
     from flatfhir import scale
     from flatfhir.spark import infer_schema
 
@@ -178,16 +185,16 @@ def run_flatfhir(spark, file: Path, rtype: str, parts: int, out: Path, codec: st
         t0 = time.perf_counter()
         doc = infer_schema(spark, str(file), rtype, shard_bytes=shard_bytes)
         t1 = time.perf_counter()
-        (spark.read.format("flatfhir").option("resourceType", rtype)
-         .option("schemaJson", doc.json).option("shardBytes", str(shard_bytes))
-         .load(str(file)).write.option("compression", codec).parquet(str(out)))
+        _write(spark.read.format("flatfhir").option("resourceType", rtype)
+               .option("schemaJson", doc.json).option("shardBytes", str(shard_bytes))
+               .load(str(file)), out, codec, noop)
         t2 = time.perf_counter()
-    rows, cols = out_shape(out)
+    rows, cols = out_shape(out) if not noop else (None, None)
     return {"ok": True, "wall_s": t2 - t0, "schema_s": t1 - t0, "write_s": t2 - t1,
             "partitions": n, "rss_mb": rss.peak_mb, "cpu_s": rss.cpu_s, "rows": rows, "columns": cols}
 
 
-def run_json(spark, file: Path, parts: int, out: Path, codec: str) -> dict:
+def run_json(spark, file: Path, parts: int, out: Path, codec: str, noop: bool = False) -> dict:
     size = file.stat().st_size
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(1, math.ceil(size / parts))))
     spark.conf.set("spark.sql.files.minPartitionNum", "1")
@@ -195,10 +202,10 @@ def run_json(spark, file: Path, parts: int, out: Path, codec: str) -> dict:
         t0 = time.perf_counter()
         df = spark.read.json(str(file))  # the schema inference job runs here
         t1 = time.perf_counter()
-        df.write.option("compression", codec).parquet(str(out))
+        _write(df, out, codec, noop)
         t2 = time.perf_counter()
     n = df.rdd.getNumPartitions()
-    rows, cols = out_shape(out)
+    rows, cols = out_shape(out) if not noop else (None, None)
     return {"ok": True, "wall_s": t2 - t0, "schema_s": t1 - t0, "write_s": t2 - t1,
             "partitions": n, "rss_mb": rss.peak_mb, "cpu_s": rss.cpu_s, "rows": rows, "columns": cols}
 
@@ -263,32 +270,34 @@ def report(a, file: Path, nbytes: int, lines: int, tools: list[str], summ: dict,
         sch = f"{s['schema_s']:.1f}" if "schema_s" in s else ""
         wr = f"{s['write_s']:.1f}" if "write_s" in s else ""
         cpu = f"{s['cpu_s']:.1f}" if "cpu_s" in s else ""
+        shape = f"{s['rows']:,} × {s['columns']}" if s.get("rows") is not None else "(noop sink)"
         out.append(f"| {t} | {s.get('partitions') or ''} | {s['wall_s']:.1f} ({walls}) | {s['mb_s']:.0f} | "
-                   f"{sch} | {wr} | {cpu} | {s['rss_mb']:.0f} | {s['rows']:,} × {s['columns']} |")
+                   f"{sch} | {wr} | {cpu} | {s['rss_mb']:.0f} | {shape} |")
     out.append("")
     cli = summ.get("cli", {})
     ratios = []
     for p in a.partitions:
         f, j = summ.get(f"flatfhir-{p}", {}), summ.get(f"json-{p}", {})
-        row = [str(p)]
-        row.append(f"{j['wall_s'] / f['wall_s']:.1f}×" if "wall_s" in f and "wall_s" in j else "")
-        row.append(f"{f['wall_s'] / cli['wall_s']:.1f}×" if "wall_s" in f and "wall_s" in cli else "")
-        ratios.append(row)
-    best_j = min((summ[t]["wall_s"] for t in tools if t.startswith("json-") and "wall_s" in summ[t]), default=None)
-    out.append("| partitions | json ÷ flatfhir (same partitions) | flatfhir ÷ cli |")
-    out.append("|---|---|---|")
+        def rat(x, y, k):
+            return f"{x[k] / y[k]:.1f}×" if k in x and k in y else ""
+        ratios.append([str(p), rat(j, f, "wall_s"), rat(j, f, "cpu_s"), rat(f, cli, "wall_s"), rat(f, cli, "cpu_s")])
+    best_j = min((summ[t]["wall_s"] for t in tools
+                  if t.startswith("json-") and "noop" not in t and "wall_s" in summ[t]), default=None)
+    out.append("| partitions | json ÷ flatfhir, wall | json ÷ flatfhir, CPU | flatfhir ÷ cli, wall | flatfhir ÷ cli, CPU |")
+    out.append("|---|---|---|---|---|")
     out.extend("| " + " | ".join(r) + " |" for r in ratios)
     out.append("")
     if best_j is not None:
-        best_f = min((summ[t]["wall_s"] for t in tools if t.startswith("flatfhir-") and "wall_s" in summ[t]),
-                     default=None)
+        best_f = min((summ[t]["wall_s"] for t in tools
+                      if t.startswith("flatfhir-") and "noop" not in t and "wall_s" in summ[t]), default=None)
         if best_f:
             out.append(f"Best against best: json {best_j:.1f} s ÷ flatfhir {best_f:.1f} s = {best_j / best_f:.1f}×.")
             out.append("")
     out.append(f"- Input: `{file}` (benches/compare's `obs-...` recipe), page cache warmed before each run.")
     out.append(f"- Spark: `local[{a.cores}]`, driver memory {a.driver_memory}, JVM options "
                f"`{a.jvm_options or '(none: the JVM defaults)'}`, Parquet compression {a.codec}; "
-               "session start excluded. flatfhir-P = `infer_schema` job + data source with `schemaJson`.")
+               f"session start excluded, one untimed warm-up job per reader on `{a.warmup or 'nothing'}` first. "
+               "flatfhir-P = `infer_schema` job + data source with `schemaJson`.")
     out.append(f"- CLI: `{a.flatfhir} convert DIR --out OUT --quiet` (zstd, one thread per core).")
     out.append(f"- Load average (1/5/15 min) before each round and at the end: {' | '.join(loads)}.")
     out.append(f"- Started {started} UTC; machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
@@ -326,16 +335,24 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "target" / "bench-results")
     ap.add_argument("--flatfhir", type=Path, default=ROOT / "target" / "release" / "flatfhir")
     ap.add_argument("--partitions", default="1,2,4,8", help="comma-separated (default 1,2,4,8)")
+    ap.add_argument("--json-partitions", default="",
+                    help="partitions of the json rows when they differ from --partitions (json is slow)")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--tools", default="flatfhir,json,cli", help="any of flatfhir,json,cli")
+    ap.add_argument("--tools", default="flatfhir,json,cli",
+                    help="any of flatfhir,json,cli,flatfhir-noop,json-noop (the -noop rows read into "
+                         "Spark's noop sink: the reading side without the Parquet writer)")
     ap.add_argument("--cores", type=int, default=2, help="local[N] (default 2)")
     ap.add_argument("--driver-memory", default="2g")
     ap.add_argument("--jvm-options", default="",
                     help="extra JVM options for driver and executor (default none; the fast-start "
                          "'-XX:TieredStopAtLevel=1 -XX:+UseSerialGC' slows the JVM's own work)")
+    ap.add_argument("--warmup", default="obs-10mb",
+                    help="input of one untimed job per Spark reader before the timed runs (default "
+                         "obs-10mb; '' for none)")
     ap.add_argument("--codec", default="zstd", help="Parquet compression of the Spark jobs (default zstd, as the CLI)")
     a = ap.parse_args()
     a.partitions = [int(p) for p in a.partitions.split(",") if p]
+    a.json_partitions = [int(p) for p in a.json_partitions.split(",") if p]
     want = set(a.tools.split(","))
 
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -345,14 +362,29 @@ def main() -> None:
     nbytes = file.stat().st_size
     with open(file, "rb") as f:
         lines = sum(1 for _ in f)
-    tools = [f"flatfhir-{p}" for p in a.partitions if "flatfhir" in want] + \
-            [f"json-{p}" for p in a.partitions if "json" in want] + (["cli"] if "cli" in want else [])
+    parts = {"flatfhir": a.partitions, "json": a.json_partitions or a.partitions}
+    tools = [f"{k}-{p}" for k in ("flatfhir", "json", "flatfhir-noop", "json-noop") if k in want
+             for p in parts[k.split("-")[0]]] + (["cli"] if "cli" in want else [])
     if not a.flatfhir.exists() and "cli" in want:
         sys.exit(f"{a.flatfhir}: no such binary (cargo build --release -p flatfhir, or --flatfhir)")
 
     print(f"starting Spark local[{a.cores}] (not timed)", file=sys.stderr)
     spark = session(a.cores, a.jvm_options, a.driver_memory)
     scratch = a.data / "spark-scratch"
+    if a.warmup:
+        # One untimed job of each Spark reader on a small input first: the JVM's JIT, the
+        # Python workers and their imports are warm before the first timed run, as in a
+        # session that has run a few jobs.
+        wdir = compare.make_input(a.warmup, a.data, a.fixtures, log=lambda m: print(m, file=sys.stderr))
+        wfile = next(p for p in wdir.iterdir() if p.suffix == ".ndjson")
+        print(f"warming up on {wfile} (not timed)", file=sys.stderr)
+        for fn in (lambda o: run_flatfhir(spark, wfile, rtype, 2, o, a.codec),
+                   lambda o: run_json(spark, wfile, 2, o, a.codec)):
+            shutil.rmtree(scratch, ignore_errors=True)
+            fn(scratch / "out")
+        shutil.rmtree(scratch, ignore_errors=True)
+    a.results.mkdir(parents=True, exist_ok=True)
+    base = a.results / f"spark-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
     runs: dict[str, list[dict]] = {t: [] for t in tools}
     loads = []
     for rnd in range(a.rounds):
@@ -368,10 +400,13 @@ def main() -> None:
             try:
                 if t == "cli":
                     r = run_cli(a.flatfhir, inp_dir, out)
-                elif t.startswith("flatfhir-"):
-                    r = run_flatfhir(spark, file, rtype, int(t.split("-")[1]), out, a.codec)
                 else:
-                    r = run_json(spark, file, int(t.split("-")[1]), out, a.codec)
+                    kind, p = t.rsplit("-", 1)
+                    noop = kind.endswith("-noop")
+                    if kind.startswith("flatfhir"):
+                        r = run_flatfhir(spark, file, rtype, int(p), out, a.codec, noop)
+                    else:
+                        r = run_json(spark, file, int(p), out, a.codec, noop)
             except Exception as e:  # a failed run is recorded, the benchmark goes on
                 r = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"}
             r["round"], r["load"] = rnd, loadavg()
@@ -381,13 +416,13 @@ def main() -> None:
                                                f"{r.get('rows')} rows x {r.get('columns')} cols, load {r['load']}"
                                                if r["ok"] else f"failed: {r['error']}"), file=sys.stderr)
             shutil.rmtree(scratch, ignore_errors=True)
+            # The raw runs so far, so an interrupted benchmark still leaves its numbers.
+            base.with_suffix(".json").write_text(json.dumps({"runs": runs, "args": sys.argv}, indent=1))
     loads.append(loadavg())
     spark.stop()
     summ = {t: summarize(runs[t], nbytes) for t in tools}
     text = report(a, file, nbytes, lines, tools, summ, loads, versions(a.flatfhir), started)
     print(text)
-    a.results.mkdir(parents=True, exist_ok=True)
-    base = a.results / f"spark-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
     base.with_suffix(".md").write_text(text)
     base.with_suffix(".json").write_text(json.dumps({"runs": runs, "summary": summ, "args": sys.argv}, indent=1))
     print(f"written: {base}.md and .json", file=sys.stderr)

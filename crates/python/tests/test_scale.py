@@ -123,7 +123,10 @@ def test_iter_shard_streams_batches_before_a_later_bad_line(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "Basic.ndjson").write_text("\n".join(good[:10]) + "\n")
     doc = scale.merge_schemas(scale.shard_schema(s) for s in scale.plan_shards(tmp_path / "a", "Basic"))
-    it = scale.iter_shard(scale.plan_shards(f)[0], doc)
+    # A byte-range shard (the file is larger than shard_bytes) is read in 4,096-line chunks.
+    shard = scale.plan_shards(f, shard_bytes=f.stat().st_size - 1)[0]
+    assert shard.end is not None
+    it = scale.iter_shard(shard, doc)
     first = next(it)
     assert first.num_rows == 4096
     assert first.column("n").to_pylist()[:3] == [0, 1, 2]

@@ -166,10 +166,11 @@ def test_read_yields_each_batch_as_it_is_flattened(tmp_path):
     with open(big / "Basic.ndjson", "a") as out:
         out.write('{"resourceType":"Basic","id":"x","n":"text"}\n')
     doc = scale.merge_schemas(scale.shard_schema(s) for s in scale.plan_shards(small))
-    ds = FlatfhirDataSource({"path": str(big), "schemaJson": doc.json})
+    # A byte-range shard (the file is larger than shardBytes) is read in 4,096-line chunks.
+    size = (big / "Basic.ndjson").stat().st_size
+    ds = FlatfhirDataSource({"path": str(big), "schemaJson": doc.json, "shardBytes": str(size - 1)})
     reader = ds.reader(ds.schema())
-    (part,) = reader.partitions()
-    it = reader.read(part)
+    it = reader.read(reader.partitions()[0])
     assert next(it).num_rows == 4096
     with pytest.raises(flatfhir.BadLineError) as e:
         next(it)
