@@ -1,8 +1,9 @@
 //! Scale-out from Python: planning shards, a shard's schema, merging schema documents and
 //! reading one shard against a given schema (what the Spark and Dask readers run on each
 //! task). Shards and schemas cross as JSON text, so they pickle and travel to workers as
-//! plain strings. Each call works on the calling thread without the GIL: a cluster runs one
-//! task per core.
+//! plain strings. Each call works without the GIL: the schema calls on the calling thread (a
+//! cluster runs one task per core), [`ShardReader`] on one thread of its own that stays a
+//! couple of batches ahead of the Python consumer.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, sync_channel};
