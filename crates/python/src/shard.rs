@@ -1,18 +1,24 @@
 //! Scale-out from Python: planning shards, a shard's schema, merging schema documents and
 //! reading one shard against a given schema (what the Spark and Dask readers run on each
 //! task). Shards and schemas cross as JSON text, so they pickle and travel to workers as
-//! plain strings. Each call works on the calling thread without the GIL: a cluster runs one
-//! task per core.
+//! plain strings. Each call works without the GIL: the schema calls on the calling thread (a
+//! cluster runs one task per core), [`ShardReader`] on one thread of its own that stays a
+//! couple of batches ahead of the Python consumer.
 
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use arrow_array::RecordBatch;
 use arrow_pyarrow::ToPyArrow;
+use arrow_schema::SchemaRef;
 use flatfhir_core::{SchemaDoc, Shard};
 use pyo3::prelude::*;
 
 use crate::engine::{FlattenArgs, group_of};
 use crate::errors;
+use crate::wait::{Shared, recv};
 
 fn value_error(what: &str, e: impl std::fmt::Display) -> PyErr {
     pyo3::exceptions::PyValueError::new_err(format!("{what}: {e}"))
@@ -85,44 +91,6 @@ pub(crate) fn merge_schemas(py: Python<'_>, docs: Vec<String>) -> PyResult<Strin
     Ok(doc.to_json())
 }
 
-/// Flattens one shard against the schema in `flatten["schema"]`: `(schema, [batch...],
-/// [(file, line, reason)])`, the batches as pyarrow record batches.
-#[pyfunction]
-#[pyo3(signature = (shard, flatten))]
-pub(crate) fn read_shard(
-    py: Python<'_>,
-    shard: &str,
-    flatten: FlattenArgs,
-) -> PyResult<(Py<PyAny>, Vec<Py<PyAny>>, RejectedList)> {
-    let shard = shard_of(shard)?;
-    let opts = flatten.options(PathBuf::from("."))?;
-    let doc = opts
-        .schema
-        .clone()
-        .ok_or_else(|| value_error("read_shard", "a schema is needed"))?;
-    let t = doc
-        .get(&shard.resource_type)
-        .map_err(|e| errors::core(py, e))?;
-    let arrow = t
-        .arrow_schema(opts.decimals)
-        .map_err(|e| errors::core(py, e))?;
-    let mut batches: Vec<RecordBatch> = Vec::new();
-    let out = py
-        .detach(|| {
-            flatfhir_core::read_shard(&shard, &opts, Some(t), &mut |b| {
-                batches.push(b);
-                Ok(())
-            })
-        })
-        .map_err(|e| errors::core(py, e))?;
-    let schema = arrow.to_pyarrow(py)?.unbind();
-    let batches = batches
-        .into_iter()
-        .map(|b| b.to_pyarrow(py).map(Bound::unbind))
-        .collect::<PyResult<Vec<_>>>()?;
-    Ok((schema, batches, rejected_list(&out.rejected)))
-}
-
 /// Flattens NDJSON texts held in memory (`None`: no line), named `source` in errors, line
 /// `first_line` being `texts[0]`, columns ordered by `file_index` among calls. Without a schema in `flatten`: `(schema document, [], rejected)`; with
 /// one: `(pyarrow schema, [batch...], rejected)`.
@@ -181,5 +149,149 @@ pub(crate) fn read_texts(
                 .collect::<PyResult<Vec<_>>>()?;
             Ok((arrow.to_pyarrow(py)?.unbind(), batches, rejected))
         }
+    }
+}
+
+enum ShardMsg {
+    Batch(RecordBatch),
+    Done(Result<flatfhir_core::ShardOutcome, flatfhir_core::Error>),
+}
+
+/// One shard flattened against a given schema, as a stream of pyarrow record batches (what
+/// the Spark data source's `read()` yields). A worker thread flattens chunk after chunk and
+/// stays at most `bound` batches ahead of the consumer, so the flattening of the next chunk
+/// runs while the consumer (Spark's Python worker) sends the previous batch to the JVM, and
+/// memory is bounded by a few chunks instead of growing with the shard, as one call that
+/// returned every batch did. The caller waits without the GIL ([`recv`]); Ctrl-C stops the
+/// work.
+#[pyclass(module = "flatfhir._native")]
+pub(crate) struct ShardReader {
+    rx: Mutex<Option<Receiver<ShardMsg>>>,
+    shared: Arc<Shared>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    schema: SchemaRef,
+    rejected: Mutex<Option<RejectedList>>,
+}
+
+impl ShardReader {
+    fn join(&self, py: Python<'_>) {
+        let handle = self
+            .worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            py.detach(move || {
+                let _ = h.join();
+            });
+        }
+    }
+}
+
+#[pymethods]
+impl ShardReader {
+    /// Starts flattening `shard` (JSON text) against the schema in `flatten["schema"]`.
+    #[new]
+    #[pyo3(signature = (shard, flatten, bound))]
+    fn new(py: Python<'_>, shard: &str, flatten: FlattenArgs, bound: usize) -> PyResult<Self> {
+        let shard = shard_of(shard)?;
+        let opts = flatten.options(PathBuf::from("."))?;
+        let doc = opts
+            .schema
+            .clone()
+            .ok_or_else(|| value_error("ShardReader", "a schema is needed"))?;
+        let schema = doc
+            .get(&shard.resource_type)
+            .and_then(|t| t.arrow_schema(opts.decimals))
+            .map_err(|e| errors::core(py, e))?;
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = sync_channel::<ShardMsg>(bound.max(1));
+        let worker = std::thread::Builder::new()
+            .name(format!("flatfhir-shard-{}", shard.resource_type))
+            .spawn(move || {
+                let r = doc.get(&shard.resource_type).and_then(|t| {
+                    flatfhir_core::read_shard(&shard, &opts, Some(t), &mut |b| {
+                        // The consumer is gone (dropped or interrupted): stop here.
+                        tx.send(ShardMsg::Batch(b))
+                            .map_err(|_| flatfhir_core::Error::Cancelled)
+                    })
+                });
+                let _ = tx.send(ShardMsg::Done(r));
+            })
+            .map_err(|e| {
+                pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start a thread: {e}"))
+            })?;
+        Ok(Self {
+            rx: Mutex::new(Some(rx)),
+            shared,
+            worker: Mutex::new(Some(worker)),
+            schema,
+            rejected: Mutex::new(None),
+        })
+    }
+
+    /// The shard's Arrow schema (the given document's columns and types).
+    #[getter]
+    fn schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.schema.to_pyarrow(py)
+    }
+
+    /// The next batch, or `None` once the shard is done (a bad line raises, naming file and
+    /// line).
+    fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if self
+            .rejected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let got = recv(py, &self.rx, &self.shared, None, &mut |_| Ok(()));
+        match got {
+            Ok(Some(ShardMsg::Batch(b))) => Ok(Some(b.to_pyarrow(py)?)),
+            Ok(Some(ShardMsg::Done(r))) => {
+                self.join(py);
+                let out = r.map_err(|e| errors::core(py, e))?;
+                *self
+                    .rejected
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(rejected_list(&out.rejected));
+                Ok(None)
+            }
+            Ok(None) => {
+                self.join(py);
+                Err(errors::make(
+                    py,
+                    "FlatfhirError",
+                    "the shard reader stopped unexpectedly".to_string(),
+                    &[],
+                ))
+            }
+            Err(e) => {
+                self.join(py);
+                Err(e)
+            }
+        }
+    }
+
+    /// The lines `on_error="skip"` left out, `[(file, line, reason)]`, once the last batch
+    /// has been taken; else `None`.
+    fn rejected(&self) -> Option<RejectedList> {
+        self.rejected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for ShardReader {
+    fn drop(&mut self) {
+        // Dropping the receiver makes the worker's next send fail, which ends it.
+        self.rx
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
     }
 }

@@ -112,3 +112,48 @@ def test_bad_arguments():
         scale.read_shard(scale.plan_shards(FIXTURES / "basic", "Patient")[0], None)
     with pytest.raises(ValueError):
         scale.SchemaDocument('{"format": "something-else", "version": 1}')
+
+
+def test_iter_shard_streams_batches_before_a_later_bad_line(tmp_path):
+    # 5,000 good lines (more than one 4,096-line chunk), then a line that does not fit: the
+    # first chunk's batch arrives before the error, which names the file and line.
+    f = tmp_path / "Basic.ndjson"
+    good = [f'{{"resourceType":"Basic","id":"{i}","n":{i}}}' for i in range(5000)]
+    f.write_text("\n".join(good + ['{"resourceType":"Basic","id":"x","n":"text"}']) + "\n")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "Basic.ndjson").write_text("\n".join(good[:10]) + "\n")
+    doc = scale.merge_schemas(scale.shard_schema(s) for s in scale.plan_shards(tmp_path / "a", "Basic"))
+    # A byte-range shard (the file is larger than shard_bytes) is read in 4,096-line chunks.
+    shard = scale.plan_shards(f, shard_bytes=f.stat().st_size - 1)[0]
+    assert shard.end is not None
+    it = scale.iter_shard(shard, doc)
+    first = next(it)
+    assert first.num_rows == 4096
+    assert first.column("n").to_pylist()[:3] == [0, 1, 2]
+    with pytest.raises(flatfhir.BadLineError) as e:
+        next(it)
+    assert e.value.line == 5001 and e.value.file.endswith("Basic.ndjson")
+
+
+def test_iter_shard_equals_read_shard_and_lists_rejected_at_the_end(tmp_path):
+    f = tmp_path / "Basic.ndjson"
+    lines = [f'{{"resourceType":"Basic","id":"{i}","n":{i}}}' for i in range(9000)]
+    lines[4500] = "{broken"
+    f.write_text("\n".join(lines) + "\n")
+    shards = scale.plan_shards(tmp_path, shard_bytes=100_000)
+    assert len(shards) > 1
+    doc = scale.merge_schemas(scale.shard_schema(s, on_error="skip") for s in shards)
+    rows, rejected = 0, []
+    for s in shards:
+        it = scale.iter_shard(s, doc, on_error="skip")
+        assert it.rejected is None  # known only at the end
+        batches = list(it)
+        assert all(b.schema == it.schema for b in batches)
+        whole = scale.read_shard(s, doc, on_error="skip")
+        assert pa.Table.from_batches(batches, schema=it.schema).equals(whole.table)
+        assert it.rejected == whole.rejected
+        rows += whole.table.num_rows
+        rejected += it.rejected
+    # Rows in = rows out + rows rejected.
+    assert rows + len(rejected) == 9000 and len(rejected) == 1
+    assert rejected[0].reason and rejected[0].file.endswith("Basic.ndjson")

@@ -125,3 +125,53 @@ def test_flatten_column_of_spark_read_text(spark, tmp_path):
     bad = spark.createDataFrame([('{"resourceType":"Basic","n":"x"}',)], "value string")
     with pytest.raises(Exception, match=r"value of partition \d+:1: column n is int64"):
         flatten_column(bad, "Basic", doc).collect()
+
+
+def _basic(path, n):
+    path.write_text("".join(f'{{"resourceType":"Basic","id":"{i}","n":{i}}}\n' for i in range(n)))
+
+
+def test_without_a_schema_the_input_is_read_once_for_it(tmp_path, monkeypatch):
+    # No Spark session needed: Spark calls schema(), pickles the data source, and calls
+    # reader() on the copy (pyspark.sql.worker.create_data_source / plan_data_source_read).
+    import pickle
+
+    from flatfhir import scale
+    from flatfhir.spark import FlatfhirDataSource
+
+    f = tmp_path / "Basic.ndjson"
+    _basic(f, 50)
+    calls = []
+    real = scale.shard_schema
+    monkeypatch.setattr(scale, "shard_schema", lambda s, **k: calls.append(s) or real(s, **k))
+    ds = FlatfhirDataSource({"path": str(f), "shardBytes": "100"})
+    schema = ds.schema()
+    shards = len(scale.plan_shards(f, shard_bytes=100))
+    assert len(calls) == shards > 1
+    reader = pickle.loads(pickle.dumps(ds)).reader(schema)
+    assert len(calls) == shards  # the document came along; no second pass
+    assert len(reader.partitions()) == shards
+
+
+def test_read_yields_each_batch_as_it_is_flattened(tmp_path):
+    # The first chunk's rows reach Spark before a bad line further on fails the task.
+    import flatfhir
+    from flatfhir import scale
+    from flatfhir.spark import FlatfhirDataSource
+
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.mkdir(), big.mkdir()
+    _basic(small / "Basic.ndjson", 10)
+    _basic(big / "Basic.ndjson", 5000)
+    with open(big / "Basic.ndjson", "a") as out:
+        out.write('{"resourceType":"Basic","id":"x","n":"text"}\n')
+    doc = scale.merge_schemas(scale.shard_schema(s) for s in scale.plan_shards(small))
+    # A byte-range shard (the file is larger than shardBytes) is read in 4,096-line chunks.
+    size = (big / "Basic.ndjson").stat().st_size
+    ds = FlatfhirDataSource({"path": str(big), "schemaJson": doc.json, "shardBytes": str(size - 1)})
+    reader = ds.reader(ds.schema())
+    it = reader.read(reader.partitions()[0])
+    assert next(it).num_rows == 4096
+    with pytest.raises(flatfhir.BadLineError) as e:
+        next(it)
+    assert e.value.line == 5001

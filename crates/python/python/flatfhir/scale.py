@@ -208,14 +208,59 @@ def read_shard(
 ) -> ShardTable:
     """Flattens one shard against ``schema`` (the merged :class:`SchemaDocument` of the whole
     input): a table with exactly its columns and types. A value that does not fit raises
-    :class:`~flatfhir.errors.BadLineError` naming file and line."""
+    :class:`~flatfhir.errors.BadLineError` naming file and line. :func:`iter_shard` gives the
+    same batches one at a time, in bounded memory."""
+    it = iter_shard(shard, schema, sep=sep, exclude=exclude, decimals=decimals,
+                    on_error=on_error, max_columns=max_columns, max_line_bytes=max_line_bytes)
+    table = pa.Table.from_batches(list(it), schema=it.schema)
+    return ShardTable(table, it.rejected or [])
+
+
+class ShardBatches:
+    """One shard flattened against the whole input's schema, as an iterator of
+    ``pyarrow.RecordBatch`` (one per chunk of up to 4,096 lines or 4 MiB), from
+    :func:`iter_shard`. A Rust thread flattens the next chunks (without the GIL) while the
+    caller handles the current one, at most ``bound`` batches ahead, so memory does not grow
+    with the shard. Once the iterator is exhausted, ``rejected`` lists the lines
+    ``on_error="skip"`` left out (``None`` before)."""
+
+    def __init__(self, shard: Shard, flatten: Dict[str, Any], bound: int) -> None:
+        self.resource_type = shard.resource_type
+        self._reader = _native.ShardReader(shard.spec, flatten, bound)
+        #: The shard's Arrow schema (the document's columns and types).
+        self.schema: pa.Schema = self._reader.schema
+        self.rejected: Optional[List[Rejected]] = None
+
+    def __iter__(self) -> "ShardBatches":
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        b = self._reader.next_batch()
+        if b is None:
+            if self.rejected is None:
+                self.rejected = _rejected(self.resource_type, self._reader.rejected() or [])
+            raise StopIteration
+        return b
+
+
+def iter_shard(
+    shard: Union[Shard, str],
+    schema: Any,
+    *,
+    sep: str = "_",
+    exclude: Union[str, Iterable[str]] = (),
+    decimals: str = "float",
+    on_error: str = "fail",
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    bound: int = 2,
+) -> ShardBatches:
+    """:func:`read_shard` as a stream of record batches (see :class:`ShardBatches`): what the
+    Spark data source yields, so a task holds a few chunks, not its whole shard."""
     if schema is None:
         raise OptionsError("read_shard needs the schema of the whole input (merge_schemas)")
-    s = _spec(shard)
-    arrow_schema, batches, rejected = _native.read_shard(
-        s.spec, _flat(sep, exclude, decimals, on_error, max_columns, max_line_bytes, schema))
-    return ShardTable(pa.Table.from_batches(batches, schema=arrow_schema),
-                      _rejected(s.resource_type, rejected))
+    return ShardBatches(_spec(shard), _flat(sep, exclude, decimals, on_error, max_columns,
+                                            max_line_bytes, schema), bound)
 
 
 def read_texts(

@@ -119,34 +119,47 @@ class FlatfhirDataSource(DataSource):
         return scale.plan_shards(_paths(self.options), o.get("resourcetype"),
                                  shard_bytes=shard_bytes)
 
+    def _doc(self, shards: List[scale.Shard]) -> str:
+        # Spark pickles this instance after schema() and calls reader() on the copy: keeping
+        # the document spares a second schema pass over the whole input when no schema was
+        # given.
+        doc = getattr(self, "_doc_json", None)
+        if doc is None:
+            doc = _schema_doc(self.options, shards, _flatten_options(self.options)).json
+            self._doc_json = doc
+        return doc
+
     def schema(self) -> StructType:
         shards = self._plan()
         flat = _flatten_options(self.options)
-        doc = _schema_doc(self.options, shards, flat)
+        doc = scale.SchemaDocument(self._doc(shards))
         rt = shards[0].resource_type if shards else self.options.get("resourceType", "")
         return spark_schema(arrow_schema(doc, rt, flat["decimals"]))
 
     def reader(self, schema: StructType) -> "FlatfhirReader":
-        return FlatfhirReader(self.options, self._plan())
+        shards = self._plan()
+        return FlatfhirReader(self.options, shards, self._doc(shards))
 
 
 class FlatfhirReader(DataSourceReader):
-    def __init__(self, options: Mapping[str, str], shards: List[scale.Shard]) -> None:
+    def __init__(self, options: Mapping[str, str], shards: List[scale.Shard], doc: str) -> None:
         self.options = dict(options)
         self.shards = [s.spec for s in shards]
-        flat = _flatten_options(self.options)
-        self.doc = _schema_doc(self.options, shards, flat).json
+        self.doc = doc
 
     def partitions(self) -> List[InputPartition]:
         return [ShardPartition(s) for s in self.shards]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        # Batches stream out as Rust flattens them (one per chunk of lines): the task holds a
+        # few chunks, not its whole shard, and the JVM works on a batch while the next one is
+        # flattened.
         spec = partition.spec  # type: ignore[attr-defined]
-        got = scale.read_shard(spec, self.doc, **_flatten_options(self.options))
+        batches = scale.iter_shard(spec, self.doc, **_flatten_options(self.options))
+        yield from batches
         where = {k.lower(): v for k, v in self.options.items()}.get("rejected")
-        if got.rejected and where:
-            _write_rejected(where, scale.Shard.from_spec(spec), got.rejected)
-        yield from got.table.to_batches()
+        if batches.rejected and where:
+            _write_rejected(where, scale.Shard.from_spec(spec), batches.rejected)
 
 
 def _write_rejected(folder: str, shard: scale.Shard, rejected: List[Rejected]) -> None:
