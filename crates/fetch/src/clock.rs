@@ -2,33 +2,40 @@
 
 use std::time::SystemTime;
 
+use time::OffsetDateTime;
+
 /// Now as a FHIR instant with milliseconds (UTC), for `log.ndjson`.
 pub(crate) fn now_instant_ms() -> String {
-    let d = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400).cast_signed());
-    let rem = secs % 86_400;
+    instant_ms(SystemTime::now())
+}
+
+/// `t` as `YYYY-MM-DDThh:mm:ss.sssZ`.
+fn instant_ms(t: SystemTime) -> String {
+    let t = OffsetDateTime::from(t);
     format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        d.subsec_millis()
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
     )
 }
 
-// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn instants_are_utc_with_milliseconds() {
+        let at = |ms: u64| instant_ms(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        // 2000-02-29 (a leap day of a year divisible by 400), 23:59:59.999.
+        assert_eq!(at(951_868_799_999), "2000-02-29T23:59:59.999Z");
+        assert_eq!(at(951_868_800_000), "2000-03-01T00:00:00.000Z");
+    }
 }

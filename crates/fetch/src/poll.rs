@@ -17,10 +17,6 @@ use crate::redact::RedactedUrl;
 use crate::redact::Secret;
 use crate::retry::{Retries, send_with_token};
 
-/// Moved to [`crate::retry`]; kept here for code written against the old path.
-#[allow(unused_imports)]
-pub(crate) use crate::retry::{Timing, parse_retry_after};
-
 /// Poll `url` (a status URL or a manifest page) until it answers 200 with a manifest.
 pub(crate) async fn until_manifest(ctx: &Ctx, url: &Url, started: Instant) -> Result<Value> {
     let timing = &ctx.opts.timing;

@@ -345,7 +345,11 @@ impl Temporal {
     }
 }
 
-/// Days since 1970-01-01 (proleptic Gregorian).
+/// Days since 1970-01-01 (proleptic Gregorian), with [`civil_from_days`] its inverse (Howard
+/// Hinnant's algorithms). Not the `time` crate (which fetch and the test server use for clock
+/// times): FHIRPath date arithmetic (`+ 10000 years`) can step outside `time::Date`'s years
+/// ±9999, where `time` returns an error and these keep computing the proleptic date, so
+/// switching would change what such expressions return.
 pub(crate) fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
     let y = i64::from(y) - i64::from(m <= 2);
     let era = y.div_euclid(400);

@@ -13,88 +13,70 @@ use url::Url;
 use super::{Crawl, Error, Result, SearchEvent};
 use crate::RedactedUrl;
 use crate::http::outcome_text;
+use crate::redact::Secret;
+use crate::retry::{Retries, send_with_token};
 
-/// GET `url` as FHIR JSON. 429, 5xx, a connection that fails or drops mid-body are retried
-/// (`Retry-After` honoured, else backoff; each counted against `Timing::retries`); a 401 gets
-/// a new token; any other status is [`Error::Page`].
+/// GET `url` as FHIR JSON, under the client's one retry policy ([`crate::retry`]): 429, 5xx,
+/// a connection that fails or drops mid-body are retried (`Retry-After` honoured, else
+/// backoff; each counted against `Timing::retries`); a 401 gets a new token; any other status
+/// is [`Error::Page`].
 pub(crate) async fn get(crawl: &Crawl, url: &Url) -> Result<String> {
-    let mut failures = 0u32;
-    let mut renewals = 0u32;
+    let mut retries = Retries::new(&crawl.timing);
     loop {
-        let token = crawl.auth.token().await?;
-        let sent = crawl
-            .http
-            .send(Method::GET, url, token.as_ref(), |r| {
-                let r = r.header("accept", "application/fhir+json");
-                if crawl.lenient {
-                    r.header("prefer", "handling=lenient")
-                } else {
-                    r
-                }
-            })
-            .await;
+        let sent = send_with_token(
+            &crawl.auth,
+            true,
+            &mut retries,
+            |token: Option<Secret>| async move {
+                crawl
+                    .http
+                    .send(Method::GET, url, token.as_ref(), |r| {
+                        let r = r.header("accept", "application/fhir+json");
+                        if crawl.lenient {
+                            r.header("prefer", "handling=lenient")
+                        } else {
+                            r
+                        }
+                    })
+                    .await
+            },
+        )
+        .await?;
         let resp = match sent {
-            Ok((_, r)) => r,
-            Err(e) if failures < crawl.timing.retries => {
-                failures += 1;
-                let wait = crawl.timing.backoff(failures);
-                retrying(crawl, url, None, None, &e.to_string(), wait, failures);
-                tokio::time::sleep(wait).await;
+            Ok(r) => r,
+            Err(e) => {
+                let Some(wait) = retries.next(None) else {
+                    return Err(e.into());
+                };
+                retrying(crawl, url, None, None, &e.to_string(), wait, &retries).await;
                 continue;
             }
-            Err(e) => return Err(e.into()),
         };
         let status = resp.status();
-        if status == StatusCode::UNAUTHORIZED
-            && crawl
-                .auth
-                .renew_after_401(token.as_ref(), &mut renewals)
-                .await
-        {
-            continue;
-        }
         let headers = resp.headers().clone();
         let body = match resp.text().await {
             Ok(b) => b,
-            Err(e) if failures < crawl.timing.retries => {
-                failures += 1;
-                let wait = crawl.timing.backoff(failures);
-                let why = crate::Error::http(url, e).to_string();
-                retrying(
-                    crawl,
-                    url,
-                    Some(status.as_u16()),
-                    None,
-                    &why,
-                    wait,
-                    failures,
-                );
-                tokio::time::sleep(wait).await;
+            Err(e) => {
+                let e = crate::Error::http(url, e);
+                let Some(wait) = retries.next(None) else {
+                    return Err(e.into());
+                };
+                let code = Some(status.as_u16());
+                retrying(crawl, url, code, None, &e.to_string(), wait, &retries).await;
                 continue;
             }
-            Err(e) => return Err(crate::Error::http(url, e).into()),
         };
         if status.is_success() {
             return Ok(body);
         }
         let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-        if retryable && failures < crawl.timing.retries {
-            failures += 1;
-            let wait = crawl.timing.wait_for(&headers, failures);
+        if retryable && let Some(wait) = retries.next(Some(&headers)) {
             let retry_after = headers
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok());
             let why = format!("HTTP {status}: {}", outcome_text(&body));
-            retrying(
-                crawl,
-                url,
-                Some(status.as_u16()),
-                retry_after,
-                &why,
-                wait,
-                failures,
-            );
-            tokio::time::sleep(wait).await;
+            let code = Some(status.as_u16());
+            retrying(crawl, url, code, retry_after, &why, wait, &retries).await;
             continue;
         }
         return Err(Error::Page {
@@ -114,27 +96,29 @@ pub(crate) async fn get_json(crawl: &Crawl, url: &Url) -> Result<serde_json::Val
     })
 }
 
-/// A page request is retried after `wait`: a `page_retry` line in the log and an event.
-fn retrying(
+/// A page request is retried after `wait`: a `page_retry` line in the log and an event, then
+/// the wait.
+async fn retrying(
     crawl: &Crawl,
     url: &Url,
     code: Option<u16>,
     retry_after: Option<&str>,
     why: &str,
     wait: Duration,
-    attempt: u32,
+    retries: &Retries<'_>,
 ) {
     let why = crate::scrub(why).into_owned();
     crawl.log.emit(
         "page_retry",
         json!({"url": RedactedUrl::new(url.clone()).redacted(), "code": code,
-               "retryAfter": retry_after, "message": why, "attempt": attempt,
+               "retryAfter": retry_after, "message": why, "attempt": retries.failures(),
                "waitMs": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)}),
     );
     crawl.observe(SearchEvent::Retrying {
         what: format!("search page: {why}"),
         wait,
     });
+    tokio::time::sleep(wait).await;
 }
 
 #[derive(Deserialize)]
