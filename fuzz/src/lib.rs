@@ -189,7 +189,7 @@ pub fn check_reader(data: &[u8]) {
 type Read3 = (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>, BTreeMap<u64, Vec<u8>>);
 
 fn read_all(path: &Path, opts: &flatfhir_core::ReadOptions) -> Result<Read3, String> {
-    let mut r = flatfhir_core::LineReader::open(path, opts).map_err(|e| e.to_string())?;
+    let mut r = flatfhir_core::internal::LineReader::open(path, opts).map_err(|e| e.to_string())?;
     let sunk = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<u64, Vec<u8>>::new()));
     let sink = std::sync::Arc::clone(&sunk);
     r.set_overlong_sink(Box::new(move |n, piece, _| {

@@ -46,8 +46,7 @@ mod textchunk;
 mod writer;
 
 pub use bundle::{
-    BundleInputs, BundleMode, BundleOptions, BundleStats, Duplicates, is_refused_entries,
-    line_origin, remove_unpacked,
+    BundleInputs, BundleMode, BundleOptions, BundleStats, Duplicates, remove_unpacked,
 };
 pub use convert::{
     ConvertOptions, DEFAULT_MAX_COLUMNS, DateColumn, NoProgress, OnError, Progress, ReadReport,
@@ -56,38 +55,50 @@ pub use convert::{
 };
 pub use error::{Error, Result};
 pub use input::{
-    InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, natural_cmp, plan, plan_with,
+    InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, plan, plan_with,
     type_from_file_name, why_not_ndjson,
 };
-pub use reader::{
-    Chunk, ChunkData, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_LINE_BYTES, Line,
-    LineReader, Lines, MAX_CHUNK_GROWTH, Overlong, OverlongSink, ReadOptions,
-};
+pub use reader::{DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_LINE_BYTES, ReadOptions};
 pub use schedule::convert_groups;
-pub use schema::{
-    Column, Dates, Decimals, FirstSeen, column_type, column_type_with, instant_type,
-    text_dates_reason, type_name,
-};
+pub use schema::{Column, Dates, Decimals, FirstSeen, type_name};
 pub use shard::{
     DEFAULT_SHARD_BYTES, DocColumn, PathSeg, Position, SCHEMA_FORMAT, SCHEMA_VERSION, SchemaDoc,
     Shard, ShardOutcome, TypeSchema, plan_shards, read_shard, read_texts,
 };
 pub use stash::DEFAULT_MEMORY_BUDGET;
-pub use writer::{ColumnCodec, Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};
+pub use writer::{Compression, OutputFormat, WriteOptions, WrittenFile};
+
+/// Plumbing shared with the sibling crates of this workspace (flatfhir-view, the `flatfhir`
+/// binary, the benchmarks and fuzz targets), so that they read lines, name bad lines and
+/// write tables exactly as `convert` does: the chunked line reader, the atomic table writer,
+/// where a line unpacked from a Bundle came from, and the validating JSON walker.
+///
+/// **Not part of the API**: hidden from the docs and free to change in any release, with
+/// no semver promise. Library users need only the items at the crate root.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::bundle::{is_refused_entries, line_origin};
+    pub use crate::input::natural_cmp;
+    pub use crate::reader::{
+        Chunk, ChunkData, Line, LineReader, Lines, MAX_CHUNK_GROWTH, Overlong, OverlongSink,
+    };
+    pub use crate::writer::{ColumnCodec, Part, TableWriter};
+
+    /// The validating JSON walker every input line is read with, for crates that read the
+    /// same lines (the view engine): one JSON parser, so a line `convert` rejects is rejected
+    /// by a view with the same reason. [`walk::walk`] reports an NDJSON line's keys, array
+    /// indexes and leaves (numbers with their source text) to a [`walk::Visitor`] without
+    /// building a tree; [`walk::line_text`] is the length and UTF-8 check `convert` makes
+    /// before it.
+    pub mod walk {
+        pub use crate::flatten::line_text;
+        pub use crate::scan::{Reason, Scalar, Visitor, walk};
+    }
+}
 
 /// Entry points for the fuzz targets in `fuzz/`. Not a stable API.
 #[doc(hidden)]
 pub mod fuzzing;
-
-/// The validating JSON walker every input line is read with, for crates that read the same
-/// lines (the view engine): one JSON parser, so a line `convert` rejects is rejected by a view
-/// with the same reason. [`walk::walk`] reports an NDJSON line's keys, array indexes and
-/// leaves (numbers with their source text) to a [`walk::Visitor`] without building a tree;
-/// [`walk::line_text`] is the length and UTF-8 check `convert` makes before it.
-pub mod walk {
-    pub use crate::flatten::line_text;
-    pub use crate::scan::{Reason, Scalar, Visitor, walk};
-}
 
 /// Entry points to the hot paths for the criterion benchmarks in `benches/`. Not a stable API.
 #[doc(hidden)]

@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use flatfhir_core::{LineReader, OutputFormat, ReadOptions, TableWriter, WriteOptions};
+use flatfhir_core::internal::{LineReader, TableWriter};
+use flatfhir_core::{OutputFormat, ReadOptions, WriteOptions};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -202,13 +203,13 @@ fn core_err(e: flatfhir_core::Error) -> Error {
 fn for_each_chunk<T: Send>(
     files: &[PathBuf],
     read: &ReadOptions,
-    f: impl Fn(&Path, &flatfhir_core::Chunk) -> Result<T> + Sync,
+    f: impl Fn(&Path, &flatfhir_core::internal::Chunk) -> Result<T> + Sync,
     mut sink: impl FnMut(T, u64) -> Result<()> + Send,
 ) -> Result<()> {
     let width = rayon::current_num_threads().max(1) * 2;
     std::thread::scope(|scope| {
         let (tx, rx) =
-            std::sync::mpsc::sync_channel::<Result<(usize, flatfhir_core::Chunk)>>(width * 2);
+            std::sync::mpsc::sync_channel::<Result<(usize, flatfhir_core::internal::Chunk)>>(width * 2);
         scope.spawn(move || {
             for (i, path) in files.iter().enumerate() {
                 let mut reader = match LineReader::open(path, read) {
@@ -273,7 +274,7 @@ fn for_each_chunk<T: Send>(
 fn chunk_rows(
     view: &View,
     path: &Path,
-    chunk: &flatfhir_core::Chunk,
+    chunk: &flatfhir_core::internal::Chunk,
     max_line_bytes: usize,
     mut each: impl FnMut(&[Row<'_>]),
 ) -> Result<u64> {
@@ -287,18 +288,18 @@ fn chunk_rows(
         )));
     }
     let mut resources = 0;
-    // Bundle entries that could not become a resource (see flatfhir_core::line_origin).
-    let refused = flatfhir_core::is_refused_entries(path);
+    // Bundle entries that could not become a resource (see flatfhir_core::internal::line_origin).
+    let refused = flatfhir_core::internal::is_refused_entries(path);
     for line in chunk.lines() {
         // A line unpacked from a Bundle is named by its Bundle file, line and entry.
-        let ctx = || flatfhir_core::line_origin(path, line.number).0;
+        let ctx = || flatfhir_core::internal::line_origin(path, line.number).0;
         if refused {
-            let (at, why) = flatfhir_core::line_origin(path, line.number);
+            let (at, why) = flatfhir_core::internal::line_origin(path, line.number);
             return Err(Error::Output(format!("{at}: {}", why.unwrap_or_default())));
         }
         // The length and UTF-8 checks `convert` makes, with its reasons.
         let text =
-            flatfhir_core::walk::line_text(line.bytes, max_line_bytes).map_err(|reason| {
+            flatfhir_core::internal::walk::line_text(line.bytes, max_line_bytes).map_err(|reason| {
                 Error::Json {
                     context: ctx(),
                     source: crate::json::JsonError { reason },

@@ -195,7 +195,7 @@ fn bundles_convert_exactly_as_the_same_resources_as_ndjson() {
     // Sorted as the plan orders NDJSON files of one type (file-name order), so that the
     // Bundles hold each type's resources in the order the NDJSON pass reads them.
     ndjson.sort_by(|a, b| {
-        flatfhir_core::natural_cmp(
+        flatfhir_core::internal::natural_cmp(
             &a.file_name().unwrap().to_string_lossy(),
             &b.file_name().unwrap().to_string_lossy(),
         )
