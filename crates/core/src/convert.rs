@@ -34,6 +34,7 @@ pub enum OnError {
 
 /// Everything that shapes a conversion.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConvertOptions {
     /// Output directory.
     pub out_dir: PathBuf,

@@ -10,12 +10,13 @@
 //! [`convert_group`] converts one group (one chunk-parallel pass that parses and flattens every
 //! line once, holding the flattened chunks within a memory budget and spilling the rest, then
 //! the output written against the union schema) and returns a [`TypeReport`];
-//! [`infer_schema`] collects the union schema alone. [`ConvertOptions`] holds every setting.
+//! [`infer_schema`] collects the union schema alone. [`ConvertOptions`] holds every setting
+//! (`#[non_exhaustive]`: start from `Default` and chain its setters).
 //!
 //! ```no_run
 //! use flatfhir_core::{convert_group, plan, ConvertOptions, NoProgress, ReadOptions};
 //! # fn main() -> Result<(), flatfhir_core::Error> {
-//! let opts = ConvertOptions { out_dir: "out".into(), ..Default::default() };
+//! let opts = ConvertOptions::default().out_dir("out");
 //! let plan = plan(&["export/".into()], &ReadOptions::default())?;
 //! for group in &plan.groups {
 //!     let report = convert_group(group, &opts, &NoProgress)?;
@@ -35,6 +36,7 @@ mod dates;
 mod error;
 mod flatten;
 mod input;
+mod options;
 pub mod outfile;
 mod reader;
 mod scan;

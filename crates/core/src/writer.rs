@@ -77,6 +77,7 @@ pub enum ColumnCodec {
 
 /// How to write a table.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WriteOptions {
     /// File format.
     pub format: OutputFormat,

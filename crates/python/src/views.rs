@@ -43,14 +43,9 @@ pub(crate) fn run_views(
             &[],
         ));
     }
-    let read = flatfhir_core::ReadOptions {
-        max_line_bytes,
-        ..flatfhir_core::ReadOptions::default()
-    };
-    let write = flatfhir_core::WriteOptions {
-        compression: flatfhir_core::Compression::None,
-        ..flatfhir_core::WriteOptions::default()
-    };
+    let read = flatfhir_core::ReadOptions::default().max_line_bytes(max_line_bytes);
+    let write =
+        flatfhir_core::WriteOptions::default().compression(flatfhir_core::Compression::None);
     let shared = Arc::new(Shared::default());
     let (tx, rx) = std::sync::mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));

@@ -99,11 +99,7 @@ pub fn run_views_with(
     // Smaller chunks than the flatten engine's: a view does less work per byte, and more
     // chunks keep both cores busy on small inputs. A view keeps no per-column state per
     // chunk, so long lines are no reason to grow them.
-    let read = ReadOptions {
-        chunk_bytes: 1 << 20,
-        chunk_rows: 0,
-        ..read.clone()
-    };
+    let read = read.clone().chunk_bytes(1 << 20).chunk_rows(0);
     let plan = flatfhir_core::plan(inputs, &read).map_err(|e| Error::Output(e.to_string()))?;
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         context: out_dir.display().to_string(),
@@ -208,8 +204,9 @@ fn for_each_chunk<T: Send>(
 ) -> Result<()> {
     let width = rayon::current_num_threads().max(1) * 2;
     std::thread::scope(|scope| {
-        let (tx, rx) =
-            std::sync::mpsc::sync_channel::<Result<(usize, flatfhir_core::internal::Chunk)>>(width * 2);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<
+            Result<(usize, flatfhir_core::internal::Chunk)>,
+        >(width * 2);
         scope.spawn(move || {
             for (i, path) in files.iter().enumerate() {
                 let mut reader = match LineReader::open(path, read) {
@@ -298,13 +295,12 @@ fn chunk_rows(
             return Err(Error::Output(format!("{at}: {}", why.unwrap_or_default())));
         }
         // The length and UTF-8 checks `convert` makes, with its reasons.
-        let text =
-            flatfhir_core::internal::walk::line_text(line.bytes, max_line_bytes).map_err(|reason| {
-                Error::Json {
-                    context: ctx(),
-                    source: crate::json::JsonError { reason },
-                }
-            })?;
+        let text = flatfhir_core::internal::walk::line_text(line.bytes, max_line_bytes).map_err(
+            |reason| Error::Json {
+                context: ctx(),
+                source: crate::json::JsonError { reason },
+            },
+        )?;
         if view.rows_for_line(text, &ctx, &mut each)? {
             resources += 1;
         }
@@ -357,14 +353,11 @@ fn run_table(
     }
     let schema = schema(view, &types);
     let collection: Vec<bool> = view.columns().iter().map(|c| c.collection).collect();
-    let opts = WriteOptions {
-        format: if format == Format::Arrow {
-            OutputFormat::Arrow
-        } else {
-            OutputFormat::Parquet
-        },
-        ..write.clone()
-    };
+    let opts = write.clone().format(if format == Format::Arrow {
+        OutputFormat::Arrow
+    } else {
+        OutputFormat::Parquet
+    });
     let meta = vec![
         ("flatfhir.view".to_string(), view.name().to_string()),
         ("flatfhir.resource".to_string(), view.resource().to_string()),

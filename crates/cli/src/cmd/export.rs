@@ -250,18 +250,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.output.spill_dir.as_deref(),
         "--overwrite",
     )?;
-    let mut convert_opts = ConvertOptions {
-        out_dir: tables,
-        sep: args.sep.clone(),
-        exclude: args.exclude.clone(),
-        decimals: match args.decimals {
+    let mut convert_opts = ConvertOptions::default()
+        .out_dir(tables)
+        .sep(args.sep.clone())
+        .exclude(args.exclude.clone())
+        .decimals(match args.decimals {
             DecimalsArg::Float => Decimals::Float,
             DecimalsArg::Exact => Decimals::Exact,
-        },
-        threads: args.threads.unwrap_or(0),
-        write: flatten_write.clone().unwrap_or_default(),
-        ..ConvertOptions::default()
-    };
+        })
+        .threads(args.threads.unwrap_or(0))
+        .write(flatten_write.clone().unwrap_or_default());
     args.output.apply_spill(&mut convert_opts);
     let convert_opts_dir = convert_opts.out_dir.clone();
 

@@ -132,10 +132,7 @@ fn lines_over_the_cap_are_errors_with_file_and_line() {
         ),
     ] {
         std::fs::write(&input, text).unwrap();
-        let read = flatfhir_core::ReadOptions {
-            max_line_bytes: 64,
-            ..flatfhir_core::ReadOptions::default()
-        };
+        let read = flatfhir_core::ReadOptions::default().max_line_bytes(64);
         let err = flatfhir_view::run_views_with(
             std::slice::from_ref(&input),
             &[view()],
