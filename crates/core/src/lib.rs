@@ -38,6 +38,7 @@ mod flatten;
 mod input;
 mod options;
 pub mod outfile;
+mod pipeline;
 mod reader;
 mod scan;
 mod schedule;
@@ -81,6 +82,7 @@ pub use writer::{Compression, OutputFormat, WriteOptions, WrittenFile};
 pub mod internal {
     pub use crate::bundle::{is_refused_entries, line_origin};
     pub use crate::input::natural_cmp;
+    pub use crate::pipeline::{Timers, run_chunks};
     pub use crate::reader::{
         Chunk, ChunkData, Line, LineReader, Lines, MAX_CHUNK_GROWTH, Overlong, OverlongSink,
     };
