@@ -5,9 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use flatfhir_core::internal::{LineReader, TableWriter};
-use flatfhir_core::{OutputFormat, ReadOptions, WriteOptions};
-use rayon::prelude::*;
+use flatfhir_core::internal::{Chunk, TableWriter, run_chunks};
+use flatfhir_core::{OutputFormat, Progress, ReadOptions, WriteOptions};
 
 use crate::error::{Error, Result};
 use crate::rows::{Cell, Row, Scalar};
@@ -100,7 +99,7 @@ pub fn run_views_with(
     // chunks keep both cores busy on small inputs. A view keeps no per-column state per
     // chunk, so long lines are no reason to grow them.
     let read = read.clone().chunk_bytes(1 << 20).chunk_rows(0);
-    let plan = flatfhir_core::plan(inputs, &read).map_err(|e| Error::Output(e.to_string()))?;
+    let plan = flatfhir_core::plan(inputs, &read)?;
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         context: out_dir.display().to_string(),
         source,
@@ -138,7 +137,7 @@ thread_local! {
 }
 
 /// [`run_views_with`] that stops with [`Error::Cancelled`] once `cancel` is set (checked
-/// before each batch of chunks; outputs are written atomically, so a stopped view leaves no
+/// before the rows of each chunk are used; outputs are written atomically, so a stopped view leaves no
 /// file). The Python package sets it on Ctrl-C. The flag reaches the chunk loop through a
 /// thread-local (the loop runs on the calling thread), which keeps the runner's signatures
 /// as they are.
@@ -162,14 +161,6 @@ pub fn run_views_cancellable(
     run_views_with(inputs, views, out_dir, format, write, read)
 }
 
-fn cancelled() -> bool {
-    CANCEL.with(|c| {
-        c.borrow()
-            .as_ref()
-            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
-    })
-}
-
 /// A view name made safe as a file name.
 fn file_name(name: &str) -> String {
     let s: String = name
@@ -189,100 +180,60 @@ fn file_name(name: &str) -> String {
     }
 }
 
-fn core_err(e: flatfhir_core::Error) -> Error {
-    Error::Output(e.to_string())
+/// The cancel flag of [`run_views_cancellable`] as the pipeline's [`Progress`] (which a view
+/// uses only for cancelling).
+struct Cancel(Option<std::sync::Arc<std::sync::atomic::AtomicBool>>);
+
+impl Progress for Cancel {
+    fn advance(&self, _: u64) {}
+
+    fn cancelled(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// Reads every file as chunks of lines and runs `f` on the chunks in parallel, handing the
-/// results to `sink` in input order. Three stages overlap: a reader thread reads ahead, the
-/// rayon pool processes a batch of chunks, and `sink` consumes the previous batch meanwhile.
+/// results with the chunk's size to `sink` in input order: core's pipeline
+/// (`flatfhir_core::internal::run_chunks`, the one `convert` runs on), on the current rayon
+/// pool. A read error, an error of `f` or `sink`, or cancellation stops it.
 fn for_each_chunk<T: Send>(
     files: &[PathBuf],
     read: &ReadOptions,
-    f: impl Fn(&Path, &flatfhir_core::internal::Chunk) -> Result<T> + Sync,
-    mut sink: impl FnMut(T, u64) -> Result<()> + Send,
+    f: impl Fn(&Path, &Chunk) -> Result<T> + Sync,
+    mut sink: impl FnMut(T, u64) -> Result<()>,
 ) -> Result<()> {
-    let width = rayon::current_num_threads().max(1) * 2;
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<
-            Result<(usize, flatfhir_core::internal::Chunk)>,
-        >(width * 2);
-        scope.spawn(move || {
-            for (i, path) in files.iter().enumerate() {
-                let mut reader = match LineReader::open(path, read) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(core_err(e)));
-                        return;
-                    }
-                };
-                loop {
-                    let msg = match reader.next_chunk() {
-                        Ok(Some(c)) => Ok((i, c)),
-                        Ok(None) => break,
-                        Err(e) => Err(core_err(e)),
-                    };
-                    let stop = msg.is_err();
-                    // A closed channel means the consumer stopped on an error.
-                    if tx.send(msg).is_err() || stop {
-                        return;
-                    }
-                }
-            }
-        });
-        let mut pending: Option<Vec<(Result<T>, u64)>> = None;
-        loop {
-            if cancelled() {
-                return Err(Error::Cancelled);
-            }
-            let mut batch = Vec::with_capacity(width);
-            while batch.len() < width {
-                match rx.recv() {
-                    Ok(msg) => batch.push(msg?),
-                    Err(_) => break, // reader finished
-                }
-            }
-            let prev = pending.take();
-            let sink = &mut sink;
-            let (results, written) = rayon::join(
-                || {
-                    batch
-                        .par_iter()
-                        .map(|(i, c)| (f(&files[*i], c), c.data.len() as u64))
-                        .collect::<Vec<_>>()
-                },
-                move || -> Result<()> {
-                    for (r, bytes) in prev.into_iter().flatten() {
-                        sink(r?, bytes)?;
-                    }
-                    Ok(())
-                },
-            );
-            written?;
-            if batch.is_empty() {
-                return Ok(());
-            }
-            pending = Some(results);
-        }
-    })
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let cancel = Cancel(CANCEL.with(|c| c.borrow().clone()));
+    run_chunks(
+        None,
+        &paths,
+        read,
+        &cancel,
+        None,
+        &|_, _| {},
+        |i, c| f(&files[i], c),
+        |c, r| sink(r?, c.data.len() as u64),
+    )
 }
 
 /// Parses each line of a chunk and runs the view on it.
 fn chunk_rows(
     view: &View,
     path: &Path,
-    chunk: &flatfhir_core::internal::Chunk,
+    chunk: &Chunk,
     max_line_bytes: usize,
     mut each: impl FnMut(&[Row<'_>]),
 ) -> Result<u64> {
     if let Some(o) = chunk.overlong.first() {
-        return Err(Error::Output(format!(
-            "{}:{}: line is {} bytes, longer than the limit of {} (--max-line-bytes)",
-            path.display(),
-            o.number,
-            o.len,
-            max_line_bytes
-        )));
+        return Err(Error::BadLine {
+            context: format!("{}:{}", path.display(), o.number),
+            reason: format!(
+                "line is {} bytes, longer than the limit of {max_line_bytes} (--max-line-bytes)",
+                o.len
+            ),
+        });
     }
     let mut resources = 0;
     // Bundle entries that could not become a resource (see flatfhir_core::internal::line_origin).
@@ -292,7 +243,10 @@ fn chunk_rows(
         let ctx = || flatfhir_core::internal::line_origin(path, line.number).0;
         if refused {
             let (at, why) = flatfhir_core::internal::line_origin(path, line.number);
-            return Err(Error::Output(format!("{at}: {}", why.unwrap_or_default())));
+            return Err(Error::BadLine {
+                context: at,
+                reason: why.unwrap_or_default(),
+            });
         }
         // The length and UTF-8 checks `convert` makes, with its reasons.
         let text = flatfhir_core::internal::walk::line_text(line.bytes, max_line_bytes).map_err(
@@ -362,7 +316,7 @@ fn run_table(
         ("flatfhir.view".to_string(), view.name().to_string()),
         ("flatfhir.resource".to_string(), view.resource().to_string()),
     ];
-    let mut writer = TableWriter::create(path, schema.clone(), &opts, &meta).map_err(core_err)?;
+    let mut writer = TableWriter::create(path, schema.clone(), &opts, &meta)?;
     let (mut resources, mut mismatches, mut input_bytes) = (0, 0, 0);
     for_each_chunk(
         files,
@@ -381,11 +335,11 @@ fn run_table(
             resources += n;
             input_bytes += bytes;
             mismatches += m;
-            writer.write(&batch, bytes).map_err(core_err)
+            Ok(writer.write(&batch, bytes)?)
         },
     )?;
     let rows = writer.rows();
-    let path = writer.finish().map_err(core_err)?.path;
+    let path = writer.finish()?.path;
     Ok(ViewReport {
         view: view.name().to_string(),
         path,

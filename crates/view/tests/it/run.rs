@@ -315,3 +315,60 @@ fn a_list_item_without_a_value_stays_a_null_in_parquet() {
     assert!(items.is_null(0));
     assert_eq!(items.value(1), "B");
 }
+
+/// An error of reading the input keeps its cause: it is core's error (naming the file) with
+/// its I/O source, not a string of it (the cause was lost when the view runner turned core
+/// errors into text).
+#[test]
+fn a_read_error_keeps_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("Patient.ndjson.gz");
+    // Gzip magic and header, then a body that is not deflate data.
+    std::fs::write(
+        &input,
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage, not deflate",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let err = run_views(&[input], &[view()], &out, Format::Parquet).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("Patient.ndjson.gz"), "{text}");
+    assert!(
+        matches!(
+            err,
+            flatfhir_view::Error::Core(flatfhir_core::Error::Read { .. })
+        ),
+        "{err:?}"
+    );
+    let source = std::error::Error::source(&err).expect("the I/O error is kept as the source");
+    assert!(
+        source.downcast_ref::<std::io::Error>().is_some(),
+        "{source:?}"
+    );
+    assert!(!out.join("pt.parquet").exists());
+}
+
+/// A line over the limit is named by file and line, with the reason, as before.
+#[test]
+fn an_overlong_line_names_file_line_and_limit() {
+    let (dir, input) = setup();
+    let out = dir.path().join("out");
+    let read = flatfhir_core::ReadOptions::default().max_line_bytes(100);
+    let err = flatfhir_view::run_views_with(
+        std::slice::from_ref(&input),
+        &[view()],
+        &out,
+        Format::Csv,
+        &flatfhir_core::WriteOptions::default(),
+        &read,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:1: line is {} bytes, longer than the limit of 100 (--max-line-bytes)",
+            input.display(),
+            PATIENTS.lines().next().unwrap().len()
+        )
+    );
+}
