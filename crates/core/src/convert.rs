@@ -15,13 +15,13 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::flatten::{ChunkPass, ColumnValues, Room, line_text};
+use crate::flatten::{CapacityHints, ChunkPass, ColumnValues, line_text};
 use crate::input::{InputFile, TypeGroup, resource_type_of};
 use crate::pipeline::Timers;
 use crate::reader::{Chunk, LineReader, ReadOptions};
 use crate::schema::{Column, Dates, Decimals, FirstSeen, UnionSchema};
 use crate::stash::{ChunkTable, Held, Parked, Stash, checked_texts, union_array};
-use crate::writer::{ColumnCodec, ColumnPart, Part, TableWriter, WriteOptions};
+use crate::writer::{ChunkRows, ColumnCodec, ColumnPart, TableWriter, WriteOptions};
 
 /// What to do with a bad input line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -555,7 +555,7 @@ pub(crate) fn belongs(
 
 thread_local! {
     /// The room the columns of this thread's last chunk took, to size the next one's.
-    static ROOM: std::cell::RefCell<Room> = std::cell::RefCell::default();
+    static ROOM: std::cell::RefCell<CapacityHints> = std::cell::RefCell::default();
 }
 
 /// The one pass over the input: every line is checked and parsed once, chunk-parallel; the
@@ -655,7 +655,7 @@ fn flatten_pass(
         let line_count = lines.next_number() - 1;
         let rows = pass.rows();
         if stash.is_some() {
-            ROOM.with(|r| r.replace(pass.room()));
+            ROOM.with(|r| r.replace(pass.capacity_hints()));
         }
         let (schema, values) = pass.finish();
         let table = stash.map(|s| {
@@ -836,7 +836,7 @@ fn column_codecs(union: &UnionSchema, compression: crate::Compression) -> Vec<Co
 
 /// A held chunk loaded for writing: its values per union column (`None`: the chunk has no
 /// such column), its rows and input size, and its file.
-type Loaded = (Vec<Option<ColumnValues>>, Part, usize);
+type Loaded = (Vec<Option<ColumnValues>>, ChunkRows, usize);
 
 /// Writes the held chunks, widened to the union schema, in input order.
 fn write_table(
@@ -915,7 +915,7 @@ fn write_table(
                 let start = Instant::now();
                 let input_bytes = h.chunk.input_bytes();
                 let table = loader.load(h.chunk)?;
-                let part = Part {
+                let part = ChunkRows {
                     rows: table.rows as usize,
                     input_bytes,
                 };

@@ -86,7 +86,7 @@ pub mod internal {
     pub use crate::reader::{
         Chunk, ChunkData, Line, LineReader, Lines, MAX_CHUNK_GROWTH, Overlong, OverlongSink,
     };
-    pub use crate::writer::{ColumnCodec, Part, TableWriter};
+    pub use crate::writer::{ChunkRows, ColumnCodec, TableWriter};
 
     /// The validating JSON walker every input line is read with, for crates that read the
     /// same lines (the view engine): one JSON parser, so a line `convert` rejects is rejected
@@ -112,7 +112,7 @@ pub mod hot {
     use arrow_array::RecordBatch;
     use arrow_schema::Schema;
 
-    use crate::flatten::{ChunkPass, Room};
+    use crate::flatten::{CapacityHints, ChunkPass};
     use crate::scan::{self, Reason};
     use crate::schema::{Decimals, FirstSeen, UnionSchema};
     use crate::stash::ChunkTable;
@@ -151,7 +151,7 @@ pub mod hot {
 
     /// Runs the schema pass (one chunk) and freezes the result.
     pub fn schema(lines: &[&str], resource_type: &str) -> Prepared {
-        let mut pass = ChunkPass::new(&[], false, Room::default());
+        let mut pass = ChunkPass::new(&[], false, CapacityHints::default());
         for (i, l) in lines.iter().enumerate() {
             pass.line(
                 l,
@@ -176,7 +176,7 @@ pub mod hot {
     /// The flattening: lines of one chunk into a record batch of the union schema (the pass
     /// that collects values, then widening).
     pub fn flatten(p: &Prepared, lines: &[&str]) -> RecordBatch {
-        let mut pass = ChunkPass::new(&[], true, Room::default());
+        let mut pass = ChunkPass::new(&[], true, CapacityHints::default());
         for (i, l) in lines.iter().enumerate() {
             let at = FirstSeen {
                 file: 0,
