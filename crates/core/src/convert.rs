@@ -1110,9 +1110,7 @@ impl RejectSink {
             (files.reasons, files.reasons_tmp, &reasons_path),
         ] {
             let f = w.into_inner().map_err(|e| werr(path, e.into_error()))?;
-            f.sync_all().map_err(|e| werr(path, e))?;
-            tmp.persist(path).map_err(|e| werr(path, e))?;
-            drop(f);
+            tmp.commit(f, path).map_err(|e| werr(path, e))?;
         }
         Ok(Some(lines_path))
     }

@@ -661,11 +661,8 @@ impl TableWriter {
             }
         };
         let file = file.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().map_err(werr)?;
         let size = file.metadata().map_err(werr)?.len();
-        // Renamed while still open (and locked), so no other run takes it for stale.
-        self.temp.persist(&path).map_err(werr)?;
-        drop(file);
+        self.temp.commit(file, &path).map_err(werr)?;
         let encode_seconds = self.encode_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let write_seconds = (self.write_nanos + start.elapsed().as_nanos() as u64) as f64 / 1e9;
         Ok(WrittenFile {

@@ -45,7 +45,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -394,35 +394,43 @@ impl Ctx {
     }
 }
 
-/// Now as a FHIR instant with milliseconds (UTC), for `log.ndjson`.
+/// Now as a FHIR instant with milliseconds (UTC), for `log.ndjson`. The calendar is the
+/// `time` crate's (one well-kept implementation instead of a copy of the days-to-date
+/// algorithm in each crate).
 pub(crate) fn now_instant_ms() -> String {
-    let d = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400).cast_signed());
-    let rem = secs % 86_400;
+    instant_ms(time::OffsetDateTime::now_utc())
+}
+
+/// `t` as a FHIR instant with milliseconds, `2024-05-01T12:00:00.000Z` (`t` in UTC).
+fn instant_ms(t: time::OffsetDateTime) -> String {
     format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        d.subsec_millis()
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
     )
 }
 
-// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+#[cfg(test)]
+mod instant_tests {
+    /// Leap days, the epoch and a last millisecond of a century, as Python's `datetime`
+    /// formats them.
+    #[test]
+    fn instants_have_milliseconds_and_the_right_calendar_day() {
+        for (ns, want) in [
+            (1_709_210_096_789_000_000, "2024-02-29T12:34:56.789Z"),
+            (951_782_400_000_000_000, "2000-02-29T00:00:00.000Z"),
+            (0, "1970-01-01T00:00:00.000Z"),
+            (4_102_444_799_999_000_000, "2099-12-31T23:59:59.999Z"),
+        ] {
+            let t = time::OffsetDateTime::from_unix_timestamp_nanos(ns).unwrap();
+            assert_eq!(super::instant_ms(t), want);
+        }
+    }
 }
 
 struct Run {

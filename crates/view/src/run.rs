@@ -449,10 +449,8 @@ fn run_text(
         },
     )?;
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    // Renamed while open (and locked); the mode is 0666 less the umask, as for any new file.
-    tmp.persist(path).map_err(io)?;
-    drop(file);
+    // Synced and renamed as every table is; the mode is 0666 less the umask.
+    tmp.commit(file, path).map_err(io)?;
     Ok(ViewReport {
         view: view.name().to_string(),
         path: path.to_path_buf(),
