@@ -51,15 +51,12 @@ pub(crate) fn run_views(
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let worker = std::thread::spawn(move || {
-        let r = flatfhir_view::run_views_cancellable(
-            &paths,
-            &views,
-            &out_dir,
-            Format::Arrow,
-            &write,
-            &read,
-            flag,
-        );
+        let opts = flatfhir_view::RunOptions::default()
+            .format(Format::Arrow)
+            .write(write)
+            .read(read)
+            .cancel(Some(flag));
+        let r = flatfhir_view::run_views_with(&paths, &views, &out_dir, &opts);
         let _ = tx.send(r);
     });
     let rx = Mutex::new(Some(rx));

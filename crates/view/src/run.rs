@@ -4,6 +4,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use flatfhir_core::internal::{Chunk, TableWriter, run_chunks};
 use flatfhir_core::{OutputFormat, Progress, ReadOptions, WriteOptions};
@@ -66,6 +68,55 @@ pub struct Report {
     pub views: Vec<ViewReport>,
 }
 
+/// How [`run_views_with`] runs views: the output format, Parquet/Arrow writer and reader
+/// settings, and a stop flag. `#[non_exhaustive]`: start from `Default` and chain the
+/// setters, e.g. `RunOptions::default().format(Format::Csv)`.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// Output format (Parquet by default).
+    pub format: Format,
+    /// Parquet/Arrow writer settings (compression, row-group size); their `format` is taken
+    /// from [`format`](Self::format).
+    pub write: WriteOptions,
+    /// Reader settings (the line cap; the chunk size is the view runner's own).
+    pub read: ReadOptions,
+    /// Once set, the run stops with [`Error::Cancelled`] before the rows of its next chunk
+    /// are used; outputs are written atomically, so a stopped view leaves no file. The
+    /// Python package sets it on Ctrl-C.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl RunOptions {
+    /// Sets the output format.
+    #[must_use]
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Sets the Parquet/Arrow writer settings.
+    #[must_use]
+    pub fn write(mut self, write: WriteOptions) -> Self {
+        self.write = write;
+        self
+    }
+
+    /// Sets the reader settings.
+    #[must_use]
+    pub fn read(mut self, read: ReadOptions) -> Self {
+        self.read = read;
+        self
+    }
+
+    /// Sets the stop flag.
+    #[must_use]
+    pub fn cancel(mut self, cancel: Option<Arc<AtomicBool>>) -> Self {
+        self.cancel = cancel;
+        self
+    }
+}
+
 /// Runs each view over the inputs (files or directories of NDJSON, plain or gzip) and writes
 /// `<out_dir>/<view name>.<ext>` atomically. Input lines are processed in parallel chunks.
 pub fn run_views(
@@ -78,27 +129,23 @@ pub fn run_views(
         inputs,
         views,
         out_dir,
-        format,
-        &WriteOptions::default(),
-        &ReadOptions::default(),
+        &RunOptions::default().format(format),
     )
 }
 
-/// [`run_views`] with Parquet/Arrow writer settings (compression, row-group size; their
-/// `format` is taken from `format`) and reader settings (line cap, memory mapping; the chunk
-/// size is the view runner's own).
+/// [`run_views`] with the settings of [`RunOptions`].
 pub fn run_views_with(
     inputs: &[PathBuf],
     views: &[View],
     out_dir: &Path,
-    format: Format,
-    write: &WriteOptions,
-    read: &ReadOptions,
+    opts: &RunOptions,
 ) -> Result<Report> {
+    let (format, write) = (opts.format, &opts.write);
+    let cancel = Cancel(opts.cancel.clone());
     // Smaller chunks than the flatten engine's: a view does less work per byte, and more
     // chunks keep both cores busy on small inputs. A view keeps no per-column state per
     // chunk, so long lines are no reason to grow them.
-    let read = read.clone().chunk_bytes(1 << 20).chunk_rows(0);
+    let read = opts.read.clone().chunk_bytes(1 << 20).chunk_rows(0);
     let plan = flatfhir_core::plan(inputs, &read)?;
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         context: out_dir.display().to_string(),
@@ -113,52 +160,44 @@ pub fn run_views_with(
             .flat_map(|g| g.files.iter().map(|f| f.path.clone()))
             .collect();
         let path = out_dir.join(output_file_name(view, format));
+        let run = Run {
+            view,
+            files: &files,
+            read: &read,
+            cancel: &cancel,
+        };
         let r = match format {
-            Format::Parquet | Format::Arrow => {
-                run_table(view, &files, &path, format, &read, write)?
-            }
-            Format::Ndjson | Format::Csv => run_text(view, &files, &path, format, &read)?,
+            Format::Parquet | Format::Arrow => run_table(&run, &path, format, write)?,
+            Format::Ndjson | Format::Csv => run_text(&run, &path, format)?,
         };
         report.views.push(r);
     }
     Ok(report)
 }
 
+/// One view's run over its files.
+struct Run<'a> {
+    view: &'a View,
+    files: &'a [PathBuf],
+    read: &'a ReadOptions,
+    cancel: &'a Cancel,
+}
+
+impl Run<'_> {
+    /// [`for_each_chunk`] over this run's files.
+    fn for_each_chunk<T: Send>(
+        &self,
+        f: impl Fn(&Path, &Chunk) -> Result<T> + Sync,
+        sink: impl FnMut(T, u64) -> Result<()>,
+    ) -> Result<()> {
+        for_each_chunk(self.files, self.read, self.cancel, f, sink)
+    }
+}
+
 /// The name of the file a view is written to in the output directory: its name made safe
 /// as a file name, and the format's extension.
 pub fn output_file_name(view: &View, format: Format) -> String {
     format!("{}.{}", file_name(view.name()), format.extension())
-}
-
-thread_local! {
-    /// The stop flag of a [`run_views_cancellable`] running on this thread.
-    static CANCEL: std::cell::RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// [`run_views_with`] that stops with [`Error::Cancelled`] once `cancel` is set (checked
-/// before the rows of each chunk are used; outputs are written atomically, so a stopped view leaves no
-/// file). The Python package sets it on Ctrl-C. The flag reaches the chunk loop through a
-/// thread-local (the loop runs on the calling thread), which keeps the runner's signatures
-/// as they are.
-pub fn run_views_cancellable(
-    inputs: &[PathBuf],
-    views: &[View],
-    out_dir: &Path,
-    format: Format,
-    write: &WriteOptions,
-    read: &ReadOptions,
-    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Result<Report> {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            CANCEL.with(|c| c.borrow_mut().take());
-        }
-    }
-    CANCEL.with(|c| *c.borrow_mut() = Some(cancel));
-    let _reset = Reset;
-    run_views_with(inputs, views, out_dir, format, write, read)
 }
 
 /// A view name made safe as a file name.
@@ -180,17 +219,15 @@ fn file_name(name: &str) -> String {
     }
 }
 
-/// The cancel flag of [`run_views_cancellable`] as the pipeline's [`Progress`] (which a view
-/// uses only for cancelling).
-struct Cancel(Option<std::sync::Arc<std::sync::atomic::AtomicBool>>);
+/// The stop flag of [`RunOptions::cancel`] as the pipeline's [`Progress`] (which a view uses
+/// only for cancelling).
+struct Cancel(Option<Arc<AtomicBool>>);
 
 impl Progress for Cancel {
     fn advance(&self, _: u64) {}
 
     fn cancelled(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+        self.0.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
     }
 }
 
@@ -201,16 +238,16 @@ impl Progress for Cancel {
 fn for_each_chunk<T: Send>(
     files: &[PathBuf],
     read: &ReadOptions,
+    cancel: &Cancel,
     f: impl Fn(&Path, &Chunk) -> Result<T> + Sync,
     mut sink: impl FnMut(T, u64) -> Result<()>,
 ) -> Result<()> {
     let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let cancel = Cancel(CANCEL.with(|c| c.borrow().clone()));
     run_chunks(
         None,
         &paths,
         read,
-        &cancel,
+        cancel,
         None,
         &|_, _| {},
         |i, c| f(&files[i], c),
@@ -263,13 +300,12 @@ fn chunk_rows(
 }
 
 fn run_table(
-    view: &View,
-    files: &[PathBuf],
+    run: &Run<'_>,
     path: &Path,
     format: Format,
-    read: &ReadOptions,
     write: &WriteOptions,
 ) -> Result<ViewReport> {
+    let (view, read) = (run.view, run.read);
     let declared: Vec<Option<ValueType>> = view.columns().iter().map(declared_type).collect();
     let mut types: Vec<ValueType> = declared
         .iter()
@@ -278,9 +314,7 @@ fn run_table(
     if declared.iter().any(Option::is_none) {
         // Schema pass: infer the undeclared columns' types from their values.
         let mut kinds = vec![Kinds::default(); types.len()];
-        for_each_chunk(
-            files,
-            read,
+        run.for_each_chunk(
             |p, c| {
                 let mut k = vec![Kinds::default(); declared.len()];
                 chunk_rows(view, p, c, read.max_line_bytes, |rows| {
@@ -318,9 +352,7 @@ fn run_table(
     ];
     let mut writer = TableWriter::create(path, schema.clone(), &opts, &meta)?;
     let (mut resources, mut mismatches, mut input_bytes) = (0, 0, 0);
-    for_each_chunk(
-        files,
-        read,
+    run.for_each_chunk(
         |p, c| {
             let mut b = BatchBuilder::new(schema.clone(), &types, &collection);
             let n = chunk_rows(view, p, c, read.max_line_bytes, |rows| {
@@ -396,13 +428,8 @@ fn csv_cell(out: &mut Vec<u8>, cell: &Cell<'_>) {
     }
 }
 
-fn run_text(
-    view: &View,
-    files: &[PathBuf],
-    path: &Path,
-    format: Format,
-    read: &ReadOptions,
-) -> Result<ViewReport> {
+fn run_text(run: &Run<'_>, path: &Path, format: Format) -> Result<ViewReport> {
+    let (view, read) = (run.view, run.read);
     let dir = path.parent().unwrap_or(Path::new("."));
     let io = |source| Error::Io {
         context: path.display().to_string(),
@@ -427,9 +454,7 @@ fn run_text(
         w.write_all(&header).map_err(io)?;
     }
     let (mut resources, mut rows, mut input_bytes) = (0, 0, 0);
-    for_each_chunk(
-        files,
-        read,
+    run.for_each_chunk(
         |p, c| {
             let mut buf = Vec::new();
             let mut count = 0u64;

@@ -286,13 +286,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
             if !selected.is_empty() {
+                let view_opts = flatfhir_view::RunOptions::default()
+                    .format(view_format)
+                    .write(view_write.clone())
+                    .read(convert_opts.read.clone());
                 match flatfhir_view::run_views_with(
                     &files,
                     &selected,
                     &convert_opts.out_dir,
-                    view_format,
-                    &view_write,
-                    &convert_opts.read,
+                    &view_opts,
                 ) {
                     Ok(r) => {
                         for v in r.views {

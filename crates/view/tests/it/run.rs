@@ -137,9 +137,9 @@ fn lines_over_the_cap_are_errors_with_file_and_line() {
             std::slice::from_ref(&input),
             &[view()],
             &dir.path().join("o"),
-            Format::Ndjson,
-            &flatfhir_core::WriteOptions::default(),
-            &read,
+            &flatfhir_view::RunOptions::default()
+                .format(Format::Ndjson)
+                .read(read.clone()),
         )
         .unwrap_err();
         let msg = err.to_string();
@@ -230,7 +230,7 @@ fn decimals_keep_their_precision_in_text_outputs() {
 }
 
 /// A set stop flag stops the run before any chunk and leaves no output; an unset one changes
-/// nothing; the flag does not outlive the call.
+/// nothing; the flag belongs to the call (a plain run after it works).
 #[test]
 fn a_cancelled_run_stops_and_writes_nothing() {
     use std::sync::Arc;
@@ -243,20 +243,20 @@ fn a_cancelled_run_stops_and_writes_nothing() {
         flatfhir_core::ReadOptions::default(),
     );
     let go = |flag: bool| {
-        flatfhir_view::run_views_cancellable(
+        flatfhir_view::run_views_with(
             std::slice::from_ref(&input),
             &[view()],
             &out,
-            Format::Parquet,
-            &w,
-            &r,
-            Arc::new(AtomicBool::new(flag)),
+            &flatfhir_view::RunOptions::default()
+                .write(w.clone())
+                .read(r.clone())
+                .cancel(Some(Arc::new(AtomicBool::new(flag)))),
         )
     };
     assert!(matches!(go(true), Err(flatfhir_view::Error::Cancelled)));
     assert!(!out.join("pt.parquet").exists());
     assert_eq!(go(false).unwrap().views[0].rows, 2);
-    // The flag of the cancelled call is gone: a plain run on this thread works.
+    // The flag belongs to the cancelled call: a plain run on this thread works.
     std::fs::remove_dir_all(&out).unwrap();
     assert_eq!(
         run_views(&[input], &[view()], &out, Format::Parquet)
@@ -358,9 +358,9 @@ fn an_overlong_line_names_file_line_and_limit() {
         std::slice::from_ref(&input),
         &[view()],
         &out,
-        Format::Csv,
-        &flatfhir_core::WriteOptions::default(),
-        &read,
+        &flatfhir_view::RunOptions::default()
+            .format(Format::Csv)
+            .read(read.clone()),
     )
     .unwrap_err();
     assert_eq!(
