@@ -86,7 +86,7 @@ pub enum Error {
     /// The rows of a chunk did not make an Arrow record batch of the view's schema.
     #[error("building a record batch: {0}")]
     Batch(#[source] arrow_schema::ArrowError),
-    /// The run was stopped ([`crate::run_views_cancellable`]); nothing was written.
+    /// The run was stopped ([`crate::RunOptions::cancel`]); nothing was written.
     #[error("cancelled")]
     Cancelled,
 }
