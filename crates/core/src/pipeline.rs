@@ -144,9 +144,7 @@ where
                     return Ok(());
                 }
                 while !waiting.contains_key(&next_consume) {
-                    let (seq, result) = done_rx
-                        .recv()
-                        .expect("the calling thread keeps a sender open");
+                    let (seq, result) = next_result(&done_rx, pool.is_none());
                     match result {
                         Some(r) => {
                             waiting.insert(seq, r);
@@ -167,6 +165,28 @@ where
             }
         })
     })
+}
+
+/// The next result from the workers. On the current pool (`help`), the calling thread may
+/// be one of its workers (a view run inside `ThreadPool::install`): blocking there would
+/// leave one worker fewer, and with a pool of one thread none at all to run the jobs it waits
+/// for. So it runs pending jobs of the pool while it waits, and blocks only when there are
+/// none (all are running elsewhere). Off a pool, `yield_now` does nothing and it blocks.
+fn next_result<M>(done: &std::sync::mpsc::Receiver<M>, help: bool) -> M {
+    loop {
+        if help {
+            match done.try_recv() {
+                Ok(m) => return m,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                        continue;
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {}
+            }
+        }
+        return done.recv().expect("the calling thread keeps a sender open");
+    }
 }
 
 /// `pool`'s `in_place_scope`, or the current pool's.

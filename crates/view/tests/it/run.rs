@@ -372,3 +372,20 @@ fn an_overlong_line_names_file_line_and_limit() {
         )
     );
 }
+
+/// Views run inside a one-thread pool (the CLI's `--threads 1` installs one): the pipeline
+/// then hands out chunks on that pool's only worker, which must run the jobs it waits for.
+/// When it only blocked, this run never ended.
+#[test]
+fn a_view_runs_inside_a_one_thread_pool() {
+    let (dir, input) = setup();
+    let out = dir.path().join("out");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let r = pool
+        .install(|| run_views(&[input], &[view()], &out, Format::Parquet))
+        .unwrap();
+    assert_eq!(r.views[0].rows, 2);
+}
