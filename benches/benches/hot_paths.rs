@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use flatfhir_core::{LineReader, ReadOptions, TableWriter, WriteOptions, hot};
+use flatfhir_core::internal::{LineReader, TableWriter};
+use flatfhir_core::{ReadOptions, WriteOptions, hot};
 
 fn inputs() -> Vec<(String, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

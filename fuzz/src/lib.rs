@@ -138,11 +138,10 @@ pub fn check_reader(data: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("Basic.ndjson");
     std::fs::write(&path, if gz { gzip(body) } else { body.to_vec() }).unwrap();
-    let opts = flatfhir_core::ReadOptions {
-        max_line_bytes,
-        chunk_bytes,
-        chunk_rows,
-    };
+    let opts = flatfhir_core::ReadOptions::default()
+        .max_line_bytes(max_line_bytes)
+        .chunk_bytes(chunk_bytes)
+        .chunk_rows(chunk_rows);
     let got = read_all(&path, &opts);
     if !gz && is_gzip(body) {
         // Sniffed as gzip: whatever it decodes to, an error must name the file.
@@ -189,7 +188,7 @@ pub fn check_reader(data: &[u8]) {
 type Read3 = (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>, BTreeMap<u64, Vec<u8>>);
 
 fn read_all(path: &Path, opts: &flatfhir_core::ReadOptions) -> Result<Read3, String> {
-    let mut r = flatfhir_core::LineReader::open(path, opts).map_err(|e| e.to_string())?;
+    let mut r = flatfhir_core::internal::LineReader::open(path, opts).map_err(|e| e.to_string())?;
     let sunk = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<u64, Vec<u8>>::new()));
     let sink = std::sync::Arc::clone(&sunk);
     r.set_overlong_sink(Box::new(move |n, piece, _| {
@@ -298,21 +297,17 @@ pub fn check_convert(data: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("Basic.ndjson");
     std::fs::write(&input, if gz { gzip(body) } else { body.to_vec() }).unwrap();
-    let read = flatfhir_core::ReadOptions {
-        max_line_bytes,
-        chunk_bytes,
-        ..flatfhir_core::ReadOptions::default()
-    };
+    let read = flatfhir_core::ReadOptions::default()
+        .max_line_bytes(max_line_bytes)
+        .chunk_bytes(chunk_bytes);
     let out = dir.path().join("out");
-    let opts = flatfhir_core::ConvertOptions {
-        out_dir: out.clone(),
-        threads,
-        on_error: flatfhir_core::OnError::Skip,
-        read: read.clone(),
-        memory_budget,
-        max_columns: 2000,
-        ..flatfhir_core::ConvertOptions::default()
-    };
+    let opts = flatfhir_core::ConvertOptions::default()
+        .out_dir(out.clone())
+        .threads(threads)
+        .on_error(flatfhir_core::OnError::Skip)
+        .read(read.clone())
+        .memory_budget(memory_budget)
+        .max_columns(2000);
     let plan = flatfhir_core::plan(std::slice::from_ref(&input), &read).expect("plan");
     let Some(group) = plan.groups.first() else {
         return;

@@ -57,6 +57,7 @@ pub enum Duplicates {
 
 /// How Bundles are unpacked.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct BundleOptions {
     /// Which files are Bundles.
     pub mode: BundleMode,

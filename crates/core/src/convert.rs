@@ -15,12 +15,13 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::flatten::{ChunkPass, ColumnValues, Room, line_text};
+use crate::flatten::{CapacityHints, ChunkPass, ColumnValues, line_text};
 use crate::input::{InputFile, TypeGroup, resource_type_of};
+use crate::pipeline::Timers;
 use crate::reader::{Chunk, LineReader, ReadOptions};
 use crate::schema::{Column, Dates, Decimals, FirstSeen, UnionSchema};
 use crate::stash::{ChunkTable, Held, Parked, Stash, checked_texts, union_array};
-use crate::writer::{ColumnCodec, ColumnPart, Part, TableWriter, WriteOptions};
+use crate::writer::{ChunkRows, ColumnCodec, ColumnPart, TableWriter, WriteOptions};
 
 /// What to do with a bad input line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,6 +35,7 @@ pub enum OnError {
 
 /// Everything that shapes a conversion.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConvertOptions {
     /// Output directory.
     pub out_dir: PathBuf,
@@ -235,13 +237,6 @@ pub struct StageTimes {
     pub encode: f64,
     /// Writing encoded data to the output file.
     pub write: f64,
-}
-
-/// Nanosecond counters behind [`StageTimes`].
-#[derive(Debug, Default)]
-struct Timers {
-    read: AtomicU64,
-    process: AtomicU64,
 }
 
 fn secs(n: &AtomicU64) -> f64 {
@@ -629,7 +624,7 @@ pub(crate) fn belongs(
 
 thread_local! {
     /// The room the columns of this thread's last chunk took, to size the next one's.
-    static ROOM: std::cell::RefCell<Room> = std::cell::RefCell::default();
+    static ROOM: std::cell::RefCell<CapacityHints> = std::cell::RefCell::default();
 }
 
 /// The one pass over the input: every line is checked and parsed once, chunk-parallel; the
@@ -729,7 +724,7 @@ fn flatten_pass(
         let line_count = lines.next_number() - 1;
         let rows = pass.rows();
         if stash.is_some() {
-            ROOM.with(|r| r.replace(pass.room()));
+            ROOM.with(|r| r.replace(pass.capacity_hints()));
         }
         let (schema, values) = pass.finish();
         let table = stash.map(|s| {
@@ -826,13 +821,30 @@ fn flatten_pass(
         }
         Ok(())
     };
-    run_chunks(
-        pool,
-        &group.files,
+    // Lines are numbered by `consume` (the reader leaves it to its caller); overlong lines'
+    // bytes go to the reject sink's spill file.
+    let spill = rejects.map(|r| Arc::clone(&r.spill));
+    let open = |i: usize, reader: &mut LineReader| {
+        reader.leave_numbering_to_caller();
+        if let Some(spill) = &spill {
+            let spill = Arc::clone(spill);
+            let file_idx = i as u32;
+            reader.set_overlong_sink(Box::new(move |ordinal, piece, _end| {
+                spill
+                    .lock()
+                    .map_err(|_| std::io::Error::other("poisoned"))?
+                    .append(file_idx, ordinal, piece)
+            }));
+        }
+    };
+    let paths: Vec<&Path> = group.files.iter().map(|f| f.path.as_path()).collect();
+    crate::pipeline::run_chunks(
+        Some(pool),
+        &paths,
         &opts.read,
         progress,
-        rejects,
-        timers,
+        Some(timers),
+        &open,
         process,
         consume,
     )?;
@@ -890,7 +902,7 @@ fn column_codecs(union: &UnionSchema, compression: crate::Compression) -> Vec<Co
 
 /// A held chunk loaded for writing: its values per union column (`None`: the chunk has no
 /// such column), its rows and input size, and its file.
-type Loaded = (Vec<Option<ColumnValues>>, Part, usize);
+type Loaded = (Vec<Option<ColumnValues>>, ChunkRows, usize);
 
 /// Writes the held chunks, widened to the union schema, in input order.
 fn write_table(
@@ -969,7 +981,7 @@ fn write_table(
                 let start = Instant::now();
                 let input_bytes = h.chunk.input_bytes();
                 let table = loader.load(h.chunk)?;
-                let part = Part {
+                let part = ChunkRows {
                     rows: table.rows as usize,
                     input_bytes,
                 };
@@ -1024,171 +1036,6 @@ fn write_table(
         });
     }
     writer.finish()
-}
-
-/// Reads the files on a reader thread, processes chunks on the pool as they arrive, and hands
-/// the results to `consume` strictly in input order, on the calling thread, while the pool
-/// goes on with later chunks (no batch waits for its slowest chunk). At most two chunks per
-/// thread are in flight. Chunks are numbered from their own start (the reader does not count
-/// lines): `consume` adds the lines of the chunks before.
-#[allow(clippy::too_many_arguments)]
-fn run_chunks<T, P, C>(
-    pool: &rayon::ThreadPool,
-    files: &[InputFile],
-    read: &ReadOptions,
-    progress: &dyn Progress,
-    rejects: Option<&RejectSink>,
-    timers: &Timers,
-    process: P,
-    mut consume: C,
-) -> Result<()>
-where
-    T: Send,
-    P: Fn(usize, &Chunk) -> T + Sync,
-    C: FnMut(&Chunk, T) -> Result<()>,
-{
-    let in_flight = pool.current_num_threads().max(1) * 2;
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(in_flight);
-        // Spent chunk buffers go back to the reader for reuse.
-        let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
-        let spill = rejects.map(|r| Arc::clone(&r.spill));
-        scope.spawn(move || {
-            for (i, f) in files.iter().enumerate() {
-                let mut reader = match LineReader::open(&f.path, read) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                reader.leave_numbering_to_caller();
-                if let Some(spill) = &spill {
-                    let spill = Arc::clone(spill);
-                    let file_idx = i as u32;
-                    reader.set_overlong_sink(Box::new(move |ordinal, piece, _end| {
-                        spill
-                            .lock()
-                            .map_err(|_| std::io::Error::other("poisoned"))?
-                            .append(file_idx, ordinal, piece)
-                    }));
-                }
-                let counter = reader.bytes_read();
-                let mut reported = 0;
-                loop {
-                    while let Ok(buf) = returned.try_recv() {
-                        reader.recycle(buf);
-                    }
-                    let start = Instant::now();
-                    let next = reader.next_chunk();
-                    timers
-                        .read
-                        .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    let now = counter.load(Ordering::Relaxed);
-                    progress.advance(now - reported);
-                    reported = now;
-                    match next {
-                        Ok(Some(mut c)) => {
-                            c.file = i;
-                            if tx.send(Ok(c)).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-            }
-            while let Ok(buf) = returned.try_recv() {
-                crate::reader::keep_buffer(buf);
-            }
-        });
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, Option<(Chunk, T)>)>();
-        let process = &process;
-        // The calling thread only hands out chunks and consumes results; the pool's
-        // threads do the work.
-        pool.in_place_scope(|jobs| -> Result<()> {
-            let mut next_seq = 0u64;
-            let mut next_consume = 0u64;
-            let mut waiting: std::collections::BTreeMap<u64, (Chunk, T)> = Default::default();
-            let mut read_all = false;
-            loop {
-                while !read_all && next_seq - next_consume < in_flight as u64 {
-                    match rx.recv() {
-                        Ok(chunk) => {
-                            let chunk = chunk?;
-                            let done = Done {
-                                tx: done_tx.clone(),
-                                seq: next_seq,
-                                result: None,
-                            };
-                            jobs.spawn(move |_| {
-                                let start = Instant::now();
-                                let r = process(chunk.file, &chunk);
-                                timers.process.fetch_add(
-                                    start.elapsed().as_nanos() as u64,
-                                    Ordering::Relaxed,
-                                );
-                                done.send(chunk, r);
-                            });
-                            next_seq += 1;
-                        }
-                        Err(_) => read_all = true,
-                    }
-                }
-                if next_consume == next_seq {
-                    return Ok(());
-                }
-                while !waiting.contains_key(&next_consume) {
-                    let (seq, result) = done_rx
-                        .recv()
-                        .expect("the calling thread keeps a sender open");
-                    match result {
-                        Some(r) => {
-                            waiting.insert(seq, r);
-                        }
-                        // A job panicked; the scope passes the panic on when it ends.
-                        None => return Ok(()),
-                    }
-                }
-                let (chunk, r) = waiting.remove(&next_consume).expect("just checked");
-                next_consume += 1;
-                if progress.cancelled() {
-                    return Err(Error::Cancelled);
-                }
-                consume(&chunk, r)?;
-                if let Some(buf) = chunk.data.into_vec() {
-                    // Once the reader has finished, its buffers wait for the next one.
-                    if let Err(back) = give_back.send(buf) {
-                        crate::reader::keep_buffer(back.0);
-                    }
-                }
-            }
-        })
-    })
-}
-
-/// A chunk's result on its way back to the thread that consumes results in order. Sent when
-/// dropped, so a job that panics still reports (with no result) and nobody waits forever.
-struct Done<T> {
-    tx: std::sync::mpsc::Sender<(u64, Option<(Chunk, T)>)>,
-    seq: u64,
-    result: Option<(Chunk, T)>,
-}
-
-impl<T> Done<T> {
-    fn send(mut self, chunk: Chunk, result: T) {
-        self.result = Some((chunk, result));
-    }
-}
-
-impl<T> Drop for Done<T> {
-    fn drop(&mut self) {
-        let _ = self.tx.send((self.seq, self.result.take()));
-    }
 }
 
 /// Overlong lines' bytes, spilled by the reader thread so they can be copied to `_rejected/`
@@ -1329,9 +1176,7 @@ impl RejectSink {
             (files.reasons, files.reasons_tmp, &reasons_path),
         ] {
             let f = w.into_inner().map_err(|e| werr(path, e.into_error()))?;
-            f.sync_all().map_err(|e| werr(path, e))?;
-            tmp.persist(path).map_err(|e| werr(path, e))?;
-            drop(f);
+            tmp.commit(f, path).map_err(|e| werr(path, e))?;
         }
         Ok(Some(lines_path))
     }

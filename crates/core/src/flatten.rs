@@ -280,15 +280,15 @@ impl PartialEq for ColumnValues {
 
 impl Eq for ColumnValues {}
 
-/// How much room each column (by path) took in an earlier chunk: the next chunk's columns
-/// are sized from it up front. Chunks of one type hold much the same columns in much the same
+/// Capacity hints: how many values and bytes each column (by path) took in an earlier chunk,
+/// so that the next chunk's columns are sized from them up front. Chunks of one type hold much the same columns in much the same
 /// amounts; without the hint every column's vectors grow by doubling, copying their values
 /// again and again and asking the system for fresh (zeroed) pages each time. A wrong hint
 /// costs only memory or a regrowth, never a value.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Room(FxHashMap<u64, (u32, u32)>);
+pub(crate) struct CapacityHints(FxHashMap<u64, (u32, u32)>);
 
-impl Room {
+impl CapacityHints {
     /// Empty vectors for the column with path hash `path`, sized from the hint plus an
     /// eighth.
     fn column(&self, path: u64) -> ColumnValues {
@@ -380,7 +380,7 @@ pub(crate) struct ChunkPass {
     /// Classify strings as dates and instants (`--dates typed`).
     pub(crate) dates: bool,
     /// Sizes for new columns' vectors.
-    room: Room,
+    hints: CapacityHints,
     /// Path hash of each column (when collecting), parallel to `values`.
     paths: Vec<u64>,
     /// Lines accepted so far: the chunk-local row of the current line.
@@ -389,8 +389,8 @@ pub(crate) struct ChunkPass {
 
 impl ChunkPass {
     /// A pass that collects statistics only (`flatfhir schema`), or values too (`collect`,
-    /// with new columns sized from `room`).
-    pub(crate) fn new(exclude: &[String], collect: bool, room: Room) -> Self {
+    /// with new columns sized from `hints`).
+    pub(crate) fn new(exclude: &[String], collect: bool, hints: CapacityHints) -> Self {
         Self {
             trie: PathTrie::new(),
             nodes: vec![NEW_NODE],
@@ -410,7 +410,7 @@ impl ChunkPass {
             values: Vec::new(),
             collect,
             dates: false,
-            room,
+            hints,
             paths: Vec::new(),
             rows: 0,
         }
@@ -459,9 +459,9 @@ impl ChunkPass {
         Ok(())
     }
 
-    /// The room the chunk's columns took, to size the next chunk's (see [`Room`]).
-    pub(crate) fn room(&self) -> Room {
-        Room(
+    /// The room the chunk's columns took, to size the next chunk's (see [`CapacityHints`]).
+    pub(crate) fn capacity_hints(&self) -> CapacityHints {
+        CapacityHints(
             self.paths
                 .iter()
                 .zip(&self.values)
@@ -522,7 +522,7 @@ impl ChunkPass {
         });
         if self.collect {
             let path = self.trie.path_hash(node);
-            self.values.push(self.room.column(path));
+            self.values.push(self.hints.column(path));
             self.paths.push(path);
         }
         col
@@ -684,7 +684,7 @@ mod tests {
                 })
                 .collect();
             let run = |guess: bool| {
-                let mut pass = ChunkPass::new(&[], true, Room::default());
+                let mut pass = ChunkPass::new(&[], true, CapacityHints::default());
                 pass.no_guess = !guess;
                 let results: Vec<Result<(), String>> = lines
                     .iter()
@@ -772,7 +772,7 @@ mod tests {
         }
     }
 
-    fn run(lines: &[&str], room: Room) -> (Vec<ColumnValues>, Room) {
+    fn run(lines: &[&str], room: CapacityHints) -> (Vec<ColumnValues>, CapacityHints) {
         let mut pass = ChunkPass::new(&[], true, room);
         for (i, l) in lines.iter().enumerate() {
             let at = FirstSeen {
@@ -782,7 +782,7 @@ mod tests {
             // The third line is rejected: its values must go, whatever the sizing.
             let _ = pass.line(l, at, "Patient");
         }
-        let room = pass.room();
+        let room = pass.capacity_hints();
         (pass.finish().1, room)
     }
 
@@ -790,7 +790,7 @@ mod tests {
     /// a rejected line leaves nothing behind for the next.
     #[test]
     fn resource_types_are_checked_per_line() {
-        let mut pass = ChunkPass::new(&[], false, Room::default());
+        let mut pass = ChunkPass::new(&[], false, CapacityHints::default());
         let at = FirstSeen { file: 0, line: 1 };
         let mut line = |text: &str, want: &str| pass.line(text, at, want);
         assert_eq!(
@@ -847,11 +847,11 @@ mod tests {
             r#"{"resourceType":"Patient","id":"c","active":false,"active":true}"#,
             r#"{"resourceType":"Patient","id":"d","name":[{"given":["z"]}],"n":1.5}"#,
         ];
-        let (plain, exact) = run(&lines, Room::default());
+        let (plain, exact) = run(&lines, CapacityHints::default());
         // The duplicate key rejected line 3, and its `id` went with it.
         assert_eq!(plain[1].data, b"abbd");
         assert_eq!(exact.0.len(), plain.len());
-        let all = |n, bytes| Room(exact.0.keys().map(|&k| (k, (n, bytes))).collect());
+        let all = |n, bytes| CapacityHints(exact.0.keys().map(|&k| (k, (n, bytes))).collect());
         let (_, again) = run(&lines, exact.clone());
         assert_eq!(again.0, exact.0);
         let rooms = [all(1, 1), all(1000, 100_000), all(0, 0), exact];
@@ -878,7 +878,7 @@ mod tests {
             r#"{"resourceType":"Patient","id":"d\u00e9","active":false,"name":[]}"#,
         ];
         for collect in [false, true] {
-            let mut pass = ChunkPass::new(&[], collect, Room::default());
+            let mut pass = ChunkPass::new(&[], collect, CapacityHints::default());
             for (i, l) in lines.iter().enumerate() {
                 let at = FirstSeen {
                     file: 0,

@@ -10,12 +10,13 @@
 //! [`convert_group`] converts one group (one chunk-parallel pass that parses and flattens every
 //! line once, holding the flattened chunks within a memory budget and spilling the rest, then
 //! the output written against the union schema) and returns a [`TypeReport`];
-//! [`infer_schema`] collects the union schema alone. [`ConvertOptions`] holds every setting.
+//! [`infer_schema`] collects the union schema alone. [`ConvertOptions`] holds every setting
+//! (`#[non_exhaustive]`: start from `Default` and chain its setters).
 //!
 //! ```no_run
 //! use flatfhir_core::{convert_group, plan, ConvertOptions, NoProgress, ReadOptions};
 //! # fn main() -> Result<(), flatfhir_core::Error> {
-//! let opts = ConvertOptions { out_dir: "out".into(), ..Default::default() };
+//! let opts = ConvertOptions::default().out_dir("out");
 //! let plan = plan(&["export/".into()], &ReadOptions::default())?;
 //! for group in &plan.groups {
 //!     let report = convert_group(group, &opts, &NoProgress)?;
@@ -35,7 +36,9 @@ mod dates;
 mod error;
 mod flatten;
 mod input;
+mod options;
 pub mod outfile;
+mod pipeline;
 mod reader;
 pub mod remote;
 mod scan;
@@ -47,8 +50,7 @@ mod textchunk;
 mod writer;
 
 pub use bundle::{
-    BundleInputs, BundleMode, BundleOptions, BundleStats, Duplicates, is_refused_entries,
-    line_origin, remove_unpacked,
+    BundleInputs, BundleMode, BundleOptions, BundleStats, Duplicates, remove_unpacked,
 };
 pub use convert::{
     ConvertOptions, DEFAULT_MAX_COLUMNS, DateColumn, NoProgress, OnError, Progress, ReadReport,
@@ -57,38 +59,51 @@ pub use convert::{
 };
 pub use error::{Error, Result};
 pub use input::{
-    InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, natural_cmp, plan, plan_with,
+    InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, plan, plan_with,
     type_from_file_name, why_not_ndjson,
 };
-pub use reader::{
-    Chunk, ChunkData, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_LINE_BYTES, Line,
-    LineReader, Lines, MAX_CHUNK_GROWTH, Overlong, OverlongSink, ReadOptions,
-};
+pub use reader::{DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_LINE_BYTES, ReadOptions};
 pub use schedule::convert_groups;
-pub use schema::{
-    Column, Dates, Decimals, FirstSeen, column_type, column_type_with, instant_type,
-    text_dates_reason, type_name,
-};
+pub use schema::{Column, Dates, Decimals, FirstSeen, type_name};
 pub use shard::{
     DEFAULT_SHARD_BYTES, DocColumn, PathSeg, Position, SCHEMA_FORMAT, SCHEMA_VERSION, SchemaDoc,
     Shard, ShardOutcome, TypeSchema, plan_shards, read_shard, read_texts,
 };
 pub use stash::DEFAULT_MEMORY_BUDGET;
-pub use writer::{ColumnCodec, Compression, OutputFormat, TableWriter, WriteOptions, WrittenFile};
+pub use writer::{Compression, OutputFormat, WriteOptions, WrittenFile};
+
+/// Plumbing shared with the sibling crates of this workspace (flatfhir-view, the `flatfhir`
+/// binary, the benchmarks and fuzz targets), so that they read lines, name bad lines and
+/// write tables exactly as `convert` does: the chunked line reader, the atomic table writer,
+/// where a line unpacked from a Bundle came from, and the validating JSON walker.
+///
+/// **Not part of the API**: hidden from the docs and free to change in any release, with
+/// no semver promise. Library users need only the items at the crate root.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::bundle::{is_refused_entries, line_origin};
+    pub use crate::input::natural_cmp;
+    pub use crate::pipeline::{Timers, run_chunks};
+    pub use crate::reader::{
+        Chunk, ChunkData, Line, LineReader, Lines, MAX_CHUNK_GROWTH, Overlong, OverlongSink,
+    };
+    pub use crate::writer::{ChunkRows, ColumnCodec, TableWriter};
+
+    /// The validating JSON walker every input line is read with, for crates that read the
+    /// same lines (the view engine): one JSON parser, so a line `convert` rejects is rejected
+    /// by a view with the same reason. [`walk::walk`] reports an NDJSON line's keys, array
+    /// indexes and leaves (numbers with their source text) to a [`walk::Visitor`] without
+    /// building a tree; [`walk::line_text`] is the length and UTF-8 check `convert` makes
+    /// before it.
+    pub mod walk {
+        pub use crate::flatten::line_text;
+        pub use crate::scan::{Reason, Scalar, Visitor, walk};
+    }
+}
 
 /// Entry points for the fuzz targets in `fuzz/`. Not a stable API.
 #[doc(hidden)]
 pub mod fuzzing;
-
-/// The validating JSON walker every input line is read with, for crates that read the same
-/// lines (the view engine): one JSON parser, so a line `convert` rejects is rejected by a view
-/// with the same reason. [`walk::walk`] reports an NDJSON line's keys, array indexes and
-/// leaves (numbers with their source text) to a [`walk::Visitor`] without building a tree;
-/// [`walk::line_text`] is the length and UTF-8 check `convert` makes before it.
-pub mod walk {
-    pub use crate::flatten::line_text;
-    pub use crate::scan::{Reason, Scalar, Visitor, walk};
-}
 
 /// Entry points to the hot paths for the criterion benchmarks in `benches/`. Not a stable API.
 #[doc(hidden)]
@@ -98,7 +113,7 @@ pub mod hot {
     use arrow_array::RecordBatch;
     use arrow_schema::Schema;
 
-    use crate::flatten::{ChunkPass, Room};
+    use crate::flatten::{CapacityHints, ChunkPass};
     use crate::scan::{self, Reason};
     use crate::schema::{Decimals, FirstSeen, UnionSchema};
     use crate::stash::ChunkTable;
@@ -137,7 +152,7 @@ pub mod hot {
 
     /// Runs the schema pass (one chunk) and freezes the result.
     pub fn schema(lines: &[&str], resource_type: &str) -> Prepared {
-        let mut pass = ChunkPass::new(&[], false, Room::default());
+        let mut pass = ChunkPass::new(&[], false, CapacityHints::default());
         for (i, l) in lines.iter().enumerate() {
             pass.line(
                 l,
@@ -162,7 +177,7 @@ pub mod hot {
     /// The flattening: lines of one chunk into a record batch of the union schema (the pass
     /// that collects values, then widening).
     pub fn flatten(p: &Prepared, lines: &[&str]) -> RecordBatch {
-        let mut pass = ChunkPass::new(&[], true, Room::default());
+        let mut pass = ChunkPass::new(&[], true, CapacityHints::default());
         for (i, l) in lines.iter().enumerate() {
             let at = FirstSeen {
                 file: 0,

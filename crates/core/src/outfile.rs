@@ -75,6 +75,21 @@ impl TempOutput {
         self.path.as_deref().unwrap_or(Path::new(""))
     }
 
+    /// Finishes the file: syncs `file` (the handle [`create`](Self::create) returned, with
+    /// everything written and flushed) to disk, renames it to `to` while it is still open
+    /// (and locked, so no other run takes it for stale), then closes it. Every output is
+    /// finished this way, so a file appears complete under its name or not at all.
+    ///
+    /// # Errors
+    /// The sync or the rename failed (the temporary file is then removed), or the process
+    /// is being interrupted.
+    pub fn commit(self, file: File, to: &Path) -> std::io::Result<()> {
+        file.sync_all()?;
+        self.persist(to)?;
+        drop(file);
+        Ok(())
+    }
+
     /// Renames the file to `to`. Keep the file open until this returns: its lock tells
     /// [`sweep_stale`] in another process that the file is alive.
     ///
@@ -207,5 +222,23 @@ mod tests {
         assert!(dir.path().join("A.csv").exists());
         assert!(!tmp.exists());
         assert!(!registry().contains(&tmp));
+    }
+
+    #[test]
+    fn commit_writes_renames_and_cleans_up_on_failure() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut f, t) = TempOutput::create(dir.path(), "A.ndjson").unwrap();
+        f.write_all(b"{}\n").unwrap();
+        let tmp = t.path().to_path_buf();
+        t.commit(f, &dir.path().join("A.ndjson")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("A.ndjson")).unwrap(), b"{}\n");
+        assert!(!tmp.exists() && !registry().contains(&tmp));
+        // A rename that cannot happen leaves neither file.
+        let (f, t) = TempOutput::create(dir.path(), "B.ndjson").unwrap();
+        let tmp = t.path().to_path_buf();
+        let to = dir.path().join("missing").join("B.ndjson");
+        assert!(t.commit(f, &to).is_err());
+        assert!(!tmp.exists() && !to.exists() && !registry().contains(&tmp));
     }
 }

@@ -28,6 +28,7 @@ pub const MAX_CHUNK_GROWTH: usize = 4;
 
 /// How to read input files.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ReadOptions {
     /// Lines longer than this are rejected.
     pub max_line_bytes: usize,

@@ -5,8 +5,13 @@
 //! Why not a crate: the flattener needs a number's exact source text (`1.50` must stay `1.50`
 //! under `--decimals exact`, and `1.0` must count as a fraction) and byte positions for error
 //! messages, while walking without allocation. `serde_json::Value` builds a tree (the measured
-//! bottleneck) and simd-json's tape drops the number text. The walker is checked against
-//! serde_json by property tests.
+//! bottleneck) and simd-json's tape drops the number text. sonic-rs is faster than
+//! serde_json but keeps a number's text only through its lazy values, which re-scan each
+//! nested object and array once per level; its DOM parses numbers to `f64` (`1.50` is gone)
+//! and takes duplicate keys silently. Measured on the bds-r4 fixtures (the walker against
+//! sonic-rs's DOM, lazy iteration and serde_json, `benches/json-parsers/RESULTS.md`), this
+//! walker was the fastest of them, while keeping the number text, so no SIMD parser was
+//! taken on. The walker is checked against serde_json by property tests.
 
 /// A leaf value, borrowed from the line (or from the walker's unescape buffer).
 #[derive(Debug, Clone, Copy, PartialEq)]

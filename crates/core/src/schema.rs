@@ -48,13 +48,13 @@ pub enum Dates {
 }
 
 /// The Arrow type of an instant column under [`Dates::Typed`].
-pub fn instant_type() -> DataType {
+pub(crate) fn instant_type() -> DataType {
     DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some("UTC".into()))
 }
 
 /// Why a column with date-like values stayed text under [`Dates::Typed`], from its kinds
 /// (`None`: it holds no date-like value, or it became typed).
-pub fn text_dates_reason(kinds: u8) -> Option<&'static str> {
+pub(crate) fn text_dates_reason(kinds: u8) -> Option<&'static str> {
     use kind::*;
     if kinds & (DATE | INSTANT | BADDATE) == 0 || kinds == DATE || kinds == INSTANT {
         return None;
@@ -84,13 +84,13 @@ pub enum Decimals {
 /// Only integers → `Int64`; integers and fractions → `Float64` (`Utf8` source text under
 /// [`Decimals::Exact`]); only booleans → `Boolean`; anything else, including no value at all →
 /// `Utf8`.
-pub fn column_type(kinds: u8, decimals: Decimals) -> DataType {
+pub(crate) fn column_type(kinds: u8, decimals: Decimals) -> DataType {
     column_type_with(kinds, decimals, Dates::Text)
 }
 
 /// [`column_type`] with a dates policy: under [`Dates::Typed`], only full instants →
 /// [`instant_type`], only full dates → `Date32`.
-pub fn column_type_with(kinds: u8, decimals: Decimals, dates: Dates) -> DataType {
+pub(crate) fn column_type_with(kinds: u8, decimals: Decimals, dates: Dates) -> DataType {
     use kind::*;
     match kinds {
         INSTANT if dates == Dates::Typed => instant_type(),

@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 
 use crate::convert::{ConvertOptions, OnError, RejectedLine, belongs};
 use crate::error::{Error, Result};
-use crate::flatten::{ChunkPass, Room, line_text};
+use crate::flatten::{CapacityHints, ChunkPass, line_text};
 use crate::input::{InputFile, TypeGroup};
 use crate::reader::LineReader;
 use crate::schema::{
@@ -448,7 +448,7 @@ impl Fit {
             let Ok(text) = line_text(bytes, opts.read.max_line_bytes) else {
                 continue;
             };
-            let mut pass = ChunkPass::new(&opts.exclude, false, Room::default());
+            let mut pass = ChunkPass::new(&opts.exclude, false, CapacityHints::default());
             let at = FirstSeen { file, line: number };
             if pass.line(text, at, rt).is_err() {
                 continue;
@@ -621,7 +621,7 @@ fn run(
         if chunk.is_empty() && !more {
             break;
         }
-        let mut pass = ChunkPass::new(&opts.exclude, given.is_some(), Room::default());
+        let mut pass = ChunkPass::new(&opts.exclude, given.is_some(), CapacityHints::default());
         for (number, bytes) in &chunk {
             let text = match bytes {
                 Ok(b) => line_text(b, opts.read.max_line_bytes),

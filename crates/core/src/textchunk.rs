@@ -288,7 +288,7 @@ impl TextChunk {
     /// Adds rows `from..from + len` of a part whose values are `v` (`v` checked with
     /// [`ColumnValues::check`], its texts valid UTF-8); `at` is where the walk through `v`'s
     /// values stands, moved past the rows taken.
-    pub(crate) fn push(&mut self, v: &ColumnValues, at: &mut PartWalk, from: u32, len: u32) {
+    pub(crate) fn push(&mut self, v: &ColumnValues, at: &mut ValuesCursor, from: u32, len: u32) {
         let end_row = from + len;
         let mut row = from;
         // The entry of the text a repeat stands for, once known in this chunk.
@@ -586,10 +586,10 @@ impl TextChunk {
     }
 }
 
-/// Where a walk through one part's values stands: parts are cut into row groups, so one
-/// part's values may go to two chunks.
+/// A cursor through one part's (one chunk's) held values: parts are cut into row groups, so
+/// one part's values may go to two column chunks, the second continuing where this stands.
 #[derive(Debug, Default)]
-pub(crate) struct PartWalk {
+pub(crate) struct ValuesCursor {
     /// The next value.
     i: usize,
     /// The end of the texts stored so far.
@@ -602,7 +602,7 @@ pub(crate) struct PartWalk {
     next_empty: usize,
 }
 
-impl PartWalk {
+impl ValuesCursor {
     /// The start of a walk through `v`.
     pub(crate) fn new(v: &ColumnValues) -> Self {
         Self {

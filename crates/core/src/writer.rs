@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::flatten::ColumnValues;
 use crate::outfile::TempOutput;
-use crate::textchunk::{PartWalk, TextChunk};
+use crate::textchunk::{TextChunk, ValuesCursor};
 
 /// Output file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,6 +77,7 @@ pub enum ColumnCodec {
 
 /// How to write a table.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WriteOptions {
     /// File format.
     pub format: OutputFormat,
@@ -112,19 +113,21 @@ pub struct WrittenFile {
     pub write_seconds: f64,
 }
 
-/// One part of a column-wise write ([`TableWriter::write_columns`]): the rows it holds and
-/// the size of the input behind them (for the row-group bound).
+/// The rows of one chunk in a column-wise write ([`TableWriter::write_columns`], which calls
+/// each chunk a part): how many, and the size of the input behind them (for the row-group
+/// bound).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Part {
+pub struct ChunkRows {
     /// Rows in the part.
     pub rows: usize,
     /// Input bytes behind the part.
     pub input_bytes: u64,
 }
 
-/// A run of a part's rows that goes into one row group.
+/// A run of one part's rows that goes into one row group (a part is cut where a row group
+/// ends).
 #[derive(Debug, Clone, Copy)]
-struct Piece {
+struct RowGroupSlice {
     part: usize,
     offset: usize,
     len: usize,
@@ -326,7 +329,7 @@ impl TableWriter {
     /// Encodes a batch into the current row group; `input_bytes` is the size of the input it
     /// came from, for the row-group bound. Full row groups are written.
     pub fn write(&mut self, batch: &RecordBatch, input_bytes: u64) -> Result<()> {
-        let part = Part {
+        let part = ChunkRows {
             rows: batch.num_rows(),
             input_bytes,
         };
@@ -359,7 +362,7 @@ impl TableWriter {
     /// `row_group_input_bytes` of input. Returns the pieces (runs of a part's rows in one row
     /// group, counted from the one being filled) and how many row groups they complete, and
     /// moves the row counts on accordingly.
-    fn plan(&mut self, parts: &[Part]) -> (Vec<Piece>, usize) {
+    fn plan(&mut self, parts: &[ChunkRows]) -> (Vec<RowGroupSlice>, usize) {
         let limit = self.opts.row_group_rows.max(1);
         let mut pieces = Vec::with_capacity(parts.len() + 1);
         let mut full = 0;
@@ -368,7 +371,7 @@ impl TableWriter {
             let mut offset = 0;
             while offset < total {
                 let take = (limit - self.pending_rows).min(total - offset);
-                pieces.push(Piece {
+                pieces.push(RowGroupSlice {
                     part: p,
                     offset,
                     len: take,
@@ -397,7 +400,12 @@ impl TableWriter {
     /// and encoding them share one parallel stage and a whole batch is never assembled.
     /// Row groups are cut as [`write`](Self::write) with one batch per part would cut them,
     /// and every column writer sees the same arrays, so the file is the same byte for byte.
-    pub fn write_columns<T, F>(&mut self, parts: &[Part], columns: Vec<T>, array: F) -> Result<()>
+    pub fn write_columns<T, F>(
+        &mut self,
+        parts: &[ChunkRows],
+        columns: Vec<T>,
+        array: F,
+    ) -> Result<()>
     where
         T: Send,
         F: Fn(usize, &mut T, usize) -> Result<ArrayRef> + Sync,
@@ -415,7 +423,7 @@ impl TableWriter {
     /// cut at the page row limit.
     pub(crate) fn write_parts<T, F>(
         &mut self,
-        parts: &[Part],
+        parts: &[ChunkRows],
         mut columns: Vec<T>,
         part: F,
     ) -> Result<()>
@@ -653,11 +661,8 @@ impl TableWriter {
             }
         };
         let file = file.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().map_err(werr)?;
         let size = file.metadata().map_err(werr)?.len();
-        // Renamed while still open (and locked), so no other run takes it for stale.
-        self.temp.persist(&path).map_err(werr)?;
-        drop(file);
+        self.temp.commit(file, &path).map_err(werr)?;
         let encode_seconds = self.encode_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let write_seconds = (self.write_nanos + start.elapsed().as_nanos() as u64) as f64 / 1e9;
         Ok(WrittenFile {
@@ -725,7 +730,7 @@ impl ColumnContext<'_> {
         c: usize,
         part: ColumnPart,
         rows: usize,
-        pieces: &[Piece],
+        pieces: &[RowGroupSlice],
         writers: &mut [Option<ColumnSink>],
         plain: &mut bool,
     ) -> Result<()> {
@@ -748,7 +753,7 @@ impl ColumnContext<'_> {
             .all(|p| matches!(writers[p.row_group], Some(ColumnSink::Text(_))));
         let array = match part {
             ColumnPart::Texts(v) if all_text => {
-                let mut walk = PartWalk::new(&v);
+                let mut walk = ValuesCursor::new(&v);
                 for piece in pieces {
                     if let Some(ColumnSink::Text(t)) = &mut writers[piece.row_group] {
                         t.push(&v, &mut walk, piece.offset as u32, piece.len as u32);
@@ -999,10 +1004,10 @@ mod tests {
                 let b = dir.path().join(format!("b.{}", format.extension()));
                 let mut w = TableWriter::create(&b, schema(), &opts, &[]).unwrap();
                 for (window, chunk) in parts.chunks(5).enumerate() {
-                    let meta: Vec<Part> = chunk
+                    let meta: Vec<ChunkRows> = chunk
                         .iter()
                         .enumerate()
-                        .map(|(i, b)| Part {
+                        .map(|(i, b)| ChunkRows {
                             rows: b.num_rows(),
                             input_bytes: 10 + (window * 5 + i) as u64,
                         })
@@ -1055,7 +1060,7 @@ mod tests {
         ]))
     }
 
-    /// Part `p` as a record batch: column `s` as generated, `r` never null.
+    /// The `p`th part as a record batch: column `s` as generated, `r` never null.
     fn text_batch(part: &[Option<String>], p: usize) -> RecordBatch {
         let s: StringArray = part.iter().map(|v| v.as_deref()).collect();
         let r: StringArray = (0..part.len())
@@ -1119,9 +1124,9 @@ mod tests {
             .collect();
         // In windows of three parts, as the conversion hands them over.
         for (window, chunk) in batches.chunks(3).enumerate() {
-            let meta: Vec<Part> = chunk
+            let meta: Vec<ChunkRows> = chunk
                 .iter()
-                .map(|b| Part {
+                .map(|b| ChunkRows {
                     rows: b.num_rows(),
                     input_bytes: 1,
                 })

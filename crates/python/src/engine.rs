@@ -53,28 +53,26 @@ impl FlattenArgs {
                 "{what}={v:?}: expected one of {allowed}"
             ))
         };
-        Ok(BundleOptions {
-            mode: match self.bundles.as_str() {
-                "auto" => BundleMode::Auto,
-                "unpack" => BundleMode::Unpack,
-                "keep" => BundleMode::Keep,
-                v => return Err(bad("bundles", v, "'auto', 'unpack', 'keep'")),
-            },
-            resolve_references: self.resolve_references,
-            duplicates: match self.bundle_duplicates.as_str() {
-                "keep" => Duplicates::Keep,
-                "first" => Duplicates::First,
-                v => return Err(bad("bundle_duplicates", v, "'keep', 'first'")),
-            },
-            temp_dir: self.spill_dir.clone(),
-        })
+        let mode = match self.bundles.as_str() {
+            "auto" => BundleMode::Auto,
+            "unpack" => BundleMode::Unpack,
+            "keep" => BundleMode::Keep,
+            v => return Err(bad("bundles", v, "'auto', 'unpack', 'keep'")),
+        };
+        let duplicates = match self.bundle_duplicates.as_str() {
+            "keep" => Duplicates::Keep,
+            "first" => Duplicates::First,
+            v => return Err(bad("bundle_duplicates", v, "'keep', 'first'")),
+        };
+        Ok(BundleOptions::default()
+            .mode(mode)
+            .resolve_references(self.resolve_references)
+            .duplicates(duplicates)
+            .temp_dir(self.spill_dir.clone()))
     }
 
     pub(crate) fn read_options(&self) -> ReadOptions {
-        ReadOptions {
-            max_line_bytes: self.max_line_bytes,
-            ..ReadOptions::default()
-        }
+        ReadOptions::default().max_line_bytes(self.max_line_bytes)
     }
 
     pub(crate) fn options(&self, out_dir: PathBuf) -> PyResult<ConvertOptions> {
@@ -83,35 +81,33 @@ impl FlattenArgs {
                 "{what}={v:?}: expected one of {allowed}"
             ))
         };
-        Ok(ConvertOptions {
-            out_dir,
-            sep: self.sep.clone(),
-            exclude: self.exclude.clone(),
-            decimals: match self.decimals.as_str() {
+        Ok(ConvertOptions::default()
+            .out_dir(out_dir)
+            .sep(self.sep.clone())
+            .exclude(self.exclude.clone())
+            .decimals(match self.decimals.as_str() {
                 "float" => Decimals::Float,
                 "exact" => Decimals::Exact,
                 v => return Err(bad("decimals", v, "'float', 'exact'")),
-            },
-            on_error: match self.on_error.as_str() {
+            })
+            .on_error(match self.on_error.as_str() {
                 "fail" => OnError::Fail,
                 "skip" => OnError::Skip,
                 v => return Err(bad("on_error", v, "'fail', 'skip'")),
-            },
-            threads: self.threads,
-            max_columns: self.max_columns,
-            read: self.read_options(),
-            memory_budget: self.memory_budget,
-            spill_dir: self.spill_dir.clone(),
-            schema: match &self.schema {
+            })
+            .threads(self.threads)
+            .max_columns(self.max_columns)
+            .read(self.read_options())
+            .memory_budget(self.memory_budget)
+            .spill_dir(self.spill_dir.clone())
+            .schema(match &self.schema {
                 Some(text) => Some(Arc::new(
                     flatfhir_core::SchemaDoc::from_json(text).map_err(|e| {
                         pyo3::exceptions::PyValueError::new_err(format!("schema: {e}"))
                     })?,
                 )),
                 None => None,
-            },
-            ..ConvertOptions::default()
-        })
+            }))
     }
 }
 
@@ -150,12 +146,10 @@ impl WriteArgs {
                 "Arrow IPC files support 'zstd' or 'none', not 'snappy'".into(),
             ));
         }
-        Ok(WriteOptions {
-            format,
-            compression,
-            row_group_rows: self.row_group_rows,
-            ..WriteOptions::default()
-        })
+        Ok(WriteOptions::default()
+            .format(format)
+            .compression(compression)
+            .row_group_rows(self.row_group_rows))
     }
 }
 

@@ -43,28 +43,20 @@ pub(crate) fn run_views(
             &[],
         ));
     }
-    let read = flatfhir_core::ReadOptions {
-        max_line_bytes,
-        ..flatfhir_core::ReadOptions::default()
-    };
-    let write = flatfhir_core::WriteOptions {
-        compression: flatfhir_core::Compression::None,
-        ..flatfhir_core::WriteOptions::default()
-    };
+    let read = flatfhir_core::ReadOptions::default().max_line_bytes(max_line_bytes);
+    let write =
+        flatfhir_core::WriteOptions::default().compression(flatfhir_core::Compression::None);
     let shared = Arc::new(Shared::default());
     let (tx, rx) = std::sync::mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let worker = std::thread::spawn(move || {
-        let r = flatfhir_view::run_views_cancellable(
-            &paths,
-            &views,
-            &out_dir,
-            Format::Arrow,
-            &write,
-            &read,
-            flag,
-        );
+        let opts = flatfhir_view::RunOptions::default()
+            .format(Format::Arrow)
+            .write(write)
+            .read(read)
+            .cancel(Some(flag));
+        let r = flatfhir_view::run_views_with(&paths, &views, &out_dir, &opts);
         let _ = tx.send(r);
     });
     let rx = Mutex::new(Some(rx));

@@ -70,12 +70,36 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Writing an output table failed.
-    #[error("{0}")]
-    Output(String),
-    /// The run was stopped ([`crate::run_views_cancellable`]); nothing was written.
+    /// An input line a view cannot read: longer than the line limit, or a Bundle entry that
+    /// could not become a resource.
+    #[error("{context}: {reason}")]
+    BadLine {
+        /// Where the line is (`file:line`, or the Bundle file, line and entry).
+        context: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Planning, reading the input or writing a Parquet/Arrow table failed: the error of
+    /// flatfhir-core, which names the file (and line).
+    #[error(transparent)]
+    Core(flatfhir_core::Error),
+    /// The rows of a chunk did not make an Arrow record batch of the view's schema.
+    #[error("building a record batch: {0}")]
+    Batch(#[source] arrow_schema::ArrowError),
+    /// The run was stopped ([`crate::RunOptions::cancel`]); nothing was written.
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<flatfhir_core::Error> for Error {
+    /// Keeps core's error as the source; core's cancellation is this crate's
+    /// [`Error::Cancelled`].
+    fn from(e: flatfhir_core::Error) -> Self {
+        match e {
+            flatfhir_core::Error::Cancelled => Self::Cancelled,
+            e => Self::Core(e),
+        }
+    }
 }
 
 /// Result alias of this crate.

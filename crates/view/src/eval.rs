@@ -31,9 +31,10 @@ pub(crate) enum Item<'a> {
     TypeInfo(&'static str, Cow<'a, str>),
 }
 
-/// A primitive view of an item.
+/// An item seen as a FHIRPath primitive value (or an object, or null), what functions and
+/// operators compute on.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Prim<'s, 'a> {
+pub(crate) enum Primitive<'s, 'a> {
     Bool(bool),
     Int(i64),
     Dec(Decimal),
@@ -49,18 +50,18 @@ pub(crate) enum Prim<'s, 'a> {
 static NULL: Json<'static> = Json::Null;
 
 /// Parses a JSON number's text into an integer or an exact decimal with its precision.
-pub(crate) fn parse_number(n: &str) -> Prim<'static, 'static> {
+pub(crate) fn parse_number(n: &str) -> Primitive<'static, 'static> {
     if !n.contains(['.', 'e', 'E'])
         && let Ok(i) = n.parse()
     {
-        return Prim::Int(i);
+        return Primitive::Int(i);
     }
     let d = if n.contains(['e', 'E']) {
         Decimal::from_scientific(n).ok()
     } else {
         Decimal::from_str(n).ok()
     };
-    d.map_or(Prim::Null, Prim::Dec)
+    d.map_or(Primitive::Null, Primitive::Dec)
 }
 
 fn temporal_kind(tag: &str) -> Option<Kind> {
@@ -73,27 +74,27 @@ fn temporal_kind(tag: &str) -> Option<Kind> {
 }
 
 impl<'a> Item<'a> {
-    pub(crate) fn prim(&self) -> Prim<'_, 'a> {
+    pub(crate) fn prim(&self) -> Primitive<'_, 'a> {
         match self {
             Item::Node(j, t, _) => match j {
-                Json::Bool(b) => Prim::Bool(*b),
+                Json::Bool(b) => Primitive::Bool(*b),
                 Json::Number(n) => parse_number(n),
                 Json::String(s) => match t.and_then(temporal_kind) {
-                    Some(k) => Prim::Temporal(s, k),
-                    None => Prim::Str(s),
+                    Some(k) => Primitive::Temporal(s, k),
+                    None => Primitive::Str(s),
                 },
-                Json::Null => Prim::Null,
-                other => Prim::Obj(other),
+                Json::Null => Primitive::Null,
+                other => Primitive::Obj(other),
             },
-            Item::Bool(b) => Prim::Bool(*b),
-            Item::Int(i) => Prim::Int(*i),
-            Item::Dec(d) => Prim::Dec(*d),
+            Item::Bool(b) => Primitive::Bool(*b),
+            Item::Int(i) => Primitive::Int(*i),
+            Item::Dec(d) => Primitive::Dec(*d),
             Item::Str(s, t) => match t.and_then(temporal_kind) {
-                Some(k) => Prim::Temporal(s, k),
-                None => Prim::Str(s),
+                Some(k) => Primitive::Temporal(s, k),
+                None => Primitive::Str(s),
             },
-            Item::Qty(v, u) => Prim::Qty(*v, u),
-            Item::TypeInfo(..) => Prim::Null,
+            Item::Qty(v, u) => Primitive::Qty(*v, u),
+            Item::TypeInfo(..) => Primitive::Null,
         }
     }
 
@@ -113,7 +114,7 @@ impl<'a> Item<'a> {
     /// The FHIR type tag of a node, if known (for compatibility with the view code).
     pub(crate) fn as_str(&self) -> Option<&str> {
         match self.prim() {
-            Prim::Str(s) => Some(s),
+            Primitive::Str(s) => Some(s),
             _ => None,
         }
     }
@@ -466,7 +467,7 @@ pub(crate) fn to_bool(c: &[Item<'_>]) -> EvalResult<Option<bool>> {
     match c {
         [] => Ok(None),
         [x] => Ok(Some(match x.prim() {
-            Prim::Bool(b) => b,
+            Primitive::Bool(b) => b,
             _ => true,
         })),
         _ => Err(format!(
@@ -481,7 +482,7 @@ pub(crate) fn to_strict_bool(c: &[Item<'_>], what: &str) -> EvalResult<Option<bo
     match c {
         [] => Ok(None),
         [x] => match x.prim() {
-            Prim::Bool(b) => Ok(Some(b)),
+            Primitive::Bool(b) => Ok(Some(b)),
             _ => Err(format!("{what} must be a boolean")),
         },
         _ => Err(format!(
@@ -611,8 +612,10 @@ pub(crate) fn eval<'a>(env: &Env<'a, '_>, e: &'a Expr, input: &[Item<'a>]) -> Ev
             match i.as_slice() {
                 [] => Vec::new(),
                 [x] => match x.prim() {
-                    Prim::Int(i) if i >= 0 => b.into_iter().nth(i as usize).into_iter().collect(),
-                    Prim::Int(_) => Vec::new(),
+                    Primitive::Int(i) if i >= 0 => {
+                        b.into_iter().nth(i as usize).into_iter().collect()
+                    }
+                    Primitive::Int(_) => Vec::new(),
                     _ => return Err("index must be an integer".into()),
                 },
                 _ => return Err("index must be a single integer".into()),
@@ -627,15 +630,17 @@ pub(crate) fn eval<'a>(env: &Env<'a, '_>, e: &'a Expr, input: &[Item<'a>]) -> Ev
             match v.as_slice() {
                 [] => Vec::new(),
                 [x] => match x.prim() {
-                    Prim::Int(i) => vec![Item::Int(i.checked_neg().ok_or("integer overflow")?)],
-                    Prim::Dec(d) => {
+                    Primitive::Int(i) => {
+                        vec![Item::Int(i.checked_neg().ok_or("integer overflow")?)]
+                    }
+                    Primitive::Dec(d) => {
                         let mut n = -d;
                         if n.is_zero() {
                             n.set_sign_positive(true);
                         }
                         vec![Item::Dec(n)]
                     }
-                    Prim::Qty(v, u) => vec![Item::Qty(-v, Cow::Owned(u.to_string()))],
+                    Primitive::Qty(v, u) => vec![Item::Qty(-v, Cow::Owned(u.to_string()))],
                     _ => return Err("unary '-' needs a number".into()),
                 },
                 _ => return Err("unary '-' needs a single number".into()),
@@ -698,7 +703,7 @@ fn binary<'a>(
                 (lv.as_slice(), rv.as_slice()),
                 ([a], [b]) if matches!(
                     (a.prim(), b.prim()),
-                    (Prim::Temporal(..), Prim::Str(_)) | (Prim::Str(_), Prim::Temporal(..))
+                    (Primitive::Temporal(..), Primitive::Str(_)) | (Primitive::Str(_), Primitive::Temporal(..))
                 )
             ) =>
             {
@@ -773,7 +778,7 @@ fn logic_operand(c: &[Item<'_>]) -> EvalResult<Option<bool>> {
     match c {
         [] => Ok(None),
         [x] => match x.prim() {
-            Prim::Bool(b) => Ok(Some(b)),
+            Primitive::Bool(b) => Ok(Some(b)),
             // Singleton evaluation: a single non-boolean item is true.
             _ => Ok(Some(true)),
         },
@@ -796,8 +801,8 @@ pub(crate) fn quantity_of<'s>(item: &'s Item<'_>) -> Option<(Decimal, Cow<'s, st
             }
             let v = match j.get("value") {
                 Some(Json::Number(n)) => match parse_number(n) {
-                    Prim::Int(i) => Decimal::from(i),
-                    Prim::Dec(d) => d,
+                    Primitive::Int(i) => Decimal::from(i),
+                    Primitive::Dec(d) => d,
                     _ => return None,
                 },
                 _ => return None,
@@ -832,7 +837,7 @@ fn arith<'a>(op: BinOp, lv: &[Item<'a>], rv: &[Item<'a>]) -> EvalResult<Coll<'a>
         )
     };
     let out = match (a, b) {
-        (Prim::Int(x), Prim::Int(y)) => match op {
+        (Primitive::Int(x), Primitive::Int(y)) => match op {
             BinOp::Add => Some(Item::Int(x.checked_add(y).ok_or("integer overflow")?)),
             BinOp::Sub => Some(Item::Int(x.checked_sub(y).ok_or("integer overflow")?)),
             BinOp::Mul => Some(Item::Int(x.checked_mul(y).ok_or("integer overflow")?)),
@@ -849,10 +854,10 @@ fn arith<'a>(op: BinOp, lv: &[Item<'a>], rv: &[Item<'a>]) -> EvalResult<Coll<'a>
             BinOp::Mod => (y != 0).then(|| x.checked_rem(y).map(Item::Int)).flatten(),
             _ => return Err(bad()),
         },
-        (Prim::Str(x), Prim::Str(y)) if op == BinOp::Add => {
+        (Primitive::Str(x), Primitive::Str(y)) if op == BinOp::Add => {
             Some(Item::Str(Cow::Owned(format!("{x}{y}")), None))
         }
-        (Prim::Temporal(t, k), _) if matches!(op, BinOp::Add | BinOp::Sub) => {
+        (Primitive::Temporal(t, k), _) if matches!(op, BinOp::Add | BinOp::Sub) => {
             let Some((v, u)) = quantity_of(ib) else {
                 return Err(bad());
             };
@@ -969,21 +974,21 @@ fn qty_mul_div<'a>(
 
 fn kind_name(item: &Item<'_>) -> &'static str {
     match item.prim() {
-        Prim::Bool(_) => "a boolean",
-        Prim::Int(_) => "an integer",
-        Prim::Dec(_) => "a decimal",
-        Prim::Str(_) => "a string",
-        Prim::Temporal(..) => "a date/time",
-        Prim::Qty(..) => "a quantity",
-        Prim::Obj(_) => "an object",
-        Prim::Null => "a value without a primitive value",
+        Primitive::Bool(_) => "a boolean",
+        Primitive::Int(_) => "an integer",
+        Primitive::Dec(_) => "a decimal",
+        Primitive::Str(_) => "a string",
+        Primitive::Temporal(..) => "a date/time",
+        Primitive::Qty(..) => "a quantity",
+        Primitive::Obj(_) => "an object",
+        Primitive::Null => "a value without a primitive value",
     }
 }
 
-fn num(p: Prim<'_, '_>) -> Option<Decimal> {
+fn num(p: Primitive<'_, '_>) -> Option<Decimal> {
     match p {
-        Prim::Int(i) => Some(Decimal::from(i)),
-        Prim::Dec(d) => Some(d),
+        Primitive::Int(i) => Some(Decimal::from(i)),
+        Primitive::Dec(d) => Some(d),
         _ => None,
     }
 }
@@ -1024,16 +1029,16 @@ pub(crate) fn coll_eq(a: &[Item<'_>], b: &[Item<'_>]) -> Option<bool> {
 /// incompatible units).
 pub(crate) fn item_eq(x: &Item<'_>, y: &Item<'_>) -> Option<bool> {
     match (x.prim(), y.prim()) {
-        (Prim::Obj(a), Prim::Obj(b)) => {
+        (Primitive::Obj(a), Primitive::Obj(b)) => {
             if let (Some(qa), Some(qb)) = (quantity_of(x), quantity_of(y)) {
                 return qty_cmp(&qa, &qb, false).map(|o| o == Ordering::Equal);
             }
             Some(a == b)
         }
-        (Prim::Int(a), Prim::Int(b)) => Some(a == b),
-        (Prim::Bool(a), Prim::Bool(b)) => Some(a == b),
-        (Prim::Str(a), Prim::Str(b)) => Some(a == b),
-        (Prim::Temporal(a, ka), Prim::Temporal(b, kb)) => {
+        (Primitive::Int(a), Primitive::Int(b)) => Some(a == b),
+        (Primitive::Bool(a), Primitive::Bool(b)) => Some(a == b),
+        (Primitive::Str(a), Primitive::Str(b)) => Some(a == b),
+        (Primitive::Temporal(a, ka), Primitive::Temporal(b, kb)) => {
             // A time is never equal to a date or dateTime.
             if (ka == Kind::Time) != (kb == Kind::Time) {
                 return Some(false);
@@ -1041,7 +1046,7 @@ pub(crate) fn item_eq(x: &Item<'_>, y: &Item<'_>) -> Option<bool> {
             let (ta, tb) = (parse_temporal(a, ka)?, parse_temporal(b, kb)?);
             ta.compare(&tb).map(|o| o == Ordering::Equal)
         }
-        (Prim::Null, Prim::Null) => Some(x == y),
+        (Primitive::Null, Primitive::Null) => Some(x == y),
         (a, b) => match (num(a), num(b)) {
             (Some(a), Some(b)) => Some(a == b),
             _ => match (quantity_of(x), quantity_of(y)) {
@@ -1080,7 +1085,7 @@ fn coll_equiv(a: &[Item<'_>], b: &[Item<'_>]) -> bool {
 /// precision, dates of different precision are not equivalent.
 pub(crate) fn item_equiv(x: &Item<'_>, y: &Item<'_>) -> bool {
     match (x.prim(), y.prim()) {
-        (Prim::Str(a), Prim::Str(b)) => {
+        (Primitive::Str(a), Primitive::Str(b)) => {
             let norm = |s: &str| {
                 s.split_whitespace()
                     .collect::<Vec<_>>()
@@ -1089,13 +1094,13 @@ pub(crate) fn item_equiv(x: &Item<'_>, y: &Item<'_>) -> bool {
             };
             norm(a) == norm(b)
         }
-        (Prim::Temporal(a, ka), Prim::Temporal(b, kb)) => {
+        (Primitive::Temporal(a, ka), Primitive::Temporal(b, kb)) => {
             match (parse_temporal(a, ka), parse_temporal(b, kb)) {
                 (Some(ta), Some(tb)) => ta.compare(&tb) == Some(Ordering::Equal),
                 _ => false,
             }
         }
-        (Prim::Dec(_), _) | (_, Prim::Dec(_)) => match (num(x.prim()), num(y.prim())) {
+        (Primitive::Dec(_), _) | (_, Primitive::Dec(_)) => match (num(x.prim()), num(y.prim())) {
             (Some(a), Some(b)) => {
                 let s = a.scale().min(b.scale());
                 a.round_dp(s) == b.round_dp(s)
@@ -1122,9 +1127,9 @@ pub(crate) fn item_equiv(x: &Item<'_>, y: &Item<'_>) -> bool {
 /// precision, quantities in other dimensions); an error for values of different kinds.
 pub(crate) fn compare(a: &Item<'_>, b: &Item<'_>) -> EvalResult<Option<Ordering>> {
     match (a.prim(), b.prim()) {
-        (Prim::Int(x), Prim::Int(y)) => Ok(Some(x.cmp(&y))),
-        (Prim::Str(x), Prim::Str(y)) => Ok(Some(x.cmp(y))),
-        (Prim::Temporal(x, kx), Prim::Temporal(y, ky)) => {
+        (Primitive::Int(x), Primitive::Int(y)) => Ok(Some(x.cmp(&y))),
+        (Primitive::Str(x), Primitive::Str(y)) => Ok(Some(x.cmp(y))),
+        (Primitive::Temporal(x, kx), Primitive::Temporal(y, ky)) => {
             match (parse_temporal(x, kx), parse_temporal(y, ky)) {
                 (Some(tx), Some(ty)) => Ok(tx.compare(&ty)),
                 _ => Err("invalid date/time value".into()),
@@ -1147,15 +1152,15 @@ pub(crate) fn compare(a: &Item<'_>, b: &Item<'_>) -> EvalResult<Option<Ordering>
 /// The string form of a primitive item (`toString()`); decimals keep their precision.
 pub(crate) fn to_string(x: &Item<'_>) -> Option<String> {
     match x.prim() {
-        Prim::Bool(b) => Some(b.to_string()),
-        Prim::Int(i) => Some(i.to_string()),
-        Prim::Dec(d) => match x {
+        Primitive::Bool(b) => Some(b.to_string()),
+        Primitive::Int(i) => Some(i.to_string()),
+        Primitive::Dec(d) => match x {
             Item::Node(Json::Number(n), ..) if !n.contains(['e', 'E']) => Some(n.to_string()),
             _ => Some(d.to_string()),
         },
-        Prim::Str(s) | Prim::Temporal(s, _) => Some(s.to_string()),
-        Prim::Qty(v, u) => Some(crate::quantity::format(v, u)),
-        Prim::Obj(_) | Prim::Null => None,
+        Primitive::Str(s) | Primitive::Temporal(s, _) => Some(s.to_string()),
+        Primitive::Qty(v, u) => Some(crate::quantity::format(v, u)),
+        Primitive::Obj(_) | Primitive::Null => None,
     }
 }
 
@@ -1181,8 +1186,8 @@ pub(crate) fn describe_item(it: &Item<'_>) -> (String, String) {
             match j {
                 Json::Bool(b) => (t("boolean"), b.to_string()),
                 Json::Number(n) => match parse_number(n) {
-                    Prim::Int(i) => (t("integer"), i.to_string()),
-                    Prim::Dec(d) if n.contains(['e', 'E']) => (t("decimal"), d.to_string()),
+                    Primitive::Int(i) => (t("integer"), i.to_string()),
+                    Primitive::Dec(d) if n.contains(['e', 'E']) => (t("decimal"), d.to_string()),
                     _ => (t("decimal"), n.to_string()),
                 },
                 Json::String(s) => match ty {

@@ -42,6 +42,9 @@ mod rows;
 mod run;
 mod stream;
 mod strict;
+/// The runner's Arrow batch building (column types, batches from rows), public only for the
+/// `view_speed` example that times it. Not part of the API: no semver promise.
+#[doc(hidden)]
 pub mod table;
 mod temporal;
 mod view;
@@ -50,6 +53,6 @@ pub use error::{Error, Result, SyntaxError};
 pub use prune::PathKind;
 pub use rows::{Cell, Row, Scalar};
 pub use run::{
-    Format, Report, ViewReport, output_file_name, run_views, run_views_cancellable, run_views_with,
+    Format, Report, RunOptions, ViewReport, output_file_name, run_views, run_views_with,
 };
 pub use view::{ColumnDef, View};

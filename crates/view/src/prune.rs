@@ -17,7 +17,7 @@
 
 use std::borrow::Cow;
 
-use flatfhir_core::walk::{Reason, Scalar, Visitor};
+use flatfhir_core::internal::walk::{Reason, Scalar, Visitor};
 
 use crate::ast::{Expr, Func};
 use crate::json::{Json, JsonError};
@@ -442,7 +442,8 @@ pub(crate) fn build<'a>(line: &'a str, trie: Option<&Trie>) -> Result<Json<'a>, 
         }],
     };
     let mut scratch = String::new();
-    flatfhir_core::walk::walk(line, &mut b, &mut scratch).map_err(|reason| JsonError { reason })?;
+    flatfhir_core::internal::walk::walk(line, &mut b, &mut scratch)
+        .map_err(|reason| JsonError { reason })?;
     let root = b.frames.pop().map_or(Slot::Empty, |f| f.slot);
     Ok(match root {
         Slot::Empty => Json::Object(Vec::new()),

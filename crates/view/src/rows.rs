@@ -2,7 +2,7 @@
 //! repeat, unionAll, nested selects and the cartesian product between them).
 
 use crate::error::{Error, Result};
-use crate::eval::{Env, Item, Prim, eval};
+use crate::eval::{Env, Item, Primitive, eval};
 use crate::json::{Json, number_to_serde};
 use crate::view::{Compiled, Iter, Select, View};
 
@@ -35,14 +35,14 @@ pub enum Scalar<'s> {
 
 fn scalar<'s>(it: &'s Item<'_>) -> Option<Scalar<'s>> {
     Some(match it.prim() {
-        Prim::Bool(b) => Scalar::Bool(b),
-        Prim::Int(i) => Scalar::Int(i),
-        Prim::Dec(d) => Scalar::Decimal(f64::try_from(d).unwrap_or(f64::NAN)),
-        Prim::Str(s) | Prim::Temporal(s, _) => Scalar::Str(s),
+        Primitive::Bool(b) => Scalar::Bool(b),
+        Primitive::Int(i) => Scalar::Int(i),
+        Primitive::Dec(d) => Scalar::Decimal(f64::try_from(d).unwrap_or(f64::NAN)),
+        Primitive::Str(s) | Primitive::Temporal(s, _) => Scalar::Str(s),
         // Quantities and type infos are turned into strings when a cell is built.
-        Prim::Qty(..) => return None,
-        Prim::Obj(j) => Scalar::Json(j),
-        Prim::Null => return None,
+        Primitive::Qty(..) => return None,
+        Primitive::Obj(j) => Scalar::Json(j),
+        Primitive::Null => return None,
     })
 }
 
@@ -208,8 +208,8 @@ impl View {
             match r.as_slice() {
                 [] => return Ok(()),
                 [x] => match x.prim() {
-                    Prim::Bool(true) => {}
-                    Prim::Bool(false) => return Ok(()),
+                    Primitive::Bool(true) => {}
+                    Primitive::Bool(false) => return Ok(()),
                     _ => {
                         return Err(self.eval_err(
                             w,

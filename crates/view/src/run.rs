@@ -4,9 +4,11 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use flatfhir_core::{LineReader, OutputFormat, ReadOptions, TableWriter, WriteOptions};
-use rayon::prelude::*;
+use flatfhir_core::internal::{Chunk, TableWriter, run_chunks};
+use flatfhir_core::{OutputFormat, Progress, ReadOptions, WriteOptions};
 
 use crate::error::{Error, Result};
 use crate::rows::{Cell, Row, Scalar};
@@ -66,6 +68,55 @@ pub struct Report {
     pub views: Vec<ViewReport>,
 }
 
+/// How [`run_views_with`] runs views: the output format, Parquet/Arrow writer and reader
+/// settings, and a stop flag. `#[non_exhaustive]`: start from `Default` and chain the
+/// setters, e.g. `RunOptions::default().format(Format::Csv)`.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// Output format (Parquet by default).
+    pub format: Format,
+    /// Parquet/Arrow writer settings (compression, row-group size); their `format` is taken
+    /// from [`format`](Self::format).
+    pub write: WriteOptions,
+    /// Reader settings (the line cap; the chunk size is the view runner's own).
+    pub read: ReadOptions,
+    /// Once set, the run stops with [`Error::Cancelled`] before the rows of its next chunk
+    /// are used; outputs are written atomically, so a stopped view leaves no file. The
+    /// Python package sets it on Ctrl-C.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl RunOptions {
+    /// Sets the output format.
+    #[must_use]
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Sets the Parquet/Arrow writer settings.
+    #[must_use]
+    pub fn write(mut self, write: WriteOptions) -> Self {
+        self.write = write;
+        self
+    }
+
+    /// Sets the reader settings.
+    #[must_use]
+    pub fn read(mut self, read: ReadOptions) -> Self {
+        self.read = read;
+        self
+    }
+
+    /// Sets the stop flag.
+    #[must_use]
+    pub fn cancel(mut self, cancel: Option<Arc<AtomicBool>>) -> Self {
+        self.cancel = cancel;
+        self
+    }
+}
+
 /// Runs each view over the inputs (files or directories of NDJSON, plain or gzip) and writes
 /// `<out_dir>/<view name>.<ext>` atomically. Input lines are processed in parallel chunks.
 pub fn run_views(
@@ -78,32 +129,24 @@ pub fn run_views(
         inputs,
         views,
         out_dir,
-        format,
-        &WriteOptions::default(),
-        &ReadOptions::default(),
+        &RunOptions::default().format(format),
     )
 }
 
-/// [`run_views`] with Parquet/Arrow writer settings (compression, row-group size; their
-/// `format` is taken from `format`) and reader settings (line cap, memory mapping; the chunk
-/// size is the view runner's own).
+/// [`run_views`] with the settings of [`RunOptions`].
 pub fn run_views_with(
     inputs: &[PathBuf],
     views: &[View],
     out_dir: &Path,
-    format: Format,
-    write: &WriteOptions,
-    read: &ReadOptions,
+    opts: &RunOptions,
 ) -> Result<Report> {
+    let (format, write) = (opts.format, &opts.write);
+    let cancel = Cancel(opts.cancel.clone());
     // Smaller chunks than the flatten engine's: a view does less work per byte, and more
     // chunks keep both cores busy on small inputs. A view keeps no per-column state per
     // chunk, so long lines are no reason to grow them.
-    let read = ReadOptions {
-        chunk_bytes: 1 << 20,
-        chunk_rows: 0,
-        ..read.clone()
-    };
-    let plan = flatfhir_core::plan(inputs, &read).map_err(|e| Error::Output(e.to_string()))?;
+    let read = opts.read.clone().chunk_bytes(1 << 20).chunk_rows(0);
+    let plan = flatfhir_core::plan(inputs, &read)?;
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         context: out_dir.display().to_string(),
         source,
@@ -117,60 +160,44 @@ pub fn run_views_with(
             .flat_map(|g| g.files.iter().map(|f| f.path.clone()))
             .collect();
         let path = out_dir.join(output_file_name(view, format));
+        let run = Run {
+            view,
+            files: &files,
+            read: &read,
+            cancel: &cancel,
+        };
         let r = match format {
-            Format::Parquet | Format::Arrow => {
-                run_table(view, &files, &path, format, &read, write)?
-            }
-            Format::Ndjson | Format::Csv => run_text(view, &files, &path, format, &read)?,
+            Format::Parquet | Format::Arrow => run_table(&run, &path, format, write)?,
+            Format::Ndjson | Format::Csv => run_text(&run, &path, format)?,
         };
         report.views.push(r);
     }
     Ok(report)
 }
 
+/// One view's run over its files.
+struct Run<'a> {
+    view: &'a View,
+    files: &'a [PathBuf],
+    read: &'a ReadOptions,
+    cancel: &'a Cancel,
+}
+
+impl Run<'_> {
+    /// [`for_each_chunk`] over this run's files.
+    fn for_each_chunk<T: Send>(
+        &self,
+        f: impl Fn(&Path, &Chunk) -> Result<T> + Sync,
+        sink: impl FnMut(T, u64) -> Result<()>,
+    ) -> Result<()> {
+        for_each_chunk(self.files, self.read, self.cancel, f, sink)
+    }
+}
+
 /// The name of the file a view is written to in the output directory: its name made safe
 /// as a file name, and the format's extension.
 pub fn output_file_name(view: &View, format: Format) -> String {
     format!("{}.{}", file_name(view.name()), format.extension())
-}
-
-thread_local! {
-    /// The stop flag of a [`run_views_cancellable`] running on this thread.
-    static CANCEL: std::cell::RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// [`run_views_with`] that stops with [`Error::Cancelled`] once `cancel` is set (checked
-/// before each batch of chunks; outputs are written atomically, so a stopped view leaves no
-/// file). The Python package sets it on Ctrl-C. The flag reaches the chunk loop through a
-/// thread-local (the loop runs on the calling thread), which keeps the runner's signatures
-/// as they are.
-pub fn run_views_cancellable(
-    inputs: &[PathBuf],
-    views: &[View],
-    out_dir: &Path,
-    format: Format,
-    write: &WriteOptions,
-    read: &ReadOptions,
-    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Result<Report> {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            CANCEL.with(|c| c.borrow_mut().take());
-        }
-    }
-    CANCEL.with(|c| *c.borrow_mut() = Some(cancel));
-    let _reset = Reset;
-    run_views_with(inputs, views, out_dir, format, write, read)
-}
-
-fn cancelled() -> bool {
-    CANCEL.with(|c| {
-        c.borrow()
-            .as_ref()
-            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
-    })
 }
 
 /// A view name made safe as a file name.
@@ -192,118 +219,79 @@ fn file_name(name: &str) -> String {
     }
 }
 
-fn core_err(e: flatfhir_core::Error) -> Error {
-    Error::Output(e.to_string())
+/// The stop flag of [`RunOptions::cancel`] as the pipeline's [`Progress`] (which a view uses
+/// only for cancelling).
+struct Cancel(Option<Arc<AtomicBool>>);
+
+impl Progress for Cancel {
+    fn advance(&self, _: u64) {}
+
+    fn cancelled(&self) -> bool {
+        self.0.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
+    }
 }
 
 /// Reads every file as chunks of lines and runs `f` on the chunks in parallel, handing the
-/// results to `sink` in input order. Three stages overlap: a reader thread reads ahead, the
-/// rayon pool processes a batch of chunks, and `sink` consumes the previous batch meanwhile.
+/// results with the chunk's size to `sink` in input order: core's pipeline
+/// (`flatfhir_core::internal::run_chunks`, the one `convert` runs on), on the current rayon
+/// pool. A read error, an error of `f` or `sink`, or cancellation stops it.
 fn for_each_chunk<T: Send>(
     files: &[PathBuf],
     read: &ReadOptions,
-    f: impl Fn(&Path, &flatfhir_core::Chunk) -> Result<T> + Sync,
-    mut sink: impl FnMut(T, u64) -> Result<()> + Send,
+    cancel: &Cancel,
+    f: impl Fn(&Path, &Chunk) -> Result<T> + Sync,
+    mut sink: impl FnMut(T, u64) -> Result<()>,
 ) -> Result<()> {
-    let width = rayon::current_num_threads().max(1) * 2;
-    std::thread::scope(|scope| {
-        let (tx, rx) =
-            std::sync::mpsc::sync_channel::<Result<(usize, flatfhir_core::Chunk)>>(width * 2);
-        scope.spawn(move || {
-            for (i, path) in files.iter().enumerate() {
-                let mut reader = match LineReader::open(path, read) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(core_err(e)));
-                        return;
-                    }
-                };
-                loop {
-                    let msg = match reader.next_chunk() {
-                        Ok(Some(c)) => Ok((i, c)),
-                        Ok(None) => break,
-                        Err(e) => Err(core_err(e)),
-                    };
-                    let stop = msg.is_err();
-                    // A closed channel means the consumer stopped on an error.
-                    if tx.send(msg).is_err() || stop {
-                        return;
-                    }
-                }
-            }
-        });
-        let mut pending: Option<Vec<(Result<T>, u64)>> = None;
-        loop {
-            if cancelled() {
-                return Err(Error::Cancelled);
-            }
-            let mut batch = Vec::with_capacity(width);
-            while batch.len() < width {
-                match rx.recv() {
-                    Ok(msg) => batch.push(msg?),
-                    Err(_) => break, // reader finished
-                }
-            }
-            let prev = pending.take();
-            let sink = &mut sink;
-            let (results, written) = rayon::join(
-                || {
-                    batch
-                        .par_iter()
-                        .map(|(i, c)| (f(&files[*i], c), c.data.len() as u64))
-                        .collect::<Vec<_>>()
-                },
-                move || -> Result<()> {
-                    for (r, bytes) in prev.into_iter().flatten() {
-                        sink(r?, bytes)?;
-                    }
-                    Ok(())
-                },
-            );
-            written?;
-            if batch.is_empty() {
-                return Ok(());
-            }
-            pending = Some(results);
-        }
-    })
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    run_chunks(
+        None,
+        &paths,
+        read,
+        cancel,
+        None,
+        &|_, _| {},
+        |i, c| f(&files[i], c),
+        |c, r| sink(r?, c.data.len() as u64),
+    )
 }
 
 /// Parses each line of a chunk and runs the view on it.
 fn chunk_rows(
     view: &View,
     path: &Path,
-    chunk: &flatfhir_core::Chunk,
+    chunk: &Chunk,
     max_line_bytes: usize,
     mut each: impl FnMut(&[Row<'_>]),
 ) -> Result<u64> {
     if let Some(o) = chunk.overlong.first() {
-        return Err(Error::Output(format!(
-            "{}:{}: line is {} bytes, longer than the limit of {} (--max-line-bytes)",
-            path.display(),
-            o.number,
-            o.len,
-            max_line_bytes
-        )));
+        return Err(Error::BadLine {
+            context: format!("{}:{}", path.display(), o.number),
+            reason: format!(
+                "line is {} bytes, longer than the limit of {max_line_bytes} (--max-line-bytes)",
+                o.len
+            ),
+        });
     }
     let mut resources = 0;
-    // Bundle entries that could not become a resource (see flatfhir_core::line_origin).
-    let refused = flatfhir_core::is_refused_entries(path);
+    // Bundle entries that could not become a resource (see flatfhir_core::internal::line_origin).
+    let refused = flatfhir_core::internal::is_refused_entries(path);
     for line in chunk.lines() {
         // A line unpacked from a Bundle is named by its Bundle file, line and entry.
-        let ctx = || flatfhir_core::line_origin(path, line.number).0;
+        let ctx = || flatfhir_core::internal::line_origin(path, line.number).0;
         if refused {
-            let (at, why) = flatfhir_core::line_origin(path, line.number);
-            return Err(Error::Output(format!("{at}: {}", why.unwrap_or_default())));
+            let (at, why) = flatfhir_core::internal::line_origin(path, line.number);
+            return Err(Error::BadLine {
+                context: at,
+                reason: why.unwrap_or_default(),
+            });
         }
         // The length and UTF-8 checks `convert` makes, with its reasons.
-        let text =
-            flatfhir_core::walk::line_text(line.bytes, max_line_bytes).map_err(|reason| {
-                Error::Json {
-                    context: ctx(),
-                    source: crate::json::JsonError { reason },
-                }
-            })?;
+        let text = flatfhir_core::internal::walk::line_text(line.bytes, max_line_bytes).map_err(
+            |reason| Error::Json {
+                context: ctx(),
+                source: crate::json::JsonError { reason },
+            },
+        )?;
         if view.rows_for_line(text, &ctx, &mut each)? {
             resources += 1;
         }
@@ -312,13 +300,12 @@ fn chunk_rows(
 }
 
 fn run_table(
-    view: &View,
-    files: &[PathBuf],
+    run: &Run<'_>,
     path: &Path,
     format: Format,
-    read: &ReadOptions,
     write: &WriteOptions,
 ) -> Result<ViewReport> {
+    let (view, read) = (run.view, run.read);
     let declared: Vec<Option<ValueType>> = view.columns().iter().map(declared_type).collect();
     let mut types: Vec<ValueType> = declared
         .iter()
@@ -327,9 +314,7 @@ fn run_table(
     if declared.iter().any(Option::is_none) {
         // Schema pass: infer the undeclared columns' types from their values.
         let mut kinds = vec![Kinds::default(); types.len()];
-        for_each_chunk(
-            files,
-            read,
+        run.for_each_chunk(
             |p, c| {
                 let mut k = vec![Kinds::default(); declared.len()];
                 chunk_rows(view, p, c, read.max_line_bytes, |rows| {
@@ -356,23 +341,18 @@ fn run_table(
     }
     let schema = schema(view, &types);
     let collection: Vec<bool> = view.columns().iter().map(|c| c.collection).collect();
-    let opts = WriteOptions {
-        format: if format == Format::Arrow {
-            OutputFormat::Arrow
-        } else {
-            OutputFormat::Parquet
-        },
-        ..write.clone()
-    };
+    let opts = write.clone().format(if format == Format::Arrow {
+        OutputFormat::Arrow
+    } else {
+        OutputFormat::Parquet
+    });
     let meta = vec![
         ("flatfhir.view".to_string(), view.name().to_string()),
         ("flatfhir.resource".to_string(), view.resource().to_string()),
     ];
-    let mut writer = TableWriter::create(path, schema.clone(), &opts, &meta).map_err(core_err)?;
+    let mut writer = TableWriter::create(path, schema.clone(), &opts, &meta)?;
     let (mut resources, mut mismatches, mut input_bytes) = (0, 0, 0);
-    for_each_chunk(
-        files,
-        read,
+    run.for_each_chunk(
         |p, c| {
             let mut b = BatchBuilder::new(schema.clone(), &types, &collection);
             let n = chunk_rows(view, p, c, read.max_line_bytes, |rows| {
@@ -387,11 +367,11 @@ fn run_table(
             resources += n;
             input_bytes += bytes;
             mismatches += m;
-            writer.write(&batch, bytes).map_err(core_err)
+            Ok(writer.write(&batch, bytes)?)
         },
     )?;
     let rows = writer.rows();
-    let path = writer.finish().map_err(core_err)?.path;
+    let path = writer.finish()?.path;
     Ok(ViewReport {
         view: view.name().to_string(),
         path,
@@ -448,13 +428,8 @@ fn csv_cell(out: &mut Vec<u8>, cell: &Cell<'_>) {
     }
 }
 
-fn run_text(
-    view: &View,
-    files: &[PathBuf],
-    path: &Path,
-    format: Format,
-    read: &ReadOptions,
-) -> Result<ViewReport> {
+fn run_text(run: &Run<'_>, path: &Path, format: Format) -> Result<ViewReport> {
+    let (view, read) = (run.view, run.read);
     let dir = path.parent().unwrap_or(Path::new("."));
     let io = |source| Error::Io {
         context: path.display().to_string(),
@@ -479,9 +454,7 @@ fn run_text(
         w.write_all(&header).map_err(io)?;
     }
     let (mut resources, mut rows, mut input_bytes) = (0, 0, 0);
-    for_each_chunk(
-        files,
-        read,
+    run.for_each_chunk(
         |p, c| {
             let mut buf = Vec::new();
             let mut count = 0u64;
@@ -501,10 +474,8 @@ fn run_text(
         },
     )?;
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    // Renamed while open (and locked); the mode is 0666 less the umask, as for any new file.
-    tmp.persist(path).map_err(io)?;
-    drop(file);
+    // Synced and renamed as every table is; the mode is 0666 less the umask.
+    tmp.commit(file, path).map_err(io)?;
     Ok(ViewReport {
         view: view.name().to_string(),
         path: path.to_path_buf(),

@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use flatfhir_core::walk::{Reason, Scalar, Visitor};
+use flatfhir_core::internal::walk::{Reason, Scalar, Visitor};
 
 use crate::ast::{Expr, Func, Lit};
 use crate::eval::Item;
@@ -520,7 +520,7 @@ impl Plan {
             resource_type: None,
             spare,
         };
-        let walked = flatfhir_core::walk::walk(line, &mut w, &mut scratch.unescaped);
+        let walked = flatfhir_core::internal::walk::walk(line, &mut w, &mut scratch.unescaped);
         // Back to the scratch, for the next line.
         for l in w.levels.drain(..) {
             for mut v in [l.at, l.pending, l.matched] {

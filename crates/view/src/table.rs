@@ -323,8 +323,7 @@ impl BatchBuilder {
             })
             .collect();
         self.rows = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays)
-            .map_err(|e| Error::Output(format!("building a record batch: {e}")))
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(Error::Batch)
     }
 }
 

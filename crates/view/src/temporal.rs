@@ -360,6 +360,11 @@ pub(crate) fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The date of a day counted from 1970-01-01 (proleptic Gregorian), the inverse of
+/// [`days_from_civil`]. The view's date arithmetic and comparisons keep this pair (Howard
+/// Hinnant's algorithms) rather than the `time` crate the other crates format instants
+/// with: they are total on any year (`time`'s dates stop at ±9999 and fail beyond, where
+/// date arithmetic can go) and cannot fail inside an evaluation.
 pub(crate) fn civil_from_days(z: i64) -> (i32, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);

@@ -122,21 +122,19 @@ pub(crate) struct ColumnArgs {
 impl ColumnArgs {
     /// The conversion options these flags set; the rest are defaults.
     pub(crate) fn convert_options(&self) -> ConvertOptions {
-        ConvertOptions {
-            sep: self.sep.clone(),
-            exclude: self.exclude.clone(),
-            decimals: match self.decimals {
+        ConvertOptions::default()
+            .sep(self.sep.clone())
+            .exclude(self.exclude.clone())
+            .decimals(match self.decimals {
                 DecimalsArg::Float => Decimals::Float,
                 DecimalsArg::Exact => Decimals::Exact,
-            },
-            dates: match self.dates {
+            })
+            .dates(match self.dates {
                 DatesArg::Text => Dates::Text,
                 DatesArg::Typed => Dates::Typed,
-            },
-            threads: self.threads.unwrap_or(0),
-            max_columns: self.max_columns,
-            ..ConvertOptions::default()
-        }
+            })
+            .threads(self.threads.unwrap_or(0))
+            .max_columns(self.max_columns)
     }
 }
 
@@ -196,21 +194,17 @@ pub(crate) struct FlattenArgs {
 
 impl FlattenArgs {
     pub(crate) fn read_options(&self) -> ReadOptions {
-        ReadOptions {
-            max_line_bytes: self.max_line_bytes,
-            ..ReadOptions::default()
-        }
+        ReadOptions::default().max_line_bytes(self.max_line_bytes)
     }
 
     pub(crate) fn convert_options(&self) -> ConvertOptions {
-        ConvertOptions {
-            on_error: match self.on_error {
+        self.columns
+            .convert_options()
+            .on_error(match self.on_error {
                 OnErrorArg::Fail => OnError::Fail,
                 OnErrorArg::Skip => OnError::Skip,
-            },
-            read: self.read_options(),
-            ..self.columns.convert_options()
-        }
+            })
+            .read(self.read_options())
     }
 
     /// Groups the inputs by type and applies `--types`. Files of the given directories that
@@ -226,19 +220,18 @@ impl FlattenArgs {
         if self.columns.sep.is_empty() {
             return Err(usage("--sep must not be empty"));
         }
-        let bundles = BundleOptions {
-            mode: match self.bundles {
+        let bundles = BundleOptions::default()
+            .mode(match self.bundles {
                 BundlesArg::Auto => BundleMode::Auto,
                 BundlesArg::Unpack => BundleMode::Unpack,
                 BundlesArg::Keep => BundleMode::Keep,
-            },
-            resolve_references: self.resolve_references,
-            duplicates: match self.bundle_duplicates {
+            })
+            .resolve_references(self.resolve_references)
+            .duplicates(match self.bundle_duplicates {
                 DuplicatesArg::Keep => Duplicates::Keep,
                 DuplicatesArg::First => Duplicates::First,
-            },
-            temp_dir: temp_dir.filter(|d| d.is_dir()).map(|d| d.to_path_buf()),
-        };
+            })
+            .temp_dir(temp_dir.filter(|d| d.is_dir()).map(|d| d.to_path_buf()));
         let mut plan = flatfhir_core::plan_with(&self.inputs, &self.read_options(), &bundles)
             .context("cannot plan the inputs")?;
         if let (Some(b), false) = (&plan.bundles, self.quiet) {
@@ -497,8 +490,8 @@ impl OutputArgs {
                 "--format arrow supports --compression zstd or none, not snappy",
             ));
         }
-        Ok(WriteOptions {
-            format: match self.format {
+        Ok(WriteOptions::default()
+            .format(match self.format {
                 FormatArg::Parquet => OutputFormat::Parquet,
                 FormatArg::Arrow => OutputFormat::Arrow,
                 FormatArg::Ndjson | FormatArg::Csv => {
@@ -506,15 +499,13 @@ impl OutputArgs {
                         "--format ndjson and csv need --view, --column or --columns",
                     ));
                 }
-            },
-            compression: match self.compression {
+            })
+            .compression(match self.compression {
                 CompressionArg::Zstd => Compression::Zstd,
                 CompressionArg::Snappy => Compression::Snappy,
                 CompressionArg::None => Compression::None,
-            },
-            row_group_rows: self.row_group_rows,
-            ..WriteOptions::default()
-        })
+            })
+            .row_group_rows(self.row_group_rows))
     }
 }
 

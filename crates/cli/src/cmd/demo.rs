@@ -98,8 +98,7 @@ impl DemoDir {
         let mut text = serde_json::to_vec_pretty(&Record { version: 1, files })?;
         text.push(b'\n');
         std::io::Write::write_all(&mut file, &text).map_err(werr)?;
-        file.sync_all().map_err(werr)?;
-        temp.persist(&path).map_err(werr)?;
+        temp.commit(file, &path).map_err(werr)?;
         Ok(())
     }
 }

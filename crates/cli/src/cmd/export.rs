@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use anyhow::Context as _;
 use flatfhir_bulk_server::demo::{self, DemoKey};
 use flatfhir_bulk_server::{Config, RegisteredClient, TestServer};
-use flatfhir_core::{ConvertOptions, InputFile, NoProgress, TypeGroup, TypeReport, convert_group};
+use flatfhir_core::{InputFile, NoProgress, TypeGroup, TypeReport, convert_group};
 use flatfhir_fetch::{Connection, Credentials, Event, SigningKey};
 
 use super::common::{ColumnArgs, OutputArgs};
@@ -340,11 +340,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.output.spill_dir.as_deref(),
         "--overwrite",
     )?;
-    let mut convert_opts = ConvertOptions {
-        out_dir: tables,
-        write: flatten_write.clone().unwrap_or_default(),
-        ..args.columns.convert_options()
-    };
+    let mut convert_opts = args
+        .columns
+        .convert_options()
+        .out_dir(tables)
+        .write(flatten_write.clone().unwrap_or_default());
     args.output.apply_spill(&mut convert_opts);
     let convert_opts_dir = convert_opts.out_dir.clone();
 
@@ -371,13 +371,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
             if !selected.is_empty() {
+                let view_opts = flatfhir_view::RunOptions::default()
+                    .format(view_format)
+                    .write(view_write.clone())
+                    .read(convert_opts.read.clone());
                 match flatfhir_view::run_views_with(
                     &files,
                     &selected,
                     &convert_opts.out_dir,
-                    view_format,
-                    &view_write,
-                    &convert_opts.read,
+                    &view_opts,
                 ) {
                     Ok(r) => {
                         for v in r.views {

@@ -305,8 +305,7 @@ fn write_marker(dir: &Path, marker: &Marker) -> anyhow::Result<()> {
     let mut text = serde_json::to_vec_pretty(marker)?;
     text.push(b'\n');
     std::io::Write::write_all(&mut file, &text).map_err(werr)?;
-    file.sync_all().map_err(werr)?;
-    temp.persist(&path).map_err(werr)?;
+    temp.commit(file, &path).map_err(werr)?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use flatfhir_view::{Format, View, run_views_with};
+use flatfhir_view::{Format, RunOptions, View, run_views_with};
 
 use flatfhir_core::WriteOptions;
 
@@ -172,7 +172,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     )?;
     let inputs = &args.flatten.inputs;
     let read = args.flatten.read_options();
-    let run = || run_views_with(inputs, &views, &args.out, format, &write, &read);
+    let opts = RunOptions::default().format(format).write(write).read(read);
+    let run = || run_views_with(inputs, &views, &args.out, &opts);
     let report = match args.flatten.columns.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))

@@ -118,12 +118,10 @@ fn convert(
     out: &Path,
     on_error: OnError,
 ) -> Vec<(String, Vec<arrow_array::RecordBatch>, u64)> {
-    let opts = ConvertOptions {
-        out_dir: out.to_path_buf(),
-        on_error,
-        threads: 2,
-        ..ConvertOptions::default()
-    };
+    let opts = ConvertOptions::default()
+        .out_dir(out.to_path_buf())
+        .on_error(on_error)
+        .threads(2);
     let mut tables = Vec::new();
     for g in &plan.groups {
         let r = convert_group(g, &opts, &NoProgress).unwrap();
@@ -145,10 +143,7 @@ fn convert(
 }
 
 fn with(mode: BundleMode) -> BundleOptions {
-    BundleOptions {
-        mode,
-        ..BundleOptions::default()
-    }
+    BundleOptions::default().mode(mode)
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -198,7 +193,7 @@ fn bundles_convert_exactly_as_the_same_resources_as_ndjson() {
     // Sorted as the plan orders NDJSON files of one type (file-name order), so that the
     // Bundles hold each type's resources in the order the NDJSON pass reads them.
     ndjson.sort_by(|a, b| {
-        flatfhir_core::natural_cmp(
+        flatfhir_core::internal::natural_cmp(
             &a.file_name().unwrap().to_string_lossy(),
             &b.file_name().unwrap().to_string_lossy(),
         )
@@ -339,10 +334,7 @@ fn bad_entries_are_named_and_quarantined_one_by_one() {
     let f = dir.path().join("bad.json");
     std::fs::write(&f, BAD).unwrap();
     let p = plan(std::slice::from_ref(&f), &ReadOptions::default()).unwrap();
-    let opts = ConvertOptions {
-        out_dir: dir.path().join("out"),
-        ..ConvertOptions::default()
-    };
+    let opts = ConvertOptions::default().out_dir(dir.path().join("out"));
     // Failing: the first bad entry of each type stops it, named by its place in the Bundle.
     let errs: Vec<String> = p
         .groups
@@ -425,10 +417,7 @@ fn entries_of_ndjson_bundles_are_named_by_line() {
     let p = plan(std::slice::from_ref(&f), &ReadOptions::default()).unwrap();
     let s = infer_schema(
         &p.groups[0],
-        &ConvertOptions {
-            on_error: OnError::Skip,
-            ..ConvertOptions::default()
-        },
+        &ConvertOptions::default().on_error(OnError::Skip),
         &NoProgress,
     )
     .unwrap();
@@ -464,10 +453,7 @@ fn references_resolve_to_type_and_id() {
         {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient", "id": "p1"}},
     ]});
     std::fs::write(&f, serde_json::to_string_pretty(&b).unwrap()).unwrap();
-    let opts = BundleOptions {
-        resolve_references: true,
-        ..BundleOptions::default()
-    };
+    let opts = BundleOptions::default().resolve_references(true);
     let p = plan_with(std::slice::from_ref(&f), &ReadOptions::default(), &opts).unwrap();
     let stats = p.bundles.as_ref().unwrap().stats().clone();
     assert_eq!(
@@ -512,10 +498,7 @@ fn duplicates_are_kept_or_dropped_as_asked() {
         convert(&p, &dir.path().join("o1"), OnError::Fail)[0].1[0].num_rows(),
         2
     );
-    let opts = BundleOptions {
-        duplicates: Duplicates::First,
-        ..BundleOptions::default()
-    };
+    let opts = BundleOptions::default().duplicates(Duplicates::First);
     let p = plan_with(&[dir.path().to_path_buf()], &ReadOptions::default(), &opts).unwrap();
     assert_eq!(p.bundles.as_ref().unwrap().stats().duplicates, 1);
     assert_eq!(
@@ -537,22 +520,17 @@ fn documents_of_every_shape() {
         "x".repeat(300)
     );
     std::fs::write(&f, format!("{late}\n{lone}\n{long}\n")).unwrap();
-    let read = ReadOptions {
-        max_line_bytes: 200,
-        ..ReadOptions::default()
-    };
+    let read = ReadOptions::default().max_line_bytes(200);
     let p = plan_with(&[f], &read, &BundleOptions::default()).unwrap();
     let stats = p.bundles.as_ref().unwrap().stats().clone();
     assert_eq!(
         (stats.bundles, stats.resources, stats.bad_entries),
         (2, 2, 1)
     );
-    let opts = ConvertOptions {
-        out_dir: dir.path().join("o"),
-        on_error: OnError::Skip,
-        read,
-        ..ConvertOptions::default()
-    };
+    let opts = ConvertOptions::default()
+        .out_dir(dir.path().join("o"))
+        .on_error(OnError::Skip)
+        .read(read);
     let r = convert_group(&p.groups[0], &opts, &NoProgress).unwrap();
     assert_eq!((r.rows, r.rejected), (2, 1));
     let why =

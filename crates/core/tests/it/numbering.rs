@@ -67,18 +67,17 @@ fn write(dir: &Path, files: &[Vec<Kind>], crlf: bool) -> Vec<Vec<String>> {
 }
 
 fn options(out: &Path, threads: usize, chunk_bytes: usize) -> ConvertOptions {
-    ConvertOptions {
-        out_dir: out.to_path_buf(),
-        threads,
-        on_error: OnError::Skip,
-        read: ReadOptions {
-            chunk_bytes,
-            // Files over eight chunks of long lines grow their later chunks.
-            chunk_rows: flatfhir_core::DEFAULT_CHUNK_ROWS,
-            max_line_bytes: MAX_LINE,
-        },
-        ..ConvertOptions::default()
-    }
+    ConvertOptions::default()
+        .out_dir(out.to_path_buf())
+        .threads(threads)
+        .on_error(OnError::Skip)
+        .read(
+            ReadOptions::default()
+                .chunk_bytes(chunk_bytes)
+                // Files over eight chunks of long lines grow their later chunks.
+                .chunk_rows(flatfhir_core::DEFAULT_CHUNK_ROWS)
+                .max_line_bytes(MAX_LINE),
+        )
 }
 
 fn check(

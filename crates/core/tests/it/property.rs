@@ -140,19 +140,14 @@ fn cell_matches(a: &dyn Array, i: usize, want: &Option<Value>) -> bool {
 
 fn convert(dir: &Path, threads: usize, chunk_bytes: usize, budget: usize) -> std::path::PathBuf {
     let out = dir.join(format!("out-{threads}-{chunk_bytes}-{budget}"));
-    let read = ReadOptions {
-        chunk_bytes,
-        ..ReadOptions::default()
-    };
+    let read = ReadOptions::default().chunk_bytes(chunk_bytes);
     let p = plan(&[dir.join("Basic.ndjson")], &read).unwrap();
     let group: &TypeGroup = &p.groups[0];
-    let opts = ConvertOptions {
-        out_dir: out.clone(),
-        threads,
-        read,
-        memory_budget: budget,
-        ..ConvertOptions::default()
-    };
+    let opts = ConvertOptions::default()
+        .out_dir(out.clone())
+        .threads(threads)
+        .read(read)
+        .memory_budget(budget);
     let report = convert_group(group, &opts, &NoProgress).unwrap();
     // The spill file is unlinked: the output directory holds the output and nothing else.
     let left: Vec<_> = std::fs::read_dir(&out)

@@ -47,10 +47,7 @@ fn read_all(group: &flatfhir_core::TypeGroup, opts: &ConvertOptions) -> Vec<Reco
 fn batches_equal_the_converted_parquet() {
     for dir in ["basic", "multi", "decimals", "hygiene"] {
         let out = tempfile::tempdir().unwrap();
-        let opts = ConvertOptions {
-            out_dir: out.path().into(),
-            ..ConvertOptions::default()
-        };
+        let opts = ConvertOptions::default().out_dir(out.path());
         let p = plan(&[fixtures(dir)], &ReadOptions::default()).unwrap();
         assert!(!p.groups.is_empty());
         for g in &p.groups {
@@ -82,19 +79,12 @@ fn batches_equal_the_converted_parquet() {
 fn tiny_chunks_and_spilling_give_the_same_rows() {
     let p = plan(&[fixtures("basic")], &ReadOptions::default()).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let base = ConvertOptions {
-        out_dir: out.path().into(),
-        ..ConvertOptions::default()
-    };
-    let small = ConvertOptions {
-        memory_budget: 0,
-        threads: 2,
-        read: ReadOptions {
-            chunk_bytes: 64,
-            ..ReadOptions::default()
-        },
-        ..base.clone()
-    };
+    let base = ConvertOptions::default().out_dir(out.path());
+    let small = base
+        .clone()
+        .memory_budget(0)
+        .threads(2)
+        .read(ReadOptions::default().chunk_bytes(64));
     for g in &p.groups {
         let whole = read_all(g, &base);
         let pieces = read_all(g, &small);
@@ -128,10 +118,7 @@ impl Progress for CancelAtOnce {
 fn cancelled_work_stops_with_nothing_written() {
     let p = plan(&[fixtures("basic")], &ReadOptions::default()).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let opts = ConvertOptions {
-        out_dir: out.path().into(),
-        ..ConvertOptions::default()
-    };
+    let opts = ConvertOptions::default().out_dir(out.path());
     let g = &p.groups[0];
     let (mut schema, mut batches) = (false, 0);
     let r = read_group(
@@ -161,10 +148,7 @@ fn cancelled_work_stops_with_nothing_written() {
 fn an_error_from_the_sink_stops_the_read() {
     let p = plan(&[fixtures("basic")], &ReadOptions::default()).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let opts = ConvertOptions {
-        out_dir: out.path().into(),
-        ..ConvertOptions::default()
-    };
+    let opts = ConvertOptions::default().out_dir(out.path());
     let r = read_group(
         &p.groups[0],
         &opts,

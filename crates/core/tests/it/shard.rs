@@ -121,11 +121,9 @@ fn check(
     std::fs::create_dir(&input).unwrap();
     let texts = write_input(&input, resources, split, crlf, gzip);
     let g = group(&input);
-    let opts = ConvertOptions {
-        out_dir: dir.path().join("out"),
-        threads: 1,
-        ..ConvertOptions::default()
-    };
+    let opts = ConvertOptions::default()
+        .out_dir(dir.path().join("out"))
+        .threads(1);
     let whole = infer_schema(&g, &opts, &NoProgress).unwrap().schema;
 
     let shards = shards_at(&g, cuts);
@@ -280,13 +278,11 @@ fn misfits_name_file_and_line() {
     ] {
         std::fs::write(b.join("Basic.ndjson"), text).unwrap();
         let g = group(&b);
-        let opts = ConvertOptions {
-            out_dir: dir.path().join("out"),
-            schema: Some(std::sync::Arc::new(doc.clone())),
+        let opts = ConvertOptions::default()
+            .out_dir(dir.path().join("out"))
+            .schema(Some(std::sync::Arc::new(doc.clone())))
             // Misfits are errors even when bad lines are skipped.
-            on_error: OnError::Skip,
-            ..ConvertOptions::default()
-        };
+            .on_error(OnError::Skip);
         let err = convert_group(&g, &opts, &NoProgress)
             .unwrap_err()
             .to_string();
@@ -305,11 +301,9 @@ fn misfits_name_file_and_line() {
         "{\"resourceType\":\"Basic\",\"s\":5}\n",
     )
     .unwrap();
-    let opts = ConvertOptions {
-        out_dir: dir.path().join("out"),
-        schema: Some(std::sync::Arc::new(doc.clone())),
-        ..ConvertOptions::default()
-    };
+    let opts = ConvertOptions::default()
+        .out_dir(dir.path().join("out"))
+        .schema(Some(std::sync::Arc::new(doc.clone())));
     let r = convert_group(&group(&b), &opts, &NoProgress).unwrap();
     assert_eq!((r.rows, r.columns), (1, 3));
 }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::eval::{EvalResult, Item, Prim, parse_temporal, quantity_of};
+use crate::eval::{EvalResult, Item, Primitive, parse_temporal, quantity_of};
 use crate::temporal::{Kind, Temporal, days_in_month};
 
 /// The precision of a date/time in digits (`2014` → 4, `T10:30` → 4, milliseconds → 17).
@@ -60,15 +60,15 @@ pub(super) fn boundary<'a>(
         Some(v)
     };
     Ok(match x.prim() {
-        Prim::Int(i) => dec(Decimal::from(i), 0).map(Item::Dec),
-        Prim::Dec(d) => dec(d, d.scale()).map(Item::Dec),
-        Prim::Qty(v, u) => dec(v, v.scale()).map(|d| Item::Qty(d, Cow::Owned(u.to_string()))),
-        Prim::Temporal(s, k) => {
+        Primitive::Int(i) => dec(Decimal::from(i), 0).map(Item::Dec),
+        Primitive::Dec(d) => dec(d, d.scale()).map(Item::Dec),
+        Primitive::Qty(v, u) => dec(v, v.scale()).map(|d| Item::Qty(d, Cow::Owned(u.to_string()))),
+        Primitive::Temporal(s, k) => {
             let t = parse_temporal(s, k).ok_or("invalid date/time")?;
             temporal_boundary(&t, high, prec)?
                 .map(|(text, tag)| Item::Str(Cow::Owned(text), Some(tag)))
         }
-        Prim::Obj(_) => match quantity_of(x) {
+        Primitive::Obj(_) => match quantity_of(x) {
             Some((v, u)) => dec(v, v.scale()).map(|d| Item::Qty(d, Cow::Owned(u.into_owned()))),
             None => None,
         },

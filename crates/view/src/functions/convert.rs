@@ -7,7 +7,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 
 use crate::ast::Conv;
-use crate::eval::{EvalResult, Item, Prim, quantity_of, to_string};
+use crate::eval::{EvalResult, Item, Primitive, quantity_of, to_string};
 use crate::temporal::{Kind, Temporal};
 
 /// JSON string unescaping of `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`, `\uXXXX`.
@@ -87,12 +87,12 @@ pub(super) fn convert<'a>(x: &Item<'a>, c: Conv, unit: Option<&str>) -> Option<I
     let p = x.prim();
     match c {
         Conv::Boolean => match p {
-            Prim::Bool(b) => Some(Item::Bool(b)),
-            Prim::Int(1) => Some(Item::Bool(true)),
-            Prim::Int(0) => Some(Item::Bool(false)),
-            Prim::Dec(d) if d == Decimal::ONE => Some(Item::Bool(true)),
-            Prim::Dec(d) if d.is_zero() => Some(Item::Bool(false)),
-            Prim::Str(s) => match s.to_ascii_lowercase().as_str() {
+            Primitive::Bool(b) => Some(Item::Bool(b)),
+            Primitive::Int(1) => Some(Item::Bool(true)),
+            Primitive::Int(0) => Some(Item::Bool(false)),
+            Primitive::Dec(d) if d == Decimal::ONE => Some(Item::Bool(true)),
+            Primitive::Dec(d) if d.is_zero() => Some(Item::Bool(false)),
+            Primitive::Str(s) => match s.to_ascii_lowercase().as_str() {
                 "true" | "t" | "yes" | "y" | "1" | "1.0" => Some(Item::Bool(true)),
                 "false" | "f" | "no" | "n" | "0" | "0.0" => Some(Item::Bool(false)),
                 _ => None,
@@ -100,9 +100,9 @@ pub(super) fn convert<'a>(x: &Item<'a>, c: Conv, unit: Option<&str>) -> Option<I
             _ => None,
         },
         Conv::Integer => match p {
-            Prim::Int(i) => Some(Item::Int(i)),
-            Prim::Bool(b) => Some(Item::Int(i64::from(b))),
-            Prim::Str(s) => {
+            Primitive::Int(i) => Some(Item::Int(i)),
+            Primitive::Bool(b) => Some(Item::Int(i64::from(b))),
+            Primitive::Str(s) => {
                 let t = s.strip_prefix(['+', '-']).unwrap_or(s);
                 (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
                     .then(|| s.parse().ok().map(Item::Int))
@@ -111,17 +111,17 @@ pub(super) fn convert<'a>(x: &Item<'a>, c: Conv, unit: Option<&str>) -> Option<I
             _ => None,
         },
         Conv::Decimal => match p {
-            Prim::Int(i) => Some(Item::Dec(Decimal::from(i))),
-            Prim::Dec(d) => Some(Item::Dec(d)),
-            Prim::Bool(b) => Some(Item::Dec(if b { Decimal::ONE } else { Decimal::ZERO })),
-            Prim::Str(s) => parse_decimal_text(s).map(Item::Dec),
+            Primitive::Int(i) => Some(Item::Dec(Decimal::from(i))),
+            Primitive::Dec(d) => Some(Item::Dec(d)),
+            Primitive::Bool(b) => Some(Item::Dec(if b { Decimal::ONE } else { Decimal::ZERO })),
+            Primitive::Str(s) => parse_decimal_text(s).map(Item::Dec),
             _ => None,
         },
         Conv::String => to_string(x).map(|s| Item::Str(Cow::Owned(s), None)),
         Conv::Date | Conv::DateTime | Conv::Time => {
             let (text, kind) = match p {
-                Prim::Str(s) => (s, None),
-                Prim::Temporal(s, k) => (s, Some(k)),
+                Primitive::Str(s) => (s, None),
+                Primitive::Temporal(s, k) => (s, Some(k)),
                 _ => return None,
             };
             let t = match kind {
@@ -151,13 +151,13 @@ pub(super) fn convert<'a>(x: &Item<'a>, c: Conv, unit: Option<&str>) -> Option<I
         }
         Conv::Quantity => {
             let q = match p {
-                Prim::Int(i) => Some((Decimal::from(i), "1".to_string())),
-                Prim::Dec(d) => Some((d, "1".to_string())),
-                Prim::Bool(b) => Some((
+                Primitive::Int(i) => Some((Decimal::from(i), "1".to_string())),
+                Primitive::Dec(d) => Some((d, "1".to_string())),
+                Primitive::Bool(b) => Some((
                     if b { Decimal::ONE } else { Decimal::ZERO },
                     "1".to_string(),
                 )),
-                Prim::Str(s) => parse_quantity_text(s),
+                Primitive::Str(s) => parse_quantity_text(s),
                 _ => quantity_of(x).map(|(v, u)| (v, u.into_owned())),
             }?;
             match unit {

@@ -8,7 +8,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::ast::{Expr, Func};
 use crate::eval::{
-    Coll, Env, EvalResult, Item, Prim, eval, fhir_type, has_type, item_eq, parse_temporal,
+    Coll, Env, EvalResult, Item, Primitive, eval, fhir_type, has_type, item_eq, parse_temporal,
     quantity_of, system_type, to_bool, to_strict_bool, to_string,
 };
 use crate::json::Json;
@@ -32,7 +32,7 @@ pub(crate) fn call<'a>(
         match arg(i)?.as_slice() {
             [] => Ok(None),
             [x] => match x.prim() {
-                Prim::Int(n) => Ok(Some(n)),
+                Primitive::Int(n) => Ok(Some(n)),
                 _ => Err("expected an integer argument".into()),
             },
             _ => Err("expected a single integer argument".into()),
@@ -63,7 +63,7 @@ pub(crate) fn call<'a>(
             [x] => match x.prim() {
                 // A FHIR date/dateTime/time node is text too (and must read the same whether
                 // or not the expression types its nodes).
-                Prim::Str(s) | Prim::Temporal(s, _) => Ok(Some(s.to_string())),
+                Primitive::Str(s) | Primitive::Temporal(s, _) => Ok(Some(s.to_string())),
                 _ => Err("a string function needs a string".into()),
             },
             _ => Err(format!(
@@ -162,7 +162,7 @@ pub(crate) fn call<'a>(
         Func::Not => match b.as_slice() {
             [] => Vec::new(),
             [x] => match x.prim() {
-                Prim::Bool(v) => one(Item::Bool(!v)),
+                Primitive::Bool(v) => one(Item::Bool(!v)),
                 // Singleton evaluation: one item that is not a boolean counts as true.
                 _ => one(Item::Bool(false)),
             },
@@ -175,7 +175,7 @@ pub(crate) fn call<'a>(
         },
         Func::HasValue => one(Item::Bool(matches!(
             b.as_slice(),
-            [x] if !matches!(x.prim(), Prim::Obj(_) | Prim::Null) && matches!(x, Item::Node(..))
+            [x] if !matches!(x.prim(), Primitive::Obj(_) | Primitive::Null) && matches!(x, Item::Node(..))
         ))),
         Func::OfType(t) => {
             let mut out = Vec::new();
@@ -302,9 +302,9 @@ pub(crate) fn call<'a>(
         Func::Precision => match single(&b, "precision()")? {
             None => Vec::new(),
             Some(x) => match x.prim() {
-                Prim::Dec(d) => one(Item::Int(i64::from(d.scale()))),
-                Prim::Int(_) => one(Item::Int(0)),
-                Prim::Temporal(s, k) => {
+                Primitive::Dec(d) => one(Item::Int(i64::from(d.scale()))),
+                Primitive::Int(_) => one(Item::Int(0)),
+                Primitive::Temporal(s, k) => {
                     let t = parse_temporal(s, k).ok_or("invalid date/time")?;
                     one(Item::Int(digits_of(&t)))
                 }
@@ -692,8 +692,8 @@ pub(crate) fn call<'a>(
                 return Err("round() precision must be >= 0".into());
             }
             let d = match x.prim() {
-                Prim::Int(i) => Decimal::from(i),
-                Prim::Dec(d) => d,
+                Primitive::Int(i) => Decimal::from(i),
+                Primitive::Dec(d) => d,
                 _ => return Err("round() needs a number".into()),
             };
             one(Item::Dec(d.round_dp_with_strategy(
@@ -720,7 +720,7 @@ pub(crate) fn call<'a>(
             let mut bools = Vec::with_capacity(b.len());
             for x in &b {
                 match x.prim() {
-                    Prim::Bool(v) => bools.push(v),
+                    Primitive::Bool(v) => bools.push(v),
                     _ => {
                         return Err(
                             "allTrue()/anyTrue()/allFalse()/anyFalse() need booleans".into()
@@ -801,9 +801,9 @@ fn children<'a>(out: &mut Coll<'a>, it: &Item<'a>, typed: bool) {
 
 fn math1<'a>(f: &Func, x: &Item<'a>) -> EvalResult<Option<Item<'a>>> {
     let (d, int) = match x.prim() {
-        Prim::Int(i) => (Decimal::from(i), true),
-        Prim::Dec(d) => (d, false),
-        Prim::Qty(v, u) if matches!(f, Func::Abs) => {
+        Primitive::Int(i) => (Decimal::from(i), true),
+        Primitive::Dec(d) => (d, false),
+        Primitive::Qty(v, u) if matches!(f, Func::Abs) => {
             return Ok(Some(Item::Qty(v.abs(), Cow::Owned(u.to_string()))));
         }
         _ => return Err("a math function needs a number".into()),
@@ -829,8 +829,8 @@ fn math1<'a>(f: &Func, x: &Item<'a>) -> EvalResult<Option<Item<'a>>> {
 
 fn math2<'a>(f: &Func, x: &Item<'a>, y: &Item<'a>) -> EvalResult<Option<Item<'a>>> {
     let n = |i: &Item<'_>| match i.prim() {
-        Prim::Int(v) => Ok((Decimal::from(v), true)),
-        Prim::Dec(d) => Ok((d, false)),
+        Primitive::Int(v) => Ok((Decimal::from(v), true)),
+        Primitive::Dec(d) => Ok((d, false)),
         _ => Err("a math function needs numbers".to_string()),
     };
     let ((a, ai), (b, bi)) = (n(x)?, n(y)?);

@@ -300,10 +300,8 @@ proptest! {
         let input = dir.path().join("Observation.ndjson");
         std::fs::write(&input, format!("{good}\n{bad}\n")).unwrap();
         let plan = flatfhir_core::plan(std::slice::from_ref(&input), &Default::default()).unwrap();
-        let opts = flatfhir_core::ConvertOptions {
-            out_dir: dir.path().join("flat"),
-            ..Default::default()
-        };
+        let opts = flatfhir_core::ConvertOptions::default()
+.out_dir(dir.path().join("flat"));
         let convert = flatfhir_core::infer_schema(&plan.groups[0], &opts, &flatfhir_core::NoProgress)
             .map(|_| ())
             .map_err(|e| e.to_string());

@@ -132,17 +132,14 @@ fn lines_over_the_cap_are_errors_with_file_and_line() {
         ),
     ] {
         std::fs::write(&input, text).unwrap();
-        let read = flatfhir_core::ReadOptions {
-            max_line_bytes: 64,
-            ..flatfhir_core::ReadOptions::default()
-        };
+        let read = flatfhir_core::ReadOptions::default().max_line_bytes(64);
         let err = flatfhir_view::run_views_with(
             std::slice::from_ref(&input),
             &[view()],
             &dir.path().join("o"),
-            Format::Ndjson,
-            &flatfhir_core::WriteOptions::default(),
-            &read,
+            &flatfhir_view::RunOptions::default()
+                .format(Format::Ndjson)
+                .read(read.clone()),
         )
         .unwrap_err();
         let msg = err.to_string();
@@ -233,7 +230,7 @@ fn decimals_keep_their_precision_in_text_outputs() {
 }
 
 /// A set stop flag stops the run before any chunk and leaves no output; an unset one changes
-/// nothing; the flag does not outlive the call.
+/// nothing; the flag belongs to the call (a plain run after it works).
 #[test]
 fn a_cancelled_run_stops_and_writes_nothing() {
     use std::sync::Arc;
@@ -246,20 +243,20 @@ fn a_cancelled_run_stops_and_writes_nothing() {
         flatfhir_core::ReadOptions::default(),
     );
     let go = |flag: bool| {
-        flatfhir_view::run_views_cancellable(
+        flatfhir_view::run_views_with(
             std::slice::from_ref(&input),
             &[view()],
             &out,
-            Format::Parquet,
-            &w,
-            &r,
-            Arc::new(AtomicBool::new(flag)),
+            &flatfhir_view::RunOptions::default()
+                .write(w.clone())
+                .read(r.clone())
+                .cancel(Some(Arc::new(AtomicBool::new(flag)))),
         )
     };
     assert!(matches!(go(true), Err(flatfhir_view::Error::Cancelled)));
     assert!(!out.join("pt.parquet").exists());
     assert_eq!(go(false).unwrap().views[0].rows, 2);
-    // The flag of the cancelled call is gone: a plain run on this thread works.
+    // The flag belongs to the cancelled call: a plain run on this thread works.
     std::fs::remove_dir_all(&out).unwrap();
     assert_eq!(
         run_views(&[input], &[view()], &out, Format::Parquet)
@@ -317,4 +314,78 @@ fn a_list_item_without_a_value_stays_a_null_in_parquet() {
     assert_eq!(items.len(), 2);
     assert!(items.is_null(0));
     assert_eq!(items.value(1), "B");
+}
+
+/// An error of reading the input keeps its cause: it is core's error (naming the file) with
+/// its I/O source, not a string of it (the cause was lost when the view runner turned core
+/// errors into text).
+#[test]
+fn a_read_error_keeps_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("Patient.ndjson.gz");
+    // Gzip magic and header, then a body that is not deflate data.
+    std::fs::write(
+        &input,
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage, not deflate",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let err = run_views(&[input], &[view()], &out, Format::Parquet).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("Patient.ndjson.gz"), "{text}");
+    assert!(
+        matches!(
+            err,
+            flatfhir_view::Error::Core(flatfhir_core::Error::Read { .. })
+        ),
+        "{err:?}"
+    );
+    let source = std::error::Error::source(&err).expect("the I/O error is kept as the source");
+    assert!(
+        source.downcast_ref::<std::io::Error>().is_some(),
+        "{source:?}"
+    );
+    assert!(!out.join("pt.parquet").exists());
+}
+
+/// A line over the limit is named by file and line, with the reason, as before.
+#[test]
+fn an_overlong_line_names_file_line_and_limit() {
+    let (dir, input) = setup();
+    let out = dir.path().join("out");
+    let read = flatfhir_core::ReadOptions::default().max_line_bytes(100);
+    let err = flatfhir_view::run_views_with(
+        std::slice::from_ref(&input),
+        &[view()],
+        &out,
+        &flatfhir_view::RunOptions::default()
+            .format(Format::Csv)
+            .read(read.clone()),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:1: line is {} bytes, longer than the limit of 100 (--max-line-bytes)",
+            input.display(),
+            PATIENTS.lines().next().unwrap().len()
+        )
+    );
+}
+
+/// Views run inside a one-thread pool (the CLI's `--threads 1` installs one): the pipeline
+/// then hands out chunks on that pool's only worker, which must run the jobs it waits for.
+/// When it only blocked, this run never ended.
+#[test]
+fn a_view_runs_inside_a_one_thread_pool() {
+    let (dir, input) = setup();
+    let out = dir.path().join("out");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let r = pool
+        .install(|| run_views(&[input], &[view()], &out, Format::Parquet))
+        .unwrap();
+    assert_eq!(r.views[0].rows, 2);
 }
