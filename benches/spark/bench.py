@@ -300,7 +300,9 @@ def report(a, file: Path, nbytes: int, lines: int, tools: list[str], summ: dict,
         f, j = summ.get(f"flatfhir-{p}", {}), summ.get(f"json-{p}", {})
         def rat(x, y, k):
             return f"{x[k] / y[k]:.1f}×" if k in x and k in y else ""
-        ratios.append([str(p), rat(j, f, "wall_s"), rat(j, f, "cpu_s"), rat(f, cli, "wall_s"), rat(f, cli, "cpu_s")])
+        if f:
+            ratios.append([str(p), rat(j, f, "wall_s"), rat(j, f, "cpu_s"), rat(f, cli, "wall_s"),
+                           rat(f, cli, "cpu_s")])
         w = summ.get(f"flatfhir-write-{p}", {})
         if w:
             ratios.append([f"{p} (write)", rat(j, w, "wall_s"), rat(j, w, "cpu_s"), rat(w, cli, "wall_s"),

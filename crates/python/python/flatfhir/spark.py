@@ -266,8 +266,8 @@ class WriteResult:
     rejected: List[Rejected]
 
 
-def _local_out(out: Any) -> str:
-    out = os.fspath(out)
+def _local_out(where: Any) -> str:
+    out: str = os.fspath(where)
     if out.startswith("file://"):
         out = out[len("file://"):]
     if "://" in out:
@@ -393,7 +393,10 @@ def write_parquet(spark: Any, paths: Any, out: Any, resource_type: Optional[str]
     for e in os.listdir(out):
         if e != "_temporary":
             p = os.path.join(out, e)
-            shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.unlink(p)
     for name in names:
         os.replace(os.path.join(staging, name), os.path.join(out, name))
     _remove_staging(out, staging, False)
