@@ -275,7 +275,8 @@ def _local_out(where: Any) -> str:
             f"{out}: flatfhir.spark.write_parquet writes to a local or shared filesystem path "
             "(every executor must see it); to write tables to object storage use the CLI "
             "(flatfhir convert ... --out s3://bucket/prefix/)")
-    return out
+    # Absolute: the executors' working directory need not be the driver's.
+    return os.path.abspath(out)
 
 
 def _write_part_fn(staging: str, doc: str, flatten: Dict[str, Any], compression: str,
@@ -379,6 +380,8 @@ def write_parquet(spark: Any, paths: Any, out: Any, resource_type: Optional[str]
     created = not os.path.exists(out)
     staging = os.path.join(out, "_temporary", uuid.uuid4().hex)
     os.makedirs(staging)
+    if rejected is not None:
+        rejected = _local_out(rejected)
     fn = _write_part_fn(staging, doc.json, flatten, compression, row_group_rows, rejected)
     items = list(enumerate(s.spec for s in shards))
     try:
