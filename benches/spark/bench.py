@@ -13,6 +13,9 @@ before any timing) and in rounds whose order rotates, it runs over ~1 GB of Obse
               `.write.parquet(out)`, with `spark.sql.files.maxPartitionBytes` = ceil(size /
               P) and `spark.sql.files.minPartitionNum` = 1: P partitions. The output is nested
               (structs and arrays), not flattened
+  flatfhir-write-P  the same schema job, then `flatfhir.spark.write_parquet(spark, file, out,
+              schema=doc)`: P Spark tasks, each flattening its shard in Rust and writing its
+              own part with pyarrow (no JVM rows, no Spark Parquet writer)
   cli         `flatfhir convert DIR --out OUT --quiet` (the release binary, one thread per
               core), as its own process
 
@@ -194,6 +197,23 @@ def run_flatfhir(spark, file: Path, rtype: str, parts: int, out: Path, codec: st
             "partitions": n, "rss_mb": rss.peak_mb, "cpu_s": rss.cpu_s, "rows": rows, "columns": cols}
 
 
+def run_flatfhir_write(spark, file: Path, rtype: str, parts: int, out: Path, codec: str) -> dict:
+    from flatfhir.spark import infer_schema, write_parquet
+
+    shard_bytes = max(1, math.ceil(file.stat().st_size / parts))
+    with RssSampler() as rss:
+        t0 = time.perf_counter()
+        doc = infer_schema(spark, str(file), rtype, shard_bytes=shard_bytes)
+        t1 = time.perf_counter()
+        res = write_parquet(spark, str(file), str(out), rtype, schema=doc, shard_bytes=shard_bytes,
+                            compression=codec)
+        t2 = time.perf_counter()
+    rows, cols = out_shape(out)
+    return {"ok": True, "wall_s": t2 - t0, "schema_s": t1 - t0, "write_s": t2 - t1,
+            "partitions": len(res.files), "rss_mb": rss.peak_mb, "cpu_s": rss.cpu_s, "rows": rows,
+            "columns": cols}
+
+
 def run_json(spark, file: Path, parts: int, out: Path, codec: str, noop: bool = False) -> dict:
     size = file.stat().st_size
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(1, math.ceil(size / parts))))
@@ -280,7 +300,13 @@ def report(a, file: Path, nbytes: int, lines: int, tools: list[str], summ: dict,
         f, j = summ.get(f"flatfhir-{p}", {}), summ.get(f"json-{p}", {})
         def rat(x, y, k):
             return f"{x[k] / y[k]:.1f}×" if k in x and k in y else ""
-        ratios.append([str(p), rat(j, f, "wall_s"), rat(j, f, "cpu_s"), rat(f, cli, "wall_s"), rat(f, cli, "cpu_s")])
+        if f:
+            ratios.append([str(p), rat(j, f, "wall_s"), rat(j, f, "cpu_s"), rat(f, cli, "wall_s"),
+                           rat(f, cli, "cpu_s")])
+        w = summ.get(f"flatfhir-write-{p}", {})
+        if w:
+            ratios.append([f"{p} (write)", rat(j, w, "wall_s"), rat(j, w, "cpu_s"), rat(w, cli, "wall_s"),
+                           rat(w, cli, "cpu_s")])
     best_j = min((summ[t]["wall_s"] for t in tools
                   if t.startswith("json-") and "noop" not in t and "wall_s" in summ[t]), default=None)
     out.append("| partitions | json ÷ flatfhir, wall | json ÷ flatfhir, CPU | flatfhir ÷ cli, wall | flatfhir ÷ cli, CPU |")
@@ -339,7 +365,8 @@ def main() -> None:
                     help="partitions of the json rows when they differ from --partitions (json is slow)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--tools", default="flatfhir,json,cli",
-                    help="any of flatfhir,json,cli,flatfhir-noop,json-noop (the -noop rows read into "
+                    help="any of flatfhir,flatfhir-write,json,cli,flatfhir-noop,json-noop (flatfhir-write: "
+                         "flatfhir.spark.write_parquet; the -noop rows read into "
                          "Spark's noop sink: the reading side without the Parquet writer)")
     ap.add_argument("--cores", type=int, default=2, help="local[N] (default 2)")
     ap.add_argument("--driver-memory", default="2g")
@@ -363,7 +390,7 @@ def main() -> None:
     with open(file, "rb") as f:
         lines = sum(1 for _ in f)
     parts = {"flatfhir": a.partitions, "json": a.json_partitions or a.partitions}
-    tools = [f"{k}-{p}" for k in ("flatfhir", "json", "flatfhir-noop", "json-noop") if k in want
+    tools = [f"{k}-{p}" for k in ("flatfhir", "flatfhir-write", "json", "flatfhir-noop", "json-noop") if k in want
              for p in parts[k.split("-")[0]]] + (["cli"] if "cli" in want else [])
     if not a.flatfhir.exists() and "cli" in want:
         sys.exit(f"{a.flatfhir}: no such binary (cargo build --release -p flatfhir, or --flatfhir)")
@@ -403,7 +430,9 @@ def main() -> None:
                 else:
                     kind, p = t.rsplit("-", 1)
                     noop = kind.endswith("-noop")
-                    if kind.startswith("flatfhir"):
+                    if kind == "flatfhir-write":
+                        r = run_flatfhir_write(spark, file, rtype, int(p), out, a.codec)
+                    elif kind.startswith("flatfhir"):
                         r = run_flatfhir(spark, file, rtype, int(p), out, a.codec, noop)
                     else:
                         r = run_json(spark, file, int(p), out, a.codec, noop)

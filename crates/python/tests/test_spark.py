@@ -175,3 +175,97 @@ def test_read_yields_each_batch_as_it_is_flattened(tmp_path):
     with pytest.raises(flatfhir.BadLineError) as e:
         next(it)
     assert e.value.line == 5001
+
+
+# --- write_parquet: Spark schedules, Rust flattens, pyarrow writes (no JVM row conversion) --
+
+def _parts(out):
+    parts = sorted(out.glob("part-*.parquet"))
+    return parts, pa.concat_tables([pq.read_table(p) for p in parts])
+
+
+@pytest.mark.parametrize("rtype", bds_types())
+def test_write_parquet_parts_equal_the_cli(rtype, spark, cli, cli_bds, tmp_path):
+    need_shared()
+    from flatfhir.spark import write_parquet
+
+    src = BDS / f"{rtype}.ndjson"
+    shard_bytes = max(1, os.path.getsize(src) // 4 + 1)
+    out = tmp_path / "out"
+    res = write_parquet(spark, str(src), str(out), rtype, shard_bytes=shard_bytes)
+    parts, got = _parts(out)
+    assert len(parts) >= 4 and [str(p) for p in parts] == res.files
+    want = pq.read_table(cli_bds / f"{rtype}.parquet")
+    # Every part has the same columns and types, and together they are the CLI's table.
+    assert all(pq.read_schema(p) == pq.read_schema(parts[0]) for p in parts)
+    assert got.equals(want)
+    assert res.rows == want.num_rows
+    assert (out / "_SUCCESS").exists() and not (out / "_temporary").exists()
+    assert pq.ParquetFile(parts[0]).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_write_parquet_with_a_given_schema_and_partitions(spark, tmp_path):
+    from flatfhir import scale
+    from flatfhir.spark import write_parquet
+
+    f = tmp_path / "Basic.ndjson"
+    _basic(f, 200)
+    doc = scale.merge_schemas(scale.shard_schema(s) for s in scale.plan_shards(f))
+    out = tmp_path / "out"
+    res = write_parquet(spark, f, out, schema=doc, partitions=3)
+    parts, got = _parts(out)
+    assert len(parts) == 3
+    assert got.column("n").to_pylist() == list(range(200)) and res.rows == 200
+
+
+def test_write_parquet_skip_rows_in_equal_rows_out_plus_rejected(spark, tmp_path):
+    from flatfhir.spark import write_parquet
+
+    f = tmp_path / "Basic.ndjson"
+    lines = [f'{{"resourceType":"Basic","id":"{i}"}}' for i in range(30)]
+    lines[7] = "{broken"
+    lines[22] = '{"resourceType":"Patient","id":"x"}'
+    f.write_text("\n".join(lines) + "\n")
+    rejected, out = tmp_path / "rejected", tmp_path / "out"
+    res = write_parquet(spark, f, out, on_error="skip", shard_bytes=90, rejected=str(rejected))
+    _, got = _parts(out)
+    found = [json.loads(l) for p in sorted(rejected.glob("*.ndjson")) for l in p.read_text().splitlines()]
+    assert got.num_rows + len(found) == 30
+    assert got.num_rows == res.rows == 28 and len(res.rejected) == 2
+    assert all(r["file"].endswith("Basic.ndjson") and r["reason"] for r in found)
+
+
+def test_write_parquet_a_failing_shard_leaves_no_parts(spark, tmp_path):
+    from flatfhir.spark import write_parquet
+
+    f = tmp_path / "Basic.ndjson"
+    _basic(f, 40)
+    with open(f, "a") as o:
+        o.write("{broken\n")
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="Basic.ndjson"):
+        write_parquet(spark, f, out, shard_bytes=200)
+    assert not out.exists()  # created by the job, removed with its staging folder
+    out.mkdir()
+    with pytest.raises(Exception, match="Basic.ndjson"):
+        write_parquet(spark, f, out, shard_bytes=200)
+    assert list(out.iterdir()) == []
+
+
+def test_write_parquet_refuses_a_non_empty_out_and_object_store_output(spark, tmp_path):
+    from flatfhir.errors import OptionsError
+    from flatfhir.spark import write_parquet
+
+    f = tmp_path / "Basic.ndjson"
+    _basic(f, 20)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.parquet").write_text("x")
+    with pytest.raises(OptionsError, match="not empty"):
+        write_parquet(spark, f, out)
+    assert (out / "old.parquet").read_text() == "x"
+    write_parquet(spark, f, out, overwrite=True, shard_bytes=100)
+    assert not (out / "old.parquet").exists()
+    assert _parts(out)[1].column("n").to_pylist() == list(range(20))
+    with pytest.raises(OptionsError, match="flatfhir convert"):
+        write_parquet(spark, f, "s3://bucket/tables/")

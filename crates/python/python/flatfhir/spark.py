@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+import uuid
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pyarrow as pa
 from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
@@ -252,5 +255,180 @@ def flatten_column(df: Any, resource_type: str, schema: Any = None, *, column: s
     return df.select(column).mapInArrow(fn, spark_schema(arrow))
 
 
-__all__ = ["FlatfhirDataSource", "column_schema", "flatten_column", "infer_schema", "register",
-           "spark_schema"]
+@dataclass
+class WriteResult:
+    """What :func:`write_parquet` wrote: the part files (in shard order), rows written, and
+    the lines ``on_error="skip"`` left out (also written to ``rejected`` when given)."""
+
+    out: str
+    files: List[str]
+    rows: int
+    rejected: List[Rejected]
+
+
+def _local_out(where: Any) -> str:
+    out: str = os.fspath(where)
+    if out.startswith("file://"):
+        out = out[len("file://"):]
+    if "://" in out:
+        raise OptionsError(
+            f"{out}: flatfhir.spark.write_parquet writes to a local or shared filesystem path "
+            "(every executor must see it); to write tables to object storage use the CLI "
+            "(flatfhir convert ... --out s3://bucket/prefix/)")
+    # Absolute: the executors' working directory need not be the driver's.
+    return os.path.abspath(out)
+
+
+def _write_part_fn(staging: str, doc: str, flatten: Dict[str, Any], compression: str,
+                   row_group_rows: int, rejected_dir: Optional[str]) -> Any:
+    """The function each task runs on ``(index, shard spec)``: flattens the shard (Rust,
+    without the GIL) and writes ``staging/part-NNNNN.parquet`` under a temporary name,
+    renamed when whole (a retried attempt replaces it). Returns (index, rows, rejected)."""
+
+    def one(item: Tuple[int, str]) -> Tuple[int, int, List[Tuple[str, int, str]]]:
+        import pyarrow.parquet as pq
+
+        from flatfhir import scale as sc
+        from flatfhir.spark import _write_rejected
+
+        index, spec = item
+        batches = sc.iter_shard(spec, doc, **flatten)
+        name = f"part-{index:05d}.parquet"
+        fd, tmp = tempfile.mkstemp(dir=staging, prefix=f".{name}.", suffix=".tmp")
+        os.close(fd)
+        rows = 0
+        try:
+            with pq.ParquetWriter(tmp, batches.schema, compression=compression) as w:
+                # Rust hands over batches of up to 4,096 lines: gather them into row groups
+                # of ``row_group_rows`` (as the CLI does), not one small row group a batch.
+                pending: List[pa.RecordBatch] = []
+                n = 0
+                for b in batches:
+                    pending.append(b)
+                    n += b.num_rows
+                    if n >= row_group_rows:
+                        w.write_table(pa.Table.from_batches(pending, schema=batches.schema),
+                                      row_group_size=row_group_rows)
+                        rows += n
+                        pending, n = [], 0
+                if pending:
+                    w.write_table(pa.Table.from_batches(pending, schema=batches.schema),
+                                  row_group_size=row_group_rows)
+                    rows += n
+            os.replace(tmp, os.path.join(staging, name))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        rej = batches.rejected or []
+        if rej and rejected_dir:
+            _write_rejected(rejected_dir, sc.Shard.from_spec(spec), rej)
+        return index, rows, [(r.file, r.line, r.reason) for r in rej]
+
+    return one
+
+
+def write_parquet(spark: Any, paths: Any, out: Any, resource_type: Optional[str] = None, *,
+                  schema: Any = None, shard_bytes: int = scale.DEFAULT_SHARD_BYTES,
+                  partitions: Optional[int] = None, overwrite: bool = False,
+                  rejected: Optional[str] = None, compression: str = "zstd",
+                  row_group_rows: int = 128 * 1024, **flatten: Any) -> WriteResult:
+    """Flattens one resource type to a folder of Parquet files with Spark scheduling the
+    work, but without Spark's row conversion and Parquet writer: one Spark task per shard
+    flattens it in Rust and writes ``part-NNNNN.parquet`` with pyarrow (``compression``
+    zstd and row groups of ``row_group_rows`` like the CLI; every part has the schema's
+    columns and types). The parts, read in name order and concatenated, are the table
+    ``flatfhir convert`` writes.
+
+    ``paths``: local paths or object-store URLs, as for the data source. ``out``: a local
+    or shared filesystem path that the driver and every executor see (object-store output
+    raises :class:`~flatfhir.errors.OptionsError`: use ``flatfhir convert --out s3://...``).
+    The commit follows Spark's file committer: parts are written to
+    ``out/_temporary/<job>/``, and only when every task succeeded does the driver rename
+    them into ``out`` and write ``out/_SUCCESS``; if a task fails the staging folder is
+    removed and the error raised, leaving no parts. A non-empty ``out`` is refused unless
+    ``overwrite=True`` (its old contents are removed at commit, after the job succeeded).
+
+    ``schema``: a :class:`~flatfhir.scale.SchemaDocument` (or its JSON text, dict, or a
+    path); without it :func:`infer_schema` runs first as a Spark job over the same shards.
+    ``partitions``: cut the input into about this many shards (instead of ``shard_bytes``,
+    default 128 MiB). ``rejected``: a folder for the lines ``on_error="skip"`` leaves out
+    (as the data source's ``rejected`` option). Other keywords are the flatten options
+    (``sep``, ``exclude``, ``decimals``, ``on_error``, ``max_columns``, ``max_line_bytes``)."""
+    out = _local_out(out)
+    if partitions is not None:
+        if partitions < 1:
+            raise OptionsError(f"partitions={partitions}: expected at least 1")
+        whole = scale.plan_shards(paths, resource_type, shard_bytes=1 << 62)
+        total = sum(_shard_size(s) for s in whole)
+        shard_bytes = max(1, -(-total // partitions))
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise OptionsError(f"{out}: the output folder is not empty (pass overwrite=True to "
+                           "replace its contents)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OptionsError(f"{out}: exists and is not a folder")
+    shards = scale.plan_shards(paths, resource_type, shard_bytes=shard_bytes)
+    if not shards:
+        raise OptionsError(f"{paths}: no input for {resource_type or 'any resource type'}")
+    if schema is None:
+        doc = infer_schema(spark, paths, resource_type, shard_bytes=shard_bytes, **flatten)
+    else:
+        doc = schema if isinstance(schema, scale.SchemaDocument) else scale.SchemaDocument(schema)
+
+    created = not os.path.exists(out)
+    staging = os.path.join(out, "_temporary", uuid.uuid4().hex)
+    os.makedirs(staging)
+    if rejected is not None:
+        rejected = _local_out(rejected)
+    fn = _write_part_fn(staging, doc.json, flatten, compression, row_group_rows, rejected)
+    items = list(enumerate(s.spec for s in shards))
+    try:
+        got = spark.sparkContext.parallelize(items, len(items)).map(fn).collect()
+        if sorted(i for i, _, _ in got) != list(range(len(items))):
+            raise RuntimeError(f"flatfhir write_parquet: {len(got)} of {len(items)} parts came back")
+    except BaseException:
+        _remove_staging(out, staging, created)
+        raise
+    # Commit: the old contents go (overwrite), the parts move in, then _SUCCESS.
+    names = [f"part-{i:05d}.parquet" for i in range(len(items))]
+    for e in os.listdir(out):
+        if e != "_temporary":
+            p = os.path.join(out, e)
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.unlink(p)
+    for name in names:
+        os.replace(os.path.join(staging, name), os.path.join(out, name))
+    _remove_staging(out, staging, False)
+    with open(os.path.join(out, "_SUCCESS"), "w", encoding="utf-8"):
+        pass
+    rt = shards[0].resource_type
+    rej = [Rejected(rt, f, line, reason) for _, _, rs in sorted(got) for f, line, reason in rs]
+    return WriteResult(out, [os.path.join(out, n) for n in names], sum(r for _, r, _ in got), rej)
+
+
+def _shard_size(s: scale.Shard) -> int:
+    if s.end is not None:
+        return s.end - s.start
+    try:
+        return os.path.getsize(s.path)
+    except OSError as e:
+        raise OptionsError(f"{s.path}: partitions= needs the input's size (a local file); "
+                           "give shard_bytes= instead") from e
+
+
+def _remove_staging(out: str, staging: str, created: bool) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        os.rmdir(os.path.join(out, "_temporary"))
+        if created:
+            os.rmdir(out)
+    except OSError:
+        pass
+
+
+__all__ = ["FlatfhirDataSource", "WriteResult", "column_schema", "flatten_column", "infer_schema", "register",
+           "spark_schema", "write_parquet"]
