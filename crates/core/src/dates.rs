@@ -69,17 +69,8 @@ fn days(b: &[u8]) -> Option<i32> {
     if d > month_days[(m - 1) as usize] {
         return None;
     }
-    // Days from civil (Howard Hinnant's algorithm). Not the `time` crate (which fetch and
-    // the test server use for clock times): this runs for every string value that starts
-    // like a date while `--dates typed` classifies a column, on bytes already checked to be
-    // digits, and `time::Date::from_calendar_date` would validate the day a second time.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    i32::try_from(era * 146_097 + doe - 719_468).ok()
+    #[allow(clippy::cast_possible_truncation)] // m in 1..=12, d in 1..=31: checked above
+    i32::try_from(crate::calendar::days_from_civil(y, m as u32, d as u32)).ok()
 }
 
 /// The days since 1970-01-01 of a value [`classify`] found to be [`kind::DATE`].

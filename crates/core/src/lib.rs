@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod bundle;
+mod calendar;
 mod convert;
 mod dates;
 mod error;
@@ -82,6 +83,10 @@ pub use writer::{Compression, OutputFormat, WriteOptions, WrittenFile};
 #[doc(hidden)]
 pub mod internal {
     pub use crate::bundle::{is_refused_entries, line_origin};
+    /// Proleptic Gregorian day counts, shared with the view engine's date arithmetic.
+    pub mod calendar {
+        pub use crate::calendar::{civil_from_days, days_from_civil};
+    }
     pub use crate::input::natural_cmp;
     pub use crate::pipeline::{Timers, run_chunks};
     pub use crate::reader::{

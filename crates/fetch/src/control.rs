@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use url::Url;
 
-use crate::ctx::Ctx;
+use crate::ctx::RunContext;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::http;
@@ -28,7 +28,7 @@ pub(crate) enum Deleted {
 }
 
 /// DELETE the status URL.
-pub(crate) async fn delete_export(ctx: &Ctx, status_url: &Url) -> Result<Deleted> {
+pub(crate) async fn delete_export(ctx: &RunContext, status_url: &Url) -> Result<Deleted> {
     let mut retries = Retries::new(&ctx.opts.timing);
     let resp = send_with_token(
         &ctx.auth,
@@ -58,7 +58,7 @@ pub(crate) async fn delete_export(ctx: &Ctx, status_url: &Url) -> Result<Deleted
     })
 }
 
-fn job_and_ctx(dir: &Path, conn: Connection) -> Result<(JobState, Url, Ctx)> {
+fn job_and_ctx(dir: &Path, conn: Connection) -> Result<(JobState, Url, RunContext)> {
     let job = JobState::load(dir)?.ok_or_else(|| {
         Error::Job(format!(
             "{} holds no export job ({JOB_FILE} is missing)",
@@ -70,7 +70,7 @@ fn job_and_ctx(dir: &Path, conn: Connection) -> Result<(JobState, Url, Ctx)> {
     })?;
     let status =
         Url::parse(status).map_err(|e| Error::Job(format!("job state: bad status URL: {e}")))?;
-    let ctx = Ctx::new(
+    let ctx = RunContext::new(
         conn,
         dir,
         KickoffParams::default(),

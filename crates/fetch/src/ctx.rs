@@ -1,4 +1,4 @@
-//! What every task of one run shares ([`Ctx`]): the HTTP client, the authenticator, the event
+//! What every task of one run shares ([`RunContext`]): the HTTP client, the authenticator, the event
 //! log, the observer, and the download slots that shrink after a 429.
 
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ pub(crate) struct Settings {
 }
 
 /// Shared by every task of a run.
-pub(crate) struct Ctx {
+pub(crate) struct RunContext {
     pub(crate) opts: Settings,
     pub(crate) http: http::Http,
     pub(crate) auth: auth::Authenticator,
@@ -32,15 +32,15 @@ pub(crate) struct Ctx {
     parallel: AtomicUsize,
 }
 
-impl std::fmt::Debug for Ctx {
+impl std::fmt::Debug for RunContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx")
+        f.debug_struct("RunContext")
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
 }
 
-impl Ctx {
+impl RunContext {
     pub(crate) fn observe(&self, e: Event) {
         self.observer.on_event(&e);
     }

@@ -20,7 +20,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use url::Url;
 
-use crate::ctx::Ctx;
+use crate::ctx::RunContext;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -80,7 +80,7 @@ fn expected_type(file: &FileState) -> Option<String> {
 /// Download `file`. `slot` (a download slot) is given back once the bytes are in, before the
 /// file is fsynced and published, so the next download need not wait for the disk.
 pub(crate) async fn download(
-    ctx: &Ctx,
+    ctx: &RunContext,
     file: &FileState,
     slot: tokio::sync::SemaphorePermit<'_>,
 ) -> Result<Done, Failure> {
@@ -172,7 +172,7 @@ impl From<Error> for Attempt {
 
 #[allow(clippy::too_many_lines)]
 async fn transfer(
-    ctx: &Ctx,
+    ctx: &RunContext,
     file: &FileState,
     url: &Url,
     shown: &RedactedUrl,
@@ -425,7 +425,7 @@ fn file_count_rule(file: &FileState) -> CountRule {
 
 #[allow(clippy::too_many_arguments)]
 fn retrying(
-    ctx: &Ctx,
+    ctx: &RunContext,
     file: &FileState,
     shown: &RedactedUrl,
     code: Option<u16>,

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::ctx::Ctx;
+use crate::ctx::RunContext;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::http::{headers_json, outcome_text};
@@ -215,7 +215,7 @@ fn parameters_body(p: &KickoffParams) -> Value {
 }
 
 /// Send the kick-off; returns the absolute status URL.
-pub(crate) async fn kickoff(ctx: &Ctx, base: &Url) -> Result<Url> {
+pub(crate) async fn kickoff(ctx: &RunContext, base: &Url) -> Result<Url> {
     let p = &ctx.opts.kickoff;
     let url = kickoff_url(base, p);
     let post = style(p) == ParamStyle::Post;

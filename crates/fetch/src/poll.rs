@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::ctx::Ctx;
+use crate::ctx::RunContext;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::http::{headers_json, is_transient, outcome_text};
@@ -18,7 +18,7 @@ use crate::redact::Secret;
 use crate::retry::{Retries, send_with_token};
 
 /// Poll `url` (a status URL or a manifest page) until it answers 200 with a manifest.
-pub(crate) async fn until_manifest(ctx: &Ctx, url: &Url, started: Instant) -> Result<Value> {
+pub(crate) async fn until_manifest(ctx: &RunContext, url: &Url, started: Instant) -> Result<Value> {
     let timing = &ctx.opts.timing;
     let mut polls = 0u32;
     let mut retries = Retries::new(timing);
@@ -118,7 +118,7 @@ fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> 
 
 /// A status poll is retried after `wait`: an event, and a `status_retry` line in the log.
 fn retrying(
-    ctx: &Ctx,
+    ctx: &RunContext,
     url: &Url,
     code: Option<u16>,
     retry_after: Option<&str>,

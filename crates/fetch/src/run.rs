@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::auth::Credentials;
 use crate::control::delete_export;
-use crate::ctx::Ctx;
+use crate::ctx::RunContext;
 use crate::download::{self, Failure};
 use crate::error::{Error, Result};
 use crate::event::{Event, Observer};
@@ -27,15 +27,15 @@ use crate::redact::RedactedUrl;
 use crate::summary::{Summary, read_issues};
 use crate::{kickoff, log, poll};
 
-struct Run {
-    ctx: Ctx,
+struct ExportRun {
+    ctx: RunContext,
     job: Mutex<JobState>,
     save_turn: Mutex<()>,
     manifests_final: AtomicBool,
     types_announced: Mutex<HashSet<String>>,
 }
 
-impl Run {
+impl ExportRun {
     fn lock(&self) -> std::sync::MutexGuard<'_, JobState> {
         self.job
             .lock()
@@ -135,7 +135,7 @@ impl Run {
 }
 
 /// Download file `i`; `Some(i)` when its link looked expired and a re-poll may help.
-async fn run_one(run: Arc<Run>, i: usize, expired_is_final: bool) -> Result<Option<usize>> {
+async fn run_one(run: Arc<ExportRun>, i: usize, expired_is_final: bool) -> Result<Option<usize>> {
     let slot = run
         .ctx
         .slots
@@ -256,7 +256,7 @@ pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary
     };
     let fhir_url = opts.conn.fhir_url.clone();
     let delete = opts.delete_on_success;
-    let ctx = Ctx::new(
+    let ctx = RunContext::new(
         opts.conn,
         &dir,
         opts.kickoff,
@@ -308,7 +308,7 @@ impl Drop for Closing {
 }
 
 async fn run_export(
-    ctx: Ctx,
+    ctx: RunContext,
     mut job: JobState,
     fhir_url: &Url,
     delete: bool,
@@ -340,7 +340,7 @@ async fn run_export(
         u
     };
     let polling = job.phase == Phase::Polling;
-    let run = Arc::new(Run {
+    let run = Arc::new(ExportRun {
         ctx,
         job: Mutex::new(job),
         save_turn: Mutex::new(()),
@@ -403,7 +403,7 @@ fn counts(job: &JobState) -> (usize, usize, usize) {
 /// Poll the status URL to a manifest and follow `next` pages, starting downloads for each page
 /// as it arrives (unless `links_only`, when only URLs are refreshed). Returns the page count.
 async fn follow_manifests(
-    run: &Arc<Run>,
+    run: &Arc<ExportRun>,
     status_url: &Url,
     started: Instant,
     tasks: &mut tokio::task::JoinSet<Result<Option<usize>>>,
@@ -452,7 +452,7 @@ async fn follow_manifests(
 }
 
 async fn finish(
-    run: &Arc<Run>,
+    run: &Arc<ExportRun>,
     status_url: &Url,
     delete: bool,
     started: Instant,

@@ -160,7 +160,7 @@ pub fn run_views_with(
             .flat_map(|g| g.files.iter().map(|f| f.path.clone()))
             .collect();
         let path = out_dir.join(output_file_name(view, format));
-        let run = Run {
+        let run = ViewRun {
             view,
             files: &files,
             read: &read,
@@ -176,14 +176,14 @@ pub fn run_views_with(
 }
 
 /// One view's run over its files.
-struct Run<'a> {
+struct ViewRun<'a> {
     view: &'a View,
     files: &'a [PathBuf],
     read: &'a ReadOptions,
     cancel: &'a Cancel,
 }
 
-impl Run<'_> {
+impl ViewRun<'_> {
     /// [`for_each_chunk`] over this run's files.
     fn for_each_chunk<T: Send>(
         &self,
@@ -300,7 +300,7 @@ fn chunk_rows(
 }
 
 fn run_table(
-    run: &Run<'_>,
+    run: &ViewRun<'_>,
     path: &Path,
     format: Format,
     write: &WriteOptions,
@@ -428,7 +428,7 @@ fn csv_cell(out: &mut Vec<u8>, cell: &Cell<'_>) {
     }
 }
 
-fn run_text(run: &Run<'_>, path: &Path, format: Format) -> Result<ViewReport> {
+fn run_text(run: &ViewRun<'_>, path: &Path, format: Format) -> Result<ViewReport> {
     let (view, read) = (run.view, run.read);
     let dir = path.parent().unwrap_or(Path::new("."));
     let io = |source| Error::Io {

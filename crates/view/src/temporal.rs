@@ -345,37 +345,18 @@ impl Temporal {
     }
 }
 
-/// Days since 1970-01-01 (proleptic Gregorian), with [`civil_from_days`] its inverse (Howard
-/// Hinnant's algorithms). Not the `time` crate (which fetch and the test server use for clock
-/// times): FHIRPath date arithmetic (`+ 10000 years`) can step outside `time::Date`'s years
-/// ±9999, where `time` returns an error and these keep computing the proleptic date, so
-/// switching would change what such expressions return.
+/// Days since 1970-01-01 (proleptic Gregorian) of `y`-`m`-`d`: core's calendar (one copy of
+/// the arithmetic; total on any year, which date arithmetic needs).
 pub(crate) fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
-    let y = i64::from(y) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    flatfhir_core::internal::calendar::days_from_civil(i64::from(y), m, d)
 }
 
-/// The date of a day counted from 1970-01-01 (proleptic Gregorian), the inverse of
-/// [`days_from_civil`]. The view's date arithmetic and comparisons keep this pair (Howard
-/// Hinnant's algorithms) rather than the `time` crate the other crates format instants
-/// with: they are total on any year (`time`'s dates stop at ±9999 and fail beyond, where
-/// date arithmetic can go) and cannot fail inside an evaluation.
+/// The date of a day counted from 1970-01-01, the inverse of [`days_from_civil`]. Years beyond
+/// `i32` wrap as they did when this was computed here; FHIRPath dates stay far inside.
+#[allow(clippy::cast_possible_truncation)]
 pub(crate) fn civil_from_days(z: i64) -> (i32, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    ((y + i64::from(m <= 2)) as i32, m, d)
+    let (y, m, d) = flatfhir_core::internal::calendar::civil_from_days(z);
+    (y as i32, m, d)
 }
 
 #[cfg(test)]

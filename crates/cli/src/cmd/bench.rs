@@ -28,7 +28,7 @@ pub(crate) struct Args {
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
-struct Run {
+struct Measurement {
     seconds: f64,
     mb_per_s: f64,
     rows_per_s: f64,
@@ -44,7 +44,7 @@ struct Report {
     input_bytes: u64,
     types: Vec<String>,
     threads: usize,
-    runs: Vec<Run>,
+    runs: Vec<Measurement>,
     median_seconds: f64,
     median_mb_per_s: f64,
     median_rows_per_s: f64,
@@ -79,7 +79,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         opts.out_dir = dir.path().to_path_buf();
         let start = std::time::Instant::now();
-        let mut run = Run::default();
+        let mut run = Measurement::default();
         let mut failed = None;
         convert_groups(
             &plan.groups,
@@ -133,7 +133,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         runs.push(run);
     }
     // The median run by wall time; its throughput figures go with it.
-    let mut by_time: Vec<&Run> = runs.iter().collect();
+    let mut by_time: Vec<&Measurement> = runs.iter().collect();
     by_time.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     let mid = by_time[by_time.len() / 2].clone();
     let report = Report {
