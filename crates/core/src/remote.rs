@@ -2,7 +2,7 @@
 //!
 //! Core stays synchronous and free of network code. A process installs one [`RemoteInput`]
 //! (the `flatfhir` binary and the Python module install `flatfhir-cloud`'s), and every place
-//! that opens, sizes or lists input goes through [`open`], [`len`] and [`list`] here, which
+//! that opens, sizes or lists input goes through `open`, `len` and `list` here, which
 //! hand a path that is a URL to it and read local files as before. A URL travels through the
 //! planner and readers as a `PathBuf` holding the URL text, so file names, natural order,
 //! type-from-name and error messages (which name the URL) work unchanged.

@@ -7,7 +7,7 @@
 //! query whose type or parameter the server does not list (unless [`SearchOptions::force`])
 //! and reports whether `$export` is offered. Pages are fetched one at a time with `fetch`'s
 //! retry policy ([`crate::Timing`]: `Retry-After`, 429, 5xx, dropped connections, a token
-//! renewed after a 401) and written durably ([`state`]); resources are de-duplicated by
+//! renewed after a 401) and written durably (the `state` module); resources are de-duplicated by
 //! (type, id) across pages and queries (`_include`d Patients come again on every page that
 //! references them). The token goes only to the FHIR server's origin: a next link to another
 //! origin is refused ([`NextOrigin`]).
