@@ -35,8 +35,10 @@ pub(super) fn boundary<'a>(
         }
         let p = p as u32;
         let _ = default_scale;
-        // Half a unit of the last digit given.
-        let half = Decimal::new(5, d.scale() + 1);
+        // Half a unit of the last digit given. At the largest scale (28 digits) that is not
+        // representable; one unit of the 28th digit gives the same boundary at any precision
+        // up to 28 (it moves the value off an exact boundary in the same direction).
+        let half = Decimal::try_new(5, d.scale() + 1).unwrap_or(Decimal::new(1, 28));
         let tiny = Decimal::new(1, p);
         let mut v = if d.abs() < tiny && d.scale() > p {
             // Below the requested precision: the boundary at it is zero (sign kept).

@@ -536,3 +536,33 @@ fn strict_mode_checks_the_model() {
     let err = Expression::parse("gender.ofType(string1)").unwrap_err();
     assert!(err.message.contains("string1"), "{err}");
 }
+
+/// Found by the `fhirpath` fuzz target: a decimal with 28 fraction digits made the boundary
+/// functions panic (half a unit of its last digit needs scale 29).
+#[test]
+fn boundaries_of_a_decimal_with_28_fraction_digits() {
+    let r = json::parse(r#"{"resourceType":"Parameters"}"#).unwrap();
+    let fives = "5".repeat(27);
+    let d = format!("1.{fives}7");
+    let eval = |src: &str| -> String {
+        let got = Expression::parse(src).unwrap().evaluate(&r).unwrap();
+        assert_eq!(got.len(), 1, "{src}");
+        got[0].text().to_string()
+    };
+    let up8 = "1.55555556";
+    let down8 = "1.55555555";
+    let up28 = format!("1.{fives}8");
+    let down28 = format!("1.{fives}6");
+    assert_eq!(eval(&format!("({d}).highBoundary()")), up8);
+    assert_eq!(eval(&format!("({d}).lowBoundary()")), down8);
+    assert_eq!(eval(&format!("({d}).highBoundary(28)")), up28);
+    assert_eq!(eval(&format!("({d}).lowBoundary(28)")), down28);
+    // The negative's boundaries are the positive's, swapped and negated.
+    assert_eq!(eval(&format!("(-{d}).highBoundary()")), format!("-{down8}"));
+    assert_eq!(eval(&format!("(-{d}).lowBoundary()")), format!("-{up8}"));
+    assert_eq!(
+        eval(&format!("(-{d}).highBoundary(28)")),
+        format!("-{down28}")
+    );
+    assert_eq!(eval(&format!("(-{d}).lowBoundary(28)")), format!("-{up28}"));
+}
