@@ -77,3 +77,45 @@ impl EventLog {
         }
     }
 }
+
+/// Writes `event` (`export_interrupted`, `search_interrupted`) when dropped while armed: a
+/// run's future dropped before it ends (Ctrl-C). The run disarms it when it returns.
+pub(crate) struct InterruptGuard {
+    pub(crate) log: std::sync::Arc<EventLog>,
+    started: tokio::time::Instant,
+    event: &'static str,
+    pub(crate) armed: bool,
+}
+
+impl InterruptGuard {
+    pub(crate) fn new(
+        log: std::sync::Arc<EventLog>,
+        started: tokio::time::Instant,
+        event: &'static str,
+    ) -> Self {
+        Self {
+            log,
+            started,
+            event,
+            armed: true,
+        }
+    }
+
+    /// Milliseconds since the run started.
+    pub(crate) fn millis(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Drop for InterruptGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.log.emit(
+                self.event,
+                json!({"message": "stopped before the end; continue with --resume",
+                       "duration": self.millis()}),
+            );
+            self.log.flush();
+        }
+    }
+}

@@ -25,7 +25,7 @@ use crate::manifest::{ItemType, Manifest, merge_manifest_page, write_manifest};
 use crate::options::Options;
 use crate::redact::RedactedUrl;
 use crate::summary::{Summary, read_issues};
-use crate::{kickoff, log, poll};
+use crate::{kickoff, poll};
 
 struct ExportRun {
     ctx: RunContext,
@@ -264,11 +264,8 @@ pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary
         observer,
         opts.parallel,
     )?;
-    let mut closing = Closing {
-        log: Arc::clone(&ctx.log),
-        started,
-        armed: true,
-    };
+    let mut closing =
+        crate::log::InterruptGuard::new(Arc::clone(&ctx.log), started, "export_interrupted");
     let result = run_export(ctx, job, &fhir_url, delete, started).await;
     closing.armed = false;
     if let Err(e) = &result {
@@ -279,32 +276,6 @@ pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary
     }
     closing.log.flush();
     result
-}
-
-/// Writes `export_interrupted` when a run's future is dropped before it ends (Ctrl-C).
-struct Closing {
-    log: Arc<log::EventLog>,
-    started: Instant,
-    armed: bool,
-}
-
-impl Closing {
-    fn millis(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
-impl Drop for Closing {
-    fn drop(&mut self) {
-        if self.armed {
-            self.log.emit(
-                "export_interrupted",
-                json!({"message": "stopped before the end; continue with --resume",
-                       "duration": self.millis()}),
-            );
-            self.log.flush();
-        }
-    }
 }
 
 async fn run_export(

@@ -21,7 +21,9 @@ mod state;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::json;
 use url::Url;
@@ -414,11 +416,8 @@ pub async fn search(
         observer,
         lenient: opts.lenient,
     };
-    let mut closing = Closing {
-        log: Arc::clone(&log),
-        started,
-        armed: true,
-    };
+    let mut closing =
+        crate::log::InterruptGuard::new(Arc::clone(&log), started, "search_interrupted");
     let settings = Settings {
         base,
         max_pages: opts.max_pages,
@@ -448,32 +447,6 @@ struct Settings {
     next_origin: NextOrigin,
     lines_per_file: u64,
     resume: bool,
-}
-
-/// Writes `search_interrupted` when the crawl's future is dropped (Ctrl-C).
-struct Closing {
-    log: Arc<crate::log::EventLog>,
-    started: Instant,
-    armed: bool,
-}
-
-impl Closing {
-    fn millis(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
-impl Drop for Closing {
-    fn drop(&mut self) {
-        if self.armed {
-            self.log.emit(
-                "search_interrupted",
-                json!({"message": "stopped before the end; continue with --resume",
-                       "duration": self.millis()}),
-            );
-            self.log.flush();
-        }
-    }
 }
 
 /// Read `metadata`; refuse unsupported queries unless `force`.
