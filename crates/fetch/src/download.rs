@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::http::{READ_TIMEOUT, headers_json, outcome_text};
 use crate::job::{FileState, part_path};
+use crate::line::check_line;
 use crate::manifest::ItemType;
 use crate::poll::body_json;
 use crate::redact::RedactedUrl;
@@ -609,14 +610,6 @@ fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
-/// The one member a line is read for; the rest of the line is validated and skipped. The
-/// type name is borrowed from the line unless it holds an escape (no allocation per line).
-#[derive(serde::Deserialize)]
-struct Head<'a> {
-    #[serde(rename = "resourceType", borrow)]
-    resource_type: Option<std::borrow::Cow<'a, str>>,
-}
-
 /// Checks NDJSON lines as they stream: each is JSON with the expected `resourceType`, no
 /// longer than the cap. Also notes whether the bytes are already clean NDJSON.
 struct Checker {
@@ -632,6 +625,8 @@ struct Checker {
     clean: bool,
     /// The body turned out to be gzip (no `Content-Encoding`): checked after the download.
     gzip: Option<bool>,
+    /// The JSON walker's buffer for unescaped strings.
+    scratch: String,
 }
 
 impl Checker {
@@ -646,6 +641,7 @@ impl Checker {
             resources: 0,
             clean: true,
             gzip: None,
+            scratch: String::new(),
         }
     }
 
@@ -763,42 +759,11 @@ impl Checker {
             self.item,
             self.line_no,
             &self.path,
+            &mut self.scratch,
         )?;
         self.resources += 1;
         Ok(())
     }
-}
-
-/// Check one non-empty, trimmed line.
-fn check_line(
-    line: &[u8],
-    expected: Option<&str>,
-    item: ItemType,
-    line_no: u64,
-    path: &Path,
-) -> Result<()> {
-    let content = |reason: String| Error::Content {
-        path: path.to_owned(),
-        line: line_no,
-        reason,
-    };
-    let head: Head = serde_json::from_slice(line).map_err(|e| content(format!("not JSON: {e}")))?;
-    if let Some(want) = expected
-        && head.resource_type.as_deref() != Some(want)
-    {
-        let got = head.resource_type.unwrap_or_default().into_owned();
-        if got == "OperationOutcome" && item == ItemType::Output {
-            // The server answered with an error instead of the data (SMART's fileError).
-            return Err(content(format!(
-                "the server sent an OperationOutcome instead of {want} resources: {}",
-                outcome_text(&String::from_utf8_lossy(line))
-            )));
-        }
-        return Err(content(format!(
-            "resourceType {got:?} where the manifest says {want}"
-        )));
-    }
-    Ok(())
 }
 
 /// Verify the end of the file and the count, make it durable and give it its final name.
@@ -874,6 +839,7 @@ fn rewrite(part: &Path, tmp: &Path, final_path: &Path, check: &Checker) -> Resul
         reason,
     };
     let mut buf = Vec::new();
+    let mut scratch = String::new();
     let mut line_no = 0u64;
     let mut resources = 0u64;
     loop {
@@ -903,6 +869,7 @@ fn rewrite(part: &Path, tmp: &Path, final_path: &Path, check: &Checker) -> Resul
             check.item,
             line_no,
             final_path,
+            &mut scratch,
         )?;
         out.write_all(line).map_err(|e| Error::io(tmp, e))?;
         out.write_all(b"\n").map_err(|e| Error::io(tmp, e))?;
