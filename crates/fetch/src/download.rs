@@ -38,6 +38,10 @@ const WRITE_BUF: usize = 1 << 20;
 /// HTTP chunks at least this long are written from hyper's buffer; shorter ones are copied
 /// together first (one chunk per NDJSON line would otherwise be one `iovec` each).
 const COPY_BELOW: usize = 4096;
+/// Short HTTP chunks (one per line on some servers) are gathered into blocks of this size,
+/// and each block is checked and handed to the writer at once: one call of the line checker
+/// and one `iovec` per block instead of per chunk.
+const CHECK_BLOCK: usize = 64 * 1024;
 /// At most this many `iovec`s per `writev` (Linux allows 1024).
 const MAX_SLICES: usize = 64;
 /// How often a streaming body is checked for having stalled ([`READ_TIMEOUT`] without a byte).
@@ -306,6 +310,8 @@ async fn transfer(
         }
         let ranged = status == StatusCode::PARTIAL_CONTENT;
         let mut resp = resp;
+        // Short HTTP chunks gathered since the last block was checked and written.
+        let mut block = BytesMut::new();
         let mut unreported = 0u64;
         let mut received = 0u64;
         // Err((error, restart)): `restart` when the bytes so far cannot be continued.
@@ -344,10 +350,23 @@ async fn transfer(
                         return Err((Error::http(url, e), restart));
                     }
                 };
-                check.feed(&chunk).map_err(|e| (e, false))?;
                 unreported += chunk.len() as u64;
                 received += chunk.len() as u64;
-                out.write(chunk).map_err(|e| (e, false))?;
+                if chunk.len() < COPY_BELOW {
+                    // One HTTP chunk per line: gathered, then checked and written as a block.
+                    if block.capacity() - block.len() < chunk.len() {
+                        block.reserve(WRITE_BUF);
+                    }
+                    block.extend_from_slice(&chunk);
+                    if block.len() >= CHECK_BLOCK {
+                        pass_block(&mut check, &mut out, &mut block).map_err(|e| (e, false))?;
+                    }
+                } else {
+                    // What was gathered goes first: the bytes stay in the order received.
+                    pass_block(&mut check, &mut out, &mut block).map_err(|e| (e, false))?;
+                    check.feed(&chunk).map_err(|e| (e, false))?;
+                    out.write(chunk).map_err(|e| (e, false))?;
+                }
                 if unreported >= PROGRESS_STEP {
                     ctx.observe(Event::Bytes(unreported));
                     unreported = 0;
@@ -358,8 +377,19 @@ async fn transfer(
         if unreported > 0 {
             ctx.observe(Event::Bytes(unreported));
         }
+        // Whatever ended the stream, the bytes gathered are checked and written, so `.part`
+        // and the checker agree on what a Range request continues (unless the stream ended
+        // on bad content, when `.part` is dropped anyway).
+        let gathered = pass_block(&mut check, &mut out, &mut block);
         // Every byte received is on its way to disk before the next attempt's Range offset.
         out.flush()?;
+        // A bad line or a write error in the last block outranks a dropped connection.
+        let streamed = match gathered {
+            Err(e) if !matches!(streamed, Err((Error::Io { .. } | Error::Content { .. }, _))) => {
+                Err((e, false))
+            }
+            _ => streamed,
+        };
         match streamed {
             Ok(()) => break,
             Err((e @ (Error::Io { .. } | Error::Content { .. }), _)) => {
@@ -405,6 +435,15 @@ async fn transfer(
         });
     }
     Ok(Done { resources, bytes })
+}
+
+/// Check and write the gathered short chunks as one block (nothing when there are none).
+fn pass_block(check: &mut Checker, out: &mut PartFile, block: &mut BytesMut) -> Result<()> {
+    if block.is_empty() {
+        return Ok(());
+    }
+    check.feed(block)?;
+    out.write(block.split().freeze())
 }
 
 /// How the manifest's `count` is enforced for a file.
