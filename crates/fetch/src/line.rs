@@ -17,7 +17,7 @@
 //!   rejected (serde_json reads skipped strings without checking either; `convert` rejects
 //!   both);
 //! - a JSON array is not a line (serde_json reads a struct from an array too);
-//! - nesting is allowed to 256 levels, as `convert` allows (serde_json stops at 128).
+//! - nesting is allowed to the walker's 256 levels, as in `convert`.
 //!
 //! Duplicate member names: both reject a second root `resourceType` and accept other repeats.
 //! `convert` rejects every duplicate member name, naming file and line; finding them here
