@@ -388,19 +388,19 @@ async fn transfer(
         if unreported > 0 {
             ctx.observe(Event::Bytes(unreported));
         }
-        // Whatever ended the stream, the bytes gathered are checked and written, so `.part`
-        // and the checker agree on what a Range request continues (unless the stream ended
-        // on bad content, when `.part` is dropped anyway).
-        let gathered = pass_block(&mut check, &mut out, &mut block);
+        // However the stream ended, the bytes gathered are checked and written, so `.part`
+        // and the checker agree on what a Range request continues; not after bad content or
+        // a write error, when `.part` is dropped anyway.
+        let local = matches!(streamed, Err((Error::Io { .. } | Error::Content { .. }, _)));
+        let gathered = if local {
+            Ok(())
+        } else {
+            pass_block(&mut check, &mut out, &mut block)
+        };
         // Every byte received is on its way to disk before the next attempt's Range offset.
         out.flush()?;
         // A bad line or a write error in the last block outranks a dropped connection.
-        let streamed = match gathered {
-            Err(e) if !matches!(streamed, Err((Error::Io { .. } | Error::Content { .. }, _))) => {
-                Err((e, false))
-            }
-            _ => streamed,
-        };
+        let streamed = gathered.map_err(|e| (e, false)).and(streamed);
         match streamed {
             Ok(()) => break,
             Err((e @ (Error::Io { .. } | Error::Content { .. }), _)) => {
