@@ -284,6 +284,44 @@ async fn lines_are_checked_as_convert_reads_them() {
     assert_eq!(lines(out.path(), "1.Condition.ndjson"), 2);
 }
 
+/// One HTTP chunk per line, a connection dropped mid-file, and a bad line among the bytes
+/// received before the drop: the bad line fails the file (it is not continued with `Range`,
+/// and the drop is not what the error says).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_line_before_a_dropped_connection_fails_the_file() {
+    let data = data_dir();
+    let good = "{\"resourceType\":\"Encounter\",\"id\":\"ok\"}\n";
+    std::fs::write(
+        data.path().join("Encounter.ndjson"),
+        format!(
+            "{{\"resourceType\":\"Encounter\",\"id\":}}\n{}",
+            good.repeat(5)
+        ),
+    )
+    .unwrap();
+    let mut cfg = config(data.path());
+    cfg.chunk_per_line = true;
+    cfg.faults.drop_mid_file = true;
+    cfg.lines_per_file = 100;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert_eq!(s.failed.len(), 1, "{:?}", s.failed);
+    assert!(
+        s.failed[0].1.contains("Encounter.ndjson: line 1: not JSON"),
+        "{:?}",
+        s.failed
+    );
+    let ranged = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 206 && r.path.contains("/files/"))
+        .count();
+    // The other three files continue with Range; the bad one does not.
+    assert_eq!(ranged, 3);
+    assert!(!out.path().join("1.Encounter.ndjson").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_downloads_lower_the_parallelism() {
     let data = data_dir();
