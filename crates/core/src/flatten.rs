@@ -76,7 +76,27 @@ enum Found {
 impl TypeCheck {
     #[inline]
     fn enter(&mut self, depth: usize, key: &str) {
+        if self.in_type {
+            // A member of the root `resourceType`'s value: an object, not a string.
+            self.not_a_string("an object");
+        }
         self.in_type = depth == 1 && key == "resourceType";
+    }
+
+    /// An element of an array: when the array is the root `resourceType`'s value, the type is
+    /// not a string (its first string element is not taken for the type).
+    #[inline]
+    fn enter_index(&mut self) {
+        if self.in_type {
+            self.not_a_string("an array");
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn not_a_string(&mut self, what: &str) {
+        self.in_type = false;
+        self.found = Found::Wrong(format!("resourceType is not a string ({what})"));
     }
 
     #[inline]
@@ -582,6 +602,7 @@ impl Visitor for ChunkPass {
 
     #[inline]
     fn enter_index(&mut self, index: usize) -> Result<(), Reason> {
+        self.types.enter_index();
         let node = self.trie.index(self.top.node(), index as u32);
         self.enter(node)
     }
@@ -816,6 +837,15 @@ mod tests {
         assert_eq!(
             line(r#"{"a":{"resourceType":"Observation"}}"#, "Observation"),
             Err("no resourceType (expected Observation)".into())
+        );
+        // An array or object is not a type, whatever it holds.
+        assert_eq!(
+            line(r#"{"resourceType":["Patient"]}"#, "Patient"),
+            Err("resourceType is not a string (an array)".into())
+        );
+        assert_eq!(
+            line(r#"{"resourceType":{"a":"Patient"}}"#, "Patient"),
+            Err("resourceType is not a string (an object)".into())
         );
         assert_eq!(line(r#"{"resourceType":"Patient"}"#, "Patient"), Ok(()));
         assert_eq!(pass.rows(), 3);

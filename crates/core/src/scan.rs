@@ -422,7 +422,13 @@ impl<'a> Walker<'a, '_> {
                 v.leave();
             } else {
                 self.skip_ws();
-                self.skip_value(depth + 1)?;
+                // A skipped string is read here too, without a call of `value` (a visitor that
+                // skips most members, like the download's type check, skips mostly strings).
+                if self.peek() == Some(b'"') {
+                    self.string()?;
+                } else {
+                    self.skip_value(depth + 1)?;
+                }
             }
             self.skip_ws();
             match self.peek() {

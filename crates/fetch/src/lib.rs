@@ -15,7 +15,7 @@
 //!
 //! Modules (private; their public items are re-exported here): `options` (what a run is
 //! given), `run` (one export, start to end), `control` (status and cancel of a recorded job),
-//! `event`, `summary`, `auth`, `kickoff`, `poll`, `download`, `manifest`, `job` (the job
+//! `event`, `summary`, `auth`, `kickoff`, `poll`, `download`, `line` (one NDJSON line's check), `manifest`, `job` (the job
 //! state), `log` (`log.ndjson`), `http`, `retry` (the one retry policy), `redact`, `durable`,
 //! `clock`.
 //!
@@ -59,6 +59,7 @@ mod event;
 mod http;
 mod job;
 mod kickoff;
+mod line;
 mod log;
 mod manifest;
 mod options;

@@ -237,6 +237,91 @@ async fn wrong_resource_type_is_caught() {
     );
 }
 
+/// The download reads lines as `convert` does: what `convert` would reject fails the download,
+/// naming file, line and reason, and what it reads passes (also with one HTTP chunk per
+/// line). serde_json, the check before, took a JSON array for an object and a lone UTF-16
+/// surrogate escape inside a string it skipped. Nesting is read to `convert`'s depth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_are_checked_as_convert_reads_them() {
+    let data = data_dir();
+    let line = |t: &str, rest: &str| format!("{{\"resourceType\":\"{t}\",\"id\":\"x\"{rest}}}\n");
+    std::fs::write(
+        data.path().join("Encounter.ndjson"),
+        format!("{}[\"Encounter\"]\n", line("Encounter", "")),
+    )
+    .unwrap();
+    std::fs::write(
+        data.path().join("Medication.ndjson"),
+        line("Medication", "") + &line("Medication", ",\"note\":\"\\ud800\""),
+    )
+    .unwrap();
+    let deep = format!(",\"a\":{}1{}", "[".repeat(200), "]".repeat(200));
+    std::fs::write(
+        data.path().join("Condition.ndjson"),
+        line("Condition", "") + &line("Condition", &deep),
+    )
+    .unwrap();
+    let mut cfg = config(data.path());
+    cfg.chunk_per_line = true;
+    cfg.lines_per_file = 100;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    let mut failed: Vec<&str> = s.failed.iter().map(|f| f.1.as_str()).collect();
+    failed.sort_unstable();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed[0].contains("Encounter.ndjson: line 2: not a JSON object (the line holds an array)"),
+        "{failed:?}"
+    );
+    assert!(
+        failed[1].contains("Medication.ndjson: line 2: not JSON: unpaired UTF-16 surrogate"),
+        "{failed:?}"
+    );
+    // Nothing half-checked is left behind; the deep line is kept as sent.
+    assert!(!out.path().join("1.Encounter.ndjson").exists());
+    assert!(!out.path().join("1.Medication.ndjson").exists());
+    assert_eq!(lines(out.path(), "1.Condition.ndjson"), 2);
+}
+
+/// One HTTP chunk per line, a connection dropped mid-file, and a bad line among the bytes
+/// received before the drop: the bad line fails the file (it is not continued with `Range`,
+/// and the drop is not what the error says).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_line_before_a_dropped_connection_fails_the_file() {
+    let data = data_dir();
+    let good = "{\"resourceType\":\"Encounter\",\"id\":\"ok\"}\n";
+    std::fs::write(
+        data.path().join("Encounter.ndjson"),
+        format!(
+            "{{\"resourceType\":\"Encounter\",\"id\":}}\n{}",
+            good.repeat(5)
+        ),
+    )
+    .unwrap();
+    let mut cfg = config(data.path());
+    cfg.chunk_per_line = true;
+    cfg.faults.drop_mid_file = true;
+    cfg.lines_per_file = 100;
+    let server = TestServer::start(cfg).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(options(&server, out.path())).await.unwrap();
+    assert_eq!(s.failed.len(), 1, "{:?}", s.failed);
+    assert!(
+        s.failed[0].1.contains("Encounter.ndjson: line 1: not JSON"),
+        "{:?}",
+        s.failed
+    );
+    let ranged = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 206 && r.path.contains("/files/"))
+        .count();
+    // The other three files continue with Range; the bad one does not.
+    assert_eq!(ranged, 3);
+    assert!(!out.path().join("1.Encounter.ndjson").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_downloads_lower_the_parallelism() {
     let data = data_dir();
