@@ -26,37 +26,49 @@ use crate::view::{Iter, Select};
 
 /// One step of a column's path: a member name, and the index kept of its items (`[n]`,
 /// `first()` is `[0]`), if any.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Step {
     name: String,
     index: Option<usize>,
 }
 
+/// An output column.
 #[derive(Debug, Clone)]
 struct Col {
-    /// From the resource root (a `forEach` column's start with the `forEach` path).
-    steps: Vec<Step>,
     collection: bool,
-    /// A column of the `forEach` select: its steps after the `forEach` path's.
-    each: Option<usize>,
+    /// A column of the `forEach` select (its values belong to a `forEach` item).
+    each: bool,
+}
+
+/// A node of the plan's trie: the items reached by a sequence of steps.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    /// The step that leads here (empty at the two roots).
+    name: Box<str>,
+    index: Option<usize>,
+    children: Vec<u32>,
+    /// The output columns whose path ends here.
+    outputs: Vec<u16>,
+    /// The `forEach` path ends here: each item here is a `forEach` item.
+    each: bool,
 }
 
 /// The one `forEach`/`forEachOrNull` select a streamed view may have.
 #[derive(Debug, Clone)]
 struct Each {
-    /// Index of its pseudo-column (its path) in `cols`, after the output columns.
-    col: usize,
+    /// The root of the `forEach` columns' paths: every node from it on is theirs, and their
+    /// indexes are counted anew at each `forEach` item.
+    root: u32,
     or_null: bool,
 }
 
-/// A view compiled for streaming: its columns in output order, then the `forEach` path.
+/// A view compiled for streaming: the trie of its columns' paths from the resource root
+/// (node 0, with the `forEach` path), then the trie of the `forEach` columns' own paths.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
+    nodes: Vec<Node>,
     cols: Vec<Col>,
-    outputs: usize,
     each: Option<Each>,
-    /// Where each column's step counters start in the counter buffer.
-    count_base: Vec<usize>,
 }
 
 /// The steps of a plain member path, or `None` when the expression is anything else.
@@ -91,6 +103,33 @@ fn with_index(mut s: Vec<Step>, n: usize) -> Option<Vec<Step>> {
     Some(s)
 }
 
+impl Plan {
+    /// The node `steps` lead to from `from`, added as needed.
+    fn insert(&mut self, from: u32, steps: &[Step]) -> u32 {
+        let mut at = from;
+        for s in steps {
+            let found = self.nodes[at as usize].children.iter().copied().find(|&c| {
+                let n = &self.nodes[c as usize];
+                *n.name == *s.name && n.index == s.index
+            });
+            at = match found {
+                Some(c) => c,
+                None => {
+                    let c = self.nodes.len() as u32;
+                    self.nodes.push(Node {
+                        name: s.name.as_str().into(),
+                        index: s.index,
+                        ..Node::default()
+                    });
+                    self.nodes[at as usize].children.push(c);
+                    c
+                }
+            };
+        }
+        at
+    }
+}
+
 /// The streaming plan of a view, when every path of it is a plain member path: no `where`,
 /// no union or nested select, at most one `forEach`/`forEachOrNull` (a plain path too) in a
 /// top-level select, no typed evaluation.
@@ -101,18 +140,20 @@ pub(crate) fn plan(wheres_empty: bool, root: &Select) -> Option<Plan> {
     if !root.columns.is_empty() {
         return None;
     }
-    let mut cols = Vec::new();
+    // Per output column: its steps (from the root, or for a `forEach` column from the
+    // `forEach` item) and whether it is a collection.
+    let mut cols: Vec<(Vec<Step>, bool, bool)> = Vec::new();
     let mut each: Option<(Vec<Step>, bool)> = None;
     for s in &root.selects {
         if !s.selects.is_empty() || !s.union.is_empty() {
             return None;
         }
-        let prefix = match &s.iter {
-            Iter::Once => None,
+        let in_each = match &s.iter {
+            Iter::Once => false,
             Iter::ForEach(c) | Iter::ForEachOrNull(c) if each.is_none() && !c.typed => {
                 let p = steps(&c.expr).filter(|p| !p.is_empty())?;
-                each = Some((p.clone(), matches!(s.iter, Iter::ForEachOrNull(_))));
-                Some(p)
+                each = Some((p, matches!(s.iter, Iter::ForEachOrNull(_))));
+                true
             }
             _ => return None,
         };
@@ -121,43 +162,41 @@ pub(crate) fn plan(wheres_empty: bool, root: &Select) -> Option<Plan> {
                 return None;
             }
             let own = steps(&c.expr).filter(|s| !s.is_empty())?;
-            let (steps, each) = match &prefix {
-                Some(p) => (p.iter().cloned().chain(own).collect(), Some(p.len())),
-                None => (own, None),
-            };
-            cols.push(Col {
-                steps,
-                collection: *collection,
-                each,
-            });
+            cols.push((own, *collection, in_each));
         }
     }
-    let outputs = cols.len();
-    let each = each.map(|(steps, or_null)| {
-        cols.push(Col {
-            steps,
-            collection: true,
-            each: None,
-        });
-        Each {
-            col: outputs,
-            or_null,
+    if cols.is_empty() || cols.len() >= u16::MAX as usize {
+        return None;
+    }
+    let mut plan = Plan {
+        nodes: vec![Node::default()],
+        cols: cols
+            .iter()
+            .map(|(_, collection, each)| Col {
+                collection: *collection,
+                each: *each,
+            })
+            .collect(),
+        each: None,
+    };
+    // The root's trie first (columns and the `forEach` path), then the `forEach` columns'
+    // trie, so that its nodes are the last ones.
+    for (i, (steps, _, _)) in cols.iter().enumerate().filter(|c| !c.1.2) {
+        let n = plan.insert(0, steps);
+        plan.nodes[n as usize].outputs.push(i as u16);
+    }
+    if let Some((path, or_null)) = each {
+        let n = plan.insert(0, &path);
+        plan.nodes[n as usize].each = true;
+        let root = plan.nodes.len() as u32;
+        plan.nodes.push(Node::default());
+        for (i, (steps, _, _)) in cols.iter().enumerate().filter(|c| c.1.2) {
+            let n = plan.insert(root, steps);
+            plan.nodes[n as usize].outputs.push(i as u16);
         }
-    });
-    let count_base = cols
-        .iter()
-        .scan(0, |at, c| {
-            let base = *at;
-            *at += c.steps.len();
-            Some(base)
-        })
-        .collect();
-    (outputs > 0 && cols.len() < u16::MAX as usize).then_some(Plan {
-        cols,
-        outputs,
-        each,
-        count_base,
-    })
+        plan.each = Some(Each { root, or_null });
+    }
+    Some(plan)
 }
 
 /// What streaming one line gave.
@@ -181,12 +220,17 @@ pub(crate) struct Values<'a> {
 /// Buffers reused from line to line (per thread): a line allocates only its values.
 #[derive(Default)]
 struct Scratch {
-    spare: Vec<Vec<Pos>>,
-    /// Items seen per (column, step), for `[n]`, at `Plan::count_base[column] + step`.
-    counts: Vec<usize>,
+    /// Items seen per node, for `[n]`.
+    counts: Vec<u32>,
+    /// Per node, the object in which a member last matched its step (a repeated member name
+    /// goes general).
+    stamps: Vec<u64>,
+    /// Objects numbered so far on this thread (so stamps need no reset between lines).
+    serial: u64,
     /// Per column, the `forEach` item of its last value (`u32::MAX`: none yet).
     last: Vec<u32>,
-    levels: Vec<Level>,
+    frames: Vec<Frame>,
+    sets: Vec<u32>,
     unescaped: String,
 }
 
@@ -194,36 +238,53 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
-/// A column position at a JSON node: column `c` has matched its first `k` steps here.
-type Pos = (u16, u16);
+/// A range of node ids in [`Walk::sets`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Set {
+    start: u32,
+    end: u32,
+}
 
-#[derive(Default)]
-struct Level {
-    /// Positions at this node, when it is an item (an object, or a scalar).
-    at: Vec<Pos>,
-    /// For a member value not yet known to be an array or an item: the positions its items
-    /// will take (after the index filter).
-    pending: Vec<Pos>,
-    /// Positions that matched a member of this object (a repeated name goes general).
-    matched: Vec<Pos>,
+impl Set {
+    #[inline]
+    fn is_empty(self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// The walk's state at one open JSON value (the root object, a member value or an array
+/// element). Its node sets sit at the top of [`Walk::sets`], dropped when it is left.
+#[derive(Debug, Clone, Copy, Default)]
+struct Frame {
+    /// Where its sets start in [`Walk::sets`].
+    base: u32,
+    /// Nodes this value is an item at (known once it is known not to be an array).
+    at: Set,
+    /// For a member value: the nodes whose step its name matched; its items (the value, or
+    /// each element) are items at them (after the index filter).
+    pending: Set,
+    /// This object's number, for [`Scratch::stamps`] (0: not numbered yet).
+    serial: u64,
     /// An element of an array.
     element: bool,
+    /// The root's `resourceType`.
     root_type: bool,
 }
 
 struct Walk<'a, 'p> {
     line: &'a str,
     plan: &'p Plan,
-    levels: Vec<Level>,
-    counts: Vec<usize>,
+    frames: Vec<Frame>,
+    sets: Vec<u32>,
+    counts: Vec<u32>,
+    stamps: Vec<u64>,
+    serial: u64,
     last: Vec<u32>,
     values: Vec<(u16, u32, Json<'a>)>,
     /// `forEach` items seen.
     each_items: u32,
     general: bool,
     resource_type: Option<Cow<'a, str>>,
-    /// Spare position vectors, reused across levels.
-    spare: Vec<Vec<Pos>>,
 }
 
 impl<'a> Walk<'a, '_> {
@@ -239,61 +300,65 @@ impl<'a> Walk<'a, '_> {
         }
     }
 
-    fn vec(&mut self) -> Vec<Pos> {
-        self.spare.pop().unwrap_or_default()
+    #[inline]
+    fn top(&mut self) -> &mut Frame {
+        let n = self.frames.len() - 1;
+        &mut self.frames[n]
     }
 
-    fn recycle(&mut self, mut v: Vec<Pos>) {
-        if v.capacity() > 0 {
-            v.clear();
-            self.spare.push(v);
-        }
-    }
-
-    /// The items `pending` becomes at one item (the value, or one element of it).
-    fn items(&mut self, pending: &[Pos], out: &mut Vec<Pos>) {
-        for &(c, k) in pending {
-            let step = &self.plan.cols[c as usize].steps[k as usize - 1];
-            if let Some(n) = step.index {
-                let seen = &mut self.counts[self.plan.count_base[c as usize] + k as usize - 1];
+    /// Appends to `sets` the nodes that an item of a value matched at `pending` is an item
+    /// at (after the index filter, counting it), and returns them.
+    fn items(&mut self, pending: Set) -> Set {
+        let start = self.sets.len() as u32;
+        for i in pending.start..pending.end {
+            let n = self.sets[i as usize];
+            let node = &self.plan.nodes[n as usize];
+            if let Some(want) = node.index {
+                let seen = &mut self.counts[n as usize];
                 *seen += 1;
-                if *seen - 1 != n {
+                if *seen as usize - 1 != want {
                     continue;
                 }
             }
-            out.push((c, k));
-            if let Some(e) = &self.plan.each
-                && c as usize == e.col
-                && k as usize == self.plan.cols[e.col].steps.len()
+            self.sets.push(n);
+            if node.each
+                && let Some(e) = &self.plan.each
             {
                 // A `forEach` item: its columns start here, their indexes counted anew.
                 self.each_items += 1;
-                for (i, col) in self.plan.cols[..self.plan.outputs].iter().enumerate() {
-                    if let Some(base) = col.each {
-                        let at = self.plan.count_base[i];
-                        let len = self.plan.cols[i].steps.len();
-                        self.counts[at + base..at + len]
-                            .iter_mut()
-                            .for_each(|n| *n = 0);
-                        out.push((i as u16, base as u16));
-                    }
-                }
+                self.counts[e.root as usize..].iter_mut().for_each(|c| *c = 0);
+                self.sets.push(e.root);
             }
+        }
+        Set {
+            start,
+            end: self.sets.len() as u32,
         }
     }
 
     /// The current member value turns out to be one item (a scalar or an object).
+    #[inline]
     fn resolve_item(&mut self) {
-        let n = self.levels.len() - 1;
-        if self.levels[n].pending.is_empty() {
-            return;
+        let f = *self.top();
+        if !f.pending.is_empty() {
+            let at = self.items(f.pending);
+            let top = self.top();
+            top.pending = Set {
+                start: at.start,
+                end: at.start,
+            };
+            top.at = at;
         }
-        let pending = std::mem::take(&mut self.levels[n].pending);
-        let mut at = std::mem::take(&mut self.levels[n].at);
-        self.items(&pending, &mut at);
-        self.levels[n].at = at;
-        self.recycle(pending);
     }
+
+    /// Whether a column's path ends at one of `set`'s nodes.
+    #[inline]
+    fn outputs_at(&self, set: Set) -> bool {
+        self.sets[set.start as usize..set.end as usize]
+            .iter()
+            .any(|&n| !self.plan.nodes[n as usize].outputs.is_empty())
+    }
+
 }
 
 impl Visitor for Walk<'_, '_> {
@@ -302,60 +367,70 @@ impl Visitor for Walk<'_, '_> {
             return Ok(false);
         }
         self.resolve_item();
-        let n = self.levels.len() - 1;
-        let plan = self.plan;
-        let last = |&(c, k): &Pos| {
-            (c as usize) < plan.outputs && k as usize == plan.cols[c as usize].steps.len()
-        };
-        if self.levels[n].at.iter().any(last) {
-            // An object as a column's value is written as JSON: the general path's.
-            self.general = true;
+        let f = *self.top();
+        let root_type = depth == 1 && key == "resourceType";
+        if f.at.is_empty() && !root_type {
             return Ok(false);
         }
-        let root_type = depth == 1 && key == "resourceType";
-        if self.levels[n].at.is_empty() && !root_type {
+        if self.outputs_at(f.at) {
+            // An object as a column's value is written as JSON: the general path's.
+            self.general = true;
             return Ok(false);
         }
         let (name, ext) = match key.as_bytes().first() {
             Some(b'_') => (&key[1..], true),
             _ => (key, false),
         };
-        let mut pending = self.vec();
-        let level = &mut self.levels[n];
         let nb = name.as_bytes();
-        for &(c, k) in &level.at {
-            let Some(step) = plan.cols[c as usize].steps.get(k as usize) else {
-                continue;
-            };
-            let sb = step.name.as_bytes();
-            // Both a match and a choice variant start with the step's first byte.
-            if sb.first() != nb.first() {
-                continue;
-            }
-            if sb.len() == nb.len() && sb == nb {
-                if ext || level.matched.contains(&(c, k)) {
-                    // A `_name` element, or the member again: the general path's.
-                    self.general = true;
-                } else {
-                    level.matched.push((c, k));
-                    pending.push((c, k + 1));
+        let plan = self.plan;
+        let start = self.sets.len() as u32;
+        let mut serial = f.serial;
+        for i in f.at.start..f.at.end {
+            let at = self.sets[i as usize];
+            for &c in &plan.nodes[at as usize].children {
+                let sb = plan.nodes[c as usize].name.as_bytes();
+                // Both a match and a choice variant start with the step's first byte.
+                if sb.first() != nb.first() {
+                    continue;
                 }
-            } else if nb.len() > sb.len() && nb.starts_with(sb) && nb[sb.len()].is_ascii_uppercase()
-            {
-                // A choice variant (`valueQuantity` for `value`).
-                self.general = true;
+                if sb.len() == nb.len() && sb == nb {
+                    if serial == 0 {
+                        self.serial += 1;
+                        serial = self.serial;
+                        self.top().serial = serial;
+                    }
+                    if ext || self.stamps[c as usize] == serial {
+                        // A `_name` element, or the member again: the general path's.
+                        self.general = true;
+                    } else {
+                        self.stamps[c as usize] = serial;
+                        self.sets.push(c);
+                    }
+                } else if nb.len() > sb.len()
+                    && nb.starts_with(sb)
+                    && nb[sb.len()].is_ascii_uppercase()
+                {
+                    // A choice variant (`valueQuantity` for `value`).
+                    self.general = true;
+                }
             }
         }
+        let pending = Set {
+            start,
+            end: self.sets.len() as u32,
+        };
         if self.general || (pending.is_empty() && !root_type) {
-            self.recycle(pending);
+            self.sets.truncate(start as usize);
             return Ok(false);
         }
-        let at = self.vec();
-        let matched = self.vec();
-        self.levels.push(Level {
-            at,
+        self.frames.push(Frame {
+            base: start,
+            at: Set {
+                start: pending.end,
+                end: pending.end,
+            },
             pending,
-            matched,
+            serial: 0,
             element: false,
             root_type,
         });
@@ -363,21 +438,20 @@ impl Visitor for Walk<'_, '_> {
     }
 
     fn enter_index(&mut self, _index: usize) -> Result<(), Reason> {
-        let n = self.levels.len() - 1;
-        let mut at = self.vec();
-        if self.levels[n].element && !self.levels[n].at.is_empty() {
+        let f = *self.top();
+        if f.element && !f.at.is_empty() {
             // An array inside an array on a path.
             self.general = true;
         }
-        let pending = std::mem::take(&mut self.levels[n].pending);
-        self.items(&pending, &mut at);
-        self.levels[n].pending = pending;
-        let matched = self.vec();
-        let p = self.vec();
-        self.levels.push(Level {
+        let at = self.items(f.pending);
+        self.frames.push(Frame {
+            base: at.start,
             at,
-            pending: p,
-            matched,
+            pending: Set {
+                start: at.end,
+                end: at.end,
+            },
+            serial: 0,
             element: true,
             root_type: false,
         });
@@ -385,10 +459,9 @@ impl Visitor for Walk<'_, '_> {
     }
 
     fn leave(&mut self) {
-        if let Some(l) = self.levels.pop() {
-            self.recycle(l.at);
-            self.recycle(l.pending);
-            self.recycle(l.matched);
+        if let Some(f) = self.frames.pop() {
+            // The frame's sets are the top of `sets`.
+            self.sets.truncate(f.base as usize);
         }
     }
 
@@ -396,8 +469,8 @@ impl Visitor for Walk<'_, '_> {
         if self.general {
             return Ok(());
         }
-        let n = self.levels.len() - 1;
-        if self.levels[n].root_type
+        let f = *self.top();
+        if f.root_type
             && let Scalar::Str(s) = value
         {
             if self.resource_type.is_some() {
@@ -408,7 +481,7 @@ impl Visitor for Walk<'_, '_> {
         match value {
             // No items, unless it is an element (an item that is an empty array).
             Scalar::EmptyArray => {
-                if self.levels[n].element && !self.levels[n].at.is_empty() {
+                if f.element && !f.at.is_empty() {
                     self.general = true;
                 }
                 return Ok(());
@@ -416,10 +489,10 @@ impl Visitor for Walk<'_, '_> {
             // An item only with a `_name` element (which goes general), but counted by
             // nothing: when it could shift an index, the general path decides.
             Scalar::Null => {
-                let l = &self.levels[n];
-                let in_path = !l.pending.is_empty()
-                    || !l.at.is_empty()
-                    || (l.element && n > 0 && !self.levels[n - 1].pending.is_empty());
+                let n = self.frames.len() - 1;
+                let in_path = !f.pending.is_empty()
+                    || !f.at.is_empty()
+                    || (f.element && n > 0 && !self.frames[n - 1].pending.is_empty());
                 if in_path {
                     self.general = true;
                 }
@@ -428,29 +501,27 @@ impl Visitor for Walk<'_, '_> {
             _ => {}
         }
         self.resolve_item();
-        let at = std::mem::take(&mut self.levels[n].at);
-        let plan = self.plan;
-        let last = |&(c, k): &Pos| {
-            (c as usize) < plan.outputs && k as usize == plan.cols[c as usize].steps.len()
+        let at = self.top().at;
+        if !self.outputs_at(at) {
+            // (A scalar where more steps follow has no members: nothing.)
+            return Ok(());
+        }
+        let j = match value {
+            Scalar::Str(s) => Json::String(self.text(s)),
+            Scalar::Num { raw, .. } => Json::Number(self.text(raw)),
+            Scalar::Bool(b) => Json::Bool(b),
+            // `{}` as a value is written as JSON: the general path's.
+            _ => {
+                self.general = true;
+                return Ok(());
+            }
         };
-        if at.iter().any(last) {
-            let j = match value {
-                Scalar::Str(s) => Json::String(self.text(s)),
-                Scalar::Num { raw, .. } => Json::Number(self.text(raw)),
-                Scalar::Bool(b) => Json::Bool(b),
-                // `{}` as a value is written as JSON: the general path's.
-                _ => {
-                    self.general = true;
-                    Json::Null
-                }
-            };
-            for &(c, _) in at.iter().filter(|p| last(p)) {
+        let plan = self.plan;
+        for i in at.start..at.end {
+            let n = self.sets[i as usize];
+            for &c in &plan.nodes[n as usize].outputs {
                 let col = &plan.cols[c as usize];
-                let item = if col.each.is_some() {
-                    self.each_items
-                } else {
-                    0
-                };
+                let item = if col.each { self.each_items } else { 0 };
                 let last = &mut self.last[c as usize];
                 if !col.collection && *last == item {
                     // Several values in a single-valued column: the general path's error.
@@ -460,8 +531,6 @@ impl Visitor for Walk<'_, '_> {
                 self.values.push((c, item, j.clone()));
             }
         }
-        // (A scalar where more steps follow has no members: nothing.)
-        self.levels[n].at = at;
         Ok(())
     }
 }
@@ -483,56 +552,46 @@ impl Plan {
         resource: &str,
         scratch: &mut Scratch,
     ) -> Result<Outcome<'a>, JsonError> {
-        let mut spare = std::mem::take(&mut scratch.spare);
-        let mut at = spare.pop().unwrap_or_default();
-        // `forEach` columns start at each `forEach` item, not at the root.
-        at.extend(
-            (0..self.cols.len() as u16)
-                .filter(|&c| self.cols[c as usize].each.is_none())
-                .map(|c| (c, 0)),
-        );
-        let mut levels = std::mem::take(&mut scratch.levels);
-        levels.clear();
-        levels.push(Level {
-            at,
-            ..Level::default()
+        let mut sets = std::mem::take(&mut scratch.sets);
+        sets.clear();
+        sets.push(0);
+        let mut frames = std::mem::take(&mut scratch.frames);
+        frames.clear();
+        frames.push(Frame {
+            at: Set { start: 0, end: 1 },
+            pending: Set { start: 1, end: 1 },
+            ..Frame::default()
         });
         let mut counts = std::mem::take(&mut scratch.counts);
         counts.clear();
-        counts.resize(
-            self.count_base
-                .last()
-                .map_or(0, |b| b + self.cols[self.cols.len() - 1].steps.len()),
-            0,
-        );
+        counts.resize(self.nodes.len(), 0);
+        let mut stamps = std::mem::take(&mut scratch.stamps);
+        // Stamps of earlier lines are older serials than any of this line: no reset.
+        stamps.resize(self.nodes.len(), 0);
         let mut last = std::mem::take(&mut scratch.last);
         last.clear();
-        last.resize(self.outputs, u32::MAX);
+        last.resize(self.cols.len(), u32::MAX);
         let mut w = Walk {
             line,
             plan: self,
-            levels,
+            frames,
+            sets,
             counts,
+            stamps,
+            serial: scratch.serial,
             last,
-            values: Vec::with_capacity(self.outputs + 4),
+            values: Vec::with_capacity(self.cols.len() + 4),
             each_items: 0,
             general: false,
             resource_type: None,
-            spare,
         };
         let walked = flatfhir_core::internal::walk::walk(line, &mut w, &mut scratch.unescaped);
         // Back to the scratch, for the next line.
-        for l in w.levels.drain(..) {
-            for mut v in [l.at, l.pending, l.matched] {
-                if v.capacity() > 0 {
-                    v.clear();
-                    w.spare.push(v);
-                }
-            }
-        }
-        scratch.spare = std::mem::take(&mut w.spare);
-        scratch.levels = std::mem::take(&mut w.levels);
+        scratch.sets = std::mem::take(&mut w.sets);
+        scratch.frames = std::mem::take(&mut w.frames);
         scratch.counts = std::mem::take(&mut w.counts);
+        scratch.stamps = std::mem::take(&mut w.stamps);
+        scratch.serial = w.serial;
         scratch.last = std::mem::take(&mut w.last);
         walked.map_err(|reason| JsonError { reason })?;
         if w.general {
@@ -559,7 +618,7 @@ impl Plan {
             let mut items = v
                 .values
                 .iter()
-                .filter(move |(k, i, _)| *k as usize == col && (c.each.is_none() || *i == item))
+                .filter(move |(k, i, _)| *k as usize == col && (!c.each || *i == item))
                 .map(|(_, _, j)| Item::Node(j, None, None));
             Cell(if c.collection {
                 CellInner::List(items.collect())
@@ -568,7 +627,7 @@ impl Plan {
             })
         };
         let row = |item: u32| -> Row<'a> {
-            self.cols[..self.outputs]
+            self.cols
                 .iter()
                 .enumerate()
                 .map(|(i, c)| cell(i, c, item))
