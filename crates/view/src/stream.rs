@@ -16,7 +16,9 @@
 
 use std::borrow::Cow;
 
-use flatfhir_core::internal::walk::{Reason, Scalar, Visitor};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use flatfhir_core::internal::walk::{Reason, Scalar, Visitor, same_bytes};
 
 use crate::ast::{Expr, Func, Lit};
 use crate::eval::Item;
@@ -66,6 +68,8 @@ struct Each {
 /// (node 0, with the `forEach` path), then the trie of the `forEach` columns' own paths.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
+    /// Names this plan's trie in the per-thread key memos ([`Scratch::memos`]).
+    id: u64,
     nodes: Vec<Node>,
     cols: Vec<Col>,
     each: Option<Each>,
@@ -168,7 +172,9 @@ pub(crate) fn plan(wheres_empty: bool, root: &Select) -> Option<Plan> {
     if cols.is_empty() || cols.len() >= u16::MAX as usize {
         return None;
     }
+    static PLANS: AtomicU64 = AtomicU64::new(1);
     let mut plan = Plan {
+        id: PLANS.fetch_add(1, Ordering::Relaxed),
         nodes: vec![Node::default()],
         cols: cols
             .iter()
@@ -217,9 +223,49 @@ pub(crate) struct Values<'a> {
     items: u32,
 }
 
+/// What a member name does at an object that is an item at one node: learnt from the lines
+/// (see [`Memo`]), it is the same at every object of that node.
+#[derive(Debug, Clone)]
+enum Action {
+    /// Not on any path: validated and skipped.
+    Skip,
+    /// The line needs the general path.
+    General,
+    /// The member's items are items at `kids`; `root_type`: it is the root's `resourceType`.
+    Enter { kids: Box<[u32]>, root_type: bool },
+}
+
+#[derive(Debug, Clone)]
+struct MemoKey {
+    key: Box<str>,
+    /// Needs no escaping in JSON, so the walker may compare the line with it.
+    plain: bool,
+    action: Action,
+}
+
+/// The member names met at the objects of one node, in first-seen order, with what each
+/// does. FHIR writes members in a fixed order, so the name after the one just read is
+/// usually the next one here: it is offered to the walker as the expected name (compared
+/// with the line in place of scanning it), and its action needs no matching.
+#[derive(Debug, Clone, Default)]
+struct Memo {
+    keys: Vec<MemoKey>,
+}
+
+/// Member names remembered per node, at most (hostile input with ever new names does not
+/// grow the memo without bound; those names take the matching path).
+const MEMO_KEYS: usize = 64;
+
+/// No memo: a frame whose items are at several nodes, or at none.
+const NO_MEMO: u32 = u32::MAX;
+
 /// Buffers reused from line to line (per thread): a line allocates only its values.
 #[derive(Default)]
 struct Scratch {
+    /// The plan whose trie `memos` belong to.
+    plan: u64,
+    /// Per node of that plan.
+    memos: Vec<Memo>,
     /// Items seen per node, for `[n]`.
     counts: Vec<u32>,
     /// Per node, the object in which a member last matched its step (a repeated member name
@@ -265,6 +311,10 @@ struct Frame {
     pending: Set,
     /// This object's number, for [`Scratch::stamps`] (0: not numbered yet).
     serial: u64,
+    /// The node whose [`Memo`] this object's members follow ([`NO_MEMO`]: none), and the
+    /// index in it of the name expected next.
+    memo: u32,
+    hint: u32,
     /// An element of an array.
     element: bool,
     /// The root's `resourceType`.
@@ -279,6 +329,7 @@ struct Walk<'a, 'p> {
     counts: Vec<u32>,
     stamps: Vec<u64>,
     serial: u64,
+    memos: Vec<Memo>,
     last: Vec<u32>,
     values: Vec<(u16, u32, Json<'a>)>,
     /// `forEach` items seen.
@@ -320,7 +371,10 @@ impl<'a> Walk<'a, '_> {
                     continue;
                 }
             }
-            self.sets.push(n);
+            // The end of the `forEach` path alone adds nothing but its `forEach` item.
+            if !(node.each && node.children.is_empty() && node.outputs.is_empty()) {
+                self.sets.push(n);
+            }
             if node.each
                 && let Some(e) = &self.plan.each
             {
@@ -342,13 +396,122 @@ impl<'a> Walk<'a, '_> {
         let f = *self.top();
         if !f.pending.is_empty() {
             let at = self.items(f.pending);
+            let memo = self.memo_of(at);
             let top = self.top();
             top.pending = Set {
                 start: at.start,
                 end: at.start,
             };
             top.at = at;
+            top.memo = memo;
         }
+    }
+
+    /// The memo an object that is an item at `at` follows: its node's, when it is one node.
+    #[inline]
+    fn memo_of(&self, at: Set) -> u32 {
+        if at.end - at.start == 1 {
+            self.sets[at.start as usize]
+        } else {
+            NO_MEMO
+        }
+    }
+
+    /// Pushes onto `sets` the nodes whose step member `key` of an object at `at` matches,
+    /// without numbering the object; returns whether the key sends the line to the general
+    /// path instead (see [`Visitor::enter_key`] below).
+    fn match_key(&mut self, at: Set, key: &str) -> bool {
+        if self.outputs_at(at) {
+            // An object as a column's value is written as JSON: the general path's.
+            return true;
+        }
+        let (name, ext) = match key.as_bytes().first() {
+            Some(b'_') => (&key[1..], true),
+            _ => (key, false),
+        };
+        let nb = name.as_bytes();
+        let plan = self.plan;
+        let mut general = false;
+        for i in at.start..at.end {
+            let at = self.sets[i as usize];
+            for &c in &plan.nodes[at as usize].children {
+                let sb = plan.nodes[c as usize].name.as_bytes();
+                // Both a match and a choice variant start with the step's first byte.
+                if sb.first() != nb.first() {
+                    continue;
+                }
+                if same_bytes(sb, nb) {
+                    if ext {
+                        // A `_name` element: the general path's.
+                        general = true;
+                    } else {
+                        self.sets.push(c);
+                    }
+                } else if nb.len() > sb.len()
+                    && nb.starts_with(sb)
+                    && nb[sb.len()].is_ascii_uppercase()
+                {
+                    // A choice variant (`valueQuantity` for `value`).
+                    general = true;
+                }
+            }
+        }
+        general
+    }
+
+    /// Enters a member whose matched nodes are `sets[start..]`: numbers the object they are
+    /// members of, and goes general when one of them matched a member of it before.
+    fn enter_member(&mut self, start: u32, root_type: bool) -> bool {
+        let end = self.sets.len() as u32;
+        if start == end && !root_type {
+            return false;
+        }
+        let mut serial = self.top().serial;
+        for i in start..end {
+            if serial == 0 {
+                self.serial += 1;
+                serial = self.serial;
+                self.top().serial = serial;
+            }
+            let c = self.sets[i as usize] as usize;
+            if self.stamps[c] == serial {
+                // The member again: the general path's.
+                self.general = true;
+                self.sets.truncate(start as usize);
+                return false;
+            }
+            self.stamps[c] = serial;
+        }
+        let pending = Set { start, end };
+        self.frames.push(Frame {
+            base: start,
+            at: Set { start: end, end },
+            pending,
+            serial: 0,
+            memo: NO_MEMO,
+            hint: 0,
+            element: false,
+            root_type,
+        });
+        true
+    }
+
+    /// Applies the action of key `i` of node `m`'s memo.
+    #[inline]
+    fn apply(&mut self, m: u32, i: usize) -> bool {
+        let start = self.sets.len() as u32;
+        let root_type = match &self.memos[m as usize].keys[i].action {
+            Action::Skip => return false,
+            Action::General => {
+                self.general = true;
+                return false;
+            }
+            Action::Enter { kids, root_type } => {
+                self.sets.extend_from_slice(kids);
+                *root_type
+            }
+        };
+        self.enter_member(start, root_type)
     }
 
     /// Whether a column's path ends at one of `set`'s nodes.
@@ -369,72 +532,70 @@ impl Visitor for Walk<'_, '_> {
         self.resolve_item();
         let f = *self.top();
         let root_type = depth == 1 && key == "resourceType";
-        if f.at.is_empty() && !root_type {
+        if f.memo != NO_MEMO {
+            let keys = &self.memos[f.memo as usize].keys;
+            if let Some(i) = keys
+                .iter()
+                .position(|k| same_bytes(k.key.as_bytes(), key.as_bytes()))
+            {
+                self.top().hint = i as u32 + 1;
+                return Ok(self.apply(f.memo, i));
+            }
+        } else if f.at.is_empty() && !root_type {
             return Ok(false);
         }
-        if self.outputs_at(f.at) {
-            // An object as a column's value is written as JSON: the general path's.
-            self.general = true;
-            return Ok(false);
-        }
-        let (name, ext) = match key.as_bytes().first() {
-            Some(b'_') => (&key[1..], true),
-            _ => (key, false),
-        };
-        let nb = name.as_bytes();
-        let plan = self.plan;
         let start = self.sets.len() as u32;
-        let mut serial = f.serial;
-        for i in f.at.start..f.at.end {
-            let at = self.sets[i as usize];
-            for &c in &plan.nodes[at as usize].children {
-                let sb = plan.nodes[c as usize].name.as_bytes();
-                // Both a match and a choice variant start with the step's first byte.
-                if sb.first() != nb.first() {
-                    continue;
-                }
-                if sb.len() == nb.len() && sb == nb {
-                    if serial == 0 {
-                        self.serial += 1;
-                        serial = self.serial;
-                        self.top().serial = serial;
-                    }
-                    if ext || self.stamps[c as usize] == serial {
-                        // A `_name` element, or the member again: the general path's.
-                        self.general = true;
-                    } else {
-                        self.stamps[c as usize] = serial;
-                        self.sets.push(c);
-                    }
-                } else if nb.len() > sb.len()
-                    && nb.starts_with(sb)
-                    && nb[sb.len()].is_ascii_uppercase()
-                {
-                    // A choice variant (`valueQuantity` for `value`).
-                    self.general = true;
-                }
+        let general = self.match_key(f.at, key);
+        if f.memo != NO_MEMO {
+            // Learn what the name does here.
+            let memo = &mut self.memos[f.memo as usize];
+            if memo.keys.len() < MEMO_KEYS {
+                let kids: Box<[u32]> = self.sets[start as usize..].into();
+                let action = if general {
+                    Action::General
+                } else if kids.is_empty() && !root_type {
+                    Action::Skip
+                } else {
+                    Action::Enter { kids, root_type }
+                };
+                memo.keys.push(MemoKey {
+                    key: key.into(),
+                    plain: !key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20),
+                    action,
+                });
+                let n = memo.keys.len() as u32;
+                self.top().hint = n;
             }
         }
-        let pending = Set {
-            start,
-            end: self.sets.len() as u32,
-        };
-        if self.general || (pending.is_empty() && !root_type) {
+        if general {
+            self.general = true;
             self.sets.truncate(start as usize);
             return Ok(false);
         }
-        self.frames.push(Frame {
-            base: start,
-            at: Set {
-                start: pending.end,
-                end: pending.end,
-            },
-            pending,
-            serial: 0,
-            element: false,
-            root_type,
-        });
-        Ok(true)
+        Ok(self.enter_member(start, root_type))
+    }
+
+    #[inline]
+    fn expected_key(&mut self, _depth: usize) -> Option<&str> {
+        if self.general {
+            return None;
+        }
+        self.resolve_item();
+        let f = self.frames.last()?;
+        if f.memo == NO_MEMO {
+            return None;
+        }
+        let k = self.memos[f.memo as usize].keys.get(f.hint as usize)?;
+        k.plain.then_some(&*k.key)
+    }
+
+    #[inline]
+    fn enter_expected(&mut self, _depth: usize, _key: &str) -> Result<bool, Reason> {
+        // The walker found the name `expected_key` gave: key `hint` of the frame's memo.
+        let top = self.top();
+        let (m, i) = (top.memo, top.hint as usize);
+        top.hint += 1;
+        Ok(self.apply(m, i))
     }
 
     fn enter_index(&mut self, _index: usize) -> Result<(), Reason> {
@@ -444,6 +605,7 @@ impl Visitor for Walk<'_, '_> {
             self.general = true;
         }
         let at = self.items(f.pending);
+        let memo = self.memo_of(at);
         self.frames.push(Frame {
             base: at.start,
             at,
@@ -452,6 +614,8 @@ impl Visitor for Walk<'_, '_> {
                 end: at.end,
             },
             serial: 0,
+            memo,
+            hint: 0,
             element: true,
             root_type: false,
         });
@@ -560,8 +724,16 @@ impl Plan {
         frames.push(Frame {
             at: Set { start: 0, end: 1 },
             pending: Set { start: 1, end: 1 },
+            memo: 0,
             ..Frame::default()
         });
+        let mut memos = std::mem::take(&mut scratch.memos);
+        if scratch.plan != self.id {
+            // Another view ran on this thread last: its names do not apply.
+            memos.clear();
+            scratch.plan = self.id;
+        }
+        memos.resize(self.nodes.len(), Memo::default());
         let mut counts = std::mem::take(&mut scratch.counts);
         counts.clear();
         counts.resize(self.nodes.len(), 0);
@@ -579,6 +751,7 @@ impl Plan {
             counts,
             stamps,
             serial: scratch.serial,
+            memos,
             last,
             values: Vec::with_capacity(self.cols.len() + 4),
             each_items: 0,
@@ -592,6 +765,7 @@ impl Plan {
         scratch.counts = std::mem::take(&mut w.counts);
         scratch.stamps = std::mem::take(&mut w.stamps);
         scratch.serial = w.serial;
+        scratch.memos = std::mem::take(&mut w.memos);
         scratch.last = std::mem::take(&mut w.last);
         walked.map_err(|reason| JsonError { reason })?;
         if w.general {
