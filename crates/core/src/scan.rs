@@ -510,105 +510,9 @@ impl<'a> Walker<'a, '_> {
     }
 
     /// Validates and skips one value without reporting it.
-    ///
-    /// First with [`skip_fast`](Self::skip_fast), which accepts only valid JSON; when it
-    /// finds anything it does not take (an error, a `\u` escape of a surrogate, nesting
-    /// past its stack), the value is walked again from its start the full way, which finds
-    /// the same error at the same byte with the same words as without the fast skip.
     fn skip_value(&mut self, depth: usize) -> Result<(), Reason> {
-        let start = self.pos;
-        if self.skip_fast(depth) {
-            return Ok(());
-        }
-        self.pos = start;
         let mut sink = Skip;
         self.value(&mut sink, depth)
-    }
-
-    /// Skips the valid JSON value at `pos` (at `depth`) in one loop, with the open
-    /// containers as bits of one word, and returns `true`; returns `false` (with `pos`
-    /// anywhere) on anything else, for [`skip_value`](Self::skip_value) to walk again.
-    /// Skipping is most of a view's walk: a view reads a few members of each resource.
-    fn skip_fast(&mut self, depth: usize) -> bool {
-        let b = self.b;
-        let mut p = self.pos;
-        // Open containers, the innermost in the lowest bit: 1 an object, 0 an array.
-        let mut stack: u64 = 0;
-        let mut open = 0usize;
-        'value: loop {
-            p = skip_ws_at(b, p);
-            match b.get(p) {
-                Some(b'"') => match string_end(b, p + 1) {
-                    Some(e) => p = e,
-                    None => return false,
-                },
-                Some(&c @ (b'{' | b'[')) => {
-                    // The full walk refuses a container at MAX_DEPTH; it words that.
-                    if open == 64 || depth + open >= MAX_DEPTH {
-                        return false;
-                    }
-                    p = skip_ws_at(b, p + 1);
-                    if c == b'{' {
-                        if b.get(p) == Some(&b'}') {
-                            p += 1;
-                        } else {
-                            stack = stack << 1 | 1;
-                            open += 1;
-                            match member_name(b, p) {
-                                Some(e) => p = e,
-                                None => return false,
-                            }
-                            continue 'value;
-                        }
-                    } else if b.get(p) == Some(&b']') {
-                        p += 1;
-                    } else {
-                        stack <<= 1;
-                        open += 1;
-                        continue 'value;
-                    }
-                }
-                Some(b't') if b[p..].starts_with(b"true") => p += 4,
-                Some(b'f') if b[p..].starts_with(b"false") => p += 5,
-                Some(b'n') if b[p..].starts_with(b"null") => p += 4,
-                Some(b'-' | b'0'..=b'9') => {
-                    self.pos = p;
-                    if self.number().is_err() {
-                        return false;
-                    }
-                    p = self.pos;
-                }
-                _ => return false,
-            }
-            // After a value: the next member or element, or the end of containers.
-            loop {
-                if open == 0 {
-                    self.pos = p;
-                    return true;
-                }
-                p = skip_ws_at(b, p);
-                let object = stack & 1 == 1;
-                match b.get(p) {
-                    Some(b',') if object => match member_name(b, skip_ws_at(b, p + 1)) {
-                        Some(e) => {
-                            p = e;
-                            continue 'value;
-                        }
-                        None => return false,
-                    },
-                    Some(b',') => {
-                        p += 1;
-                        continue 'value;
-                    }
-                    Some(b'}') if object => {}
-                    Some(b']') if !object => {}
-                    _ => return false,
-                }
-                p += 1;
-                stack >>= 1;
-                open -= 1;
-            }
-        }
     }
 
     fn literal(&mut self, word: &str) -> Result<(), Reason> {
@@ -808,53 +712,6 @@ impl<'a> Walker<'a, '_> {
     }
 }
 
-/// The position after the whitespace at `p`.
-#[inline]
-fn skip_ws_at(b: &[u8], mut p: usize) -> usize {
-    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(p) {
-        p += 1;
-    }
-    p
-}
-
-/// For [`Walker::skip_fast`]: the position after the valid string whose text starts at `p`
-/// (after its opening quote), or `None` for an error or a `\u` escape of a surrogate (the
-/// full walk checks their pairing).
-#[inline]
-fn string_end(b: &[u8], mut p: usize) -> Option<usize> {
-    loop {
-        p = find_special(b, p);
-        match b.get(p)? {
-            b'"' => return Some(p + 1),
-            b'\\' => match b.get(p + 1)? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => p += 2,
-                b'u' => {
-                    let hex = b.get(p + 2..p + 6)?;
-                    if !hex.iter().all(u8::is_ascii_hexdigit) || matches!(hex[0], b'd' | b'D') {
-                        // Not four hex digits, or from \uD000 on (surrogates among them).
-                        return None;
-                    }
-                    p += 6;
-                }
-                _ => return None,
-            },
-            // A control character.
-            _ => return None,
-        }
-    }
-}
-
-/// For [`Walker::skip_fast`]: after a member name at `p` (its opening quote) and its colon,
-/// or `None` when that is not what is there.
-#[inline]
-fn member_name(b: &[u8], p: usize) -> Option<usize> {
-    if b.get(p) != Some(&b'"') {
-        return None;
-    }
-    let e = skip_ws_at(b, string_end(b, p + 1)?);
-    (b.get(e) == Some(&b':')).then_some(e + 1)
-}
-
 #[cold]
 #[inline(never)]
 fn too_deep(pos: usize) -> Reason {
@@ -1003,80 +860,6 @@ mod tests {
     fn rejects_excessive_nesting() {
         let line = format!("{{\"a\":{}1{}}}", "[".repeat(300), "]".repeat(300));
         assert!(events(&line).unwrap_err().contains("nested deeper"));
-        // A skipped value too, at the same byte (its fast skip stops at 64 levels).
-        let skipped = walk(&line, &mut Skip, &mut String::new()).unwrap_err();
-        assert_eq!(skipped, events(&line).unwrap_err());
-        let ok = format!("{{\"a\":{}1{}}}", "[{\"b\":".repeat(100), "}]".repeat(100));
-        walk(&ok, &mut Skip, &mut String::new()).unwrap();
-    }
-
-    /// Bad values inside a skipped member are refused with the words and byte of the full
-    /// walk.
-    #[test]
-    fn skipped_values_are_refused_like_entered_ones() {
-        for bad in [
-            r#""\ud800""#,
-            r#""\ud800\u0041""#,
-            r#""\udc00""#,
-            r#""\x""#,
-            r#""\u12""#,
-            r#""\u12g4""#,
-            "\"a\u{1}\"",
-            r#""abc"#,
-            "01",
-            "1.",
-            "1e",
-            "-",
-            "tru",
-            "nul",
-            "[1,]",
-            "[1 2]",
-            "{\"k\" 1}",
-            "{\"k\":1,}",
-            "{k:1}",
-            "{\"k\":1]",
-            "[1}",
-            "",
-        ] {
-            for line in [format!("{{\"a\":{bad}}}"), format!("{{\"a\":[{{\"b\":{bad}}}],\"c\":1}}")] {
-                let entered = events(&line).unwrap_err();
-                let skipped = walk(&line, &mut Skip, &mut String::new()).unwrap_err();
-                assert_eq!(skipped, entered, "{line}");
-            }
-        }
-    }
-
-    /// The fast skip takes escapes (not surrogates, which the full walk pairs) and
-    /// whitespace, and leaves the walk where the full walk does.
-    #[test]
-    fn skips_escapes_whitespace_and_nesting() {
-        for line in [
-            r#"{"a": "x\"y\\z\/\b\f\n\r\t\u00e9" , "b":1}"#,
-            r#"{"a": "\ud83d\ude00", "b":1}"#,
-            "{\"a\" :\t[ 1 , -2.5e+3 ,true,false, null, {} ,[ ], { \"k\" : [ ] } ]\r\n, \"b\":1}",
-        ] {
-            let mut r = Rec::default();
-            walk(line, &mut r, &mut String::new()).unwrap();
-            walk(line, &mut Skip, &mut String::new()).unwrap();
-            // A visitor that skips `a` still sees `b`.
-            struct OnlyB(Vec<String>);
-            impl Visitor for OnlyB {
-                fn enter_key(&mut self, _: usize, key: &str) -> Result<bool, Reason> {
-                    Ok(key == "b")
-                }
-                fn enter_index(&mut self, _: usize) -> Result<(), Reason> {
-                    Ok(())
-                }
-                fn leave(&mut self) {}
-                fn scalar(&mut self, value: Scalar<'_>) -> Result<(), Reason> {
-                    self.0.push(format!("{value:?}"));
-                    Ok(())
-                }
-            }
-            let mut b = OnlyB(Vec::new());
-            walk(line, &mut b, &mut String::new()).unwrap();
-            assert_eq!(b.0, ["Num { raw: \"1\", int: true }"], "{line}");
-        }
     }
 
     use proptest::prelude::*;
@@ -1170,29 +953,6 @@ mod tests {
             let oracle = parsed.map(|v| v.is_object()).unwrap_or(false);
             let ours = walk(&line, &mut Skip, &mut String::new()).is_ok();
             prop_assert_eq!(ours, oracle, "line {:?}", line);
-        }
-
-        /// A walk that skips every member (the fast skip, falling back to the full walk)
-        /// accepts and rejects what a walk that enters every member does, with the same
-        /// words at the same byte: a view's errors are `convert`'s.
-        #[test]
-        fn skipping_rejects_like_entering(
-            v in json_value(),
-            at in any::<prop::sample::Index>(),
-            edit in prop::sample::select(vec!["", "{", "}", "[", "]", "\"", ",", ":", "0", "-", ".", "e", "\\", " ", "tru", "\\u12", "\\ud800", "\\u00e9", "\\n", "\u{1}", "x"]),
-            cut in any::<bool>(),
-        ) {
-            let doc = serde_json::json!({ "k": v, "m": [v, {"n": v}] }).to_string();
-            let chars: Vec<char> = doc.chars().collect();
-            let i = at.index(chars.len() + 1);
-            let mut line: String = chars[..i].iter().collect();
-            line.push_str(edit);
-            if !cut {
-                line.extend(chars[(i + 1).min(chars.len())..].iter());
-            }
-            let entered = walk(&line, &mut Rec::default(), &mut String::new()).map(|_| ());
-            let skipped = walk(&line, &mut Skip, &mut String::new());
-            prop_assert_eq!(skipped, entered, "line {:?}", line);
         }
 
         /// Valid documents produce the same leaves as a serde_json walk.
