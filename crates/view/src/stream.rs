@@ -2,10 +2,16 @@
 //! `[n]` or `first()` on any step) are evaluated while core's walker streams over the line,
 //! with no tree and no FHIRPath evaluator. Members no column names are validated and skipped.
 //!
-//! The walk follows each column's steps from the root: a member whose name is a column's next
-//! step yields that step's items (each element of an array value, else the value itself),
-//! counted per step so that `[n]` keeps the n-th item of the whole collection, as FHIRPath
-//! does (document order is collection order). A scalar at a column's last step is a value.
+//! The columns' paths form a trie from the root (the `forEach` columns' own paths a second
+//! trie, entered at each `forEach` item). The walk keeps, per open JSON value, the trie nodes
+//! it is an item at: a member whose name is a child's step yields that child's items (each
+//! element of an array value, else the value itself), counted per node so that `[n]` keeps
+//! the n-th item of the whole collection, as FHIRPath does (document order is collection
+//! order). A scalar at a node where a column's path ends is a value.
+//!
+//! Each node remembers (per thread) the member names met at its objects, in first-seen
+//! order, with what each does ([`Memo`]): the next one is offered to the walker as the
+//! expected name, so most names are neither scanned nor matched.
 //!
 //! Anything whose answer needs more than that is left to the general path for that line
 //! (the line is walked again and evaluated on a tree): a primitive's `_name` element, a
@@ -380,7 +386,9 @@ impl<'a> Walk<'a, '_> {
             {
                 // A `forEach` item: its columns start here, their indexes counted anew.
                 self.each_items += 1;
-                self.counts[e.root as usize..].iter_mut().for_each(|c| *c = 0);
+                self.counts[e.root as usize..]
+                    .iter_mut()
+                    .for_each(|c| *c = 0);
                 self.sets.push(e.root);
             }
         }
@@ -521,7 +529,6 @@ impl<'a> Walk<'a, '_> {
             .iter()
             .any(|&n| !self.plan.nodes[n as usize].outputs.is_empty())
     }
-
 }
 
 impl Visitor for Walk<'_, '_> {

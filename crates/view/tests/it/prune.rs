@@ -445,6 +445,12 @@ fn streamed_views_judge_each_line_on_its_own() {
     }
     // The two rounds agree, and the values are the ones in each line.
     assert_eq!(seen[..lines.len()], seen[lines.len()..]);
-    assert_eq!(seen[1], Ok(vec!["\"c\"|null|\"P/2\"|[\"y\",\"z\"]|".to_string(), "\"c\"|null|\"P/2\"|[]|".to_string()]));
+    assert_eq!(
+        seen[1],
+        Ok(vec![
+            "\"c\"|null|\"P/2\"|[\"y\",\"z\"]|".to_string(),
+            "\"c\"|null|\"P/2\"|[]|".to_string()
+        ])
+    );
     assert_eq!(seen[5], Ok(vec!["\"d\"|null|\"P/7\"|[\"w\"]|".to_string()]));
 }
