@@ -709,12 +709,8 @@ impl Visitor for Walk<'_, '_> {
 impl Plan {
     /// Streams one line. Walker errors are returned as they are (the same as `convert`'s).
     pub(crate) fn run<'a>(&self, line: &'a str, resource: &str) -> Result<Outcome<'a>, JsonError> {
-        SCRATCH.with(|cell| {
-            let mut scratch = cell.take();
-            let r = self.run_with(line, resource, &mut scratch);
-            cell.replace(scratch);
-            r
-        })
+        // Borrowed in place, not taken out and put back (two moves of the scratch per line).
+        SCRATCH.with(|cell| self.run_with(line, resource, &mut cell.borrow_mut()))
     }
 
     fn run_with<'a>(
@@ -795,36 +791,71 @@ impl Plan {
     /// The rows of a streamed line: one, or one per `forEach` item (none when there is no
     /// item, one with nulls for `forEachOrNull`).
     pub(crate) fn rows<'a>(&self, v: &'a Values<'a>) -> Vec<Row<'a>> {
-        let cell = |col: usize, c: &Col, item: u32| {
-            let mut items = v
-                .values
-                .iter()
-                .filter(move |(k, i, _)| *k as usize == col && (!c.each || *i == item))
-                .map(|(_, _, j)| Item::Node(j, None, None));
-            Cell(if c.collection {
-                CellInner::List(items.collect())
-            } else {
-                items.next().map_or(CellInner::Null, CellInner::One)
-            })
-        };
-        let row = |item: u32| -> Row<'a> {
-            self.cols
-                .iter()
-                .enumerate()
-                .map(|(i, c)| cell(i, c, item))
-                .collect()
-        };
+        let mut rows = Vec::new();
+        self.each_row(v, |item| {
+            rows.push(
+                (0..self.cols.len())
+                    .map(|i| self.cell(v, i, item))
+                    .collect(),
+            );
+        });
+        rows
+    }
+
+    /// Calls `row` with the `forEach` item of each row of a streamed line (0 for the one
+    /// row of a view without `forEach`, and for the row of nulls of `forEachOrNull`).
+    #[inline]
+    pub(crate) fn each_row(&self, v: &Values<'_>, mut row: impl FnMut(u32)) {
         match &self.each {
-            None => vec![row(0)],
+            None => row(0),
             // Items are numbered from 1; 0 matches no `forEach` value.
             Some(e) if v.items == 0 => {
                 if e.or_null {
-                    vec![row(0)]
-                } else {
-                    Vec::new()
+                    row(0);
                 }
             }
-            Some(_) => (1..=v.items).map(row).collect(),
+            Some(_) => (1..=v.items).for_each(row),
         }
+    }
+
+    /// The cell of column `col` in the row of `forEach` item `item`.
+    #[inline]
+    pub(crate) fn cell<'a>(&self, v: &'a Values<'a>, col: usize, item: u32) -> Cell<'a> {
+        let c = &self.cols[col];
+        let mut items = v
+            .values
+            .iter()
+            .filter(move |(k, i, _)| *k as usize == col && (!c.each || *i == item))
+            .map(|(_, _, j)| Item::Node(j, None, None));
+        Cell(if c.collection {
+            CellInner::List(items.collect())
+        } else {
+            items.next().map_or(CellInner::Null, CellInner::One)
+        })
+    }
+
+    /// The number of output columns.
+    pub(crate) fn width(&self) -> usize {
+        self.cols.len()
+    }
+}
+
+/// Where the rows of lines go: rows built by the general path, or a streamed line's values
+/// (by default made into rows the same way).
+pub(crate) trait Sink {
+    /// The rows of a line.
+    fn rows(&mut self, rows: &[Row<'_>]);
+    /// The values of a streamed line.
+    fn streamed(&mut self, plan: &Plan, values: &Values<'_>) {
+        self.rows(&plan.rows(values));
+    }
+}
+
+/// A [`Sink`] that hands rows to a closure.
+pub(crate) struct RowsSink<'f, 'g>(pub(crate) &'f mut (dyn FnMut(&[Row<'_>]) + 'g));
+
+impl Sink for RowsSink<'_, '_> {
+    fn rows(&mut self, rows: &[Row<'_>]) {
+        (self.0)(rows);
     }
 }
