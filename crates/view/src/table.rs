@@ -311,6 +311,8 @@ impl BatchBuilder {
                     b.append_option(x);
                 }
                 Col::Str(b) => match cell.scalar() {
+                    // A string as it is, not copied into the buffer first.
+                    Some(Scalar::Str(s)) => b.append_value(s),
                     Some(v) if as_string(v, &mut self.buf) => b.append_value(&self.buf),
                     _ => b.append_null(),
                 },
