@@ -102,7 +102,7 @@ pub mod internal {
     /// before it.
     pub mod walk {
         pub use crate::flatten::line_text;
-        pub use crate::scan::{Reason, Scalar, Visitor, walk};
+        pub use crate::scan::{Reason, Scalar, Visitor, same_bytes, walk};
     }
 }
 

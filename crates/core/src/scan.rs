@@ -255,7 +255,7 @@ fn find_special_swar(b: &[u8], mut p: usize) -> usize {
 /// mostly a few bytes long, and the call cost more than the comparison (docs/performance.md,
 /// "Design choices").
 #[inline]
-pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;

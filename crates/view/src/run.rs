@@ -261,7 +261,7 @@ fn chunk_rows(
     path: &Path,
     chunk: &Chunk,
     max_line_bytes: usize,
-    mut each: impl FnMut(&[Row<'_>]),
+    sink: &mut dyn crate::stream::Sink,
 ) -> Result<u64> {
     if let Some(o) = chunk.overlong.first() {
         return Err(Error::BadLine {
@@ -292,7 +292,7 @@ fn chunk_rows(
                 source: crate::json::JsonError { reason },
             },
         )?;
-        if view.rows_for_line(text, &ctx, &mut each)? {
+        if view.line_into(text, &ctx, sink)? {
             resources += 1;
         }
     }
@@ -317,13 +317,20 @@ fn run_table(
         run.for_each_chunk(
             |p, c| {
                 let mut k = vec![Kinds::default(); declared.len()];
-                chunk_rows(view, p, c, read.max_line_bytes, |rows| {
+                let mut each = |rows: &[Row<'_>]| {
                     for row in rows {
                         for (k, cell) in k.iter_mut().zip(row) {
                             k.observe_cell(cell);
                         }
                     }
-                })?;
+                };
+                chunk_rows(
+                    view,
+                    p,
+                    c,
+                    read.max_line_bytes,
+                    &mut crate::stream::RowsSink(&mut each),
+                )?;
                 Ok(k)
             },
             |k, _| {
@@ -355,11 +362,7 @@ fn run_table(
     run.for_each_chunk(
         |p, c| {
             let mut b = BatchBuilder::new(schema.clone(), &types, &collection);
-            let n = chunk_rows(view, p, c, read.max_line_bytes, |rows| {
-                for row in rows {
-                    b.append(row);
-                }
-            })?;
+            let n = chunk_rows(view, p, c, read.max_line_bytes, &mut b)?;
             let m = b.mismatches();
             Ok((b.finish()?, n, m))
         },
@@ -458,12 +461,19 @@ fn run_text(run: &ViewRun<'_>, path: &Path, format: Format) -> Result<ViewReport
         |p, c| {
             let mut buf = Vec::new();
             let mut count = 0u64;
-            let n = chunk_rows(view, p, c, read.max_line_bytes, |rs| {
+            let mut each = |rs: &[Row<'_>]| {
                 for row in rs {
                     write_text_row(&mut buf, &names, row, format);
                     count += 1;
                 }
-            })?;
+            };
+            let n = chunk_rows(
+                view,
+                p,
+                c,
+                read.max_line_bytes,
+                &mut crate::stream::RowsSink(&mut each),
+            )?;
             Ok((buf, n, count))
         },
         |(buf, n, count), bytes| {

@@ -2,10 +2,16 @@
 //! `[n]` or `first()` on any step) are evaluated while core's walker streams over the line,
 //! with no tree and no FHIRPath evaluator. Members no column names are validated and skipped.
 //!
-//! The walk follows each column's steps from the root: a member whose name is a column's next
-//! step yields that step's items (each element of an array value, else the value itself),
-//! counted per step so that `[n]` keeps the n-th item of the whole collection, as FHIRPath
-//! does (document order is collection order). A scalar at a column's last step is a value.
+//! The columns' paths form a trie from the root (the `forEach` columns' own paths a second
+//! trie, entered at each `forEach` item). The walk keeps, per open JSON value, the trie nodes
+//! it is an item at: a member whose name is a child's step yields that child's items (each
+//! element of an array value, else the value itself), counted per node so that `[n]` keeps
+//! the n-th item of the whole collection, as FHIRPath does (document order is collection
+//! order). A scalar at a node where a column's path ends is a value.
+//!
+//! Each node remembers (per thread) the member names met at its objects, in first-seen
+//! order, with what each does ([`Memo`]): the next one is offered to the walker as the
+//! expected name, so most names are neither scanned nor matched.
 //!
 //! Anything whose answer needs more than that is left to the general path for that line
 //! (the line is walked again and evaluated on a tree): a primitive's `_name` element, a
@@ -16,7 +22,9 @@
 
 use std::borrow::Cow;
 
-use flatfhir_core::internal::walk::{Reason, Scalar, Visitor};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use flatfhir_core::internal::walk::{Reason, Scalar, Visitor, same_bytes};
 
 use crate::ast::{Expr, Func, Lit};
 use crate::eval::Item;
@@ -26,37 +34,51 @@ use crate::view::{Iter, Select};
 
 /// One step of a column's path: a member name, and the index kept of its items (`[n]`,
 /// `first()` is `[0]`), if any.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Step {
     name: String,
     index: Option<usize>,
 }
 
+/// An output column.
 #[derive(Debug, Clone)]
 struct Col {
-    /// From the resource root (a `forEach` column's start with the `forEach` path).
-    steps: Vec<Step>,
     collection: bool,
-    /// A column of the `forEach` select: its steps after the `forEach` path's.
-    each: Option<usize>,
+    /// A column of the `forEach` select (its values belong to a `forEach` item).
+    each: bool,
+}
+
+/// A node of the plan's trie: the items reached by a sequence of steps.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    /// The step that leads here (empty at the two roots).
+    name: Box<str>,
+    index: Option<usize>,
+    children: Vec<u32>,
+    /// The output columns whose path ends here.
+    outputs: Vec<u16>,
+    /// The `forEach` path ends here: each item here is a `forEach` item.
+    each: bool,
 }
 
 /// The one `forEach`/`forEachOrNull` select a streamed view may have.
 #[derive(Debug, Clone)]
 struct Each {
-    /// Index of its pseudo-column (its path) in `cols`, after the output columns.
-    col: usize,
+    /// The root of the `forEach` columns' paths: every node from it on is theirs, and their
+    /// indexes are counted anew at each `forEach` item.
+    root: u32,
     or_null: bool,
 }
 
-/// A view compiled for streaming: its columns in output order, then the `forEach` path.
+/// A view compiled for streaming: the trie of its columns' paths from the resource root
+/// (node 0, with the `forEach` path), then the trie of the `forEach` columns' own paths.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
+    /// Names this plan's trie in the per-thread key memos ([`Scratch::memos`]).
+    id: u64,
+    nodes: Vec<Node>,
     cols: Vec<Col>,
-    outputs: usize,
     each: Option<Each>,
-    /// Where each column's step counters start in the counter buffer.
-    count_base: Vec<usize>,
 }
 
 /// The steps of a plain member path, or `None` when the expression is anything else.
@@ -91,6 +113,33 @@ fn with_index(mut s: Vec<Step>, n: usize) -> Option<Vec<Step>> {
     Some(s)
 }
 
+impl Plan {
+    /// The node `steps` lead to from `from`, added as needed.
+    fn insert(&mut self, from: u32, steps: &[Step]) -> u32 {
+        let mut at = from;
+        for s in steps {
+            let found = self.nodes[at as usize].children.iter().copied().find(|&c| {
+                let n = &self.nodes[c as usize];
+                *n.name == *s.name && n.index == s.index
+            });
+            at = match found {
+                Some(c) => c,
+                None => {
+                    let c = self.nodes.len() as u32;
+                    self.nodes.push(Node {
+                        name: s.name.as_str().into(),
+                        index: s.index,
+                        ..Node::default()
+                    });
+                    self.nodes[at as usize].children.push(c);
+                    c
+                }
+            };
+        }
+        at
+    }
+}
+
 /// The streaming plan of a view, when every path of it is a plain member path: no `where`,
 /// no union or nested select, at most one `forEach`/`forEachOrNull` (a plain path too) in a
 /// top-level select, no typed evaluation.
@@ -101,18 +150,20 @@ pub(crate) fn plan(wheres_empty: bool, root: &Select) -> Option<Plan> {
     if !root.columns.is_empty() {
         return None;
     }
-    let mut cols = Vec::new();
+    // Per output column: its steps (from the root, or for a `forEach` column from the
+    // `forEach` item) and whether it is a collection.
+    let mut cols: Vec<(Vec<Step>, bool, bool)> = Vec::new();
     let mut each: Option<(Vec<Step>, bool)> = None;
     for s in &root.selects {
         if !s.selects.is_empty() || !s.union.is_empty() {
             return None;
         }
-        let prefix = match &s.iter {
-            Iter::Once => None,
+        let in_each = match &s.iter {
+            Iter::Once => false,
             Iter::ForEach(c) | Iter::ForEachOrNull(c) if each.is_none() && !c.typed => {
                 let p = steps(&c.expr).filter(|p| !p.is_empty())?;
-                each = Some((p.clone(), matches!(s.iter, Iter::ForEachOrNull(_))));
-                Some(p)
+                each = Some((p, matches!(s.iter, Iter::ForEachOrNull(_))));
+                true
             }
             _ => return None,
         };
@@ -121,43 +172,43 @@ pub(crate) fn plan(wheres_empty: bool, root: &Select) -> Option<Plan> {
                 return None;
             }
             let own = steps(&c.expr).filter(|s| !s.is_empty())?;
-            let (steps, each) = match &prefix {
-                Some(p) => (p.iter().cloned().chain(own).collect(), Some(p.len())),
-                None => (own, None),
-            };
-            cols.push(Col {
-                steps,
-                collection: *collection,
-                each,
-            });
+            cols.push((own, *collection, in_each));
         }
     }
-    let outputs = cols.len();
-    let each = each.map(|(steps, or_null)| {
-        cols.push(Col {
-            steps,
-            collection: true,
-            each: None,
-        });
-        Each {
-            col: outputs,
-            or_null,
+    if cols.is_empty() || cols.len() >= u16::MAX as usize {
+        return None;
+    }
+    static PLANS: AtomicU64 = AtomicU64::new(1);
+    let mut plan = Plan {
+        id: PLANS.fetch_add(1, Ordering::Relaxed),
+        nodes: vec![Node::default()],
+        cols: cols
+            .iter()
+            .map(|(_, collection, each)| Col {
+                collection: *collection,
+                each: *each,
+            })
+            .collect(),
+        each: None,
+    };
+    // The root's trie first (columns and the `forEach` path), then the `forEach` columns'
+    // trie, so that its nodes are the last ones.
+    for (i, (steps, _, _)) in cols.iter().enumerate().filter(|c| !c.1.2) {
+        let n = plan.insert(0, steps);
+        plan.nodes[n as usize].outputs.push(i as u16);
+    }
+    if let Some((path, or_null)) = each {
+        let n = plan.insert(0, &path);
+        plan.nodes[n as usize].each = true;
+        let root = plan.nodes.len() as u32;
+        plan.nodes.push(Node::default());
+        for (i, (steps, _, _)) in cols.iter().enumerate().filter(|c| c.1.2) {
+            let n = plan.insert(root, steps);
+            plan.nodes[n as usize].outputs.push(i as u16);
         }
-    });
-    let count_base = cols
-        .iter()
-        .scan(0, |at, c| {
-            let base = *at;
-            *at += c.steps.len();
-            Some(base)
-        })
-        .collect();
-    (outputs > 0 && cols.len() < u16::MAX as usize).then_some(Plan {
-        cols,
-        outputs,
-        each,
-        count_base,
-    })
+        plan.each = Some(Each { root, or_null });
+    }
+    Some(plan)
 }
 
 /// What streaming one line gave.
@@ -178,15 +229,60 @@ pub(crate) struct Values<'a> {
     items: u32,
 }
 
+/// What a member name does at an object that is an item at one node: learnt from the lines
+/// (see [`Memo`]), it is the same at every object of that node.
+#[derive(Debug, Clone)]
+enum Action {
+    /// Not on any path: validated and skipped.
+    Skip,
+    /// The line needs the general path.
+    General,
+    /// The member's items are items at `kids`; `root_type`: it is the root's `resourceType`.
+    Enter { kids: Box<[u32]>, root_type: bool },
+}
+
+#[derive(Debug, Clone)]
+struct MemoKey {
+    key: Box<str>,
+    /// Needs no escaping in JSON, so the walker may compare the line with it.
+    plain: bool,
+    action: Action,
+}
+
+/// The member names met at the objects of one node, in first-seen order, with what each
+/// does. FHIR writes members in a fixed order, so the name after the one just read is
+/// usually the next one here: it is offered to the walker as the expected name (compared
+/// with the line in place of scanning it), and its action needs no matching.
+#[derive(Debug, Clone, Default)]
+struct Memo {
+    keys: Vec<MemoKey>,
+}
+
+/// Member names remembered per node, at most (hostile input with ever new names does not
+/// grow the memo without bound; those names take the matching path).
+const MEMO_KEYS: usize = 64;
+
+/// No memo: a frame whose items are at several nodes, or at none.
+const NO_MEMO: u32 = u32::MAX;
+
 /// Buffers reused from line to line (per thread): a line allocates only its values.
 #[derive(Default)]
 struct Scratch {
-    spare: Vec<Vec<Pos>>,
-    /// Items seen per (column, step), for `[n]`, at `Plan::count_base[column] + step`.
-    counts: Vec<usize>,
+    /// The plan whose trie `memos` belong to.
+    plan: u64,
+    /// Per node of that plan.
+    memos: Vec<Memo>,
+    /// Items seen per node, for `[n]`.
+    counts: Vec<u32>,
+    /// Per node, the object in which a member last matched its step (a repeated member name
+    /// goes general).
+    stamps: Vec<u64>,
+    /// Objects numbered so far on this thread (so stamps need no reset between lines).
+    serial: u64,
     /// Per column, the `forEach` item of its last value (`u32::MAX`: none yet).
     last: Vec<u32>,
-    levels: Vec<Level>,
+    frames: Vec<Frame>,
+    sets: Vec<u32>,
     unescaped: String,
 }
 
@@ -194,36 +290,58 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
-/// A column position at a JSON node: column `c` has matched its first `k` steps here.
-type Pos = (u16, u16);
+/// A range of node ids in [`Walk::sets`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Set {
+    start: u32,
+    end: u32,
+}
 
-#[derive(Default)]
-struct Level {
-    /// Positions at this node, when it is an item (an object, or a scalar).
-    at: Vec<Pos>,
-    /// For a member value not yet known to be an array or an item: the positions its items
-    /// will take (after the index filter).
-    pending: Vec<Pos>,
-    /// Positions that matched a member of this object (a repeated name goes general).
-    matched: Vec<Pos>,
+impl Set {
+    #[inline]
+    fn is_empty(self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// The walk's state at one open JSON value (the root object, a member value or an array
+/// element). Its node sets sit at the top of [`Walk::sets`], dropped when it is left.
+#[derive(Debug, Clone, Copy, Default)]
+struct Frame {
+    /// Where its sets start in [`Walk::sets`].
+    base: u32,
+    /// Nodes this value is an item at (known once it is known not to be an array).
+    at: Set,
+    /// For a member value: the nodes whose step its name matched; its items (the value, or
+    /// each element) are items at them (after the index filter).
+    pending: Set,
+    /// This object's number, for [`Scratch::stamps`] (0: not numbered yet).
+    serial: u64,
+    /// The node whose [`Memo`] this object's members follow ([`NO_MEMO`]: none), and the
+    /// index in it of the name expected next.
+    memo: u32,
+    hint: u32,
     /// An element of an array.
     element: bool,
+    /// The root's `resourceType`.
     root_type: bool,
 }
 
 struct Walk<'a, 'p> {
     line: &'a str,
     plan: &'p Plan,
-    levels: Vec<Level>,
-    counts: Vec<usize>,
+    frames: Vec<Frame>,
+    sets: Vec<u32>,
+    counts: Vec<u32>,
+    stamps: Vec<u64>,
+    serial: u64,
+    memos: Vec<Memo>,
     last: Vec<u32>,
     values: Vec<(u16, u32, Json<'a>)>,
     /// `forEach` items seen.
     each_items: u32,
     general: bool,
     resource_type: Option<Cow<'a, str>>,
-    /// Spare position vectors, reused across levels.
-    spare: Vec<Vec<Pos>>,
 }
 
 impl<'a> Walk<'a, '_> {
@@ -239,60 +357,177 @@ impl<'a> Walk<'a, '_> {
         }
     }
 
-    fn vec(&mut self) -> Vec<Pos> {
-        self.spare.pop().unwrap_or_default()
+    #[inline]
+    fn top(&mut self) -> &mut Frame {
+        let n = self.frames.len() - 1;
+        &mut self.frames[n]
     }
 
-    fn recycle(&mut self, mut v: Vec<Pos>) {
-        if v.capacity() > 0 {
-            v.clear();
-            self.spare.push(v);
-        }
-    }
-
-    /// The items `pending` becomes at one item (the value, or one element of it).
-    fn items(&mut self, pending: &[Pos], out: &mut Vec<Pos>) {
-        for &(c, k) in pending {
-            let step = &self.plan.cols[c as usize].steps[k as usize - 1];
-            if let Some(n) = step.index {
-                let seen = &mut self.counts[self.plan.count_base[c as usize] + k as usize - 1];
+    /// Appends to `sets` the nodes that an item of a value matched at `pending` is an item
+    /// at (after the index filter, counting it), and returns them.
+    fn items(&mut self, pending: Set) -> Set {
+        let start = self.sets.len() as u32;
+        for i in pending.start..pending.end {
+            let n = self.sets[i as usize];
+            let node = &self.plan.nodes[n as usize];
+            if let Some(want) = node.index {
+                let seen = &mut self.counts[n as usize];
                 *seen += 1;
-                if *seen - 1 != n {
+                if *seen as usize - 1 != want {
                     continue;
                 }
             }
-            out.push((c, k));
-            if let Some(e) = &self.plan.each
-                && c as usize == e.col
-                && k as usize == self.plan.cols[e.col].steps.len()
+            // The end of the `forEach` path alone adds nothing but its `forEach` item.
+            if !(node.each && node.children.is_empty() && node.outputs.is_empty()) {
+                self.sets.push(n);
+            }
+            if node.each
+                && let Some(e) = &self.plan.each
             {
                 // A `forEach` item: its columns start here, their indexes counted anew.
                 self.each_items += 1;
-                for (i, col) in self.plan.cols[..self.plan.outputs].iter().enumerate() {
-                    if let Some(base) = col.each {
-                        let at = self.plan.count_base[i];
-                        let len = self.plan.cols[i].steps.len();
-                        self.counts[at + base..at + len]
-                            .iter_mut()
-                            .for_each(|n| *n = 0);
-                        out.push((i as u16, base as u16));
-                    }
-                }
+                self.counts[e.root as usize..]
+                    .iter_mut()
+                    .for_each(|c| *c = 0);
+                self.sets.push(e.root);
             }
+        }
+        Set {
+            start,
+            end: self.sets.len() as u32,
         }
     }
 
     /// The current member value turns out to be one item (a scalar or an object).
+    #[inline]
     fn resolve_item(&mut self) {
-        let n = self.levels.len() - 1;
-        if self.levels[n].pending.is_empty() {
-            return;
+        let f = *self.top();
+        if !f.pending.is_empty() {
+            let at = self.items(f.pending);
+            let memo = self.memo_of(at);
+            let top = self.top();
+            top.pending = Set {
+                start: at.start,
+                end: at.start,
+            };
+            top.at = at;
+            top.memo = memo;
         }
-        let pending = std::mem::take(&mut self.levels[n].pending);
-        let mut at = std::mem::take(&mut self.levels[n].at);
-        self.items(&pending, &mut at);
-        self.levels[n].at = at;
-        self.recycle(pending);
+    }
+
+    /// The memo an object that is an item at `at` follows: its node's, when it is one node.
+    #[inline]
+    fn memo_of(&self, at: Set) -> u32 {
+        if at.end - at.start == 1 {
+            self.sets[at.start as usize]
+        } else {
+            NO_MEMO
+        }
+    }
+
+    /// Pushes onto `sets` the nodes whose step member `key` of an object at `at` matches,
+    /// without numbering the object; returns whether the key sends the line to the general
+    /// path instead (see [`Visitor::enter_key`] below).
+    fn match_key(&mut self, at: Set, key: &str) -> bool {
+        if self.outputs_at(at) {
+            // An object as a column's value is written as JSON: the general path's.
+            return true;
+        }
+        let (name, ext) = match key.as_bytes().first() {
+            Some(b'_') => (&key[1..], true),
+            _ => (key, false),
+        };
+        let nb = name.as_bytes();
+        let plan = self.plan;
+        let mut general = false;
+        for i in at.start..at.end {
+            let at = self.sets[i as usize];
+            for &c in &plan.nodes[at as usize].children {
+                let sb = plan.nodes[c as usize].name.as_bytes();
+                // Both a match and a choice variant start with the step's first byte.
+                if sb.first() != nb.first() {
+                    continue;
+                }
+                if same_bytes(sb, nb) {
+                    if ext {
+                        // A `_name` element: the general path's.
+                        general = true;
+                    } else {
+                        self.sets.push(c);
+                    }
+                } else if nb.len() > sb.len()
+                    && nb.starts_with(sb)
+                    && nb[sb.len()].is_ascii_uppercase()
+                {
+                    // A choice variant (`valueQuantity` for `value`).
+                    general = true;
+                }
+            }
+        }
+        general
+    }
+
+    /// Enters a member whose matched nodes are `sets[start..]`: numbers the object they are
+    /// members of, and goes general when one of them matched a member of it before.
+    fn enter_member(&mut self, start: u32, root_type: bool) -> bool {
+        let end = self.sets.len() as u32;
+        if start == end && !root_type {
+            return false;
+        }
+        let mut serial = self.top().serial;
+        for i in start..end {
+            if serial == 0 {
+                self.serial += 1;
+                serial = self.serial;
+                self.top().serial = serial;
+            }
+            let c = self.sets[i as usize] as usize;
+            if self.stamps[c] == serial {
+                // The member again: the general path's.
+                self.general = true;
+                self.sets.truncate(start as usize);
+                return false;
+            }
+            self.stamps[c] = serial;
+        }
+        let pending = Set { start, end };
+        self.frames.push(Frame {
+            base: start,
+            at: Set { start: end, end },
+            pending,
+            serial: 0,
+            memo: NO_MEMO,
+            hint: 0,
+            element: false,
+            root_type,
+        });
+        true
+    }
+
+    /// Applies the action of key `i` of node `m`'s memo.
+    #[inline]
+    fn apply(&mut self, m: u32, i: usize) -> bool {
+        let start = self.sets.len() as u32;
+        let root_type = match &self.memos[m as usize].keys[i].action {
+            Action::Skip => return false,
+            Action::General => {
+                self.general = true;
+                return false;
+            }
+            Action::Enter { kids, root_type } => {
+                self.sets.extend_from_slice(kids);
+                *root_type
+            }
+        };
+        self.enter_member(start, root_type)
+    }
+
+    /// Whether a column's path ends at one of `set`'s nodes.
+    #[inline]
+    fn outputs_at(&self, set: Set) -> bool {
+        self.sets[set.start as usize..set.end as usize]
+            .iter()
+            .any(|&n| !self.plan.nodes[n as usize].outputs.is_empty())
     }
 }
 
@@ -302,82 +537,92 @@ impl Visitor for Walk<'_, '_> {
             return Ok(false);
         }
         self.resolve_item();
-        let n = self.levels.len() - 1;
-        let plan = self.plan;
-        let last = |&(c, k): &Pos| {
-            (c as usize) < plan.outputs && k as usize == plan.cols[c as usize].steps.len()
-        };
-        if self.levels[n].at.iter().any(last) {
-            // An object as a column's value is written as JSON: the general path's.
-            self.general = true;
-            return Ok(false);
-        }
+        let f = *self.top();
         let root_type = depth == 1 && key == "resourceType";
-        if self.levels[n].at.is_empty() && !root_type {
-            return Ok(false);
-        }
-        let (name, ext) = match key.as_bytes().first() {
-            Some(b'_') => (&key[1..], true),
-            _ => (key, false),
-        };
-        let mut pending = self.vec();
-        let level = &mut self.levels[n];
-        let nb = name.as_bytes();
-        for &(c, k) in &level.at {
-            let Some(step) = plan.cols[c as usize].steps.get(k as usize) else {
-                continue;
-            };
-            let sb = step.name.as_bytes();
-            // Both a match and a choice variant start with the step's first byte.
-            if sb.first() != nb.first() {
-                continue;
-            }
-            if sb.len() == nb.len() && sb == nb {
-                if ext || level.matched.contains(&(c, k)) {
-                    // A `_name` element, or the member again: the general path's.
-                    self.general = true;
-                } else {
-                    level.matched.push((c, k));
-                    pending.push((c, k + 1));
-                }
-            } else if nb.len() > sb.len() && nb.starts_with(sb) && nb[sb.len()].is_ascii_uppercase()
+        if f.memo != NO_MEMO {
+            let keys = &self.memos[f.memo as usize].keys;
+            if let Some(i) = keys
+                .iter()
+                .position(|k| same_bytes(k.key.as_bytes(), key.as_bytes()))
             {
-                // A choice variant (`valueQuantity` for `value`).
-                self.general = true;
+                self.top().hint = i as u32 + 1;
+                return Ok(self.apply(f.memo, i));
             }
-        }
-        if self.general || (pending.is_empty() && !root_type) {
-            self.recycle(pending);
+        } else if f.at.is_empty() && !root_type {
             return Ok(false);
         }
-        let at = self.vec();
-        let matched = self.vec();
-        self.levels.push(Level {
-            at,
-            pending,
-            matched,
-            element: false,
-            root_type,
-        });
-        Ok(true)
+        let start = self.sets.len() as u32;
+        let general = self.match_key(f.at, key);
+        if f.memo != NO_MEMO {
+            // Learn what the name does here.
+            let memo = &mut self.memos[f.memo as usize];
+            if memo.keys.len() < MEMO_KEYS {
+                let kids: Box<[u32]> = self.sets[start as usize..].into();
+                let action = if general {
+                    Action::General
+                } else if kids.is_empty() && !root_type {
+                    Action::Skip
+                } else {
+                    Action::Enter { kids, root_type }
+                };
+                memo.keys.push(MemoKey {
+                    key: key.into(),
+                    plain: !key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20),
+                    action,
+                });
+                let n = memo.keys.len() as u32;
+                self.top().hint = n;
+            }
+        }
+        if general {
+            self.general = true;
+            self.sets.truncate(start as usize);
+            return Ok(false);
+        }
+        Ok(self.enter_member(start, root_type))
+    }
+
+    #[inline]
+    fn expected_key(&mut self, _depth: usize) -> Option<&str> {
+        if self.general {
+            return None;
+        }
+        self.resolve_item();
+        let f = self.frames.last()?;
+        if f.memo == NO_MEMO {
+            return None;
+        }
+        let k = self.memos[f.memo as usize].keys.get(f.hint as usize)?;
+        k.plain.then_some(&*k.key)
+    }
+
+    #[inline]
+    fn enter_expected(&mut self, _depth: usize, _key: &str) -> Result<bool, Reason> {
+        // The walker found the name `expected_key` gave: key `hint` of the frame's memo.
+        let top = self.top();
+        let (m, i) = (top.memo, top.hint as usize);
+        top.hint += 1;
+        Ok(self.apply(m, i))
     }
 
     fn enter_index(&mut self, _index: usize) -> Result<(), Reason> {
-        let n = self.levels.len() - 1;
-        let mut at = self.vec();
-        if self.levels[n].element && !self.levels[n].at.is_empty() {
+        let f = *self.top();
+        if f.element && !f.at.is_empty() {
             // An array inside an array on a path.
             self.general = true;
         }
-        let pending = std::mem::take(&mut self.levels[n].pending);
-        self.items(&pending, &mut at);
-        self.levels[n].pending = pending;
-        let matched = self.vec();
-        let p = self.vec();
-        self.levels.push(Level {
+        let at = self.items(f.pending);
+        let memo = self.memo_of(at);
+        self.frames.push(Frame {
+            base: at.start,
             at,
-            pending: p,
-            matched,
+            pending: Set {
+                start: at.end,
+                end: at.end,
+            },
+            serial: 0,
+            memo,
+            hint: 0,
             element: true,
             root_type: false,
         });
@@ -385,10 +630,9 @@ impl Visitor for Walk<'_, '_> {
     }
 
     fn leave(&mut self) {
-        if let Some(l) = self.levels.pop() {
-            self.recycle(l.at);
-            self.recycle(l.pending);
-            self.recycle(l.matched);
+        if let Some(f) = self.frames.pop() {
+            // The frame's sets are the top of `sets`.
+            self.sets.truncate(f.base as usize);
         }
     }
 
@@ -396,8 +640,8 @@ impl Visitor for Walk<'_, '_> {
         if self.general {
             return Ok(());
         }
-        let n = self.levels.len() - 1;
-        if self.levels[n].root_type
+        let f = *self.top();
+        if f.root_type
             && let Scalar::Str(s) = value
         {
             if self.resource_type.is_some() {
@@ -408,7 +652,7 @@ impl Visitor for Walk<'_, '_> {
         match value {
             // No items, unless it is an element (an item that is an empty array).
             Scalar::EmptyArray => {
-                if self.levels[n].element && !self.levels[n].at.is_empty() {
+                if f.element && !f.at.is_empty() {
                     self.general = true;
                 }
                 return Ok(());
@@ -416,10 +660,10 @@ impl Visitor for Walk<'_, '_> {
             // An item only with a `_name` element (which goes general), but counted by
             // nothing: when it could shift an index, the general path decides.
             Scalar::Null => {
-                let l = &self.levels[n];
-                let in_path = !l.pending.is_empty()
-                    || !l.at.is_empty()
-                    || (l.element && n > 0 && !self.levels[n - 1].pending.is_empty());
+                let n = self.frames.len() - 1;
+                let in_path = !f.pending.is_empty()
+                    || !f.at.is_empty()
+                    || (f.element && n > 0 && !self.frames[n - 1].pending.is_empty());
                 if in_path {
                     self.general = true;
                 }
@@ -428,29 +672,27 @@ impl Visitor for Walk<'_, '_> {
             _ => {}
         }
         self.resolve_item();
-        let at = std::mem::take(&mut self.levels[n].at);
-        let plan = self.plan;
-        let last = |&(c, k): &Pos| {
-            (c as usize) < plan.outputs && k as usize == plan.cols[c as usize].steps.len()
+        let at = self.top().at;
+        if !self.outputs_at(at) {
+            // (A scalar where more steps follow has no members: nothing.)
+            return Ok(());
+        }
+        let j = match value {
+            Scalar::Str(s) => Json::String(self.text(s)),
+            Scalar::Num { raw, .. } => Json::Number(self.text(raw)),
+            Scalar::Bool(b) => Json::Bool(b),
+            // `{}` as a value is written as JSON: the general path's.
+            _ => {
+                self.general = true;
+                return Ok(());
+            }
         };
-        if at.iter().any(last) {
-            let j = match value {
-                Scalar::Str(s) => Json::String(self.text(s)),
-                Scalar::Num { raw, .. } => Json::Number(self.text(raw)),
-                Scalar::Bool(b) => Json::Bool(b),
-                // `{}` as a value is written as JSON: the general path's.
-                _ => {
-                    self.general = true;
-                    Json::Null
-                }
-            };
-            for &(c, _) in at.iter().filter(|p| last(p)) {
+        let plan = self.plan;
+        for i in at.start..at.end {
+            let n = self.sets[i as usize];
+            for &c in &plan.nodes[n as usize].outputs {
                 let col = &plan.cols[c as usize];
-                let item = if col.each.is_some() {
-                    self.each_items
-                } else {
-                    0
-                };
+                let item = if col.each { self.each_items } else { 0 };
                 let last = &mut self.last[c as usize];
                 if !col.collection && *last == item {
                     // Several values in a single-valued column: the general path's error.
@@ -460,8 +702,6 @@ impl Visitor for Walk<'_, '_> {
                 self.values.push((c, item, j.clone()));
             }
         }
-        // (A scalar where more steps follow has no members: nothing.)
-        self.levels[n].at = at;
         Ok(())
     }
 }
@@ -469,12 +709,8 @@ impl Visitor for Walk<'_, '_> {
 impl Plan {
     /// Streams one line. Walker errors are returned as they are (the same as `convert`'s).
     pub(crate) fn run<'a>(&self, line: &'a str, resource: &str) -> Result<Outcome<'a>, JsonError> {
-        SCRATCH.with(|cell| {
-            let mut scratch = cell.take();
-            let r = self.run_with(line, resource, &mut scratch);
-            cell.replace(scratch);
-            r
-        })
+        // Borrowed in place, not taken out and put back (two moves of the scratch per line).
+        SCRATCH.with(|cell| self.run_with(line, resource, &mut cell.borrow_mut()))
     }
 
     fn run_with<'a>(
@@ -483,56 +719,56 @@ impl Plan {
         resource: &str,
         scratch: &mut Scratch,
     ) -> Result<Outcome<'a>, JsonError> {
-        let mut spare = std::mem::take(&mut scratch.spare);
-        let mut at = spare.pop().unwrap_or_default();
-        // `forEach` columns start at each `forEach` item, not at the root.
-        at.extend(
-            (0..self.cols.len() as u16)
-                .filter(|&c| self.cols[c as usize].each.is_none())
-                .map(|c| (c, 0)),
-        );
-        let mut levels = std::mem::take(&mut scratch.levels);
-        levels.clear();
-        levels.push(Level {
-            at,
-            ..Level::default()
+        let mut sets = std::mem::take(&mut scratch.sets);
+        sets.clear();
+        sets.push(0);
+        let mut frames = std::mem::take(&mut scratch.frames);
+        frames.clear();
+        frames.push(Frame {
+            at: Set { start: 0, end: 1 },
+            pending: Set { start: 1, end: 1 },
+            memo: 0,
+            ..Frame::default()
         });
+        let mut memos = std::mem::take(&mut scratch.memos);
+        if scratch.plan != self.id {
+            // Another view ran on this thread last: its names do not apply.
+            memos.clear();
+            scratch.plan = self.id;
+        }
+        memos.resize(self.nodes.len(), Memo::default());
         let mut counts = std::mem::take(&mut scratch.counts);
         counts.clear();
-        counts.resize(
-            self.count_base
-                .last()
-                .map_or(0, |b| b + self.cols[self.cols.len() - 1].steps.len()),
-            0,
-        );
+        counts.resize(self.nodes.len(), 0);
+        let mut stamps = std::mem::take(&mut scratch.stamps);
+        // Stamps of earlier lines are older serials than any of this line: no reset.
+        stamps.resize(self.nodes.len(), 0);
         let mut last = std::mem::take(&mut scratch.last);
         last.clear();
-        last.resize(self.outputs, u32::MAX);
+        last.resize(self.cols.len(), u32::MAX);
         let mut w = Walk {
             line,
             plan: self,
-            levels,
+            frames,
+            sets,
             counts,
+            stamps,
+            serial: scratch.serial,
+            memos,
             last,
-            values: Vec::with_capacity(self.outputs + 4),
+            values: Vec::with_capacity(self.cols.len() + 4),
             each_items: 0,
             general: false,
             resource_type: None,
-            spare,
         };
         let walked = flatfhir_core::internal::walk::walk(line, &mut w, &mut scratch.unescaped);
         // Back to the scratch, for the next line.
-        for l in w.levels.drain(..) {
-            for mut v in [l.at, l.pending, l.matched] {
-                if v.capacity() > 0 {
-                    v.clear();
-                    w.spare.push(v);
-                }
-            }
-        }
-        scratch.spare = std::mem::take(&mut w.spare);
-        scratch.levels = std::mem::take(&mut w.levels);
+        scratch.sets = std::mem::take(&mut w.sets);
+        scratch.frames = std::mem::take(&mut w.frames);
         scratch.counts = std::mem::take(&mut w.counts);
+        scratch.stamps = std::mem::take(&mut w.stamps);
+        scratch.serial = w.serial;
+        scratch.memos = std::mem::take(&mut w.memos);
         scratch.last = std::mem::take(&mut w.last);
         walked.map_err(|reason| JsonError { reason })?;
         if w.general {
@@ -555,36 +791,71 @@ impl Plan {
     /// The rows of a streamed line: one, or one per `forEach` item (none when there is no
     /// item, one with nulls for `forEachOrNull`).
     pub(crate) fn rows<'a>(&self, v: &'a Values<'a>) -> Vec<Row<'a>> {
-        let cell = |col: usize, c: &Col, item: u32| {
-            let mut items = v
-                .values
-                .iter()
-                .filter(move |(k, i, _)| *k as usize == col && (c.each.is_none() || *i == item))
-                .map(|(_, _, j)| Item::Node(j, None, None));
-            Cell(if c.collection {
-                CellInner::List(items.collect())
-            } else {
-                items.next().map_or(CellInner::Null, CellInner::One)
-            })
-        };
-        let row = |item: u32| -> Row<'a> {
-            self.cols[..self.outputs]
-                .iter()
-                .enumerate()
-                .map(|(i, c)| cell(i, c, item))
-                .collect()
-        };
+        let mut rows = Vec::new();
+        self.each_row(v, |item| {
+            rows.push(
+                (0..self.cols.len())
+                    .map(|i| self.cell(v, i, item))
+                    .collect(),
+            );
+        });
+        rows
+    }
+
+    /// Calls `row` with the `forEach` item of each row of a streamed line (0 for the one
+    /// row of a view without `forEach`, and for the row of nulls of `forEachOrNull`).
+    #[inline]
+    pub(crate) fn each_row(&self, v: &Values<'_>, mut row: impl FnMut(u32)) {
         match &self.each {
-            None => vec![row(0)],
+            None => row(0),
             // Items are numbered from 1; 0 matches no `forEach` value.
             Some(e) if v.items == 0 => {
                 if e.or_null {
-                    vec![row(0)]
-                } else {
-                    Vec::new()
+                    row(0);
                 }
             }
-            Some(_) => (1..=v.items).map(row).collect(),
+            Some(_) => (1..=v.items).for_each(row),
         }
+    }
+
+    /// The cell of column `col` in the row of `forEach` item `item`.
+    #[inline]
+    pub(crate) fn cell<'a>(&self, v: &'a Values<'a>, col: usize, item: u32) -> Cell<'a> {
+        let c = &self.cols[col];
+        let mut items = v
+            .values
+            .iter()
+            .filter(move |(k, i, _)| *k as usize == col && (!c.each || *i == item))
+            .map(|(_, _, j)| Item::Node(j, None, None));
+        Cell(if c.collection {
+            CellInner::List(items.collect())
+        } else {
+            items.next().map_or(CellInner::Null, CellInner::One)
+        })
+    }
+
+    /// The number of output columns.
+    pub(crate) fn width(&self) -> usize {
+        self.cols.len()
+    }
+}
+
+/// Where the rows of lines go: rows built by the general path, or a streamed line's values
+/// (by default made into rows the same way).
+pub(crate) trait Sink {
+    /// The rows of a line.
+    fn rows(&mut self, rows: &[Row<'_>]);
+    /// The values of a streamed line.
+    fn streamed(&mut self, plan: &Plan, values: &Values<'_>) {
+        self.rows(&plan.rows(values));
+    }
+}
+
+/// A [`Sink`] that hands rows to a closure.
+pub(crate) struct RowsSink<'f, 'g>(pub(crate) &'f mut (dyn FnMut(&[Row<'_>]) + 'g));
+
+impl Sink for RowsSink<'_, '_> {
+    fn rows(&mut self, rows: &[Row<'_>]) {
+        (self.0)(rows);
     }
 }

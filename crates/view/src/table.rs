@@ -260,7 +260,16 @@ impl BatchBuilder {
     /// Appends one row (a cell per column, in column order).
     pub fn append(&mut self, row: &Row<'_>) {
         self.rows += 1;
-        for (col, cell) in self.cols.iter_mut().zip(row) {
+        for (i, cell) in row.iter().enumerate().take(self.cols.len()) {
+            self.append_cell(i, cell);
+        }
+    }
+
+    /// Appends the cell of column `i` of the row being appended.
+    #[inline]
+    fn append_cell(&mut self, i: usize, cell: &crate::rows::Cell<'_>) {
+        {
+            let col = &mut self.cols[i];
             match col {
                 Col::List(lb, t) => {
                     let values = cell.list();
@@ -302,6 +311,8 @@ impl BatchBuilder {
                     b.append_option(x);
                 }
                 Col::Str(b) => match cell.scalar() {
+                    // A string as it is, not copied into the buffer first.
+                    Some(Scalar::Str(s)) => b.append_value(s),
                     Some(v) if as_string(v, &mut self.buf) => b.append_value(&self.buf),
                     _ => b.append_null(),
                 },
@@ -324,6 +335,26 @@ impl BatchBuilder {
             .collect();
         self.rows = 0;
         RecordBatch::try_new(self.schema.clone(), arrays).map_err(Error::Batch)
+    }
+}
+
+impl crate::stream::Sink for BatchBuilder {
+    fn rows(&mut self, rows: &[Row<'_>]) {
+        for row in rows {
+            self.append(row);
+        }
+    }
+
+    /// A streamed line's cells go to the columns as they are made, with no rows built.
+    fn streamed(&mut self, plan: &crate::stream::Plan, values: &crate::stream::Values<'_>) {
+        let width = plan.width().min(self.cols.len());
+        plan.each_row(values, |item| {
+            self.rows += 1;
+            for i in 0..width {
+                let cell = plan.cell(values, i, item);
+                self.append_cell(i, &cell);
+            }
+        });
     }
 }
 
@@ -390,6 +421,66 @@ fn push_null(b: &mut dyn std::any::Any, t: ValueType) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The batch of `lines` under `view`: streamed lines' cells appended as they are made
+    /// (as views run), or through built rows.
+    fn batch(view: &View, lines: &[&str], direct: bool) -> RecordBatch {
+        let types: Vec<ValueType> = view
+            .columns()
+            .iter()
+            .map(|c| declared_type(c).unwrap_or(ValueType::Utf8))
+            .collect();
+        let collection: Vec<bool> = view.columns().iter().map(|c| c.collection).collect();
+        let mut b = BatchBuilder::new(schema(view, &types), &types, &collection);
+        for line in lines {
+            if direct {
+                view.line_into(line, &String::new, &mut b).unwrap();
+            } else {
+                view.rows_for_line(line, &String::new, &mut |rows| {
+                    for row in rows {
+                        b.append(row);
+                    }
+                })
+                .unwrap();
+            }
+        }
+        b.finish().unwrap()
+    }
+
+    /// A streamed line's cells appended straight to the columns give the batch its rows
+    /// give: the benchmark views, `forEachOrNull`, collections and declared types.
+    #[test]
+    fn streamed_cells_append_like_rows() {
+        let mut views = vec![
+            View::from_json_str(include_str!("../../../benches/views/obs4.json"), "obs4").unwrap(),
+            View::from_json_str(include_str!("../../../benches/views/bp10.json"), "bp10").unwrap(),
+        ];
+        views.push(
+            View::from_json(
+                &serde_json::json!({"resource": "Observation", "select": [
+                    {"column": [{"name": "codes", "path": "code.coding.code", "collection": true},
+                                {"name": "v", "path": "valueQuantity.value", "type": "integer"}]},
+                    {"forEachOrNull": "component", "column": [
+                        {"name": "cv", "path": "valueQuantity.value"},
+                        {"name": "ok", "path": "flag", "type": "boolean"}]}]}),
+                "x",
+            )
+            .unwrap(),
+        );
+        let lines = [
+            r#"{"resourceType":"Observation","id":"a","status":"final","code":{"coding":[{"code":"1"},{"code":"2"}]},"subject":{"reference":"P/1"},"effectiveDateTime":"2020","valueQuantity":{"value":1.50}}"#,
+            r#"{"resourceType":"Observation","id":"b","code":{"coding":[{"code":"3","display":"d"}]},"component":[{"code":{"coding":[{"code":"c1"}]},"valueQuantity":{"value":2,"unit":"u","code":"uc"},"flag":true},{"valueQuantity":{"value":"x"},"flag":"no"}]}"#,
+            r#"{"resourceType":"Patient","id":"p"}"#,
+            r#"{"resourceType":"Observation","id":"c","valueQuantity":{"value":12345678901234567890.5},"subject":{"reference":"P/é"}}"#,
+            r#"{"resourceType":"Observation","id":"d","_status":{"id":"s"},"valueString":"g"}"#,
+        ];
+        for v in &views {
+            assert!(v.path_kinds().iter().all(|(_, _, k)| k.label() == "stream"));
+            let direct = batch(v, &lines, true);
+            assert!(direct.num_rows() > 0, "{}", v.name());
+            assert_eq!(direct, batch(v, &lines, false), "{}", v.name());
+        }
+    }
 
     #[test]
     fn inference_follows_the_flatten_engine() {

@@ -236,6 +236,17 @@ impl View {
         context: &dyn Fn() -> String,
         each: &mut dyn FnMut(&[crate::rows::Row<'_>]),
     ) -> Result<bool> {
+        self.line_into(line, context, &mut crate::stream::RowsSink(each))
+    }
+
+    /// [`rows_for_line`](Self::rows_for_line) into a [`Sink`](crate::stream::Sink), which
+    /// may take a streamed line's values without rows being built.
+    pub(crate) fn line_into(
+        &self,
+        line: &str,
+        context: &dyn Fn() -> String,
+        sink: &mut dyn crate::stream::Sink,
+    ) -> Result<bool> {
         let json_err = |source| Error::Json {
             context: context(),
             source,
@@ -244,7 +255,7 @@ impl View {
             match plan.run(line, &self.resource).map_err(json_err)? {
                 crate::stream::Outcome::OtherType => return Ok(false),
                 crate::stream::Outcome::Rows(values) => {
-                    each(&plan.rows(&values));
+                    sink.streamed(plan, &values);
                     return Ok(true);
                 }
                 // Walked again below, on a tree.
@@ -257,7 +268,7 @@ impl View {
         }
         let mut rows = Vec::new();
         self.rows(&r, &mut rows)?;
-        each(&rows);
+        sink.rows(&rows);
         Ok(true)
     }
 

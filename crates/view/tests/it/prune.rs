@@ -377,3 +377,80 @@ proptest! {
         prop_assert_eq!(rows(&view, &line, true), rows(&view, &line, false), "{}", line);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// One streamed view over many lines in a row (as views run): what the fast path learns
+    /// from earlier lines (each trie node's member names, in order, and what each does) never
+    /// changes the rows or errors of a later line, whatever its member order, escapes or
+    /// repeated names.
+    #[test]
+    fn streamed_rows_equal_full_rows_line_after_line(
+        lines in prop::collection::vec(resource(), 1..12),
+        paths in prop::collection::vec((plain_path(), any::<bool>(), any::<bool>()), 1..5),
+        each in prop::option::of((plain_path(), any::<bool>())),
+    ) {
+        let col = |i: usize, p: &str, coll: bool| {
+            serde_json::json!({"name": format!("c{i}"), "path": p, "collection": coll})
+        };
+        let top: Vec<_> = paths.iter().enumerate()
+            .filter(|(_, p)| each.is_none() || !p.2)
+            .map(|(i, (p, coll, _))| col(i, p, *coll)).collect();
+        let inner: Vec<_> = paths.iter().enumerate()
+            .filter(|(_, p)| each.is_some() && p.2)
+            .map(|(i, (p, coll, _))| col(i, p, *coll)).collect();
+        let mut selects = vec![serde_json::json!({"column": top})];
+        if let Some((e, or_null)) = &each {
+            let key = if *or_null { "forEachOrNull" } else { "forEach" };
+            selects.push(serde_json::json!({key: e, "column": inner}));
+        }
+        let v = serde_json::json!({"resource": "Observation", "select": selects});
+        let view = View::from_json(&v, "v").unwrap();
+        // Each line twice: once after other lines, once after itself.
+        for line in lines.iter().chain(&lines) {
+            prop_assert_eq!(rows(&view, line, true), rows(&view, line, false), "{}", line);
+        }
+    }
+}
+
+/// Member names the fast path learnt at a node, met again in another order, with a
+/// repeated name, a `_name` element or a choice variant: each line is judged on its own.
+#[test]
+fn streamed_views_judge_each_line_on_its_own() {
+    let v = serde_json::json!({"resource": "Observation", "select": [
+        {"column": [
+            {"name": "code", "path": "code.coding[0].code"},
+            {"name": "value", "path": "value.value"},
+            {"name": "subject", "path": "subject.reference"}]},
+        {"forEach": "component", "column": [
+            {"name": "cc", "path": "code.coding.code", "collection": true}]}]});
+    let view = View::from_json(&v, "v").unwrap();
+    let lines = [
+        r#"{"resourceType":"Observation","code":{"coding":[{"system":"s","code":"a"},{"code":"b"}]},"subject":{"reference":"P/1"},"value":{"value":1.50},"component":[{"code":{"coding":[{"code":"x"}]}}]}"#,
+        r#"{"resourceType":"Observation","subject":{"reference":"P/2"},"code":{"coding":[{"code":"c","system":"s"}]},"component":[{"code":{"coding":[{"code":"y"},{"code":"z"}]}},{}]}"#,
+        r#"{"resourceType":"Observation","subject":{"reference":"P/3","reference":"P/4"}}"#,
+        r#"{"resourceType":"Observation","subject":{"reference":"P/5","_reference":{"id":"r"}}}"#,
+        r#"{"resourceType":"Observation","valueQuantity":{"value":2},"subject":{"reference":"P/6"}}"#,
+        r#"{"resourceType":"Observation","subject":{"refer\u0065nce":"P/7"},"code":{"coding":[{"code":"d"}]},"component":[{"code":{"coding":[{"code":"w"}]}}]}"#,
+        r#"{"resourceType":"Observation","code":{"coding":[{"system":"s","code":"a"}]},"subject":{"reference":"P/8"},"value":{"value":3}}"#,
+    ];
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        for line in lines {
+            let streamed = rows(&view, line, true);
+            assert_eq!(streamed, rows(&view, line, false), "{line}");
+            seen.push(streamed);
+        }
+    }
+    // The two rounds agree, and the values are the ones in each line.
+    assert_eq!(seen[..lines.len()], seen[lines.len()..]);
+    assert_eq!(
+        seen[1],
+        Ok(vec![
+            "\"c\"|null|\"P/2\"|[\"y\",\"z\"]|".to_string(),
+            "\"c\"|null|\"P/2\"|[]|".to_string()
+        ])
+    );
+    assert_eq!(seen[5], Ok(vec!["\"d\"|null|\"P/7\"|[\"w\"]|".to_string()]));
+}
