@@ -29,6 +29,9 @@ use flate2::read::MultiGzDecoder;
 
 use crate::error::{Error, Result};
 
+mod blocks;
+mod fastcopy;
+
 /// Which files are read as Bundles (see `docs/columns.md`, "Bundles").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum BundleMode {
@@ -838,9 +841,25 @@ struct Parser<'m> {
     /// The next document is a Bundle whatever its first member (a copy of one whose
     /// `resourceType` came later).
     whole_bundle: bool,
+    /// Objects and arrays are copied by the block scan ([`fastcopy`]) where it can; off only
+    /// in tests that compare it with the tokenizer alone.
+    fast: bool,
+    /// The offset in the file of `buf[0]`.
+    base: u64,
+    /// The containers a block-scan copy starts inside, reused.
+    stack: Vec<u8>,
+    /// The largest buffer the block scan widens to ([`WINDOW`]; smaller in tests).
+    window: usize,
+    /// Values the block scan copied, and those it left to the tokenizer.
+    fast_copies: u64,
+    fast_declined: u64,
 }
 
 const BUF: usize = 256 << 10;
+
+/// The largest window the block scan widens the buffer to for one value (a longer value, in
+/// its pretty-printed form, is read by the tokenizer, which streams).
+const WINDOW: usize = 16 << 20;
 
 /// Eight spaces, as a little-endian word.
 const SPACES: u64 = u64::from_le_bytes([b' '; 8]);
@@ -905,6 +924,12 @@ impl<'m> Parser<'m> {
             cur_entry: None,
             doc: Vec::new(),
             whole_bundle: false,
+            fast: true,
+            base: 0,
+            stack: Vec::new(),
+            window: WINDOW,
+            fast_copies: 0,
+            fast_declined: 0,
         }
     }
 
@@ -930,6 +955,7 @@ impl<'m> Parser<'m> {
                     return Ok(false);
                 }
                 Ok(n) => {
+                    self.base += self.end as u64;
                     self.pos = 0;
                     self.end = n;
                     return Ok(true);
@@ -943,6 +969,105 @@ impl<'m> Parser<'m> {
                 }
             }
         }
+    }
+
+    /// Makes more of the input after `pos` available to the block scan: moves `pos..end` to
+    /// the front of the buffer and reads until the buffer is full, doubling it (up to
+    /// the window) when `pos..end` fills it already. `false` at the end of the input or at
+    /// the window's limit.
+    fn widen(&mut self) -> Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.base += self.pos as u64;
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.buf.len() >= self.window {
+                return Ok(false);
+            }
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        while self.end < self.buf.len() {
+            match self.src.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::Read {
+                        path: self.path.clone(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Copies the value at the cursor (inside the containers `stack`, after a member `key`)
+    /// with the block scan; `false` (nothing consumed) where the tokenizer must read it: a
+    /// scalar at the top, input the scan does not vouch for, or a value longer than the
+    /// window.
+    fn fast_value(
+        &mut self,
+        out: &mut Vec<u8>,
+        resource: bool,
+        stack: &[u8],
+        key: Key,
+    ) -> Result<bool> {
+        let Some(b) = self.peek()? else {
+            return Ok(false);
+        };
+        if stack.is_empty() && b != b'{' && b != b'[' {
+            return Ok(false);
+        }
+        let scan = fastcopy::Scan {
+            resource,
+            full_urls: self.full_urls,
+            max: self.max,
+        };
+        let mut scratch = std::mem::take(&mut self.stack);
+        let done = loop {
+            scratch.clear();
+            scratch.extend_from_slice(stack);
+            let input = &self.buf[self.pos..self.end];
+            match fastcopy::copy_value(input, out, &scan, &mut scratch, key) {
+                fastcopy::Scanned::Done(c) => {
+                    if let Some(r) = c.rtype {
+                        self.rtype.clear();
+                        self.rtype.extend_from_slice(&input[r]);
+                    }
+                    if let Some(r) = c.id {
+                        self.id.clear();
+                        self.id.extend_from_slice(&input[r]);
+                    }
+                    self.resolved += c.resolved;
+                    self.unresolved += c.unresolved;
+                    self.line += c.lines;
+                    self.pos += c.len;
+                    break true;
+                }
+                fastcopy::Scanned::Odd => break false,
+                fastcopy::Scanned::More => {
+                    if !self.widen()? {
+                        break false;
+                    }
+                }
+            }
+        };
+        self.stack = scratch;
+        if done {
+            self.fast_copies += 1;
+        } else {
+            self.fast_declined += 1;
+        }
+        Ok(done)
     }
 
     /// The next byte that is not whitespace (not consumed), counting lines.
@@ -985,9 +1110,10 @@ impl<'m> Parser<'m> {
                         continue;
                     }
                     b'\t' | b'\r' => {}
-                    // A byte order mark at the start of a file.
-                    0xEF if self.line == 1 => {}
-                    0xBB | 0xBF if self.line == 1 && self.pos < 3 => {}
+                    // A byte order mark at the start of the file (only there).
+                    b @ (0xEF | 0xBB | 0xBF)
+                        if self.base + (self.pos as u64) < 3
+                            && b == [0xEF, 0xBB, 0xBF][self.pos + self.base as usize] => {}
                     b => return Ok(Some(b)),
                 }
                 self.pos += 1;
@@ -1076,6 +1202,9 @@ impl<'m> Parser<'m> {
         mut stack: Vec<u8>,
         mut key: Key,
     ) -> Result<Parse<()>> {
+        if self.fast && self.fast_value(out, resource, &stack, key)? {
+            return Ok(Ok(()));
+        }
         let mut expect_key = false;
         loop {
             let Some(b) = self.peek()? else {
@@ -1340,6 +1469,8 @@ impl<'m> Parser<'m> {
             );
             sub.line = line;
             sub.whole_bundle = true;
+            sub.fast = self.fast;
+            sub.window = self.window;
             sub.documents(sink)?;
             self.resolved += sub.resolved;
             self.unresolved += sub.unresolved;
@@ -1613,6 +1744,9 @@ pub(crate) fn report_files(
     }
     out
 }
+
+#[cfg(test)]
+mod differential;
 
 #[cfg(test)]
 mod tests {

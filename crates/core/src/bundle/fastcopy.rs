@@ -1,0 +1,301 @@
+//! The block-scan copy of one JSON value: the unpacker's fast path for a resource (and any
+//! other object or array of a Bundle), at a few instructions per byte of pretty-printed input.
+//!
+//! [`copy_value`] reads the value from a slice that should hold all of it, 64 bytes at a
+//! time ([`super::blocks`]): the runs of bytes that compaction keeps are copied whole, and only
+//! the structural events (brackets, commas, the opening quote of each string) are stepped
+//! through, to match brackets, find the value's end and note what the tokenizer notes (the
+//! root `resourceType` and `id`, and `reference`s to rewrite). It mirrors the tokenizer's
+//! `value_from` exactly for input it accepts; for anything else (a mismatched bracket, a line
+//! feed inside a string, a backslash outside one, a value longer than `max`) it answers
+//! [`Scanned::Odd`] having changed nothing the caller keeps, and the tokenizer reads the same
+//! value from the same place, so errors are found and named by one piece of code only.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use super::Key;
+use super::blocks::{self, Carry};
+
+/// How to read the value.
+pub(super) struct Scan<'m> {
+    /// A resource: note its root `resourceType` and `id` (and `reference`s, with
+    /// `full_urls`).
+    pub resource: bool,
+    /// `fullUrl` → `Type/id`, to rewrite `reference`s of a resource.
+    pub full_urls: Option<&'m HashMap<Vec<u8>, Vec<u8>>>,
+    /// The longest copy (`out` included) the tokenizer accepts.
+    pub max: usize,
+}
+
+/// What [`copy_value`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Scanned {
+    /// The value, copied; `out` holds it.
+    Done(Copied),
+    /// The input ended inside the value (`out` is as it was).
+    More,
+    /// Input the tokenizer must read (`out` is as it was).
+    Odd,
+}
+
+/// A value copied by [`copy_value`].
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Copied {
+    /// Input bytes the value took.
+    pub len: usize,
+    /// Line feeds among them.
+    pub lines: u64,
+    /// The last root `resourceType` and `id` string values (in the input, quotes excluded).
+    pub rtype: Option<Range<usize>>,
+    pub id: Option<Range<usize>>,
+    /// `urn:uuid:` references rewritten, and those that named no `fullUrl`.
+    pub resolved: u64,
+    pub unresolved: u64,
+}
+
+/// Bytes a block's copy may read past its 64 (runs are copied 16 bytes at a time).
+const SLACK: usize = 16;
+
+/// Copies the JSON value at the start of `input` compacted onto the end of `out`. `stack`
+/// holds the containers the value is already inside (empty: `input` starts with the value's
+/// `{` or `[`), `key` the member whose value comes next (as the tokenizer's `value_from`).
+pub(super) fn copy_value(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    scan: &Scan<'_>,
+    stack: &mut Vec<u8>,
+    mut key: Key,
+) -> Scanned {
+    let mark = out.len();
+    let r = copy(input, out, scan, stack, &mut key);
+    if !matches!(r, Scanned::Done(_)) {
+        out.truncate(mark);
+    }
+    r
+}
+
+fn copy(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    scan: &Scan<'_>,
+    stack: &mut Vec<u8>,
+    key: &mut Key,
+) -> Scanned {
+    let refs = scan.resource && scan.full_urls.is_some();
+    let mut carry = Carry::default();
+    let mut expect_key = false;
+    // Where the pending member's key ended (a key before `input` ended at its start).
+    let mut key_end = 0;
+    let mut lines = 0u64;
+    let (mut rtype, mut id) = (None, None);
+    // References to rewrite: (where in `out` the string starts, its length, the target).
+    let mut edits: Vec<(usize, usize, &[u8])> = Vec::new();
+    let mut unresolved = 0;
+    let mut pad = [b' '; 64 + SLACK];
+    let mut base = 0;
+    while base < input.len() {
+        let avail = input.len() - base;
+        let src: &[u8] = if avail >= 64 + SLACK {
+            &input[base..base + 64 + SLACK]
+        } else {
+            let n = avail.min(64);
+            pad[..n].copy_from_slice(&input[base..base + n]);
+            pad[n..].fill(b' ');
+            &pad
+        };
+        let block = blocks::classify(src[..64].try_into().expect("64 bytes"), &mut carry);
+        let mut upto = if avail >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << avail) - 1
+        };
+        let mut end = None;
+        let mut events = block.events & upto;
+        while events != 0 {
+            let i = events.trailing_zeros() as usize;
+            events &= events - 1;
+            let p = base + i;
+            match input[p] {
+                c @ (b'{' | b'[') => {
+                    stack.push(c);
+                    expect_key = c == b'{';
+                    *key = Key::Other;
+                }
+                c @ (b'}' | b']') => {
+                    // `{`/`[` are two below `}`/`]`.
+                    if stack.pop() != Some(c - 2) {
+                        return Scanned::Odd;
+                    }
+                    *key = Key::Other;
+                    if stack.is_empty() {
+                        end = Some(p + 1);
+                        upto = if i == 63 {
+                            u64::MAX
+                        } else {
+                            (1u64 << (i + 1)) - 1
+                        };
+                        break;
+                    }
+                }
+                b',' => {
+                    expect_key = stack.last() == Some(&b'{');
+                    *key = Key::Other;
+                }
+                _ => {
+                    // A string's opening quote.
+                    if expect_key && stack.last() == Some(&b'{') {
+                        expect_key = false;
+                        let at = &input[p..];
+                        let (k, len) = if !scan.resource {
+                            (Key::Other, 0)
+                        } else if stack.len() == 1 && at.starts_with(b"\"resourceType\"") {
+                            (Key::ResourceType, 14)
+                        } else if stack.len() == 1 && at.starts_with(b"\"id\"") {
+                            (Key::Id, 4)
+                        } else if refs && at.starts_with(b"\"reference\"") {
+                            (Key::Reference, 11)
+                        } else {
+                            (Key::Other, 0)
+                        };
+                        *key = k;
+                        key_end = p + len;
+                    } else if *key != Key::Other {
+                        // The tokenizer takes the next string as the member's value unless a
+                        // literal came first (only whitespace and colons are not tokens that
+                        // reset the key).
+                        let direct = input[key_end..p]
+                            .iter()
+                            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b':'));
+                        if direct {
+                            let Some(close) = string_end(input, p) else {
+                                return Scanned::More;
+                            };
+                            let text = p + 1..close;
+                            match *key {
+                                Key::ResourceType => rtype = Some(text),
+                                Key::Id => id = Some(text),
+                                Key::Reference => {
+                                    let t = &input[text];
+                                    if let Some(map) = scan.full_urls
+                                        && t.starts_with(b"urn:uuid:")
+                                    {
+                                        match map.get(t) {
+                                            Some(target) => {
+                                                let at = out.len()
+                                                    + (block.keep & ((1u64 << i) - 1)).count_ones()
+                                                        as usize;
+                                                edits.push((at, close + 1 - p, target));
+                                            }
+                                            None => unresolved += 1,
+                                        }
+                                    }
+                                }
+                                Key::Other => {}
+                            }
+                        }
+                        *key = Key::Other;
+                    }
+                }
+            }
+        }
+        if block.odd & upto != 0 {
+            return Scanned::Odd;
+        }
+        copy_runs(src, block.keep & upto, out);
+        lines += u64::from((block.newlines & upto).count_ones());
+        if let Some(len) = end {
+            let resolved = edits.len() as u64;
+            if !edits.is_empty() && !rewrite(out, &edits, scan.max) {
+                return Scanned::Odd;
+            }
+            if out.len() > scan.max {
+                return Scanned::Odd;
+            }
+            return Scanned::Done(Copied {
+                len,
+                lines,
+                rtype,
+                id,
+                resolved,
+                unresolved,
+            });
+        }
+        if !refs && out.len() > scan.max {
+            return Scanned::Odd;
+        }
+        base += 64;
+    }
+    Scanned::More
+}
+
+/// Copies the runs of `keep` (bits of the first 64 bytes of `src`, which has [`SLACK`] bytes
+/// more to read) onto the end of `out`, 16 bytes at a time.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn copy_runs(src: &[u8], mut keep: u64, out: &mut Vec<u8>) {
+    assert!(src.len() >= 64 + SLACK);
+    if keep == 0 {
+        return;
+    }
+    out.reserve(64 + SLACK);
+    let len = out.len();
+    let mut o = 0;
+    // SAFETY: every read is within `src` (a run ends by byte 64 and is read in at most
+    // SLACK bytes more) and every write within the reserved spare capacity of `out` (at most
+    // 64 bytes kept, written in at most SLACK more); only the kept bytes are counted in.
+    unsafe {
+        let from = src.as_ptr();
+        let to = out.as_mut_ptr().add(len);
+        while keep != 0 {
+            let s = keep.trailing_zeros() as usize;
+            let n = (!(keep >> s)).trailing_zeros() as usize;
+            let mut c = 0;
+            while c < n {
+                let v = std::ptr::read_unaligned(from.add(s + c).cast::<[u8; 16]>());
+                std::ptr::write_unaligned(to.add(o + c).cast::<[u8; 16]>(), v);
+                c += 16;
+            }
+            o += n;
+            keep = if s + n >= 64 {
+                0
+            } else {
+                keep & (u64::MAX << (s + n))
+            };
+        }
+        out.set_len(len + o);
+    }
+}
+
+/// The closing quote of the string that opens at `open`.
+fn string_end(input: &[u8], open: usize) -> Option<usize> {
+    let mut j = open + 1;
+    while j < input.len() {
+        match input[j] {
+            b'"' => return Some(j),
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// Applies the reference rewrites to `out`; `false` when the tokenizer's copy (which rewrites
+/// each string after copying it) would have been longer than `max` at some point.
+fn rewrite(out: &mut Vec<u8>, edits: &[(usize, usize, &[u8])], max: usize) -> bool {
+    let mut new = Vec::with_capacity(out.len() + 64);
+    let mut from = 0;
+    for &(at, len, target) in edits {
+        new.extend_from_slice(&out[from..at]);
+        if new.len() + len > max {
+            return false;
+        }
+        new.push(b'"');
+        new.extend_from_slice(target);
+        new.push(b'"');
+        from = at + len;
+    }
+    new.extend_from_slice(&out[from..]);
+    *out = new;
+    true
+}
