@@ -846,8 +846,8 @@ struct Parser<'m> {
     fast: bool,
     /// The offset in the file of `buf[0]`.
     base: u64,
-    /// The containers a block-scan copy starts inside, reused.
-    stack: Vec<u8>,
+    /// The byte comparisons of the block scan (the best there are, but in tests).
+    simd: blocks::Simd,
     /// The largest buffer the block scan widens to ([`WINDOW`]; smaller in tests).
     window: usize,
     /// Values the block scan copied, and those it left to the tokenizer.
@@ -926,7 +926,7 @@ impl<'m> Parser<'m> {
             whole_bundle: false,
             fast: true,
             base: 0,
-            stack: Vec::new(),
+            simd: blocks::Simd::Best,
             window: WINDOW,
             fast_copies: 0,
             fast_declined: 0,
@@ -1031,13 +1031,11 @@ impl<'m> Parser<'m> {
             resource,
             full_urls: self.full_urls,
             max: self.max,
+            simd: self.simd,
         };
-        let mut scratch = std::mem::take(&mut self.stack);
         let done = loop {
-            scratch.clear();
-            scratch.extend_from_slice(stack);
             let input = &self.buf[self.pos..self.end];
-            match fastcopy::copy_value(input, out, &scan, &mut scratch, key) {
+            match fastcopy::copy_value(input, out, &scan, stack, key) {
                 fastcopy::Scanned::Done(c) => {
                     if let Some(r) = c.rtype {
                         self.rtype.clear();
@@ -1061,7 +1059,6 @@ impl<'m> Parser<'m> {
                 }
             }
         };
-        self.stack = scratch;
         if done {
             self.fast_copies += 1;
         } else {
@@ -1470,6 +1467,7 @@ impl<'m> Parser<'m> {
             sub.line = line;
             sub.whole_bundle = true;
             sub.fast = self.fast;
+            sub.simd = self.simd;
             sub.window = self.window;
             sub.documents(sink)?;
             self.resolved += sub.resolved;

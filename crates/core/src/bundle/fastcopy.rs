@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use super::Key;
-use super::blocks::{self, Carry};
+use super::blocks::{self, Carry, Lanes, Simd};
 
 /// How to read the value.
 pub(super) struct Scan<'m> {
@@ -26,6 +26,8 @@ pub(super) struct Scan<'m> {
     pub full_urls: Option<&'m HashMap<Vec<u8>, Vec<u8>>>,
     /// The longest copy (`out` included) the tokenizer accepts.
     pub max: usize,
+    /// Which byte comparisons to use.
+    pub simd: Simd,
 }
 
 /// What [`copy_value`] found.
@@ -58,33 +60,85 @@ pub(super) struct Copied {
 const SLACK: usize = 16;
 
 /// Copies the JSON value at the start of `input` compacted onto the end of `out`. `stack`
-/// holds the containers the value is already inside (empty: `input` starts with the value's
-/// `{` or `[`), `key` the member whose value comes next (as the tokenizer's `value_from`).
+/// holds the containers (`{` or `[`) the value is already inside (empty: `input` starts with
+/// the value's `{` or `[`), `key` the member whose value comes next (as the tokenizer's
+/// `value_from`).
 pub(super) fn copy_value(
     input: &[u8],
     out: &mut Vec<u8>,
     scan: &Scan<'_>,
-    stack: &mut Vec<u8>,
-    mut key: Key,
+    stack: &[u8],
+    key: Key,
 ) -> Scanned {
+    // The containers, one bit each (set: an object), innermost in bit 0. Deeper values (not
+    // seen in FHIR) are left to the tokenizer.
+    if stack.len() > 64 {
+        return Scanned::Odd;
+    }
+    let nest = Nest {
+        objects: stack
+            .iter()
+            .fold(0u64, |bits, &c| (bits << 1) | u64::from(c == b'{')),
+        depth: stack.len() as u32,
+    };
     let mark = out.len();
-    let r = copy(input, out, scan, stack, &mut key);
+    let r = dispatch(input, out, scan, nest, key);
     if !matches!(r, Scanned::Done(_)) {
         out.truncate(mark);
     }
     r
 }
 
-fn copy(
+/// The containers a value is inside.
+#[derive(Clone, Copy)]
+struct Nest {
+    objects: u64,
+    depth: u32,
+}
+
+#[allow(unsafe_code)]
+fn dispatch(input: &[u8], out: &mut Vec<u8>, scan: &Scan<'_>, nest: Nest, key: Key) -> Scanned {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if scan.simd == Simd::Best
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("popcnt")
+            && std::is_x86_feature_detected!("bmi1")
+            && std::is_x86_feature_detected!("pclmulqdq")
+        {
+            // SAFETY: the features `copy_avx2` is compiled for were just detected.
+            return unsafe { copy_avx2(input, out, scan, nest, key) };
+        }
+        if scan.simd != Simd::Portable {
+            return copy::<blocks::Sse2>(input, out, scan, nest, key);
+        }
+    }
+    copy::<blocks::Portable>(input, out, scan, nest, key)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt,bmi1,pclmulqdq")]
+fn copy_avx2(input: &[u8], out: &mut Vec<u8>, scan: &Scan<'_>, nest: Nest, key: Key) -> Scanned {
+    copy::<blocks::Avx2>(input, out, scan, nest, key)
+}
+
+#[inline(always)]
+fn copy<L: Lanes>(
     input: &[u8],
     out: &mut Vec<u8>,
     scan: &Scan<'_>,
-    stack: &mut Vec<u8>,
-    key: &mut Key,
+    nest: Nest,
+    mut key: Key,
 ) -> Scanned {
     let refs = scan.resource && scan.full_urls.is_some();
+    let Nest {
+        mut objects,
+        mut depth,
+    } = nest;
     let mut carry = Carry::default();
     let mut expect_key = false;
+    // The last event was a closing bracket back into the root object.
+    let mut fresh_close = false;
     // Where the pending member's key ended (a key before `input` ended at its start).
     let mut key_end = 0;
     let mut lines = 0u64;
@@ -104,63 +158,58 @@ fn copy(
             pad[n..].fill(b' ');
             &pad
         };
-        let block = blocks::classify(src[..64].try_into().expect("64 bytes"), &mut carry);
+        let block = blocks::classify::<L>(src[..64].try_into().expect("64 bytes"), &mut carry);
         let mut upto = if avail >= 64 {
             u64::MAX
         } else {
             (1u64 << avail) - 1
         };
         let mut end = None;
-        let mut events = block.events & upto;
-        while events != 0 {
-            let i = events.trailing_zeros() as usize;
-            events &= events - 1;
-            let p = base + i;
-            match input[p] {
-                c @ (b'{' | b'[') => {
-                    stack.push(c);
-                    expect_key = c == b'{';
-                    *key = Key::Other;
-                }
-                c @ (b'}' | b']') => {
-                    // `{`/`[` are two below `}`/`]`.
-                    if stack.pop() != Some(c - 2) {
+        let mut brackets = block.brackets & upto;
+        // Commas and strings matter only where keys are looked at: in a resource, its root
+        // object (all of it, to rewrite references).
+        let mut members = if scan.resource {
+            block.members & upto
+        } else {
+            0
+        };
+        loop {
+            let next = if brackets == 0 {
+                64
+            } else {
+                brackets.trailing_zeros() as usize
+            };
+            if members != 0 && (depth == 1 || refs) {
+                let mut here = members & below(next);
+                members &= !here;
+                while here != 0 {
+                    let i = here.trailing_zeros() as usize;
+                    here &= here - 1;
+                    let p = base + i;
+                    let in_object = objects & 1 == 1;
+                    if input[p] == b',' {
+                        expect_key = in_object;
+                        key = Key::Other;
+                    } else if fresh_close {
+                        // A string right after a closing bracket: the key state the tokenizer
+                        // has here depends on strings inside the closed value, not followed.
                         return Scanned::Odd;
-                    }
-                    *key = Key::Other;
-                    if stack.is_empty() {
-                        end = Some(p + 1);
-                        upto = if i == 63 {
-                            u64::MAX
-                        } else {
-                            (1u64 << (i + 1)) - 1
-                        };
-                        break;
-                    }
-                }
-                b',' => {
-                    expect_key = stack.last() == Some(&b'{');
-                    *key = Key::Other;
-                }
-                _ => {
-                    // A string's opening quote.
-                    if expect_key && stack.last() == Some(&b'{') {
+                    } else if expect_key && in_object {
+                        // A member's key.
                         expect_key = false;
                         let at = &input[p..];
-                        let (k, len) = if !scan.resource {
-                            (Key::Other, 0)
-                        } else if stack.len() == 1 && at.starts_with(b"\"resourceType\"") {
+                        let (k, len) = if depth == 1 && at.starts_with(b"\"resourceType\"") {
                             (Key::ResourceType, 14)
-                        } else if stack.len() == 1 && at.starts_with(b"\"id\"") {
+                        } else if depth == 1 && at.starts_with(b"\"id\"") {
                             (Key::Id, 4)
                         } else if refs && at.starts_with(b"\"reference\"") {
                             (Key::Reference, 11)
                         } else {
                             (Key::Other, 0)
                         };
-                        *key = k;
+                        key = k;
                         key_end = p + len;
-                    } else if *key != Key::Other {
+                    } else if key != Key::Other {
                         // The tokenizer takes the next string as the member's value unless a
                         // literal came first (only whitespace and colons are not tokens that
                         // reset the key).
@@ -172,7 +221,7 @@ fn copy(
                                 return Scanned::More;
                             };
                             let text = p + 1..close;
-                            match *key {
+                            match key {
                                 Key::ResourceType => rtype = Some(text),
                                 Key::Id => id = Some(text),
                                 Key::Reference => {
@@ -183,8 +232,7 @@ fn copy(
                                         match map.get(t) {
                                             Some(target) => {
                                                 let at = out.len()
-                                                    + (block.keep & ((1u64 << i) - 1)).count_ones()
-                                                        as usize;
+                                                    + (block.keep & below(i)).count_ones() as usize;
                                                 edits.push((at, close + 1 - p, target));
                                             }
                                             None => unresolved += 1,
@@ -194,8 +242,38 @@ fn copy(
                                 Key::Other => {}
                             }
                         }
-                        *key = Key::Other;
+                        key = Key::Other;
                     }
+                    fresh_close = false;
+                }
+            }
+            if brackets == 0 {
+                break;
+            }
+            members &= !below(next + 1);
+            brackets &= brackets - 1;
+            let i = next;
+            let c = input[base + i];
+            fresh_close = false;
+            key = Key::Other;
+            if c == b'{' || c == b'[' {
+                if depth == 64 {
+                    return Scanned::Odd;
+                }
+                objects = (objects << 1) | u64::from(c == b'{');
+                depth += 1;
+                expect_key = c == b'{';
+            } else {
+                if depth == 0 || (objects & 1 == 1) != (c == b'}') {
+                    return Scanned::Odd;
+                }
+                objects >>= 1;
+                depth -= 1;
+                fresh_close = depth == 1;
+                if depth == 0 {
+                    end = Some(base + i + 1);
+                    upto = below(i + 1);
+                    break;
                 }
             }
         }
@@ -227,6 +305,12 @@ fn copy(
         base += 64;
     }
     Scanned::More
+}
+
+/// The bits below bit `n` (all for 64).
+#[inline(always)]
+fn below(n: usize) -> u64 {
+    if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
 }
 
 /// Copies the runs of `keep` (bits of the first 64 bytes of `src`, which has [`SLACK`] bytes
