@@ -317,7 +317,7 @@ fn below(n: usize) -> u64 {
 /// more to read) onto the end of `out`, 16 bytes at a time.
 #[inline(always)]
 #[allow(unsafe_code)]
-fn copy_runs(src: &[u8], mut keep: u64, out: &mut Vec<u8>) {
+fn copy_runs(src: &[u8], keep: u64, out: &mut Vec<u8>) {
     assert!(src.len() >= 64 + SLACK);
     if keep == 0 {
         return;
@@ -331,21 +331,24 @@ fn copy_runs(src: &[u8], mut keep: u64, out: &mut Vec<u8>) {
     unsafe {
         let from = src.as_ptr();
         let to = out.as_mut_ptr().add(len);
-        while keep != 0 {
-            let s = keep.trailing_zeros() as usize;
-            let n = (!(keep >> s)).trailing_zeros() as usize;
+        // The first and the last byte of each run.
+        let mut starts = keep & !(keep << 1);
+        let mut ends = keep & !(keep >> 1);
+        while starts != 0 {
+            let s = starts.trailing_zeros() as usize;
+            let n = ends.trailing_zeros() as usize + 1 - s;
+            starts &= starts - 1;
+            ends &= ends - 1;
             let mut c = 0;
-            while c < n {
+            loop {
                 let v = std::ptr::read_unaligned(from.add(s + c).cast::<[u8; 16]>());
                 std::ptr::write_unaligned(to.add(o + c).cast::<[u8; 16]>(), v);
                 c += 16;
+                if c >= n {
+                    break;
+                }
             }
             o += n;
-            keep = if s + n >= 64 {
-                0
-            } else {
-                keep & (u64::MAX << (s + n))
-            };
         }
         out.set_len(len + o);
     }
