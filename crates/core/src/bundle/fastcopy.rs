@@ -339,14 +339,14 @@ fn copy_runs(src: &[u8], keep: u64, out: &mut Vec<u8>) {
             let n = ends.trailing_zeros() as usize + 1 - s;
             starts &= starts - 1;
             ends &= ends - 1;
-            let mut c = 0;
-            loop {
+            // Most runs (a key, a value) fit in one copy.
+            let v = std::ptr::read_unaligned(from.add(s).cast::<[u8; 16]>());
+            std::ptr::write_unaligned(to.add(o).cast::<[u8; 16]>(), v);
+            let mut c = 16;
+            while c < n {
                 let v = std::ptr::read_unaligned(from.add(s + c).cast::<[u8; 16]>());
                 std::ptr::write_unaligned(to.add(o + c).cast::<[u8; 16]>(), v);
                 c += 16;
-                if c >= n {
-                    break;
-                }
             }
             o += n;
         }
@@ -357,14 +357,13 @@ fn copy_runs(src: &[u8], keep: u64, out: &mut Vec<u8>) {
 /// The closing quote of the string that opens at `open`.
 fn string_end(input: &[u8], open: usize) -> Option<usize> {
     let mut j = open + 1;
-    while j < input.len() {
-        match input[j] {
-            b'"' => return Some(j),
-            b'\\' => j += 2,
-            _ => j += 1,
+    loop {
+        j += memchr::memchr2(b'"', b'\\', input.get(j..)?)?;
+        if input[j] == b'"' {
+            return Some(j);
         }
+        j += 2;
     }
-    None
 }
 
 /// Applies the reference rewrites to `out`; `false` when the tokenizer's copy (which rewrites
