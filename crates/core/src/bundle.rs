@@ -516,7 +516,12 @@ pub(crate) fn unpack(
                                 Some(rec)
                             })
                             .unwrap_or_default();
-                        rec.bytes.reserve(sizes[k - i] as usize);
+                        let size = sizes[k - i] as usize;
+                        if rec.bytes.capacity() < size {
+                            // Not grown in place: a reallocation copies the old capacity,
+                            // touching as many fresh pages as it saves.
+                            rec.bytes = Vec::with_capacity(size);
+                        }
                         let refs =
                             unpack_file(&files[k], k as u32, opts, max_line_bytes, &mut rec)?;
                         Ok((rec, refs))
