@@ -2,14 +2,13 @@
 //! the bitmasks of what to copy and where the structure is (as simdjson's stage 1).
 //!
 //! [`classify`] turns one 64-byte block into masks (bit `i` is byte `i`): the bytes to keep
-//! when compacting (everything but whitespace outside strings), the structural events (`{`
-//! `}` `[` `]` outside strings; `,` outside strings and each string's opening quote), the line
-//! feeds, and the
+//! when compacting (everything but whitespace outside strings), the brackets outside strings,
+//! the commas outside strings with the opening quote of each string, the line feeds, and the
 //! bytes this scan does not vouch for (`odd`: a backslash outside a string, a line feed inside
-//! one), after which the caller falls back to the byte-at-a-time tokenizer. Whether a byte is inside a string is found for the whole
-//! block at once: quotes preceded by an odd run of backslashes are escaped, and the in-string
-//! mask is the prefix XOR of the other quotes (it holds the opening quote and not the closing
-//! one), carried across blocks by [`Carry`].
+//! one), after which the caller falls back to the byte-at-a-time tokenizer. Whether a byte is
+//! inside a string is found for the whole block at once: quotes preceded by an odd run of
+//! backslashes are escaped, and the in-string mask is the prefix XOR of the other quotes (it
+//! holds the opening quote and not the closing one), carried across blocks by [`Carry`].
 //!
 //! The raw byte comparisons ([`Lanes`]) use AVX2 where the processor has it, else SSE2 on
 //! x86_64 (part of the architecture), and a portable loop elsewhere; `tests` checks them

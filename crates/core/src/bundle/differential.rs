@@ -275,18 +275,21 @@ impl Read for Chunks {
     }
 }
 
+/// One line handed on: bytes, kind, type, id, `fullUrl`, entry, line.
+type Line = (
+    Vec<u8>,
+    Kind,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    u32,
+    u64,
+);
+
 /// Everything the parser hands on.
 #[derive(Debug, Default)]
 struct Seen {
-    lines: Vec<(
-        Vec<u8>,
-        Kind,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        u32,
-        u64,
-    )>,
+    lines: Vec<Line>,
     bundles: u64,
     resolved: u64,
     unresolved: u64,
