@@ -446,8 +446,8 @@ pub(crate) fn unpack(
         Stream(usize),
     }
     // Replayed records are handed back for the next files: their memory is already mapped
-    // (fresh buffers cost a page fault per 4 KiB, a third of the system time of unpacking a
-    // Synthea folder). At most two batches' worth is kept.
+    // (a fresh buffer costs a page fault per 4 KiB it is written). At most two batches'
+    // worth is kept.
     let spare: Mutex<(Vec<Recorded>, usize)> = Mutex::new((Vec::new(), 0));
     let spare = &spare;
     let mut sink = std::thread::scope(|scope| -> Result<Sink> {
