@@ -15,9 +15,24 @@
 //! `--on-error skip` a bad entry is quarantined and the rest of its Bundle converted.
 //!
 //! The tokenizer checks structure (brackets, strings, the envelope's members); the walker
-//! validates each resource fully. It is hand-written rather than a streaming JSON crate
-//! because it must copy each resource's bytes verbatim (numbers as written, escapes as
-//! written) at the speed of the line pipeline, which the crates that re-encode values do not.
+//! validates each resource fully. Objects and arrays (each resource, and the envelope's
+//! `request`s) are copied by a block scan ([`fastcopy`] over [`blocks`]): 64 bytes at a time,
+//! SIMD comparisons give bitmasks of quotes, backslashes, whitespace and brackets, the
+//! in-string mask follows from them (escapes, then a prefix XOR of the quotes, as simdjson's
+//! stage 1), the runs of bytes to keep are copied whole, and only brackets (and, in a
+//! resource's root object, commas and strings) are stepped through. That costs about 5
+//! instructions per byte of pretty-printed input where the token-at-a-time copy cost 16
+//! (`benches/bundles/RESULTS.md`). The scan mirrors the tokenizer exactly on what it accepts
+//! and hands anything else (a mismatched bracket, a line break inside a string, a backslash
+//! outside one, a value longer than `--max-line-bytes` or than its 16 MiB window) back
+//! unread, so every error is found and named by the tokenizer alone; a differential property
+//! test holds the two to the same output.
+//!
+//! Hand-written rather than a JSON crate: it must copy each resource's bytes verbatim
+//! (numbers as written, escapes as written) from a stream, with the line of each entry and
+//! the tokenizer's errors. The streaming parsers (serde_json, struson) re-encode values and
+//! step byte by byte; the SIMD ones (simd-json, sonic-rs) parse a whole document held in
+//! memory into values or keep raw slices with their whitespace, and none compacts.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -28,6 +43,9 @@ use std::sync::{Arc, Mutex};
 use flate2::read::MultiGzDecoder;
 
 use crate::error::{Error, Result};
+
+mod blocks;
+mod fastcopy;
 
 /// Which files are read as Bundles (see `docs/columns.md`, "Bundles").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -427,6 +445,11 @@ pub(crate) fn unpack(
         Batch(Vec<Result<(Recorded, (u64, u64))>>),
         Stream(usize),
     }
+    // Replayed records are handed back for the next files: their memory is already mapped
+    // (a fresh buffer costs a page fault per 4 KiB it is written). At most two batches'
+    // worth is kept.
+    let spare: Mutex<(Vec<Recorded>, usize)> = Mutex::new((Vec::new(), 0));
+    let spare = &spare;
     let mut sink = std::thread::scope(|scope| -> Result<Sink> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
         let writer = scope.spawn(move || -> Result<Sink> {
@@ -444,9 +467,17 @@ pub(crate) fn unpack(
                     }
                     Job::Batch(unpacked) => {
                         for r in unpacked {
-                            let (rec, refs) = r?;
+                            let (mut rec, refs) = r?;
                             rec.replay(&mut sink)?;
                             add(&mut sink, refs);
+                            if let Ok(mut spare) = spare.lock() {
+                                let kept = spare.1 + rec.bytes.capacity();
+                                if kept <= 2 * BATCH_BYTES as usize {
+                                    rec.clear();
+                                    spare.0.push(rec);
+                                    spare.1 = kept;
+                                }
+                            }
                         }
                     }
                 }
@@ -476,10 +507,21 @@ pub(crate) fn unpack(
                 let unpacked = (i..end)
                     .into_par_iter()
                     .map(|k| {
-                        let mut rec = Recorded {
-                            bytes: Vec::with_capacity(sizes[k - i] as usize),
-                            ..Recorded::default()
-                        };
+                        let mut rec = spare
+                            .lock()
+                            .ok()
+                            .and_then(|mut spare| {
+                                let rec = spare.0.pop()?;
+                                spare.1 -= rec.bytes.capacity();
+                                Some(rec)
+                            })
+                            .unwrap_or_default();
+                        let size = sizes[k - i] as usize;
+                        if rec.bytes.capacity() < size {
+                            // Not grown in place: a reallocation copies the old capacity,
+                            // touching as many fresh pages as it saves.
+                            rec.bytes = Vec::with_capacity(size);
+                        }
                         let refs =
                             unpack_file(&files[k], k as u32, opts, max_line_bytes, &mut rec)?;
                         Ok((rec, refs))
@@ -632,7 +674,13 @@ impl Emit for Recorded {
 }
 
 impl Recorded {
-    fn replay(self, sink: &mut dyn Emit) -> Result<()> {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.lines.clear();
+        self.bundles = 0;
+    }
+
+    fn replay(&self, sink: &mut dyn Emit) -> Result<()> {
         for _ in 0..self.bundles {
             sink.bundle();
         }
@@ -838,9 +886,25 @@ struct Parser<'m> {
     /// The next document is a Bundle whatever its first member (a copy of one whose
     /// `resourceType` came later).
     whole_bundle: bool,
+    /// Objects and arrays are copied by the block scan ([`fastcopy`]) where it can; off only
+    /// in tests that compare it with the tokenizer alone.
+    fast: bool,
+    /// The offset in the file of `buf[0]`.
+    base: u64,
+    /// The byte comparisons of the block scan (the best there are, but in tests).
+    simd: blocks::Simd,
+    /// The largest buffer the block scan widens to ([`WINDOW`]; smaller in tests).
+    window: usize,
+    /// Values the block scan copied, and those it left to the tokenizer.
+    fast_copies: u64,
+    fast_declined: u64,
 }
 
 const BUF: usize = 256 << 10;
+
+/// The largest window the block scan widens the buffer to for one value (a longer value, in
+/// its pretty-printed form, is read by the tokenizer, which streams).
+const WINDOW: usize = 16 << 20;
 
 /// Eight spaces, as a little-endian word.
 const SPACES: u64 = u64::from_le_bytes([b' '; 8]);
@@ -874,6 +938,27 @@ fn string_stop(hay: &[u8]) -> Option<usize> {
     memchr::memchr3(b'"', b'\\', b'\n', &hay[i..]).map(|k| k + i)
 }
 
+thread_local! {
+    /// Read buffers of finished parsers, for the next parser on this thread (zeroing a fresh
+    /// one per Bundle file cost a percent of unpacking a Synthea folder).
+    static BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for Parser<'_> {
+    fn drop(&mut self) {
+        // Widened buffers are let go.
+        if self.buf.len() == BUF {
+            let buf = std::mem::take(&mut self.buf);
+            BUFFERS.with(|b| {
+                let mut b = b.borrow_mut();
+                if b.len() < 2 {
+                    b.push(buf);
+                }
+            });
+        }
+    }
+}
+
 impl<'m> Parser<'m> {
     fn new(
         src: Box<dyn Read + Send>,
@@ -886,7 +971,9 @@ impl<'m> Parser<'m> {
             src,
             path: path.to_path_buf(),
             file,
-            buf: vec![0; BUF],
+            buf: BUFFERS
+                .with(|b| b.borrow_mut().pop())
+                .unwrap_or_else(|| vec![0; BUF]),
             pos: 0,
             end: 0,
             eof: false,
@@ -905,6 +992,12 @@ impl<'m> Parser<'m> {
             cur_entry: None,
             doc: Vec::new(),
             whole_bundle: false,
+            fast: true,
+            base: 0,
+            simd: blocks::Simd::Best,
+            window: WINDOW,
+            fast_copies: 0,
+            fast_declined: 0,
         }
     }
 
@@ -930,6 +1023,7 @@ impl<'m> Parser<'m> {
                     return Ok(false);
                 }
                 Ok(n) => {
+                    self.base += self.end as u64;
                     self.pos = 0;
                     self.end = n;
                     return Ok(true);
@@ -943,6 +1037,102 @@ impl<'m> Parser<'m> {
                 }
             }
         }
+    }
+
+    /// Makes more of the input after `pos` available to the block scan: moves `pos..end` to
+    /// the front of the buffer and reads until the buffer is full, doubling it (up to
+    /// the window) when `pos..end` fills it already. `false` at the end of the input or at
+    /// the window's limit.
+    fn widen(&mut self) -> Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.base += self.pos as u64;
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.buf.len() >= self.window {
+                return Ok(false);
+            }
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        while self.end < self.buf.len() {
+            match self.src.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::Read {
+                        path: self.path.clone(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Copies the value at the cursor (inside the containers `stack`, after a member `key`)
+    /// with the block scan; `false` (nothing consumed) where the tokenizer must read it: a
+    /// scalar at the top, input the scan does not vouch for, or a value longer than the
+    /// window.
+    fn fast_value(
+        &mut self,
+        out: &mut Vec<u8>,
+        resource: bool,
+        stack: &[u8],
+        key: Key,
+    ) -> Result<bool> {
+        let Some(b) = self.peek()? else {
+            return Ok(false);
+        };
+        if stack.is_empty() && b != b'{' && b != b'[' {
+            return Ok(false);
+        }
+        let scan = fastcopy::Scan {
+            resource,
+            full_urls: self.full_urls,
+            max: self.max,
+            simd: self.simd,
+        };
+        let done = loop {
+            let input = &self.buf[self.pos..self.end];
+            match fastcopy::copy_value(input, out, &scan, stack, key) {
+                fastcopy::Scanned::Done(c) => {
+                    if let Some(r) = c.rtype {
+                        self.rtype.clear();
+                        self.rtype.extend_from_slice(&input[r]);
+                    }
+                    if let Some(r) = c.id {
+                        self.id.clear();
+                        self.id.extend_from_slice(&input[r]);
+                    }
+                    self.resolved += c.resolved;
+                    self.unresolved += c.unresolved;
+                    self.line += c.lines;
+                    self.pos += c.len;
+                    break true;
+                }
+                fastcopy::Scanned::Odd => break false,
+                fastcopy::Scanned::More => {
+                    if !self.widen()? {
+                        break false;
+                    }
+                }
+            }
+        };
+        if done {
+            self.fast_copies += 1;
+        } else {
+            self.fast_declined += 1;
+        }
+        Ok(done)
     }
 
     /// The next byte that is not whitespace (not consumed), counting lines.
@@ -985,9 +1175,10 @@ impl<'m> Parser<'m> {
                         continue;
                     }
                     b'\t' | b'\r' => {}
-                    // A byte order mark at the start of a file.
-                    0xEF if self.line == 1 => {}
-                    0xBB | 0xBF if self.line == 1 && self.pos < 3 => {}
+                    // A byte order mark at the start of the file (only there).
+                    b @ (0xEF | 0xBB | 0xBF)
+                        if self.base + (self.pos as u64) < 3
+                            && b == [0xEF, 0xBB, 0xBF][self.pos + self.base as usize] => {}
                     b => return Ok(Some(b)),
                 }
                 self.pos += 1;
@@ -1076,6 +1267,9 @@ impl<'m> Parser<'m> {
         mut stack: Vec<u8>,
         mut key: Key,
     ) -> Result<Parse<()>> {
+        if self.fast && self.fast_value(out, resource, &stack, key)? {
+            return Ok(Ok(()));
+        }
         let mut expect_key = false;
         loop {
             let Some(b) = self.peek()? else {
@@ -1340,6 +1534,9 @@ impl<'m> Parser<'m> {
             );
             sub.line = line;
             sub.whole_bundle = true;
+            sub.fast = self.fast;
+            sub.simd = self.simd;
+            sub.window = self.window;
             sub.documents(sink)?;
             self.resolved += sub.resolved;
             self.unresolved += sub.unresolved;
@@ -1613,6 +1810,9 @@ pub(crate) fn report_files(
     }
     out
 }
+
+#[cfg(test)]
+mod differential;
 
 #[cfg(test)]
 mod tests {
