@@ -121,7 +121,7 @@ pub(crate) struct WriteArgs {
 }
 
 impl WriteArgs {
-    fn options(&self) -> PyResult<WriteOptions> {
+    pub(crate) fn options(&self) -> PyResult<WriteOptions> {
         let bad = |m: String| pyo3::exceptions::PyValueError::new_err(m);
         if self.row_group_rows == 0 {
             return Err(bad("row_group_rows must be at least 1".into()));

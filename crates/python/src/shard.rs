@@ -13,10 +13,11 @@ use std::thread::JoinHandle;
 use arrow_array::RecordBatch;
 use arrow_pyarrow::ToPyArrow;
 use arrow_schema::SchemaRef;
+use flatfhir_core::internal::TableWriter;
 use flatfhir_core::{SchemaDoc, Shard};
 use pyo3::prelude::*;
 
-use crate::engine::{FlattenArgs, group_of};
+use crate::engine::{FlattenArgs, WriteArgs, group_of};
 use crate::errors;
 use crate::wait::{Shared, recv};
 
@@ -150,6 +151,65 @@ pub(crate) fn read_texts(
             Ok((arrow.to_pyarrow(py)?.unbind(), batches, rejected))
         }
     }
+}
+
+/// Flattens `shard` against the schema in `flatten["schema"]` and writes it to `path` with
+/// the CLI's table writer (`write`: format, compression, row-group rows), atomically: the
+/// file is written under a temporary name in its folder and renamed only when whole; on an
+/// error nothing is left. Runs on the calling thread without the GIL (a Spark or Dask task
+/// is one per core; the writer encodes a row group's columns on the engine's thread pool).
+/// Returns `(rows, rejected)`.
+#[pyfunction]
+#[pyo3(signature = (shard, flatten, write, path))]
+pub(crate) fn write_shard(
+    py: Python<'_>,
+    shard: &str,
+    flatten: FlattenArgs,
+    write: WriteArgs,
+    path: PathBuf,
+) -> PyResult<(u64, RejectedList)> {
+    let shard = shard_of(shard)?;
+    let opts = flatten.options(PathBuf::from("."))?;
+    let write = write.options()?;
+    let doc = opts
+        .schema
+        .clone()
+        .ok_or_else(|| value_error("write_shard", "a schema is needed"))?;
+    let out = py
+        .detach(|| {
+            let rt = shard.resource_type.as_str();
+            let given = doc.get(rt)?;
+            let arrow = given.arrow_schema(opts.decimals)?;
+            let meta = [
+                ("flatfhir.version", env!("CARGO_PKG_VERSION").to_string()),
+                ("flatfhir.resource_type", rt.to_string()),
+                ("flatfhir.separator", opts.sep.clone()),
+                (
+                    "flatfhir.decimals",
+                    match opts.decimals {
+                        flatfhir_core::Decimals::Float => "float".to_string(),
+                        flatfhir_core::Decimals::Exact => "exact".to_string(),
+                    },
+                ),
+            ]
+            .map(|(k, v)| (k.to_string(), v));
+            let mut writer = TableWriter::create(&path, arrow, &write, &meta)?;
+            let got = flatfhir_core::read_shard(&shard, &opts, Some(given), &mut |b| {
+                writer.write(&b, 0)
+            })?;
+            if writer.rows() != got.rows {
+                return Err(flatfhir_core::Error::Internal {
+                    resource_type: rt.to_string(),
+                    path: shard.path.clone(),
+                    reason: format!("{} rows written, {} flattened", writer.rows(), got.rows),
+                });
+            }
+            // Dropped unfinished (an error above), the writer removes its temporary file.
+            writer.finish()?;
+            Ok(got)
+        })
+        .map_err(|e| errors::core(py, e))?;
+    Ok((out.rows, rejected_list(&out.rejected)))
 }
 
 enum ShardMsg {
