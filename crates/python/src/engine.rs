@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use arrow_array::RecordBatch;
-use arrow_pyarrow::ToPyArrow;
+use arrow_pyarrow::{IntoPyArrow, ToPyArrow};
 use arrow_schema::SchemaRef;
 use flatfhir_core::{
     BundleMode, BundleOptions, Compression, ConvertOptions, Decimals, Duplicates, OnError,
@@ -494,6 +494,45 @@ impl TypeReader {
             }
             Some(Msg::Schema(_)) | None => Err(self.gone(py)),
         }
+    }
+
+    /// Every batch not yet taken, as one `pyarrow.Table` with the union schema: they cross
+    /// to pyarrow as one C stream (one schema import), not one import per batch.
+    #[pyo3(signature = (progress=None))]
+    fn read_all<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.schema(py, progress.clone())?;
+        let schema = self
+            .schema
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| self.gone(py))?;
+        let done = self
+            .report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        let mut batches = Vec::new();
+        while !done {
+            match self.next_msg(py, progress.as_ref())? {
+                Some(Msg::Batch(b)) => batches.push(b),
+                Some(Msg::Done(r)) => {
+                    self.finish(py, r)?;
+                    break;
+                }
+                Some(Msg::Schema(_)) | None => return Err(self.gone(py)),
+            }
+        }
+        let reader: Box<dyn arrow_array::RecordBatchReader + Send> = Box::new(
+            arrow_array::RecordBatchIterator::new(batches.into_iter().map(Ok), schema),
+        );
+        reader
+            .into_pyarrow(py)?
+            .call_method0(pyo3::intern!(py, "read_all"))
     }
 
     /// What the read did (a dict), once the last batch has been taken; else `None`.

@@ -280,6 +280,17 @@ class _Stream:
         finally:
             self.close()
 
+    def table(self) -> pa.Table:
+        """Every batch as one table (one Arrow stream from the native side), then closes."""
+        try:
+            t = self._native.read_all(self._reporter.hook)
+            self.report = self._native.report()
+            if self.report is not None:
+                self.rejected = _rejected(self.resource_type, self.report.get("rejected_file"))
+            return t
+        finally:
+            self.close()
+
     def close(self) -> None:
         self._native.close()
         self._remove_tmp()
@@ -377,11 +388,9 @@ def read(
                     if i + 1 < len(types):
                         ahead[i + 1] = _Stream(inputs, types[i + 1], flat, 16, rep)
                     rep.describe(rt)
-                    schema = s.schema
-                    batches = list(s)
+                    out[rt] = s.table()
                 finally:
                     s.close()  # also on KeyboardInterrupt: stops the worker, removes the temp dir
-                out[rt] = pa.Table.from_batches(batches, schema=schema)
                 out.rejected.extend(s.rejected)
                 if s.report is not None:
                     out.reports[rt] = s.report
