@@ -517,14 +517,16 @@ impl TypeReader {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_some();
         let mut batches = Vec::new();
-        while !done {
-            match self.next_msg(py, progress.as_ref())? {
-                Some(Msg::Batch(b)) => batches.push(b),
-                Some(Msg::Done(r)) => {
-                    self.finish(py, r)?;
-                    break;
+        if !done {
+            loop {
+                match self.next_msg(py, progress.as_ref())? {
+                    Some(Msg::Batch(b)) => batches.push(b),
+                    Some(Msg::Done(r)) => {
+                        self.finish(py, r)?;
+                        break;
+                    }
+                    Some(Msg::Schema(_)) | None => return Err(self.gone(py)),
                 }
-                Some(Msg::Schema(_)) | None => return Err(self.gone(py)),
             }
         }
         let reader: Box<dyn arrow_array::RecordBatchReader + Send> = Box::new(
