@@ -379,6 +379,37 @@ impl TypeReader {
         }
     }
 
+    /// The union schema, waiting for the pass over the input the first time (no pyarrow
+    /// object is made: `next_batch` and `read_all` only need it to be there).
+    fn union_schema(
+        &self,
+        py: Python<'_>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<SchemaRef> {
+        if let Some(s) = self
+            .schema
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(Arc::clone(s));
+        }
+        match self.next_msg(py, progress)? {
+            Some(Msg::Schema(s)) => {
+                *self
+                    .schema
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&s));
+                Ok(s)
+            }
+            Some(Msg::Done(r)) => {
+                self.finish(py, r)?;
+                Err(self.gone(py))
+            }
+            Some(Msg::Batch(_)) | None => Err(self.gone(py)),
+        }
+    }
+
     fn gone(&self, py: Python<'_>) -> PyErr {
         self.join(py);
         errors::make(
@@ -445,29 +476,7 @@ impl TypeReader {
         py: Python<'py>,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(s) = self
-            .schema
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-        {
-            return s.to_pyarrow(py);
-        }
-        match self.next_msg(py, progress.as_ref())? {
-            Some(Msg::Schema(s)) => {
-                let out = s.to_pyarrow(py);
-                *self
-                    .schema
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s);
-                out
-            }
-            Some(Msg::Done(r)) => {
-                self.finish(py, r)?;
-                Err(self.gone(py))
-            }
-            Some(Msg::Batch(_)) | None => Err(self.gone(py)),
-        }
+        self.union_schema(py, progress.as_ref())?.to_pyarrow(py)
     }
 
     /// The next batch (a `pyarrow.RecordBatch`), or `None` at the end.
@@ -477,7 +486,7 @@ impl TypeReader {
         py: Python<'py>,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.schema(py, progress.clone())?;
+        self.union_schema(py, progress.as_ref())?;
         if self
             .report
             .lock()
@@ -504,13 +513,7 @@ impl TypeReader {
         py: Python<'py>,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.schema(py, progress.clone())?;
-        let schema = self
-            .schema
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .ok_or_else(|| self.gone(py))?;
+        let schema = self.union_schema(py, progress.as_ref())?;
         let done = self
             .report
             .lock()
