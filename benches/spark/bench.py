@@ -323,7 +323,8 @@ def report(a, file: Path, nbytes: int, lines: int, tools: list[str], summ: dict,
     out.append(f"- Spark: `local[{a.cores}]`, driver memory {a.driver_memory}, JVM options "
                f"`{a.jvm_options or '(none: the JVM defaults)'}`, Parquet compression {a.codec}; "
                f"session start excluded, one untimed warm-up job per reader on `{a.warmup or 'nothing'}` first. "
-               "flatfhir-P = `infer_schema` job + data source with `schemaJson`.")
+               "flatfhir-P = `infer_schema` job + data source with `schemaJson`; flatfhir-write-P = "
+               "`infer_schema` job + `write_parquet` job (tasks write the parts with the CLI's writer).")
     out.append(f"- CLI: `{a.flatfhir} convert DIR --out OUT --quiet` (zstd, one thread per core).")
     out.append(f"- Load average (1/5/15 min) before each round and at the end: {' | '.join(loads)}.")
     out.append(f"- Started {started} UTC; machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
@@ -405,8 +406,15 @@ def main() -> None:
         wdir = compare.make_input(a.warmup, a.data, a.fixtures, log=lambda m: print(m, file=sys.stderr))
         wfile = next(p for p in wdir.iterdir() if p.suffix == ".ndjson")
         print(f"warming up on {wfile} (not timed)", file=sys.stderr)
-        for fn in (lambda o: run_flatfhir(spark, wfile, rtype, 2, o, a.codec),
-                   lambda o: run_json(spark, wfile, 2, o, a.codec)):
+        kinds = {t.rsplit("-", 1)[0] for t in tools if t != "cli"}
+        warm = []
+        if kinds & {"flatfhir", "flatfhir-noop"}:
+            warm.append(lambda o: run_flatfhir(spark, wfile, rtype, 2, o, a.codec))
+        if "flatfhir-write" in kinds:
+            warm.append(lambda o: run_flatfhir_write(spark, wfile, rtype, 2, o, a.codec))
+        if kinds & {"json", "json-noop"}:
+            warm.append(lambda o: run_json(spark, wfile, 2, o, a.codec))
+        for fn in warm:
             shutil.rmtree(scratch, ignore_errors=True)
             fn(scratch / "out")
         shutil.rmtree(scratch, ignore_errors=True)

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use arrow_array::RecordBatch;
-use arrow_pyarrow::ToPyArrow;
+use arrow_pyarrow::{IntoPyArrow, ToPyArrow};
 use arrow_schema::SchemaRef;
 use flatfhir_core::{
     BundleMode, BundleOptions, Compression, ConvertOptions, Decimals, Duplicates, OnError,
@@ -121,7 +121,7 @@ pub(crate) struct WriteArgs {
 }
 
 impl WriteArgs {
-    fn options(&self) -> PyResult<WriteOptions> {
+    pub(crate) fn options(&self) -> PyResult<WriteOptions> {
         let bad = |m: String| pyo3::exceptions::PyValueError::new_err(m);
         if self.row_group_rows == 0 {
             return Err(bad("row_group_rows must be at least 1".into()));
@@ -379,6 +379,37 @@ impl TypeReader {
         }
     }
 
+    /// The union schema, waiting for the pass over the input the first time (no pyarrow
+    /// object is made: `next_batch` and `read_all` only need it to be there).
+    fn union_schema(
+        &self,
+        py: Python<'_>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<SchemaRef> {
+        if let Some(s) = self
+            .schema
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(Arc::clone(s));
+        }
+        match self.next_msg(py, progress)? {
+            Some(Msg::Schema(s)) => {
+                *self
+                    .schema
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&s));
+                Ok(s)
+            }
+            Some(Msg::Done(r)) => {
+                self.finish(py, r)?;
+                Err(self.gone(py))
+            }
+            Some(Msg::Batch(_)) | None => Err(self.gone(py)),
+        }
+    }
+
     fn gone(&self, py: Python<'_>) -> PyErr {
         self.join(py);
         errors::make(
@@ -445,29 +476,7 @@ impl TypeReader {
         py: Python<'py>,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(s) = self
-            .schema
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-        {
-            return s.to_pyarrow(py);
-        }
-        match self.next_msg(py, progress.as_ref())? {
-            Some(Msg::Schema(s)) => {
-                let out = s.to_pyarrow(py);
-                *self
-                    .schema
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s);
-                out
-            }
-            Some(Msg::Done(r)) => {
-                self.finish(py, r)?;
-                Err(self.gone(py))
-            }
-            Some(Msg::Batch(_)) | None => Err(self.gone(py)),
-        }
+        self.union_schema(py, progress.as_ref())?.to_pyarrow(py)
     }
 
     /// The next batch (a `pyarrow.RecordBatch`), or `None` at the end.
@@ -477,7 +486,7 @@ impl TypeReader {
         py: Python<'py>,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.schema(py, progress.clone())?;
+        self.union_schema(py, progress.as_ref())?;
         if self
             .report
             .lock()
@@ -494,6 +503,41 @@ impl TypeReader {
             }
             Some(Msg::Schema(_)) | None => Err(self.gone(py)),
         }
+    }
+
+    /// Every batch not yet taken, as one `pyarrow.Table` with the union schema: they cross
+    /// to pyarrow as one C stream (one schema import), not one import per batch.
+    #[pyo3(signature = (progress=None))]
+    fn read_all<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let schema = self.union_schema(py, progress.as_ref())?;
+        let done = self
+            .report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        let mut batches = Vec::new();
+        if !done {
+            loop {
+                match self.next_msg(py, progress.as_ref())? {
+                    Some(Msg::Batch(b)) => batches.push(b),
+                    Some(Msg::Done(r)) => {
+                        self.finish(py, r)?;
+                        break;
+                    }
+                    Some(Msg::Schema(_)) | None => return Err(self.gone(py)),
+                }
+            }
+        }
+        let reader: Box<dyn arrow_array::RecordBatchReader + Send> = Box::new(
+            arrow_array::RecordBatchIterator::new(batches.into_iter().map(Ok), schema),
+        );
+        reader
+            .into_pyarrow(py)?
+            .call_method0(pyo3::intern!(py, "read_all"))
     }
 
     /// What the read did (a dict), once the last batch has been taken; else `None`.

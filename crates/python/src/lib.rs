@@ -10,6 +10,7 @@ mod engine;
 mod errors;
 mod fetch;
 mod shard;
+mod strings;
 mod views;
 mod wait;
 
@@ -38,8 +39,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(shard::shard_schema, m)?)?;
     m.add_function(wrap_pyfunction!(shard::merge_schemas, m)?)?;
     m.add_class::<shard::ShardReader>()?;
+    m.add_function(wrap_pyfunction!(shard::write_shard, m)?)?;
     m.add_function(wrap_pyfunction!(shard::read_texts, m)?)?;
     m.add_function(wrap_pyfunction!(views::run_views, m)?)?;
+    m.add_function(wrap_pyfunction!(strings::large_strings, m)?)?;
     m.add_class::<fetch::Client>()?;
     Ok(())
 }

@@ -10,13 +10,14 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use arrow_array::RecordBatch;
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_pyarrow::ToPyArrow;
 use arrow_schema::SchemaRef;
+use flatfhir_core::internal::{ChunkRows, TableWriter};
 use flatfhir_core::{SchemaDoc, Shard};
 use pyo3::prelude::*;
 
-use crate::engine::{FlattenArgs, group_of};
+use crate::engine::{FlattenArgs, WriteArgs, group_of};
 use crate::errors;
 use crate::wait::{Shared, recv};
 
@@ -150,6 +151,96 @@ pub(crate) fn read_texts(
             Ok((arrow.to_pyarrow(py)?.unbind(), batches, rejected))
         }
     }
+}
+
+/// Flattens `shard` against the schema in `flatten["schema"]` and writes it to `path` with
+/// the CLI's table writer (`write`: format, compression, row-group rows), atomically: the
+/// file is written under a temporary name in its folder and renamed only when whole; on an
+/// error nothing is left. Runs on the calling thread without the GIL (a Spark or Dask task
+/// is one per core; the writer encodes a row group's columns on the engine's thread pool).
+/// Returns `(rows, rejected)`.
+#[pyfunction]
+#[pyo3(signature = (shard, flatten, write, path))]
+pub(crate) fn write_shard(
+    py: Python<'_>,
+    shard: &str,
+    flatten: FlattenArgs,
+    write: WriteArgs,
+    path: PathBuf,
+) -> PyResult<(u64, RejectedList)> {
+    let shard = shard_of(shard)?;
+    let opts = flatten.options(PathBuf::from("."))?;
+    let write = write.options()?;
+    let doc = opts
+        .schema
+        .clone()
+        .ok_or_else(|| value_error("write_shard", "a schema is needed"))?;
+    let out = py
+        .detach(|| {
+            let rt = shard.resource_type.as_str();
+            let given = doc.get(rt)?;
+            let arrow = given.arrow_schema(opts.decimals)?;
+            let meta = [
+                ("flatfhir.version", env!("CARGO_PKG_VERSION").to_string()),
+                ("flatfhir.resource_type", rt.to_string()),
+                ("flatfhir.separator", opts.sep.clone()),
+                (
+                    "flatfhir.decimals",
+                    match opts.decimals {
+                        flatfhir_core::Decimals::Float => "float".to_string(),
+                        flatfhir_core::Decimals::Exact => "exact".to_string(),
+                    },
+                ),
+            ]
+            .map(|(k, v)| (k.to_string(), v));
+            let width = arrow.fields().len();
+            let mut writer = TableWriter::create(&path, arrow, &write, &meta)?;
+            // Batches (one per chunk of lines) are gathered up to a row group and written in
+            // one call: the writer encodes each call's columns in parallel, and one parallel
+            // stage per row group costs less than one per 4,096 lines. The file is the same
+            // (row groups are cut by rows either way).
+            let mut pending: Vec<RecordBatch> = Vec::new();
+            let mut rows = 0usize;
+            let flush = |writer: &mut TableWriter, pending: &mut Vec<RecordBatch>| {
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                let parts: Vec<ChunkRows> = pending
+                    .iter()
+                    .map(|b| ChunkRows {
+                        rows: b.num_rows(),
+                        input_bytes: 0,
+                    })
+                    .collect();
+                let columns: Vec<Vec<ArrayRef>> = (0..width)
+                    .map(|c| pending.iter().map(|b| Arc::clone(b.column(c))).collect())
+                    .collect();
+                pending.clear();
+                writer.write_columns(&parts, columns, |_, col, p| Ok(Arc::clone(&col[p])))
+            };
+            let got = flatfhir_core::read_shard(&shard, &opts, Some(given), &mut |b| {
+                rows += b.num_rows();
+                pending.push(b);
+                if rows >= write.row_group_rows {
+                    rows = 0;
+                    flush(&mut writer, &mut pending)?;
+                }
+                Ok(())
+            })?;
+            flush(&mut writer, &mut pending)?;
+            if writer.rows() != got.rows {
+                return Err(flatfhir_core::Error::Internal {
+                    resource_type: rt.to_string(),
+                    path: shard.path.clone(),
+                    reason: format!("{} rows written, {} flattened", writer.rows(), got.rows),
+                });
+            }
+            // Dropped unfinished (an error above), the writer removes its temporary file.
+            writer.finish()?;
+            Ok(got)
+        })
+        .map_err(|e| errors::core(py, e))?;
+    Ok((out.rows, rejected_list(&out.rejected)))
 }
 
 enum ShardMsg {

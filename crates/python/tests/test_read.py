@@ -250,7 +250,11 @@ class _RecordingTable:
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = nbytes
+        self.schema = pa.schema([("n", pa.int64())])
         self.calls: list = []
+
+    def get_total_buffer_size(self) -> int:
+        return self.nbytes
 
     def to_pandas(self, **kwargs):
         self.calls.append(kwargs)
@@ -294,3 +298,59 @@ def test_a_temporary_directory_only_for_rejected_lines(monkeypatch, tmp_path):
     got = flatfhir.read(bad, on_error="skip", progress=False)
     assert len(made) == 1 and not os.path.exists(made[0]), "made for _rejected/, then removed"
     assert [r.line for r in got.rejected] == [2]
+
+
+@pytest.mark.parametrize("rtype", bds_types())
+def test_to_pandas_is_pyarrows_own_conversion(rtype, bds_tables):
+    """flatfhir.to_pandas widens string columns natively before pandas sees them; the
+    DataFrame must be the one ``Table.to_pandas`` gives: same columns, dtypes and values."""
+    table = bds_tables[rtype]
+    got, want = flatfhir.to_pandas(table), table.to_pandas()
+    assert list(got.columns) == list(want.columns)
+    assert got.dtypes.to_dict() == want.dtypes.to_dict()
+    assert got.equals(want)
+
+
+def test_to_pandas_leaves_a_callers_types_mapper_alone(bds_tables):
+    import pandas as pd
+
+    table = bds_tables["Patient"]
+    got = flatfhir.to_pandas(table, types_mapper=pd.ArrowDtype)
+    assert got.equals(table.to_pandas(types_mapper=pd.ArrowDtype))
+    assert all(isinstance(d, pd.ArrowDtype) for d in got.dtypes)
+
+
+def test_large_strings_widens_offsets_and_shares_the_text():
+    from flatfhir import _native
+
+    t = pa.Table.from_batches([
+        pa.record_batch({"s": pa.array(["a", None, "ccc"]), "n": pa.array([1, 2, None])}),
+        pa.record_batch({"s": pa.array(["", "é"]), "n": pa.array([4, 5])}),
+    ])
+    got = _native.large_strings(t)
+    assert got.schema == pa.schema([("s", pa.large_string()), ("n", pa.int64())])
+    assert got.column("s").num_chunks == 2
+    assert got.column("s").to_pylist() == ["a", None, "ccc", "", "é"]
+    assert got.column("n").equals(t.column("n"))
+    # The text buffer is the original's (no copy), only the offsets are new.
+    for old, new in zip(t.column("s").chunks, got.column("s").chunks):
+        assert new.buffers()[2].address == old.buffers()[2].address
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc (Linux)")
+def test_a_failing_type_stops_the_type_read_ahead(tmp_path):
+    # read() starts the next type while it takes the current one; when the current one fails
+    # the next one's worker must be stopped and joined, not left running.
+    (tmp_path / "Basic.ndjson").write_text('{"resourceType":"Basic","id":\n')
+    line = json.dumps({"resourceType": "Patient", "id": "p", "name": [{"family": "x" * 100}]})
+    (tmp_path / "Patient.ndjson").write_text((line + "\n") * 20_000)
+    flatfhir.read(tmp_path / "Patient.ndjson", progress=False)  # pools and kept threads start
+    before = _threads()
+    with pytest.raises(flatfhir.BadLineError) as e:
+        flatfhir.read(tmp_path, progress=False)
+    assert e.value.line == 1
+    assert _threads() == before

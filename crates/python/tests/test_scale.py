@@ -157,3 +157,45 @@ def test_iter_shard_equals_read_shard_and_lists_rejected_at_the_end(tmp_path):
     # Rows in = rows out + rows rejected.
     assert rows + len(rejected) == 9000 and len(rejected) == 1
     assert rejected[0].reason and rejected[0].file.endswith("Basic.ndjson")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow"])
+def test_write_shard_writes_read_shards_table(fmt, tmp_path):
+    need_shared()
+    src = BDS / "Observation.ndjson"
+    shards = scale.plan_shards(src, "Observation", shard_bytes=os.path.getsize(src) // 3 + 1)
+    doc = scale.merge_schemas(scale.shard_schema(s) for s in shards)
+    for i, s in enumerate(shards):
+        out = tmp_path / f"part-{i}.{fmt}"
+        got = scale.write_shard(s, doc, out, format=fmt, row_group_rows=1000)
+        want = scale.read_shard(s, doc).table
+        table = pq.read_table(out) if fmt == "parquet" else pa.ipc.open_file(out).read_all()
+        assert got.rows == want.num_rows == table.num_rows and got.rejected == []
+        assert table.schema.remove_metadata() == want.schema
+        assert table.equals(want)
+        if fmt == "parquet":
+            md = pq.ParquetFile(out).metadata
+            assert md.num_row_groups == -(-want.num_rows // 1000)
+            assert md.row_group(0).column(0).compression == "ZSTD"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"part-{i}.{fmt}" for i in range(len(shards))), "no temporary files left"
+
+
+def test_write_shard_a_bad_line_names_file_and_line_and_leaves_nothing(tmp_path):
+    (tmp_path / "in").mkdir()
+    f = tmp_path / "in" / "Basic.ndjson"
+    f.write_text('{"resourceType":"Basic","n":1}\n{"resourceType":"Basic","n":true}\n')
+    good = tmp_path / "Basic.ndjson"
+    good.write_text('{"resourceType":"Basic","n":1}\n')
+    doc = scale.merge_schemas(scale.shard_schema(s) for s in scale.plan_shards(good))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(flatfhir.BadLineError) as e:
+        scale.write_shard(scale.plan_shards(f)[0], doc, out / "part-0.parquet")
+    assert e.value.line == 2 and e.value.file.endswith("Basic.ndjson")
+    assert list(out.iterdir()) == [], "no part and no temporary file"
+    # on_error="skip": a broken line is left out and reported; rows in = rows out + rejected.
+    f.write_text('{"resourceType":"Basic","n":1}\n{broken\n')
+    got = scale.write_shard(scale.plan_shards(f)[0], doc, out / "part-0.parquet", on_error="skip")
+    assert got.rows == 1 and [r.line for r in got.rejected] == [2]
+    assert pq.read_table(out / "part-0.parquet").num_rows == 1

@@ -263,6 +263,45 @@ def iter_shard(
                                             max_line_bytes, schema), bound)
 
 
+@dataclass
+class ShardWrite:
+    """What :func:`write_shard` wrote: rows, and the lines ``on_error="skip"`` left out."""
+
+    rows: int
+    rejected: List[Rejected]
+
+
+def write_shard(
+    shard: Union[Shard, str],
+    schema: Any,
+    path: Union[str, "os.PathLike[str]"],
+    *,
+    format: str = "parquet",
+    compression: str = "zstd",
+    row_group_rows: int = 128 * 1024,
+    sep: str = "_",
+    exclude: Union[str, Iterable[str]] = (),
+    decimals: str = "float",
+    on_error: str = "fail",
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> ShardWrite:
+    """Flattens one shard against ``schema`` (the merged :class:`SchemaDocument` of the whole
+    input) and writes it to ``path`` with the CLI's table writer (``format`` parquet or arrow,
+    ``compression``, row groups of ``row_group_rows``), atomically: under a temporary name in
+    the same folder, renamed when whole; nothing is left on an error. The file holds exactly
+    :func:`read_shard`'s table. All of it runs in Rust without the GIL: what each task of
+    :func:`flatfhir.spark.write_parquet` runs."""
+    if schema is None:
+        raise OptionsError("write_shard needs the schema of the whole input (merge_schemas)")
+    s = _spec(shard)
+    rows, rejected = _native.write_shard(
+        s.spec, _flat(sep, exclude, decimals, on_error, max_columns, max_line_bytes, schema),
+        {"format": format, "compression": compression, "row_group_rows": row_group_rows},
+        os.fspath(path))
+    return ShardWrite(rows, _rejected(s.resource_type, rejected))
+
+
 def read_texts(
     texts: Iterable[Optional[str]],
     resource_type: str,
@@ -297,9 +336,11 @@ __all__ = [
     "Shard",
     "ShardSchema",
     "ShardTable",
+    "ShardWrite",
     "merge_schemas",
     "plan_shards",
     "read_shard",
     "read_texts",
     "shard_schema",
+    "write_shard",
 ]

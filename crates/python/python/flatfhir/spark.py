@@ -281,51 +281,21 @@ def _local_out(where: Any) -> str:
 
 def _write_part_fn(staging: str, doc: str, flatten: Dict[str, Any], compression: str,
                    row_group_rows: int, rejected_dir: Optional[str]) -> Any:
-    """The function each task runs on ``(index, shard spec)``: flattens the shard (Rust,
-    without the GIL) and writes ``staging/part-NNNNN.parquet`` under a temporary name,
-    renamed when whole (a retried attempt replaces it). Returns (index, rows, rejected)."""
+    """The function each task runs on ``(index, shard spec)``: flattens the shard and writes
+    ``staging/part-NNNNN.parquet`` with the CLI's writer, all in Rust without the GIL
+    (:func:`flatfhir.scale.write_shard`: under a temporary name, renamed when whole, so a
+    retried attempt replaces it). Returns (index, rows, rejected)."""
 
     def one(item: Tuple[int, str]) -> Tuple[int, int, List[Tuple[str, int, str]]]:
-        import pyarrow.parquet as pq
-
         from flatfhir import scale as sc
         from flatfhir.spark import _write_rejected
 
         index, spec = item
-        batches = sc.iter_shard(spec, doc, **flatten)
-        name = f"part-{index:05d}.parquet"
-        fd, tmp = tempfile.mkstemp(dir=staging, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        rows = 0
-        try:
-            with pq.ParquetWriter(tmp, batches.schema, compression=compression) as w:
-                # Rust hands over batches of up to 4,096 lines: gather them into row groups
-                # of ``row_group_rows`` (as the CLI does), not one small row group a batch.
-                pending: List[pa.RecordBatch] = []
-                n = 0
-                for b in batches:
-                    pending.append(b)
-                    n += b.num_rows
-                    if n >= row_group_rows:
-                        w.write_table(pa.Table.from_batches(pending, schema=batches.schema),
-                                      row_group_size=row_group_rows)
-                        rows += n
-                        pending, n = [], 0
-                if pending:
-                    w.write_table(pa.Table.from_batches(pending, schema=batches.schema),
-                                  row_group_size=row_group_rows)
-                    rows += n
-            os.replace(tmp, os.path.join(staging, name))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        rej = batches.rejected or []
-        if rej and rejected_dir:
-            _write_rejected(rejected_dir, sc.Shard.from_spec(spec), rej)
-        return index, rows, [(r.file, r.line, r.reason) for r in rej]
+        got = sc.write_shard(spec, doc, os.path.join(staging, f"part-{index:05d}.parquet"),
+                             compression=compression, row_group_rows=row_group_rows, **flatten)
+        if got.rejected and rejected_dir:
+            _write_rejected(rejected_dir, sc.Shard.from_spec(spec), got.rejected)
+        return index, got.rows, [(r.file, r.line, r.reason) for r in got.rejected]
 
     return one
 
@@ -337,10 +307,11 @@ def write_parquet(spark: Any, paths: Any, out: Any, resource_type: Optional[str]
                   row_group_rows: int = 128 * 1024, **flatten: Any) -> WriteResult:
     """Flattens one resource type to a folder of Parquet files with Spark scheduling the
     work, but without Spark's row conversion and Parquet writer: one Spark task per shard
-    flattens it in Rust and writes ``part-NNNNN.parquet`` with pyarrow (``compression``
-    zstd and row groups of ``row_group_rows`` like the CLI; every part has the schema's
-    columns and types). The parts, read in name order and concatenated, are the table
-    ``flatfhir convert`` writes.
+    flattens it and writes ``part-NNNNN.parquet`` with the CLI's writer, all in Rust
+    (:func:`flatfhir.scale.write_shard`; ``compression`` zstd, snappy or none, and row
+    groups of ``row_group_rows``, as the CLI; every part has the schema's columns and types).
+    The parts, read in name order and concatenated, are the table ``flatfhir convert``
+    writes.
 
     ``paths``: local paths or object-store URLs, as for the data source. ``out``: a local
     or shared filesystem path that the driver and every executor see (object-store output
@@ -358,6 +329,8 @@ def write_parquet(spark: Any, paths: Any, out: Any, resource_type: Optional[str]
     (as the data source's ``rejected`` option). Other keywords are the flatten options
     (``sep``, ``exclude``, ``decimals``, ``on_error``, ``max_columns``, ``max_line_bytes``)."""
     out = _local_out(out)
+    if compression not in ("zstd", "snappy", "none"):
+        raise OptionsError(f"compression={compression!r}: expected 'zstd', 'snappy' or 'none'")
     if partitions is not None:
         if partitions < 1:
             raise OptionsError(f"partitions={partitions}: expected at least 1")
