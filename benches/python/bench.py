@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -165,10 +166,13 @@ def main() -> None:
         shift = r % len(plan)
         for name, cmd in plan[shift:] + plan[:shift]:
             warm(inp if "notebook" not in name else BDS)
+            # Each convert writes into an empty directory (the CLI refuses to mix two runs).
+            shutil.rmtree(out, ignore_errors=True)
             res = timed(cmd)
             results.setdefault(name, []).append(res)
             print(f"round {r + 1}: {name}: {res['wall']:.2f} s, {res['rss_mb']:.0f} MB peak RSS",
                   file=sys.stderr)
+    shutil.rmtree(out, ignore_errors=True)
     med = {k: statistics.median(x["wall"] for x in v) for k, v in results.items()}
     lines = [f"# Python package benchmark, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
              f"Input: {inp} ({nbytes / 1e9:.2f} GB); {a.rounds} rounds, medians; load average at start "
