@@ -480,7 +480,7 @@ impl<'a> Walk<'a, '_> {
 
     /// Appends to `sets` the nodes that an item of a value matched at `pending` is an item
     /// at (after the index filter, counting it), and returns them.
-    #[inline]
+    #[inline(always)]
     fn items(&mut self, pending: Set) -> Set {
         // Most values match one node, with no index and no `forEach`: the item is at it.
         if pending.end - pending.start == 1 {
@@ -499,6 +499,7 @@ impl<'a> Walk<'a, '_> {
     }
 
     /// [`Walk::items`] for any `pending`.
+    #[inline(never)]
     fn items_counted(&mut self, pending: Set) -> Set {
         let start = self.sets.len() as u32;
         for i in pending.start..pending.end {
@@ -535,21 +536,28 @@ impl<'a> Walk<'a, '_> {
         }
     }
 
-    /// The current member value turns out to be one item (a scalar or an object).
-    #[inline]
+    /// The current member value turns out to be one item (a scalar or an object). Called
+    /// for every member and leaf, so the usual case (resolved already) is a test inline.
+    #[inline(always)]
     fn resolve_item(&mut self) {
-        let f = *self.top();
-        if !f.pending.is_empty() {
-            let at = self.items(f.pending);
-            let memo = self.memo_of(at);
-            let top = self.top();
-            top.pending = Set {
-                start: at.start,
-                end: at.start,
-            };
-            top.at = at;
-            top.memo = memo;
+        let n = self.frames.len() - 1;
+        let pending = self.frames[n].pending;
+        if !pending.is_empty() {
+            self.resolve_pending(pending);
         }
+    }
+
+    #[inline(never)]
+    fn resolve_pending(&mut self, pending: Set) {
+        let at = self.items(pending);
+        let memo = self.memo_of(at);
+        let top = self.top();
+        top.pending = Set {
+            start: at.start,
+            end: at.start,
+        };
+        top.at = at;
+        top.memo = memo;
     }
 
     /// The memo an object that is an item at `at` follows: its node's, when it is one node.
@@ -606,26 +614,30 @@ impl<'a> Walk<'a, '_> {
 
     /// Enters a member whose matched nodes are `sets[start..]`: numbers the object they are
     /// members of, and goes general when one of them matched a member of it before.
+    #[inline(always)]
     fn enter_member(&mut self, start: u32, root_type: bool) -> bool {
         let end = self.sets.len() as u32;
         if start == end && !root_type {
             return false;
         }
-        let mut serial = self.top().serial;
-        for i in start..end {
+        if start < end {
+            let n = self.frames.len() - 1;
+            let mut serial = self.frames[n].serial;
             if serial == 0 {
                 self.serial += 1;
                 serial = self.serial;
-                self.top().serial = serial;
+                self.frames[n].serial = serial;
             }
-            let c = self.sets[i as usize] as usize;
-            if self.stamps[c] == serial {
-                // The member again: the general path's.
-                self.general = true;
-                self.sets.truncate(start as usize);
-                return false;
+            for i in start..end {
+                let c = self.sets[i as usize] as usize;
+                if self.stamps[c] == serial {
+                    // The member again: the general path's.
+                    self.general = true;
+                    self.sets.truncate(start as usize);
+                    return false;
+                }
+                self.stamps[c] = serial;
             }
-            self.stamps[c] = serial;
         }
         let pending = Set { start, end };
         self.frames.push(Frame {
