@@ -13,6 +13,12 @@
 //! order, with what each does ([`Memo`]): the next one is offered to the walker as the
 //! expected name, so most names are neither scanned nor matched.
 //!
+//! A value is kept as its place in the line ([`Val`]: offsets and kind; only a string with
+//! escapes is copied, unescaped), in a slot per column and row (`forEach` item), so a line
+//! builds no nodes and its buffers are reused by the next line; the sink takes the values
+//! while they are at hand ([`Sink::streamed`]), and makes a JSON node of one only where a
+//! cell is converted the general way (numbers, booleans, other sinks).
+//!
 //! Anything whose answer needs more than that is left to the general path for that line
 //! (the line is walked again and evaluated on a tree): a primitive's `_name` element, a
 //! choice-typed variant of a step (`valueQuantity` for `value`), a repeated member name, a
@@ -212,21 +218,88 @@ pub(crate) fn plan(wheres_empty: bool, root: &Select) -> Option<Plan> {
 }
 
 /// What streaming one line gave.
-pub(crate) enum Outcome<'a> {
+pub(crate) enum Outcome {
     /// Not of the view's type.
     OtherType,
-    /// The rows: per column, its values and (for `forEach` columns) the item each is from;
-    /// and the number of `forEach` items.
-    Rows(Values<'a>),
+    /// Its values went to the sink.
+    Done,
     /// The line needs the general path.
     General,
 }
 
-/// The values of a line in the order found: column, the `forEach` item it came from (0
-/// outside one), value; and the number of `forEach` items.
-pub(crate) struct Values<'a> {
-    values: Vec<(u16, u32, Json<'a>)>,
+/// A streamed value: its kind and where its text is. Plain data (offsets, not borrowed text),
+/// so the buffers holding values are reused from line to line and nothing is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Val {
+    /// No value (an empty slot).
+    None,
+    /// A string without escapes: `line[start..end]`.
+    Str(usize, usize),
+    /// A string with escapes, unescaped: `esc[start..end]` of [`Values`].
+    Esc(usize, usize),
+    /// A number's source text: `line[start..end]`.
+    Num(usize, usize),
+    /// `true` / `false`.
+    Bool(bool),
+}
+
+/// The values of a streamed line. A column that is not a collection has a slot per row:
+/// `slots[item * width + column]`, where `item` is the `forEach` item (numbered from 1; 0
+/// holds the columns outside the `forEach`). Collection columns' values are in `list`, in
+/// document order: column, `forEach` item (0 outside one), value.
+pub(crate) struct Values<'v> {
+    line: &'v str,
+    esc: &'v str,
+    slots: &'v [Val],
+    list: &'v [(u16, u32, Val)],
+    /// The number of `forEach` items.
     items: u32,
+}
+
+impl<'v> Values<'v> {
+    /// The value as a JSON node (borrowing the line), `None` for an empty slot.
+    #[inline]
+    pub(crate) fn json(&self, v: Val) -> Option<Json<'v>> {
+        Some(match v {
+            Val::None => return None,
+            Val::Str(a, e) => Json::String(Cow::Borrowed(&self.line[a..e])),
+            Val::Esc(a, e) => Json::String(Cow::Borrowed(&self.esc[a..e])),
+            Val::Num(a, e) => Json::Number(Cow::Borrowed(&self.line[a..e])),
+            Val::Bool(b) => Json::Bool(b),
+        })
+    }
+
+    /// The `k`-th value of the list (see [`Plan::list_of`]).
+    #[inline]
+    pub(crate) fn list_val(&self, k: usize) -> Val {
+        self.list[k].2
+    }
+
+    /// The text of a string value.
+    #[inline]
+    pub(crate) fn str(&self, v: Val) -> Option<&'v str> {
+        match v {
+            Val::Str(a, e) => Some(&self.line[a..e]),
+            Val::Esc(a, e) => Some(&self.esc[a..e]),
+            _ => None,
+        }
+    }
+}
+
+/// The cell of a value made a node by [`Values::json`] (null for none).
+#[inline]
+pub(crate) fn one_cell<'j>(j: &'j Option<Json<'j>>) -> Cell<'j> {
+    Cell(match j {
+        Some(j) => CellInner::One(Item::Node(j, None, None)),
+        None => CellInner::Null,
+    })
+}
+
+/// The cell of a collection column from its values made nodes.
+pub(crate) fn list_cell<'j>(js: &'j [Json<'j>]) -> Cell<'j> {
+    Cell(CellInner::List(
+        js.iter().map(|j| Item::Node(j, None, None)).collect(),
+    ))
 }
 
 /// What a member name does at an object that is an item at one node: learnt from the lines
@@ -279,11 +352,13 @@ struct Scratch {
     stamps: Vec<u64>,
     /// Objects numbered so far on this thread (so stamps need no reset between lines).
     serial: u64,
-    /// Per column, the `forEach` item of its last value (`u32::MAX`: none yet).
-    last: Vec<u32>,
     frames: Vec<Frame>,
     sets: Vec<u32>,
     unescaped: String,
+    /// A line's values (see [`Values`]).
+    slots: Vec<Val>,
+    list: Vec<(u16, u32, Val)>,
+    esc: String,
 }
 
 thread_local! {
@@ -336,8 +411,11 @@ struct Walk<'a, 'p> {
     stamps: Vec<u64>,
     serial: u64,
     memos: Vec<Memo>,
-    last: Vec<u32>,
-    values: Vec<(u16, u32, Json<'a>)>,
+    /// The line's values (see [`Values`]); `width` slots per row.
+    slots: Vec<Val>,
+    list: Vec<(u16, u32, Val)>,
+    esc: String,
+    width: usize,
     /// `forEach` items seen.
     each_items: u32,
     general: bool,
@@ -345,16 +423,53 @@ struct Walk<'a, 'p> {
 }
 
 impl<'a> Walk<'a, '_> {
+    /// Where `s` is in the line, if it is part of it (else it is in the walker's unescape
+    /// buffer).
     #[inline]
-    fn text(&self, s: &str) -> Cow<'a, str> {
+    fn offsets(&self, s: &str) -> Option<(usize, usize)> {
         let base = self.line.as_ptr() as usize;
         let p = s.as_ptr() as usize;
-        if p >= base && p + s.len() <= base + self.line.len() {
-            let off = p - base;
-            Cow::Borrowed(&self.line[off..off + s.len()])
-        } else {
-            Cow::Owned(s.to_string())
+        (p >= base && p + s.len() <= base + self.line.len()).then(|| (p - base, p - base + s.len()))
+    }
+
+    #[inline]
+    fn text(&self, s: &str) -> Cow<'a, str> {
+        match self.offsets(s) {
+            Some((a, e)) => Cow::Borrowed(&self.line[a..e]),
+            None => Cow::Owned(s.to_string()),
         }
+    }
+
+    /// A string value: its place in the line, or (unescaped) a copy in `esc`.
+    #[inline]
+    fn val_str(&mut self, s: &str) -> Val {
+        match self.offsets(s) {
+            Some((a, e)) => Val::Str(a, e),
+            None => {
+                let a = self.esc.len();
+                self.esc.push_str(s);
+                Val::Esc(a, self.esc.len())
+            }
+        }
+    }
+
+    /// Puts a value of output column `c`: in its slot of the current row, or for a
+    /// collection column in `list`.
+    #[inline]
+    fn put(&mut self, c: u16, val: Val) {
+        let col = &self.plan.cols[c as usize];
+        let item = if col.each { self.each_items } else { 0 };
+        if col.collection {
+            self.list.push((c, item, val));
+            return;
+        }
+        let i = item as usize * self.width + c as usize;
+        let slot = &mut self.slots[i];
+        if *slot != Val::None {
+            // Several values in a single-valued column: the general path's error.
+            self.general = true;
+        }
+        *slot = val;
     }
 
     #[inline]
@@ -365,7 +480,27 @@ impl<'a> Walk<'a, '_> {
 
     /// Appends to `sets` the nodes that an item of a value matched at `pending` is an item
     /// at (after the index filter, counting it), and returns them.
+    #[inline(always)]
     fn items(&mut self, pending: Set) -> Set {
+        // Most values match one node, with no index and no `forEach`: the item is at it.
+        if pending.end - pending.start == 1 {
+            let n = self.sets[pending.start as usize];
+            let node = &self.plan.nodes[n as usize];
+            if node.index.is_none() && !node.each {
+                let start = self.sets.len() as u32;
+                self.sets.push(n);
+                return Set {
+                    start,
+                    end: start + 1,
+                };
+            }
+        }
+        self.items_counted(pending)
+    }
+
+    /// [`Walk::items`] for any `pending`.
+    #[inline(never)]
+    fn items_counted(&mut self, pending: Set) -> Set {
         let start = self.sets.len() as u32;
         for i in pending.start..pending.end {
             let n = self.sets[i as usize];
@@ -384,8 +519,11 @@ impl<'a> Walk<'a, '_> {
             if node.each
                 && let Some(e) = &self.plan.each
             {
-                // A `forEach` item: its columns start here, their indexes counted anew.
+                // A `forEach` item: its columns start here, their indexes counted anew,
+                // their values in a new row of slots.
                 self.each_items += 1;
+                let n = self.slots.len() + self.width;
+                self.slots.resize(n, Val::None);
                 self.counts[e.root as usize..]
                     .iter_mut()
                     .for_each(|c| *c = 0);
@@ -398,21 +536,28 @@ impl<'a> Walk<'a, '_> {
         }
     }
 
-    /// The current member value turns out to be one item (a scalar or an object).
-    #[inline]
+    /// The current member value turns out to be one item (a scalar or an object). Called
+    /// for every member and leaf, so the usual case (resolved already) is a test inline.
+    #[inline(always)]
     fn resolve_item(&mut self) {
-        let f = *self.top();
-        if !f.pending.is_empty() {
-            let at = self.items(f.pending);
-            let memo = self.memo_of(at);
-            let top = self.top();
-            top.pending = Set {
-                start: at.start,
-                end: at.start,
-            };
-            top.at = at;
-            top.memo = memo;
+        let n = self.frames.len() - 1;
+        let pending = self.frames[n].pending;
+        if !pending.is_empty() {
+            self.resolve_pending(pending);
         }
+    }
+
+    #[inline(never)]
+    fn resolve_pending(&mut self, pending: Set) {
+        let at = self.items(pending);
+        let memo = self.memo_of(at);
+        let top = self.top();
+        top.pending = Set {
+            start: at.start,
+            end: at.start,
+        };
+        top.at = at;
+        top.memo = memo;
     }
 
     /// The memo an object that is an item at `at` follows: its node's, when it is one node.
@@ -469,26 +614,30 @@ impl<'a> Walk<'a, '_> {
 
     /// Enters a member whose matched nodes are `sets[start..]`: numbers the object they are
     /// members of, and goes general when one of them matched a member of it before.
+    #[inline(always)]
     fn enter_member(&mut self, start: u32, root_type: bool) -> bool {
         let end = self.sets.len() as u32;
         if start == end && !root_type {
             return false;
         }
-        let mut serial = self.top().serial;
-        for i in start..end {
+        if start < end {
+            let n = self.frames.len() - 1;
+            let mut serial = self.frames[n].serial;
             if serial == 0 {
                 self.serial += 1;
                 serial = self.serial;
-                self.top().serial = serial;
+                self.frames[n].serial = serial;
             }
-            let c = self.sets[i as usize] as usize;
-            if self.stamps[c] == serial {
-                // The member again: the general path's.
-                self.general = true;
-                self.sets.truncate(start as usize);
-                return false;
+            for i in start..end {
+                let c = self.sets[i as usize] as usize;
+                if self.stamps[c] == serial {
+                    // The member again: the general path's.
+                    self.general = true;
+                    self.sets.truncate(start as usize);
+                    return false;
+                }
+                self.stamps[c] = serial;
             }
-            self.stamps[c] = serial;
         }
         let pending = Set { start, end };
         self.frames.push(Frame {
@@ -673,33 +822,36 @@ impl Visitor for Walk<'_, '_> {
         }
         self.resolve_item();
         let at = self.top().at;
-        if !self.outputs_at(at) {
-            // (A scalar where more steps follow has no members: nothing.)
-            return Ok(());
-        }
-        let j = match value {
-            Scalar::Str(s) => Json::String(self.text(s)),
-            Scalar::Num { raw, .. } => Json::Number(self.text(raw)),
-            Scalar::Bool(b) => Json::Bool(b),
-            // `{}` as a value is written as JSON: the general path's.
-            _ => {
-                self.general = true;
-                return Ok(());
-            }
-        };
         let plan = self.plan;
+        let mut val = Val::None;
         for i in at.start..at.end {
             let n = self.sets[i as usize];
-            for &c in &plan.nodes[n as usize].outputs {
-                let col = &plan.cols[c as usize];
-                let item = if col.each { self.each_items } else { 0 };
-                let last = &mut self.last[c as usize];
-                if !col.collection && *last == item {
-                    // Several values in a single-valued column: the general path's error.
-                    self.general = true;
-                }
-                *last = item;
-                self.values.push((c, item, j.clone()));
+            let outputs = &plan.nodes[n as usize].outputs;
+            if outputs.is_empty() {
+                // (A scalar where more steps follow has no members: nothing.)
+                continue;
+            }
+            if val == Val::None {
+                val = match value {
+                    Scalar::Str(s) => self.val_str(s),
+                    Scalar::Num { raw, .. } => match self.offsets(raw) {
+                        Some((a, e)) => Val::Num(a, e),
+                        // (The walker reads numbers from the line: not reached.)
+                        None => {
+                            self.general = true;
+                            return Ok(());
+                        }
+                    },
+                    Scalar::Bool(b) => Val::Bool(b),
+                    // `{}` as a value is written as JSON: the general path's.
+                    _ => {
+                        self.general = true;
+                        return Ok(());
+                    }
+                };
+            }
+            for &c in outputs {
+                self.put(c, val);
             }
         }
         Ok(())
@@ -707,18 +859,29 @@ impl Visitor for Walk<'_, '_> {
 }
 
 impl Plan {
-    /// Streams one line. Walker errors are returned as they are (the same as `convert`'s).
-    pub(crate) fn run<'a>(&self, line: &'a str, resource: &str) -> Result<Outcome<'a>, JsonError> {
+    /// Streams one line, handing its values to `sink`. Walker errors are returned as they are
+    /// (the same as `convert`'s).
+    pub(crate) fn run(
+        &self,
+        line: &str,
+        resource: &str,
+        sink: &mut dyn Sink,
+    ) -> Result<Outcome, JsonError> {
         // Borrowed in place, not taken out and put back (two moves of the scratch per line).
-        SCRATCH.with(|cell| self.run_with(line, resource, &mut cell.borrow_mut()))
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.run_with(line, resource, &mut scratch, sink),
+            // A sink that streams a line itself (the scratch is in use): buffers of its own.
+            Err(_) => self.run_with(line, resource, &mut Scratch::default(), sink),
+        })
     }
 
-    fn run_with<'a>(
+    fn run_with(
         &self,
-        line: &'a str,
+        line: &str,
         resource: &str,
         scratch: &mut Scratch,
-    ) -> Result<Outcome<'a>, JsonError> {
+        sink: &mut dyn Sink,
+    ) -> Result<Outcome, JsonError> {
         let mut sets = std::mem::take(&mut scratch.sets);
         sets.clear();
         sets.push(0);
@@ -743,9 +906,14 @@ impl Plan {
         let mut stamps = std::mem::take(&mut scratch.stamps);
         // Stamps of earlier lines are older serials than any of this line: no reset.
         stamps.resize(self.nodes.len(), 0);
-        let mut last = std::mem::take(&mut scratch.last);
-        last.clear();
-        last.resize(self.cols.len(), u32::MAX);
+        let width = self.cols.len();
+        let mut slots = std::mem::take(&mut scratch.slots);
+        slots.clear();
+        slots.resize(width, Val::None);
+        let mut list = std::mem::take(&mut scratch.list);
+        list.clear();
+        let mut esc = std::mem::take(&mut scratch.esc);
+        esc.clear();
         let mut w = Walk {
             line,
             plan: self,
@@ -755,8 +923,10 @@ impl Plan {
             stamps,
             serial: scratch.serial,
             memos,
-            last,
-            values: Vec::with_capacity(self.cols.len() + 4),
+            slots,
+            list,
+            esc,
+            width,
             each_items: 0,
             general: false,
             resource_type: None,
@@ -769,33 +939,60 @@ impl Plan {
         scratch.stamps = std::mem::take(&mut w.stamps);
         scratch.serial = w.serial;
         scratch.memos = std::mem::take(&mut w.memos);
-        scratch.last = std::mem::take(&mut w.last);
-        walked.map_err(|reason| JsonError { reason })?;
-        if w.general {
-            return Ok(Outcome::General);
-        }
-        if w.resource_type.as_deref() != Some(resource) {
+        let outcome = match walked {
+            Err(reason) => Err(JsonError { reason }),
+            Ok(()) if w.general => Ok(Outcome::General),
             // Not a string, or another type: the general path decides.
-            return Ok(if w.resource_type.is_some() {
-                Outcome::OtherType
-            } else {
-                Outcome::General
-            });
-        }
-        Ok(Outcome::Rows(Values {
-            values: w.values,
-            items: w.each_items,
-        }))
+            Ok(()) if w.resource_type.as_deref() != Some(resource) => {
+                Ok(if w.resource_type.is_some() {
+                    Outcome::OtherType
+                } else {
+                    Outcome::General
+                })
+            }
+            Ok(()) => {
+                sink.streamed(
+                    self,
+                    &Values {
+                        line,
+                        esc: &w.esc,
+                        slots: &w.slots,
+                        list: &w.list,
+                        items: w.each_items,
+                    },
+                );
+                Ok(Outcome::Done)
+            }
+        };
+        scratch.slots = std::mem::take(&mut w.slots);
+        scratch.list = std::mem::take(&mut w.list);
+        scratch.esc = std::mem::take(&mut w.esc);
+        outcome
     }
 
-    /// The rows of a streamed line: one, or one per `forEach` item (none when there is no
-    /// item, one with nulls for `forEachOrNull`).
-    pub(crate) fn rows<'a>(&self, v: &'a Values<'a>) -> Vec<Row<'a>> {
+    /// The rows of a streamed line (see [`Plan::each_row`]), its values made nodes: `slots`
+    /// and `list` are [`Values::json`] of each of `v`'s slots and list values.
+    pub(crate) fn rows<'a>(
+        &self,
+        v: &Values<'_>,
+        slots: &'a [Option<Json<'a>>],
+        list: &'a [Json<'a>],
+    ) -> Vec<Row<'a>> {
         let mut rows = Vec::new();
         self.each_row(v, |item| {
             rows.push(
                 (0..self.cols.len())
-                    .map(|i| self.cell(v, i, item))
+                    .map(|i| {
+                        if self.cols[i].collection {
+                            Cell(CellInner::List(
+                                self.list_of(v, i, item)
+                                    .map(|k| Item::Node(&list[k], None, None))
+                                    .collect(),
+                            ))
+                        } else {
+                            one_cell(&slots[self.slot_index(i, item)])
+                        }
+                    })
                     .collect(),
             );
         });
@@ -818,20 +1015,47 @@ impl Plan {
         }
     }
 
-    /// The cell of column `col` in the row of `forEach` item `item`.
+    /// Where the slot of column `col` (not a collection) in the row of `forEach` item
+    /// `item` is in [`Values`]' slots.
     #[inline]
-    pub(crate) fn cell<'a>(&self, v: &'a Values<'a>, col: usize, item: u32) -> Cell<'a> {
-        let c = &self.cols[col];
-        let mut items = v
-            .values
-            .iter()
-            .filter(move |(k, i, _)| *k as usize == col && (!c.each || *i == item))
-            .map(|(_, _, j)| Item::Node(j, None, None));
-        Cell(if c.collection {
-            CellInner::List(items.collect())
+    fn slot_index(&self, col: usize, item: u32) -> usize {
+        // Item 0 (the row of nulls of `forEachOrNull`) holds no `forEach` column's value.
+        if self.cols[col].each {
+            item as usize * self.cols.len() + col
         } else {
-            items.next().map_or(CellInner::Null, CellInner::One)
-        })
+            col
+        }
+    }
+
+    /// The value of column `col` (not a collection) in the row of `forEach` item `item`.
+    #[inline]
+    pub(crate) fn slot(&self, v: &Values<'_>, col: usize, item: u32) -> Val {
+        v.slots
+            .get(self.slot_index(col, item))
+            .copied()
+            .unwrap_or(Val::None)
+    }
+
+    /// Whether column `col` is a collection.
+    #[inline]
+    pub(crate) fn is_collection(&self, col: usize) -> bool {
+        self.cols[col].collection
+    }
+
+    /// The positions in [`Values`]' list of the values of collection column `col` in the
+    /// row of `forEach` item `item`.
+    pub(crate) fn list_of<'s>(
+        &'s self,
+        v: &'s Values<'_>,
+        col: usize,
+        item: u32,
+    ) -> impl Iterator<Item = usize> + 's {
+        let each = self.cols[col].each;
+        v.list
+            .iter()
+            .enumerate()
+            .filter(move |(_, (k, i, _))| *k as usize == col && (!each || *i == item))
+            .map(|(n, _)| n)
     }
 
     /// The number of output columns.
@@ -847,7 +1071,13 @@ pub(crate) trait Sink {
     fn rows(&mut self, rows: &[Row<'_>]);
     /// The values of a streamed line.
     fn streamed(&mut self, plan: &Plan, values: &Values<'_>) {
-        self.rows(&plan.rows(values));
+        let slots: Vec<Option<Json<'_>>> = values.slots.iter().map(|&v| values.json(v)).collect();
+        let list: Vec<Json<'_>> = values
+            .list
+            .iter()
+            .filter_map(|&(_, _, v)| values.json(v))
+            .collect();
+        self.rows(&plan.rows(values, &slots, &list));
     }
 }
 

@@ -351,8 +351,24 @@ impl crate::stream::Sink for BatchBuilder {
         plan.each_row(values, |item| {
             self.rows += 1;
             for i in 0..width {
-                let cell = plan.cell(values, i, item);
-                self.append_cell(i, &cell);
+                if plan.is_collection(i) {
+                    let js: Vec<_> = plan
+                        .list_of(values, i, item)
+                        .filter_map(|k| values.json(values.list_val(k)))
+                        .collect();
+                    self.append_cell(i, &crate::stream::list_cell(&js));
+                    continue;
+                }
+                let v = plan.slot(values, i, item);
+                // A string into a string column as it is: what its cell gives.
+                if let Col::Str(b) = &mut self.cols[i]
+                    && let Some(s) = values.str(v)
+                {
+                    b.append_value(s);
+                    continue;
+                }
+                let j = values.json(v);
+                self.append_cell(i, &crate::stream::one_cell(&j));
             }
         });
     }
@@ -473,6 +489,8 @@ mod tests {
             r#"{"resourceType":"Patient","id":"p"}"#,
             r#"{"resourceType":"Observation","id":"c","valueQuantity":{"value":12345678901234567890.5},"subject":{"reference":"P/é"}}"#,
             r#"{"resourceType":"Observation","id":"d","_status":{"id":"s"},"valueString":"g"}"#,
+            // Escaped strings (copied unescaped) next to plain ones, in and out of `forEach`.
+            r#"{"resourceType":"Observation","id":"e\"q","status":"f","code":{"coding":[{"code":"a\u0041"},{"code":"b\n"}]},"component":[{"code":{"coding":[{"code":"x\ty","display":"\u00b5"}]},"valueQuantity":{"value":-1e2,"unit":"\/g","code":"ok"},"flag":false},{"code":{"coding":[{"code":"z"}]}}]}"#,
         ];
         for v in &views {
             assert!(v.path_kinds().iter().all(|(_, _, k)| k.label() == "stream"));

@@ -252,12 +252,9 @@ impl View {
             source,
         };
         if let Some(plan) = &self.stream {
-            match plan.run(line, &self.resource).map_err(json_err)? {
+            match plan.run(line, &self.resource, sink).map_err(json_err)? {
                 crate::stream::Outcome::OtherType => return Ok(false),
-                crate::stream::Outcome::Rows(values) => {
-                    sink.streamed(plan, &values);
-                    return Ok(true);
-                }
+                crate::stream::Outcome::Done => return Ok(true),
                 // Walked again below, on a tree.
                 crate::stream::Outcome::General => {}
             }
