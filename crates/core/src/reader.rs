@@ -313,7 +313,7 @@ fn grown_chunk_bytes(
 }
 
 impl Drop for LineReader {
-    /// Its spare buffers go to [`KEPT`] for the next reader.
+    /// Its spare buffers go to `KEPT` for the next reader.
     fn drop(&mut self) {
         for buf in self.spare.drain(..) {
             keep_buffer(buf);
