@@ -344,6 +344,46 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Reads the first two bytes of `r` (fewer when it is shorter), to tell gzip by its magic.
+fn sniff(r: &mut impl Read) -> io::Result<([u8; 2], usize)> {
+    let mut magic = [0u8; 2];
+    let mut got = 0;
+    while got < 2 {
+        let n = r.read(&mut magic[got..])?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok((magic, got))
+}
+
+/// The sniffed bytes, then the rest of `inner`, counted into `count` as read; gunzipped when
+/// the sniffed bytes are gzip's magic. For inputs read as a stream (gzip, pipes, objects).
+fn streamed(
+    magic: [u8; 2],
+    got: usize,
+    inner: impl Read + Send + 'static,
+    count: &Arc<AtomicU64>,
+) -> Box<dyn Read + Send> {
+    let counted = Counting {
+        inner: io::Cursor::new(magic[..got].to_vec()).chain(inner),
+        count: Arc::clone(count),
+    };
+    if is_gzip(magic, got) {
+        Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
+            1 << 16,
+            counted,
+        )))
+    } else {
+        Box::new(counted)
+    }
+}
+
+fn is_gzip(magic: [u8; 2], got: usize) -> bool {
+    got == 2 && magic == [0x1f, 0x8b]
+}
+
 impl LineReader {
     /// Opens a file; gzip is detected from its first two bytes, whatever its name.
     pub fn open(path: &Path, opts: &ReadOptions) -> Result<Self> {
@@ -355,20 +395,11 @@ impl LineReader {
             return Self::open_remote(path, opts);
         }
         let mut file = File::open(path).map_err(read_err)?;
-        let mut magic = [0u8; 2];
-        let mut got = 0;
-        while got < 2 {
-            let n = file.read(&mut magic[got..]).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
+        let (magic, got) = sniff(&mut file).map_err(read_err)?;
         let read_bytes = Arc::new(AtomicU64::new(0));
-        let gzip = got == 2 && magic == [0x1f, 0x8b];
         let meta = file.metadata().map_err(read_err)?;
         let file_len = meta.is_file().then_some(meta.len());
-        let plain_len = file_len.filter(|_| !gzip);
+        let plain_len = file_len.filter(|_| !is_gzip(magic, got));
         let src: Box<dyn Read + Send> = if let Some(len) = plain_len {
             // A plain file is read from its start again, up to its size at open (bytes
             // appended meanwhile are left for the next run), as the bare `File`: `fill`
@@ -379,20 +410,45 @@ impl LineReader {
             Box::new(file.take(len))
         } else {
             // Gzip and streams (which cannot seek): the sniffed bytes, then the rest.
-            let counted = Counting {
-                inner: io::Cursor::new(magic[..got].to_vec()).chain(file),
-                count: Arc::clone(&read_bytes),
-            };
-            if gzip {
-                Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
-                    1 << 16,
-                    counted,
-                )))
-            } else {
-                Box::new(counted)
-            }
+            streamed(magic, got, file, &read_bytes)
         };
-        Ok(Self {
+        Ok(Self::starting(
+            path, src, plain_len, file_len, read_bytes, opts,
+        ))
+    }
+
+    /// Opens an object-store URL: streamed from its start (one ranged GET, resumed on a
+    /// broken connection by the installed reader), read as a stream (gzip by magic bytes).
+    fn open_remote(path: &Path, opts: &ReadOptions) -> Result<Self> {
+        let read_err = |source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file_len = crate::remote::len(path).map_err(read_err)?;
+        let mut src = crate::remote::open(path, 0).map_err(read_err)?;
+        let (magic, got) = sniff(&mut src).map_err(read_err)?;
+        let read_bytes = Arc::new(AtomicU64::new(0));
+        let src = streamed(magic, got, src, &read_bytes);
+        Ok(Self::starting(
+            path,
+            src,
+            None,
+            Some(file_len),
+            read_bytes,
+            opts,
+        ))
+    }
+
+    /// A reader of `src` before its first chunk.
+    fn starting(
+        path: &Path,
+        src: Box<dyn Read + Send>,
+        plain_len: Option<u64>,
+        file_len: Option<u64>,
+        read_bytes: Arc<AtomicU64>,
+        opts: &ReadOptions,
+    ) -> Self {
+        Self {
             path: path.to_path_buf(),
             src,
             plain_len,
@@ -409,59 +465,7 @@ impl LineReader {
             chunk_bytes: opts.chunk_bytes,
             file_len,
             sized: false,
-        })
-    }
-
-    /// Opens an object-store URL: streamed from its start (one ranged GET, resumed on a
-    /// broken connection by the installed reader), read as a stream (gzip by magic bytes).
-    fn open_remote(path: &Path, opts: &ReadOptions) -> Result<Self> {
-        let read_err = |source| Error::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file_len = crate::remote::len(path).map_err(read_err)?;
-        let mut src = crate::remote::open(path, 0).map_err(read_err)?;
-        let mut magic = [0u8; 2];
-        let mut got = 0;
-        while got < 2 {
-            let n = src.read(&mut magic[got..]).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
         }
-        let read_bytes = Arc::new(AtomicU64::new(0));
-        let gzip = got == 2 && magic == [0x1f, 0x8b];
-        let counted = Counting {
-            inner: io::Cursor::new(magic[..got].to_vec()).chain(src),
-            count: Arc::clone(&read_bytes),
-        };
-        let src: Box<dyn Read + Send> = if gzip {
-            Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
-                1 << 16,
-                counted,
-            )))
-        } else {
-            Box::new(counted)
-        };
-        Ok(Self {
-            path: path.to_path_buf(),
-            src,
-            plain_len: None,
-            opts: opts.clone(),
-            carry: Vec::new(),
-            next_line: 1,
-            at_start: true,
-            eof: false,
-            overlong_sink: None,
-            read_bytes,
-            spare: Vec::new(),
-            numbering: true,
-            overlong_seen: 0,
-            chunk_bytes: opts.chunk_bytes,
-            file_len: Some(file_len),
-            sized: false,
-        })
     }
 
     /// Stops counting lines: each chunk's lines are numbered from the chunk's own start (see

@@ -439,6 +439,25 @@ pub enum Credentials {
     },
 }
 
+impl Credentials {
+    /// The `client_id`, for the job state (which never holds the secret or the key).
+    pub(crate) fn client_id(&self) -> Option<String> {
+        match self {
+            Credentials::PrivateKey { client_id, .. }
+            | Credentials::ClientSecret { client_id, .. } => Some(client_id.clone()),
+            _ => None,
+        }
+    }
+
+    /// The signing key's `kid`, for the job state.
+    pub(crate) fn kid(&self) -> Option<String> {
+        match self {
+            Credentials::PrivateKey { key, .. } => Some(key.kid().to_owned()),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Cached {
     token: Secret,

@@ -14,7 +14,6 @@ use tokio::time::Instant;
 use serde_json::json;
 use url::Url;
 
-use crate::auth::Credentials;
 use crate::control::delete_export;
 use crate::ctx::RunContext;
 use crate::download::{self, Failure};
@@ -240,16 +239,9 @@ pub async fn fetch(opts: Options, observer: Arc<dyn Observer>) -> Result<Summary
             transaction_time: None,
             manifests: Vec::new(),
             files: Vec::new(),
-            client_id: match &opts.conn.credentials {
-                Credentials::PrivateKey { client_id, .. }
-                | Credentials::ClientSecret { client_id, .. } => Some(client_id.clone()),
-                _ => None,
-            },
+            client_id: opts.conn.credentials.client_id(),
             private_key_path: opts.conn.private_key_path.clone(),
-            kid: match &opts.conn.credentials {
-                Credentials::PrivateKey { key, .. } => Some(key.kid().to_owned()),
-                _ => None,
-            },
+            kid: opts.conn.credentials.kid(),
             token_url: opts.conn.token_url.as_ref().map(ToString::to_string),
             deleted_on_server: false,
         },

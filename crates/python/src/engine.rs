@@ -19,7 +19,7 @@ use flatfhir_core::{
 use pyo3::prelude::*;
 
 use crate::errors;
-use crate::wait::{Shared, drain, recv};
+use crate::wait::{Shared, drain, join_worker, recv};
 
 /// Flattening options, as the Python layer passes them (a dict with every key).
 #[derive(Debug, FromPyObject)]
@@ -353,16 +353,7 @@ impl TypeReader {
     }
 
     fn join(&self, py: Python<'_>) {
-        let handle = self
-            .worker
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(h) = handle {
-            py.detach(move || {
-                let _ = h.join();
-            });
-        }
+        join_worker(py, &self.worker);
     }
 
     fn finish(&self, py: Python<'_>, r: Result<ReadReport, flatfhir_core::Error>) -> PyResult<()> {

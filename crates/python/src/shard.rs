@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 
 use crate::engine::{FlattenArgs, WriteArgs, group_of};
 use crate::errors;
-use crate::wait::{Shared, recv};
+use crate::wait::{Shared, join_worker, recv};
 
 fn value_error(what: &str, e: impl std::fmt::Display) -> PyErr {
     pyo3::exceptions::PyValueError::new_err(format!("{what}: {e}"))
@@ -266,16 +266,7 @@ pub(crate) struct ShardReader {
 
 impl ShardReader {
     fn join(&self, py: Python<'_>) {
-        let handle = self
-            .worker
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(h) = handle {
-            py.detach(move || {
-                let _ = h.join();
-            });
-        }
+        join_worker(py, &self.worker);
     }
 }
 

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -117,5 +118,18 @@ pub(crate) fn drain<T: Send, U>(
     match failure {
         Some(e) => Err(e),
         None => Ok(out),
+    }
+}
+
+/// Joins a streaming reader's worker thread once (later calls find it taken), without the GIL.
+pub(crate) fn join_worker(py: Python<'_>, worker: &Mutex<Option<JoinHandle<()>>>) {
+    let handle = worker
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(h) = handle {
+        py.detach(move || {
+            let _ = h.join();
+        });
     }
 }

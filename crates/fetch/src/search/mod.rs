@@ -32,7 +32,7 @@ pub use capability::Capability;
 pub use query::Query;
 pub use state::{FileRecord, Item, QueryState, QueryStatus, SEARCH_STATE_FILE, SearchJob};
 
-use crate::{Connection, Credentials, Issue, RedactedUrl};
+use crate::{Connection, Issue, RedactedUrl};
 use state::Output;
 
 /// Everything that can go wrong in a crawl.
@@ -310,16 +310,9 @@ fn new_job(opts: &SearchOptions, queries: &[Query]) -> SearchJob {
             .collect(),
         files: Vec::new(),
         finished: false,
-        client_id: match &opts.conn.credentials {
-            Credentials::PrivateKey { client_id, .. }
-            | Credentials::ClientSecret { client_id, .. } => Some(client_id.clone()),
-            _ => None,
-        },
+        client_id: opts.conn.credentials.client_id(),
         private_key_path: opts.conn.private_key_path.clone(),
-        kid: match &opts.conn.credentials {
-            Credentials::PrivateKey { key, .. } => Some(key.kid().to_owned()),
-            _ => None,
-        },
+        kid: opts.conn.credentials.kid(),
         token_url: opts.conn.token_url.as_ref().map(ToString::to_string),
     }
 }
