@@ -536,10 +536,17 @@ impl LineReader {
                 self.check_whole()?;
             }
         }
-        if self.at_start && (buf.len() >= 3 || self.eof) {
-            self.at_start = false;
-            if buf.starts_with(b"\xEF\xBB\xBF") {
+        if self.at_start {
+            // Decided on the file's first bytes, before any of them is handed on: a first
+            // read shorter than a BOM may already hold a whole line (found by the
+            // `ndjson_reader` fuzz target: a BOM at the start of line 2 was dropped when
+            // line 1 came in a 1-byte read).
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            if buf.starts_with(BOM) {
                 buf.drain(..3);
+                self.at_start = false;
+            } else if self.eof || !BOM.starts_with(&buf[..buf.len().min(3)]) {
+                self.at_start = false;
             }
         }
         Ok(())
@@ -922,6 +929,16 @@ mod tests {
                 ],
                 "chunk {chunk}"
             );
+            assert!(over.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_bom_is_dropped_only_at_the_start_of_the_file() {
+        let input = b"\n\xEF\xBB\xBF{\"a\":1}\n";
+        for chunk in [1, 2, 3, 1024] {
+            let (lines, over) = read_all(input, &small(chunk, 1 << 20));
+            assert_eq!(lines, [(2, "\u{FEFF}{\"a\":1}".into())], "chunk {chunk}");
             assert!(over.is_empty());
         }
     }
