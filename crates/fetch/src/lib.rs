@@ -56,6 +56,7 @@ mod download;
 mod durable;
 mod error;
 mod event;
+mod h1;
 mod http;
 mod job;
 mod kickoff;
