@@ -73,6 +73,15 @@ const PROXY_VARS: [&str; 6] = [
     "ALL_PROXY",
 ];
 
+/// Whether reqwest may send requests through a proxy: a proxy variable is set (`var` reads
+/// the environment), or the platform has proxy settings reqwest may read (macOS, Windows).
+fn proxy_configured(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    cfg!(any(target_os = "macos", windows))
+        || PROXY_VARS
+            .iter()
+            .any(|v| var(v).is_some_and(|s| !s.is_empty()))
+}
+
 /// Where a connection goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Origin {
@@ -132,8 +141,11 @@ impl AsyncWrite for Stream {
 struct Pool {
     idle: HashMap<Origin, Vec<(Stream, Instant)>>,
     refused: HashSet<Origin>,
-    /// Connections opened (counted for tests).
+    /// Connections opened, responses handed on, and requests left to reqwest (counted for
+    /// tests).
     opened: u64,
+    served: u64,
+    fallbacks: u64,
 }
 
 type SharedPool = Arc<Mutex<Pool>>;
@@ -167,12 +179,10 @@ pub(crate) enum Outcome {
 }
 
 impl FastGet {
-    /// `None` when a proxy is configured: reqwest's proxy rules then apply to every request.
+    /// `None` when a proxy may be configured: reqwest's proxy rules then apply to every
+    /// request.
     pub(crate) fn new(tls: &rustls::ClientConfig, defaults: HeaderMap) -> Option<Self> {
-        if PROXY_VARS
-            .iter()
-            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
-        {
+        if proxy_configured(|v| std::env::var_os(v)) {
             return None;
         }
         let mut tls = tls.clone();
@@ -184,14 +194,26 @@ impl FastGet {
         })
     }
 
-    /// Connections opened so far (for tests: reuse across files is counted, not timed).
+    /// Connections opened, responses served and requests left to reqwest so far (for tests:
+    /// which path took a request, and reuse across files, are counted, not timed).
     #[cfg(test)]
-    pub(crate) fn connections_opened(&self) -> u64 {
-        lock(&self.pool).opened
+    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+        let p = lock(&self.pool);
+        (p.opened, p.served, p.fallbacks)
     }
 
     /// Send `req` (a `GET`) and read its response head.
     pub(crate) async fn get(&self, req: &reqwest::Request) -> Outcome {
+        let outcome = self.try_get(req).await;
+        let mut pool = lock(&self.pool);
+        match outcome {
+            Outcome::Response(_) => pool.served += 1,
+            Outcome::Fallback => pool.fallbacks += 1,
+        }
+        outcome
+    }
+
+    async fn try_get(&self, req: &reqwest::Request) -> Outcome {
         let url = req.url();
         let Some(origin) = origin_of(req, url) else {
             return Outcome::Fallback;
@@ -418,7 +440,12 @@ enum Chunk {
 
 /// The response to hand on; `None` for what reqwest must handle (`101`, an unknown transfer
 /// coding, a framing header that contradicts itself).
-fn response(head: Head, stream: Stream, origin: Origin, pool: SharedPool) -> Option<reqwest::Response> {
+fn response(
+    head: Head,
+    stream: Stream,
+    origin: Origin,
+    pool: SharedPool,
+) -> Option<reqwest::Response> {
     let Head {
         status,
         version,
@@ -464,7 +491,10 @@ fn response(head: Head, stream: Stream, origin: Origin, pool: SharedPool) -> Opt
         || headers
             .get_all(reqwest::header::CONNECTION)
             .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))));
+            .any(|v| {
+                v.to_str()
+                    .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+            });
     let gzip = framing != Framing::Done
         && headers
             .get(reqwest::header::CONTENT_ENCODING)
@@ -799,6 +829,26 @@ mod tests {
         let want: Vec<u8> = parts.concat();
         for step in [1, 2, 3, 7, 100, 4096, 16_385, 70_000, wire.len()] {
             assert_eq!(dechunk_in_steps(&wire, step).unwrap(), want, "step {step}");
+        }
+    }
+
+    #[test]
+    fn any_proxy_variable_leaves_every_request_to_reqwest() {
+        if cfg!(any(target_os = "macos", windows)) {
+            assert!(proxy_configured(|_| None));
+            return;
+        }
+        assert!(!proxy_configured(|_| None));
+        assert!(!proxy_configured(|v| (v == "NO_PROXY").then(|| "x".into())));
+        for name in PROXY_VARS {
+            assert!(
+                proxy_configured(|v| (v == name).then(|| "http://p:3128".into())),
+                "{name}"
+            );
+            assert!(
+                !proxy_configured(|v| (v == name).then(|| "".into())),
+                "{name}"
+            );
         }
     }
 

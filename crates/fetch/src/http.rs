@@ -48,12 +48,15 @@ impl Http {
             default_headers.insert(name, value);
         }
         let tls = tls_config(ca_cert)?;
-        let mut fast_defaults = default_headers.clone();
+        // What reqwest sends unless a request sets it: its `Accept`, our `User-Agent`, then
+        // `--header` over both.
         let user_agent = HeaderValue::from_static(concat!("flatfhir/", env!("CARGO_PKG_VERSION")));
+        let mut fast_defaults = HeaderMap::new();
+        fast_defaults.insert(reqwest::header::ACCEPT, HeaderValue::from_static("*/*"));
         fast_defaults.insert(reqwest::header::USER_AGENT, user_agent.clone());
-        fast_defaults
-            .entry(reqwest::header::ACCEPT)
-            .or_insert(HeaderValue::from_static("*/*"));
+        for (k, v) in &default_headers {
+            fast_defaults.insert(k, v.clone());
+        }
         let fast = FastGet::new(&tls, fast_defaults).map(Arc::new);
         // What reqwest offers by ALPN when it builds the configuration itself.
         let mut tls = tls;
@@ -304,3 +307,7 @@ pub(crate) fn is_transient(body: &str) -> bool {
                 .is_some_and(|a| !a.is_empty() && a.iter().all(|i| i["code"] == "transient"))
     })
 }
+
+#[cfg(test)]
+#[path = "http_fast_tests.rs"]
+mod fast_tests;
