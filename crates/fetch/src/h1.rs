@@ -248,8 +248,8 @@ impl FastGet {
     fn take_idle(&self, origin: &Origin) -> Option<Stream> {
         let mut pool = lock(&self.pool);
         let list = pool.idle.get_mut(origin)?;
-        while let Some((s, since)) = list.pop() {
-            if since.elapsed() < IDLE_TIMEOUT {
+        while let Some((mut s, since)) = list.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && quiet(&mut s) {
                 return Some(s);
             }
         }
@@ -327,6 +327,15 @@ impl FastGet {
         head.extend_from_slice(b"\r\n");
         head
     }
+}
+
+/// An idle connection is fit for a request when it has nothing to read: a server that closed
+/// it (or sent something unasked, such as a 408) makes it readable, and it is dropped.
+fn quiet(stream: &mut Stream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    Pin::new(stream).poll_read(&mut cx, &mut buf).is_pending()
 }
 
 /// The origin of a request this module handles.
@@ -512,7 +521,7 @@ fn response(
         stream: Some(stream),
         buf: rest,
         framing,
-        gzip: gzip.then(|| Gunzip::default()),
+        gzip: gzip.then(Gunzip::default),
         reuse: (!close).then_some((origin, pool)),
         received: 0,
     };
