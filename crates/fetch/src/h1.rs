@@ -15,12 +15,13 @@
 //! `client::conn::http1` driven in the same task would still decode and channel each chunk.
 //!
 //! What is *not* handled here goes through reqwest unchanged ([`Outcome::Fallback`], before
-//! anything of the response is consumed, or for a whole run): a configured proxy (any
-//! `*_proxy` variable: reqwest's system-proxy rules), a request other than `GET`, a scheme
-//! other than http/https, a connection or TLS handshake that fails (reqwest then reports the
-//! real error; an origin whose TLS handshake failed is not tried here again, e.g. one that
-//! speaks only HTTP/2), no response head on a reused or new connection, an interim
-//! `101`, and a `Transfer-Encoding` other than `chunked`. Redirects are followed by the caller
+//! anything of the response is consumed, or for a whole run): a proxy that may apply (any
+//! `*_proxy` variable; always on macOS and Windows, whose system settings reqwest may read),
+//! a request other than `GET`, a scheme other than http/https, a connection or TLS handshake
+//! that fails (reqwest then reports the real error; an origin whose TLS handshake failed or
+//! whose connection timed out is not tried here again, e.g. one that speaks only HTTP/2), no
+//! response head on a new connection (on a kept one the request goes once more on a new
+//! one), a `101`, a head `httparse` refuses, and a `Transfer-Encoding` other than `chunked`. Redirects are followed by the caller
 //! ([`crate::http`]), hop by hop, with the same `Authorization` rule as for reqwest.
 //!
 //! TLS is the same `rustls::ClientConfig` reqwest is given ([`crate::http::tls_config`]: the
@@ -268,8 +269,16 @@ impl FastGet {
             }
             None
         })
-        .await
-        .ok()??;
+        .await;
+        let tcp = match tcp {
+            Ok(tcp) => tcp?,
+            Err(_) => {
+                // A connection that hangs: reqwest tries (and reports) it, and the next
+                // requests to this origin do not wait for it twice.
+                lock(&self.pool).refused.insert(origin.clone());
+                return None;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         lock(&self.pool).opened += 1;
         if !origin.https {
