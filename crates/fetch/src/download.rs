@@ -12,11 +12,11 @@
 //!
 //! Where the CPU goes (measured with callgrind and perf on loopback exports from the test
 //! server): checking the lines (`line.rs`, core's walker) is most of a download's own work;
-//! the rest is the kernel's copies and, when the server sends one HTTP chunk per line, hyper's
-//! hand-over of each chunk from its connection task to this one (a one-item channel: two task
-//! wake-ups per chunk, about half a microsecond). Short chunks are therefore gathered into
-//! 64 KiB blocks before they are checked and written, so the checker and the writer work per
-//! block, not per chunk. The check and the writes stay on the runtime's workers: a
+//! the rest is the kernel's copies. The body is read by `h1.rs` (HTTP/1.1 by hand: large reads,
+//! every HTTP chunk they hold de-framed at once) where it can, so a server that sends one HTTP
+//! chunk per line costs little more than one with large chunks; through reqwest (the fallback)
+//! each chunk still arrives on its own. Short chunks are gathered into 64 KiB blocks before
+//! they are checked and written, so the checker and the writer work per block, not per chunk. The check and the writes stay on the runtime's workers: a
 //! `spawn_blocking` per block would add a hand-over per block and save no CPU, and the number
 //! of workers made no difference to the CPU used (1 or 2, measured with
 //! `TOKIO_WORKER_THREADS`); `--parallel` downloads already keep both cores busy.

@@ -1,7 +1,10 @@
 //! The HTTP client: TLS (always verified; extra CA from `--ca-cert`), vendor headers, and
 //! redirect following that drops `Authorization` when the origin changes. No retries here.
+//! File downloads go through [`crate::h1`] (HTTP/1.1 read by hand) where it can take them,
+//! else through reqwest; both get the one TLS configuration built in [`tls_config`].
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, LOCATION};
@@ -9,6 +12,7 @@ use reqwest::{Method, Response};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::h1::{FastGet, Outcome};
 use crate::redact::Secret;
 
 /// Redirects followed per request before giving up.
@@ -28,6 +32,9 @@ pub(crate) struct Http {
     /// [`Http::send_download`] and its body by the download's own stall watchdog. One client,
     /// not two: each loads the system's root certificates (hundreds of syscalls).
     client: reqwest::Client,
+    /// File downloads read by hand (`None` when a proxy is configured); shares the client's
+    /// TLS configuration.
+    fast: Option<Arc<FastGet>>,
 }
 
 impl Http {
@@ -40,28 +47,30 @@ impl Http {
                 .map_err(|e| Error::Usage(format!("--header {k}: {e}")))?;
             default_headers.insert(name, value);
         }
-        let roots = match ca_cert {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    Error::Usage(format!("--ca-cert {}: {}", path.display(), e.without_url()))
-                })?
-            }
-            None => Vec::new(),
-        };
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("flatfhir/", env!("CARGO_PKG_VERSION")))
+        let tls = tls_config(ca_cert)?;
+        // What reqwest sends unless a request sets it: its `Accept`, our `User-Agent`, then
+        // `--header` over both.
+        let user_agent = HeaderValue::from_static(concat!("flatfhir/", env!("CARGO_PKG_VERSION")));
+        let mut fast_defaults = HeaderMap::new();
+        fast_defaults.insert(reqwest::header::ACCEPT, HeaderValue::from_static("*/*"));
+        fast_defaults.insert(reqwest::header::USER_AGENT, user_agent.clone());
+        for (k, v) in &default_headers {
+            fast_defaults.insert(k, v.clone());
+        }
+        let fast = FastGet::new(&tls, fast_defaults).map(Arc::new);
+        // What reqwest offers by ALPN when it builds the configuration itself.
+        let mut tls = tls;
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let client = reqwest::Client::builder()
+            .user_agent(user_agent)
             .default_headers(default_headers)
             // Redirects are followed by hand so the token is dropped on a host change.
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(30));
-        for c in roots {
-            builder = builder.add_root_certificate(c);
-        }
-        let client = builder
+            .connect_timeout(Duration::from_secs(30))
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| Error::Usage(format!("building the HTTP client: {}", e.without_url())))?;
-        Ok(Self { client })
+        Ok(Self { client, fast })
     }
 
     /// Send a request, following redirects by hand. `Authorization: Bearer` goes only to the
@@ -88,10 +97,12 @@ impl Http {
         token: Option<&Secret>,
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<(Url, Response)> {
-        tokio::time::timeout(
-            READ_TIMEOUT,
-            send_with(&self.client, Method::GET, url, token, build),
-        )
+        tokio::time::timeout(READ_TIMEOUT, async {
+            match &self.fast {
+                Some(fast) => send_fast(&self.client, fast, url, token, build).await,
+                None => send_with(&self.client, Method::GET, url, token, build).await,
+            }
+        })
         .await
         .unwrap_or_else(|_| {
             Err(Error::Download {
@@ -100,6 +111,76 @@ impl Http {
             })
         })
     }
+}
+
+/// The request for `current`, with the token when `current` is on the origin the request
+/// was first sent to.
+fn request(
+    client: &reqwest::Client,
+    method: &Method,
+    current: &Url,
+    origin: &url::Origin,
+    token: Option<&Secret>,
+    build: &impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<reqwest::RequestBuilder> {
+    let mut req = build(client.request(method.clone(), current.clone()));
+    if let Some(t) = token
+        && current.origin() == *origin
+    {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
+            .map_err(|_| Error::Usage("the access token is not a valid header value".into()))?;
+        v.set_sensitive(true);
+        req = req.header(AUTHORIZATION, v);
+    }
+    Ok(req)
+}
+
+/// Where a redirect answer points, if it is one.
+fn redirect_target(current: &Url, resp: &Response) -> Result<Option<Url>> {
+    if !resp.status().is_redirection() {
+        return Ok(None);
+    }
+    let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    current.join(loc).map(Some).map_err(|e| Error::Download {
+        url: current.clone().into(),
+        reason: format!("bad redirect Location: {e}"),
+    })
+}
+
+/// [`send_with`] for a file download: each hop through [`FastGet`] where it can, else through
+/// reqwest, with the same headers and the same `Authorization` rule.
+async fn send_fast(
+    client: &reqwest::Client,
+    fast: &FastGet,
+    url: &Url,
+    token: Option<&Secret>,
+    build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<(Url, Response)> {
+    let origin = url.origin();
+    let mut current = url.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let req = request(client, &Method::GET, &current, &origin, token, &build)?
+            .build()
+            .map_err(|e| Error::http(&current, e))?;
+        let resp = match fast.get(&req).await {
+            Outcome::Response(r) => r,
+            Outcome::Fallback => client
+                .execute(req)
+                .await
+                .map_err(|e| Error::http(&current, e))?,
+        };
+        if let Some(next) = redirect_target(&current, &resp)? {
+            current = next;
+            continue;
+        }
+        return Ok((current, resp));
+    }
+    Err(Error::Download {
+        url: url.clone().into(),
+        reason: "too many redirects".into(),
+    })
 }
 
 async fn send_with(
@@ -112,23 +193,10 @@ async fn send_with(
     let origin = url.origin();
     let mut current = url.clone();
     for _ in 0..=MAX_REDIRECTS {
-        let mut req = build(client.request(method.clone(), current.clone()));
-        if let Some(t) = token
-            && current.origin() == origin
-        {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
-                .map_err(|_| Error::Usage("the access token is not a valid header value".into()))?;
-            v.set_sensitive(true);
-            req = req.header(AUTHORIZATION, v);
-        }
+        let req = request(client, &method, &current, &origin, token, &build)?;
         let resp = req.send().await.map_err(|e| Error::http(&current, e))?;
-        if resp.status().is_redirection()
-            && let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok())
-        {
-            current = current.join(loc).map_err(|e| Error::Download {
-                url: current.clone().into(),
-                reason: format!("bad redirect Location: {e}"),
-            })?;
+        if let Some(next) = redirect_target(&current, &resp)? {
+            current = next;
             continue;
         }
         return Ok((current, resp));
@@ -137,6 +205,44 @@ async fn send_with(
         url: url.clone().into(),
         reason: "too many redirects".into(),
     })
+}
+
+/// The TLS configuration of every request, built as reqwest builds its own by default (same
+/// crypto provider, protocol versions and the platform verifier, with the `--ca-cert` roots
+/// added), so that the hand-read downloads ([`crate::h1`]) verify exactly as reqwest does: it
+/// is handed to reqwest too. ALPN is left to each user.
+pub(crate) fn tls_config(ca_cert: Option<&Path>) -> Result<rustls::ClientConfig> {
+    let extra = match ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            // reqwest's parser, for its error message; the DER of each certificate for rustls.
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Usage(format!("--ca-cert {}: {}", path.display(), e.without_url()))
+            })?;
+            use rustls_pki_types::pem::PemObject as _;
+            rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Usage(format!("--ca-cert {}: {e}", path.display())))?
+        }
+        None => Vec::new(),
+    };
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = if extra.is_empty() {
+        rustls_platform_verifier::Verifier::new(provider.clone())
+    } else {
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+    }
+    .map_err(|e| Error::Usage(format!("loading the TLS root certificates: {e}")))?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .map_err(|e| Error::Usage(format!("TLS set-up: {e}")))?
+        .dangerous()
+        // Not a weakening: the platform verifier verifies (chain, name, validity), as reqwest's.
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(config)
 }
 
 /// Response headers as a JSON object, for `log.ndjson`. Credentials never appear in response
@@ -201,3 +307,7 @@ pub(crate) fn is_transient(body: &str) -> bool {
                 .is_some_and(|a| !a.is_empty() && a.iter().all(|i| i["code"] == "transient"))
     })
 }
+
+#[cfg(test)]
+#[path = "http_fast_tests.rs"]
+mod fast_tests;

@@ -16,7 +16,7 @@
 //! Modules (private; their public items are re-exported here): `options` (what a run is
 //! given), `run` (one export, start to end), `control` (status and cancel of a recorded job),
 //! `event`, `summary`, `auth`, `kickoff`, `poll`, `download`, `line` (one NDJSON line's check), `manifest`, `job` (the job
-//! state), `log` (`log.ndjson`), `http`, `retry` (the one retry policy), `redact`, `durable`,
+//! state), `log` (`log.ndjson`), `http`, `h1` (file downloads over HTTP/1.1 read by hand), `retry` (the one retry policy), `redact`, `durable`,
 //! `clock`.
 //!
 //! ```no_run
@@ -56,6 +56,7 @@ mod download;
 mod durable;
 mod error;
 mod event;
+mod h1;
 mod http;
 mod job;
 mod kickoff;

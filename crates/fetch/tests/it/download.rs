@@ -613,3 +613,38 @@ async fn a_stalled_body_times_out_and_is_retried() {
         "{log}"
     );
 }
+
+/// Whatever the framing and faults (one HTTP chunk per line, Content-Length, gzip, a
+/// connection cut mid-file and resumed with Range, HTTPS is in `tls.rs`), the files hold the
+/// server's lines byte for byte, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_hold_the_servers_bytes_through_every_framing_and_fault() {
+    let data = data_dir();
+    for (per_line, drop_mid, gzip) in [
+        (true, false, Gzip::Off),
+        (true, true, Gzip::Off),
+        (false, true, Gzip::Off),
+        (false, false, Gzip::WithHeader),
+        (false, true, Gzip::Negotiated),
+    ] {
+        let mut cfg = config(data.path());
+        cfg.chunk_per_line = per_line;
+        cfg.faults.drop_mid_file = drop_mid;
+        cfg.gzip = gzip;
+        let server = TestServer::start(cfg).await.unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let s = run(options(&server, out.path())).await.unwrap();
+        assert_eq!(s.resources, 15);
+        for (ty, files) in [("Patient", 2), ("Observation", 3), ("Condition", 1)] {
+            let got: String = (1..=files)
+                .map(|n| read(out.path(), &format!("{n}.{ty}.ndjson")))
+                .collect();
+            let want = std::fs::read_to_string(data.path().join(format!("{ty}.ndjson"))).unwrap();
+            assert_eq!(
+                got, want,
+                "{ty}: per line {per_line}, drop {drop_mid}, {gzip:?}"
+            );
+        }
+        assert_standard_output(out.path());
+    }
+}
