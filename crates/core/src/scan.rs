@@ -313,6 +313,18 @@ impl<'a> Walker<'a, '_> {
         }
     }
 
+    /// Whether the next token, after any whitespace, is `c`; `pos` is left at it. The byte
+    /// at `pos` is compared first: NDJSON is mostly written without whitespace between
+    /// tokens, and one comparison with `c` is cheaper than the whitespace test before it.
+    #[inline(always)]
+    fn at(&mut self, c: u8) -> bool {
+        if self.peek() == Some(c) {
+            return true;
+        }
+        self.skip_ws();
+        self.peek() == Some(c)
+    }
+
     fn describe(&self) -> String {
         match self.s[self.pos..].chars().next() {
             None => "end of line".into(),
@@ -357,8 +369,7 @@ impl<'a> Walker<'a, '_> {
 
     #[inline]
     fn expect(&mut self, c: u8, what: &str) -> Result<(), Reason> {
-        self.skip_ws();
-        if self.peek() == Some(c) {
+        if self.at(c) {
             self.pos += 1;
             Ok(())
         } else {
@@ -372,14 +383,12 @@ impl<'a> Walker<'a, '_> {
             return Err(too_deep(self.pos));
         }
         self.pos += 1; // '{'
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
+        if self.at(b'}') {
             self.pos += 1;
             return v.scalar(Scalar::EmptyObject);
         }
         loop {
-            self.skip_ws();
-            if self.peek() != Some(b'"') {
+            if !self.at(b'"') {
                 return Err(self.unexpected("a member name in double quotes"));
             }
             // FHIR repeats its member order: most names are the one the visitor expects,
@@ -413,26 +422,26 @@ impl<'a> Walker<'a, '_> {
             if enter {
                 // Most member values in FHIR are strings: they are read here, without a call
                 // of `value` (its prologue and dispatch cost about what the string does).
-                self.skip_ws();
-                if self.peek() == Some(b'"') {
+                if self.at(b'"') {
                     self.string_value(v)?;
                 } else {
                     self.value(v, depth + 1)?;
                 }
                 v.leave();
             } else {
-                self.skip_ws();
                 // A skipped string is read here too, without a call of `value` (a visitor that
                 // skips most members, like the download's type check, skips mostly strings).
-                if self.peek() == Some(b'"') {
+                if self.at(b'"') {
                     self.string()?;
                 } else {
                     self.skip_value(depth + 1)?;
                 }
             }
-            self.skip_ws();
+            if self.at(b',') {
+                self.pos += 1;
+                continue;
+            }
             match self.peek() {
-                Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
                     return Ok(());
@@ -447,8 +456,7 @@ impl<'a> Walker<'a, '_> {
             return Err(too_deep(self.pos));
         }
         self.pos += 1; // '['
-        self.skip_ws();
-        if self.peek() == Some(b']') {
+        if self.at(b']') {
             self.pos += 1;
             return v.scalar(Scalar::EmptyArray);
         }
@@ -458,9 +466,11 @@ impl<'a> Walker<'a, '_> {
             self.value(v, depth + 1)?;
             v.leave();
             index += 1;
-            self.skip_ws();
+            if self.at(b',') {
+                self.pos += 1;
+                continue;
+            }
             match self.peek() {
-                Some(b',') => self.pos += 1,
                 Some(b']') => {
                     self.pos += 1;
                     return Ok(());
@@ -585,21 +595,34 @@ impl<'a> Walker<'a, '_> {
     /// Parses a string starting at the opening quote. Text without escapes stays in the line,
     /// from after the opening quote to the position returned; escaped text is decoded into
     /// the scratch buffer, and the return value is [`IN_SCRATCH`].
-    #[inline]
-    #[allow(unsafe_code)] // `text`, see the SAFETY note
+    ///
+    /// Only the common case (the first special byte is the closing quote) is inlined: with
+    /// the escape and error paths in the same function, every string paid for a large stack
+    /// frame (six saved registers) that only those paths need.
+    #[inline(always)]
     fn string(&mut self) -> Result<usize, Reason> {
-        self.pos += 1; // opening quote
-        let start = self.pos;
         let b = self.b;
-        let p = find_special(b, self.pos);
+        let p = find_special(b, self.pos + 1);
+        if b.get(p) == Some(&b'"') {
+            self.pos = p + 1;
+            Ok(p)
+        } else {
+            self.string_special(p)
+        }
+    }
+
+    /// [`string`](Self::string) where the first special byte at `p` is not the closing
+    /// quote: an escape, a control character, or the end of the line.
+    #[cold]
+    #[inline(never)]
+    #[allow(unsafe_code)] // `text`, see the SAFETY note
+    fn string_special(&mut self, p: usize) -> Result<usize, Reason> {
+        let start = self.pos + 1; // after the opening quote
+        let b = self.b;
         match b.get(p) {
             None => {
                 self.pos = p;
                 Err("not valid JSON: the line ends inside a string (truncated?)".into())
-            }
-            Some(b'"') => {
-                self.pos = p + 1;
-                Ok(p)
             }
             Some(b'\\') => {
                 self.scratch.clear();
