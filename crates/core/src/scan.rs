@@ -289,21 +289,23 @@ impl<'a> Walker<'a, '_> {
         self.b.get(self.pos).copied()
     }
 
-    /// `s[a..e]` without the checks that both ends fall between characters (`str` slicing
-    /// makes two, measurable in the walk). The range itself is checked.
+    /// `s[a..e]` without checks: every caller has just found both ends by reading the
+    /// bytes there (an opening quote before `a`, the closing quote at `e`), and the checks
+    /// `str` slicing makes (both ends between characters, `a <= e <= len`) were measurable
+    /// in the walk.
     ///
     /// # Safety
     ///
-    /// `a` and `e` must be character boundaries of `s`: each at an ASCII byte (a quote, a
-    /// backslash, a digit), just after one, or at the end of the line.
+    /// `a <= e <= s.len()`, and `a` and `e` must be character boundaries of `s`: each at an
+    /// ASCII byte (a quote, a backslash, a digit), just after one, or at the end of the line.
     #[inline]
     #[allow(unsafe_code)]
     unsafe fn text(&self, a: usize, e: usize) -> &'a str {
-        let bytes = &self.b[a..e];
+        debug_assert!(a <= e && e <= self.s.len());
         debug_assert!(self.s.is_char_boundary(a) && self.s.is_char_boundary(e));
-        // SAFETY: `bytes` is the part of `s` (valid UTF-8) between two character boundaries
-        // (the caller's promise), so it is valid UTF-8 too.
-        unsafe { std::str::from_utf8_unchecked(bytes) }
+        // SAFETY: `a..e` lies inside `s` and runs between two character boundaries (the
+        // caller's promise), so the slice is in bounds and valid UTF-8.
+        unsafe { self.s.get_unchecked(a..e) }
     }
 
     #[inline]
@@ -407,14 +409,15 @@ impl<'a> Walker<'a, '_> {
             let enter = if let Some(len) = expected {
                 self.pos = start + len + 1;
                 // SAFETY: `start` follows the opening quote, and the filter above found the
-                // closing quote at `start + len`.
+                // closing quote at `start + len` (inside the line).
                 let key = unsafe { self.text(start, start + len) };
                 v.enter_expected(depth + 1, key)?
             } else {
                 // The key must be resolved before the scratch buffer is reused for the value.
                 match self.string()? {
                     IN_SCRATCH => v.enter_key(depth + 1, self.scratch)?,
-                    // SAFETY: `start` follows the opening quote, `end` is the closing quote.
+                    // SAFETY: `start` follows the opening quote, `end` is the closing quote
+                    // (at or after `start`, inside the line).
                     end => v.enter_key(depth + 1, unsafe { self.text(start, end) })?,
                 }
             };
@@ -463,7 +466,13 @@ impl<'a> Walker<'a, '_> {
         let mut index = 0;
         loop {
             v.enter_index(index)?;
-            self.value(v, depth + 1)?;
+            // FHIR's arrays hold mostly objects (codings, identifiers, components): those
+            // are read here, without the call and dispatch of `value`.
+            if self.at(b'{') {
+                self.object(v, depth + 1)?;
+            } else {
+                self.value(v, depth + 1)?;
+            }
             v.leave();
             index += 1;
             if self.at(b',') {
@@ -504,7 +513,7 @@ impl<'a> Walker<'a, '_> {
                 let int = self.number()?;
                 v.scalar(Scalar::Num {
                     // SAFETY: a number is ASCII: it starts at a `-` or a digit and `pos`
-                    // follows its last digit.
+                    // (at most the line's length) follows its last digit.
                     raw: unsafe { self.text(start, self.pos) },
                     int,
                 })
@@ -520,7 +529,8 @@ impl<'a> Walker<'a, '_> {
         let start = self.pos + 1;
         match self.string()? {
             IN_SCRATCH => v.scalar(Scalar::Str(self.scratch)),
-            // SAFETY: `start` follows the opening quote, `end` is the closing quote.
+            // SAFETY: `start` follows the opening quote, `end` is the closing quote (at or
+            // after `start`, inside the line).
             end => v.scalar(Scalar::Str(unsafe { self.text(start, end) })),
         }
     }
@@ -626,7 +636,8 @@ impl<'a> Walker<'a, '_> {
             }
             Some(b'\\') => {
                 self.scratch.clear();
-                // SAFETY: `start` follows the opening quote, `p` is at a backslash.
+                // SAFETY: `start` follows the opening quote, `p` is at a backslash (found
+                // from `start` on, inside the line).
                 self.scratch.push_str(unsafe { self.text(start, p) });
                 self.pos = p;
                 self.escaped()?;
