@@ -547,6 +547,27 @@ impl<'a> Walk<'a, '_> {
         }
     }
 
+    /// The nodes the scalar at the current position is an item at. A member value that is
+    /// a scalar is one item: when its name matched one node with no index and no `forEach`
+    /// (the usual case), the item is at that node, which is the pending set itself, and
+    /// nothing is kept for it (the walker leaves the member next).
+    #[inline(always)]
+    fn scalar_at(&mut self) -> Set {
+        let n = self.frames.len() - 1;
+        let f = self.frames[n];
+        if f.pending.is_empty() {
+            return f.at;
+        }
+        if f.pending.end - f.pending.start == 1 {
+            let node = &self.plan.nodes[self.sets[f.pending.start as usize] as usize];
+            if node.index.is_none() && !node.each {
+                return f.pending;
+            }
+        }
+        self.resolve_pending(f.pending);
+        self.frames[n].at
+    }
+
     #[inline(never)]
     fn resolve_pending(&mut self, pending: Set) {
         let at = self.items(pending);
@@ -653,21 +674,34 @@ impl<'a> Walk<'a, '_> {
         true
     }
 
-    /// Applies the action of key `i` of node `m`'s memo.
-    #[inline]
+    /// Applies the action of key `i` of node `m`'s memo. A skipped or general member is
+    /// decided here, inline in the walker's member loop (most members a view meets are
+    /// skipped); an entered one out of line.
+    #[inline(always)]
     fn apply(&mut self, m: u32, i: usize) -> bool {
-        let start = self.sets.len() as u32;
-        let root_type = match &self.memos[m as usize].keys[i].action {
-            Action::Skip => return false,
+        match &self.memos[m as usize].keys[i].action {
+            Action::Skip => false,
             Action::General => {
                 self.general = true;
-                return false;
+                false
             }
-            Action::Enter { kids, root_type } => {
-                self.sets.extend_from_slice(kids);
-                *root_type
-            }
+            Action::Enter { .. } => self.apply_enter(m, i),
+        }
+    }
+
+    /// [`Walk::apply`] of an [`Action::Enter`].
+    #[inline(never)]
+    fn apply_enter(&mut self, m: u32, i: usize) -> bool {
+        let start = self.sets.len() as u32;
+        let Action::Enter { kids, root_type } = &self.memos[m as usize].keys[i].action else {
+            return false;
         };
+        let root_type = *root_type;
+        // Mostly one node: pushed, not copied with a call of `memcpy`.
+        match **kids {
+            [k] => self.sets.push(k),
+            ref ks => self.sets.extend_from_slice(ks),
+        }
         self.enter_member(start, root_type)
     }
 
@@ -820,8 +854,7 @@ impl Visitor for Walk<'_, '_> {
             }
             _ => {}
         }
-        self.resolve_item();
-        let at = self.top().at;
+        let at = self.scalar_at();
         let plan = self.plan;
         let mut val = Val::None;
         for i in at.start..at.end {
