@@ -568,6 +568,22 @@ impl<'a> Walk<'a, '_> {
         self.frames[n].at
     }
 
+    /// The column a scalar member value goes to when it is the usual leaf: its name matched
+    /// one node (not the root's `resourceType`), with no index and no `forEach`, where exactly
+    /// one column's path ends.
+    #[inline(always)]
+    fn one_output(&self) -> Option<u16> {
+        let f = &self.frames[self.frames.len() - 1];
+        if f.pending.end.wrapping_sub(f.pending.start) != 1 || f.root_type {
+            return None;
+        }
+        let node = &self.plan.nodes[self.sets[f.pending.start as usize] as usize];
+        match *node.outputs {
+            [c] if node.index.is_none() && !node.each => Some(c),
+            _ => None,
+        }
+    }
+
     #[inline(never)]
     fn resolve_pending(&mut self, pending: Set) {
         let at = self.items(pending);
@@ -821,6 +837,16 @@ impl Visitor for Walk<'_, '_> {
 
     fn scalar(&mut self, value: Scalar<'_>) -> Result<(), Reason> {
         if self.general {
+            return Ok(());
+        }
+        // The usual leaf: a string member value whose name matched one node with no index
+        // and no `forEach`, where one column's path ends. What the general loop below does
+        // for it (the item is at that node, see `scalar_at`), without the loop.
+        if let Scalar::Str(s) = value
+            && let Some(c) = self.one_output()
+        {
+            let v = self.val_str(s);
+            self.put(c, v);
             return Ok(());
         }
         let f = *self.top();
