@@ -314,26 +314,47 @@ enum Action {
     Enter { kids: Box<[u32]>, root_type: bool },
 }
 
+/// A member name learnt at a node, in [`Bufs::keys`].
 #[derive(Debug, Clone)]
 struct MemoKey {
     key: Box<str>,
     /// Needs no escaping in JSON, so the walker may compare the line with it.
     plain: bool,
     action: Action,
+    /// The name learnt after it at the same node ([`NO_KEY`]: none yet).
+    next: u32,
 }
 
 /// The member names met at the objects of one node, in first-seen order, with what each
 /// does. FHIR writes members in a fixed order, so the name after the one just read is
 /// usually the next one here: it is offered to the walker as the expected name (compared
 /// with the line in place of scanning it), and its action needs no matching.
-#[derive(Debug, Clone, Default)]
+///
+/// The names of all nodes are in one list ([`Bufs::keys`]), each node's linked in order
+/// from `head`: the expected name is one index away, with no per-node list to look up.
+#[derive(Debug, Clone)]
 struct Memo {
-    keys: Vec<MemoKey>,
+    head: u32,
+    tail: u32,
+    len: u32,
 }
+
+impl Default for Memo {
+    fn default() -> Self {
+        Memo {
+            head: NO_KEY,
+            tail: NO_KEY,
+            len: 0,
+        }
+    }
+}
+
+/// No key: the end of a node's names, or no name expected.
+const NO_KEY: u32 = u32::MAX;
 
 /// Member names remembered per node, at most (hostile input with ever new names does not
 /// grow the memo without bound; those names take the matching path).
-const MEMO_KEYS: usize = 64;
+const MEMO_KEYS: u32 = 64;
 
 /// No memo: a frame whose items are at several nodes, or at none.
 const NO_MEMO: u32 = u32::MAX;
@@ -353,6 +374,8 @@ struct Scratch {
 struct Bufs {
     /// Per node of the scratch's plan.
     memos: Vec<Memo>,
+    /// The names the memos link (see [`Memo`]).
+    keys: Vec<MemoKey>,
     /// Items seen per node, for `[n]`.
     counts: Vec<u32>,
     /// Per node, the object in which a member last matched its step (a repeated member name
@@ -400,7 +423,7 @@ struct Frame {
     /// This object's number, for [`Bufs::stamps`] (0: not numbered yet).
     serial: u64,
     /// The node whose [`Memo`] this object's members follow ([`NO_MEMO`]: none), and the
-    /// index in it of the name expected next.
+    /// name expected next: its index in [`Bufs::keys`] ([`NO_KEY`]: none).
     memo: u32,
     hint: u32,
     /// An element of an array.
@@ -591,6 +614,7 @@ impl<'a> Walk<'a, '_, '_> {
     fn resolve_pending(&mut self, pending: Set) {
         let at = self.items(pending);
         let memo = self.memo_of(at);
+        let hint = self.first_key(memo);
         let top = self.top();
         top.pending = Set {
             start: at.start,
@@ -598,6 +622,16 @@ impl<'a> Walk<'a, '_, '_> {
         };
         top.at = at;
         top.memo = memo;
+        top.hint = hint;
+    }
+
+    /// The first name learnt at node `memo` ([`NO_KEY`] for none, or for [`NO_MEMO`]).
+    #[inline]
+    fn first_key(&self, memo: u32) -> u32 {
+        match self.b.memos.get(memo as usize) {
+            Some(m) => m.head,
+            None => NO_KEY,
+        }
     }
 
     /// The memo an object that is an item at `at` follows: its node's, when it is one node.
@@ -686,33 +720,33 @@ impl<'a> Walk<'a, '_, '_> {
             pending,
             serial: 0,
             memo: NO_MEMO,
-            hint: 0,
+            hint: NO_KEY,
             element: false,
             root_type,
         });
         true
     }
 
-    /// Applies the action of key `i` of node `m`'s memo. A skipped or general member is
+    /// Applies the action of learnt name `k` (see [`Bufs::keys`]). A skipped or general member is
     /// decided here, inline in the walker's member loop (most members a view meets are
     /// skipped); an entered one out of line.
     #[inline(always)]
-    fn apply(&mut self, m: u32, i: usize) -> bool {
-        match &self.b.memos[m as usize].keys[i].action {
+    fn apply(&mut self, k: u32) -> bool {
+        match &self.b.keys[k as usize].action {
             Action::Skip => false,
             Action::General => {
                 self.general = true;
                 false
             }
-            Action::Enter { .. } => self.apply_enter(m, i),
+            Action::Enter { .. } => self.apply_enter(k),
         }
     }
 
     /// [`Walk::apply`] of an [`Action::Enter`].
     #[inline(never)]
-    fn apply_enter(&mut self, m: u32, i: usize) -> bool {
+    fn apply_enter(&mut self, k: u32) -> bool {
         let start = self.b.sets.len() as u32;
-        let Action::Enter { kids, root_type } = &self.b.memos[m as usize].keys[i].action else {
+        let Action::Enter { kids, root_type } = &self.b.keys[k as usize].action else {
             return false;
         };
         let root_type = *root_type;
@@ -742,13 +776,14 @@ impl Visitor for Walk<'_, '_, '_> {
         let f = *self.top();
         let root_type = depth == 1 && key == "resourceType";
         if f.memo != NO_MEMO {
-            let keys = &self.b.memos[f.memo as usize].keys;
-            if let Some(i) = keys
-                .iter()
-                .position(|k| same_bytes(k.key.as_bytes(), key.as_bytes()))
-            {
-                self.top().hint = i as u32 + 1;
-                return Ok(self.apply(f.memo, i));
+            let mut k = self.b.memos[f.memo as usize].head;
+            while k != NO_KEY {
+                let known = &self.b.keys[k as usize];
+                if same_bytes(known.key.as_bytes(), key.as_bytes()) {
+                    self.top().hint = known.next;
+                    return Ok(self.apply(k));
+                }
+                k = known.next;
             }
         } else if f.at.is_empty() && !root_type {
             return Ok(false);
@@ -757,8 +792,8 @@ impl Visitor for Walk<'_, '_, '_> {
         let general = self.match_key(f.at, key);
         if f.memo != NO_MEMO {
             // Learn what the name does here.
-            let memo = &mut self.b.memos[f.memo as usize];
-            if memo.keys.len() < MEMO_KEYS {
+            let memo = &self.b.memos[f.memo as usize];
+            if memo.len < MEMO_KEYS {
                 let kids: Box<[u32]> = self.b.sets[start as usize..].into();
                 let action = if general {
                     Action::General
@@ -767,13 +802,23 @@ impl Visitor for Walk<'_, '_, '_> {
                 } else {
                     Action::Enter { kids, root_type }
                 };
-                memo.keys.push(MemoKey {
+                let n = self.b.keys.len() as u32;
+                let tail = memo.tail;
+                self.b.keys.push(MemoKey {
                     key: key.into(),
                     plain: !key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20),
                     action,
+                    next: NO_KEY,
                 });
-                let n = memo.keys.len() as u32;
-                self.top().hint = n;
+                match tail {
+                    NO_KEY => self.b.memos[f.memo as usize].head = n,
+                    t => self.b.keys[t as usize].next = n,
+                }
+                let memo = &mut self.b.memos[f.memo as usize];
+                memo.tail = n;
+                memo.len += 1;
+                // Nothing learnt follows it yet.
+                self.top().hint = NO_KEY;
             }
         }
         if general {
@@ -791,20 +836,17 @@ impl Visitor for Walk<'_, '_, '_> {
         }
         self.resolve_item();
         let f = self.b.frames.last()?;
-        if f.memo == NO_MEMO {
-            return None;
-        }
-        let k = self.b.memos[f.memo as usize].keys.get(f.hint as usize)?;
+        let k = self.b.keys.get(f.hint as usize)?;
         k.plain.then_some(&*k.key)
     }
 
     #[inline]
     fn enter_expected(&mut self, _depth: usize, _key: &str) -> Result<bool, Reason> {
-        // The walker found the name `expected_key` gave: key `hint` of the frame's memo.
-        let top = self.top();
-        let (m, i) = (top.memo, top.hint as usize);
-        top.hint += 1;
-        Ok(self.apply(m, i))
+        // The walker found the name `expected_key` gave: learnt name `hint`.
+        let n = self.b.frames.len() - 1;
+        let k = self.b.frames[n].hint;
+        self.b.frames[n].hint = self.b.keys[k as usize].next;
+        Ok(self.apply(k))
     }
 
     fn enter_index(&mut self, _index: usize) -> Result<(), Reason> {
@@ -815,6 +857,7 @@ impl Visitor for Walk<'_, '_, '_> {
         }
         let at = self.items(f.pending);
         let memo = self.memo_of(at);
+        let hint = self.first_key(memo);
         self.b.frames.push(Frame {
             base: at.start,
             at,
@@ -824,7 +867,7 @@ impl Visitor for Walk<'_, '_, '_> {
             },
             serial: 0,
             memo,
-            hint: 0,
+            hint,
             element: true,
             root_type: false,
         });
@@ -957,22 +1000,24 @@ impl Plan {
         if scratch.plan != self.id {
             // Another view ran on this thread last: its names do not apply.
             scratch.bufs.memos.clear();
+            scratch.bufs.keys.clear();
             scratch.plan = self.id;
         }
         let b = &mut scratch.bufs;
         b.sets.clear();
         b.sets.push(0);
+        let n = self.nodes.len();
+        if b.memos.len() != n {
+            b.memos.resize(n, Memo::default());
+        }
         b.frames.clear();
         b.frames.push(Frame {
             at: Set { start: 0, end: 1 },
             pending: Set { start: 1, end: 1 },
             memo: 0,
+            hint: b.memos[0].head,
             ..Frame::default()
         });
-        let n = self.nodes.len();
-        if b.memos.len() != n {
-            b.memos.resize(n, Memo::default());
-        }
         b.counts.clear();
         b.counts.resize(n, 0);
         // Stamps of earlier lines are older serials than any of this line: no reset.

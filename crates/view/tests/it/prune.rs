@@ -504,3 +504,47 @@ fn streamed_leaves_equal_full_rows() {
         ])
     );
 }
+
+/// Member names learnt at several nodes, interleaved (each node's names are linked in the
+/// order first met), past the limit a node remembers, then met again in other orders and
+/// with names missing: every line's rows are its own.
+#[test]
+fn streamed_rows_survive_many_and_interleaved_member_names() {
+    let v = serde_json::json!({"resource": "Observation", "select": [
+        {"column": [
+            {"name": "id", "path": "id"},
+            {"name": "code", "path": "code.coding.code", "collection": true},
+            {"name": "ref", "path": "subject.reference"}]},
+        {"forEach": "component", "column": [{"name": "cc", "path": "code.text"}]}]});
+    let view = View::from_json(&v, "v").unwrap();
+    let line = |n: usize, shift: usize, id: &str| {
+        let extra = |p: &str, k: usize| -> String {
+            (0..k)
+                .map(|i| format!("\"{p}{}\":{i},", (i * 7 + shift) % k))
+                .collect()
+        };
+        format!(
+            r#"{{"resourceType":"Observation",{}"subject":{{{}"reference":"P/{id}"}},"code":{{{}"coding":[{{{}"code":"c{id}"}}]}},"component":[{{"code":{{{}"text":"t{id}"}}}}],{}"id":"{id}"}}"#,
+            extra("r", n),
+            extra("s", n / 2),
+            extra("k", n / 3),
+            extra("m", n / 4),
+            extra("e", n / 5),
+            extra("z", n),
+        )
+    };
+    let mut lines = Vec::new();
+    for (i, n) in [3, 90, 150, 10, 0, 200, 5].iter().enumerate() {
+        lines.push(line(*n, i, &format!("o{i}")));
+    }
+    for _ in 0..2 {
+        for l in &lines {
+            let streamed = rows(&view, l, true);
+            assert_eq!(streamed, rows(&view, l, false), "{l}");
+        }
+    }
+    assert_eq!(
+        rows(&view, &lines[5], true),
+        Ok(vec!["\"o5\"|[\"co5\"]|\"P/o5\"|\"to5\"|".to_string()])
+    );
+}
