@@ -312,6 +312,8 @@ enum Action {
     General,
     /// The member's items are items at `kids`; `root_type`: it is the root's `resourceType`.
     Enter { kids: Box<[u32]>, root_type: bool },
+    /// [`Action::Enter`] of one node, not the root's `resourceType` (most members entered).
+    EnterOne(u32),
 }
 
 /// A member name learnt at a node, in [`Bufs::keys`].
@@ -738,8 +740,50 @@ impl<'a> Walk<'a, '_, '_> {
                 self.general = true;
                 false
             }
+            Action::EnterOne(kid) => {
+                let kid = *kid;
+                self.enter_one(kid)
+            }
             Action::Enter { .. } => self.apply_enter(k),
         }
+    }
+
+    /// [`Walk::apply`] of an [`Action::EnterOne`]: [`Walk::enter_member`] of one node.
+    #[inline(never)]
+    fn enter_one(&mut self, kid: u32) -> bool {
+        let n = self.b.frames.len() - 1;
+        let mut serial = self.b.frames[n].serial;
+        if serial == 0 {
+            self.b.serial += 1;
+            serial = self.b.serial;
+            self.b.frames[n].serial = serial;
+        }
+        let stamp = &mut self.b.stamps[kid as usize];
+        if *stamp == serial {
+            // The member again: the general path's.
+            self.general = true;
+            return false;
+        }
+        *stamp = serial;
+        let start = self.b.sets.len() as u32;
+        self.b.sets.push(kid);
+        self.b.frames.push(Frame {
+            base: start,
+            at: Set {
+                start: start + 1,
+                end: start + 1,
+            },
+            pending: Set {
+                start,
+                end: start + 1,
+            },
+            serial: 0,
+            memo: NO_MEMO,
+            hint: NO_KEY,
+            element: false,
+            root_type: false,
+        });
+        true
     }
 
     /// [`Walk::apply`] of an [`Action::Enter`].
@@ -799,6 +843,8 @@ impl Visitor for Walk<'_, '_, '_> {
                     Action::General
                 } else if kids.is_empty() && !root_type {
                     Action::Skip
+                } else if let ([kid], false) = (&*kids, root_type) {
+                    Action::EnterOne(*kid)
                 } else {
                     Action::Enter { kids, root_type }
                 };
