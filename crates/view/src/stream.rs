@@ -80,7 +80,7 @@ struct Each {
 /// (node 0, with the `forEach` path), then the trie of the `forEach` columns' own paths.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    /// Names this plan's trie in the per-thread key memos ([`Scratch::memos`]).
+    /// Names this plan's trie in the per-thread key memos ([`Bufs::memos`]).
     id: u64,
     nodes: Vec<Node>,
     cols: Vec<Col>,
@@ -312,28 +312,51 @@ enum Action {
     General,
     /// The member's items are items at `kids`; `root_type`: it is the root's `resourceType`.
     Enter { kids: Box<[u32]>, root_type: bool },
+    /// [`Action::Enter`] of one node, not the root's `resourceType` (most members entered).
+    EnterOne(u32),
 }
 
+/// A member name learnt at a node, in [`Bufs::keys`].
 #[derive(Debug, Clone)]
 struct MemoKey {
     key: Box<str>,
     /// Needs no escaping in JSON, so the walker may compare the line with it.
     plain: bool,
     action: Action,
+    /// The name learnt after it at the same node ([`NO_KEY`]: none yet).
+    next: u32,
 }
 
 /// The member names met at the objects of one node, in first-seen order, with what each
 /// does. FHIR writes members in a fixed order, so the name after the one just read is
 /// usually the next one here: it is offered to the walker as the expected name (compared
 /// with the line in place of scanning it), and its action needs no matching.
-#[derive(Debug, Clone, Default)]
+///
+/// The names of all nodes are in one list ([`Bufs::keys`]), each node's linked in order
+/// from `head`: the expected name is one index away, with no per-node list to look up.
+#[derive(Debug, Clone)]
 struct Memo {
-    keys: Vec<MemoKey>,
+    head: u32,
+    tail: u32,
+    len: u32,
 }
+
+impl Default for Memo {
+    fn default() -> Self {
+        Memo {
+            head: NO_KEY,
+            tail: NO_KEY,
+            len: 0,
+        }
+    }
+}
+
+/// No key: the end of a node's names, or no name expected.
+const NO_KEY: u32 = u32::MAX;
 
 /// Member names remembered per node, at most (hostile input with ever new names does not
 /// grow the memo without bound; those names take the matching path).
-const MEMO_KEYS: usize = 64;
+const MEMO_KEYS: u32 = 64;
 
 /// No memo: a frame whose items are at several nodes, or at none.
 const NO_MEMO: u32 = u32::MAX;
@@ -341,10 +364,20 @@ const NO_MEMO: u32 = u32::MAX;
 /// Buffers reused from line to line (per thread): a line allocates only its values.
 #[derive(Default)]
 struct Scratch {
-    /// The plan whose trie `memos` belong to.
+    /// The plan whose trie `bufs.memos` belong to.
     plan: u64,
-    /// Per node of that plan.
+    bufs: Bufs,
+    unescaped: String,
+}
+
+/// What a [`Walk`] works in, kept in the [`Scratch`] and borrowed by each line's walk (not
+/// moved out and back: a dozen buffers moved twice a line were ~3 % of a view's instructions).
+#[derive(Default)]
+struct Bufs {
+    /// Per node of the scratch's plan.
     memos: Vec<Memo>,
+    /// The names the memos link (see [`Memo`]).
+    keys: Vec<MemoKey>,
     /// Items seen per node, for `[n]`.
     counts: Vec<u32>,
     /// Per node, the object in which a member last matched its step (a repeated member name
@@ -354,8 +387,7 @@ struct Scratch {
     serial: u64,
     frames: Vec<Frame>,
     sets: Vec<u32>,
-    unescaped: String,
-    /// A line's values (see [`Values`]).
+    /// A line's values (see [`Values`]); `width` slots per row.
     slots: Vec<Val>,
     list: Vec<(u16, u32, Val)>,
     esc: String,
@@ -365,7 +397,7 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
-/// A range of node ids in [`Walk::sets`].
+/// A range of node ids in [`Bufs::sets`].
 #[derive(Debug, Clone, Copy, Default)]
 struct Set {
     start: u32,
@@ -380,20 +412,20 @@ impl Set {
 }
 
 /// The walk's state at one open JSON value (the root object, a member value or an array
-/// element). Its node sets sit at the top of [`Walk::sets`], dropped when it is left.
+/// element). Its node sets sit at the top of [`Bufs::sets`], dropped when it is left.
 #[derive(Debug, Clone, Copy, Default)]
 struct Frame {
-    /// Where its sets start in [`Walk::sets`].
+    /// Where its sets start in [`Bufs::sets`].
     base: u32,
     /// Nodes this value is an item at (known once it is known not to be an array).
     at: Set,
     /// For a member value: the nodes whose step its name matched; its items (the value, or
     /// each element) are items at them (after the index filter).
     pending: Set,
-    /// This object's number, for [`Scratch::stamps`] (0: not numbered yet).
+    /// This object's number, for [`Bufs::stamps`] (0: not numbered yet).
     serial: u64,
     /// The node whose [`Memo`] this object's members follow ([`NO_MEMO`]: none), and the
-    /// index in it of the name expected next.
+    /// name expected next: its index in [`Bufs::keys`] ([`NO_KEY`]: none).
     memo: u32,
     hint: u32,
     /// An element of an array.
@@ -402,19 +434,10 @@ struct Frame {
     root_type: bool,
 }
 
-struct Walk<'a, 'p> {
+struct Walk<'a, 'p, 'b> {
     line: &'a str,
     plan: &'p Plan,
-    frames: Vec<Frame>,
-    sets: Vec<u32>,
-    counts: Vec<u32>,
-    stamps: Vec<u64>,
-    serial: u64,
-    memos: Vec<Memo>,
-    /// The line's values (see [`Values`]); `width` slots per row.
-    slots: Vec<Val>,
-    list: Vec<(u16, u32, Val)>,
-    esc: String,
+    b: &'b mut Bufs,
     width: usize,
     /// `forEach` items seen.
     each_items: u32,
@@ -422,7 +445,7 @@ struct Walk<'a, 'p> {
     resource_type: Option<Cow<'a, str>>,
 }
 
-impl<'a> Walk<'a, '_> {
+impl<'a> Walk<'a, '_, '_> {
     /// Where `s` is in the line, if it is part of it (else it is in the walker's unescape
     /// buffer).
     #[inline]
@@ -445,12 +468,17 @@ impl<'a> Walk<'a, '_> {
     fn val_str(&mut self, s: &str) -> Val {
         match self.offsets(s) {
             Some((a, e)) => Val::Str(a, e),
-            None => {
-                let a = self.esc.len();
-                self.esc.push_str(s);
-                Val::Esc(a, self.esc.len())
-            }
+            None => self.val_esc(s),
         }
+    }
+
+    /// [`Walk::val_str`] of a string with escapes (rare in FHIR): copied.
+    #[cold]
+    #[inline(never)]
+    fn val_esc(&mut self, s: &str) -> Val {
+        let a = self.b.esc.len();
+        self.b.esc.push_str(s);
+        Val::Esc(a, self.b.esc.len())
     }
 
     /// Puts a value of output column `c`: in its slot of the current row, or for a
@@ -460,11 +488,11 @@ impl<'a> Walk<'a, '_> {
         let col = &self.plan.cols[c as usize];
         let item = if col.each { self.each_items } else { 0 };
         if col.collection {
-            self.list.push((c, item, val));
+            self.b.list.push((c, item, val));
             return;
         }
         let i = item as usize * self.width + c as usize;
-        let slot = &mut self.slots[i];
+        let slot = &mut self.b.slots[i];
         if *slot != Val::None {
             // Several values in a single-valued column: the general path's error.
             self.general = true;
@@ -474,8 +502,8 @@ impl<'a> Walk<'a, '_> {
 
     #[inline]
     fn top(&mut self) -> &mut Frame {
-        let n = self.frames.len() - 1;
-        &mut self.frames[n]
+        let n = self.b.frames.len() - 1;
+        &mut self.b.frames[n]
     }
 
     /// Appends to `sets` the nodes that an item of a value matched at `pending` is an item
@@ -484,11 +512,11 @@ impl<'a> Walk<'a, '_> {
     fn items(&mut self, pending: Set) -> Set {
         // Most values match one node, with no index and no `forEach`: the item is at it.
         if pending.end - pending.start == 1 {
-            let n = self.sets[pending.start as usize];
+            let n = self.b.sets[pending.start as usize];
             let node = &self.plan.nodes[n as usize];
             if node.index.is_none() && !node.each {
-                let start = self.sets.len() as u32;
-                self.sets.push(n);
+                let start = self.b.sets.len() as u32;
+                self.b.sets.push(n);
                 return Set {
                     start,
                     end: start + 1,
@@ -501,12 +529,12 @@ impl<'a> Walk<'a, '_> {
     /// [`Walk::items`] for any `pending`.
     #[inline(never)]
     fn items_counted(&mut self, pending: Set) -> Set {
-        let start = self.sets.len() as u32;
+        let start = self.b.sets.len() as u32;
         for i in pending.start..pending.end {
-            let n = self.sets[i as usize];
+            let n = self.b.sets[i as usize];
             let node = &self.plan.nodes[n as usize];
             if let Some(want) = node.index {
-                let seen = &mut self.counts[n as usize];
+                let seen = &mut self.b.counts[n as usize];
                 *seen += 1;
                 if *seen as usize - 1 != want {
                     continue;
@@ -514,7 +542,7 @@ impl<'a> Walk<'a, '_> {
             }
             // The end of the `forEach` path alone adds nothing but its `forEach` item.
             if !(node.each && node.children.is_empty() && node.outputs.is_empty()) {
-                self.sets.push(n);
+                self.b.sets.push(n);
             }
             if node.each
                 && let Some(e) = &self.plan.each
@@ -522,17 +550,17 @@ impl<'a> Walk<'a, '_> {
                 // A `forEach` item: its columns start here, their indexes counted anew,
                 // their values in a new row of slots.
                 self.each_items += 1;
-                let n = self.slots.len() + self.width;
-                self.slots.resize(n, Val::None);
-                self.counts[e.root as usize..]
+                let n = self.b.slots.len() + self.width;
+                self.b.slots.resize(n, Val::None);
+                self.b.counts[e.root as usize..]
                     .iter_mut()
                     .for_each(|c| *c = 0);
-                self.sets.push(e.root);
+                self.b.sets.push(e.root);
             }
         }
         Set {
             start,
-            end: self.sets.len() as u32,
+            end: self.b.sets.len() as u32,
         }
     }
 
@@ -540,10 +568,47 @@ impl<'a> Walk<'a, '_> {
     /// for every member and leaf, so the usual case (resolved already) is a test inline.
     #[inline(always)]
     fn resolve_item(&mut self) {
-        let n = self.frames.len() - 1;
-        let pending = self.frames[n].pending;
+        let n = self.b.frames.len() - 1;
+        let pending = self.b.frames[n].pending;
         if !pending.is_empty() {
             self.resolve_pending(pending);
+        }
+    }
+
+    /// The nodes the scalar at the current position is an item at. A member value that is
+    /// a scalar is one item: when its name matched one node with no index and no `forEach`
+    /// (the usual case), the item is at that node, which is the pending set itself, and
+    /// nothing is kept for it (the walker leaves the member next).
+    #[inline(always)]
+    fn scalar_at(&mut self) -> Set {
+        let n = self.b.frames.len() - 1;
+        let f = self.b.frames[n];
+        if f.pending.is_empty() {
+            return f.at;
+        }
+        if f.pending.end - f.pending.start == 1 {
+            let node = &self.plan.nodes[self.b.sets[f.pending.start as usize] as usize];
+            if node.index.is_none() && !node.each {
+                return f.pending;
+            }
+        }
+        self.resolve_pending(f.pending);
+        self.b.frames[n].at
+    }
+
+    /// The column a scalar member value goes to when it is the usual leaf: its name matched
+    /// one node (not the root's `resourceType`), with no index and no `forEach`, where exactly
+    /// one column's path ends.
+    #[inline(always)]
+    fn one_output(&self) -> Option<u16> {
+        let f = &self.b.frames[self.b.frames.len() - 1];
+        if f.pending.end.wrapping_sub(f.pending.start) != 1 || f.root_type {
+            return None;
+        }
+        let node = &self.plan.nodes[self.b.sets[f.pending.start as usize] as usize];
+        match *node.outputs {
+            [c] if node.index.is_none() && !node.each => Some(c),
+            _ => None,
         }
     }
 
@@ -551,6 +616,7 @@ impl<'a> Walk<'a, '_> {
     fn resolve_pending(&mut self, pending: Set) {
         let at = self.items(pending);
         let memo = self.memo_of(at);
+        let hint = self.first_key(memo);
         let top = self.top();
         top.pending = Set {
             start: at.start,
@@ -558,13 +624,23 @@ impl<'a> Walk<'a, '_> {
         };
         top.at = at;
         top.memo = memo;
+        top.hint = hint;
+    }
+
+    /// The first name learnt at node `memo` ([`NO_KEY`] for none, or for [`NO_MEMO`]).
+    #[inline]
+    fn first_key(&self, memo: u32) -> u32 {
+        match self.b.memos.get(memo as usize) {
+            Some(m) => m.head,
+            None => NO_KEY,
+        }
     }
 
     /// The memo an object that is an item at `at` follows: its node's, when it is one node.
     #[inline]
     fn memo_of(&self, at: Set) -> u32 {
         if at.end - at.start == 1 {
-            self.sets[at.start as usize]
+            self.b.sets[at.start as usize]
         } else {
             NO_MEMO
         }
@@ -586,7 +662,7 @@ impl<'a> Walk<'a, '_> {
         let plan = self.plan;
         let mut general = false;
         for i in at.start..at.end {
-            let at = self.sets[i as usize];
+            let at = self.b.sets[i as usize];
             for &c in &plan.nodes[at as usize].children {
                 let sb = plan.nodes[c as usize].name.as_bytes();
                 // Both a match and a choice variant start with the step's first byte.
@@ -598,7 +674,7 @@ impl<'a> Walk<'a, '_> {
                         // A `_name` element: the general path's.
                         general = true;
                     } else {
-                        self.sets.push(c);
+                        self.b.sets.push(c);
                     }
                 } else if nb.len() > sb.len()
                     && nb.starts_with(sb)
@@ -616,71 +692,126 @@ impl<'a> Walk<'a, '_> {
     /// members of, and goes general when one of them matched a member of it before.
     #[inline(always)]
     fn enter_member(&mut self, start: u32, root_type: bool) -> bool {
-        let end = self.sets.len() as u32;
+        let end = self.b.sets.len() as u32;
         if start == end && !root_type {
             return false;
         }
         if start < end {
-            let n = self.frames.len() - 1;
-            let mut serial = self.frames[n].serial;
+            let n = self.b.frames.len() - 1;
+            let mut serial = self.b.frames[n].serial;
             if serial == 0 {
-                self.serial += 1;
-                serial = self.serial;
-                self.frames[n].serial = serial;
+                self.b.serial += 1;
+                serial = self.b.serial;
+                self.b.frames[n].serial = serial;
             }
             for i in start..end {
-                let c = self.sets[i as usize] as usize;
-                if self.stamps[c] == serial {
+                let c = self.b.sets[i as usize] as usize;
+                if self.b.stamps[c] == serial {
                     // The member again: the general path's.
                     self.general = true;
-                    self.sets.truncate(start as usize);
+                    self.b.sets.truncate(start as usize);
                     return false;
                 }
-                self.stamps[c] = serial;
+                self.b.stamps[c] = serial;
             }
         }
         let pending = Set { start, end };
-        self.frames.push(Frame {
+        self.b.frames.push(Frame {
             base: start,
             at: Set { start: end, end },
             pending,
             serial: 0,
             memo: NO_MEMO,
-            hint: 0,
+            hint: NO_KEY,
             element: false,
             root_type,
         });
         true
     }
 
-    /// Applies the action of key `i` of node `m`'s memo.
-    #[inline]
-    fn apply(&mut self, m: u32, i: usize) -> bool {
-        let start = self.sets.len() as u32;
-        let root_type = match &self.memos[m as usize].keys[i].action {
-            Action::Skip => return false,
+    /// Applies the action of learnt name `k` (see [`Bufs::keys`]). A skipped or general member is
+    /// decided here, inline in the walker's member loop (most members a view meets are
+    /// skipped); an entered one out of line.
+    #[inline(always)]
+    fn apply(&mut self, k: u32) -> bool {
+        match &self.b.keys[k as usize].action {
+            Action::Skip => false,
             Action::General => {
                 self.general = true;
-                return false;
+                false
             }
-            Action::Enter { kids, root_type } => {
-                self.sets.extend_from_slice(kids);
-                *root_type
+            Action::EnterOne(kid) => {
+                let kid = *kid;
+                self.enter_one(kid)
             }
+            Action::Enter { .. } => self.apply_enter(k),
+        }
+    }
+
+    /// [`Walk::apply`] of an [`Action::EnterOne`]: [`Walk::enter_member`] of one node.
+    #[inline(never)]
+    fn enter_one(&mut self, kid: u32) -> bool {
+        let n = self.b.frames.len() - 1;
+        let mut serial = self.b.frames[n].serial;
+        if serial == 0 {
+            self.b.serial += 1;
+            serial = self.b.serial;
+            self.b.frames[n].serial = serial;
+        }
+        let stamp = &mut self.b.stamps[kid as usize];
+        if *stamp == serial {
+            // The member again: the general path's.
+            self.general = true;
+            return false;
+        }
+        *stamp = serial;
+        let start = self.b.sets.len() as u32;
+        self.b.sets.push(kid);
+        self.b.frames.push(Frame {
+            base: start,
+            at: Set {
+                start: start + 1,
+                end: start + 1,
+            },
+            pending: Set {
+                start,
+                end: start + 1,
+            },
+            serial: 0,
+            memo: NO_MEMO,
+            hint: NO_KEY,
+            element: false,
+            root_type: false,
+        });
+        true
+    }
+
+    /// [`Walk::apply`] of an [`Action::Enter`].
+    #[inline(never)]
+    fn apply_enter(&mut self, k: u32) -> bool {
+        let start = self.b.sets.len() as u32;
+        let Action::Enter { kids, root_type } = &self.b.keys[k as usize].action else {
+            return false;
         };
+        let root_type = *root_type;
+        // Mostly one node: pushed, not copied with a call of `memcpy`.
+        match **kids {
+            [k] => self.b.sets.push(k),
+            ref ks => self.b.sets.extend_from_slice(ks),
+        }
         self.enter_member(start, root_type)
     }
 
     /// Whether a column's path ends at one of `set`'s nodes.
     #[inline]
     fn outputs_at(&self, set: Set) -> bool {
-        self.sets[set.start as usize..set.end as usize]
+        self.b.sets[set.start as usize..set.end as usize]
             .iter()
             .any(|&n| !self.plan.nodes[n as usize].outputs.is_empty())
     }
 }
 
-impl Visitor for Walk<'_, '_> {
+impl Visitor for Walk<'_, '_, '_> {
     fn enter_key(&mut self, depth: usize, key: &str) -> Result<bool, Reason> {
         if self.general {
             return Ok(false);
@@ -689,43 +820,56 @@ impl Visitor for Walk<'_, '_> {
         let f = *self.top();
         let root_type = depth == 1 && key == "resourceType";
         if f.memo != NO_MEMO {
-            let keys = &self.memos[f.memo as usize].keys;
-            if let Some(i) = keys
-                .iter()
-                .position(|k| same_bytes(k.key.as_bytes(), key.as_bytes()))
-            {
-                self.top().hint = i as u32 + 1;
-                return Ok(self.apply(f.memo, i));
+            let mut k = self.b.memos[f.memo as usize].head;
+            while k != NO_KEY {
+                let known = &self.b.keys[k as usize];
+                if same_bytes(known.key.as_bytes(), key.as_bytes()) {
+                    self.top().hint = known.next;
+                    return Ok(self.apply(k));
+                }
+                k = known.next;
             }
         } else if f.at.is_empty() && !root_type {
             return Ok(false);
         }
-        let start = self.sets.len() as u32;
+        let start = self.b.sets.len() as u32;
         let general = self.match_key(f.at, key);
         if f.memo != NO_MEMO {
             // Learn what the name does here.
-            let memo = &mut self.memos[f.memo as usize];
-            if memo.keys.len() < MEMO_KEYS {
-                let kids: Box<[u32]> = self.sets[start as usize..].into();
+            let memo = &self.b.memos[f.memo as usize];
+            if memo.len < MEMO_KEYS {
+                let kids: Box<[u32]> = self.b.sets[start as usize..].into();
                 let action = if general {
                     Action::General
                 } else if kids.is_empty() && !root_type {
                     Action::Skip
+                } else if let ([kid], false) = (&*kids, root_type) {
+                    Action::EnterOne(*kid)
                 } else {
                     Action::Enter { kids, root_type }
                 };
-                memo.keys.push(MemoKey {
+                let n = self.b.keys.len() as u32;
+                let tail = memo.tail;
+                self.b.keys.push(MemoKey {
                     key: key.into(),
                     plain: !key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20),
                     action,
+                    next: NO_KEY,
                 });
-                let n = memo.keys.len() as u32;
-                self.top().hint = n;
+                match tail {
+                    NO_KEY => self.b.memos[f.memo as usize].head = n,
+                    t => self.b.keys[t as usize].next = n,
+                }
+                let memo = &mut self.b.memos[f.memo as usize];
+                memo.tail = n;
+                memo.len += 1;
+                // Nothing learnt follows it yet.
+                self.top().hint = NO_KEY;
             }
         }
         if general {
             self.general = true;
-            self.sets.truncate(start as usize);
+            self.b.sets.truncate(start as usize);
             return Ok(false);
         }
         Ok(self.enter_member(start, root_type))
@@ -737,21 +881,18 @@ impl Visitor for Walk<'_, '_> {
             return None;
         }
         self.resolve_item();
-        let f = self.frames.last()?;
-        if f.memo == NO_MEMO {
-            return None;
-        }
-        let k = self.memos[f.memo as usize].keys.get(f.hint as usize)?;
+        let f = self.b.frames.last()?;
+        let k = self.b.keys.get(f.hint as usize)?;
         k.plain.then_some(&*k.key)
     }
 
     #[inline]
     fn enter_expected(&mut self, _depth: usize, _key: &str) -> Result<bool, Reason> {
-        // The walker found the name `expected_key` gave: key `hint` of the frame's memo.
-        let top = self.top();
-        let (m, i) = (top.memo, top.hint as usize);
-        top.hint += 1;
-        Ok(self.apply(m, i))
+        // The walker found the name `expected_key` gave: learnt name `hint`.
+        let n = self.b.frames.len() - 1;
+        let k = self.b.frames[n].hint;
+        self.b.frames[n].hint = self.b.keys[k as usize].next;
+        Ok(self.apply(k))
     }
 
     fn enter_index(&mut self, _index: usize) -> Result<(), Reason> {
@@ -762,7 +903,8 @@ impl Visitor for Walk<'_, '_> {
         }
         let at = self.items(f.pending);
         let memo = self.memo_of(at);
-        self.frames.push(Frame {
+        let hint = self.first_key(memo);
+        self.b.frames.push(Frame {
             base: at.start,
             at,
             pending: Set {
@@ -771,7 +913,7 @@ impl Visitor for Walk<'_, '_> {
             },
             serial: 0,
             memo,
-            hint: 0,
+            hint,
             element: true,
             root_type: false,
         });
@@ -779,16 +921,36 @@ impl Visitor for Walk<'_, '_> {
     }
 
     fn leave(&mut self) {
-        if let Some(f) = self.frames.pop() {
+        if let Some(f) = self.b.frames.pop() {
             // The frame's sets are the top of `sets`.
-            self.sets.truncate(f.base as usize);
+            self.b.sets.truncate(f.base as usize);
         }
     }
 
+    /// Inline in the walker: the usual leaf here, the rest in [`Walk::scalar_general`].
+    #[inline]
     fn scalar(&mut self, value: Scalar<'_>) -> Result<(), Reason> {
         if self.general {
             return Ok(());
         }
+        // The usual leaf: a string member value whose name matched one node with no index
+        // and no `forEach`, where one column's path ends. What the general loop does for it
+        // (the item is at that node, see `scalar_at`), without the loop.
+        if let Scalar::Str(s) = value
+            && let Some(c) = self.one_output()
+        {
+            let v = self.val_str(s);
+            self.put(c, v);
+            return Ok(());
+        }
+        self.scalar_general(value)
+    }
+}
+
+impl Walk<'_, '_, '_> {
+    /// [`Visitor::scalar`] for any scalar.
+    #[inline(never)]
+    fn scalar_general(&mut self, value: Scalar<'_>) -> Result<(), Reason> {
         let f = *self.top();
         if f.root_type
             && let Scalar::Str(s) = value
@@ -809,10 +971,10 @@ impl Visitor for Walk<'_, '_> {
             // An item only with a `_name` element (which goes general), but counted by
             // nothing: when it could shift an index, the general path decides.
             Scalar::Null => {
-                let n = self.frames.len() - 1;
+                let n = self.b.frames.len() - 1;
                 let in_path = !f.pending.is_empty()
                     || !f.at.is_empty()
-                    || (f.element && n > 0 && !self.frames[n - 1].pending.is_empty());
+                    || (f.element && n > 0 && !self.b.frames[n - 1].pending.is_empty());
                 if in_path {
                     self.general = true;
                 }
@@ -820,12 +982,11 @@ impl Visitor for Walk<'_, '_> {
             }
             _ => {}
         }
-        self.resolve_item();
-        let at = self.top().at;
+        let at = self.scalar_at();
         let plan = self.plan;
         let mut val = Val::None;
         for i in at.start..at.end {
-            let n = self.sets[i as usize];
+            let n = self.b.sets[i as usize];
             let outputs = &plan.nodes[n as usize].outputs;
             if outputs.is_empty() {
                 // (A scalar where more steps follow has no members: nothing.)
@@ -882,64 +1043,47 @@ impl Plan {
         scratch: &mut Scratch,
         sink: &mut dyn Sink,
     ) -> Result<Outcome, JsonError> {
-        let mut sets = std::mem::take(&mut scratch.sets);
-        sets.clear();
-        sets.push(0);
-        let mut frames = std::mem::take(&mut scratch.frames);
-        frames.clear();
-        frames.push(Frame {
+        if scratch.plan != self.id {
+            // Another view ran on this thread last: its names do not apply.
+            scratch.bufs.memos.clear();
+            scratch.bufs.keys.clear();
+            scratch.plan = self.id;
+        }
+        let b = &mut scratch.bufs;
+        b.sets.clear();
+        b.sets.push(0);
+        let n = self.nodes.len();
+        if b.memos.len() != n {
+            b.memos.resize(n, Memo::default());
+        }
+        b.frames.clear();
+        b.frames.push(Frame {
             at: Set { start: 0, end: 1 },
             pending: Set { start: 1, end: 1 },
             memo: 0,
+            hint: b.memos[0].head,
             ..Frame::default()
         });
-        let mut memos = std::mem::take(&mut scratch.memos);
-        if scratch.plan != self.id {
-            // Another view ran on this thread last: its names do not apply.
-            memos.clear();
-            scratch.plan = self.id;
-        }
-        memos.resize(self.nodes.len(), Memo::default());
-        let mut counts = std::mem::take(&mut scratch.counts);
-        counts.clear();
-        counts.resize(self.nodes.len(), 0);
-        let mut stamps = std::mem::take(&mut scratch.stamps);
+        b.counts.clear();
+        b.counts.resize(n, 0);
         // Stamps of earlier lines are older serials than any of this line: no reset.
-        stamps.resize(self.nodes.len(), 0);
+        b.stamps.resize(n, 0);
         let width = self.cols.len();
-        let mut slots = std::mem::take(&mut scratch.slots);
-        slots.clear();
-        slots.resize(width, Val::None);
-        let mut list = std::mem::take(&mut scratch.list);
-        list.clear();
-        let mut esc = std::mem::take(&mut scratch.esc);
-        esc.clear();
+        b.slots.clear();
+        b.slots.resize(width, Val::None);
+        b.list.clear();
+        b.esc.clear();
         let mut w = Walk {
             line,
             plan: self,
-            frames,
-            sets,
-            counts,
-            stamps,
-            serial: scratch.serial,
-            memos,
-            slots,
-            list,
-            esc,
+            b,
             width,
             each_items: 0,
             general: false,
             resource_type: None,
         };
         let walked = flatfhir_core::internal::walk::walk(line, &mut w, &mut scratch.unescaped);
-        // Back to the scratch, for the next line.
-        scratch.sets = std::mem::take(&mut w.sets);
-        scratch.frames = std::mem::take(&mut w.frames);
-        scratch.counts = std::mem::take(&mut w.counts);
-        scratch.stamps = std::mem::take(&mut w.stamps);
-        scratch.serial = w.serial;
-        scratch.memos = std::mem::take(&mut w.memos);
-        let outcome = match walked {
+        match walked {
             Err(reason) => Err(JsonError { reason }),
             Ok(()) if w.general => Ok(Outcome::General),
             // Not a string, or another type: the general path decides.
@@ -955,19 +1099,15 @@ impl Plan {
                     self,
                     &Values {
                         line,
-                        esc: &w.esc,
-                        slots: &w.slots,
-                        list: &w.list,
+                        esc: &w.b.esc,
+                        slots: &w.b.slots,
+                        list: &w.b.list,
                         items: w.each_items,
                     },
                 );
                 Ok(Outcome::Done)
             }
-        };
-        scratch.slots = std::mem::take(&mut w.slots);
-        scratch.list = std::mem::take(&mut w.list);
-        scratch.esc = std::mem::take(&mut w.esc);
-        outcome
+        }
     }
 
     /// The rows of a streamed line (see [`Plan::each_row`]), its values made nodes: `slots`

@@ -454,3 +454,97 @@ fn streamed_views_judge_each_line_on_its_own() {
     );
     assert_eq!(seen[5], Ok(vec!["\"d\"|null|\"P/7\"|[\"w\"]|".to_string()]));
 }
+
+/// The streamed leaf shortcut (a string at one plain node where one column ends) next to
+/// the cases it leaves to the general loop: the root's `resourceType` as a column, two
+/// columns on one path, a collection column, an index, a `forEach` path that is itself a
+/// string, escaped strings, and a leaf met as an array of strings.
+#[test]
+fn streamed_leaves_equal_full_rows() {
+    let v = serde_json::json!({"resource": "Observation", "select": [
+        {"column": [
+            {"name": "rt", "path": "resourceType"},
+            {"name": "id", "path": "id"},
+            {"name": "id2", "path": "id"},
+            {"name": "status", "path": "status"},
+            {"name": "codes", "path": "code.coding.code", "collection": true},
+            {"name": "c0", "path": "code.coding[1].code"},
+            {"name": "ref", "path": "subject.reference"}]},
+        {"forEachOrNull": "category", "column": [
+            {"name": "cat", "path": "text"}]}]});
+    let view = View::from_json(&v, "v").unwrap();
+    assert!(
+        view.path_kinds()
+            .iter()
+            .all(|(_, _, k)| k.label() == "stream")
+    );
+    let lines = [
+        r#"{"resourceType":"Observation","id":"o\"1","status":"final","code":{"coding":[{"code":"a"},{"code":"b\u0041"}]},"subject":{"reference":"P/1"},"category":[{"text":"t1"},{"text":"t\n2"}]}"#,
+        r#"{"resourceType":"Observation","status":["final"],"subject":{"reference":["P/2"]},"category":"c"}"#,
+        r#"{"resourceType":"Observation","status":["a","b"],"category":[{}]}"#,
+        r#"{"resourceType":"Observation","id":"o3","subject":{"reference":{"x":1}}}"#,
+        r#"{"id":"o4","resourceType":"Observation","status":1.50}"#,
+    ];
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        for line in lines {
+            let streamed = rows(&view, line, true);
+            assert_eq!(streamed, rows(&view, line, false), "{line}");
+            got.push(streamed);
+        }
+    }
+    assert_eq!(got[..lines.len()], got[lines.len()..]);
+    assert_eq!(
+        got[0],
+        Ok(vec![
+            "\"Observation\"|\"o\\\"1\"|\"o\\\"1\"|\"final\"|[\"a\",\"bA\"]|\"bA\"|\"P/1\"|\"t1\"|"
+                .to_string(),
+            "\"Observation\"|\"o\\\"1\"|\"o\\\"1\"|\"final\"|[\"a\",\"bA\"]|\"bA\"|\"P/1\"|\"t\\n2\"|"
+                .to_string(),
+        ])
+    );
+}
+
+/// Member names learnt at several nodes, interleaved (each node's names are linked in the
+/// order first met), past the limit a node remembers, then met again in other orders and
+/// with names missing: every line's rows are its own.
+#[test]
+fn streamed_rows_survive_many_and_interleaved_member_names() {
+    let v = serde_json::json!({"resource": "Observation", "select": [
+        {"column": [
+            {"name": "id", "path": "id"},
+            {"name": "code", "path": "code.coding.code", "collection": true},
+            {"name": "ref", "path": "subject.reference"}]},
+        {"forEach": "component", "column": [{"name": "cc", "path": "code.text"}]}]});
+    let view = View::from_json(&v, "v").unwrap();
+    let line = |n: usize, shift: usize, id: &str| {
+        let extra = |p: &str, k: usize| -> String {
+            (0..k)
+                .map(|i| format!("\"{p}{}\":{i},", (i * 7 + shift) % k))
+                .collect()
+        };
+        format!(
+            r#"{{"resourceType":"Observation",{}"subject":{{{}"reference":"P/{id}"}},"code":{{{}"coding":[{{{}"code":"c{id}"}}]}},"component":[{{"code":{{{}"text":"t{id}"}}}}],{}"id":"{id}"}}"#,
+            extra("r", n),
+            extra("s", n / 2),
+            extra("k", n / 3),
+            extra("m", n / 4),
+            extra("e", n / 5),
+            extra("z", n),
+        )
+    };
+    let mut lines = Vec::new();
+    for (i, n) in [3, 90, 150, 10, 0, 200, 5].iter().enumerate() {
+        lines.push(line(*n, i, &format!("o{i}")));
+    }
+    for _ in 0..2 {
+        for l in &lines {
+            let streamed = rows(&view, l, true);
+            assert_eq!(streamed, rows(&view, l, false), "{l}");
+        }
+    }
+    assert_eq!(
+        rows(&view, &lines[5], true),
+        Ok(vec!["\"o5\"|[\"co5\"]|\"P/o5\"|\"to5\"|".to_string()])
+    );
+}
