@@ -402,6 +402,7 @@ fn same_as_tokenizer(text: &[u8], seed: u64, resolve: bool, max: usize, window: 
     let mut fast = None;
     let simds = [
         blocks::Simd::Best,
+        blocks::Simd::Avx2,
         blocks::Simd::Sse2,
         blocks::Simd::Portable,
     ];

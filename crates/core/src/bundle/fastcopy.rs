@@ -57,7 +57,7 @@ pub(super) struct Copied {
 }
 
 /// Bytes a block's copy may read past its 64 (runs are copied 16 bytes at a time).
-const SLACK: usize = 16;
+pub(super) const SLACK: usize = 16;
 
 /// Copies the JSON value at the start of `input` compacted onto the end of `out`. `stack`
 /// holds the containers (`{` or `[`) the value is already inside (empty: `input` starts with
@@ -101,6 +101,18 @@ fn dispatch(input: &[u8], out: &mut Vec<u8>, scan: &Scan<'_>, nest: Nest, key: K
     #[cfg(target_arch = "x86_64")]
     {
         if scan.simd == Simd::Best
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vbmi2")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("popcnt")
+            && std::is_x86_feature_detected!("bmi1")
+            && std::is_x86_feature_detected!("pclmulqdq")
+        {
+            // SAFETY: the features `copy_avx512` is compiled for were just detected.
+            return unsafe { copy_avx512(input, out, scan, nest, key) };
+        }
+        if matches!(scan.simd, Simd::Best | Simd::Avx2)
             && std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("popcnt")
             && std::is_x86_feature_detected!("bmi1")
@@ -114,6 +126,18 @@ fn dispatch(input: &[u8], out: &mut Vec<u8>, scan: &Scan<'_>, nest: Nest, key: K
         }
     }
     copy::<blocks::Portable>(input, out, scan, nest, key)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi2,avx2,popcnt,bmi1,pclmulqdq")]
+fn copy_avx512(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    scan: &Scan<'_>,
+    nest: Nest,
+    key: Key,
+) -> Scanned {
+    copy::<blocks::Avx512>(input, out, scan, nest, key)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -280,7 +304,7 @@ fn copy<L: Lanes>(
         if block.odd & upto != 0 {
             return Scanned::Odd;
         }
-        copy_runs(src, block.keep & upto, out);
+        L::compact(src, block.keep & upto, out);
         lines += u64::from((block.newlines & upto).count_ones());
         if let Some(len) = end {
             let resolved = edits.len() as u64;
@@ -317,7 +341,7 @@ fn below(n: usize) -> u64 {
 /// more to read) onto the end of `out`, 16 bytes at a time.
 #[inline(always)]
 #[allow(unsafe_code)]
-fn copy_runs(src: &[u8], keep: u64, out: &mut Vec<u8>) {
+pub(super) fn copy_runs(src: &[u8], keep: u64, out: &mut Vec<u8>) {
     assert!(src.len() >= 64 + SLACK);
     if keep == 0 {
         return;
