@@ -421,8 +421,7 @@ mod tests {
             agree_until_odd_with(text, &unsafe { blocks_avx2(text) });
         }
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("pclmulqdq")
-        {
+        if std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("pclmulqdq") {
             // SAFETY: the features were just detected.
             agree_until_odd_with(text, &unsafe { blocks_avx512(text) });
         }
@@ -500,7 +499,14 @@ mod tests {
         }
         let src: Vec<u8> = (0..80u8).map(|i| i.wrapping_mul(37)).collect();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut masks = vec![0, u64::MAX, 1, 1 << 63, 0xFFFF_0000_FFFF_0000, 0x0FFF_FFFF_FFFF_FFF0];
+        let mut masks = vec![
+            0,
+            u64::MAX,
+            1,
+            1 << 63,
+            0xFFFF_0000_FFFF_0000,
+            0x0FFF_FFFF_FFFF_FFF0,
+        ];
         for _ in 0..2000 {
             x = x.rotate_left(7).wrapping_mul(0x2545_F491_4F6C_DD1D);
             masks.push(x);

@@ -130,13 +130,7 @@ fn dispatch(input: &[u8], out: &mut Vec<u8>, scan: &Scan<'_>, nest: Nest, key: K
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2,avx2,popcnt,bmi1,pclmulqdq")]
-fn copy_avx512(
-    input: &[u8],
-    out: &mut Vec<u8>,
-    scan: &Scan<'_>,
-    nest: Nest,
-    key: Key,
-) -> Scanned {
+fn copy_avx512(input: &[u8], out: &mut Vec<u8>, scan: &Scan<'_>, nest: Nest, key: Key) -> Scanned {
     copy::<blocks::Avx512>(input, out, scan, nest, key)
 }
 
