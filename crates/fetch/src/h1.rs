@@ -827,6 +827,51 @@ impl RawBody {
     }
 }
 
+/// The chunked de-framer on a whole input fed in reads of the sizes in `steps` (cycled; 0
+/// counts as 1, none as reads of [`READ_BUF`]): the body and the input bytes its framing took, `None` when the input ends
+/// before the body does (an error at a connection's end), or the error. For the fuzz target
+/// ([`crate::fuzzing::dechunk`]) and the tests.
+pub(crate) fn dechunk_whole(
+    wire: &[u8],
+    steps: &[usize],
+) -> Result<Option<(Vec<u8>, usize)>, String> {
+    let mut body = RawBody {
+        stream: None,
+        buf: BytesMut::new(),
+        framing: Framing::Chunked(Chunk::Size),
+        gzip: None,
+        reuse: None,
+        received: 0,
+    };
+    let mut out = Vec::new();
+    let mut fed = 0;
+    let whole = [READ_BUF];
+    let mut steps = if steps.is_empty() { &whole[..] } else { steps }
+        .iter()
+        .cycle();
+    while fed < wire.len() {
+        let n = steps
+            .next()
+            .copied()
+            .unwrap_or(1)
+            .clamp(1, wire.len() - fed);
+        body.buf.extend_from_slice(&wire[fed..fed + n]);
+        fed += n;
+        // As `poll_data`: take until nothing more comes without a read.
+        loop {
+            match body.take() {
+                Ok(d) if d.is_empty() => break,
+                Ok(d) => out.extend_from_slice(&d),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if body.framing == Framing::Done {
+            return Ok(Some((out, fed - body.buf.len())));
+        }
+    }
+    Ok(None)
+}
+
 impl http_body::Body for RawBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -968,9 +1013,16 @@ mod tests {
             assert!(matches!(run(wire, &[1]), Deframed::Bad), "{wire:?}");
         }
         let whole = b"2;ext=\"v\"\r\nab\r\n0\r\nt: 1\r\n\r\n";
-        assert_eq!(run(whole, &[1]), Deframed::Done(b"ab".to_vec(), whole.len()));
+        assert_eq!(
+            run(whole, &[1]),
+            Deframed::Done(b"ab".to_vec(), whole.len())
+        );
         for cut in 0..whole.len() {
-            assert_eq!(run(&whole[..cut], &[1, 2]), Deframed::Incomplete, "cut {cut}");
+            assert_eq!(
+                run(&whole[..cut], &[1, 2]),
+                Deframed::Incomplete,
+                "cut {cut}"
+            );
         }
     }
 
@@ -984,35 +1036,13 @@ mod tests {
         Bad,
     }
 
-    /// [`RawBody`]'s de-framer fed `wire` in reads of the sizes in `steps` (cycled).
+    /// [`RawBody`]'s de-framer fed `wire` in reads of the sizes in `steps`.
     fn run(wire: &[u8], steps: &[usize]) -> Deframed {
-        let mut body = RawBody {
-            stream: None,
-            buf: BytesMut::new(),
-            framing: Framing::Chunked(Chunk::Size),
-            gzip: None,
-            reuse: None,
-            received: 0,
-        };
-        let mut out = Vec::new();
-        let mut fed = 0;
-        let mut steps = steps.iter().cycle();
-        while fed < wire.len() {
-            let n = (*steps.next().unwrap()).clamp(1, wire.len() - fed);
-            body.buf.extend_from_slice(&wire[fed..fed + n]);
-            fed += n;
-            loop {
-                match body.take() {
-                    Ok(d) if d.is_empty() => break,
-                    Ok(d) => out.extend_from_slice(&d),
-                    Err(_) => return Deframed::Bad,
-                }
-            }
-            if body.framing == Framing::Done {
-                return Deframed::Done(out, fed - body.buf.len());
-            }
+        match dechunk_whole(wire, steps) {
+            Ok(Some((body, used))) => Deframed::Done(body, used),
+            Ok(None) => Deframed::Incomplete,
+            Err(_) => Deframed::Bad,
         }
-        Deframed::Incomplete
     }
 
     /// The chunked grammar read plainly, all input at once (RFC 9112 7.1, with `httparse`'s

@@ -495,9 +495,18 @@ async fn downloads(url: &Url, n: usize) -> (Vec<(Vec<u8>, Option<String>)>, (u64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_content_length_that_is_not_plain_digits_is_not_trusted() {
     static ANSWERS: [&[(&[u8], Option<bool>)]; 4] = [
-        &[(b"HTTP/1.1 200 OK\r\ncontent-length: +8\r\n\r\n{\"a\":1}\n", Some(false))],
-        &[(b"HTTP/1.1 200 OK\r\ncontent-length: 8 8\r\n\r\n{\"a\":1}\n", Some(false))],
-        &[(b"HTTP/1.1 200 OK\r\ncontent-length: 0x8\r\n\r\n{\"a\":1}\n", Some(false))],
+        &[(
+            b"HTTP/1.1 200 OK\r\ncontent-length: +8\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        )],
+        &[(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 8 8\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        )],
+        &[(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0x8\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        )],
         &[(
             b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\n{\"a\":1}\n",
             Some(false),
@@ -506,7 +515,12 @@ async fn a_content_length_that_is_not_plain_digits_is_not_trusted() {
     for script in ANSWERS {
         let (url, _) = scripted_server(script).await;
         let (_, (_, served, fallbacks)) = downloads(&url, 1).await;
-        assert_eq!((served, fallbacks), (0, 1), "{:?}", String::from_utf8_lossy(script[0].0));
+        assert_eq!(
+            (served, fallbacks),
+            (0, 1),
+            "{:?}",
+            String::from_utf8_lossy(script[0].0)
+        );
     }
 }
 
@@ -555,7 +569,10 @@ async fn chunked_with_a_content_length_drops_the_length_and_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_connection_that_answered_in_part_is_not_retried_by_hand() {
     static S: [(&[u8], Option<bool>); 2] = [
-        (b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n", Some(false)),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        ),
         (b"HTTP/1.1 200 OK\r\ncontent-", Some(true)),
     ];
     let (url, requests) = scripted_server(&S).await;
@@ -594,8 +611,14 @@ async fn interim_and_bodiless_answers_are_framed_by_rule() {
     assert_eq!(got, vec![(A.to_vec(), None), (A.to_vec(), None)]);
     assert_eq!(counts, (1, 2, 0));
     static BODILESS: [(&[u8], Option<bool>); 2] = [
-        (b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n", Some(false)),
-        (b"HTTP/1.1 304 Not Modified\r\ncontent-length: 100\r\n\r\n", Some(false)),
+        (
+            b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n",
+            Some(false),
+        ),
+        (
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 100\r\n\r\n",
+            Some(false),
+        ),
     ];
     let (url, _) = scripted_server(&BODILESS).await;
     let (got, counts) = downloads(&url, 2).await;
@@ -613,7 +636,10 @@ async fn closing_answers_are_read_whole_and_not_pooled() {
             b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
             Some(false),
         )],
-        &[(b"HTTP/1.0 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n", Some(false))],
+        &[(
+            b"HTTP/1.0 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        )],
         &[(b"HTTP/1.0 200 OK\r\n\r\n{\"a\":1}\n", Some(true))],
         &[(b"HTTP/1.1 200 OK\r\n\r\n{\"a\":1}\n", Some(true))],
     ];
@@ -631,7 +657,10 @@ async fn closing_answers_are_read_whole_and_not_pooled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn framed_bodies_cut_short_are_errors() {
     static ANSWERS: [&[(&[u8], Option<bool>)]; 3] = [
-        &[(b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n{\"a\":1}\n", Some(true))],
+        &[(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n{\"a\":1}\n",
+            Some(true),
+        )],
         &[(
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n8\r\n{\"a\":1}\n\r\n",
             Some(true),
@@ -660,8 +689,14 @@ async fn framed_bodies_cut_short_are_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_line_that_is_not_http1_is_left_to_reqwest() {
     static ANSWERS: [&[(&[u8], Option<bool>)]; 2] = [
-        &[(b"HTTP/2 200\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n", Some(true))],
-        &[(b"ICY 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n", Some(true))],
+        &[(
+            b"HTTP/2 200\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+            Some(true),
+        )],
+        &[(
+            b"ICY 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+            Some(true),
+        )],
     ];
     for script in ANSWERS {
         let (url, _) = scripted_server(script).await;
@@ -676,8 +711,10 @@ async fn a_status_line_that_is_not_http1_is_left_to_reqwest() {
 /// the 300 s pass at once.
 #[tokio::test(start_paused = true)]
 async fn a_stalled_body_waits_without_spinning_and_a_timer_beside_it_fires() {
-    static S: [(&[u8], Option<bool>); 1] =
-        [(b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n{\"a\":1}\n", None)];
+    static S: [(&[u8], Option<bool>); 1] = [(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n{\"a\":1}\n",
+        None,
+    )];
     let (url, _) = scripted_server(&S).await;
     let http = Http::new(None, &[]).unwrap();
     let (_, mut r) = http.send_download(&url, None, ndjson).await.unwrap();
