@@ -725,3 +725,24 @@ async fn a_stalled_body_waits_without_spinning_and_a_timer_beside_it_fires() {
     assert!(stalled.is_err(), "{stalled:?}");
     assert_eq!(t.elapsed(), READ_TIMEOUT);
 }
+
+/// `--header` values (a vendor API key) and the token never show in a Debug print of the
+/// client, whichever path it takes (reqwest's client prints its default headers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_header_value_or_token_in_debug_prints() {
+    let http = Http::new(None, &[("x-api-key".into(), "SECRET-KEY-1".into())]).unwrap();
+    let shown = format!("{http:?} {:?}", fast(&http));
+    assert!(!shown.contains("SECRET-KEY-1"), "{shown}");
+    let token = Secret::new("SECRET-TOKEN-2");
+    let (url, _) = scripted_server(&[(
+        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+        Some(false),
+    )])
+    .await;
+    let (_, r) = http
+        .send_download(&url, Some(&token), ndjson)
+        .await
+        .unwrap();
+    let shown = format!("{http:?} {r:?}");
+    assert!(!shown.contains("SECRET"), "{shown}");
+}
