@@ -538,7 +538,7 @@ fn reference_dechunk(w: &[u8]) -> Result<Option<(Vec<u8>, usize)>, ()> {
                 }
             }
         }
-        if ((w.len() - p) as u64) < size + 2 {
+        if ((w.len() - p) as u64) < size.saturating_add(2) {
             return Ok(None);
         }
         let size = size as usize;

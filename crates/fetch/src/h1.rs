@@ -1002,6 +1002,10 @@ mod tests {
     /// empty line are errors or incomplete (an error at the connection's end), never a body.
     #[test]
     fn every_damaged_frame_is_refused() {
+        // The largest size is read, then waited for.
+        let huge = b"ffffffffffffffff\r\nab";
+        assert_eq!(run(huge, &[1]), Deframed::Incomplete);
+        assert_eq!(reference(huge), Deframed::Incomplete);
         let bad: [&[u8]; 5] = [
             b"11111111111111111\r\nab\r\n0\r\n\r\n",
             b"2\r\nab0\r\n\r\n",
@@ -1092,10 +1096,10 @@ mod tests {
                     }
                 }
             }
-            let size = size as usize;
-            if w.len() - p < size + 2 {
+            if ((w.len() - p) as u64) < size.saturating_add(2) {
                 return Incomplete;
             }
+            let size = size as usize;
             out.extend_from_slice(&w[p..p + size]);
             p += size;
             if &w[p..p + 2] != b"\r\n" {
