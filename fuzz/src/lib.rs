@@ -569,8 +569,7 @@ pub fn check_chunked(data: &[u8]) {
         })
         .collect();
     if mode & 1 == 0 {
-        // Lines longer than the de-framer's 4 KiB cap may be refused when they come in
-        // several reads; the reference has no cap.
+        // The de-framer refuses lines over 4 KiB; the reference has no cap.
         if payload.len() > 4096 {
             return;
         }

@@ -689,6 +689,10 @@ impl RawBody {
                         Some(_) => {}
                     }
                     match httparse::parse_chunk_size(&self.buf[r..]) {
+                        Ok(httparse::Status::Complete((used, _))) if used > MAX_LINE => {
+                            // Refused whether it came in one read or several.
+                            return Err(BodyError::Chunked("chunk size line too long"));
+                        }
                         Ok(httparse::Status::Complete((used, size))) => {
                             r += used;
                             state = if size == 0 {
@@ -739,11 +743,15 @@ impl RawBody {
                 }
                 Chunk::Trailers => {
                     let Some(nl) = memchr::memmem::find(&self.buf[r..], b"\r\n") else {
-                        if len - r > MAX_LINE {
+                        // `MAX_LINE` bytes and a CR may still end in time.
+                        if len - r > MAX_LINE + 1 {
                             return Err(BodyError::Chunked("trailer line too long"));
                         }
                         break Framing::Chunked(state);
                     };
+                    if nl > MAX_LINE {
+                        return Err(BodyError::Chunked("trailer line too long"));
+                    }
                     r += nl + 2;
                     if nl == 0 {
                         break Framing::Done;
@@ -1026,6 +1034,31 @@ mod tests {
                 run(&whole[..cut], &[1, 2]),
                 Deframed::Incomplete,
                 "cut {cut}"
+            );
+        }
+    }
+
+    /// A size line or trailer line over [`MAX_LINE`] is refused however the reads split it
+    /// (it was taken when it came in one read).
+    #[test]
+    fn an_overlong_line_is_refused_whatever_the_reads() {
+        let ext = "x".repeat(MAX_LINE + 10);
+        let size_line = format!("2;{ext}\r\nab\r\n0\r\n\r\n");
+        let trailer = format!("2\r\nab\r\n0\r\nt: {ext}\r\n\r\n");
+        for wire in [size_line, trailer] {
+            for step in [7, 1000, wire.len()] {
+                assert_eq!(run(wire.as_bytes(), &[step]), Deframed::Bad, "step {step}");
+            }
+        }
+        // At the limit: taken, also when the CR comes in one read and the LF in the next.
+        let fill = "x".repeat(MAX_LINE - 3);
+        let trailer = format!("2\r\nab\r\n0\r\nt: {fill}\r\n\r\n");
+        let cr = trailer.len() - 3;
+        for steps in [&[trailer.len()][..], &[cr, 1]] {
+            assert_eq!(
+                run(trailer.as_bytes(), steps),
+                Deframed::Done(b"ab".to_vec(), trailer.len()),
+                "{steps:?}"
             );
         }
     }
