@@ -118,6 +118,15 @@ def main():
         write(out, "operation_outcome", json.dumps(o))
     write(out, "operation_outcome", "<html>502 Bad Gateway</html>")
 
+    # Chunked wires (mode 0: a mode byte, four read-size bytes, the wire) and bodies to chunk
+    # (mode 1, 3, 5, 7: extensions and trailers); see `check_chunked` in fuzz/src/lib.rs.
+    wires = [b"8\r\n{\"a\":1}\n\r\n0\r\n\r\n", b"3;x=y\r\nabc\r\n0\r\nt: 1\r\n\r\n",
+             b"00A \r\n0123456789\r\n0\r\n\r\n", b"3\r\nabc\r\n\r\n"]
+    for w in wires:
+        write(out, "chunked", b"\x00\x00\x01\x06\x80" + w)
+    for mode in (1, 3, 5, 7):
+        write(out, "chunked", bytes([mode, 2, 0x10, 0x81, 7]) + b'{"resourceType":"Patient"}\n' * 3)
+
 
 if __name__ == "__main__":
     main()

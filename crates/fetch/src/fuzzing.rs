@@ -1,6 +1,6 @@
 //! Entry points for the fuzz targets in `fuzz/` (not a stable API): the readers of what a
 //! Bulk Data server sends back — the completion manifest and OperationOutcome bodies and
-//! error files.
+//! error files, and the de-framer of chunked file downloads.
 
 use std::path::Path;
 
@@ -71,4 +71,11 @@ pub fn is_transient(body: &str) -> bool {
 /// The issues of an export's error file `rel` under `dir`.
 pub fn read_issues(dir: &Path, rel: &str) -> Vec<Issue> {
     crate::summary::read_issues(dir, rel)
+}
+
+/// De-frames a chunked body as a file download does ([`crate::h1`]), the input fed in reads of
+/// the sizes in `steps` (cycled): the body and the input bytes its framing took, `None` when
+/// the input ends first (an error at a connection's end), or why the framing is refused.
+pub fn dechunk(wire: &[u8], steps: &[usize]) -> Result<Option<(Vec<u8>, usize)>, String> {
+    crate::h1::dechunk_whole(wire, steps)
 }

@@ -20,8 +20,17 @@
 //! a request other than `GET`, a scheme other than http/https, a connection or TLS handshake
 //! that fails (reqwest then reports the real error; an origin whose TLS handshake failed or
 //! whose connection timed out is not tried here again, e.g. one that speaks only HTTP/2), no
-//! response head on a new connection (on a kept one the request goes once more on a new
-//! one), a `101`, a head `httparse` refuses, and a `Transfer-Encoding` other than `chunked`. Redirects are followed by the caller
+//! response head on a new connection (on a kept one that gave not one byte of an answer, the
+//! request goes once more on a new one), a head cut short, a `101`, a head `httparse`
+//! refuses, a `Content-Length` that is not plain digits or several that disagree, and a
+//! `Transfer-Encoding` other than `chunked`.
+//!
+//! Framing rules (each tested): a body cut short by the connection's end is an error; bytes
+//! after a body's end, `Connection: close`, HTTP/1.0, and both `Transfer-Encoding` and
+//! `Content-Length` (the chunks win, the length is dropped) keep the connection from being
+//! used again; a chunk-size line must start with a hex digit. A body with neither a length
+//! nor chunks ends where the connection ends, so a cut connection cannot be told from the end
+//! (as with reqwest): the download then checks the manifest `count` and the last line. Redirects are followed by the caller
 //! ([`crate::http`]), hop by hop, with the same `Authorization` rule as for reqwest.
 //!
 //! TLS is the same `rustls::ClientConfig` reqwest is given ([`crate::http::tls_config`]: the
@@ -224,24 +233,28 @@ impl FastGet {
         }
         let head = self.request_head(req, url);
         // A pooled connection the server has closed meanwhile gives no answer: then once more
-        // on a new one (a GET may be sent again).
+        // on a new one (a GET may be sent again), but only when not one byte of an answer came.
+        let mut idle = self.take_idle(&origin);
         loop {
-            let (mut stream, reused) = match self.take_idle(&origin) {
-                Some(s) => (s, true),
+            let reused = idle.is_some();
+            let mut stream = match idle.take() {
+                Some(s) => s,
                 None => match self.connect(&origin).await {
-                    Some(s) => (s, false),
+                    Some(s) => s,
                     None => return Outcome::Fallback,
                 },
             };
             match exchange(&mut stream, &head).await {
-                Ok(Some(head)) => {
+                Exchange::Head(head) => {
                     return match response(head, stream, origin, self.pool.clone()) {
                         Some(r) => Outcome::Response(r),
                         None => Outcome::Fallback,
                     };
                 }
-                Ok(None) | Err(_) if reused => {}
-                Ok(None) | Err(_) => return Outcome::Fallback,
+                Exchange::NoAnswer if reused => {}
+                // Part of an answer, or none on a new connection: reqwest sends the request
+                // again and reports what goes wrong.
+                Exchange::NoAnswer | Exchange::Bad => return Outcome::Fallback,
             }
         }
     }
@@ -377,12 +390,24 @@ struct Head {
     rest: BytesMut,
 }
 
-/// Write the request and read the response head. `Ok(None)`: the connection closed before
-/// a complete head.
-async fn exchange(stream: &mut Stream, request: &[u8]) -> std::io::Result<Option<Head>> {
-    stream.write_all(request).await?;
-    stream.flush().await?;
+/// What came of sending a request.
+enum Exchange {
+    /// A complete final response head.
+    Head(Head),
+    /// Not one byte of an answer: the request could not be written, or the connection closed
+    /// or failed before anything came (on a kept connection, the server had closed it).
+    NoAnswer,
+    /// Something came but no usable head: cut short, refused by `httparse`, or too large.
+    Bad,
+}
+
+/// Write the request and read the response head.
+async fn exchange(stream: &mut Stream, request: &[u8]) -> Exchange {
+    if stream.write_all(request).await.is_err() || stream.flush().await.is_err() {
+        return Exchange::NoAnswer;
+    }
     let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut answered = false;
     loop {
         if buf.capacity() - buf.len() < MIN_READ {
             buf.reserve(READ_BUF);
@@ -390,17 +415,20 @@ async fn exchange(stream: &mut Stream, request: &[u8]) -> std::io::Result<Option
         let n = std::future::poll_fn(|cx| {
             tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut buf)
         })
-        .await?;
-        if n == 0 {
-            return Ok(None);
+        .await;
+        match n {
+            Ok(n) if n > 0 => {}
+            _ if answered => return Exchange::Bad,
+            _ => return Exchange::NoAnswer,
         }
+        answered = true;
         loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut headers);
             let used = match parsed.parse(&buf) {
                 Ok(httparse::Status::Complete(used)) => used,
                 Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => break,
-                _ => return Ok(None),
+                _ => return Exchange::Bad,
             };
             let status = parsed.code.unwrap_or(0);
             if (100..200).contains(&status) && status != 101 {
@@ -414,18 +442,18 @@ async fn exchange(stream: &mut Stream, request: &[u8]) -> std::io::Result<Option
                     HeaderName::from_bytes(h.name.as_bytes()),
                     HeaderValue::from_bytes(h.value),
                 ) else {
-                    return Ok(None);
+                    return Exchange::Bad;
                 };
                 map.append(k, v);
             }
             let version = parsed.version.unwrap_or(1);
             buf.advance(used);
-            return Ok(Some(Head {
+            return Exchange::Head(Head {
                 status,
                 version,
                 headers: map,
                 rest: buf,
-            }));
+            });
         }
     }
 }
@@ -492,7 +520,7 @@ fn response(
         let mut lengths = headers
             .get_all(reqwest::header::CONTENT_LENGTH)
             .iter()
-            .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
+            .map(|v| content_length(v.as_bytes()));
         match lengths.next() {
             None => Framing::Close,
             Some(Some(n)) if lengths.all(|m| m == Some(n)) => {
@@ -505,7 +533,17 @@ fn response(
             Some(_) => return None,
         }
     };
+    // Both `Transfer-Encoding` and `Content-Length`: the chunks frame the body (RFC 9112
+    // 6.3), the length is not handed on, and the connection, whose framing is in doubt (a
+    // sign of response smuggling), is not used again.
+    let both = framing != Framing::Done
+        && !te.is_empty()
+        && headers.contains_key(reqwest::header::CONTENT_LENGTH);
+    if both {
+        headers.remove(reqwest::header::CONTENT_LENGTH);
+    }
     let close = version == 0
+        || both
         || headers
             .get_all(reqwest::header::CONNECTION)
             .iter()
@@ -546,6 +584,15 @@ fn response(
     }
     let r = builder.body(reqwest::Body::wrap(body)).ok()?;
     Some(reqwest::Response::from(r))
+}
+
+/// A `Content-Length` value: decimal digits only (no sign, no spaces inside; `httparse` has
+/// trimmed the outside), as hyper reads it; `None` when it is not one or overflows.
+fn content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// gzip decoding of the de-framed body.
@@ -632,7 +679,20 @@ impl RawBody {
                     if w >= IN_PLACE {
                         break Framing::Chunked(state);
                     }
+                    // `httparse` reads a line without a digit (empty, blanks, only an
+                    // extension) as size 0, the last chunk: the body would end early, silently.
+                    match self.buf.get(r) {
+                        None => break Framing::Chunked(state),
+                        Some(b) if !b.is_ascii_hexdigit() => {
+                            return Err(BodyError::Chunked("no chunk size"));
+                        }
+                        Some(_) => {}
+                    }
                     match httparse::parse_chunk_size(&self.buf[r..]) {
+                        Ok(httparse::Status::Complete((used, _))) if used > MAX_LINE => {
+                            // Refused whether it came in one read or several.
+                            return Err(BodyError::Chunked("chunk size line too long"));
+                        }
                         Ok(httparse::Status::Complete((used, size))) => {
                             r += used;
                             state = if size == 0 {
@@ -683,11 +743,15 @@ impl RawBody {
                 }
                 Chunk::Trailers => {
                     let Some(nl) = memchr::memmem::find(&self.buf[r..], b"\r\n") else {
-                        if len - r > MAX_LINE {
+                        // `MAX_LINE` bytes and a CR may still end in time.
+                        if len - r > MAX_LINE + 1 {
                             return Err(BodyError::Chunked("trailer line too long"));
                         }
                         break Framing::Chunked(state);
                     };
+                    if nl > MAX_LINE {
+                        return Err(BodyError::Chunked("trailer line too long"));
+                    }
                     r += nl + 2;
                     if nl == 0 {
                         break Framing::Done;
@@ -769,6 +833,51 @@ impl RawBody {
             }
         }
     }
+}
+
+/// The chunked de-framer on a whole input fed in reads of the sizes in `steps` (cycled; 0
+/// counts as 1, none as reads of [`READ_BUF`]): the body and the input bytes its framing took, `None` when the input ends
+/// before the body does (an error at a connection's end), or the error. For the fuzz target
+/// ([`crate::fuzzing::dechunk`]) and the tests.
+pub(crate) fn dechunk_whole(
+    wire: &[u8],
+    steps: &[usize],
+) -> Result<Option<(Vec<u8>, usize)>, String> {
+    let mut body = RawBody {
+        stream: None,
+        buf: BytesMut::new(),
+        framing: Framing::Chunked(Chunk::Size),
+        gzip: None,
+        reuse: None,
+        received: 0,
+    };
+    let mut out = Vec::new();
+    let mut fed = 0;
+    let whole = [READ_BUF];
+    let mut steps = if steps.is_empty() { &whole[..] } else { steps }
+        .iter()
+        .cycle();
+    while fed < wire.len() {
+        let n = steps
+            .next()
+            .copied()
+            .unwrap_or(1)
+            .clamp(1, wire.len() - fed);
+        body.buf.extend_from_slice(&wire[fed..fed + n]);
+        fed += n;
+        // As `poll_data`: take until nothing more comes without a read.
+        loop {
+            match body.take() {
+                Ok(d) if d.is_empty() => break,
+                Ok(d) => out.extend_from_slice(&d),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if body.framing == Framing::Done {
+            return Ok(Some((out, fed - body.buf.len())));
+        }
+    }
+    Ok(None)
 }
 
 impl http_body::Body for RawBody {
@@ -874,5 +983,252 @@ mod tests {
     fn bad_chunk_framing_is_an_error() {
         assert!(dechunk_in_steps(b"zz\r\nab\r\n0\r\n\r\n", 100).is_err());
         assert!(dechunk_in_steps(b"2\r\nabXX0\r\n\r\n", 100).is_err());
+    }
+
+    /// A chunk-size line without a digit is not the last chunk: `httparse` reads an empty
+    /// line, blanks or a bare extension as size 0, and the body would end there, the rest
+    /// taken for trailers — a short file without an error.
+    #[test]
+    fn a_size_line_without_digits_is_an_error_not_the_end() {
+        for wire in [
+            &b"3\r\nabc\r\n\r\n3\r\ndef\r\n0\r\n\r\n"[..],
+            b"3\r\nabc\r\n \r\n3\r\ndef\r\n0\r\n\r\n",
+            b"3\r\nabc\r\n;x\r\n3\r\ndef\r\n0\r\n\r\n",
+            b"\r\n",
+        ] {
+            for step in [1, 3, wire.len()] {
+                assert!(
+                    matches!(run(wire, &[step]), Deframed::Bad),
+                    "{:?} step {step}",
+                    String::from_utf8_lossy(wire)
+                );
+            }
+        }
+    }
+
+    /// Overflow, a missing CRLF after data, and the end of input anywhere before the final
+    /// empty line are errors or incomplete (an error at the connection's end), never a body.
+    #[test]
+    fn every_damaged_frame_is_refused() {
+        // The largest size is read, then waited for.
+        let huge = b"ffffffffffffffff\r\nab";
+        assert_eq!(run(huge, &[1]), Deframed::Incomplete);
+        assert_eq!(reference(huge), Deframed::Incomplete);
+        let bad: [&[u8]; 5] = [
+            b"11111111111111111\r\nab\r\n0\r\n\r\n",
+            b"2\r\nab0\r\n\r\n",
+            b"2\r\nab\n0\r\n\r\n",
+            b"-2\r\nab\r\n0\r\n\r\n",
+            b"2 3\r\nab\r\n0\r\n\r\n",
+        ];
+        for wire in bad {
+            assert!(matches!(run(wire, &[1]), Deframed::Bad), "{wire:?}");
+        }
+        let whole = b"2;ext=\"v\"\r\nab\r\n0\r\nt: 1\r\n\r\n";
+        assert_eq!(
+            run(whole, &[1]),
+            Deframed::Done(b"ab".to_vec(), whole.len())
+        );
+        for cut in 0..whole.len() {
+            assert_eq!(
+                run(&whole[..cut], &[1, 2]),
+                Deframed::Incomplete,
+                "cut {cut}"
+            );
+        }
+    }
+
+    /// A size line or trailer line over [`MAX_LINE`] is refused however the reads split it
+    /// (it was taken when it came in one read).
+    #[test]
+    fn an_overlong_line_is_refused_whatever_the_reads() {
+        let ext = "x".repeat(MAX_LINE + 10);
+        let size_line = format!("2;{ext}\r\nab\r\n0\r\n\r\n");
+        let trailer = format!("2\r\nab\r\n0\r\nt: {ext}\r\n\r\n");
+        for wire in [size_line, trailer] {
+            for step in [7, 1000, wire.len()] {
+                assert_eq!(run(wire.as_bytes(), &[step]), Deframed::Bad, "step {step}");
+            }
+        }
+        // At the limit: taken, also when the CR comes in one read and the LF in the next.
+        let fill = "x".repeat(MAX_LINE - 3);
+        let trailer = format!("2\r\nab\r\n0\r\nt: {fill}\r\n\r\n");
+        let cr = trailer.len() - 3;
+        for steps in [&[trailer.len()][..], &[cr, 1]] {
+            assert_eq!(
+                run(trailer.as_bytes(), steps),
+                Deframed::Done(b"ab".to_vec(), trailer.len()),
+                "{steps:?}"
+            );
+        }
+    }
+
+    /// The outcome of de-framing a whole input.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Deframed {
+        /// The body, and the input bytes its framing took (the rest is left unread).
+        Done(Vec<u8>, usize),
+        /// The input ended before the body's end (an error at a connection's end).
+        Incomplete,
+        Bad,
+    }
+
+    /// [`RawBody`]'s de-framer fed `wire` in reads of the sizes in `steps`.
+    fn run(wire: &[u8], steps: &[usize]) -> Deframed {
+        match dechunk_whole(wire, steps) {
+            Ok(Some((body, used))) => Deframed::Done(body, used),
+            Ok(None) => Deframed::Incomplete,
+            Err(_) => Deframed::Bad,
+        }
+    }
+
+    /// The chunked grammar read plainly, all input at once (RFC 9112 7.1, with `httparse`'s
+    /// leniency: blanks after the size, any octets but CR in an extension).
+    fn reference(w: &[u8]) -> Deframed {
+        use Deframed::{Bad, Done, Incomplete};
+        let mut p = 0;
+        let mut out = Vec::new();
+        loop {
+            let mut size = 0u64;
+            let mut digits = 0;
+            while let Some(d) = w.get(p).and_then(|b| (*b as char).to_digit(16)) {
+                digits += 1;
+                if digits > 16 {
+                    return Bad;
+                }
+                size = size * 16 + u64::from(d);
+                p += 1;
+            }
+            if p == w.len() {
+                return Incomplete;
+            }
+            if digits == 0 {
+                return Bad;
+            }
+            while matches!(w.get(p), Some(b' ' | b'\t')) {
+                p += 1;
+            }
+            if w.get(p) == Some(&b';') {
+                while !matches!(w.get(p), None | Some(b'\r')) {
+                    p += 1;
+                }
+            }
+            match (w.get(p), w.get(p + 1)) {
+                (None, _) | (Some(b'\r'), None) => return Incomplete,
+                (Some(b'\r'), Some(b'\n')) => p += 2,
+                _ => return Bad,
+            }
+            if size == 0 {
+                loop {
+                    let Some(nl) = w[p..].windows(2).position(|x| x == b"\r\n") else {
+                        return Incomplete;
+                    };
+                    p += nl + 2;
+                    if nl == 0 {
+                        return Done(out, p);
+                    }
+                }
+            }
+            if ((w.len() - p) as u64) < size.saturating_add(2) {
+                return Incomplete;
+            }
+            let size = size as usize;
+            out.extend_from_slice(&w[p..p + size]);
+            p += size;
+            if &w[p..p + 2] != b"\r\n" {
+                return Bad;
+            }
+            p += 2;
+        }
+    }
+
+    /// `parts` (empty ones skipped: a 0 would end the body) chunked with the size in upper or
+    /// lower case, leading zeros, extensions, then trailers.
+    fn encode(parts: &[Vec<u8>], style: &[u8], trailers: &[String]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut style = style.iter().copied().cycle();
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            let s = style.next().unwrap_or(0);
+            let size = if s & 1 == 0 {
+                format!("{:x}", p.len())
+            } else {
+                format!("{:X}", p.len())
+            };
+            let zeros = if s & 2 == 0 { "" } else { "00" };
+            let ext = if s & 4 == 0 { "" } else { " ;a=\"b;c\"" };
+            wire.extend_from_slice(format!("{zeros}{size}{ext}\r\n").as_bytes());
+            wire.extend_from_slice(p);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"0\r\n");
+        for t in trailers {
+            wire.extend_from_slice(format!("x-{t}: {t}\r\n").as_bytes());
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn parts(max: usize) -> impl Strategy<Value = Vec<Vec<u8>>> {
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..max), 0..8)
+        }
+
+        proptest! {
+            /// Any chunking of any body, read in any splits, de-frames to the body.
+            #[test]
+            fn random_chunkings_deframe_to_the_body(
+                parts in parts(300),
+                style in prop::collection::vec(any::<u8>(), 1..8),
+                trailers in prop::collection::vec("[a-z]{1,8}", 0..3),
+                steps in prop::collection::vec(1usize..64, 1..16),
+            ) {
+                let wire = encode(&parts, &style, &trailers);
+                prop_assert_eq!(reference(&wire), Deframed::Done(parts.concat(), wire.len()));
+                prop_assert_eq!(run(&wire, &steps), Deframed::Done(parts.concat(), wire.len()));
+            }
+
+            /// Long chunks (handed on in place) among short ones, in large reads.
+            #[test]
+            fn long_chunks_deframe_to_the_body(
+                parts in parts(40_000),
+                style in prop::collection::vec(any::<u8>(), 1..8),
+                steps in prop::collection::vec(1usize..70_000, 1..8),
+            ) {
+                let wire = encode(&parts, &style, &[]);
+                prop_assert_eq!(run(&wire, &steps), Deframed::Done(parts.concat(), wire.len()));
+            }
+
+            /// A damaged wire (bytes changed, put in, a run of them taken out, or the input cut) de-frames
+            /// exactly as the plain reading of the grammar: the same body, an error, or
+            /// incomplete — never another body.
+            #[test]
+            fn damaged_wire_deframes_as_the_reference(
+                parts in parts(200),
+                style in prop::collection::vec(any::<u8>(), 1..8),
+                trailers in prop::collection::vec("[a-z]{1,8}", 0..3),
+                edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<u8>()), 1..4),
+                steps in prop::collection::vec(1usize..64, 1..16),
+            ) {
+                let mut wire = encode(&parts, &style, &trailers);
+                // Framing bytes are the likelier targets: pick among `\r\n;0-9a-f` often.
+                const NEAR: &[u8] = b"\r\n;0123456789abcdefABCDEF \t";
+                for (at, kind, byte) in edits {
+                    let i = at.index(wire.len() + 1);
+                    let b = if byte < 200 { NEAR[usize::from(byte) % NEAR.len()] } else { byte };
+                    match kind {
+                        0 if i < wire.len() => wire[i] = b,
+                        1 => wire.insert(i, b),
+                        2 => { wire.drain(i..(i + usize::from(byte % 6) + 1).min(wire.len())); }
+                        3 => wire.truncate(i),
+                        _ => {}
+                    }
+                }
+                prop_assert_eq!(run(&wire, &steps), reference(&wire));
+            }
+        }
     }
 }

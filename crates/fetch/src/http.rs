@@ -43,8 +43,11 @@ impl Http {
         for (k, v) in headers {
             let name = HeaderName::from_bytes(k.trim().as_bytes())
                 .map_err(|e| Error::Usage(format!("--header {k}: {e}")))?;
-            let value = HeaderValue::from_str(v.trim())
+            let mut value = HeaderValue::from_str(v.trim())
                 .map_err(|e| Error::Usage(format!("--header {k}: {e}")))?;
+            // A vendor key: reqwest's client prints its default headers in Debug, but not
+            // the value of a sensitive one.
+            value.set_sensitive(true);
             default_headers.insert(name, value);
         }
         let tls = tls_config(ca_cert)?;

@@ -422,3 +422,327 @@ async fn a_truncated_gzip_body_is_an_error() {
     );
     assert_eq!(fast(&http).counts().1, 1);
 }
+
+/// An HTTP/1.1 server whose `k`-th answer on a connection is `script[k]` (the last one
+/// repeated): the bytes, and whether the connection is then closed (`Some(true)`), kept
+/// (`Some(false)`), or left open with nothing more ever sent (`None`, a stalled server).
+/// Counts requests.
+async fn scripted_server(
+    script: &'static [(&'static [u8], Option<bool>)],
+) -> (Url, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = Url::parse(&format!(
+        "http://{}/f.ndjson",
+        listener.local_addr().unwrap()
+    ))
+    .unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 4096];
+                let mut k = 0;
+                loop {
+                    let Ok(n) = s.read(&mut b).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&b[..n]);
+                    while let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        let (answer, close) = script[k.min(script.len() - 1)];
+                        k += 1;
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        match close {
+                            Some(true) => return,
+                            Some(false) => {}
+                            None => std::future::pending::<()>().await,
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, count)
+}
+
+const A: &[u8] = b"{\"a\":1}\n";
+
+/// Download `url` `n` times; the bodies (or errors) and the counts of the hand-read path.
+async fn downloads(url: &Url, n: usize) -> (Vec<(Vec<u8>, Option<String>)>, (u64, u64, u64)) {
+    let http = Http::new(None, &[]).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..n {
+        match http.send_download(url, None, ndjson).await {
+            Ok((_, r)) => got.push(body(r).await),
+            Err(e) => got.push((Vec::new(), Some(e.to_string()))),
+        }
+    }
+    let counts = fast(&http).counts();
+    (got, counts)
+}
+
+/// A `Content-Length` with a sign (Rust's `u64` parser takes `+8`), inner blanks, hex or
+/// too many digits is not read by hand: hyper refuses such a length, and a length two
+/// readers see apart is how responses are smuggled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_length_that_is_not_plain_digits_is_not_trusted() {
+    static ANSWERS: [&[(&[u8], Option<bool>)]; 4] = [
+        &[(
+            b"HTTP/1.1 200 OK\r\ncontent-length: +8\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        )],
+        &[(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 8 8\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        )],
+        &[(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0x8\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        )],
+        &[(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        )],
+    ];
+    for script in ANSWERS {
+        let (url, _) = scripted_server(script).await;
+        let (_, (_, served, fallbacks)) = downloads(&url, 1).await;
+        assert_eq!(
+            (served, fallbacks),
+            (0, 1),
+            "{:?}",
+            String::from_utf8_lossy(script[0].0)
+        );
+    }
+}
+
+/// Lengths that disagree are left to reqwest; lengths that agree are one length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_content_lengths_must_agree() {
+    static DISAGREE: [(&[u8], Option<bool>); 1] = [(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\ncontent-length: 7\r\n\r\n{\"a\":1}\n",
+        Some(false),
+    )];
+    let (url, _) = scripted_server(&DISAGREE).await;
+    assert_eq!(downloads(&url, 1).await.1, (1, 0, 1));
+    static AGREE: [(&[u8], Option<bool>); 1] = [(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+        Some(false),
+    )];
+    let (url, _) = scripted_server(&AGREE).await;
+    let (got, counts) = downloads(&url, 2).await;
+    assert_eq!(got, vec![(A.to_vec(), None), (A.to_vec(), None)]);
+    assert_eq!(counts, (1, 2, 0));
+}
+
+/// Both `Transfer-Encoding: chunked` and `Content-Length`: the chunks frame the body, the
+/// length is not handed on (it would disagree with the bytes), and the connection is not
+/// used again (RFC 9112 6.3: a sign of smuggling).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_with_a_content_length_drops_the_length_and_the_connection() {
+    static S: [(&[u8], Option<bool>); 1] = [(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n8\r\n{\"a\":1}\n\r\n0\r\n\r\n",
+        Some(false),
+    )];
+    let (url, requests) = scripted_server(&S).await;
+    let http = Http::new(None, &[]).unwrap();
+    for _ in 0..2 {
+        let (_, r) = http.send_download(&url, None, ndjson).await.unwrap();
+        assert!(r.headers().get("content-length").is_none());
+        assert_eq!(body(r).await, (A.to_vec(), None));
+    }
+    assert_eq!(fast(&http).counts(), (2, 2, 0));
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+}
+
+/// A kept connection that answers in part (a head cut short) is not asked again by hand:
+/// only a connection that gave not one byte is replaced. reqwest sends the GET again and
+/// reads what a new connection answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_that_answered_in_part_is_not_retried_by_hand() {
+    static S: [(&[u8], Option<bool>); 2] = [
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        ),
+        (b"HTTP/1.1 200 OK\r\ncontent-", Some(true)),
+    ];
+    let (url, requests) = scripted_server(&S).await;
+    let (got, counts) = downloads(&url, 2).await;
+    assert_eq!(got, vec![(A.to_vec(), None), (A.to_vec(), None)]);
+    // One connection by hand, one answer by hand, the second request left to reqwest.
+    assert_eq!(counts, (1, 1, 1));
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+}
+
+/// Bytes after a `Content-Length` body (here a whole second response, as a smuggling
+/// server or proxy would send) keep the connection from the pool: the next request gets
+/// its own answer, not the one that was waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_the_body_keep_the_connection_from_the_pool() {
+    static S: [(&[u8], Option<bool>); 1] = [(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\nHTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nSMUGGLED",
+        Some(false),
+    )];
+    let (url, _) = scripted_server(&S).await;
+    let (got, counts) = downloads(&url, 2).await;
+    assert_eq!(got, vec![(A.to_vec(), None), (A.to_vec(), None)]);
+    assert_eq!(counts, (2, 2, 0));
+}
+
+/// Interim answers (`100`, `103`) before the real one are skipped; `204` and `304` have no
+/// body whatever their headers say, and their connection is used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_and_bodiless_answers_are_framed_by_rule() {
+    static INTERIM: [(&[u8], Option<bool>); 1] = [(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+        Some(false),
+    )];
+    let (url, _) = scripted_server(&INTERIM).await;
+    let (got, counts) = downloads(&url, 2).await;
+    assert_eq!(got, vec![(A.to_vec(), None), (A.to_vec(), None)]);
+    assert_eq!(counts, (1, 2, 0));
+    static BODILESS: [(&[u8], Option<bool>); 2] = [
+        (
+            b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n",
+            Some(false),
+        ),
+        (
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 100\r\n\r\n",
+            Some(false),
+        ),
+    ];
+    let (url, _) = scripted_server(&BODILESS).await;
+    let (got, counts) = downloads(&url, 2).await;
+    assert_eq!(got, vec![(Vec::new(), None), (Vec::new(), None)]);
+    assert_eq!(counts, (1, 2, 0));
+}
+
+/// `Connection: close`, HTTP/1.0 and a body read to the connection's end: whole bodies,
+/// and no connection kept (the first two servers keep theirs open, so a pooled one would be
+/// used again and counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_answers_are_read_whole_and_not_pooled() {
+    static ANSWERS: [&[(&[u8], Option<bool>)]; 4] = [
+        &[(
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        )],
+        &[(
+            b"HTTP/1.0 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+            Some(false),
+        )],
+        &[(b"HTTP/1.0 200 OK\r\n\r\n{\"a\":1}\n", Some(true))],
+        &[(b"HTTP/1.1 200 OK\r\n\r\n{\"a\":1}\n", Some(true))],
+    ];
+    for script in ANSWERS {
+        let (url, _) = scripted_server(script).await;
+        let (got, counts) = downloads(&url, 2).await;
+        let what = String::from_utf8_lossy(script[0].0);
+        assert_eq!(got, vec![(A.to_vec(), None), (A.to_vec(), None)], "{what}");
+        assert_eq!(counts, (2, 2, 0), "{what}");
+    }
+}
+
+/// A `Content-Length` body or a chunked body cut by the connection's end (also just before
+/// the chunked body's final CRLF) is an error, never a short body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framed_bodies_cut_short_are_errors() {
+    static ANSWERS: [&[(&[u8], Option<bool>)]; 3] = [
+        &[(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n{\"a\":1}\n",
+            Some(true),
+        )],
+        &[(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n8\r\n{\"a\":1}\n\r\n",
+            Some(true),
+        )],
+        &[(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n8\r\n{\"a\":1}\n\r\n0\r\n",
+            Some(true),
+        )],
+    ];
+    for script in ANSWERS {
+        let (url, _) = scripted_server(script).await;
+        let (got, counts) = downloads(&url, 1).await;
+        let what = String::from_utf8_lossy(script[0].0);
+        let (data, err) = &got[0];
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("connection closed before the end of the body")),
+            "{what}: {got:?}"
+        );
+        assert_eq!(data, A, "{what}");
+        assert_eq!(counts, (1, 1, 0), "{what}");
+    }
+}
+
+/// A status line that is not HTTP/1.x is not read by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_line_that_is_not_http1_is_left_to_reqwest() {
+    static ANSWERS: [&[(&[u8], Option<bool>)]; 2] = [
+        &[(
+            b"HTTP/2 200\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+            Some(true),
+        )],
+        &[(
+            b"ICY 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+            Some(true),
+        )],
+    ];
+    for script in ANSWERS {
+        let (url, _) = scripted_server(script).await;
+        let (_, (_, served, fallbacks)) = downloads(&url, 1).await;
+        assert_eq!((served, fallbacks), (0, 1));
+    }
+}
+
+/// A server that sends the head and part of the body, then nothing: the body neither ends
+/// nor fails by itself (so the download's stall watchdog, `a_stalled_body_times_out_and_is_
+/// retried` in tests/it/download.rs, decides), and a timer set beside it fires. Paused time:
+/// the 300 s pass at once.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_body_waits_without_spinning_and_a_timer_beside_it_fires() {
+    static S: [(&[u8], Option<bool>); 1] = [(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n{\"a\":1}\n",
+        None,
+    )];
+    let (url, _) = scripted_server(&S).await;
+    let http = Http::new(None, &[]).unwrap();
+    let (_, mut r) = http.send_download(&url, None, ndjson).await.unwrap();
+    assert_eq!(fast(&http).counts().1, 1);
+    assert_eq!(r.chunk().await.unwrap().as_deref(), Some(A));
+    let t = tokio::time::Instant::now();
+    let stalled = tokio::time::timeout(READ_TIMEOUT, r.chunk()).await;
+    assert!(stalled.is_err(), "{stalled:?}");
+    assert_eq!(t.elapsed(), READ_TIMEOUT);
+}
+
+/// `--header` values (a vendor API key) and the token never show in a Debug print of the
+/// client, whichever path it takes (reqwest's client prints its default headers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_header_value_or_token_in_debug_prints() {
+    let http = Http::new(None, &[("x-api-key".into(), "SECRET-KEY-1".into())]).unwrap();
+    let shown = format!("{http:?} {:?}", fast(&http));
+    assert!(!shown.contains("SECRET-KEY-1"), "{shown}");
+    let token = Secret::new("SECRET-TOKEN-2");
+    let (url, _) = scripted_server(&[(
+        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+        Some(false),
+    )])
+    .await;
+    let (_, r) = http
+        .send_download(&url, Some(&token), ndjson)
+        .await
+        .unwrap();
+    let shown = format!("{http:?} {r:?}");
+    assert!(!shown.contains("SECRET"), "{shown}");
+}
