@@ -73,7 +73,7 @@ pub fn read_issues(dir: &Path, rel: &str) -> Vec<Issue> {
     crate::summary::read_issues(dir, rel)
 }
 
-/// De-frames a chunked body as a file download does ([`crate::h1`]), the input fed in reads of
+/// De-frames a chunked body as a file download does (the hand-read HTTP/1.1 reader), the input fed in reads of
 /// the sizes in `steps` (cycled): the body and the input bytes its framing took, `None` when
 /// the input ends first (an error at a connection's end), or why the framing is refused.
 pub fn dechunk(wire: &[u8], steps: &[usize]) -> Result<Option<(Vec<u8>, usize)>, String> {
