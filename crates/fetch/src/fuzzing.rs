@@ -79,3 +79,65 @@ pub fn read_issues(dir: &Path, rel: &str) -> Vec<Issue> {
 pub fn dechunk(wire: &[u8], steps: &[usize]) -> Result<Option<(Vec<u8>, usize)>, String> {
     crate::h1::dechunk_whole(wire, steps)
 }
+
+/// The chunked grammar read plainly, all input at once (RFC 9112 7.1, with `httparse`'s
+/// leniency: blanks after the size, any octets but CR in an extension; at most 16 hex
+/// digits): `Ok(Some((body, bytes taken)))`, `Ok(None)` when the input ends first, `Err` with why it is refused.
+/// The oracle [`dechunk`] is checked against (by the `chunked` fuzz target and the reader's
+/// property tests): written apart from the reader, on purpose, and used by nothing else.
+pub fn reference_dechunk(w: &[u8]) -> Result<Option<(Vec<u8>, usize)>, &'static str> {
+    let mut p = 0;
+    let mut out = Vec::new();
+    loop {
+        let mut size = 0u64;
+        let mut digits = 0;
+        while let Some(d) = w.get(p).and_then(|b| (*b as char).to_digit(16)) {
+            digits += 1;
+            if digits > 16 {
+                return Err("more than 16 hex digits");
+            }
+            size = size * 16 + u64::from(d);
+            p += 1;
+        }
+        if p == w.len() {
+            return Ok(None);
+        }
+        if digits == 0 {
+            return Err("a size line without a digit");
+        }
+        while matches!(w.get(p), Some(b' ' | b'\t')) {
+            p += 1;
+        }
+        if w.get(p) == Some(&b';') {
+            while !matches!(w.get(p), None | Some(b'\r')) {
+                p += 1;
+            }
+        }
+        match (w.get(p), w.get(p + 1)) {
+            (None, _) | (Some(b'\r'), None) => return Ok(None),
+            (Some(b'\r'), Some(b'\n')) => p += 2,
+            _ => return Err("a size line not ended by CRLF"),
+        }
+        if size == 0 {
+            loop {
+                let Some(nl) = w[p..].windows(2).position(|x| x == b"\r\n") else {
+                    return Ok(None);
+                };
+                p += nl + 2;
+                if nl == 0 {
+                    return Ok(Some((out, p)));
+                }
+            }
+        }
+        if ((w.len() - p) as u64) < size.saturating_add(2) {
+            return Ok(None);
+        }
+        let size = size as usize;
+        out.extend_from_slice(&w[p..p + size]);
+        p += size;
+        if &w[p..p + 2] != b"\r\n" {
+            return Err("chunk data not followed by CRLF");
+        }
+        p += 2;
+    }
+}

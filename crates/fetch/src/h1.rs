@@ -906,31 +906,12 @@ impl http_body::Body for RawBody {
 mod tests {
     use super::*;
 
-    /// De-frame `wire` fed in pieces of `step` bytes (as reads would return it).
-    fn dechunk_in_steps(wire: &[u8], step: usize) -> Result<Vec<u8>, BodyError> {
-        let mut body = RawBody {
-            stream: None,
-            buf: BytesMut::new(),
-            framing: Framing::Chunked(Chunk::Size),
-            gzip: None,
-            reuse: None,
-            received: 0,
-        };
-        let mut out = Vec::new();
-        for piece in wire.chunks(step) {
-            body.buf.extend_from_slice(piece);
-            // As `poll_data`: take until nothing more comes without a read.
-            loop {
-                let data = body.take()?;
-                if data.is_empty() {
-                    break;
-                }
-                out.extend_from_slice(&data);
-            }
-        }
-        assert_eq!(body.framing, Framing::Done, "step {step}");
-        assert!(body.buf.is_empty(), "step {step}");
-        Ok(out)
+    /// De-frame `wire` fed in pieces of `step` bytes (as reads would return it); the body
+    /// must end exactly at the end of `wire`.
+    fn dechunk_in_steps(wire: &[u8], step: usize) -> Result<Vec<u8>, String> {
+        let (body, used) = dechunk_whole(wire, &[step])?.expect("the body ends in the input");
+        assert_eq!(used, wire.len(), "step {step}");
+        Ok(body)
     }
 
     fn chunked(parts: &[&[u8]]) -> Vec<u8> {
@@ -1082,63 +1063,12 @@ mod tests {
         }
     }
 
-    /// The chunked grammar read plainly, all input at once (RFC 9112 7.1, with `httparse`'s
-    /// leniency: blanks after the size, any octets but CR in an extension).
+    /// The chunked grammar read plainly ([`crate::fuzzing::reference_dechunk`]).
     fn reference(w: &[u8]) -> Deframed {
-        use Deframed::{Bad, Done, Incomplete};
-        let mut p = 0;
-        let mut out = Vec::new();
-        loop {
-            let mut size = 0u64;
-            let mut digits = 0;
-            while let Some(d) = w.get(p).and_then(|b| (*b as char).to_digit(16)) {
-                digits += 1;
-                if digits > 16 {
-                    return Bad;
-                }
-                size = size * 16 + u64::from(d);
-                p += 1;
-            }
-            if p == w.len() {
-                return Incomplete;
-            }
-            if digits == 0 {
-                return Bad;
-            }
-            while matches!(w.get(p), Some(b' ' | b'\t')) {
-                p += 1;
-            }
-            if w.get(p) == Some(&b';') {
-                while !matches!(w.get(p), None | Some(b'\r')) {
-                    p += 1;
-                }
-            }
-            match (w.get(p), w.get(p + 1)) {
-                (None, _) | (Some(b'\r'), None) => return Incomplete,
-                (Some(b'\r'), Some(b'\n')) => p += 2,
-                _ => return Bad,
-            }
-            if size == 0 {
-                loop {
-                    let Some(nl) = w[p..].windows(2).position(|x| x == b"\r\n") else {
-                        return Incomplete;
-                    };
-                    p += nl + 2;
-                    if nl == 0 {
-                        return Done(out, p);
-                    }
-                }
-            }
-            if ((w.len() - p) as u64) < size.saturating_add(2) {
-                return Incomplete;
-            }
-            let size = size as usize;
-            out.extend_from_slice(&w[p..p + size]);
-            p += size;
-            if &w[p..p + 2] != b"\r\n" {
-                return Bad;
-            }
-            p += 2;
+        match crate::fuzzing::reference_dechunk(w) {
+            Ok(Some((body, used))) => Deframed::Done(body, used),
+            Ok(None) => Deframed::Incomplete,
+            Err(_) => Deframed::Bad,
         }
     }
 
