@@ -168,7 +168,9 @@ impl BundleInputs {
 impl Drop for BundleInputs {
     fn drop(&mut self) {
         if let Ok(mut reg) = REGISTRY.lock() {
-            reg.retain(|(p, _)| !self.registered.contains(p));
+            // Every file registered (those a streamed unpacking registered as it went too) is
+            // in the directory.
+            reg.retain(|(p, _)| !p.starts_with(self.dir.path()));
         }
         if let Ok(mut dirs) = DIRS.lock() {
             dirs.retain(|d| d != self.dir.path());
@@ -401,8 +403,37 @@ fn open(path: &Path) -> io::Result<Box<dyn Read + Send>> {
 /// One resource type's unpacked lines and their origin index.
 struct TypeOut {
     path: PathBuf,
-    lines: BufWriter<File>,
+    lines: Out,
     index: BufWriter<File>,
+}
+
+/// Where a type's unpacked lines go.
+enum Out {
+    /// To its temporary file.
+    File(BufWriter<File>),
+    /// To a [`LineStream`], a buffer of whole lines at a time (`slot`: the type's number
+    /// there).
+    Stream { slot: usize, buf: Vec<u8> },
+}
+
+/// Takes unpacked lines as they are unpacked, per type, instead of temporary files: the
+/// conversion's passes over every type at once (`convert::streamed`). The origin index is
+/// still written (it is small: 16 bytes a line) and flushed before the lines it describes
+/// are handed on, so a bad line is named as with files.
+pub(crate) trait LineStream: Send {
+    /// Bytes of lines to gather before handing them on.
+    fn chunk_bytes(&self) -> usize;
+    /// A type's first line is coming. `path` is the type's file (never written; its lines
+    /// are named through it, see [`locate`]). Returns the type's number, for [`hand`].
+    ///
+    /// [`hand`]: LineStream::hand
+    fn new_type(&mut self, name: &str, path: &Path) -> Result<usize>;
+    /// The next whole lines (each ending in `\n`) of type `slot`; returns an empty buffer
+    /// to gather the next ones in.
+    fn hand(&mut self, slot: usize, lines: Vec<u8>) -> Result<Vec<u8>>;
+    /// Every line of file `index` (of the files being unpacked) has been handed on or is
+    /// gathered.
+    fn file_done(&mut self, index: usize);
 }
 
 /// What [`unpack`] made: per resource type its temporary file, the file of entries that could
@@ -417,6 +448,20 @@ pub(crate) fn unpack(
     opts: &BundleOptions,
     max_line_bytes: usize,
 ) -> Result<Unpacked> {
+    unpack_with(files, opts, max_line_bytes, None, None)
+}
+
+/// [`unpack`], with the files of a batch unpacked on `pool` (`None`: the current pool), and
+/// with a `stream` the resources are handed to it as they are unpacked instead of written
+/// to temporary files (the returned per-type paths then name files that do not exist; the
+/// file of unplaced entries is written either way).
+pub(crate) fn unpack_with(
+    files: &[PathBuf],
+    opts: &BundleOptions,
+    max_line_bytes: usize,
+    pool: Option<&rayon::ThreadPool>,
+    stream: Option<&mut dyn LineStream>,
+) -> Result<Unpacked> {
     let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::Builder::new()
         .prefix(".flatfhir-bundles-")
@@ -429,20 +474,31 @@ pub(crate) fn unpack(
         dirs.push(dir.path().to_path_buf());
     }
     let sources = Arc::new(files.to_vec());
+    // Owns the directory from here: on an error, dropping it removes the directory and
+    // whatever was registered in it.
+    let mut inputs = BundleInputs {
+        dir,
+        stats: BundleStats::default(),
+        sources: files.to_vec(),
+        registered: Vec::new(),
+    };
     let sink = Sink {
-        dir: dir.path().to_path_buf(),
+        dir: inputs.dir.path().to_path_buf(),
         types: Default::default(),
         unplaced: None,
         seen: HashSet::new(),
         duplicates: opts.duplicates,
         stats: BundleStats::default(),
+        stream,
+        sources: Arc::clone(&sources),
     };
     // Small files (most Bundle folders: one Bundle per patient) are unpacked side by side
     // into memory, a batch at a time, and handed on in file order by a writer thread (which
     // writes one batch while the next is unpacked); a large file is streamed on its own by
     // the writer, so memory stays bounded by two batches, never by a file.
     enum Job {
-        Batch(Vec<Result<(Recorded, (u64, u64))>>),
+        /// The files from index `.0` on.
+        Batch(usize, Vec<Result<(Recorded, (u64, u64))>>),
         Stream(usize),
     }
     // Replayed records are handed back for the next files: their memory is already mapped
@@ -464,14 +520,17 @@ pub(crate) fn unpack(
                         let refs =
                             unpack_file(&files[k], k as u32, opts, max_line_bytes, &mut sink)?;
                         add(&mut sink, refs);
+                        sink.file_done(k);
                     }
-                    Job::Batch(unpacked) => {
-                        for r in unpacked {
+                    Job::Batch(first, unpacked) => {
+                        for (k, r) in (first..).zip(unpacked) {
                             let (mut rec, refs) = r?;
                             rec.replay(&mut sink)?;
                             add(&mut sink, refs);
+                            sink.file_done(k);
                             if let Ok(mut spare) = spare.lock() {
-                                let kept = spare.1 + rec.bytes.capacity();
+                                rec.touched = rec.touched.max(rec.bytes.len());
+                                let kept = spare.1 + rec.touched;
                                 if kept <= 2 * BATCH_BYTES as usize {
                                     rec.clear();
                                     spare.0.push(rec);
@@ -504,31 +563,41 @@ pub(crate) fn unpack(
                 Job::Stream(i - 1)
             } else {
                 use rayon::prelude::*;
-                let unpacked = (i..end)
-                    .into_par_iter()
-                    .map(|k| {
-                        let mut rec = spare
-                            .lock()
-                            .ok()
-                            .and_then(|mut spare| {
-                                let rec = spare.0.pop()?;
-                                spare.1 -= rec.bytes.capacity();
-                                Some(rec)
-                            })
-                            .unwrap_or_default();
-                        let size = sizes[k - i] as usize;
-                        if rec.bytes.capacity() < size {
-                            // Not grown in place: a reallocation copies the old capacity,
-                            // touching as many fresh pages as it saves.
-                            rec.bytes = Vec::with_capacity(size);
-                        }
-                        let refs =
-                            unpack_file(&files[k], k as u32, opts, max_line_bytes, &mut rec)?;
-                        Ok((rec, refs))
-                    })
-                    .collect();
+                let batch = || {
+                    (i..end)
+                        .into_par_iter()
+                        .map(|k| {
+                            let mut rec = spare
+                                .lock()
+                                .ok()
+                                .and_then(|mut spare| {
+                                    let rec = spare.0.pop()?;
+                                    spare.1 -= rec.touched;
+                                    Some(rec)
+                                })
+                                .unwrap_or_default();
+                            let size = sizes[k - i] as usize;
+                            if rec.bytes.capacity() < size {
+                                // Not grown in place: a reallocation copies the old capacity,
+                                // touching as many fresh pages as it saves. Reserved generously
+                                // (only the pages written are touched), so that the buffer
+                                // fits the next files when it is handed back.
+                                rec.bytes = Vec::with_capacity(size.max(RECORD_CAPACITY));
+                                rec.touched = 0;
+                            }
+                            let refs =
+                                unpack_file(&files[k], k as u32, opts, max_line_bytes, &mut rec)?;
+                            Ok((rec, refs))
+                        })
+                        .collect()
+                };
+                let unpacked = match pool {
+                    Some(pool) => pool.install(batch),
+                    None => batch(),
+                };
+                let first = i;
                 i = end;
-                Job::Batch(unpacked)
+                Job::Batch(first, unpacked)
             };
             if tx.send(job).is_err() {
                 // The writer stopped on an error, which `join` returns.
@@ -541,58 +610,48 @@ pub(crate) fn unpack(
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
     })?;
     sink.stats.files = files.len() as u64;
-    let mut registered = Vec::new();
     let mut typed = Vec::new();
-    let mut reg = REGISTRY
-        .lock()
-        .map_err(|_| Error::Options("bundle registry poisoned".into()))?;
     let werr = |path: &Path, e| Error::Write {
         path: path.to_path_buf(),
         source: e,
     };
     for (t, mut out) in std::mem::take(&mut sink.types) {
-        out.lines.flush().map_err(|e| werr(&out.path, e))?;
         out.index.flush().map_err(|e| werr(&out.path, e))?;
-        reg.push((
-            out.path.clone(),
-            Arc::new(Origins {
-                sources: Arc::clone(&sources),
-                index: out.path.with_extension("origin"),
-                unplaced: false,
-            }),
-        ));
-        registered.push(out.path.clone());
+        match &mut out.lines {
+            Out::File(lines) => {
+                lines.flush().map_err(|e| werr(&out.path, e))?;
+                sink.register(&out.path, false)?;
+            }
+            Out::Stream { slot, buf } => {
+                if !buf.is_empty()
+                    && let Some(stream) = sink.stream.as_deref_mut()
+                {
+                    stream.hand(*slot, std::mem::take(buf))?;
+                }
+            }
+        }
+        inputs.registered.push(out.path.clone());
         typed.push((t, out.path));
     }
     let unplaced = match sink.unplaced.take() {
         Some(mut out) => {
-            out.lines.flush().map_err(|e| werr(&out.path, e))?;
+            if let Out::File(lines) = &mut out.lines {
+                lines.flush().map_err(|e| werr(&out.path, e))?;
+            }
             out.index.flush().map_err(|e| werr(&out.path, e))?;
-            reg.push((
-                out.path.clone(),
-                Arc::new(Origins {
-                    sources: Arc::clone(&sources),
-                    index: out.path.with_extension("origin"),
-                    unplaced: true,
-                }),
-            ));
-            registered.push(out.path.clone());
+            sink.register(&out.path, true)?;
+            inputs.registered.push(out.path.clone());
             Some(out.path)
         }
         None => None,
     };
-    drop(reg);
-    Ok((
-        typed,
-        unplaced,
-        BundleInputs {
-            dir,
-            stats: sink.stats,
-            sources: files.to_vec(),
-            registered,
-        },
-    ))
+    inputs.stats = sink.stats;
+    Ok((typed, unplaced, inputs))
 }
+
+/// The least capacity of a file's [`Recorded`] buffer (address space only; the pages
+/// written are what it costs).
+const RECORD_CAPACITY: usize = 8 << 20;
 
 /// Files unpacked side by side at most (per batch).
 const BATCH_FILES: usize = 64;
@@ -638,6 +697,8 @@ struct Recorded {
     bytes: Vec<u8>,
     lines: Vec<RecordedLine>,
     bundles: u64,
+    /// The most bytes `bytes` has held (its pages that are mapped).
+    touched: usize,
 }
 
 struct RecordedLine {
@@ -744,34 +805,70 @@ trait Emit {
     fn bundle(&mut self);
 }
 
-/// Writes unpacked lines to their type's file.
-struct Sink {
+/// Writes unpacked lines to their type's file, or hands them to a stream.
+struct Sink<'s> {
     dir: PathBuf,
     types: std::collections::BTreeMap<String, TypeOut>,
     unplaced: Option<TypeOut>,
     seen: HashSet<(Vec<u8>, Vec<u8>)>,
     duplicates: Duplicates,
     stats: BundleStats,
+    stream: Option<&'s mut dyn LineStream>,
+    sources: Arc<Vec<PathBuf>>,
 }
 
-fn type_out(dir: &Path, name: &str) -> Result<TypeOut> {
-    let path = dir.join(format!("{name}.ndjson"));
-    let create = |p: &Path| {
-        File::create(p)
-            .map(|f| BufWriter::with_capacity(1 << 16, f))
-            .map_err(|e| Error::Write {
-                path: p.to_path_buf(),
-                source: e,
-            })
-    };
-    Ok(TypeOut {
-        lines: create(&path)?,
-        index: create(&path.with_extension("origin"))?,
-        path,
-    })
+impl Sink<'_> {
+    fn file_done(&mut self, index: usize) {
+        if let Some(stream) = self.stream.as_deref_mut() {
+            stream.file_done(index);
+        }
+    }
+
+    /// Makes the lines of `path` known to [`locate`] and [`report_files`].
+    fn register(&self, path: &Path, unplaced: bool) -> Result<()> {
+        REGISTRY
+            .lock()
+            .map_err(|_| Error::Options("bundle registry poisoned".into()))?
+            .push((
+                path.to_path_buf(),
+                Arc::new(Origins {
+                    sources: Arc::clone(&self.sources),
+                    index: path.with_extension("origin"),
+                    unplaced,
+                }),
+            ));
+        Ok(())
+    }
+
+    /// The output of a type seen for the first time (`None`: the unplaced entries, always to
+    /// a file).
+    fn type_out(&mut self, name: Option<&str>) -> Result<TypeOut> {
+        let path = self
+            .dir
+            .join(format!("{}.ndjson", name.unwrap_or("_unplaced")));
+        let create = |p: &Path| {
+            File::create(p)
+                .map(|f| BufWriter::with_capacity(1 << 16, f))
+                .map_err(|e| Error::Write {
+                    path: p.to_path_buf(),
+                    source: e,
+                })
+        };
+        let index = create(&path.with_extension("origin"))?;
+        let lines = match (name, self.stream.as_deref_mut()) {
+            (Some(name), Some(stream)) => {
+                let slot = stream.new_type(name, &path)?;
+                let buf = Vec::with_capacity(stream.chunk_bytes() + (1 << 16));
+                self.register(&path, false)?;
+                Out::Stream { slot, buf }
+            }
+            _ => Out::File(create(&path)?),
+        };
+        Ok(TypeOut { path, lines, index })
+    }
 }
 
-impl Emit for Sink {
+impl Emit for Sink<'_> {
     fn bundle(&mut self) {
         self.stats.bundles += 1;
     }
@@ -802,7 +899,7 @@ impl Emit for Sink {
         let out = match name {
             Some(t) => {
                 if !self.types.contains_key(t) {
-                    let out = type_out(&self.dir, t)?;
+                    let out = self.type_out(Some(t))?;
                     self.types.insert(t.to_string(), out);
                 }
                 self.stats.resources += 1;
@@ -815,7 +912,7 @@ impl Emit for Sink {
                 }
                 self.stats.bad_entries += 1;
                 if self.unplaced.is_none() {
-                    self.unplaced = Some(type_out(&self.dir, "_unplaced")?);
+                    self.unplaced = Some(self.type_out(None)?);
                 }
                 self.unplaced.as_mut().expect("created")
             }
@@ -829,14 +926,30 @@ impl Emit for Sink {
         } else {
             e.bytes
         };
-        out.lines.write_all(bytes).map_err(werr)?;
-        out.lines.write_all(b"\n").map_err(werr)?;
         let mut rec = [0u8; 16];
         rec[0..4].copy_from_slice(&e.file.to_le_bytes());
         rec[4..8].copy_from_slice(&e.entry.to_le_bytes());
         let packed = ((kind as u64) << 56) | (e.line & ((1 << 56) - 1));
         rec[8..16].copy_from_slice(&packed.to_le_bytes());
         out.index.write_all(&rec).map_err(werr)?;
+        match &mut out.lines {
+            Out::File(lines) => {
+                lines.write_all(bytes).map_err(werr)?;
+                lines.write_all(b"\n").map_err(werr)?;
+            }
+            Out::Stream { slot, buf } => {
+                buf.extend_from_slice(bytes);
+                buf.push(b'\n');
+                if let Some(stream) = self.stream.as_deref_mut()
+                    && buf.len() >= stream.chunk_bytes()
+                {
+                    // The lines handed on may be named by `locate` as soon as they are
+                    // converted.
+                    out.index.flush().map_err(werr)?;
+                    *buf = stream.hand(*slot, std::mem::take(buf))?;
+                }
+            }
+        }
         Ok(())
     }
 }

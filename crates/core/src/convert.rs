@@ -23,6 +23,9 @@ use crate::schema::{Column, Dates, Decimals, FirstSeen, UnionSchema};
 use crate::stash::{ChunkTable, Held, Parked, Stash, checked_texts, union_array};
 use crate::writer::{ChunkRows, ColumnCodec, ColumnPart, TableWriter, WriteOptions};
 
+mod streamed;
+pub use streamed::convert_bundles;
+
 /// What to do with a bad input line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnError {
@@ -274,7 +277,6 @@ pub fn convert_group(
     progress: &dyn Progress,
 ) -> Result<TypeReport> {
     let start = Instant::now();
-    let rt = &group.resource_type;
     let t1 = Timers::default();
     let HeldPass {
         pool,
@@ -282,10 +284,46 @@ pub fn convert_group(
         stash,
         rejected_file,
     } = held_pass(group, opts, progress, &t1)?;
-    let input_bytes = input_bytes(group);
+    let written = Written {
+        pass,
+        stash,
+        rejected_file,
+        input_bytes: input_bytes(group),
+        timers: &t1,
+    };
+    let mut report = pool.install(|| write_type(group, opts, progress, written))?;
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// What a type's pass leaves for [`write_type`].
+struct Written<'t> {
+    pass: PassOutcome,
+    stash: Stash,
+    rejected_file: Option<PathBuf>,
+    input_bytes: u64,
+    /// The pass's times.
+    timers: &'t Timers,
+}
+
+/// Writes a type's table after its pass (on the current pool) and reports it (`seconds`
+/// left for the caller).
+fn write_type(
+    group: &TypeGroup,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+    w: Written<'_>,
+) -> Result<TypeReport> {
+    let Written {
+        pass,
+        stash,
+        rejected_file,
+        input_bytes,
+        timers,
+    } = w;
     let paths: Vec<PathBuf> = group.files.iter().map(|f| f.path.clone()).collect();
     let mut report = TypeReport {
-        resource_type: rt.clone(),
+        resource_type: group.resource_type.clone(),
         files: crate::bundle::report_files(&paths, &mut []),
         rows: pass.rows,
         columns: pass.union.columns.len(),
@@ -298,21 +336,20 @@ pub fn convert_group(
         spilled_bytes: stash.spilled_bytes(),
         dates: date_columns(&pass.union),
         stages: StageTimes {
-            read: secs(&t1.read),
-            flatten: secs(&t1.process),
+            read: secs(&timers.read),
+            flatten: secs(&timers.process),
             ..StageTimes::default()
         },
     };
     if pass.rows > 0 {
         let t2 = Timers::default();
-        let written = pool.install(|| write_table(group, opts, progress, &pass, stash, &t2))?;
+        let written = write_table(group, opts, progress, &pass, stash, &t2)?;
         report.output = Some(written.path);
         report.output_bytes = written.bytes;
         report.stages.widen = secs(&t2.process);
         report.stages.encode = written.encode_seconds;
         report.stages.write = written.write_seconds;
     }
-    report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
 }
 
@@ -640,30 +677,59 @@ fn flatten_pass(
     stash: Option<&Stash>,
     timers: &Timers,
 ) -> Result<PassOutcome> {
-    let rt = group.resource_type.as_str();
-    let keep = rejects.is_some();
-    let fit = match &opts.schema {
-        Some(doc) => {
-            if doc.sep != opts.sep || doc.exclude != opts.exclude {
-                return Err(Error::Options(format!(
-                    "the schema document was made with sep {:?} and exclude {:?}, not {:?} and {:?}",
-                    doc.sep, doc.exclude, opts.sep, opts.exclude
-                )));
-            }
-            Some(crate::shard::Fit::new(doc.get(rt)?, rt, opts)?)
+    let input = PassInput {
+        group,
+        opts,
+        rejects,
+        stash,
+    };
+    let mut merger = PassMerger::new(&input)?;
+    // Lines are numbered by `consume` (the reader leaves it to its caller); overlong lines'
+    // bytes go to the reject sink's spill file.
+    let spill = rejects.map(|r| Arc::clone(&r.spill));
+    let open = |i: usize, reader: &mut LineReader| {
+        reader.leave_numbering_to_caller();
+        if let Some(spill) = &spill {
+            let spill = Arc::clone(spill);
+            let file_idx = i as u32;
+            reader.set_overlong_sink(Box::new(move |ordinal, piece, _end| {
+                spill
+                    .lock()
+                    .map_err(|_| std::io::Error::other("poisoned"))?
+                    .append(file_idx, ordinal, piece)
+            }));
         }
-        None => None,
     };
-    let mut union = match &fit {
-        Some(f) => f.base.clone(),
-        None => UnionSchema::new(rt, &opts.sep),
-    };
-    union.dates = opts.dates;
-    let mut rows = 0u64;
-    let mut rejected = 0u64;
-    let mut rejected_sample = Vec::new();
-    let process = |file_idx: usize, chunk: &Chunk| -> ChunkOutcome {
-        let file = &group.files[file_idx];
+    let paths: Vec<&Path> = group.files.iter().map(|f| f.path.as_path()).collect();
+    crate::pipeline::run_chunks(
+        Some(pool),
+        &paths,
+        &opts.read,
+        progress,
+        Some(timers),
+        &open,
+        |file_idx, chunk| input.process(file_idx, chunk),
+        |chunk, outcome| merger.consume(&input, chunk.file, chunk, outcome),
+    )?;
+    Ok(merger.finish())
+}
+
+/// What a pass over one type's files reads with: the group, the options, and where
+/// flattened chunks and refused lines go.
+struct PassInput<'a> {
+    group: &'a TypeGroup,
+    opts: &'a ConvertOptions,
+    rejects: Option<&'a RejectSink>,
+    stash: Option<&'a Stash>,
+}
+
+impl PassInput<'_> {
+    /// Flattens one chunk of file `file_idx` of the group (run by the workers, in any order).
+    fn process(&self, file_idx: usize, chunk: &Chunk) -> ChunkOutcome {
+        let (opts, stash) = (self.opts, self.stash);
+        let rt = self.group.resource_type.as_str();
+        let keep = self.rejects.is_some();
+        let file = &self.group.files[file_idx];
         let room = ROOM.with(|r| r.take());
         let mut pass = ChunkPass::new(&opts.exclude, stash.is_some(), room);
         pass.dates = opts.dates == Dates::Typed;
@@ -741,27 +807,88 @@ fn flatten_pass(
             lines: line_count,
             bad,
         }
-    };
-    // Chunks arrive numbered from their own start; in order, each file's lines so far (and
-    // its overlong lines so far, the keys of the reader's spill) turn them into file lines.
-    let mut lines_before = vec![0u64; group.files.len()];
-    let mut overlong_before = vec![0u64; group.files.len()];
-    let consume = |chunk: &Chunk, mut c: ChunkOutcome| -> Result<()> {
-        let base = lines_before[chunk.file];
-        lines_before[chunk.file] += c.lines;
-        let overlong_base = overlong_before[chunk.file];
-        overlong_before[chunk.file] += chunk.overlong.len() as u64;
+    }
+}
+
+/// The in-order half of a pass: merges each chunk's schema into the union schema, numbers
+/// its lines, reports its refused lines and hands its table to the stash.
+struct PassMerger {
+    fit: Option<crate::shard::Fit>,
+    union: UnionSchema,
+    rows: u64,
+    rejected: u64,
+    rejected_sample: Vec<RejectedLine>,
+    /// Per file, the lines of the chunks consumed so far (chunks arrive numbered from their
+    /// own start; in order, these turn them into file lines).
+    lines_before: Vec<u64>,
+    /// Per file, its overlong lines so far (the keys of the reader's spill).
+    overlong_before: Vec<u64>,
+}
+
+impl PassMerger {
+    fn new(input: &PassInput<'_>) -> Result<Self> {
+        let (opts, group) = (input.opts, input.group);
+        let rt = group.resource_type.as_str();
+        let fit = match &opts.schema {
+            Some(doc) => {
+                if doc.sep != opts.sep || doc.exclude != opts.exclude {
+                    return Err(Error::Options(format!(
+                        "the schema document was made with sep {:?} and exclude {:?}, not {:?} and {:?}",
+                        doc.sep, doc.exclude, opts.sep, opts.exclude
+                    )));
+                }
+                Some(crate::shard::Fit::new(doc.get(rt)?, rt, opts)?)
+            }
+            None => None,
+        };
+        let mut union = match &fit {
+            Some(f) => f.base.clone(),
+            None => UnionSchema::new(rt, &opts.sep),
+        };
+        union.dates = opts.dates;
+        Ok(Self {
+            fit,
+            union,
+            rows: 0,
+            rejected: 0,
+            rejected_sample: Vec::new(),
+            lines_before: vec![0; group.files.len()],
+            overlong_before: vec![0; group.files.len()],
+        })
+    }
+
+    /// Takes the next chunk's outcome, in input order; `file_idx` is the chunk's file in the
+    /// group.
+    fn consume(
+        &mut self,
+        input: &PassInput<'_>,
+        file_idx: usize,
+        chunk: &Chunk,
+        mut c: ChunkOutcome,
+    ) -> Result<()> {
+        let (opts, group, rejects) = (input.opts, input.group, input.rejects);
+        let rt = group.resource_type.as_str();
+        if self.lines_before.len() < group.files.len() {
+            // A file joined the group (the entries of Bundles that could not become a
+            // resource, after the resources: see `streamed`).
+            self.lines_before.resize(group.files.len(), 0);
+            self.overlong_before.resize(group.files.len(), 0);
+        }
+        let base = self.lines_before[file_idx];
+        self.lines_before[file_idx] += c.lines;
+        let overlong_base = self.overlong_before[file_idx];
+        self.overlong_before[file_idx] += chunk.overlong.len() as u64;
         for col in &mut c.schema.columns {
             col.first_seen.line += base;
         }
-        let to_union = union.merge(&c.schema)?;
-        if let Some(fit) = &fit
-            && let Some(why) = fit.check(&union)
+        let to_union = self.union.merge(&c.schema)?;
+        if let Some(fit) = &self.fit
+            && let Some(why) = fit.check(&self.union)
         {
-            let file = &group.files[chunk.file];
+            let file = &group.files[file_idx];
             let found = fit.first_misfit(
                 chunk.lines().map(|l| (l.number, l.bytes)),
-                chunk.file as u32,
+                file_idx as u32,
                 rt,
                 opts,
             );
@@ -772,7 +899,7 @@ fn flatten_pass(
                 reason,
             });
         }
-        rows += c.rows;
+        self.rows += c.rows;
         for b in c.bad {
             // A line unpacked from a Bundle is named by its Bundle file, line and entry.
             let (path, line, reason) =
@@ -789,14 +916,14 @@ fn flatten_pass(
                 }
                 // The schema pass counts the lines it skips and names the first few.
                 (OnError::Skip, None) => {
-                    if rejected_sample.len() < SAMPLE_REJECTED {
-                        rejected_sample.push(RejectedLine {
+                    if self.rejected_sample.len() < SAMPLE_REJECTED {
+                        self.rejected_sample.push(RejectedLine {
                             file: path.clone(),
                             line,
                             reason: b.reason,
                         });
                     }
-                    rejected += 1;
+                    self.rejected += 1;
                 }
                 (OnError::Skip, Some(sink)) => {
                     let bytes = match b.bytes {
@@ -804,56 +931,32 @@ fn flatten_pass(
                         other => other,
                     };
                     sink.add(path, b.file, line, &b.reason, bytes)?;
-                    rejected += 1;
+                    self.rejected += 1;
                 }
             }
         }
-        if union.columns.len() > opts.max_columns {
+        if self.union.columns.len() > opts.max_columns {
             return Err(Error::TooManyColumns {
                 resource_type: rt.to_string(),
-                columns: union.columns.len(),
+                columns: self.union.columns.len(),
                 limit: opts.max_columns,
-                widest: union.widest_paths(5),
+                widest: self.union.widest_paths(5),
             });
         }
-        if let (Some(stash), Some(table)) = (stash, c.table) {
-            stash.push(table?, to_union, chunk.file)?;
+        if let (Some(stash), Some(table)) = (input.stash, c.table) {
+            stash.push(table?, to_union, file_idx)?;
         }
         Ok(())
-    };
-    // Lines are numbered by `consume` (the reader leaves it to its caller); overlong lines'
-    // bytes go to the reject sink's spill file.
-    let spill = rejects.map(|r| Arc::clone(&r.spill));
-    let open = |i: usize, reader: &mut LineReader| {
-        reader.leave_numbering_to_caller();
-        if let Some(spill) = &spill {
-            let spill = Arc::clone(spill);
-            let file_idx = i as u32;
-            reader.set_overlong_sink(Box::new(move |ordinal, piece, _end| {
-                spill
-                    .lock()
-                    .map_err(|_| std::io::Error::other("poisoned"))?
-                    .append(file_idx, ordinal, piece)
-            }));
+    }
+
+    fn finish(self) -> PassOutcome {
+        PassOutcome {
+            union: self.union,
+            rows: self.rows,
+            rejected: self.rejected,
+            rejected_sample: self.rejected_sample,
         }
-    };
-    let paths: Vec<&Path> = group.files.iter().map(|f| f.path.as_path()).collect();
-    crate::pipeline::run_chunks(
-        Some(pool),
-        &paths,
-        &opts.read,
-        progress,
-        Some(timers),
-        &open,
-        process,
-        consume,
-    )?;
-    Ok(PassOutcome {
-        union,
-        rows,
-        rejected,
-        rejected_sample,
-    })
+    }
 }
 
 /// Columns whose values take at most this many bytes plain-encoded over the whole input

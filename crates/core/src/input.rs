@@ -45,6 +45,9 @@ pub struct Plan {
     pub empty: Vec<PathBuf>,
     /// Bundle files unpacked into the groups' temporary files (kept alive with the plan).
     pub bundles: Option<std::sync::Arc<BundleInputs>>,
+    /// Bundle files left packed, for [`crate::convert_bundles`] (only from
+    /// [`plan_packed`], when every input file is a Bundle file; `groups` is empty then).
+    pub packed: Vec<PathBuf>,
 }
 
 /// Is this file name an NDJSON input (`.ndjson`, `.ndjson.gz`, `.jsonl`, `.jsonl.gz`)?
@@ -115,6 +118,27 @@ pub fn plan(inputs: &[PathBuf], read: &ReadOptions) -> Result<Plan> {
 /// [`plan`], with Bundle files (see [`BundleMode`]) unpacked into per-type temporary NDJSON
 /// files that join the groups of their types (after the NDJSON files of the type).
 pub fn plan_with(inputs: &[PathBuf], read: &ReadOptions, bundles: &BundleOptions) -> Result<Plan> {
+    plan_inner(inputs, read, bundles, false)
+}
+
+/// [`plan_with`], except that when every input file is a Bundle file, nothing is unpacked:
+/// the files are listed in [`Plan::packed`] (in reading order), for
+/// [`crate::convert_bundles`] to convert while it unpacks them. With NDJSON files among the
+/// inputs it is [`plan_with`].
+pub fn plan_packed(
+    inputs: &[PathBuf],
+    read: &ReadOptions,
+    bundles: &BundleOptions,
+) -> Result<Plan> {
+    plan_inner(inputs, read, bundles, true)
+}
+
+fn plan_inner(
+    inputs: &[PathBuf],
+    read: &ReadOptions,
+    bundles: &BundleOptions,
+    leave_packed: bool,
+) -> Result<Plan> {
     let mut files = Vec::new();
     let mut plan = Plan::default();
     let mut json_in_dirs = Vec::new();
@@ -184,6 +208,10 @@ pub fn plan_with(inputs: &[PathBuf], read: &ReadOptions, bundles: &BundleOptions
         }
     }
     let mut unplaced = None;
+    if leave_packed && groups.is_empty() && !bundle_files.is_empty() {
+        plan.packed = bundle_files;
+        return Ok(plan);
+    }
     if !bundle_files.is_empty() {
         let (typed, bad, inputs) = bundle::unpack(&bundle_files, bundles, read.max_line_bytes)?;
         for (t, path) in typed {

@@ -55,12 +55,12 @@ pub use bundle::{
 };
 pub use convert::{
     ConvertOptions, DEFAULT_MAX_COLUMNS, DateColumn, NoProgress, OnError, Progress, ReadReport,
-    RejectedLine, SAMPLE_REJECTED, SchemaReport, StageTimes, TypeReport, convert_group,
-    infer_schema, read_group,
+    RejectedLine, SAMPLE_REJECTED, SchemaReport, StageTimes, TypeReport, convert_bundles,
+    convert_group, infer_schema, read_group,
 };
 pub use error::{Error, Result};
 pub use input::{
-    InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, plan, plan_with,
+    InputFile, Plan, RESOURCE_TYPES, TypeGroup, is_ndjson_name, plan, plan_packed, plan_with,
     type_from_file_name, why_not_ndjson,
 };
 pub use reader::{DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_LINE_BYTES, ReadOptions};

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Sender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::time::Instant;
 
 use crate::convert::Progress;
@@ -47,11 +47,105 @@ pub fn run_chunks<T, E, P, C>(
     timers: Option<&Timers>,
     open: &(dyn Fn(usize, &mut LineReader) + Sync),
     process: P,
+    consume: C,
+) -> Result<(), E>
+where
+    T: Send,
+    E: From<Error>,
+    P: Fn(usize, &Chunk) -> T + Sync,
+    C: FnMut(&Chunk, T) -> Result<(), E>,
+{
+    run_source(
+        pool,
+        progress,
+        timers,
+        |chunks: &ChunkSender| {
+            for (i, path) in files.iter().enumerate() {
+                let mut reader = match LineReader::open(path, read) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        chunks.send(Err(e));
+                        return;
+                    }
+                };
+                open(i, &mut reader);
+                let counter = reader.bytes_read();
+                let mut reported = 0;
+                loop {
+                    while let Some(buf) = chunks.recycled() {
+                        reader.recycle(buf);
+                    }
+                    let start = Instant::now();
+                    let next = reader.next_chunk();
+                    chunks.read_nanos(start.elapsed().as_nanos() as u64);
+                    let now = counter.load(Ordering::Relaxed);
+                    progress.advance(now - reported);
+                    reported = now;
+                    match next {
+                        Ok(Some(mut c)) => {
+                            c.file = i;
+                            // A closed channel means the consumer stopped on an error.
+                            if !chunks.send(Ok(c)) {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            chunks.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            }
+        },
+        process,
+        consume,
+    )
+}
+
+/// Where the source of [`run_source`] sends its chunks, and gets spent chunk buffers back.
+pub(crate) struct ChunkSender<'t> {
+    tx: SyncSender<Result<Chunk, Error>>,
+    /// Behind a lock only so that the sender can be lent to another thread (a receiver is
+    /// not `Sync`); one thread uses it at a time.
+    returned: std::sync::Mutex<Receiver<Vec<u8>>>,
+    timers: &'t Timers,
+}
+
+impl ChunkSender<'_> {
+    /// Hands a chunk to the workers (blocking while as many as the run allows are out), or an
+    /// error that ends the run. `false`: the run has stopped (the consumer ended on an
+    /// error); the source should stop too.
+    pub(crate) fn send(&self, chunk: Result<Chunk, Error>) -> bool {
+        self.tx.send(chunk).is_ok()
+    }
+
+    /// A spent chunk buffer to fill again, if one came back.
+    pub(crate) fn recycled(&self) -> Option<Vec<u8>> {
+        self.returned.lock().ok()?.try_recv().ok()
+    }
+
+    /// Adds time the source spent producing chunks (to [`Timers`]' `read`).
+    pub(crate) fn read_nanos(&self, nanos: u64) {
+        self.timers.read.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// [`run_chunks`] with any source of chunks: `source` runs on a thread of its own and sends
+/// the chunks (each with its `file` set, as `process` expects it) through the
+/// [`ChunkSender`], in the order `consume` is to get them.
+pub(crate) fn run_source<T, E, S, P, C>(
+    pool: Option<&rayon::ThreadPool>,
+    progress: &dyn Progress,
+    timers: Option<&Timers>,
+    source: S,
+    process: P,
     mut consume: C,
 ) -> Result<(), E>
 where
     T: Send,
     E: From<Error>,
+    S: FnOnce(&ChunkSender) + Send,
     P: Fn(usize, &Chunk) -> T + Sync,
     C: FnMut(&Chunk, T) -> Result<(), E>,
 {
@@ -64,50 +158,17 @@ where
     let timers = timers.unwrap_or(&unused);
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<Result<Chunk, Error>>(in_flight);
-        // Spent chunk buffers go back to the reader for reuse.
+        // Spent chunk buffers go back to the source for reuse.
         let (give_back, returned) = channel::<Vec<u8>>();
         scope.spawn(move || {
-            for (i, path) in files.iter().enumerate() {
-                let mut reader = match LineReader::open(path, read) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                open(i, &mut reader);
-                let counter = reader.bytes_read();
-                let mut reported = 0;
-                loop {
-                    while let Ok(buf) = returned.try_recv() {
-                        reader.recycle(buf);
-                    }
-                    let start = Instant::now();
-                    let next = reader.next_chunk();
-                    timers
-                        .read
-                        .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    let now = counter.load(Ordering::Relaxed);
-                    progress.advance(now - reported);
-                    reported = now;
-                    match next {
-                        Ok(Some(mut c)) => {
-                            c.file = i;
-                            // A closed channel means the consumer stopped on an error.
-                            if tx.send(Ok(c)).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-            }
+            let chunks = ChunkSender {
+                tx,
+                returned: std::sync::Mutex::new(returned),
+                timers,
+            };
+            source(&chunks);
             // Buffers that came back after the last read wait for the next reader.
-            while let Ok(buf) = returned.try_recv() {
+            while let Some(buf) = chunks.recycled() {
                 crate::reader::keep_buffer(buf);
             }
         });

@@ -575,7 +575,8 @@ pub(crate) struct Held {
 pub(crate) struct Stash {
     dir: PathBuf,
     budget: usize,
-    in_memory: AtomicUsize,
+    /// Bytes held in memory, by this stash (and the others sharing its budget).
+    in_memory: Arc<AtomicUsize>,
     /// Set once the budget is reached: workers then spill their chunks themselves.
     spilling: AtomicBool,
     file: Mutex<Option<Arc<File>>>,
@@ -587,10 +588,16 @@ impl Stash {
     /// A stash that keeps up to `budget` bytes in memory and spills the rest to an unlinked
     /// temporary file in `dir` (created when first needed).
     pub(crate) fn new(dir: &Path, budget: usize) -> Self {
+        Self::sharing(dir, budget, Arc::default())
+    }
+
+    /// A stash whose `budget` is shared with every other stash given the same `held`
+    /// counter (the passes over several types at once, `convert::streamed`).
+    pub(crate) fn sharing(dir: &Path, budget: usize, held: Arc<AtomicUsize>) -> Self {
         Self {
             dir: dir.to_path_buf(),
             budget,
-            in_memory: AtomicUsize::new(0),
+            in_memory: held,
             spilling: AtomicBool::new(false),
             file: Mutex::new(None),
             end: AtomicU64::new(0),
@@ -651,12 +658,12 @@ impl Stash {
         let chunk = match chunk {
             Parked::Memory(t) => {
                 let size = t.heap_bytes();
-                let held = self.in_memory.load(Ordering::Relaxed);
+                let held = self.in_memory.fetch_add(size, Ordering::Relaxed);
                 if held + size > self.budget {
+                    self.in_memory.fetch_sub(size, Ordering::Relaxed);
                     self.spilling.store(true, Ordering::Relaxed);
                     self.spill(&t)?
                 } else {
-                    self.in_memory.store(held + size, Ordering::Relaxed);
                     Parked::Memory(t)
                 }
             }

@@ -211,16 +211,13 @@ impl FlattenArgs {
     /// are not read are named on stderr (unless `--quiet`); when nothing is left to read, the
     /// error says why for each input.
     pub(crate) fn plan(&self) -> anyhow::Result<Plan> {
-        self.plan_in(None)
+        self.plan_in(None, false)
     }
 
-    /// [`plan`](Self::plan), keeping resources unpacked from Bundles in `temp_dir` (when it
+    /// How Bundle files are read, with unpacked resources kept in `temp_dir` (when it
     /// exists; else the system's temporary directory).
-    pub(crate) fn plan_in(&self, temp_dir: Option<&std::path::Path>) -> anyhow::Result<Plan> {
-        if self.columns.sep.is_empty() {
-            return Err(usage("--sep must not be empty"));
-        }
-        let bundles = BundleOptions::default()
+    pub(crate) fn bundle_options(&self, temp_dir: Option<&std::path::Path>) -> BundleOptions {
+        BundleOptions::default()
             .mode(match self.bundles {
                 BundlesArg::Auto => BundleMode::Auto,
                 BundlesArg::Unpack => BundleMode::Unpack,
@@ -231,9 +228,29 @@ impl FlattenArgs {
                 DuplicatesArg::Keep => Duplicates::Keep,
                 DuplicatesArg::First => Duplicates::First,
             })
-            .temp_dir(temp_dir.filter(|d| d.is_dir()).map(|d| d.to_path_buf()));
-        let mut plan = flatfhir_core::plan_with(&self.inputs, &self.read_options(), &bundles)
-            .context("cannot plan the inputs")?;
+            .temp_dir(temp_dir.filter(|d| d.is_dir()).map(|d| d.to_path_buf()))
+    }
+
+    /// [`plan`](Self::plan), keeping resources unpacked from Bundles in `temp_dir` (see
+    /// [`bundle_options`](Self::bundle_options)). With `leave_packed` (and no `--types`),
+    /// inputs that are all Bundle files are left packed ([`Plan::packed`]) for
+    /// `convert_bundles`.
+    pub(crate) fn plan_in(
+        &self,
+        temp_dir: Option<&std::path::Path>,
+        leave_packed: bool,
+    ) -> anyhow::Result<Plan> {
+        if self.columns.sep.is_empty() {
+            return Err(usage("--sep must not be empty"));
+        }
+        let bundles = self.bundle_options(temp_dir);
+        let read = self.read_options();
+        let mut plan = if leave_packed && self.types.is_empty() {
+            flatfhir_core::plan_packed(&self.inputs, &read, &bundles)
+        } else {
+            flatfhir_core::plan_with(&self.inputs, &read, &bundles)
+        }
+        .context("cannot plan the inputs")?;
         if let (Some(b), false) = (&plan.bundles, self.quiet) {
             eprintln!("{}", bundle_note(b.stats(), self.resolve_references));
         }
@@ -253,24 +270,8 @@ impl FlattenArgs {
             plan.groups
                 .retain(|g| self.types.contains(&g.resource_type));
         }
-        if plan.groups.is_empty() {
-            let mut why = Vec::new();
-            for p in &plan.empty {
-                why.push(format!(
-                    "{}: {}",
-                    p.display(),
-                    flatfhir_core::why_not_ndjson(p)
-                ));
-            }
-            if let Some(note) = skipped_note(&plan.skipped) {
-                why.push(note);
-            }
-            let mut msg = format!("no NDJSON input found in {}", display_list(&self.inputs));
-            for w in why {
-                msg.push_str("\n  ");
-                msg.push_str(&w);
-            }
-            anyhow::bail!(msg);
+        if plan.groups.is_empty() && plan.packed.is_empty() {
+            anyhow::bail!(self.nothing_read(&plan.empty, &plan.skipped));
         }
         if !self.quiet {
             if let Some(note) = skipped_note(&plan.skipped) {
@@ -285,6 +286,29 @@ impl FlattenArgs {
             }
         }
         Ok(plan)
+    }
+}
+
+impl FlattenArgs {
+    /// The error when no input holds anything to convert: why for each file not read.
+    pub(crate) fn nothing_read(&self, empty: &[PathBuf], skipped: &[PathBuf]) -> String {
+        let mut why = Vec::new();
+        for p in empty {
+            why.push(format!(
+                "{}: {}",
+                p.display(),
+                flatfhir_core::why_not_ndjson(p)
+            ));
+        }
+        if let Some(note) = skipped_note(skipped) {
+            why.push(note);
+        }
+        let mut msg = format!("no NDJSON input found in {}", display_list(&self.inputs));
+        for w in why {
+            msg.push_str("\n  ");
+            msg.push_str(&w);
+        }
+        msg
     }
 }
 

@@ -95,9 +95,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map_or_else(|| args.out.clone(), |r| r.staging().to_path_buf());
     // Resources unpacked from Bundles are kept next to the spill file (see --spill-dir).
+    // Inputs that are all Bundle files are converted as they are unpacked (not with
+    // --schema, which is checked against the types before anything is read).
+    let temp_dir = args
+        .output
+        .spill_dir
+        .as_deref()
+        .unwrap_or(&out_dir)
+        .to_path_buf();
     let plan = args
         .flatten
-        .plan_in(Some(args.output.spill_dir.as_deref().unwrap_or(&out_dir)))?;
+        .plan_in(Some(&temp_dir), args.schema.is_none())?;
     let mut opts = args.flatten.convert_options();
     opts.out_dir = out_dir.clone();
     opts.write = args.output.write_options()?;
@@ -121,10 +129,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         )?),
     };
 
-    let total = input_bytes(&plan);
     let quiet = args.flatten.quiet;
-    // Each input byte counts twice: once read and flattened, once written.
-    let bar = Bar::new(total, 2, quiet);
     let mut summary = Summary {
         types: Vec::new(),
         failed: Vec::new(),
@@ -137,43 +142,61 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         rejected: 0,
         seconds: 0.0,
     };
-    // Small types run side by side (see `convert_groups`); the bar names the first type not
-    // yet done.
-    if let Some(first) = plan.groups.first() {
-        bar.message(first.resource_type.clone());
+    let bar;
+    let types;
+    if plan.packed.is_empty() {
+        // Each input byte counts twice: once read and flattened, once written.
+        bar = Bar::new(input_bytes(&plan), 2, quiet);
+        // Small types run side by side (see `convert_groups`); the bar names the first type
+        // not yet done.
+        if let Some(first) = plan.groups.first() {
+            bar.message(first.resource_type.clone());
+        }
+        convert_groups(&plan.groups, &opts, &bar, |k, result| {
+            let group = &plan.groups[k];
+            if let Some(next) = plan.groups.get(k + 1) {
+                bar.message(next.resource_type.clone());
+            }
+            take_result(
+                &group.resource_type,
+                result,
+                remote.as_mut(),
+                &bar,
+                quiet,
+                &mut summary,
+            );
+        });
+        types = plan.groups.len();
+    } else {
+        // Every type is converted while the Bundles are unpacked; the bar counts the Bundle
+        // files' bytes as they are read.
+        let sizes = plan
+            .packed
+            .iter()
+            .map(|p| flatfhir_core::remote::len(p).unwrap_or(0))
+            .sum();
+        bar = Bar::new(sizes, 1, quiet);
+        bar.message("Bundles".to_string());
+        let stats = flatfhir_core::convert_bundles(
+            &plan.packed,
+            &args.flatten.bundle_options(Some(&temp_dir)),
+            &opts,
+            &bar,
+            |name, result| take_result(name, result, remote.as_mut(), &bar, quiet, &mut summary),
+        )?;
+        if !quiet {
+            bar.println(&super::common::bundle_note(
+                &stats,
+                args.flatten.resolve_references,
+            ));
+        }
+        if summary.types.is_empty() && summary.failed.is_empty() {
+            // Not one entry became a resource.
+            anyhow::bail!(args.flatten.nothing_read(&plan.packed, &plan.skipped));
+        }
+        summary.bundles = Some(stats);
+        types = summary.types.len() + summary.failed.len();
     }
-    convert_groups(&plan.groups, &opts, &bar, |k, result| {
-        let group = &plan.groups[k];
-        if let Some(next) = plan.groups.get(k + 1) {
-            bar.message(next.resource_type.clone());
-        }
-        // An object-store --out: the type's files are uploaded now (a failed upload fails
-        // the type; its object does not appear).
-        let result = match (result, remote.as_mut()) {
-            (Ok(r), Some(remote)) => upload_report(remote, r)
-                .map_err(|e| flatfhir_core::Error::Options(crate::error_text(&e))),
-            (result, _) => result,
-        };
-        match result {
-            Ok(r) => {
-                if !quiet {
-                    bar.println(&describe(&r));
-                }
-                summary.rows += r.rows;
-                summary.input_bytes += r.input_bytes;
-                summary.output_bytes += r.output_bytes;
-                summary.rejected += r.rejected;
-                summary.types.push(r);
-            }
-            Err(e) => {
-                bar.println(&format!("error: {}: {e}", group.resource_type));
-                summary.failed.push(Failure {
-                    resource_type: group.resource_type.clone(),
-                    error: e.to_string(),
-                });
-            }
-        }
-    });
     bar.finish();
     summary.output_dir = match (outdir, remote) {
         (Some(outdir), _) => outdir.finish(&written_files(&summary.types), true)?,
@@ -188,7 +211,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!(
             "{} of {} types converted, {} rows, {:.1} MB in {:.2} s ({:.1} MB/s){}{}",
             summary.types.len(),
-            plan.groups.len(),
+            types,
             summary.rows,
             mb(summary.input_bytes),
             summary.seconds,
@@ -233,6 +256,44 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Takes one type's result: uploads its files to an object-store `--out`, prints its line
+/// and adds it to the summary.
+fn take_result(
+    resource_type: &str,
+    result: flatfhir_core::Result<TypeReport>,
+    remote: Option<&mut super::remote_out::RemoteOut>,
+    bar: &Bar,
+    quiet: bool,
+    summary: &mut Summary,
+) {
+    // An object-store --out: the type's files are uploaded now (a failed upload fails the
+    // type; its object does not appear).
+    let result = match (result, remote) {
+        (Ok(r), Some(remote)) => upload_report(remote, r)
+            .map_err(|e| flatfhir_core::Error::Options(crate::error_text(&e))),
+        (result, _) => result,
+    };
+    match result {
+        Ok(r) => {
+            if !quiet {
+                bar.println(&describe(&r));
+            }
+            summary.rows += r.rows;
+            summary.input_bytes += r.input_bytes;
+            summary.output_bytes += r.output_bytes;
+            summary.rejected += r.rejected;
+            summary.types.push(r);
+        }
+        Err(e) => {
+            bar.println(&format!("error: {resource_type}: {e}"));
+            summary.failed.push(Failure {
+                resource_type: resource_type.to_string(),
+                error: e.to_string(),
+            });
+        }
+    }
 }
 
 /// Uploads a converted type's files to the object-store prefix and points its report at

@@ -5,3 +5,4 @@ mod numbering;
 mod property;
 mod read;
 mod shard;
+mod streamed;
