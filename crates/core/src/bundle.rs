@@ -654,10 +654,10 @@ pub(crate) fn unpack_with(
 const RECORD_CAPACITY: usize = 8 << 20;
 
 /// Files unpacked side by side at most (per batch).
-const BATCH_FILES: usize = 64;
+const BATCH_FILES: usize = 16;
 /// Bytes on disk of the files of one batch at most (held in memory, compacted, while the
 /// batch is unpacked).
-const BATCH_BYTES: u64 = 64 << 20;
+const BATCH_BYTES: u64 = 16 << 20;
 
 /// The size (expected once decompressed) of a file that may be unpacked in memory, up to
 /// [`BATCH_BYTES`].
