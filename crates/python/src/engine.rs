@@ -249,31 +249,52 @@ impl Inputs {
         let Some(b) = self.plan.bundles.as_deref() else {
             return Ok(None);
         };
-        let s = b.stats();
-        let d = pyo3::types::PyDict::new(py);
-        d.set_item("files", s.files)?;
-        d.set_item("bundles", s.bundles)?;
-        d.set_item("resources", s.resources)?;
-        d.set_item("bad_entries", s.bad_entries)?;
-        d.set_item("duplicates", s.duplicates)?;
-        d.set_item("references_resolved", s.references_resolved)?;
-        d.set_item("references_unresolved", s.references_unresolved)?;
-        Ok(Some(d.into_any().unbind()))
+        bundle_stats(py, b.stats()).map(Some)
     }
+
+    /// Bundle files left packed, to be converted as they are unpacked (see `plan`).
+    fn packed(&self) -> Vec<String> {
+        show(&self.plan.packed)
+    }
+}
+
+/// What unpacking Bundles counted, as a dict.
+fn bundle_stats(py: Python<'_>, s: &flatfhir_core::BundleStats) -> PyResult<Py<PyAny>> {
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("files", s.files)?;
+    d.set_item("bundles", s.bundles)?;
+    d.set_item("resources", s.resources)?;
+    d.set_item("bad_entries", s.bad_entries)?;
+    d.set_item("duplicates", s.duplicates)?;
+    d.set_item("references_resolved", s.references_resolved)?;
+    d.set_item("references_unresolved", s.references_unresolved)?;
+    Ok(d.into_any().unbind())
 }
 
 fn show(v: &[PathBuf]) -> Vec<String> {
     v.iter().map(|p| p.display().to_string()).collect()
 }
 
-/// Plans the inputs (see [`Inputs`]).
+/// Plans the inputs (see [`Inputs`]). With `leave_packed`, inputs that are all Bundle files
+/// are not unpacked: `convert` converts them as it unpacks them (`Inputs.packed`).
 #[pyfunction]
-#[pyo3(signature = (paths, flatten))]
-pub(crate) fn plan(py: Python<'_>, paths: Vec<PathBuf>, flatten: FlattenArgs) -> PyResult<Inputs> {
+#[pyo3(signature = (paths, flatten, leave_packed=false))]
+pub(crate) fn plan(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    flatten: FlattenArgs,
+    leave_packed: bool,
+) -> PyResult<Inputs> {
     let read = flatten.read_options();
     let bundles = flatten.bundle_options()?;
     let plan = py
-        .detach(move || flatfhir_core::plan_with(&paths, &read, &bundles))
+        .detach(move || {
+            if leave_packed {
+                flatfhir_core::plan_packed(&paths, &read, &bundles)
+            } else {
+                flatfhir_core::plan_with(&paths, &read, &bundles)
+            }
+        })
         .map_err(|e| errors::core(py, e))?;
     Ok(Inputs { plan })
 }
@@ -606,9 +627,15 @@ fn type_report(py: Python<'_>, r: &TypeReport) -> PyResult<Py<PyAny>> {
     Ok(d.into_any().unbind())
 }
 
+/// What [`convert`] returns: `(type, report dict | exception)` per type, and what unpacking
+/// Bundles counted when they were converted as they were unpacked.
+type Converted = (Vec<(String, Py<PyAny>)>, Option<Py<PyAny>>);
+
 /// Converts the given types (all when `types` is empty) to `out_dir/<Type>.<ext>`, small
-/// types side by side as the CLI does. Returns `[(type, report dict | exception)]` in type
-/// order: a type's failure is its own result.
+/// types side by side as the CLI does; inputs left packed (all Bundle files) are converted
+/// as they are unpacked, every type at once. Returns `[(type, report dict | exception)]` in
+/// type order (a type's failure is its own result) and, for packed inputs, what unpacking
+/// counted.
 #[pyfunction]
 #[pyo3(signature = (inputs, types, out_dir, flatten, write, progress=None))]
 pub(crate) fn convert(
@@ -619,9 +646,15 @@ pub(crate) fn convert(
     flatten: FlattenArgs,
     write: WriteArgs,
     progress: Option<Bound<'_, PyAny>>,
-) -> PyResult<Vec<(String, Py<PyAny>)>> {
+) -> PyResult<Converted> {
     let mut opts = flatten.options(out_dir.clone())?;
     opts.write = write.options()?;
+    let packed = !inputs.plan.packed.is_empty();
+    let bundle_opts = if packed {
+        Some(flatten.bundle_options()?)
+    } else {
+        None
+    };
     let plan = inputs.selected(&types);
     std::fs::create_dir_all(&out_dir).map_err(|e| {
         errors::make(
@@ -631,28 +664,70 @@ pub(crate) fn convert(
             &[("path", errors::obj(py, out_dir.display().to_string()))],
         )
     })?;
-    let names: Vec<String> = plan
-        .groups
-        .iter()
-        .map(|g| g.resource_type.clone())
-        .collect();
+    /// What the worker sends.
+    enum Done {
+        Type(String, Result<TypeReport, flatfhir_core::Error>),
+        /// Every Bundle was read (packed inputs).
+        Unpacked(flatfhir_core::BundleStats),
+        /// The run stopped (packed inputs: a Bundle file that cannot be read, cancellation).
+        Stopped(flatfhir_core::Error),
+    }
     let shared = Arc::new(Shared::default());
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<TypeReport, flatfhir_core::Error>)>();
+    let (tx, rx) = std::sync::mpsc::channel::<Done>();
     let s = Arc::clone(&shared);
     // The plan (and the unpacked Bundle files it keeps) goes with the worker.
-    let worker = std::thread::spawn(move || {
-        flatfhir_core::convert_groups(&plan.groups, &opts, &*s, |k, r| {
-            let _ = tx.send((k, r));
-        });
+    let worker = std::thread::spawn(move || match bundle_opts {
+        Some(bundles) => {
+            let unpacked = tx.clone();
+            let types = tx.clone();
+            let r = flatfhir_core::convert_bundles(
+                &plan.packed,
+                &bundles,
+                &opts,
+                &*s,
+                |stats| {
+                    let _ = unpacked.send(Done::Unpacked(stats.clone()));
+                },
+                |name, r| {
+                    let _ = types.send(Done::Type(name.to_string(), r));
+                },
+            );
+            if let Err(e) = r {
+                let _ = tx.send(Done::Stopped(e));
+            }
+        }
+        None => {
+            flatfhir_core::convert_groups(&plan.groups, &opts, &*s, |k, r| {
+                let _ = tx.send(Done::Type(plan.groups[k].resource_type.clone(), r));
+            });
+        }
     });
-    drain(py, rx, &shared, progress.as_ref(), worker, |(k, r)| {
+    let mut stats = None;
+    let mut stopped = None;
+    let got = drain(py, rx, &shared, progress.as_ref(), worker, |done| {
+        let (name, r) = match done {
+            Done::Type(name, r) => (name, r),
+            Done::Unpacked(s) => {
+                stats = Some(bundle_stats(py, &s)?);
+                return Ok(None);
+            }
+            Done::Stopped(flatfhir_core::Error::Cancelled) => return Ok(None),
+            Done::Stopped(e) => {
+                stopped = Some(e);
+                return Ok(None);
+            }
+        };
         let v = match r {
             Ok(rep) => type_report(py, &rep)?,
             Err(flatfhir_core::Error::Cancelled) => return Ok(None),
             Err(e) => errors::core(py, e).into_value(py).into_any(),
         };
-        Ok(Some((names[k].clone(), v)))
-    })
+        Ok(Some((name, v)))
+    })?;
+    if let Some(e) = stopped {
+        return Err(errors::core(py, e));
+    }
+    Ok((got, stats))
 }
 
 fn schema_report(py: Python<'_>, r: &SchemaReport) -> PyResult<Py<PyAny>> {

@@ -133,6 +133,26 @@ def test_convert_of_bundles_writes_the_cli_files(layout, cli, tmp_path):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+def test_convert_streams_bundles_as_the_unpacked_route(layout, ndjson_tables, tmp_path):
+    """Without `types`, Bundle inputs convert as they are unpacked (every type at once);
+    with `types` they are unpacked to temporary files first. Same tables, counts, reports."""
+    src, opts = _write_layout(tmp_path, layout)
+    streamed = flatfhir.convert(src, tmp_path / "s", progress=False, **opts)
+    unpacked = flatfhir.convert(src, tmp_path / "u", types=TYPES, progress=False, **opts)
+    assert streamed.bundles == unpacked.bundles
+    assert streamed.bundles is not None and streamed.bundles["resources"] == 7
+
+    def described(r: flatfhir.ConvertResult) -> list:
+        return [(t.resource_type, t.rows, t.columns, t.input_bytes, t.files, t.rejected)
+                for t in r.types]
+
+    assert described(streamed) == described(unpacked)
+    for t in TYPES:
+        _same_table(pq.read_table(tmp_path / "s" / f"{t}.parquet"), ndjson_tables[t])
+        _same_table(pq.read_table(tmp_path / "u" / f"{t}.parquet"), ndjson_tables[t])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_schema_and_plan_of_bundles_name_the_bundle_files(layout, tmp_path):
     src, opts = _write_layout(tmp_path, layout)
     want = flatfhir.schema(FIXTURES / "basic", progress=False)
@@ -239,6 +259,19 @@ def test_a_bad_entry_is_named_by_bundle_file_line_and_entry(tmp_path):
     assert [(r.file, r.line, r.reason) for r in got.rejected] == \
         [(str(f), 5, "entry[1]: the entry has no resource")]
     assert got.bundles["bad_entries"] == 1
+
+
+def test_convert_of_bundles_names_and_quarantines_a_bad_entry(tmp_path):
+    f = _bad_entry(tmp_path)
+    with pytest.raises(BadLineError) as e:
+        flatfhir.convert(f, tmp_path / "fail", progress=False)
+    assert (e.value.file, e.value.line) == (str(f), 5)
+    assert not (tmp_path / "fail" / "Patient.parquet").exists()
+    got = flatfhir.convert(f, tmp_path / "skip", progress=False, on_error="skip")
+    assert [(r.file, r.line, r.reason) for r in got.rejected] == \
+        [(str(f), 5, "entry[1]: the entry has no resource")]
+    assert pq.read_table(tmp_path / "skip" / "Patient.parquet")["id"].to_pylist() == ["a", "b"]
+    assert got.bundles is not None and got.bundles["bad_entries"] == 1
 
 
 def test_shards_refuse_bundle_files(tmp_path):

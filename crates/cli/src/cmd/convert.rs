@@ -182,14 +182,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             &args.flatten.bundle_options(Some(&temp_dir)),
             &opts,
             &bar,
+            |stats| {
+                if !quiet {
+                    bar.println(&super::common::bundle_note(
+                        stats,
+                        args.flatten.resolve_references,
+                    ));
+                }
+            },
             |name, result| take_result(name, result, remote.as_mut(), &bar, quiet, &mut summary),
         )?;
-        if !quiet {
-            bar.println(&super::common::bundle_note(
-                &stats,
-                args.flatten.resolve_references,
-            ));
-        }
         if summary.types.is_empty() && summary.failed.is_empty() {
             // Not one entry became a resource.
             anyhow::bail!(args.flatten.nothing_read(&plan.packed, &plan.skipped));

@@ -27,8 +27,10 @@ use crate::pipeline::ChunkSender;
 
 /// Converts the Bundle files `files` (read in this order, as `plan_with` would unpack them)
 /// with every type's pass running while the files are unpacked, then writes each type's
-/// table (see the module's notes). `report` gets each type's result, in the order of the
-/// type names; a type that fails does not stop the others. Returns what unpacking counted.
+/// table (see the module's notes). `unpacked` is told what unpacking counted once every
+/// Bundle is read (before the tables are written); then `report` gets each type's result, in
+/// the order of the type names; a type that fails does not stop the others. Returns what
+/// unpacking counted.
 ///
 /// `progress` is told the bytes of each Bundle file once it is unpacked (so its total is
 /// the files' size), and is polled for cancellation throughout.
@@ -38,14 +40,16 @@ use crate::pipeline::ChunkSender;
 /// cancellation: nothing is reported then. Errors of one type (a bad line with
 /// [`OnError::Fail`], too many columns, a value that does not fit `--schema`) go to
 /// `report`.
-pub fn convert_bundles<F>(
+pub fn convert_bundles<U, F>(
     files: &[PathBuf],
     bundles: &BundleOptions,
     opts: &ConvertOptions,
     progress: &dyn Progress,
+    unpacked: U,
     mut report: F,
 ) -> Result<BundleStats>
 where
+    U: FnOnce(&BundleStats),
     F: FnMut(&str, Result<TypeReport>),
 {
     if opts.sep.is_empty() {
@@ -56,7 +60,7 @@ where
     let spill_dir = opts.spill_dir.as_ref().unwrap_or(&opts.out_dir);
     let held = Arc::new(AtomicUsize::new(0));
     let types: Mutex<Vec<Arc<TypeShared>>> = Mutex::new(Vec::new());
-    let unpacked: Mutex<Option<Unpacked>> = Mutex::new(None);
+    let done: Mutex<Option<Unpacked>> = Mutex::new(None);
     let mut runs: Vec<TypeRun> = Vec::new();
     let shared_of =
         |slot: usize| Arc::clone(&types.lock().unwrap_or_else(PoisonError::into_inner)[slot]);
@@ -70,7 +74,7 @@ where
             held: &held,
             progress,
         };
-        let done = crate::bundle::unpack_with(
+        let result = crate::bundle::unpack_with(
             files,
             bundles,
             opts.read.max_line_bytes,
@@ -81,8 +85,8 @@ where
             send_unplaced(&u, &types, chunks, opts)?;
             Ok(u)
         });
-        match done {
-            Ok(u) => *unpacked.lock().unwrap_or_else(PoisonError::into_inner) = Some(u),
+        match result {
+            Ok(u) => *done.lock().unwrap_or_else(PoisonError::into_inner) = Some(u),
             Err(e) => {
                 chunks.send(Err(e));
             }
@@ -127,10 +131,11 @@ where
     };
     crate::pipeline::run_source(Some(&pool), progress, None, source, process, consume)?;
     let pass_seconds = start.elapsed().as_secs_f64();
-    let (_, _, inputs) = unpacked
+    let (_, _, inputs) = done
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner)
         .ok_or_else(|| Error::Options("unpacking the Bundles stopped early".into()))?;
+    unpacked(inputs.stats());
     let shared = types.into_inner().unwrap_or_else(PoisonError::into_inner);
     runs.resize_with(shared.len(), TypeRun::default);
     let total_bytes: u64 = runs.iter().map(|r| r.bytes).sum::<u64>().max(1);

@@ -86,10 +86,21 @@ fn streamed(inputs: &[PathBuf], bundles: &BundleOptions, opts: &ConvertOptions) 
     let plan = plan_packed(inputs, &opts.read, bundles).unwrap();
     assert!(plan.groups.is_empty() && !plan.packed.is_empty());
     let mut got = Vec::new();
-    convert_bundles(&plan.packed, bundles, opts, &NoProgress, |t, r| {
-        got.push((t.to_string(), outcome(r)));
-    })
+    let stats = std::cell::RefCell::new(None);
+    let returned = convert_bundles(
+        &plan.packed,
+        bundles,
+        opts,
+        &NoProgress,
+        |s| *stats.borrow_mut() = Some(s.clone()),
+        |t, r| {
+            // Told before the first report.
+            assert!(stats.borrow().is_some());
+            got.push((t.to_string(), outcome(r)));
+        },
+    )
     .unwrap();
+    assert_eq!(stats.into_inner(), Some(returned));
     got
 }
 
@@ -357,18 +368,17 @@ fn a_cancelled_stream_reports_nothing_and_leaves_no_table() {
         after: 5,
         seen: AtomicU64::new(0),
     };
-    let mut reported = 0;
+    let reported = std::cell::Cell::new(0u32);
     let r = convert_bundles(
         &plan.packed,
         &BundleOptions::default(),
         &opts,
         &stop,
-        |_, _| {
-            reported += 1;
-        },
+        |_| reported.set(reported.get() + 1),
+        |_, _| reported.set(reported.get() + 1),
     );
     assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
-    assert_eq!(reported, 0);
+    assert_eq!(reported.get(), 0);
     let left: Vec<_> = std::fs::read_dir(&out)
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();

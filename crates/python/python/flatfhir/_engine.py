@@ -150,10 +150,14 @@ def plan(paths: PathArg, *, types: Union[None, str, Iterable[str]] = None,
 
 
 def _plan(paths: PathArg, types: Union[None, str, Iterable[str]],
-          flat: Dict[str, Any]) -> "tuple[Any, Plan]":
+          flat: Dict[str, Any], leave_packed: bool = False) -> "tuple[Any, Plan]":
     """The native plan (which keeps unpacked Bundles alive while it is in use) and its
-    description."""
-    inputs = _native.plan(_paths(paths), flat)
+    description. With ``leave_packed``, inputs that are all Bundle files are not unpacked
+    (``inputs.packed()``; the plan's groups are empty): :func:`convert` converts them as it
+    unpacks them."""
+    inputs = _native.plan(_paths(paths), flat, leave_packed)
+    if inputs.packed():
+        return inputs, Plan({}, inputs.skipped(), inputs.empty(), None)
     by_type = dict(inputs.groups())
     skipped, empty = inputs.skipped(), inputs.empty()
     wanted = _types(types)
@@ -628,11 +632,23 @@ def convert(
                          memory_budget, spill_dir, schema, bundles, resolve_references,
                          bundle_duplicates)
     write = {"format": format, "compression": compression, "row_group_rows": row_group_rows}
-    inputs, p = _plan(paths, types, flat)
-    total = 2 * sum(_size(f) for f in p.groups.values())
+    # Inputs that are all Bundle files convert as they are unpacked, every type at once (not
+    # with ``types`` or ``schema``, which are checked against the types first).
+    inputs, p = _plan(paths, types, flat, leave_packed=not _types(types) and schema is None)
+    packed = inputs.packed()
+    if packed:
+        # The Bundles' bytes, counted as each file is unpacked.
+        total = _size(packed)
+    else:
+        total = 2 * sum(_size(f) for f in p.groups.values())
     result = ConvertResult(bundles=p.bundles)
     with Reporter(progress, total, "flatfhir convert") as rep:
-        got = _native.convert(inputs, list(p.groups), out, flat, write, rep.hook)
+        got, unpacked = _native.convert(inputs, list(p.groups), out, flat, write, rep.hook)
+    if unpacked is not None:
+        result.bundles = unpacked
+    if packed and not got:
+        raise InputError(f"no NDJSON input found in {', '.join(_paths(paths))}: no Bundle "
+                         "entry held a resource", path=None, reason="no NDJSON input")
     for rt, r in got:
         if isinstance(r, BaseException):
             result.failed[rt] = r
