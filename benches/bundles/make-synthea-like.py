@@ -11,6 +11,9 @@ patient first and the other resources in the order of their first dateTime. Reso
 name no patient (Organization, Practitioner, ...) go to `hospitalInformation<N>.json` and
 `practitionerInformation<N>.json` Bundles, as Synthea does.
 
+`--one-file` writes every entry into one Bundle (`bundles/all.json`) instead: the one large
+Bundle file case (a server's whole search result, a converted export).
+
 `--copies K` repeats the data K times; in copy k >= 2 every id (and the `Patient/<id>`
 references and `fullUrl`s) gets the suffix `-c<k>`, so the resources stay distinct.
 
@@ -39,6 +42,7 @@ def main():
     ap.add_argument("--out", required=True, help="directory to create (bundles/ and ndjson/ inside)")
     ap.add_argument("--copies", type=int, default=1)
     ap.add_argument("--gzip", action="store_true", help="write the Bundles as .json.gz")
+    ap.add_argument("--one-file", action="store_true", help="one Bundle holding every entry")
     a = ap.parse_args()
     if not os.path.isdir(a.source):
         sys.exit(f"no source directory {a.source} (the bds-r4 fixtures, in ../shared)")
@@ -92,6 +96,12 @@ def main():
         ext = ".json.gz"
 
     files = resources = 0
+    one = None
+    if a.one_file:
+        one = opener(os.path.join(a.out, "bundles", "all" + ext), "wt", encoding="utf-8")
+        one.write('{\n  "resourceType": "Bundle",\n  "type": "transaction",\n  "entry": [')
+        files = 1
+    sep = "\n    "
     for k in range(1, a.copies + 1):
         sfx = "" if k == 1 else f"-c{k}"
         groups = []
@@ -110,11 +120,19 @@ def main():
                 r = suffixed(r, sfx)
                 entries.append({"fullUrl": f"urn:uuid:{r['id']}", "resource": r, "request": {"method": "POST", "url": t}})
                 ndjson(t).write(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n")
+            resources += len(entries)
+            if one is not None:
+                for e in entries:
+                    one.write(sep + json.dumps(e, ensure_ascii=False, indent=2).replace("\n", "\n    "))
+                    sep = ",\n    "
+                continue
             bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
             with opener(os.path.join(a.out, "bundles", name + ext), "wt", encoding="utf-8") as f:
                 json.dump(bundle, f, ensure_ascii=False, indent=2)
             files += 1
-            resources += len(entries)
+    if one is not None:
+        one.write("\n  ]\n}\n")
+        one.close()
     for f in nd.values():
         f.close()
     print(f"{files} Bundle files, {resources} resources, {len(nd)} types in {a.out}")

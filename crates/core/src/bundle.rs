@@ -1,14 +1,18 @@
-//! FHIR Bundles as input: unpacking `entry[].resource` into per-type NDJSON before the pass.
+//! FHIR Bundles as input: unpacking `entry[].resource` into per-type NDJSON lines.
 //!
 //! A Bundle file (pretty-printed or one line, plain or gzip, one or several Bundles, or one
 //! per NDJSON line) is read once, as a stream: a small JSON tokenizer walks the Bundle's
 //! envelope and cuts each entry's resource out, compacted onto one line (whitespace outside
 //! strings dropped; every other byte kept, so values flatten exactly as they would from
-//! NDJSON). Each line is appended to a temporary `<Type>.ndjson` (in a private temporary
-//! directory that is removed with the [`BundleInputs`]), which the ordinary line pipeline
-//! then converts as a file typed by name: the validating walker, chunking, `_rejected/` and
-//! line numbering work unchanged, and a 1 GB Bundle needs no more memory than its largest
-//! resource. Beside each temporary file, an index of 16 bytes a line records where the line
+//! NDJSON). Each line goes to its type: appended to a temporary `<Type>.ndjson` (in a
+//! private temporary directory that is removed with the [`BundleInputs`]), which the
+//! ordinary line pipeline then converts as a file typed by name; or, when `convert` takes
+//! Bundles as they are unpacked ([`unpack_with`] with a [`LineStream`], see
+//! `convert::streamed`), gathered in a buffer per type and handed to that type's pass a
+//! chunk at a time. Either way the validating walker, chunking, `_rejected/` and line
+//! numbering work unchanged, and a 1 GB Bundle needs no more memory than its largest
+//! resource (plus what is in flight). Beside each type's lines, an index of 16 bytes a line
+//! (always a file) records where the line
 //! came from (source file, entry index, source line), read back only to name a bad entry
 //! ([`locate`]). Entries that cannot become a resource (no `resource`, no `resourceType`,
 //! broken JSON) go to a file of their own that one group reports line by line, so with
