@@ -488,7 +488,9 @@ pub(crate) fn unpack_with(
     };
     let sink = Sink {
         dir: inputs.dir.path().to_path_buf(),
-        types: Default::default(),
+        types: Vec::new(),
+        by_name: Default::default(),
+        last: 0,
         unplaced: None,
         seen: HashSet::new(),
         duplicates: opts.duplicates,
@@ -619,7 +621,9 @@ pub(crate) fn unpack_with(
         path: path.to_path_buf(),
         source: e,
     };
-    for (t, mut out) in std::mem::take(&mut sink.types) {
+    let mut types = std::mem::take(&mut sink.types);
+    types.sort_by(|a, b| a.0.cmp(&b.0));
+    for (t, mut out) in types {
         out.index.flush().map_err(|e| werr(&out.path, e))?;
         match &mut out.lines {
             Out::File(lines) => {
@@ -812,7 +816,12 @@ trait Emit {
 /// Writes unpacked lines to their type's file, or hands them to a stream.
 struct Sink<'s> {
     dir: PathBuf,
-    types: std::collections::BTreeMap<String, TypeOut>,
+    /// Each type's output, in the order the types were first seen.
+    types: Vec<(String, TypeOut)>,
+    /// The index in `types` of each type name.
+    by_name: rustc_hash::FxHashMap<Vec<u8>, usize>,
+    /// The type of the line before.
+    last: usize,
     unplaced: Option<TypeOut>,
     seen: HashSet<(Vec<u8>, Vec<u8>)>,
     duplicates: Duplicates,
@@ -879,35 +888,49 @@ impl Emit for Sink<'_> {
 
     fn emit(&mut self, e: Emitted<'_>) -> Result<()> {
         let mut kind = e.kind;
-        let name = match e.rtype {
-            Some(t) if kind == Kind::Resource => {
-                if !t.is_empty() && t.iter().all(u8::is_ascii_alphanumeric) {
-                    Some(std::str::from_utf8(t).expect("ASCII"))
-                } else {
-                    // A resourceType that cannot name a table: let the walker say why.
-                    None
-                }
-            }
-            None if kind == Kind::Resource => {
-                kind = Kind::NoType;
-                None
-            }
+        // The type's output: most lines are of the type before, or of one seen already.
+        let known = match e.rtype {
+            Some(t) if kind == Kind::Resource => match self.types.get(self.last) {
+                Some((name, _)) if name.as_bytes() == t => Some(self.last),
+                _ => self.by_name.get(t).copied(),
+            },
             _ => None,
         };
-        if let (Some(t), Some(id), Duplicates::First) = (name, e.id, self.duplicates)
-            && !self.seen.insert((t.as_bytes().to_vec(), id.to_vec()))
+        let slot = match known {
+            Some(k) => Some(k),
+            None => match e.rtype {
+                Some(t) if kind == Kind::Resource => {
+                    if !t.is_empty() && t.iter().all(u8::is_ascii_alphanumeric) {
+                        let name = std::str::from_utf8(t).expect("ASCII");
+                        let out = self.type_out(Some(name))?;
+                        self.types.push((name.to_string(), out));
+                        self.by_name.insert(t.to_vec(), self.types.len() - 1);
+                        Some(self.types.len() - 1)
+                    } else {
+                        // A resourceType that cannot name a table: let the walker say why.
+                        None
+                    }
+                }
+                None if kind == Kind::Resource => {
+                    kind = Kind::NoType;
+                    None
+                }
+                _ => None,
+            },
+        };
+        if let (Some(k), Some(id), Duplicates::First) = (slot, e.id, self.duplicates)
+            && !self
+                .seen
+                .insert((self.types[k].0.as_bytes().to_vec(), id.to_vec()))
         {
             self.stats.duplicates += 1;
             return Ok(());
         }
-        let out = match name {
-            Some(t) => {
-                if !self.types.contains_key(t) {
-                    let out = self.type_out(Some(t))?;
-                    self.types.insert(t.to_string(), out);
-                }
+        let out = match slot {
+            Some(k) => {
+                self.last = k;
                 self.stats.resources += 1;
-                self.types.get_mut(t).expect("inserted")
+                &mut self.types[k].1
             }
             None => {
                 if kind == Kind::Resource {
