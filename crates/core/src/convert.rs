@@ -62,7 +62,8 @@ pub struct ConvertOptions {
     pub write: WriteOptions,
     /// Flattened data held in memory until the output can be written (it needs the union
     /// schema, known only after the whole input is read); beyond this many bytes, chunks go
-    /// to a temporary file.
+    /// to a temporary file. Per type converted; [`convert_bundles`], which runs every type's
+    /// pass at once, shares it among them.
     pub memory_budget: usize,
     /// Where that temporary file goes (`None`: the output directory). It is unlinked at
     /// once, so nothing is left behind even after a crash.

@@ -1,6 +1,8 @@
 //! The chunk pipeline every pass over the input runs on: `convert`'s and `schema`'s pass
-//! over a type's files, and the view runner's (flatfhir-view) passes. Three stages overlap:
-//! a reader thread reads the files as chunks of whole lines ahead of the workers; the
+//! over a type's files, and the view runner's (flatfhir-view) passes; also, through
+//! [`run_source`], `convert_bundles`' pass over every type at once, fed by the Bundle
+//! unpacker. Three stages overlap: a reader thread reads the files as chunks of whole lines
+//! ahead of the workers (or another source makes them); the
 //! workers of a rayon pool process each chunk as it arrives; and the calling thread hands
 //! the results to a consumer strictly in input order, while the workers go on with later
 //! chunks (no batch waits for its slowest chunk). Memory is bounded: at most two chunks per

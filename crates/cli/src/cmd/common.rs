@@ -485,7 +485,8 @@ pub(crate) struct OutputArgs {
     pub(crate) row_group_rows: usize,
 
     /// Flattened rows held in memory, in MiB, until the union schema is known (after the
-    /// whole input is read); beyond it they spill to a temporary file.
+    /// whole input is read); beyond it they spill to a temporary file. Bundle files, whose
+    /// types are all converted at once, share it among their types.
     #[arg(long, default_value_t = flatfhir_core::DEFAULT_MEMORY_BUDGET >> 20, value_name = "MIB")]
     pub(crate) memory_budget: usize,
 

@@ -128,3 +128,60 @@ fn a_bad_entry_is_named_by_file_line_and_entry() {
     let text = String::from_utf8_lossy(&schema.get_output().stdout).into_owned();
     assert!(text.contains(&format!("{}:4", f.display())), "{text}");
 }
+
+/// A folder of Bundle files converts while it is unpacked; with `--types` (every type) it is
+/// unpacked to temporary files first. Both give the same files and counts, and the note on
+/// what was unpacked comes before the types' lines either way.
+#[test]
+fn bundle_folders_convert_the_same_streamed_or_unpacked_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for (k, f) in ["basic/Patient.ndjson", "basic/Observation.ndjson"]
+        .iter()
+        .enumerate()
+    {
+        let entries: Vec<String> = std::fs::read_to_string(fixture(f))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("    {{\"resource\": {l}}}"))
+            .collect();
+        std::fs::write(
+            input.join(format!("b{k}.json")),
+            format!(
+                "{{\n  \"resourceType\": \"Bundle\",\n  \"entry\": [\n{}\n  ]\n}}\n",
+                entries.join(",\n")
+            ),
+        )
+        .unwrap();
+    }
+    let run = |out: &str, extra: &[&str]| {
+        let o = flatfhir()
+            .current_dir(dir.path())
+            .args(["convert", "--json", "in", "--out", out])
+            .args(extra)
+            .assert()
+            .success();
+        let stderr = String::from_utf8_lossy(&o.get_output().stderr).into_owned();
+        let summary: Value = serde_json::from_slice(&o.get_output().stdout).unwrap();
+        (stderr, summary)
+    };
+    let (streamed_err, streamed) = run("o1", &[]);
+    let (unpacked_err, unpacked) = run("o2", &["--types", "Observation,Patient"]);
+    assert_eq!(streamed["bundles"], unpacked["bundles"]);
+    assert_eq!(streamed["bundles"]["resources"], 7);
+    for key in ["rows", "input_bytes", "rejected"] {
+        assert_eq!(streamed[key], unpacked[key], "{key}");
+    }
+    for t in ["Patient", "Observation"] {
+        let a = std::fs::read(dir.path().join(format!("o1/{t}.parquet"))).unwrap();
+        let b = std::fs::read(dir.path().join(format!("o2/{t}.parquet"))).unwrap();
+        assert!(a == b, "{t}.parquet differs");
+    }
+    for err in [&streamed_err, &unpacked_err] {
+        let note = err.find("note: unpacked 2 Bundle(s)").expect(err);
+        let first = err.find("Observation: ").expect(err);
+        assert!(note < first, "{err}");
+    }
+}
