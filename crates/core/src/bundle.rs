@@ -478,6 +478,17 @@ pub(crate) fn unpack_with(
         dirs.push(dir.path().to_path_buf());
     }
     let sources = Arc::new(files.to_vec());
+    // Unpacking files side by side (in batches held in memory, handed on in order) uses
+    // more cores but costs a copy of every line and the batches' memory. Streamed to a
+    // conversion, the pass's workers keep the other cores busy: with at most two threads,
+    // unpacking plain files one after another on one thread takes as long and 6 % less CPU
+    // (benches/bundles/RESULTS.md). Not gzip files (inflating them would hold the one
+    // thread up), nor with more threads (it would not keep up).
+    let threads = pool.map_or_else(
+        rayon::current_num_threads,
+        rayon::ThreadPool::current_num_threads,
+    );
+    let one_by_one = stream.is_some() && threads <= 2;
     // Owns the directory from here: on an error, dropping it removes the directory and
     // whatever was registered in it.
     let mut inputs = BundleInputs {
@@ -556,7 +567,9 @@ pub(crate) fn unpack_with(
             let mut sizes = Vec::new();
             while end < files.len() && end - i < BATCH_FILES {
                 match small_size(&files[end]) {
-                    Some(n) if batch_bytes + n <= BATCH_BYTES || end == i => {
+                    // A plain file streamed to a conversion on few threads: on its own.
+                    Some((_, false)) if one_by_one => break,
+                    Some((n, _)) if batch_bytes + n <= BATCH_BYTES || end == i => {
                         batch_bytes += n;
                         sizes.push(n);
                         end += 1;
@@ -668,13 +681,13 @@ const BATCH_FILES: usize = 16;
 const BATCH_BYTES: u64 = 16 << 20;
 
 /// The size (expected once decompressed) of a file that may be unpacked in memory, up to
-/// [`BATCH_BYTES`].
-fn small_size(path: &Path) -> Option<u64> {
+/// [`BATCH_BYTES`], and whether it is gzip-compressed.
+fn small_size(path: &Path) -> Option<(u64, bool)> {
     let len = crate::remote::len(path).ok()?;
     let gz = crate::remote::is_gzip(path).ok()?;
     // Gzip-compressed Bundles expand about eightfold.
     let estimate = if gz { len.saturating_mul(8) } else { len };
-    (estimate <= BATCH_BYTES).then_some(estimate)
+    (estimate <= BATCH_BYTES).then_some((estimate, gz))
 }
 
 /// Unpacks one file into `sink`; returns the references resolved and unresolved.
