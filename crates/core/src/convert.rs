@@ -687,18 +687,10 @@ fn flatten_pass(
     let mut merger = PassMerger::new(&input)?;
     // Lines are numbered by `consume` (the reader leaves it to its caller); overlong lines'
     // bytes go to the reject sink's spill file.
-    let spill = rejects.map(|r| Arc::clone(&r.spill));
     let open = |i: usize, reader: &mut LineReader| {
         reader.leave_numbering_to_caller();
-        if let Some(spill) = &spill {
-            let spill = Arc::clone(spill);
-            let file_idx = i as u32;
-            reader.set_overlong_sink(Box::new(move |ordinal, piece, _end| {
-                spill
-                    .lock()
-                    .map_err(|_| std::io::Error::other("poisoned"))?
-                    .append(file_idx, ordinal, piece)
-            }));
+        if let Some(r) = rejects {
+            reader.set_overlong_sink(r.overlong_sink(i as u32));
         }
     };
     let paths: Vec<&Path> = group.files.iter().map(|f| f.path.as_path()).collect();
@@ -1203,6 +1195,18 @@ impl RejectSink {
             path: self.dir.clone(),
             source,
         }
+    }
+
+    /// Where a reader of the group's file `file_idx` puts its overlong lines' bytes, for
+    /// [`RejectSink::add`] to copy them later.
+    fn overlong_sink(&self, file_idx: u32) -> crate::reader::OverlongSink {
+        let spill = Arc::clone(&self.spill);
+        Box::new(move |ordinal, piece, _end| {
+            spill
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .append(file_idx, ordinal, piece)
+        })
     }
 
     /// Appends a rejected line (`bytes`: kept, or the file's `n`th overlong line in the

@@ -139,39 +139,33 @@ where
     let shared = types.into_inner().unwrap_or_else(PoisonError::into_inner);
     runs.resize_with(shared.len(), TypeRun::default);
     let total_bytes: u64 = runs.iter().map(|r| r.bytes).sum::<u64>().max(1);
-    let mut order: Vec<(Arc<TypeShared>, TypeRun)> = shared.into_iter().zip(runs).collect();
-    order.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    let names: Vec<String> = order.iter().map(|(s, _)| s.name.clone()).collect();
+    let mut work: Vec<(Arc<TypeShared>, TypeRun)> = shared.into_iter().zip(runs).collect();
     // The tables are written side by side, the largest first (a small type's table is mostly
     // fixed costs: creating the file, a writer per column, `fsync`); each write also spreads
     // its columns over the pool. Only cancellation is passed on: the bar counted the
     // Bundles' bytes as they were unpacked.
     let writes = CancelOnly(progress);
-    let mut work: Vec<(usize, Arc<TypeShared>, TypeRun)> = order
-        .into_iter()
-        .enumerate()
-        .map(|(k, (s, r))| (k, s, r))
-        .collect();
-    work.sort_by_key(|(_, _, r)| std::cmp::Reverse(r.bytes));
-    let mut results: Vec<(usize, Result<TypeReport>)> = pool.install(|| {
+    work.sort_by_key(|(_, r)| std::cmp::Reverse(r.bytes));
+    let mut results: Vec<(String, Result<TypeReport>)> = pool.install(|| {
         work.into_par_iter()
             .with_max_len(1)
-            .map(|(k, shared, run)| {
+            .map(|(shared, run)| {
                 // The pass over the Bundles is shared: each type is given the share of its
                 // time that its bytes are.
                 let share = pass_seconds * run.bytes as f64 / total_bytes as f64;
+                let name = shared.name.clone();
                 let began = Instant::now();
                 let result = finish_type(shared, run, opts, &writes).map(|mut r| {
                     r.seconds = share + began.elapsed().as_secs_f64();
                     r
                 });
-                (k, result)
+                (name, result)
             })
             .collect()
     });
-    results.sort_by_key(|(k, _)| *k);
-    for (k, result) in results {
-        report(&names[k], result);
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, result) in results {
+        report(&name, result);
     }
     Ok(inputs.stats().clone())
 }
@@ -378,13 +372,7 @@ fn send_unplaced(
     let mut reader = LineReader::open(path, &opts.read)?;
     reader.leave_numbering_to_caller();
     if let Some(r) = &shared.rejects {
-        let spill = Arc::clone(&r.spill);
-        reader.set_overlong_sink(Box::new(move |ordinal, piece, _end| {
-            spill
-                .lock()
-                .map_err(|_| std::io::Error::other("poisoned"))?
-                .append(1, ordinal, piece)
-        }));
+        reader.set_overlong_sink(r.overlong_sink(1));
     }
     while let Some(mut c) = reader.next_chunk()? {
         c.file = slot * 2 + 1;

@@ -172,12 +172,18 @@ fn folder(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn streamed_tables_equal_the_unpacked_files_route() {
+/// A temporary directory holding [`folder`] in `in/`: the directory, `in/` and its files.
+fn bundle_folder() -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
-    folder(&input);
+    let files = folder(&input);
+    (dir, input, files)
+}
+
+#[test]
+fn streamed_tables_equal_the_unpacked_files_route() {
+    let (dir, input, _) = bundle_folder();
     let inputs = [input];
     let bundles = BundleOptions::default();
     // Default chunks; tiny chunks (every few lines a chunk, types interleaved in flight) with
@@ -216,10 +222,7 @@ fn streamed_tables_equal_the_unpacked_files_route() {
 
 #[test]
 fn streamed_options_and_layouts_equal_the_unpacked_files_route() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let files = folder(&input);
+    let (dir, _, files) = bundle_folder();
     // The same Bundles gzip-compressed, and a second copy of each (duplicates).
     let gz = dir.path().join("gz");
     std::fs::create_dir_all(&gz).unwrap();
@@ -287,10 +290,7 @@ const BAD: &str = r#"{
 /// entries that could not become a resource are reported by the first type by name.
 #[test]
 fn streamed_bad_entries_fail_and_skip_as_the_unpacked_files_route() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    folder(&input);
+    let (dir, input, _) = bundle_folder();
     std::fs::write(input.join("zz-bad.json"), BAD).unwrap();
     let inputs = [input.clone()];
     let bundles = BundleOptions::default();
@@ -356,10 +356,7 @@ impl Progress for StopAfter {
 
 #[test]
 fn a_cancelled_stream_reports_nothing_and_leaves_no_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    folder(&input);
+    let (dir, input, _) = bundle_folder();
     let out = dir.path().join("out");
     let mut opts = options(&out, OnError::Fail);
     opts.read = opts.read.clone().chunk_bytes(500);
