@@ -228,8 +228,19 @@ impl Analysis {
         }
     }
 
-    /// The nodes the items of `e`, evaluated on items at `focus`, can sit at.
+    /// The nodes the items of `e`, evaluated on items at `focus`, can sit at. Past
+    /// [`MAX_REACHED`] of them the analysis gives up on pruning: the whole resource is built.
     fn reach(&mut self, e: &Expr, focus: &[u32]) -> Vec<u32> {
+        let out = self.reach_step(e, focus);
+        if out.len() > MAX_REACHED {
+            self.consume(&[ROOT]);
+            return vec![ROOT];
+        }
+        out
+    }
+
+    /// [`reach`](Self::reach), one expression node.
+    fn reach_step(&mut self, e: &Expr, focus: &[u32]) -> Vec<u32> {
         match e {
             Expr::This => focus.to_vec(),
             Expr::Index
@@ -421,6 +432,12 @@ impl Analysis {
         }
     }
 }
+
+/// The most trie nodes one expression's items may sit at. Each step that may keep its input
+/// (a type name: `Patient.name`) or read either of two members (a choice type) can double
+/// them, so a path of many such steps would reach exponentially many nodes (a 600-byte
+/// expression took 50 s); real paths reach a handful.
+const MAX_REACHED: usize = 64;
 
 fn push(v: &mut Vec<u32>, n: u32) {
     if !v.contains(&n) {
