@@ -462,6 +462,9 @@ impl Credentials {
 struct Cached {
     token: Secret,
     refresh_at: Instant,
+    /// A request sent with this token was answered with something other than a 401: the
+    /// server takes the tokens it issues, so a 401 for this one is an expiry.
+    accepted: bool,
 }
 
 /// Times one request may get a new token after a 401 (see
@@ -503,24 +506,44 @@ impl Authenticator {
     /// After a 401 for a request sent with `used`: forgets that token, unless another
     /// request has already replaced it, so that the next [`token`](Self::token) is a new one.
     /// Returns whether to send the request again: the credentials can get tokens, and the
-    /// request (whose renewals `renewals` counts) has renewed fewer than
-    /// [`RENEWALS_PER_REQUEST`] times. A request may meet more than one expiry (a long
-    /// download resumed with Range, or a new token used up by parallel downloads), so one
-    /// renewal is not enough; a server that refuses every new token still ends in an error.
+    /// request has not been refused [`RENEWALS_PER_REQUEST`] tokens that no request could
+    /// use (counted in `renewals`), which is what a server that refuses every new token
+    /// does. A 401 for a token that had worked (it expired, or parallel downloads used it
+    /// up), or that another request already replaced, is not counted: a request may meet
+    /// many of those while the export goes on.
     pub(crate) async fn renew_after_401(&self, used: Option<&Secret>, renewals: &mut u32) -> bool {
         let refreshable = matches!(
             self.creds,
             Credentials::ClientSecret { .. } | Credentials::PrivateKey { .. }
         );
-        if !refreshable || *renewals >= RENEWALS_PER_REQUEST {
+        if !refreshable {
             return false;
         }
-        *renewals += 1;
         let mut cache = self.cache.lock().await;
-        if cache.as_ref().is_some_and(|c| Some(&c.token) == used) {
-            *cache = None;
+        let refused = match cache.as_ref() {
+            Some(c) if Some(&c.token) == used => {
+                let refused = !c.accepted;
+                *cache = None;
+                refused
+            }
+            _ => false,
+        };
+        if refused {
+            if *renewals >= RENEWALS_PER_REQUEST {
+                return false;
+            }
+            *renewals += 1;
         }
         true
+    }
+
+    /// A request sent with `token` was answered with something other than a 401.
+    pub(crate) async fn accepted(&self, token: &Secret) {
+        if let Some(c) = self.cache.lock().await.as_mut()
+            && &c.token == token
+        {
+            c.accepted = true;
+        }
     }
 
     /// The current access token, fetching or refreshing it when needed; `None` for open servers.
@@ -542,6 +565,7 @@ impl Authenticator {
         *cache = Some(Cached {
             token: token.clone(),
             refresh_at: Instant::now() + lifetime - early,
+            accepted: false,
         });
         Ok(Some(token))
     }
@@ -773,6 +797,7 @@ mod tests {
         *auth.cache.lock().await = Some(Cached {
             token: Secret::new(token),
             refresh_at: Instant::now() + Duration::from_secs(300),
+            accepted: false,
         });
     }
 
@@ -781,8 +806,8 @@ mod tests {
     }
 
     /// A 401 drops the token it was sent with, but not a newer one another request already
-    /// got; a request renews at most `RENEWALS_PER_REQUEST` times; a fixed bearer token is
-    /// never renewed.
+    /// got; only tokens no request could use count against a request, at most
+    /// `RENEWALS_PER_REQUEST` of them; a fixed bearer token is never renewed.
     #[tokio::test]
     async fn renewal_after_401() {
         let auth = authenticator(Credentials::ClientSecret {
@@ -793,13 +818,29 @@ mod tests {
         let (old, new) = (Secret::new("old"), Secret::new("new"));
         cache_with(&auth, "new").await;
         let mut renewals = 0;
+        // Another request already replaced the token: sent again, not counted.
         assert!(auth.renew_after_401(Some(&old), &mut renewals).await);
         assert_eq!(cached(&auth).await, Some(new.clone()));
+        assert_eq!(renewals, 0);
+        // A token that worked has expired (or was used up): dropped, not counted.
+        auth.accepted(&new).await;
         assert!(auth.renew_after_401(Some(&new), &mut renewals).await);
         assert_eq!(cached(&auth).await, None);
-        assert!(auth.renew_after_401(Some(&new), &mut renewals).await);
+        assert_eq!(renewals, 0);
+        // New tokens refused before any use: counted, up to the limit.
+        for k in 0..RENEWALS_PER_REQUEST {
+            cache_with(&auth, &format!("t{k}")).await;
+            let t = Secret::new(format!("t{k}"));
+            assert!(auth.renew_after_401(Some(&t), &mut renewals).await);
+            assert_eq!(cached(&auth).await, None);
+        }
         assert_eq!(renewals, RENEWALS_PER_REQUEST);
-        assert!(!auth.renew_after_401(Some(&new), &mut renewals).await);
+        cache_with(&auth, "last").await;
+        assert!(
+            !auth
+                .renew_after_401(Some(&Secret::new("last")), &mut renewals)
+                .await
+        );
 
         let bearer = authenticator(Credentials::Bearer(Secret::new("t")));
         assert!(

@@ -180,8 +180,10 @@ impl<'t> Retries<'t> {
 }
 
 /// Sends a request with the current access token (`with_token`; else without one) and, when
-/// the answer is a 401 and [`Authenticator::renew_after_401`] allows it (counted in
-/// `retries`, at most 3 times per request), sends it again with a new token. The outer error
+/// the answer is a 401 and [`Authenticator::renew_after_401`] allows it (tokens refused
+/// before any request could use them are counted in `retries`, at most 3 per request),
+/// sends it again with a new token; any other answer marks the token as one the server
+/// takes. The outer error
 /// is getting a token (not worth retrying); the inner result is the request's own, whose
 /// errors (a dropped connection) the caller may retry.
 pub(crate) async fn send_with_token<F, Fut>(
@@ -204,13 +206,16 @@ where
             Ok((_, r)) => r,
             Err(e) => return Ok(Err(e)),
         };
-        if resp.status() == reqwest::StatusCode::UNAUTHORIZED
-            && with_token
-            && auth
-                .renew_after_401(token.as_ref(), &mut retries.renewals)
-                .await
-        {
-            continue;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+            if with_token
+                && auth
+                    .renew_after_401(token.as_ref(), &mut retries.renewals)
+                    .await
+            {
+                continue;
+            }
+        } else if let Some(t) = &token {
+            auth.accepted(t).await;
         }
         return Ok(Ok(resp));
     }
